@@ -1,0 +1,3 @@
+//! The `safeformers` command line.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Conversion of any stored dtype to a compute dtype, in one place.

@@ -1,0 +1,57 @@
+//! Read-only memory maps of weight files.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::error::{Error, Result};
+
+/// A file mapped read-only into memory, with the path it came from (for error messages).
+///
+/// Mapping is what makes opening a multi-gigabyte checkpoint cost microseconds: nothing is read
+/// until a tensor's bytes are touched. The caveat of every mmap applies: if another process
+/// truncates the file while it is mapped, reading the lost pages raises SIGBUS. Files in the
+/// cache are content-addressed blobs that nothing rewrites in place, which is why we accept it.
+#[derive(Debug)]
+pub struct MappedFile {
+    path: PathBuf,
+    map: Option<Mmap>,
+}
+
+impl MappedFile {
+    /// Maps `path` read-only. Empty files are not mapped (mapping zero bytes is an error on
+    /// some platforms) and read as an empty slice.
+    pub fn open(path: &Path) -> Result<MappedFile> {
+        let io_error = |source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(io_error)?;
+        let len = file.metadata().map_err(io_error)?.len();
+        if len == 0 {
+            return Ok(MappedFile {
+                path: path.to_path_buf(),
+                map: None,
+            });
+        }
+        // SAFETY: the map is read-only and private to this process. The remaining hazard of
+        // mmap (another process truncating the file underneath us) is documented on the type.
+        #[allow(unsafe_code)]
+        let map = unsafe { Mmap::map(&file) }.map_err(io_error)?;
+        Ok(MappedFile {
+            path: path.to_path_buf(),
+            map: Some(map),
+        })
+    }
+
+    /// The path this file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}

@@ -1,0 +1,1 @@
+//! The exact `module.name` globals the restricted unpickler resolves, and to what.

@@ -1,0 +1,1 @@
+//! The pickle opcode decoder shared by the unpickler and the scanner.

@@ -1,0 +1,1 @@
+//! Observe-mode pickle analysis: what Python would import and call.
