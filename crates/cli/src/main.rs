@@ -1,3 +1,63 @@
-//! The `safeformers` command line.
+//! The `safeformers` command line. Thin over the libraries: parse flags, call, print.
+//!
+//! Exit codes (shared/CLI.md): 0 success, 1 error (for `scan`: something unsafe or invalid was
+//! found), 2 usage error, 3 refused by security policy.
 
-fn main() {}
+mod inspect;
+mod output;
+mod scan;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for "refused by security policy".
+const EXIT_POLICY_REFUSAL: u8 = 3;
+
+/// Load, inspect and scan models without ever running code from them.
+#[derive(Debug, Parser)]
+#[command(name = "safeformers", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Report what each file is and what loading it would do; never executes anything.
+    Scan(scan::ScanArgs),
+    /// Show the format, metadata and tensors of a weights file or model folder.
+    Inspect(inspect::InspectArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Scan(args) => scan::run(&args),
+        Command::Inspect(args) => inspect::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if output::is_broken_pipe(&error) {
+                return ExitCode::SUCCESS;
+            }
+            // One line: what, where, and what to do (the library errors carry all three).
+            eprintln!("error: {error:#}");
+            if is_policy_refusal(&error) {
+                ExitCode::from(EXIT_POLICY_REFUSAL)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Whether any error in the chain is a refusal by security policy.
+fn is_policy_refusal(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<safeformers_weights::Error>()
+            .is_some_and(safeformers_weights::Error::is_policy_refusal)
+    })
+}

@@ -216,3 +216,101 @@ fn open_file_by_content(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn folder_with(files: &[&str]) -> PathBuf {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!(
+            "safeformers-policy-{}-{unique}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in files {
+            std::fs::write(dir.join(file), b"").unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn safetensors_is_preferred_over_pickle() {
+        let dir = folder_with(&["pytorch_model.bin", "model.safetensors", "config.json"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::Safetensors(dir.join("model.safetensors"))
+        );
+        let dir = folder_with(&["pytorch_model.bin", "model.safetensors.index.json"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::SafetensorsIndex(dir.join("model.safetensors.index.json"))
+        );
+        let dir = folder_with(&["weights.ckpt", "adapter.safetensors"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::Safetensors(dir.join("adapter.safetensors"))
+        );
+    }
+
+    #[test]
+    fn pickle_only_folders_choose_pickle() {
+        let dir = folder_with(&["pytorch_model.bin", "config.json"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::Pickle(dir.join("pytorch_model.bin"))
+        );
+        let dir = folder_with(&["pytorch_model.bin.index.json"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::PickleIndex(dir.join("pytorch_model.bin.index.json"))
+        );
+        let dir = folder_with(&["model.ckpt"]);
+        assert_eq!(
+            choose_weights(&dir).unwrap(),
+            WeightsSource::Pickle(dir.join("model.ckpt"))
+        );
+    }
+
+    #[test]
+    fn folders_without_weights_say_what_was_looked_for() {
+        let dir = folder_with(&["config.json", "a.pt", "b.pt"]);
+        let error = choose_weights(&dir).unwrap_err();
+        assert!(matches!(error, Error::NoWeights { .. }));
+        assert!(error.to_string().contains("model.safetensors"));
+    }
+
+    #[test]
+    fn pickle_only_folder_is_refused_under_the_default_policy() {
+        let dir = folder_with(&[]);
+        // The legacy PyTorch signature is enough: the policy refuses before parsing.
+        std::fs::write(
+            dir.join("pytorch_model.bin"),
+            crate::format::TORCH_LEGACY_PREFIX,
+        )
+        .unwrap();
+        let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
+        assert!(error.is_policy_refusal(), "{error}");
+        assert!(error.to_string().contains("--allow-pickle"), "{error}");
+        let error = open_checkpoint(&dir.join("pytorch_model.bin"), &LoadPolicy::default())
+            .unwrap_err();
+        assert!(error.is_policy_refusal(), "{error}");
+    }
+
+    #[test]
+    fn a_pickle_named_safetensors_is_not_read_as_pickle() {
+        let dir = folder_with(&[]);
+        std::fs::write(dir.join("model.safetensors"), b"\x80\x02cos\nsystem\n.").unwrap();
+        let error = open_checkpoint(&dir, &LoadPolicy::allowing_pickle()).unwrap_err();
+        assert!(matches!(error, Error::Safetensors { .. }), "{error}");
+    }
+
+    #[test]
+    fn default_policy_is_the_safe_one() {
+        let policy = LoadPolicy::default();
+        assert_eq!(policy.weights, WeightsPolicy::SafetensorsOnly);
+        assert_eq!(policy.remote_code, RemoteCodePolicy::Deny);
+    }
+}

@@ -1,0 +1,102 @@
+//! `safeformers inspect PATH [--json] [--allow-pickle]`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Serialize;
+
+use safeformers_weights::{LoadPolicy, open_checkpoint};
+
+/// Arguments of `inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A weights file (format detected by content) or a model folder.
+    path: PathBuf,
+    /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape"}]}.
+    #[arg(long)]
+    json: bool,
+    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
+    #[arg(long)]
+    allow_pickle: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct InspectOutput<'a> {
+    format: &'static str,
+    metadata: &'a BTreeMap<String, String>,
+    tensors: Vec<TensorLine<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct TensorLine<'a> {
+    name: &'a str,
+    dtype: &'static str,
+    shape: &'a [usize],
+}
+
+/// Runs `inspect`.
+pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
+    let policy = if args.allow_pickle {
+        LoadPolicy::allowing_pickle()
+    } else {
+        LoadPolicy::default()
+    };
+    let checkpoint = open_checkpoint(&args.path, &policy)
+        .with_context(|| format!("cannot inspect {}", args.path.display()))?;
+    let output = InspectOutput {
+        format: checkpoint.format().json_name(),
+        metadata: checkpoint.metadata(),
+        tensors: checkpoint
+            .tensors()
+            .map(|tensor| TensorLine {
+                name: tensor.name,
+                dtype: tensor.dtype.name(),
+                shape: tensor.shape,
+            })
+            .collect(),
+    };
+    if args.json {
+        crate::output::print_json(&output)?;
+    } else {
+        crate::output::print(&render_table(&output))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render_table(output: &InspectOutput<'_>) -> String {
+    let mut text = String::new();
+    let parameter_count: u128 = output
+        .tensors
+        .iter()
+        .map(|tensor| tensor.shape.iter().map(|&dim| dim as u128).product::<u128>())
+        .sum();
+    let _ = writeln!(
+        text,
+        "format: {}  tensors: {}  parameters: {}",
+        output.format,
+        output.tensors.len(),
+        parameter_count
+    );
+    for (key, value) in output.metadata {
+        let _ = writeln!(text, "metadata: {key} = {value}");
+    }
+    let name_width = output
+        .tensors
+        .iter()
+        .map(|tensor| tensor.name.len())
+        .max()
+        .unwrap_or(4)
+        .min(80);
+    for tensor in &output.tensors {
+        let _ = writeln!(
+            text,
+            "{:<name_width$}  {:<11}  {:?}",
+            tensor.name, tensor.dtype, tensor.shape
+        );
+    }
+    text
+}

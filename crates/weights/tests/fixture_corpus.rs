@@ -1,0 +1,174 @@
+//! The committed fixture corpus (`tests/fixtures/weights/`, made by
+//! `scripts/make_weight_fixtures.py`), checked entry by entry against its `MANIFEST.json`:
+//! every hostile sample is refused by the loader and flagged by the scanner; every benign
+//! checkpoint loads bit-identical to its safetensors twin.
+
+use std::path::{Path, PathBuf};
+
+use safeformers_weights::scan::{Verdict, scan_paths};
+use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
+use serde_json::Value;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/weights")
+}
+
+fn manifest() -> Vec<Value> {
+    let path = fixtures().join("MANIFEST.json");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
+    let manifest: Value = serde_json::from_str(&text).unwrap();
+    let entries = match &manifest {
+        Value::Array(entries) => entries.clone(),
+        Value::Object(object) => object
+            .get("entries")
+            .and_then(Value::as_array)
+            .cloned()
+            .expect("MANIFEST.json has an `entries` list"),
+        _ => panic!("MANIFEST.json is neither a list nor an object"),
+    };
+    assert!(entries.len() > 50, "only {} entries", entries.len());
+    entries
+}
+
+fn expectation<'a>(entry: &'a Value, key: &str) -> &'a str {
+    entry["expect"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("entry without expect.{key}: {entry}"))
+}
+
+/// Same names, dtypes, shapes and bytes.
+fn compare_with_twin(loaded: &Checkpoint, twin: &Checkpoint, label: &str) -> Result<(), String> {
+    let loaded_names: Vec<&str> = loaded.names().collect();
+    let twin_names: Vec<&str> = twin.names().collect();
+    if loaded_names != twin_names {
+        return Err(format!(
+            "{label}: names differ: {loaded_names:?} vs {twin_names:?}"
+        ));
+    }
+    for tensor in loaded.tensors() {
+        let Some(other) = twin.tensor(tensor.name) else {
+            return Err(format!("{label}: {} missing from the twin", tensor.name));
+        };
+        if (tensor.dtype, tensor.shape) != (other.dtype, other.shape) {
+            return Err(format!(
+                "{label}: {}: {} {:?} vs twin {} {:?}",
+                tensor.name, tensor.dtype, tensor.shape, other.dtype, other.shape
+            ));
+        }
+        if tensor.data != other.data {
+            return Err(format!(
+                "{label}: {}: bytes differ from the twin",
+                tensor.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_manifest_entry_loads_and_scans_as_expected() {
+    let root = fixtures();
+    let mut failures = Vec::new();
+    let mut twins_compared = 0;
+    for entry in manifest() {
+        let relative = entry["path"].as_str().expect("entry has a path");
+        let path = root.join(relative);
+        if !path.exists() {
+            failures.push(format!("{relative}: listed in MANIFEST.json but missing"));
+            continue;
+        }
+        let strict_kind = entry["strict_kind"].as_bool().unwrap_or(false);
+
+        // The loader, with pickle allowed (the restricted unpickler is what is under test).
+        let loaded = open_checkpoint(&path, &LoadPolicy::allowing_pickle());
+        match (expectation(&entry, "load"), &loaded) {
+            ("ok", Ok(checkpoint)) => {
+                if let Some(twin) = entry["twin"].as_str() {
+                    match open_checkpoint(&root.join(twin), &LoadPolicy::default()) {
+                        Ok(twin) => {
+                            twins_compared += 1;
+                            if let Err(difference) = compare_with_twin(checkpoint, &twin, relative)
+                            {
+                                failures.push(difference);
+                            }
+                        }
+                        Err(error) => failures.push(format!("{relative}: twin {twin}: {error}")),
+                    }
+                }
+            }
+            ("ok", Err(error)) => failures.push(format!("{relative}: should load: {error}")),
+            (expected, Ok(_)) => {
+                failures.push(format!("{relative}: loaded, but should be {expected}"));
+            }
+            ("refused", Err(error)) if strict_kind && !error.is_policy_refusal() => {
+                failures.push(format!(
+                    "{relative}: should be a policy refusal: {error}"
+                ));
+            }
+            ("invalid", Err(error)) if strict_kind && error.is_policy_refusal() => {
+                failures.push(format!(
+                    "{relative}: should be invalid, not refused: {error}"
+                ));
+            }
+            _ => {}
+        }
+
+        // Under the default policy nothing pickle-based loads at all.
+        if let Ok(checkpoint) = &loaded {
+            if checkpoint.format().is_pickle_based() {
+                match open_checkpoint(&path, &LoadPolicy::default()) {
+                    Err(error) if error.is_policy_refusal() => {}
+                    other => failures.push(format!(
+                        "{relative}: pickle-based, but the default policy gave {:?}",
+                        other.map(|checkpoint| checkpoint.len())
+                    )),
+                }
+            }
+        }
+
+        // The scanner.
+        let report = scan_paths(std::slice::from_ref(&path));
+        let verdicts: Vec<Verdict> = report.files.iter().map(|file| file.verdict).collect();
+        let scan_ok = match expectation(&entry, "scan") {
+            "safe" => verdicts.iter().all(|verdict| *verdict == Verdict::Safe),
+            "unsafe" => verdicts.contains(&Verdict::Unsafe),
+            "invalid" => verdicts.iter().any(|verdict| *verdict != Verdict::Safe),
+            other => panic!("{relative}: unknown scan expectation {other}"),
+        };
+        if !scan_ok {
+            failures.push(format!(
+                "{relative}: scan expected {}, got {:?}: {:?}",
+                expectation(&entry, "scan"),
+                verdicts,
+                report
+                    .files
+                    .iter()
+                    .flat_map(|file| &file.findings)
+                    .collect::<Vec<_>>()
+            ));
+        }
+        for name in entry["expect"]["scan_must_name"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let name = name.as_str().expect("names are strings");
+            let named = report
+                .files
+                .iter()
+                .flat_map(|file| &file.findings)
+                .any(|finding| finding.detail.contains(name));
+            if !named {
+                failures.push(format!("{relative}: no scan finding names {name}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert!(twins_compared >= 5, "only {twins_compared} twins compared");
+}
