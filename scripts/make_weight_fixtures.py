@@ -1409,7 +1409,8 @@ def make_hostile_safetensors() -> None:
        "JSON followed by NUL padding instead of spaces")
     hs("trailing_non_whitespace", st_file(valid_hdr + "x", d12), "6.3#41", "`}x`")
     hs("leading_whitespace", st_file(" \t\r\n" + valid_hdr, d12), "6.3#41",
-       "leading JSON whitespace: accepted (reference since #686)", load="ok", scan="safe")
+       "leading JSON whitespace: the reference accepts it (since #686); we require the header "
+       "object to start at byte 8, as every writer produces", strict=True)
     hs("header_array", st_file("[]", b""), "6.3#41", "header is `[]`")
     hs("metadata_number", st_file('{"__metadata__":{"k":1},"a":{' + one() + "}}", d12), "6.3#41",
        "__metadata__ value is a number")
@@ -1432,7 +1433,7 @@ def make_hostile_safetensors() -> None:
     hs("name_nul", st_file('{"a\\u0000b":{' + one() + "}}", d12), "6.3#42",
        "tensor name contains NUL (escaped); reference accepts, we reject control characters")
     hs("name_traversal", st_file('{"../../x":{' + one() + "}}", d12), "6.3#42",
-       "tensor name `../../x`: only a string to us (research 3.4: warn, not an error)", load="ok", scan="safe")
+       "tensor name `../../x`: refused (names with a `..` segment are rejected, issue #2)", strict=True)
     hs("name_empty", st_file('{"":{' + one() + "}}", d12), "6.3#42",
        "empty tensor name (reference: accepted); we reject", strict=True)
     count = 20_000
@@ -1452,8 +1453,9 @@ def make_hostile_safetensors() -> None:
     hdr = valid_hdr.encode()
     hdr += b" " * ((8 - len(hdr) % 8) % 8 + 1)
     hs("misaligned_f32", struct.pack("<Q", len(hdr)) + hdr + struct.pack("<3f", 1.0, 2.0, 3.0), "6.3#41",
-       f"header length {len(hdr)} (odd) so F32 data starts at odd offset {8 + len(hdr)}; valid, must "
-       "be copied rather than reinterpreted in place (values 1.0, 2.0, 3.0)", load="ok", scan="safe")
+       f"header length {len(hdr)} (odd) so F32 data starts at odd offset {8 + len(hdr)}: we refuse "
+       "misaligned tensor data (stricter than the reference); the error says to re-save with a "
+       "current safetensors", strict=True)
 
 
 # --------------------------------------------------------------------------------------------

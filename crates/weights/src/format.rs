@@ -102,14 +102,19 @@ pub fn detect_format(bytes: &[u8]) -> FileFormat {
     FileFormat::Unknown
 }
 
-/// An 8-byte header length followed by a JSON object. Whether the length fits the file is for
-/// the safetensors validator to say, so that a truncated file is reported as an invalid
+/// An 8-byte header length followed by a JSON object (after at most a little whitespace, which
+/// the validator then refuses). Whether the length fits the file is for the safetensors
+/// validator to say too, so that a truncated or sloppy file is reported as an invalid
 /// safetensors file rather than as unknown.
 fn looks_like_safetensors(bytes: &[u8]) -> bool {
     let Some((length_bytes, rest)) = bytes.split_first_chunk::<8>() else {
         return false;
     };
-    u64::from_le_bytes(*length_bytes) >= 2 && rest.first() == Some(&b'{')
+    let first_non_space = rest
+        .iter()
+        .take(64)
+        .find(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n'));
+    u64::from_le_bytes(*length_bytes) >= 2 && first_non_space == Some(&b'{')
 }
 
 /// Whether the first local header names `<root>/data.pkl` (PyTorch writes it first).
