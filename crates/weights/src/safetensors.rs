@@ -1394,3 +1394,76 @@ fn validate_layout(
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alignment_per_dtype() {
+        assert_eq!(alignment(Dtype::F4), 1);
+        assert_eq!(alignment(Dtype::F6E2M3), 1);
+        assert_eq!(alignment(Dtype::BF16), 2);
+        assert_eq!(alignment(Dtype::F32), 4);
+        assert_eq!(alignment(Dtype::C64), 8);
+        assert_eq!(alignment(Dtype::U64), 8);
+    }
+
+    #[test]
+    fn expected_bytes_is_checked() {
+        assert_eq!(expected_bytes("t", Dtype::F32, &[2, 3]), Ok(24));
+        assert_eq!(expected_bytes("t", Dtype::F32, &[]), Ok(4));
+        assert_eq!(expected_bytes("t", Dtype::F4, &[3, 2]), Ok(3));
+        assert_eq!(expected_bytes("t", Dtype::F32, &[0, 1 << 40]), Ok(0));
+        assert!(matches!(
+            expected_bytes("t", Dtype::F64, &[1 << 62]),
+            Err(SafetensorsError::ShapeOverflow { .. })
+        ));
+        assert!(matches!(
+            expected_bytes("t", Dtype::F4, &[1]),
+            Err(SafetensorsError::PartialByte { .. })
+        ));
+    }
+
+    #[test]
+    fn names() {
+        assert!(check_name("model.layers.0.self_attn.q_proj.weight").is_ok());
+        assert!(check_name("a..b").is_ok());
+        assert_eq!(check_name(""), Err(SafetensorsError::EmptyName));
+        assert!(check_name("a/../b").is_err());
+        assert!(check_name("/abs").is_err());
+        assert!(check_name("tab\there").is_err());
+    }
+
+    #[test]
+    fn serialized_layout_is_aligned_and_parses() {
+        let one = [1u8];
+        let four = [0u8; 4];
+        let eight = [0u8; 8];
+        let views = [
+            TensorView {
+                name: "u8",
+                dtype: Dtype::U8,
+                shape: &[1],
+                data: &one,
+            },
+            TensorView {
+                name: "f32",
+                dtype: Dtype::F32,
+                shape: &[1],
+                data: &four,
+            },
+            TensorView {
+                name: "f64",
+                dtype: Dtype::F64,
+                shape: &[1],
+                data: &eight,
+            },
+        ];
+        let file = serialize(&views, &BTreeMap::new()).unwrap();
+        let header = parse_header(&file).unwrap();
+        assert_eq!(header.data_start() % 8, 0);
+        let names: Vec<&str> = header.tensors().iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["f64", "f32", "u8"]);
+    }
+}

@@ -1065,3 +1065,42 @@ proptest! {
         }
     }
 }
+
+// --- interop ----------------------------------------------------------------------------------
+
+/// Written by the reference Python safetensors (torch venv, `safetensors.torch.save`):
+/// ```python
+/// save({"a.weight": torch.arange(6, dtype=torch.float32).reshape(2, 3),
+///       "b.bias": torch.tensor([1, 2], dtype=torch.int64),
+///       "c": torch.tensor([1.5], dtype=torch.bfloat16),
+///       "d": torch.tensor([True, False]),
+///       "e": torch.zeros((0, 3), dtype=torch.float16),
+///       "f": torch.tensor([1.0], dtype=torch.float8_e4m3fn)}, metadata={"format": "pt"})
+/// ```
+const TORCH_MULTI: &[u8] = include_bytes!("data/torch_multi.safetensors");
+
+#[test]
+fn reference_writer_output_is_accepted() {
+    let header = parse_header(TORCH_MULTI).unwrap();
+    assert_eq!(
+        header.metadata().get("format").map(String::as_str),
+        Some("pt")
+    );
+    let find = |name: &str| header.tensors().iter().find(|t| t.name == name).unwrap();
+    let a = find("a.weight");
+    assert_eq!((a.dtype, a.shape.as_slice()), (Dtype::F32, &[2, 3][..]));
+    let values: Vec<f32> = TORCH_MULTI[a.range.clone()]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(values, [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]);
+    let view = TensorView {
+        name: "f",
+        dtype: find("f").dtype,
+        shape: &find("f").shape,
+        data: &TORCH_MULTI[find("f").range.clone()],
+    };
+    assert_eq!(safeformers_weights::convert::to_f32(&view).unwrap(), [1.0]);
+    assert_eq!(find("e").range.len(), 0);
+    assert_eq!(find("d").dtype, Dtype::Bool);
+}
