@@ -1104,3 +1104,21 @@ fn reference_writer_output_is_accepted() {
     assert_eq!(find("e").range.len(), 0);
     assert_eq!(find("d").dtype, Dtype::Bool);
 }
+
+#[test]
+fn sharded_index_size_cap() {
+    let dir = scratch("sharded-huge");
+    let path = dir.join("model.safetensors.index.json");
+    // A sparse file: no 64 MB written, and none read either (the size is checked first).
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(safeformers_weights::sharded::MAX_INDEX_LEN + 1)
+        .unwrap();
+    assert!(matches!(
+        read_index(&path).unwrap_err(),
+        Error::ShardIndex {
+            source: IndexError::TooLarge { .. },
+            ..
+        }
+    ));
+    let _ = std::fs::remove_dir_all(dir);
+}
