@@ -41,6 +41,7 @@ pub(crate) enum TensorBytes {
     Mapped { source: usize, range: Range<usize> },
     /// Bytes the loader assembled (a strided PyTorch view made contiguous, a byte-swapped
     /// big-endian storage).
+    #[allow(dead_code, reason = "constructed by the PyTorch loader (torch.rs)")]
     Owned(Vec<u8>),
 }
 
