@@ -389,7 +389,103 @@ pub struct Unpickled {
 }
 
 /// Whether `bytes` starts like a pickle stream: a `PROTO` opcode, or (protocols 0 and 1, which
-/// have no magic) a run of well-formed opcodes ending in `STOP`.
+/// have no magic) a run of well-formed opcodes from offset 0 with a consistent stack that
+/// reaches `STOP`, or that holds an import among its first few opcodes before an error, or that
+/// runs on for many opcodes (a long stream cut short, when only the head of a file is given).
+///
+/// ```
+/// use safeformers_weights::pickle::looks_like_pickle;
+/// assert!(looks_like_pickle(b"\x80\x02N."));
+/// assert!(looks_like_pickle(b"cos\nsystem\n(S'id'\ntR."));
+/// assert!(looks_like_pickle(b"(lp0\nVa\np1\na."));
+/// assert!(!looks_like_pickle(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR"));
+/// assert!(!looks_like_pickle(b"# A model\n\nThis repository holds weights.\n"));
+/// assert!(!looks_like_pickle(b"No."));
+/// ```
 pub fn looks_like_pickle(bytes: &[u8]) -> bool {
-    matches!(bytes, [0x80, 0..=5, ..])
+    if matches!(bytes, [0x80, 0..=5, ..]) {
+        return true;
+    }
+    if !bytes
+        .first()
+        .is_some_and(|&b| opcodes::is_text_protocol_opcode(b))
+    {
+        return false;
+    }
+    /// Opcodes after which a run without error or STOP counts as a pickle.
+    const LONG_RUN: usize = 64;
+    let mut depth: usize = 0;
+    let mut marks: Vec<usize> = Vec::new();
+    let mut valid = 0usize;
+    let mut imports = false;
+    for item in opcodes::Decoder::new(bytes).take(LONG_RUN) {
+        let Ok((_, op)) = item else {
+            break;
+        };
+        let fence = marks.last().copied().unwrap_or(0);
+        // (values popped, values pushed) above the fence, or a MARK-consuming opcode.
+        let (pops, pushes, to_mark) = match op {
+            opcodes::Op::Stop => return depth == 1 && marks.is_empty(),
+            opcodes::Op::Mark => {
+                if marks.len() >= 1000 {
+                    return false;
+                }
+                marks.push(depth);
+                (0, 0, false)
+            }
+            opcodes::Op::Proto(_) | opcodes::Op::Frame(_) => return false,
+            opcodes::Op::Pop => (1, 0, false),
+            opcodes::Op::Dup => (1, 2, false),
+            opcodes::Op::PopMark => (0, 0, true),
+            opcodes::Op::Tuple
+            | opcodes::Op::List
+            | opcodes::Op::Dict
+            | opcodes::Op::FrozenSet
+            | opcodes::Op::Inst { .. }
+            | opcodes::Op::Obj => (0, 1, true),
+            opcodes::Op::Appends | opcodes::Op::SetItems | opcodes::Op::AddItems => (0, 0, true),
+            opcodes::Op::Append => (2, 1, false),
+            opcodes::Op::SetItem => (3, 1, false),
+            opcodes::Op::Reduce | opcodes::Op::Build | opcodes::Op::NewObj => (2, 1, false),
+            opcodes::Op::NewObjEx => (3, 1, false),
+            opcodes::Op::StackGlobal => (2, 1, false),
+            opcodes::Op::Tuple1 | opcodes::Op::BinPersId | opcodes::Op::ReadonlyBuffer => {
+                (1, 1, false)
+            }
+            opcodes::Op::Tuple2 => (2, 1, false),
+            opcodes::Op::Tuple3 => (3, 1, false),
+            opcodes::Op::Put(_)
+            | opcodes::Op::BinPut(_)
+            | opcodes::Op::LongBinPut(_)
+            | opcodes::Op::Memoize => (1, 1, false),
+            _ => (0, 1, false),
+        };
+        if matches!(
+            op,
+            opcodes::Op::Global { .. } | opcodes::Op::Inst { .. } | opcodes::Op::StackGlobal
+        ) {
+            imports = true;
+        }
+        if to_mark {
+            let Some(mark) = marks.pop() else {
+                return false;
+            };
+            depth = mark;
+            if matches!(
+                op,
+                opcodes::Op::Appends | opcodes::Op::SetItems | opcodes::Op::AddItems
+            ) && depth <= marks.last().copied().unwrap_or(0)
+            {
+                return false;
+            }
+        } else {
+            if depth < fence + pops {
+                return false;
+            }
+            depth -= pops;
+        }
+        depth += pushes;
+        valid += 1;
+    }
+    valid >= LONG_RUN || (valid >= 3 && imports)
 }
