@@ -458,6 +458,24 @@ fn nested_pickles_are_scanned() {
     );
     has(&s, Severity::Dangerous, "import", "pickle.loads");
     assert!(!s.findings.iter().any(|f| f.detail.contains("os.system")));
+    // One nested blob reused through the memo by many calls is scanned once.
+    let mut asm = Asm::new().proto(2).binbytes(&inner).binput(0).pop();
+    for _ in 0..100 {
+        asm = asm
+            .global("pickle", "loads")
+            .binget(0)
+            .tuple1()
+            .reduce()
+            .pop();
+    }
+    let s = scan(&asm.none().stop().bytes());
+    assert_eq!(
+        s.findings
+            .iter()
+            .filter(|f| f.kind == "nested_pickle")
+            .count(),
+        1
+    );
     // Self-nesting to any depth stays bounded.
     let mut blob = inner;
     for _ in 0..20 {

@@ -280,7 +280,8 @@ pub struct Limits {
     /// (2 M) bounds the output tree to a few hundred MB; a state dict needs a few values per
     /// tensor.
     pub max_values: u64,
-    /// Nesting depth of containers in the output.
+    /// Nesting depth of containers in the output (at most
+    /// [`unpickler::MAX_DEPTH_CEILING`], whatever is set here).
     pub max_depth: usize,
     /// Bytes of strings and byte strings in total.
     pub max_string_bytes: u64,

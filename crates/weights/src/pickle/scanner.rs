@@ -457,7 +457,13 @@ impl<'o> Stream<'o> {
             })
             .max()
             .unwrap_or(0);
-        if depth > self.options.limits.max_depth {
+        if depth
+            > self
+                .options
+                .limits
+                .max_depth
+                .min(super::unpickler::MAX_DEPTH_CEILING)
+        {
             // Keep the weight, drop the structure (bounded drop depth).
             return Sym::Other {
                 kind: "tuple",
@@ -578,13 +584,18 @@ impl<'o> Stream<'o> {
 
     /// Scans byte strings in call arguments that look like pickles.
     fn nested(&mut self, args: &Sym, report: &mut Report) {
-        let mut candidates: Vec<(Rc<[u8]>, usize)> = Vec::new();
+        // Each candidate is keyed by the allocation it came from, so a value reused through
+        // the memo is scanned once: the total nested work per level is bounded by the size of
+        // the stream's own arguments.
+        let mut candidates: Vec<((usize, usize), Rc<[u8]>, usize)> = Vec::new();
         let mut visit = |sym: &Sym| match sym {
-            Sym::Bytes { data, offset } => candidates.push((data.clone(), *offset)),
+            Sym::Bytes { data, offset } => {
+                candidates.push(((data.as_ptr() as usize, data.len()), data.clone(), *offset));
+            }
             Sym::Str { text, .. } => {
                 // `pickle.loads` takes bytes; a text argument matters once latin-1 encoded.
                 if let Some(data) = latin1(text) {
-                    candidates.push((data.into(), 0));
+                    candidates.push(((text.as_ptr() as usize, text.len()), data.into(), 0));
                 }
             }
             _ => {}
@@ -600,14 +611,11 @@ impl<'o> Stream<'o> {
             }
             other => visit(other),
         }
-        for (data, offset) in candidates {
-            if self.depth_left == 0 || !looks_like_pickle(&data) {
+        for (identity, data, offset) in candidates {
+            if self.depth_left == 0 || !self.nested_seen.insert(identity) {
                 continue;
             }
-            if !self
-                .nested_seen
-                .insert((data.as_ptr() as usize, data.len()))
-            {
+            if !looks_like_pickle(&data) {
                 continue;
             }
             self.nested_count += 1;

@@ -27,6 +27,9 @@ use crate::dtype::Dtype;
 /// Most dimensions a tensor may have.
 pub const MAX_RANK: usize = 64;
 
+/// Hard ceiling on [`Limits::max_depth`]: output materialisation recurses once per level.
+pub const MAX_DEPTH_CEILING: usize = 1000;
+
 /// Runs the restricted unpickler over one pickle stream at the start of `bytes`, up to and
 /// including its `STOP` opcode. Bytes after `STOP` are not read; [`Unpickled::consumed`] says
 /// where the stream ended.
@@ -312,8 +315,9 @@ impl<'o> Vm<'o> {
             })
             .max()
             .unwrap_or(0);
-        if depth > self.limits().max_depth {
-            return Err(self.limit("levels of tuple nesting", self.limits().max_depth as u64));
+        let max_depth = self.limits().max_depth.min(MAX_DEPTH_CEILING);
+        if depth > max_depth {
+            return Err(self.limit("levels of tuple nesting", max_depth as u64));
         }
         self.count_value()?;
         Ok(V::Tuple(Rc::new(TupleNode { depth, items })))
@@ -1215,11 +1219,12 @@ impl Budget {
 /// Builds the output tree. Recursion is bounded by `max_depth`, which also ends cycles
 /// (a list appended to itself).
 fn materialize(arena: &[Container], value: &V, depth: usize, budget: &mut Budget) -> R<Value> {
-    if depth > budget.limits.max_depth {
+    let max_depth = budget.limits.max_depth.min(MAX_DEPTH_CEILING);
+    if depth > max_depth {
         return Err(PickleError::LimitExceeded {
             offset: budget.offset,
             limit: "levels of nesting in the result",
-            max: budget.limits.max_depth as u64,
+            max: max_depth as u64,
         });
     }
     budget.value()?;
