@@ -27,6 +27,9 @@ use crate::scan::{Finding, Severity};
 /// Most findings one scan returns; the last one then says the list was truncated.
 pub const MAX_FINDINGS: usize = 1000;
 
+/// A byte string that may be a nested pickle: (identity of its allocation, bytes, offset).
+type NestedCandidate = ((usize, usize), Rc<[u8]>, usize);
+
 /// Most nested pickles scanned per stream.
 const MAX_NESTED_PER_STREAM: usize = 64;
 
@@ -587,7 +590,7 @@ impl<'o> Stream<'o> {
         // Each candidate is keyed by the allocation it came from, so a value reused through
         // the memo is scanned once: the total nested work per level is bounded by the size of
         // the stream's own arguments.
-        let mut candidates: Vec<((usize, usize), Rc<[u8]>, usize)> = Vec::new();
+        let mut candidates: Vec<NestedCandidate> = Vec::new();
         let mut visit = |sym: &Sym| match sym {
             Sym::Bytes { data, offset } => {
                 candidates.push(((data.as_ptr() as usize, data.len()), data.clone(), *offset));
