@@ -37,7 +37,7 @@ use crate::mapped::MappedFile;
 pub fn open(path: &Path) -> Result<Checkpoint> {
     Err(Error::Torch {
         path: path.to_path_buf(),
-        source: TorchError::Pickle(PickleError::NotBuilt),
+        source: TorchError::Zip(ZipError::NotBuilt),
     })
 }
 
@@ -46,6 +46,6 @@ pub(crate) fn load_into(checkpoint: &mut Checkpoint, file: Arc<MappedFile>) -> R
     let _ = checkpoint;
     Err(Error::Torch {
         path: file.path().to_path_buf(),
-        source: TorchError::Pickle(PickleError::NotBuilt),
+        source: TorchError::Zip(ZipError::NotBuilt),
     })
 }
