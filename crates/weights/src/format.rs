@@ -114,10 +114,10 @@ fn looks_like_safetensors(bytes: &[u8]) -> bool {
 
 /// Whether the first local header names `<root>/data.pkl` (PyTorch writes it first).
 fn first_zip_member_is_data_pkl(bytes: &[u8]) -> bool {
-    let Some(name_len) = bytes.get(26..28) else {
+    let Some(&[low, high]) = bytes.get(26..28) else {
         return false;
     };
-    let name_len = usize::from(u16::from_le_bytes([name_len[0], name_len[1]]));
+    let name_len = usize::from(u16::from_le_bytes([low, high]));
     bytes
         .get(30..30 + name_len)
         .is_some_and(|name| name.ends_with(b"/data.pkl") || name == b"data.pkl")
