@@ -17,23 +17,237 @@ pub mod unpickler;
 
 use crate::dtype::Dtype;
 
+pub use allowlist::allowed_globals;
+pub use opcodes::{DecodeError, DecodeErrorKind};
+pub use scanner::{PickleScan, ScanOptions, scan_pickles};
 pub use unpickler::unpickle;
 
-/// Why a pickle stream could not be read, or was refused.
+/// Why a pickle stream could not be read, or was refused. Every variant carries the byte offset
+/// (from the start of the stream) of the opcode at fault.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PickleError {
-    /// Placeholder until the unpickler lands.
-    #[error("the restricted unpickler is not built yet")]
-    NotBuilt,
+    /// An opcode could not be decoded: unknown byte, truncated argument, malformed text
+    /// argument, or a `FRAME` violation.
+    #[error("malformed pickle at {0}")]
+    Decode(#[from] DecodeError),
+    /// The input ended before `STOP`.
+    #[error("malformed pickle: the stream ends at offset {offset} without a STOP opcode")]
+    MissingStop {
+        /// Where the input ended.
+        offset: usize,
+    },
+    /// `PROTO` names a protocol above 5.
+    #[error("offset {offset}: unsupported pickle protocol {protocol} (0 to 5 exist)")]
+    UnsupportedProtocol {
+        /// Offset of the `PROTO` opcode.
+        offset: usize,
+        /// The protocol it names.
+        protocol: u8,
+    },
+    /// `PROTO` appears anywhere but as the very first opcode (a trick that switches CPython's
+    /// name resolution mid-stream).
+    #[error("offset {offset}: PROTO is only allowed as the first opcode")]
+    MisplacedProto {
+        /// Offset of the `PROTO` opcode.
+        offset: usize,
+    },
+    /// A global outside the allowlist. Loading this file with Python would import
+    /// `module.name` (and most likely call it).
+    #[error(
+        "offset {offset}: refusing global `{}`: not in the allowlist of the restricted unpickler \
+         (see safeformers_weights::pickle::allowlist)",
+        printable_name(module, name)
+    )]
+    GlobalNotAllowed {
+        /// The module as written in the pickle.
+        module: String,
+        /// The name as written in the pickle.
+        name: String,
+        /// Offset of the importing opcode.
+        offset: usize,
+    },
+    /// An opcode the restricted unpickler never executes (`INST`, `OBJ`, `NEWOBJ`, `EXT*`,
+    /// sets, buffers), or an opcode used on a value it may not act on (`REDUCE` of a
+    /// non-callable, `BUILD` on anything but an `OrderedDict`'s `_metadata`).
+    #[error("offset {offset}: refusing {opcode}: {reason}")]
+    ForbiddenOpcode {
+        /// Offset of the opcode.
+        offset: usize,
+        /// The opcode's name.
+        opcode: &'static str,
+        /// Why, naming the value or global involved.
+        reason: String,
+    },
+    /// An allowlisted global used outside its role (a storage type called, a dtype stored as a
+    /// value).
+    #[error("offset {offset}: refusing `{global}` {reason}")]
+    MisplacedGlobal {
+        /// Offset of the opcode that misused it.
+        offset: usize,
+        /// The global, `module.name`.
+        global: String,
+        /// What was done with it.
+        reason: &'static str,
+    },
+    /// `STACK_GLOBAL` whose module or name is not a literal string.
+    #[error(
+        "offset {offset}: refusing STACK_GLOBAL: its {operand} operand is a {found}, not a literal string"
+    )]
+    NonLiteralGlobal {
+        /// Offset of the `STACK_GLOBAL`.
+        offset: usize,
+        /// `"module"` or `"name"`.
+        operand: &'static str,
+        /// What was found instead.
+        found: &'static str,
+    },
+    /// A persistent id in a pickle that may not have any.
+    #[error(
+        "offset {offset}: refusing a persistent id: this pickle may not reference external objects"
+    )]
+    PersistentIdForbidden {
+        /// Offset of the `PERSID`/`BINPERSID`.
+        offset: usize,
+    },
+    /// A persistent id that is not a well-formed storage reference.
+    #[error("offset {offset}: invalid storage persistent id: {reason}")]
+    BadPersistentId {
+        /// Offset of the `BINPERSID`.
+        offset: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A storage class that exists in torch but has no safetensors dtype.
+    #[error("offset {offset}: unsupported storage type `{name}` (no safetensors dtype for it)")]
+    UnsupportedStorage {
+        /// Offset of the global.
+        offset: usize,
+        /// The storage class, `module.name`.
+        name: String,
+    },
+    /// An allowlisted callable called with arguments outside its schema.
+    #[error("offset {offset}: invalid arguments to {callee}: {reason}")]
+    BadArguments {
+        /// Offset of the `REDUCE`.
+        offset: usize,
+        /// The callable, `module.name`.
+        callee: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An opcode applied to the wrong kind of value, or with too few values on the stack
+    /// (`APPEND` onto a dict, `SETITEM` on a list, stack underflow, missing `MARK`, an
+    /// unhashable or duplicate dict key).
+    #[error("offset {offset}: invalid {opcode}: {reason}")]
+    InvalidOperation {
+        /// Offset of the opcode.
+        offset: usize,
+        /// The opcode's name.
+        opcode: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// `GET` of a memo slot that was never stored.
+    #[error("offset {offset}: memo slot {index} was never stored")]
+    MemoMissing {
+        /// Offset of the `GET`.
+        offset: usize,
+        /// The slot.
+        index: u64,
+    },
+    /// A string argument that is not valid UTF-8 or has a malformed escape.
+    #[error("offset {offset}: {opcode} holds invalid text")]
+    InvalidString {
+        /// Offset of the opcode.
+        offset: usize,
+        /// The opcode's name.
+        opcode: &'static str,
+    },
+    /// An integer wider than 128 bits.
+    #[error("offset {offset}: integer wider than 128 bits")]
+    IntegerTooLarge {
+        /// Offset of the opcode.
+        offset: usize,
+    },
+    /// One of the [`Limits`] was exceeded.
+    #[error("offset {offset}: limit exceeded: more than {max} {limit}")]
+    LimitExceeded {
+        /// Offset of the opcode that crossed it.
+        offset: usize,
+        /// Which limit (`"opcodes"`, `"values"`, `"memo entries"`, ...).
+        limit: &'static str,
+        /// Its value.
+        max: u64,
+    },
+    /// Well-formed and allowed, but not something we can represent (a bare storage as a
+    /// value, tensor metadata such as conjugate bits).
+    #[error("offset {offset}: unsupported: {what}")]
+    Unsupported {
+        /// Offset of the opcode.
+        offset: usize,
+        /// What.
+        what: String,
+    },
 }
 
 impl PickleError {
     /// Whether this is a refusal by policy (a global outside the allowlist, a forbidden opcode
     /// use) rather than a malformed stream.
     pub fn is_policy_refusal(&self) -> bool {
-        false
+        matches!(
+            self,
+            PickleError::GlobalNotAllowed { .. }
+                | PickleError::ForbiddenOpcode { .. }
+                | PickleError::MisplacedGlobal { .. }
+                | PickleError::NonLiteralGlobal { .. }
+                | PickleError::PersistentIdForbidden { .. }
+        )
     }
+
+    /// Byte offset, from the start of the stream, of the opcode at fault.
+    pub fn offset(&self) -> usize {
+        match self {
+            PickleError::Decode(error) => error.offset,
+            PickleError::MissingStop { offset }
+            | PickleError::UnsupportedProtocol { offset, .. }
+            | PickleError::MisplacedProto { offset }
+            | PickleError::GlobalNotAllowed { offset, .. }
+            | PickleError::ForbiddenOpcode { offset, .. }
+            | PickleError::MisplacedGlobal { offset, .. }
+            | PickleError::NonLiteralGlobal { offset, .. }
+            | PickleError::PersistentIdForbidden { offset }
+            | PickleError::BadPersistentId { offset, .. }
+            | PickleError::UnsupportedStorage { offset, .. }
+            | PickleError::BadArguments { offset, .. }
+            | PickleError::InvalidOperation { offset, .. }
+            | PickleError::MemoMissing { offset, .. }
+            | PickleError::InvalidString { offset, .. }
+            | PickleError::IntegerTooLarge { offset }
+            | PickleError::LimitExceeded { offset, .. }
+            | PickleError::Unsupported { offset, .. } => *offset,
+        }
+    }
+}
+
+/// `module.name` for an error message: control characters escaped, at most 200 characters.
+pub(crate) fn printable_name(module: &str, name: &str) -> String {
+    let full = format!("{module}.{name}");
+    let mut out: String = full
+        .chars()
+        .take(200)
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    if full.chars().count() > 200 {
+        out.push_str("...");
+    }
+    out
 }
 
 /// How `BINPERSID`/`PERSID` persistent ids are interpreted.
@@ -60,8 +274,11 @@ pub struct Limits {
     pub max_stack: usize,
     /// Nested `MARK`s open at once.
     pub max_mark_depth: usize,
-    /// Value nodes created in total (shared references count once each time they are
-    /// materialised into the output tree, which is what stops DUP/memo expansion bombs).
+    /// Value nodes created in total, counted twice over: once for the values the VM creates,
+    /// and separately for the nodes of the output tree, where a shared reference counts each
+    /// time it is materialised (which is what stops DUP/memo expansion bombs). The default
+    /// (2 M) bounds the output tree to a few hundred MB; a state dict needs a few values per
+    /// tensor.
     pub max_values: u64,
     /// Nesting depth of containers in the output.
     pub max_depth: usize,
@@ -76,7 +293,7 @@ impl Default for Limits {
             max_memo: 1_000_000,
             max_stack: 1_000_000,
             max_mark_depth: 1_000,
-            max_values: 10_000_000,
+            max_values: 2_000_000,
             max_depth: 100,
             max_string_bytes: 256 * 1024 * 1024,
         }
