@@ -338,26 +338,42 @@ impl LoadedTensor {
 /// deciding which by content.
 pub fn open(path: &Path) -> Result<Checkpoint> {
     let file = Arc::new(MappedFile::open(path)?);
-    let format = detect_format(file.bytes());
-    let mut checkpoint = Checkpoint::new(format);
-    load_into(&mut checkpoint, file)?;
+    let loaded = load_file(&file)?;
+    let mut checkpoint = Checkpoint::new(loaded.format);
+    add_tensors(&mut checkpoint, file, loaded)?;
     Ok(checkpoint)
 }
 
 /// Reads `file` as a PyTorch checkpoint and adds its tensors to `checkpoint` (one shard of many).
+#[allow(dead_code, reason = "called by crate::sharded, whose index reader lands separately")]
 pub(crate) fn load_into(checkpoint: &mut Checkpoint, file: Arc<MappedFile>) -> Result<()> {
-    let path = file.path().to_path_buf();
+    let loaded = load_file(&file)?;
+    add_tensors(checkpoint, file, loaded)
+}
+
+fn load_file(file: &MappedFile) -> Result<LoadedCheckpoint> {
+    let path = file.path();
     let format = detect_format(file.bytes());
     if !matches!(
         format,
-        FileFormat::PytorchZip | FileFormat::PytorchLegacy | FileFormat::Pickle
+        FileFormat::PytorchZip | FileFormat::Zip | FileFormat::PytorchLegacy | FileFormat::Pickle
     ) {
-        return Err(Error::UnsupportedFormat { path, format });
+        return Err(Error::UnsupportedFormat {
+            path: path.to_path_buf(),
+            format,
+        });
     }
-    let loaded = load_from_bytes(file.bytes()).map_err(|source| Error::Torch {
-        path: path.clone(),
+    load_from_bytes(file.bytes()).map_err(|source| Error::Torch {
+        path: path.to_path_buf(),
         source,
-    })?;
+    })
+}
+
+fn add_tensors(
+    checkpoint: &mut Checkpoint,
+    file: Arc<MappedFile>,
+    loaded: LoadedCheckpoint,
+) -> Result<()> {
     let source = checkpoint.add_source(file);
     for tensor in loaded.tensors {
         let bytes = match tensor.data {

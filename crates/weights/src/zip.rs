@@ -787,7 +787,23 @@ fn read_archive<'a>(bytes: &'a [u8], sink: &mut Sink<'_>) -> Result<ReadArchive<
 
     let mut members = Vec::with_capacity(raw_entries.len());
     for raw in raw_entries {
-        members.push(check_member(bytes, raw, shift, sink)?);
+        match check_member(bytes, raw.clone(), shift, sink) {
+            Ok(member) => members.push(member),
+            // Leniently, a member whose local header cannot be read is still listed (without
+            // data), and the rest of the archive is read.
+            Err(error) if !sink.is_strict() => {
+                sink.report(error)?;
+                let local_offset = usize::try_from(raw.local_offset)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(shift);
+                members.push(ReadMember {
+                    raw,
+                    local_offset,
+                    data: None,
+                });
+            }
+            Err(error) => return Err(error),
+        }
     }
     check_names(&members, sink)?;
     let gaps = check_layout(bytes, &members, directory, sink)?;

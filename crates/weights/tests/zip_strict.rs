@@ -520,6 +520,22 @@ fn refuses_a_central_entry_without_a_local_header() {
         refuse(&archive),
         ZipError::MissingLocalHeader { .. }
     ));
+    // The scanner still reads every other member.
+    let bytes = archive.build();
+    let inspection = zip::inspect(&bytes, InspectLimits::default());
+    assert!(inspection.fatal.is_none());
+    let pickle = inspection
+        .members
+        .iter()
+        .find(|m| m.name == "archive/data.pkl")
+        .unwrap();
+    assert_eq!(pickle.data.as_deref(), Some(PICKLE));
+    let missing = inspection
+        .members
+        .iter()
+        .find(|m| m.name == "archive/version")
+        .unwrap();
+    assert!(missing.data.is_none());
 }
 
 #[test]
