@@ -714,11 +714,14 @@ def make_benign_safetensors() -> None:
 
     # F6_E2M3 / F6_E3M2 cannot be made by torch: a hand-written header. Every tensor's bit
     # count is a multiple of 8 (F6 x4 = 3 bytes, F4 x2 = 1 byte).
+    # Ordered by alignment (8-byte types first), as the reference writer does, so that every
+    # tensor starts at a multiple of its element size: safeformers refuses misaligned data.
     raw = [
+        ("C64", "C64", [2], 16), ("U64", "U64", [1], 8),
+        ("scalar_F32", "F32", [], 4), ("empty_F32", "F32", [0, 5], 0),
         ("F4", "F4", [2, 2], 2), ("F6_E2M3", "F6_E2M3", [4], 3), ("F6_E3M2", "F6_E3M2", [2, 4], 6),
         ("F8_E8M0", "F8_E8M0", [3], 3), ("F8_E4M3FNUZ", "F8_E4M3FNUZ", [3], 3),
-        ("F8_E5M2FNUZ", "F8_E5M2FNUZ", [3], 3), ("C64", "C64", [2], 16), ("U64", "U64", [1], 8),
-        ("scalar_F32", "F32", [], 4), ("empty_F32", "F32", [0, 5], 0),
+        ("F8_E5M2FNUZ", "F8_E5M2FNUZ", [3], 3),
     ]
     header, n = st_header(raw, metadata={"format": "pt", "note": "hand-written"})
     write("benign/exotic_dtypes_raw.safetensors", st_file(header, pattern(n)))
@@ -1222,7 +1225,9 @@ def make_hostile_torch() -> None:
     members = torch_members(BASE_PKL)
     members.append(Member("archive/extra.pkl", evil))
     ht("member_extra_pkl.pt", build_zip(members), "6.2#36", "invalid", "unsafe", ["posix.system"],
-       "unreferenced archive/extra.pkl holding os.system: torch never reads it, the scanner must")
+       "unreferenced archive/extra.pkl holding os.system: torch never reads it, the scanner must; "
+       "safeformers refuses any extra pickle member as possible TorchScript (policy), so the kind "
+       "is not strict", strict=False)
     members = torch_members(BASE_PKL)
     members.append(Member("archive/data/5", BASE_FLOATS))
     ht("member_unreferenced_storage.pt", build_zip(members), "6.2#36", "invalid", ["safe", "invalid"], [],

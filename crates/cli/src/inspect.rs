@@ -72,7 +72,13 @@ fn render_table(output: &InspectOutput<'_>) -> String {
     let parameter_count: u128 = output
         .tensors
         .iter()
-        .map(|tensor| tensor.shape.iter().map(|&dim| dim as u128).product::<u128>())
+        .map(|tensor| {
+            tensor
+                .shape
+                .iter()
+                .map(|&dim| dim as u128)
+                .product::<u128>()
+        })
         .sum();
     let _ = writeln!(
         text,

@@ -27,7 +27,10 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     } else {
         crate::output::print(&render_text(&report))?;
     }
-    let all_safe = report.files.iter().all(|file| file.verdict == Verdict::Safe);
+    let all_safe = report
+        .files
+        .iter()
+        .all(|file| file.verdict == Verdict::Safe);
     Ok(if all_safe {
         ExitCode::SUCCESS
     } else {
@@ -45,6 +48,10 @@ fn render_text(report: &ScanReport) -> String {
             file.format.json_name(),
             file.path
         );
+        // A safe file's findings are all informational; show them only in JSON.
+        if file.verdict == Verdict::Safe {
+            continue;
+        }
         for finding in &file.findings {
             let _ = writeln!(
                 text,

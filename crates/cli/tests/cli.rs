@@ -1,5 +1,13 @@
 //! The `safeformers` binary, driven as a user drives it: exit codes, JSON shapes, messages.
 
+// Test code: a failed expectation is a panic with a message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -17,10 +25,12 @@ fn fixtures() -> PathBuf {
 
 /// The real all-MiniLM-L6-v2 folder, fetched by `scripts/test.sh`.
 fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFEFORMERS_MINILM_DIR").map(PathBuf::from).expect(
-        "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, or export \
+    let dir = std::env::var_os("SAFEFORMERS_MINILM_DIR")
+        .map(PathBuf::from)
+        .expect(
+            "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, or export \
          SAFEFORMERS_MINILM_DIR=$(scripts/fetch-minilm.sh | tail -n 1)",
-    );
+        );
     assert!(
         dir.join("model.safetensors").is_file(),
         "{} has no model.safetensors: rerun scripts/fetch-minilm.sh",
@@ -48,7 +58,12 @@ fn scan_of_the_real_minilm_folder_is_safe() {
     let files = report["files"].as_array().unwrap();
     let weights = files
         .iter()
-        .find(|file| file["path"].as_str().unwrap().ends_with("model.safetensors"))
+        .find(|file| {
+            file["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("model.safetensors")
+        })
         .expect("model.safetensors is in the report");
     assert_eq!(weights["format"], "safetensors");
     assert_eq!(weights["verdict"], "safe");
@@ -80,7 +95,10 @@ fn inspect_of_the_real_minilm_weights_lists_every_tensor() {
 fn usage_errors_exit_2() {
     assert_eq!(safeformers(&["scan"]).status.code(), Some(2));
     assert_eq!(safeformers(&["no-such-command"]).status.code(), Some(2));
-    assert_eq!(safeformers(&["inspect", "--bogus", "x"]).status.code(), Some(2));
+    assert_eq!(
+        safeformers(&["inspect", "--bogus", "x"]).status.code(),
+        Some(2)
+    );
 }
 
 #[test]
@@ -88,7 +106,10 @@ fn missing_files_are_errors_with_the_path() {
     let output = safeformers(&["inspect", "/nonexistent/model.safetensors"]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("/nonexistent/model.safetensors"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/model.safetensors"),
+        "{stderr}"
+    );
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
 }
 
@@ -146,7 +167,11 @@ fn no_fixture_makes_any_command_panic() {
                 assert_eq!(report["files"].as_array().map(Vec::len), Some(1), "{path}");
             } else if code != Some(0) {
                 let stderr = String::from_utf8_lossy(&output.stderr);
-                assert_eq!(stderr.lines().count(), 1, "{args:?}: one-line error: {stderr}");
+                assert_eq!(
+                    stderr.lines().count(),
+                    1,
+                    "{args:?}: one-line error: {stderr}"
+                );
             }
         }
     }
@@ -159,7 +184,10 @@ fn scan_names_what_a_hostile_pickle_would_call_and_fails() {
     assert_eq!(output.status.code(), Some(1), "{output:?}");
     let report = stdout_json(&output);
     let files = report["files"].as_array().unwrap();
-    assert!(files.iter().all(|file| file["verdict"] != "safe"), "{report}");
+    assert!(
+        files.iter().all(|file| file["verdict"] != "safe"),
+        "{report}"
+    );
     let text = report.to_string();
     for name in ["posix.system", "builtins.eval"] {
         assert!(text.contains(name), "no finding names {name}");

@@ -35,7 +35,12 @@ fn main() {
                 std::process::exit(1);
             }
         };
-        black_box(checkpoint.tensors().map(|tensor| tensor.data.len()).sum::<usize>());
+        black_box(
+            checkpoint
+                .tensors()
+                .map(|tensor| tensor.data.len())
+                .sum::<usize>(),
+        );
         samples.push(start.elapsed().as_secs_f64());
         drop(checkpoint);
     }

@@ -294,8 +294,8 @@ mod tests {
         let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
         assert!(error.is_policy_refusal(), "{error}");
         assert!(error.to_string().contains("--allow-pickle"), "{error}");
-        let error = open_checkpoint(&dir.join("pytorch_model.bin"), &LoadPolicy::default())
-            .unwrap_err();
+        let error =
+            open_checkpoint(&dir.join("pytorch_model.bin"), &LoadPolicy::default()).unwrap_err();
         assert!(error.is_policy_refusal(), "{error}");
     }
 

@@ -121,7 +121,10 @@ fn walk(path: &Path, depth: usize, files: &mut Vec<FileReport>) {
         return;
     }
     if depth >= MAX_SCAN_DEPTH {
-        files.push(unreadable(path, format!("folder nesting deeper than {MAX_SCAN_DEPTH}")));
+        files.push(unreadable(
+            path,
+            format!("folder nesting deeper than {MAX_SCAN_DEPTH}"),
+        ));
         return;
     }
     let entries = match std::fs::read_dir(path) {
@@ -131,17 +134,25 @@ fn walk(path: &Path, depth: usize, files: &mut Vec<FileReport>) {
             return;
         }
     };
-    let mut children: Vec<PathBuf> = entries.filter_map(|entry| entry.ok()).map(|entry| entry.path()).collect();
+    let mut children: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok())
+        .map(|entry| entry.path())
+        .collect();
     children.sort();
     for child in children {
-        let is_symlinked_dir = std::fs::symlink_metadata(&child).is_ok_and(|meta| meta.file_type().is_symlink())
+        let is_symlinked_dir = std::fs::symlink_metadata(&child)
+            .is_ok_and(|meta| meta.file_type().is_symlink())
             && std::fs::metadata(&child).is_ok_and(|meta| meta.is_dir());
         if is_symlinked_dir {
             files.push(FileReport {
                 path: child.display().to_string(),
                 format: FileFormat::Unknown,
                 verdict: Verdict::Safe,
-                findings: vec![Finding::new(Severity::Info, "symlinked_folder_skipped", "a symlink to a folder; not followed")],
+                findings: vec![Finding::new(
+                    Severity::Info,
+                    "symlinked_folder_skipped",
+                    "a symlink to a folder; not followed",
+                )],
             });
             continue;
         }
@@ -165,7 +176,7 @@ pub fn scan_file(path: &Path) -> FileReport {
         Err(error) => return unreadable(path, error.to_string()),
     };
     let (format, mut findings, invalid) = scan_bytes(file.bytes(), Some(path));
-    findings.sort_by(|a, b| b.severity.cmp(&a.severity));
+    findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
     let verdict = verdict_of(&findings, invalid);
     FileReport {
         path: path.display().to_string(),
@@ -176,7 +187,10 @@ pub fn scan_file(path: &Path) -> FileReport {
 }
 
 fn verdict_of(findings: &[Finding], invalid: bool) -> Verdict {
-    if findings.iter().any(|finding| finding.severity >= Severity::Suspicious) {
+    if findings
+        .iter()
+        .any(|finding| finding.severity >= Severity::Suspicious)
+    {
         Verdict::Unsafe
     } else if invalid {
         Verdict::Invalid
@@ -203,7 +217,11 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
             )),
             Err(error) => {
                 invalid = true;
-                findings.push(Finding::new(Severity::Info, "invalid_safetensors", error.to_string()));
+                findings.push(Finding::new(
+                    Severity::Info,
+                    "invalid_safetensors",
+                    error.to_string(),
+                ));
             }
         },
         FileFormat::Pickle => {
@@ -212,9 +230,22 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
             findings.extend(scan.findings);
         }
         FileFormat::PytorchLegacy => {
-            findings.push(Finding::new(Severity::Info, "pytorch_legacy", "legacy PyTorch checkpoint: stacked pickles followed by raw storages"));
-            let options = ScanOptions { max_streams: Some(LEGACY_PICKLE_COUNT), ..ScanOptions::default() };
-            findings.extend(scan_pickles(bytes, &options).findings);
+            findings.push(Finding::new(
+                Severity::Info,
+                "pytorch_legacy",
+                "legacy PyTorch checkpoint: stacked pickles followed by raw storages",
+            ));
+            let options = ScanOptions {
+                max_streams: Some(LEGACY_PICKLE_COUNT),
+                ..ScanOptions::default()
+            };
+            // Five stacked pickles are what this format is; only other findings are news.
+            findings.extend(
+                scan_pickles(bytes, &options)
+                    .findings
+                    .into_iter()
+                    .filter(|finding| finding.kind != "stacked_pickle"),
+            );
             invalid |= check_with_loader(path, &mut findings);
         }
         FileFormat::PytorchZip | FileFormat::Zip => {
@@ -230,10 +261,48 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
         )),
         FileFormat::Unknown => match path.filter(|_| looks_like_shard_index(bytes)) {
             Some(index) => invalid |= check_shard_index(index, &mut findings),
-            None => findings.extend(scan_unknown(bytes)),
+            None => {
+                let unknown = scan_unknown(bytes);
+                let only_informational = unknown
+                    .iter()
+                    .all(|finding| finding.severity == Severity::Info);
+                findings.extend(unknown);
+                if only_informational && path.is_some_and(named_like_weights) {
+                    // The content decides the format, but a file that calls itself weights and
+                    // is not is broken (or disguised), never "safe to load".
+                    invalid = true;
+                    findings.push(Finding::new(
+                        Severity::Info,
+                        "not_a_weights_file",
+                        "named like a weights file, but its content is no weights format",
+                    ));
+                }
+            }
         },
     }
     (format, findings, invalid)
+}
+
+/// File extensions of weights formats; used only to call a file that claims to be weights but
+/// is not "invalid" rather than "safe" (the format itself is always decided by content).
+const WEIGHTS_EXTENSIONS: [&str; 9] = [
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "pkl",
+    "pickle",
+    "gguf",
+    "npz",
+];
+
+fn named_like_weights(path: &Path) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| {
+            WEIGHTS_EXTENSIONS.contains(&extension.to_ascii_lowercase().as_str())
+        })
 }
 
 /// The legacy format has five pickles before its raw storages.
@@ -246,16 +315,31 @@ fn check_with_loader(path: Option<&Path>, findings: &mut Vec<Finding>) -> bool {
     let Some(path) = path else { return false };
     match crate::torch::open(path) {
         Ok(checkpoint) => {
-            findings.push(Finding::new(Severity::Info, "checkpoint", format!("{} tensors; loads with the restricted unpickler", checkpoint.len())));
+            findings.push(Finding::new(
+                Severity::Info,
+                "checkpoint",
+                format!(
+                    "{} tensors; loads with the restricted unpickler",
+                    checkpoint.len()
+                ),
+            ));
             false
         }
         Err(error) if error.is_policy_refusal() => {
             // The pickle scan above already names what was refused; keep the loader's words too.
-            findings.push(Finding::new(Severity::Dangerous, "refused_by_loader", error.to_string()));
+            findings.push(Finding::new(
+                Severity::Dangerous,
+                "refused_by_loader",
+                error.to_string(),
+            ));
             false
         }
         Err(error) => {
-            findings.push(Finding::new(Severity::Info, "invalid_checkpoint", error.to_string()));
+            findings.push(Finding::new(
+                Severity::Info,
+                "invalid_checkpoint",
+                error.to_string(),
+            ));
             true
         }
     }
@@ -283,7 +367,9 @@ fn scan_unknown(bytes: &[u8]) -> Vec<Finding> {
             return vec![Finding::new(
                 Severity::Suspicious,
                 "unscanned_container",
-                format!("{name}-compressed data: its contents were not scanned; unpack it and scan what is inside"),
+                format!(
+                    "{name}-compressed data: its contents were not scanned; unpack it and scan what is inside"
+                ),
             )];
         }
     }
@@ -296,7 +382,10 @@ fn scan_unknown(bytes: &[u8]) -> Vec<Finding> {
     }
     let tail_start = bytes.len().saturating_sub(ZIP_EOCD_SEARCH);
     let tail = bytes.get(tail_start..).unwrap_or(&[]);
-    if let Some(position) = tail.windows(ZIP_EOCD_MAGIC.len()).rposition(|window| window == ZIP_EOCD_MAGIC) {
+    if let Some(position) = tail
+        .windows(ZIP_EOCD_MAGIC.len())
+        .rposition(|window| window == ZIP_EOCD_MAGIC)
+    {
         return vec![Finding::new(
             Severity::Dangerous,
             "zip_not_at_start",
@@ -306,7 +395,11 @@ fn scan_unknown(bytes: &[u8]) -> Vec<Finding> {
             ),
         )];
     }
-    vec![Finding::new(Severity::Info, "not_weights", "not a weights format (config, tokenizer, text, ...); nothing to execute")]
+    vec![Finding::new(
+        Severity::Info,
+        "not_weights",
+        "not a weights format (config, tokenizer, text, ...); nothing to execute",
+    )]
 }
 
 /// Pickle scanner finding kinds that mean the stream is malformed (rather than dangerous).
@@ -356,7 +449,11 @@ fn check_shard_index(index: &Path, findings: &mut Vec<Finding>) -> bool {
                 } => Severity::Dangerous,
                 _ => Severity::Info,
             };
-            findings.push(Finding::new(severity, "invalid_shard_index", error.to_string()));
+            findings.push(Finding::new(
+                severity,
+                "invalid_shard_index",
+                error.to_string(),
+            ));
             true
         }
     }
@@ -370,12 +467,38 @@ fn scan_zip(bytes: &[u8], findings: &mut Vec<Finding>) -> bool {
     let mut invalid = false;
     if let Some(fatal) = &inspection.fatal {
         invalid = true;
-        findings.push(Finding::new(Severity::Info, "invalid_zip", fatal.to_string()));
+        findings.push(Finding::new(
+            Severity::Info,
+            "invalid_zip",
+            fatal.to_string(),
+        ));
     }
     for problem in &inspection.problems {
         let (severity, kind) = zip_problem_rating(problem);
         invalid |= severity < Severity::Dangerous;
         findings.push(Finding::new(severity, kind, problem.to_string()));
+        if let crate::zip::ZipError::TrailingData {
+            eocd_offset,
+            trailing,
+        } = problem
+        {
+            // Whatever follows the archive may be read by another tool: scan it if it is a pickle.
+            let start = usize::try_from(eocd_offset.saturating_add(22)).unwrap_or(usize::MAX);
+            let tail_start = bytes
+                .len()
+                .saturating_sub(usize::try_from(*trailing).unwrap_or(0));
+            let tail = bytes.get(tail_start.max(start)..).unwrap_or(&[]);
+            if crate::pickle::looks_like_pickle(tail) {
+                for mut finding in scan_pickles(tail, &ScanOptions::default()).findings {
+                    finding.detail = format!(
+                        "pickle appended after the archive at offset {}: {}",
+                        tail_start.max(start),
+                        finding.detail
+                    );
+                    findings.push(finding);
+                }
+            }
+        }
     }
     for member in &inspection.members {
         if is_torchscript_member(&member.name) {
@@ -406,7 +529,10 @@ fn scan_zip(bytes: &[u8], findings: &mut Vec<Finding>) -> bool {
 fn is_torchscript_member(name: &str) -> bool {
     let within_root = name.split_once('/').map_or(name, |(_, rest)| rest);
     within_root.starts_with("code/")
-        || matches!(within_root, "constants.pkl" | "model.json" | "attributes.pkl")
+        || matches!(
+            within_root,
+            "constants.pkl" | "model.json" | "attributes.pkl"
+        )
 }
 
 /// How bad each zip rule violation is. Tricks that make two readers see different content

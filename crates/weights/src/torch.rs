@@ -345,7 +345,10 @@ pub fn open(path: &Path) -> Result<Checkpoint> {
 }
 
 /// Reads `file` as a PyTorch checkpoint and adds its tensors to `checkpoint` (one shard of many).
-#[allow(dead_code, reason = "called by crate::sharded, whose index reader lands separately")]
+#[allow(
+    dead_code,
+    reason = "called by crate::sharded, whose index reader lands separately"
+)]
 pub(crate) fn load_into(checkpoint: &mut Checkpoint, file: Arc<MappedFile>) -> Result<()> {
     let loaded = load_file(&file)?;
     add_tensors(checkpoint, file, loaded)
@@ -1097,10 +1100,27 @@ fn materialize(
             let start = storage.file_offset + view.first_byte;
             LoadedBytes::Range(start..start + view.byte_len)
         };
+        let mut shape = view.shape;
+        if recipe.dtype == Dtype::F4 {
+            // float4_e2m1fn_x2: each indexed element is a pair of F4 values.
+            match shape
+                .last_mut()
+                .and_then(|last| last.checked_mul(2).map(|pairs| (last, pairs)))
+            {
+                Some((last, pairs)) => *last = pairs,
+                None => {
+                    return Err(TorchError::BadView {
+                        tensor: name,
+                        reason: "a float4_e2m1fn_x2 scalar has no dimension to hold its pair"
+                            .to_string(),
+                    });
+                }
+            }
+        }
         tensors.push(LoadedTensor {
             name,
             dtype: recipe.dtype,
-            shape: view.shape,
+            shape,
             data,
         });
     }
@@ -1136,7 +1156,8 @@ fn check_view(
             recipe.dtype, recipe.storage.dtype
         )));
     }
-    if recipe.dtype.bits() % 8 != 0 {
+    let element_bits = crate::pickle::pickled_element_bits(recipe.dtype);
+    if element_bits % 8 != 0 {
         return Err(bad(format!(
             "{} elements are smaller than a byte, which pickled storages cannot address",
             recipe.dtype
@@ -1154,7 +1175,7 @@ fn check_view(
             "{rank} dimensions; at most {MAX_RANK} are allowed"
         )));
     }
-    let element_bytes = usize::try_from(recipe.dtype.bits() / 8).map_err(|_| overflow())?;
+    let element_bytes = usize::try_from(element_bits / 8).map_err(|_| overflow())?;
     let shape = recipe
         .shape
         .iter()

@@ -1518,10 +1518,10 @@ fn extract<'a>(
         ));
         return None;
     };
-    if member.raw.flags & 0x41 != 0 {
-        problems.push(not_extracted("it is encrypted".into()));
-        return None;
-    }
+    // Encryption flags (0x1, 0x40) are already reported as forbidden. The bytes are still read
+    // as they are: PyTorch ignores the flags (GHSA-w8jq-xcqf-f792), so a "encrypted" member that
+    // is really plain text is exactly what it would load. Truly encrypted data then simply fails
+    // to parse as anything.
     let content: Cow<'a, [u8]> = match member.raw.method {
         METHOD_STORED => Cow::Borrowed(raw_data),
         METHOD_DEFLATE => {

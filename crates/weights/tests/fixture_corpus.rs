@@ -3,6 +3,14 @@
 //! every hostile sample is refused by the loader and flagged by the scanner; every benign
 //! checkpoint loads bit-identical to its safetensors twin.
 
+// Test code: a failed expectation is a panic with a message.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::{Path, PathBuf};
 
 use safeformers_weights::scan::{Verdict, scan_paths};
@@ -107,9 +115,7 @@ fn every_manifest_entry_loads_and_scans_as_expected() {
                 failures.push(format!("{relative}: loaded, but should be {expected}"));
             }
             ("refused", Err(error)) if strict_kind && !error.is_policy_refusal() => {
-                failures.push(format!(
-                    "{relative}: should be a policy refusal: {error}"
-                ));
+                failures.push(format!("{relative}: should be a policy refusal: {error}"));
             }
             ("invalid", Err(error)) if strict_kind && error.is_policy_refusal() => {
                 failures.push(format!(

@@ -13,9 +13,9 @@ use zip_writer::{Archive, Member};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/weights/torch-dev")
+        .join("../../tests/fixtures/torch-dev")
         .join(name);
-    std::fs::read(&path).expect("run tests/fixtures/weights/torch-dev/make_dev_fixtures.py")
+    std::fs::read(&path).expect("run tests/fixtures/torch-dev/make_dev_fixtures.py")
 }
 
 /// The members of the real `zip_f32_and_empty.pt` ({"a": 3×4 f32, "b": empty}), re-rooted

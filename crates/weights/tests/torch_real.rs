@@ -1,6 +1,11 @@
 //! Real `torch.save` checkpoints (zip, legacy, pickle protocols 2/4/5) load bit-identical to
-//! their safetensors twins. Fixtures: tests/fixtures/weights/torch-dev/make_dev_fixtures.py.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
+//! their safetensors twins. Fixtures: tests/fixtures/torch-dev/make_dev_fixtures.py.
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -10,7 +15,7 @@ use safeformers_weights::{Dtype, FileFormat};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/weights/torch-dev")
+        .join("../../tests/fixtures/torch-dev")
         .join(name)
 }
 

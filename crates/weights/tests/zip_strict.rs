@@ -68,7 +68,7 @@ fn reads_variants_without_zip64_alignment_or_descriptors() {
 fn reads_a_real_torch_save_file() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../tests/fixtures/weights/torch-dev/zip_f32_and_empty.pt"
+        "/../../tests/fixtures/torch-dev/zip_f32_and_empty.pt"
     );
     let bytes = std::fs::read(path).expect("fixture made by torch.save (see torch-dev/README.md)");
     let archive = zip::parse(&bytes).unwrap();

@@ -235,6 +235,13 @@ pub const ALLOWLIST: &[AllowedGlobal] = &[
         Global::Dtype(Dtype::F8E8M0),
         DTYPE_ROLE
     ),
+    entry!(
+        "torch",
+        "float4_e2m1fn_x2",
+        Global::Dtype(Dtype::F4),
+        "only as the dtype argument of _rebuild_tensor_v3 over an UntypedStorage; each indexed \
+         element packs two F4 values (loaded as F4 with the last dimension doubled)"
+    ),
     entry!("torch", "int64", Global::Dtype(Dtype::I64), DTYPE_ROLE),
     entry!("torch", "int32", Global::Dtype(Dtype::I32), DTYPE_ROLE),
     entry!("torch", "int16", Global::Dtype(Dtype::I16), DTYPE_ROLE),

@@ -202,6 +202,9 @@ impl PickleError {
                 | PickleError::MisplacedGlobal { .. }
                 | PickleError::NonLiteralGlobal { .. }
                 | PickleError::PersistentIdForbidden { .. }
+                // A PROTO after the first opcode changes how CPython resolves names (dotted
+                // names from protocol 4 on): a known trick, refused like a forbidden opcode.
+                | PickleError::MisplacedProto { .. }
         )
     }
 
@@ -344,7 +347,8 @@ pub struct TensorRecipe {
     /// The storage.
     pub storage: StorageRef,
     /// The tensor's element type (equals the storage's, except for `_rebuild_tensor_v3` over
-    /// an untyped storage).
+    /// an untyped storage). [`Dtype::F4`] means `float4_e2m1fn_x2`: see
+    /// [`pickled_element_bits`].
     pub dtype: Dtype,
     /// Offset of the first element, in elements of `dtype`.
     pub storage_offset: u64,
@@ -352,6 +356,16 @@ pub struct TensorRecipe {
     pub shape: Vec<u64>,
     /// Strides in elements, one per dimension.
     pub stride: Vec<u64>,
+}
+
+/// Bits of one indexed element of a pickled tensor of `dtype`.
+///
+/// PyTorch's one sub-byte dtype, `torch.float4_e2m1fn_x2`, packs two F4 values into each element
+/// it indexes. A [`TensorRecipe`] of that dtype has `dtype` [`Dtype::F4`] with its shape, strides
+/// and offset counting those byte-sized pairs; the loaded tensor's last dimension is doubled,
+/// which is how safetensors stores the same tensor.
+pub fn pickled_element_bits(dtype: Dtype) -> u64 {
+    if dtype == Dtype::F4 { 8 } else { dtype.bits() }
 }
 
 /// An inert value: what the restricted unpickler produces. No variant can hold code.
@@ -434,7 +448,9 @@ pub fn looks_like_pickle(bytes: &[u8]) -> bool {
                 marks.push(depth);
                 (0, 0, false)
             }
-            opcodes::Op::Proto(_) | opcodes::Op::Frame(_) => return false,
+            // A PROTO (or FRAME) after well-formed text opcodes: a pickle switching protocol
+            // mid-stream, which Python accepts and which is a trick worth scanning.
+            opcodes::Op::Proto(_) | opcodes::Op::Frame(_) => return valid > 0,
             opcodes::Op::Pop => (1, 0, false),
             opcodes::Op::Dup => (1, 2, false),
             opcodes::Op::PopMark => (0, 0, true),

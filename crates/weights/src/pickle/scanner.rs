@@ -316,6 +316,9 @@ struct Stream<'o> {
     heaviest: u64,
     proto_seen: bool,
     memo_full: bool,
+    /// Tuples were nested deeper than the loader allows (reported once per stream).
+    too_deep: bool,
+    too_deep_reported: bool,
     /// Allowlisted imports and calls, summarised at the end of the stream:
     /// (kind, name) -> (count, first offset).
     benign: BTreeMap<(&'static str, String), (u64, usize)>,
@@ -341,6 +344,8 @@ impl<'o> Stream<'o> {
             heaviest: 0,
             proto_seen: false,
             memo_full: false,
+            too_deep: false,
+            too_deep_reported: false,
             benign: BTreeMap::new(),
             nested_seen: HashSet::new(),
             nested_count: 0,
@@ -395,6 +400,19 @@ impl<'o> Stream<'o> {
                 return Some(decoder.position());
             }
             self.step(self.base + offset, op, report);
+            if self.too_deep && !self.too_deep_reported {
+                self.too_deep_reported = true;
+                report.add(
+                    Severity::Suspicious,
+                    "resource_limit",
+                    format!(
+                        "offset {}: containers nested deeper than {} levels (the loader refuses \
+                         this; deep nesting is how recursive readers are crashed)",
+                        self.base + offset,
+                        limits.max_depth.min(super::unpickler::MAX_DEPTH_CEILING)
+                    ),
+                );
+            }
             if self.stack.len() > limits.max_stack || self.marks.len() > limits.max_mark_depth {
                 report.add(
                     Severity::Suspicious,
@@ -468,6 +486,7 @@ impl<'o> Stream<'o> {
                 .min(super::unpickler::MAX_DEPTH_CEILING)
         {
             // Keep the weight, drop the structure (bounded drop depth).
+            self.too_deep = true;
             return Sym::Other {
                 kind: "tuple",
                 weight,

@@ -999,7 +999,8 @@ impl<'o> Vm<'o> {
                     .ok_or_else(overflow)?;
             }
         }
-        dtype.byte_len(numel).ok_or_else(overflow)?;
+        let element_bits = super::pickled_element_bits(dtype);
+        numel.checked_mul(element_bits).ok_or_else(overflow)?;
         if numel == 0 {
             return Ok(());
         }
@@ -1009,7 +1010,7 @@ impl<'o> Vm<'o> {
         };
         if untyped {
             // numel counts bytes; the tensor's elements are `dtype`.
-            capacity = capacity.saturating_mul(8) / dtype.bits();
+            capacity = capacity.saturating_mul(8) / element_bits;
         }
         if last >= capacity {
             return Err(format!(
@@ -1074,14 +1075,10 @@ impl<'o> Vm<'o> {
             }
         };
         let location = match items.get(3) {
-            Some(V::Str(location))
-                if location.len() <= 64 && location.bytes().all(|b| b.is_ascii_graphic()) =>
-            {
-                location.to_string()
-            }
+            Some(V::Str(location)) if is_device_name(location) => location.to_string(),
             _ => {
                 return Err(bad(
-                    "the location is not a short ASCII device name".to_string()
+                    "the location is not a device name like `cpu` or `cuda:0`".to_string(),
                 ));
             }
         };
@@ -1285,4 +1282,21 @@ fn materialize(arena: &[Container], value: &V, depth: usize, budget: &mut Budget
             });
         }
     })
+}
+
+/// A PyTorch device string as `torch.save` records it: a lowercase backend name, optionally
+/// `:index` (`cpu`, `cuda:0`, `mps`, `meta`, `xpu:1`, `privateuseone:0`). It is never acted on;
+/// anything else (`../../x`) means the file was not written by `torch.save`.
+fn is_device_name(location: &str) -> bool {
+    let (backend, index) = match location.split_once(':') {
+        Some((backend, index)) => (backend, Some(index)),
+        None => (location, None),
+    };
+    let backend_ok = !backend.is_empty()
+        && backend.len() <= 32
+        && backend.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+    let index_ok = index.is_none_or(|index| {
+        !index.is_empty() && index.len() <= 5 && index.bytes().all(|b| b.is_ascii_digit())
+    });
+    backend_ok && index_ok
 }
