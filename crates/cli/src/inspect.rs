@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
@@ -45,8 +44,8 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     } else {
         LoadPolicy::default()
     };
-    let checkpoint = open_checkpoint(&args.path, &policy)
-        .with_context(|| format!("cannot inspect {}", args.path.display()))?;
+    // The library's errors name the file (and the tensor or member) themselves.
+    let checkpoint = open_checkpoint(&args.path, &policy)?;
     let output = InspectOutput {
         format: checkpoint.format().json_name(),
         metadata: checkpoint.metadata(),

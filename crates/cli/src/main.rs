@@ -43,7 +43,7 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             // One line: what, where, and what to do (the library errors carry all three).
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", one_line(&error));
             if is_policy_refusal(&error) {
                 ExitCode::from(EXIT_POLICY_REFUSAL)
             } else {
@@ -51,6 +51,20 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// The error chain as one line. A library error's message already includes its causes (they
+/// name the file, the member and the offset in turn), so the chain stops there instead of
+/// repeating them.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in error.chain() {
+        parts.push(cause.to_string());
+        if cause.is::<safeformers_weights::Error>() {
+            break;
+        }
+    }
+    parts.join(": ").replace('\n', " ")
 }
 
 /// Whether any error in the chain is a refusal by security policy.

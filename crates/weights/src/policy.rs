@@ -300,6 +300,26 @@ mod tests {
     }
 
     #[test]
+    fn nothing_in_the_folder_widens_the_policy() {
+        let dir = folder_with(&[]);
+        std::fs::write(
+            dir.join("pytorch_model.bin"),
+            crate::format::TORCH_LEGACY_PREFIX,
+        )
+        .unwrap();
+        // Keys a hostile repo might try: none of them is read.
+        std::fs::write(
+            dir.join("config.json"),
+            br#"{"use_safetensors": false, "allow_pickle": true, "weights_only": false,
+                "safeformers": {"weights": "AllowPickle"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.join(".safeformers.toml"), b"allow_pickle = true\n").unwrap();
+        let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
+        assert!(error.is_policy_refusal(), "{error}");
+    }
+
+    #[test]
     fn a_pickle_named_safetensors_is_not_read_as_pickle() {
         let dir = folder_with(&[]);
         std::fs::write(dir.join("model.safetensors"), b"\x80\x02cos\nsystem\n.").unwrap();

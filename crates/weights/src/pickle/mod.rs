@@ -56,7 +56,7 @@ pub enum PickleError {
     /// `module.name` (and most likely call it).
     #[error(
         "offset {offset}: refusing global `{}`: not in the allowlist of the restricted unpickler \
-         (see safeformers_weights::pickle::allowlist)",
+         (listed in SECURITY.md); Python would import it, and most likely call it, on load",
         printable_name(module, name)
     )]
     GlobalNotAllowed {
