@@ -1,0 +1,1 @@
+//! `safeformers.lock`: Cargo.lock for models. (To be built.)

@@ -1,0 +1,1 @@
+//! `safeformers mirror`: a cache served as a Hub endpoint. (To be built.)
