@@ -112,10 +112,10 @@ pub fn choose_weights(dir: &Path) -> Result<WeightsSource> {
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
         let entry = entry.map_err(io_error)?;
-        if !entry.file_type().map_err(io_error)?.is_dir() {
-            if let Some(name) = entry.file_name().to_str() {
-                names.push(name.to_string());
-            }
+        if !entry.file_type().map_err(io_error)?.is_dir()
+            && let Some(name) = entry.file_name().to_str()
+        {
+            names.push(name.to_string());
         }
     }
     names.sort();

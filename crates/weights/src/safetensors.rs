@@ -1366,7 +1366,7 @@ fn validate_layout(
         // An empty tensor has no bytes to misalign.
         let file_offset = data_start as u64 + tensor.begin;
         let alignment = alignment(tensor.dtype);
-        if tensor.end > tensor.begin && file_offset % alignment != 0 {
+        if tensor.end > tensor.begin && !file_offset.is_multiple_of(alignment) {
             return Err(SafetensorsError::Misaligned {
                 tensor: tensor.name.clone(),
                 dtype: tensor.dtype,

@@ -852,10 +852,10 @@ fn check_sys_info(value: &Value) -> Result<(), TorchError> {
         }
         _ => return Err(legacy_header("sys_info has no boolean `little_endian`")),
     }
-    if let Some(version) = get("protocol_version") {
-        if *version != Value::Int(LEGACY_PROTOCOL_VERSION) {
-            return Err(legacy_header("sys_info has another protocol_version"));
-        }
+    if let Some(version) = get("protocol_version")
+        && *version != Value::Int(LEGACY_PROTOCOL_VERSION)
+    {
+        return Err(legacy_header("sys_info has another protocol_version"));
     }
     Ok(())
 }
@@ -1157,7 +1157,7 @@ fn check_view(
         )));
     }
     let element_bits = crate::pickle::pickled_element_bits(recipe.dtype);
-    if element_bits % 8 != 0 {
+    if !element_bits.is_multiple_of(8) {
         return Err(bad(format!(
             "{} elements are smaller than a byte, which pickled storages cannot address",
             recipe.dtype

@@ -1302,17 +1302,17 @@ fn check_member<'a>(
             offset: data_start as u64,
         })?;
     }
-    if sink.is_strict() {
-        if let Some(content) = data.as_ref().and_then(|range| bytes.get(range.clone())) {
-            let actual = crc32fast::hash(content);
-            if actual != raw.crc32 {
-                sink.report(ZipError::CrcMismatch {
-                    name,
-                    offset: local,
-                    expected: raw.crc32,
-                    actual,
-                })?;
-            }
+    if sink.is_strict()
+        && let Some(content) = data.as_ref().and_then(|range| bytes.get(range.clone()))
+    {
+        let actual = crc32fast::hash(content);
+        if actual != raw.crc32 {
+            sink.report(ZipError::CrcMismatch {
+                name,
+                offset: local,
+                expected: raw.crc32,
+                actual,
+            })?;
         }
     }
     Ok(ReadMember {

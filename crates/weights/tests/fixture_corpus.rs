@@ -126,15 +126,15 @@ fn every_manifest_entry_loads_and_scans_as_expected() {
         }
 
         // Under the default policy nothing pickle-based loads at all.
-        if let Ok(checkpoint) = &loaded {
-            if checkpoint.format().is_pickle_based() {
-                match open_checkpoint(&path, &LoadPolicy::default()) {
-                    Err(error) if error.is_policy_refusal() => {}
-                    other => failures.push(format!(
-                        "{relative}: pickle-based, but the default policy gave {:?}",
-                        other.map(|checkpoint| checkpoint.len())
-                    )),
-                }
+        if let Ok(checkpoint) = &loaded
+            && checkpoint.format().is_pickle_based()
+        {
+            match open_checkpoint(&path, &LoadPolicy::default()) {
+                Err(error) if error.is_policy_refusal() => {}
+                other => failures.push(format!(
+                    "{relative}: pickle-based, but the default policy gave {:?}",
+                    other.map(|checkpoint| checkpoint.len())
+                )),
             }
         }
 

@@ -31,7 +31,7 @@ fn raw(header: &str, data: &[u8]) -> Vec<u8> {
 /// A file from header text padded with spaces to a multiple of 8, and data.
 fn padded(header: &str, data: &[u8]) -> Vec<u8> {
     let mut header = header.to_string();
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     raw(&header, data)

@@ -668,7 +668,7 @@ impl<'o> Vm<'o> {
     }
 
     fn set_items(&mut self, opcode: &'static str, id: usize, items: Vec<V>) -> R<()> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.invalid(opcode, "odd number of keys and values"));
         }
         let offset = self.offset;
@@ -832,10 +832,10 @@ impl<'o> Vm<'o> {
                 if !self.is_empty_dict(hooks) {
                     return Err(self.bad_args(callee, "backward_hooks is not an empty dict"));
                 }
-                if let Some(state) = args.get(3) {
-                    if !self.is_empty_state(state) {
-                        return Err(self.bad_args(callee, "parameter state is not empty"));
-                    }
+                if let Some(state) = args.get(3)
+                    && !self.is_empty_state(state)
+                {
+                    return Err(self.bad_args(callee, "parameter state is not empty"));
                 }
                 Ok(V::Tensor(tensor.clone()))
             }
