@@ -9,7 +9,6 @@
 
 mod support;
 
-
 use safeformers_hub::{CommitHash, HubError, RepoFilePath, RepoId, Revision};
 use support::*;
 
@@ -34,7 +33,10 @@ fn serve_substituted(server: &TestServer, commit: &str, announced: &FakeFile, se
 fn assert_nothing_stored(cache: &std::path::Path) {
     let repo_dir = cache.join("models--org--model");
     assert_eq!(files_under(&repo_dir.join("blobs")), Vec::<String>::new());
-    assert_eq!(files_under(&repo_dir.join("snapshots")), Vec::<String>::new());
+    assert_eq!(
+        files_under(&repo_dir.join("snapshots")),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -93,10 +95,18 @@ fn a_body_of_another_size_is_refused() {
 fn an_endless_body_is_cut_off_at_the_announced_size() {
     let server = TestServer::start();
     let announced = FakeFile::new("model.safetensors", vec![b'x'; 10_000], true);
-    serve_repo(&server, "org/model", &["main"], &commit("a4"), &[announced.clone()]);
-    server.route("GET", "/org/model/resolve/main/model.safetensors", |_, _| {
-        Reply::new(200).body(vec![b'x'; 4096]).endless()
-    });
+    serve_repo(
+        &server,
+        "org/model",
+        &["main"],
+        &commit("a4"),
+        &[announced.clone()],
+    );
+    server.route(
+        "GET",
+        "/org/model/resolve/main/model.safetensors",
+        |_, _| Reply::new(200).body(vec![b'x'; 4096]).endless(),
+    );
     let cache = temp_cache("endless");
     let error = client(&server, &cache)
         .download_file(&repo(), &Revision::main(), &path("model.safetensors"))
@@ -115,7 +125,14 @@ fn an_endless_body_is_cut_off_at_the_announced_size() {
 
 #[test]
 fn traversal_in_tree_names_refuses_the_listing() {
-    for bad in ["../x", "/etc/x", "C:x", "a\\b", "a/../../x", "\\\\host\\share\\x"] {
+    for bad in [
+        "../x",
+        "/etc/x",
+        "C:x",
+        "a\\b",
+        "a/../../x",
+        "\\\\host\\share\\x",
+    ] {
         let server = TestServer::start();
         let commit = commit("b5");
         let good = FakeFile::new("config.json", b"{}".to_vec(), false);
@@ -177,7 +194,11 @@ fn a_non_hex_etag_is_refused() {
         "{error}"
     );
     assert_eq!(files_under(&root), Vec::<String>::new());
-    assert!(server.requests("GET", "/org/model/resolve/main/model.safetensors").is_empty());
+    assert!(
+        server
+            .requests("GET", "/org/model/resolve/main/model.safetensors")
+            .is_empty()
+    );
 }
 
 #[test]
@@ -208,12 +229,16 @@ fn a_non_hex_commit_is_refused() {
     let server = TestServer::start();
     let file = FakeFile::new("config.json", b"{}".to_vec(), false);
     let etag = file.etag();
-    server.route("HEAD", "/org/model/resolve/main/config.json", move |_, _| {
-        Reply::new(200)
-            .header("X-Repo-Commit", "../../x")
-            .header("ETag", format!("\"{etag}\""))
-            .header("Content-Length", 2)
-    });
+    server.route(
+        "HEAD",
+        "/org/model/resolve/main/config.json",
+        move |_, _| {
+            Reply::new(200)
+                .header("X-Repo-Commit", "../../x")
+                .header("ETag", format!("\"{etag}\""))
+                .header("Content-Length", 2)
+        },
+    );
     server.route("GET", "/api/models/org/model/revision/main", |_, _| {
         Reply::new(200).json(serde_json::json!({"sha": "../../x"}))
     });
