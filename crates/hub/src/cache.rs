@@ -280,12 +280,14 @@ impl RepoCache {
         }
         target.push("blobs");
         target.push(etag.as_str());
-        match fs::symlink_metadata(&link) {
-            Ok(_) => fs::remove_file(&link).map_err(HubError::io(&link))?,
-            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
-            Err(error) => return Err(HubError::io(&link)(error)),
-        }
-        make_link(&target, &self.blob_path(etag), &link)?;
+        // Made under a unique temporary name, then renamed over the old entry: another process
+        // (or Python) looking at the snapshot sees the old link or the new one, never none.
+        let temporary = unique_temporary(&link);
+        make_link(&target, &self.blob_path(etag), &temporary)?;
+        fs::rename(&temporary, &link).map_err(|error| {
+            let _ = fs::remove_file(&temporary);
+            HubError::io(&link)(error)
+        })?;
         Ok(link)
     }
 
@@ -475,20 +477,24 @@ fn stream_file(path: &Path, mut consume: impl FnMut(&[u8])) -> Result<()> {
 /// readers see the old content or the new, never a mix.
 pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
     create_parent(path)?;
-    let file_name = path
-        .file_name()
-        .map(|name| name.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    // Unique per process and per call: two threads writing one ref must not share a temp file.
-    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let unique = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let temporary =
-        path.with_file_name(format!(".{file_name}.{}.{unique}.tmp", std::process::id()));
+    let temporary = unique_temporary(path);
     let mut file = File::create(&temporary).map_err(HubError::io(&temporary))?;
     file.write_all(content)
         .and_then(|()| file.sync_all())
         .map_err(HubError::io(&temporary))?;
     fs::rename(&temporary, path).map_err(HubError::io(path))
+}
+
+/// A temporary name next to `path`, unique per process and per call (two threads writing one
+/// ref, or linking one file, must not share it).
+fn unique_temporary(path: &Path) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let file_name = path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{file_name}.{}.{unique}.tmp", std::process::id()))
 }
 
 fn create_parent(path: &Path) -> Result<()> {
