@@ -3,6 +3,13 @@
 //! or a ref pointing elsewhere). Each test plants a secret next to the cache and checks that no
 //! response carries it.
 
+#![allow(
+    clippy::indexing_slicing,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic
+)]
+
 mod mirror_support;
 
 use std::fs;
