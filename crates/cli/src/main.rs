@@ -4,6 +4,7 @@
 //! found), 2 usage error, 3 refused by security policy.
 
 mod inspect;
+mod mirror;
 mod output;
 mod scan;
 
@@ -28,6 +29,8 @@ enum Command {
     Scan(scan::ScanArgs),
     /// Show the format, metadata and tensors of a weights file or model folder.
     Inspect(inspect::InspectArgs),
+    /// Serve a cache as a Hub endpoint (`HF_ENDPOINT=http://ADDR`) for air-gapped machines.
+    Mirror(mirror::MirrorArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +38,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Mirror(args) => mirror::run(&args),
     };
     match result {
         Ok(code) => code,
