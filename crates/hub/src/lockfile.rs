@@ -146,8 +146,11 @@ impl Lockfile {
             }
             let revision = Revision::parse(&raw_repo.revision)
                 .map_err(|error| invalid(format!("repo `{repo}`: {error}")))?;
-            let commit = CommitHash::parse(&raw_repo.commit)
-                .map_err(|_| invalid(format!("repo `{repo}`: commit is not 40 lowercase hex digits")))?;
+            let commit = CommitHash::parse(&raw_repo.commit).map_err(|_| {
+                invalid(format!(
+                    "repo `{repo}`: commit is not 40 lowercase hex digits"
+                ))
+            })?;
             if let Revision::Commit(requested) = &revision
                 && requested != &commit
             {
@@ -256,12 +259,12 @@ impl Lockfile {
             lockfile: lockfile.to_path_buf(),
             reason,
         };
-        let locked = self.get(repo).ok_or_else(|| {
-            mismatch(format!("repo `{repo}` is not in the lockfile (--locked)"))
-        })?;
+        let locked = self
+            .get(repo)
+            .ok_or_else(|| mismatch(format!("repo `{repo}` is not in the lockfile (--locked)")))?;
         if let Some(requested) = requested {
-            let same = requested == &locked.revision
-                || requested.as_commit() == Some(&locked.commit);
+            let same =
+                requested == &locked.revision || requested.as_commit() == Some(&locked.commit);
             if !same {
                 return Err(mismatch(format!(
                     "repo `{repo}` is locked at revision `{}` (commit {}), not `{requested}`",
@@ -281,8 +284,22 @@ pub fn lock_snapshot(
     snapshot: &Snapshot,
     revision: &Revision,
 ) -> Result<LockedRepo> {
+    lock_snapshot_matching(repo_cache, snapshot, revision, &|_| true)
+}
+
+/// [`lock_snapshot`] for the files of the snapshot for which `include` holds (the files a load
+/// reads), so that what else happens to be cached at that commit does not end up in the lock.
+pub fn lock_snapshot_matching(
+    repo_cache: &RepoCache,
+    snapshot: &Snapshot,
+    revision: &Revision,
+    include: &dyn Fn(&RepoFilePath) -> bool,
+) -> Result<LockedRepo> {
     let mut files = Vec::new();
     for file in repo_cache.snapshot_files(&snapshot.commit)? {
+        if !include(&file.path) {
+            continue;
+        }
         let sha256 = sha256_file(&file.local_path)?;
         // The size of what was hashed: metadata taken after hashing could disagree only if the
         // file is being rewritten, which the next `--locked` load would catch anyway.
@@ -553,10 +570,11 @@ mod tests {
 
         // Files the load would not read are not checked; a used file the lock lacks is refused.
         let mut partial = locked.clone();
-        partial.files.retain(|file| file.path.as_str() != "README.md");
+        partial
+            .files
+            .retain(|file| file.path.as_str() != "README.md");
         fs::write(&blob, b"{}").unwrap();
-        let only_weights: &dyn Fn(&RepoFilePath) -> bool =
-            &|path| path.as_str() != "README.md";
+        let only_weights: &dyn Fn(&RepoFilePath) -> bool = &|path| path.as_str() != "README.md";
         partial
             .check_snapshot(&repo_cache, &snapshot, only_weights, lockfile)
             .unwrap();
@@ -564,7 +582,10 @@ mod tests {
             .check_snapshot(&repo_cache, &snapshot, all, lockfile)
             .unwrap_err()
             .to_string();
-        assert!(message.contains("`README.md` is not in the lockfile"), "{message}");
+        assert!(
+            message.contains("`README.md` is not in the lockfile"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -580,7 +601,10 @@ mod tests {
         let error = lock.entry_for(&repo, Some(&other), path).unwrap_err();
         assert!(error.is_policy_refusal());
         let missing = RepoId::parse("org/other").unwrap();
-        let message = lock.entry_for(&missing, None, path).unwrap_err().to_string();
+        let message = lock
+            .entry_for(&missing, None, path)
+            .unwrap_err()
+            .to_string();
         assert!(message.contains("not in the lockfile"), "{message}");
     }
 }
