@@ -126,7 +126,7 @@ pub enum HubError {
     /// A downloaded file's content does not have the hash its etag promises. The partial file was
     /// deleted and nothing was written to the cache.
     #[error(
-        "`{path}` from `{repo}`: content has sha256 {actual}, but the server promised {expected}; \
+        "`{path}` from `{repo}`: content hashes to {actual}, but the server promised {expected}; \
          the download was discarded (the server or a proxy is corrupting or substituting files)"
     )]
     HashMismatch {
@@ -154,6 +154,22 @@ pub enum HubError {
         expected: u64,
         /// Received size.
         actual: u64,
+    },
+
+    /// A revision pinned to a commit was answered for another commit: the pin is never replaced.
+    #[error(
+        "`{path}` from `{repo}`: pinned to commit {pinned}, but the server answered for commit \
+         {served}; refusing (a pinned revision is never replaced by another commit)"
+    )]
+    PinnedCommitMismatch {
+        /// The repo.
+        repo: String,
+        /// The file.
+        path: String,
+        /// The commit asked for.
+        pinned: String,
+        /// The commit the server answered for.
+        served: String,
     },
 
     /// Offline (`HF_HUB_OFFLINE=1` or `--offline`) and what was asked for is not in the cache.
@@ -207,6 +223,7 @@ impl HubError {
             self,
             HubError::HashMismatch { .. }
                 | HubError::SizeMismatch { .. }
+                | HubError::PinnedCommitMismatch { .. }
                 | HubError::NotCachedOffline { .. }
                 | HubError::CorruptCache { .. }
                 | HubError::LockMismatch { .. }

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod client;
 pub mod error;
+mod http;
 pub mod lockfile;
 #[cfg(feature = "mirror")]
 pub mod mirror;
@@ -23,6 +24,7 @@ pub mod repo;
 pub mod settings;
 
 pub use cache::{HubCache, RepoCache, Snapshot};
+pub use client::{HubClient, RepoFile, RetryPolicy};
 pub use error::{HubError, Result};
 pub use names::{CommitHash, Etag, RepoFilePath};
 pub use repo::{RepoId, RepoType, Revision};
