@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::model::{HubArgs, LockArgs, RepoRequest, fetch};
+use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch};
 
 /// Arguments of `download`.
 #[derive(Debug, Args)]
@@ -24,7 +24,12 @@ pub struct DownloadArgs {
 /// folder as the last line of stdout.
 pub fn run(args: &DownloadArgs) -> anyhow::Result<ExitCode> {
     let request = RepoRequest::parse(&args.repo, args.hub.revision()?.as_ref())?;
-    let snapshot = fetch(&request, &args.hub, &args.lock, &args.include)?;
+    let snapshot = fetch(
+        &request,
+        &args.hub,
+        &args.lock,
+        &Want::Files(args.include.clone()),
+    )?;
     crate::output::print(&format!(
         "{}@{} -> commit {}\n{}\n",
         request.repo,

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::Args;
 use safeformers_hub::lockfile::{Lockfile, lock_snapshot_matching, lockfile_path};
 
-use crate::model::{HubArgs, LockArgs, RepoRequest, fetch, load_patterns, matches_any};
+use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch, matches_any};
 
 /// Arguments of `lock`.
 #[derive(Debug, Args)]
@@ -34,11 +34,14 @@ pub struct LockCommandArgs {
 pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
     let path = lockfile_path(args.lockfile.as_deref());
     let mut lockfile = Lockfile::read_if_exists(&path)?.unwrap_or_default();
-    let patterns = if args.include.is_empty() {
-        load_patterns(args.allow_pickle)
+    let want = if args.include.is_empty() {
+        Want::Load {
+            allow_pickle: args.allow_pickle,
+        }
     } else {
-        args.include.clone()
+        Want::Files(args.include.clone())
     };
+    let patterns = want.patterns();
     let flag = args.hub.revision()?;
     // Locking resolves moving refs on purpose; it never goes through an old lock.
     let unlocked = LockArgs {
@@ -50,7 +53,7 @@ pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
     for spec in &args.repos {
         let request = RepoRequest::parse(spec, flag.as_ref())?;
         let revision = request.revision_or_main();
-        let snapshot = fetch(&request, &args.hub, &unlocked, &patterns)
+        let snapshot = fetch(&request, &args.hub, &unlocked, &want)
             .with_context(|| format!("locking {}@{revision}", request.repo))?;
         let repo_cache = client.cache().repo(&request.repo);
         let is_included =

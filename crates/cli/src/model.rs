@@ -12,7 +12,9 @@ use clap::Args;
 
 use safeformers_hub::client::HubClient;
 use safeformers_hub::lockfile::{Lockfile, lockfile_path};
-use safeformers_hub::{HubError, HubSettings, RepoFilePath, RepoId, Revision, Snapshot};
+use safeformers_hub::{
+    CommitHash, HubError, HubSettings, RepoCache, RepoFilePath, RepoId, Revision, Snapshot,
+};
 
 use crate::UsageError;
 
@@ -152,6 +154,51 @@ pub fn load_patterns(allow_pickle: bool) -> Vec<String> {
     patterns
 }
 
+/// What a command wants from a repo.
+#[derive(Debug, Clone)]
+pub enum Want {
+    /// The files a model load reads under the policy ([`load_patterns`]).
+    Load {
+        /// `--allow-pickle`: pickle-based weights too.
+        allow_pickle: bool,
+    },
+    /// The files matching these patterns (every file when empty).
+    Files(Vec<String>),
+}
+
+impl Want {
+    /// The include patterns to fetch.
+    pub fn patterns(&self) -> Vec<String> {
+        match self {
+            Want::Load { allow_pickle } => load_patterns(*allow_pickle),
+            Want::Files(patterns) => patterns.clone(),
+        }
+    }
+
+    /// For a load, whether the cached snapshot of `commit` is one a load can use as it is: it
+    /// holds weights the policy may read. Such a snapshot needs no request when the commit is
+    /// pinned (or offline), whatever else the repo has that was not fetched (a tokenizer's
+    /// `*.model`, a shard index) — the Hub client's own check wants a file for every pattern.
+    fn cached_snapshot(&self, repo_cache: &RepoCache, commit: &CommitHash) -> Option<Snapshot> {
+        let Want::Load { allow_pickle } = self else {
+            return None;
+        };
+        let mut weights = vec!["*.safetensors".to_string()];
+        if *allow_pickle {
+            weights.extend(PICKLE_FILE_PATTERNS.iter().map(|pattern| pattern.to_string()));
+        }
+        let files = repo_cache.snapshot_files(commit).ok()?;
+        files
+            .iter()
+            .any(|file| {
+                weights
+                    .iter()
+                    .any(|pattern| glob_match(pattern, file.path.as_str()))
+            })
+            .then(|| repo_cache.snapshot(commit))
+    }
+}
+
 /// Resolves a model argument to a local path: the path itself when it exists (or when it cannot
 /// be a repo id, so that the loader reports the missing file), else the snapshot folder of the
 /// repo, fetched with the policy's include patterns.
@@ -168,7 +215,7 @@ pub fn resolve_model(
         return Ok(spec.to_path_buf());
     };
     let request = RepoRequest::parse(text, hub.revision()?.as_ref())?;
-    let snapshot = fetch(&request, hub, lock, &load_patterns(allow_pickle))?;
+    let snapshot = fetch(&request, hub, lock, &Want::Load { allow_pickle })?;
     Ok(snapshot.dir)
 }
 
@@ -179,18 +226,32 @@ fn looks_like_repo_id(text: &str) -> bool {
     id.matches('/').count() == 1 && RepoId::parse(id).is_ok()
 }
 
-/// Fetches (or finds in the cache) the files of `request` matching `patterns` (every file when
-/// empty). With `--locked`, only through the lockfile: the locked commit, no ref lookup, and the
-/// snapshot must match the lock exactly.
+/// Fetches (or finds in the cache) what `want` asks of `request`. With `--locked`, only through
+/// the lockfile: the locked commit, no ref lookup, and the snapshot must match the lock exactly.
 pub fn fetch(
     request: &RepoRequest,
     hub: &HubArgs,
     lock: &LockArgs,
-    patterns: &[String],
+    want: &Want,
 ) -> anyhow::Result<Snapshot> {
     let client = hub.client()?;
+    let repo_cache = client.cache().repo(&request.repo);
+    let patterns = want.patterns();
     if !lock.is_locked() {
-        return Ok(client.snapshot(&request.repo, &request.revision_or_main(), patterns)?);
+        let revision = request.revision_or_main();
+        // A pinned commit is immutable, and offline the cached ref is all there is: a usable
+        // cached snapshot answers without a request.
+        let cached_commit = match &revision {
+            Revision::Commit(commit) => Some(commit.clone()),
+            Revision::Ref(name) if client.settings().offline => repo_cache.read_ref(name)?,
+            Revision::Ref(_) => None,
+        };
+        if let Some(snapshot) =
+            cached_commit.and_then(|commit| want.cached_snapshot(&repo_cache, &commit))
+        {
+            return Ok(snapshot);
+        }
+        return Ok(client.snapshot(&request.repo, &revision, &patterns)?);
     }
     let lockfile_path = lock.path();
     let Some(lockfile) = Lockfile::read_if_exists(&lockfile_path)? else {
@@ -204,8 +265,7 @@ pub fn fetch(
         .into());
     };
     let entry = lockfile.entry_for(&request.repo, request.revision.as_ref(), &lockfile_path)?;
-    let is_used = |path: &RepoFilePath| matches_any(patterns, path.as_str());
-    let repo_cache = client.cache().repo(&request.repo);
+    let is_used = |path: &RepoFilePath| matches_any(&patterns, path.as_str());
     let pinned = Revision::Commit(entry.commit.clone());
     for file in entry.used_files(&is_used) {
         // A cached file at a pinned commit needs no request at all.
