@@ -479,7 +479,11 @@ pub fn write_atomically(path: &Path, content: &[u8]) -> Result<()> {
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    // Unique per process and per call: two threads writing one ref must not share a temp file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let unique = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary =
+        path.with_file_name(format!(".{file_name}.{}.{unique}.tmp", std::process::id()));
     let mut file = File::create(&temporary).map_err(HubError::io(&temporary))?;
     file.write_all(content)
         .and_then(|()| file.sync_all())

@@ -513,14 +513,17 @@ impl HubClient {
         size: u64,
         url: &str,
     ) -> Result<PathBuf> {
+        // The lock also covers the link: two threads replacing one symlink would collide.
+        let _lock = repo_cache.lock_blob(etag)?;
+        // Linked meanwhile: re-linking would make the file vanish for a moment under a reader.
+        if let Some(cached) = repo_cache.cached_file(commit, path) {
+            return Ok(cached);
+        }
+        // Another thread or process may have finished it while we waited for the lock.
         if !repo_cache.blob_path(etag).is_file() {
-            let _lock = repo_cache.lock_blob(etag)?;
-            // Another thread or process may have finished it while we waited for the lock.
-            if !repo_cache.blob_path(etag).is_file() {
-                let partial = repo_cache.incomplete_path(etag);
-                self.download_verified(repo_cache, &partial, url, path, etag, size)?;
-                repo_cache.commit_blob(&partial, etag)?;
-            }
+            let partial = repo_cache.incomplete_path(etag);
+            self.download_verified(repo_cache, &partial, url, path, etag, size)?;
+            repo_cache.commit_blob(&partial, etag)?;
         }
         repo_cache.link_snapshot(commit, path, etag)
     }
