@@ -1,1 +1,1202 @@
-//! `safeformers mirror`: a cache served as a Hub endpoint. (To be built.)
+//! `safeformers mirror`: a cache served as a Hub endpoint, so that one machine's cache feeds an
+//! air-gapped cluster through `HF_ENDPOINT`.
+//!
+//! It serves the part of the Hub API that downloads use, as `huggingface_hub` 2.x calls it:
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /api/{models,datasets,spaces}/{repo}[/revision/{rev}]` | repo info: `id`, `sha`, `siblings` |
+//! | `GET /api/{type}s/{repo}/tree/{rev}[/{path}][?recursive=true]` | files and folders |
+//! | `HEAD`/`GET /[{datasets,spaces}/]{repo}/resolve/{rev}/{path}` | the file, `Range` supported |
+//!
+//! A repo id is `name` or `org/name`; a revision is a 40-hex commit that has a snapshot folder, or
+//! a ref (`main`, `v1`, `refs%2Fpr%2F1`) cached under `refs/`. Errors are answered as the Hub
+//! answers them: 404 with `X-Error-Code: RepoNotFound | RevisionNotFound | EntryNotFound` and
+//! `X-Error-Message` (an `EntryNotFound` also carries `X-Repo-Commit`), 400 for a malformed id,
+//! revision or path.
+//!
+//! # What is served, and what never is
+//!
+//! The mirror is read-only and ignores `Authorization`. Every name in a request is percent-decoded
+//! first and then checked as [`RepoId`], [`Revision`] and [`RepoFilePath`] are (no `..`, no
+//! absolute or backslash paths, no control characters). A file is served only when its snapshot
+//! entry, canonicalized (symlinks followed), is a regular file directly inside the repo's own
+//! `blobs/` folder with a blob name (40 or 64 hex digits): a tampered cache whose snapshot symlink
+//! points at `/etc/passwd` gets a 404, and the entry is left out of listings. (A cache written with
+//! copies instead of symlinks, as on Windows without developer mode, is therefore not served.)
+//!
+//! # Blob ids
+//!
+//! For a file stored as `blobs/<sha256>` (an LFS file), `ETag` and `X-Linked-Etag` are that
+//! SHA-256, `X-Linked-Size` its size, and the tree's `oid` (`blobId` in repo info) is the git
+//! SHA-1 of its LFS pointer text, as the Hub reports it. For a file stored as `blobs/<sha1>` (a
+//! small file, named by its git blob SHA-1), `ETag` and `oid` are that name. Folder `oid`s are git
+//! tree ids computed from those blob ids.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io::{self, Seek, SeekFrom};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::header::{self, HeaderName, HeaderValue};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::Response;
+use http_body::{Frame, SizeHint};
+use percent_encoding::percent_decode_str;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::oneshot;
+
+use crate::cache::{HubCache, RepoCache, hex};
+use crate::error::{HubError, Result};
+use crate::names::{CommitHash, Etag, RepoFilePath, printable};
+use crate::repo::{RepoId, RepoType, Revision};
+
+/// Longest request path served, in bytes; longer ones get 414.
+pub const MAX_PATH_LEN: usize = 8 * 1024;
+
+/// Bytes read from a file per body chunk.
+const CHUNK_LEN: usize = 256 * 1024;
+
+/// How long a shutdown waits for requests still being answered.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// The mirror server. Start it with [`MirrorServer::start`] (tests, embedding) or run it with
+/// [`serve_forever`] (the CLI).
+#[derive(Debug)]
+pub struct MirrorServer;
+
+impl MirrorServer {
+    /// Binds `addr` (port 0 picks a free port) and serves `cache` from a background thread running
+    /// its own tokio runtime, until the returned handle is shut down or dropped.
+    ///
+    /// ```no_run
+    /// use safeformers_hub::HubCache;
+    /// use safeformers_hub::mirror::MirrorServer;
+    ///
+    /// let mirror = MirrorServer::start(HubCache::new("/data/hf-cache"), "127.0.0.1:0".parse()?)?;
+    /// println!("HF_ENDPOINT={}", mirror.url());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start(cache: HubCache, addr: SocketAddr) -> Result<MirrorHandle> {
+        let error = |source| HubError::Io {
+            path: PathBuf::from(format!("mirror at {addr}")),
+            source,
+        };
+        let listener = std::net::TcpListener::bind(addr).map_err(error)?;
+        let local_addr = listener.local_addr().map_err(error)?;
+        listener.set_nonblocking(true).map_err(error)?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("safeformers-mirror")
+            .enable_all()
+            .build()
+            .map_err(error)?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let state = Arc::new(MirrorState { cache });
+        let thread = std::thread::Builder::new()
+            .name("safeformers-mirror".to_string())
+            .spawn(move || {
+                let served = runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let app = Router::new().fallback(handle).with_state(state);
+                    tokio::select! {
+                        served = axum::serve(listener, app).into_future() => served,
+                        _ = stopped => Ok(()),
+                    }
+                });
+                runtime.shutdown_timeout(SHUTDOWN_GRACE);
+                served
+            })
+            .map_err(error)?;
+        Ok(MirrorHandle {
+            local_addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+/// Serves `cache` at `addr` until the process is killed (or the server fails).
+pub fn serve_forever(cache: HubCache, addr: SocketAddr) -> Result<()> {
+    MirrorServer::start(cache, addr)?.wait()
+}
+
+/// A running mirror. Dropping it stops the server (as [`MirrorHandle::shutdown`] does).
+#[derive(Debug)]
+pub struct MirrorHandle {
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<io::Result<()>>>,
+}
+
+impl MirrorHandle {
+    /// The address the server is bound to (with the real port when port 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://<local_addr>`: the value for `HF_ENDPOINT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    /// Stops accepting connections, gives requests in flight a moment, and waits for the server
+    /// thread to end.
+    pub fn shutdown(mut self) -> Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.join()
+    }
+
+    /// Blocks until the server stops, which it does only on an error.
+    pub fn wait(mut self) -> Result<()> {
+        self.join()
+    }
+
+    fn join(&mut self) -> Result<()> {
+        let Some(thread) = self.thread.take() else {
+            return Ok(());
+        };
+        let path = PathBuf::from(format!("mirror at {}", self.local_addr));
+        match thread.join() {
+            Ok(result) => result.map_err(HubError::io(path)),
+            Err(_) => Err(HubError::Io {
+                path,
+                source: io::Error::other("the server thread panicked"),
+            }),
+        }
+    }
+}
+
+impl Drop for MirrorHandle {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.join();
+    }
+}
+
+#[derive(Debug)]
+struct MirrorState {
+    cache: HubCache,
+}
+
+/// Every request lands here: the routes (repo ids of one or two segments, revisions that may
+/// hold `/`) are parsed by hand, on the raw path, so that percent-decoding happens exactly once
+/// and before every check.
+async fn handle(
+    State(state): State<Arc<MirrorState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let path = uri.path().to_string();
+    let reply = if method != Method::GET && method != Method::HEAD {
+        let mut reply = Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "the mirror is read-only",
+        );
+        reply.header(header::ALLOW, "GET, HEAD");
+        reply
+    } else if path.len() > MAX_PATH_LEN {
+        Reply::error(
+            StatusCode::URI_TOO_LONG,
+            None,
+            "the request path is too long",
+        )
+    } else {
+        let cache = state.cache.clone();
+        let query = uri.query().map(str::to_string);
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let target = path.clone();
+        tokio::task::spawn_blocking(move || {
+            answer(&cache, &target, query.as_deref(), range.as_deref())
+        })
+        .await
+        .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"))
+    };
+    // One line per request; never headers (they may hold a token).
+    eprintln!(
+        "mirror: {} {} {}",
+        method,
+        printable(&path),
+        reply.status.as_u16()
+    );
+    reply.into_response(method == Method::HEAD)
+}
+
+/// An answer, built without touching the network so that it can be tested with plain values.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: Vec<(HeaderName, String)>,
+    body: ReplyBody,
+}
+
+#[derive(Debug)]
+enum ReplyBody {
+    Json(Vec<u8>),
+    /// `len` bytes of `file`, from its current position.
+    File {
+        file: File,
+        len: u64,
+    },
+}
+
+impl Reply {
+    fn json(value: &serde_json::Value) -> Reply {
+        let body = serde_json::to_vec(value).unwrap_or_default();
+        let mut reply = Reply {
+            status: StatusCode::OK,
+            headers: Vec::new(),
+            body: ReplyBody::Json(body),
+        };
+        reply.header(header::CONTENT_TYPE, "application/json");
+        reply
+    }
+
+    /// An error as the Hub sends it: `X-Error-Code` (when there is one), `X-Error-Message`, and
+    /// `{"error": message}`.
+    fn error(status: StatusCode, code: Option<&str>, message: &str) -> Reply {
+        let mut reply = Reply::json(&serde_json::json!({ "error": message }));
+        reply.status = status;
+        if let Some(code) = code {
+            reply.header(HeaderName::from_static("x-error-code"), code);
+        }
+        reply.header(HeaderName::from_static("x-error-message"), message);
+        reply
+    }
+
+    fn bad_request(error: &HubError) -> Reply {
+        Reply::error(StatusCode::BAD_REQUEST, None, &error.to_string())
+    }
+
+    fn repo_not_found(repo: &RepoId) -> Reply {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            Some("RepoNotFound"),
+            &format!("Repository not found: {} is not in this mirror", repo),
+        )
+    }
+
+    fn revision_not_found(repo: &RepoId, revision: &str) -> Reply {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            Some("RevisionNotFound"),
+            &format!(
+                "Invalid rev id: {} is not cached for {}",
+                printable(revision),
+                repo
+            ),
+        )
+    }
+
+    fn entry_not_found(commit: &CommitHash, path: &str) -> Reply {
+        let mut reply = Reply::error(
+            StatusCode::NOT_FOUND,
+            Some("EntryNotFound"),
+            &format!("Entry not found: {} at {}", printable(path), commit),
+        );
+        reply.header(HeaderName::from_static("x-repo-commit"), commit.as_str());
+        reply
+    }
+
+    fn not_found() -> Reply {
+        Reply::error(
+            StatusCode::NOT_FOUND,
+            None,
+            "not found: the mirror serves /api/{models,datasets,spaces}/{repo}[/revision|/tree/...] \
+             and /{repo}/resolve/{revision}/{path}",
+        )
+    }
+
+    fn header(&mut self, name: HeaderName, value: &str) {
+        self.headers.push((name, value.to_string()));
+    }
+
+    fn into_response(self, head: bool) -> Response {
+        let mut builder = Response::builder().status(self.status);
+        for (name, value) in self.headers {
+            // Header values hold only ASCII: messages may quote a request's (decoded) path.
+            let ascii: String = value
+                .chars()
+                .map(|c| {
+                    if c.is_ascii() && !c.is_ascii_control() {
+                        c
+                    } else {
+                        '?'
+                    }
+                })
+                .collect();
+            if let Ok(value) = HeaderValue::from_str(&ascii) {
+                builder = builder.header(name, value);
+            }
+        }
+        let (len, body) = match self.body {
+            ReplyBody::Json(bytes) => (bytes.len() as u64, Body::from(bytes)),
+            ReplyBody::File { file, len } => (
+                len,
+                Body::new(FileBody {
+                    file: tokio::fs::File::from_std(file),
+                    remaining: len,
+                    buffer: vec![0; CHUNK_LEN],
+                }),
+            ),
+        };
+        builder = builder.header(header::CONTENT_LENGTH, len);
+        let body = if head { Body::empty() } else { body };
+        builder.body(body).unwrap_or_else(|_| {
+            let mut response = Response::new(Body::empty());
+            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            response
+        })
+    }
+}
+
+/// A file streamed in chunks: a multi-gigabyte blob never sits in memory.
+struct FileBody {
+    file: tokio::fs::File,
+    remaining: u64,
+    buffer: Vec<u8>,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = self.get_mut();
+        if this.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let want = usize::try_from(this.remaining)
+            .unwrap_or(usize::MAX)
+            .min(this.buffer.len());
+        let Some(window) = this.buffer.get_mut(..want) else {
+            return Poll::Ready(Some(Err(io::Error::other("chunk outside the buffer"))));
+        };
+        let mut read = ReadBuf::new(window);
+        match Pin::new(&mut this.file).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(error)) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Ok(())) => {
+                let filled = read.filled();
+                if filled.is_empty() {
+                    // The blob shrank after its size was announced: end the response early
+                    // (the client sees a short body) rather than pad it.
+                    return Poll::Ready(Some(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the blob is shorter than announced",
+                    ))));
+                }
+                this.remaining = this.remaining.saturating_sub(filled.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(Bytes::copy_from_slice(filled)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// What a request asks for, its names decoded but not yet looked up.
+#[derive(Debug, PartialEq, Eq)]
+enum Route {
+    /// `/api/{type}s/{repo}[/revision/{rev}]`.
+    Info { repo: RepoId, revision: String },
+    /// `/api/{type}s/{repo}/tree/{rev}[/{path}]`; `path` empty for the root.
+    Tree {
+        repo: RepoId,
+        revision: String,
+        path: String,
+        recursive: bool,
+    },
+    /// `/[{type}s/]{repo}/resolve/{rev}/{path}`.
+    Resolve {
+        repo: RepoId,
+        revision: String,
+        path: String,
+    },
+}
+
+impl Route {
+    fn repo(&self) -> &RepoId {
+        match self {
+            Route::Info { repo, .. } | Route::Tree { repo, .. } | Route::Resolve { repo, .. } => {
+                repo
+            }
+        }
+    }
+}
+
+type Parsed<T> = std::result::Result<T, Reply>;
+
+/// Percent-decodes one piece of a path; the result must be UTF-8.
+fn decode(raw: &str) -> Parsed<String> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| {
+            Reply::error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "the request path is not valid UTF-8 once percent-decoded",
+            )
+        })
+}
+
+/// Percent-decodes segments and joins them with `/`.
+fn decode_joined(raw: &[&str]) -> Parsed<String> {
+    decode(&raw.join("/"))
+}
+
+/// Splits `{rev}/{path...}`: the revision is one (percent-encoded) segment, except that an
+/// unencoded `refs/pr/N` (or `refs/convert/x`) is taken whole.
+fn split_revision<'a>(tail: &'a [&'a str]) -> Parsed<(String, &'a [&'a str])> {
+    let Some(first) = tail.first() else {
+        return Err(Reply::error(
+            StatusCode::BAD_REQUEST,
+            None,
+            "the revision is missing",
+        ));
+    };
+    let first = decode(first)?;
+    if first == "refs"
+        && let (Some(kind), Some(name)) = (tail.get(1), tail.get(2))
+    {
+        let revision = format!("refs/{}/{}", decode(kind)?, decode(name)?);
+        return Ok((revision, tail.get(3..).unwrap_or_default()));
+    }
+    Ok((first, tail.get(1..).unwrap_or_default()))
+}
+
+/// Whether the query asks for a recursive listing (`recursive=true`, `True` or `1`).
+fn wants_recursive(query: Option<&str>) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        matches!(
+            pair.split_once('='),
+            Some(("recursive", "true" | "True" | "1"))
+        )
+    })
+}
+
+fn repo_type_of(plural: &str) -> Option<RepoType> {
+    match plural {
+        "models" => Some(RepoType::Model),
+        "datasets" => Some(RepoType::Dataset),
+        "spaces" => Some(RepoType::Space),
+        _ => None,
+    }
+}
+
+/// Parses a request path (still percent-encoded) into the routes it can mean, best first. A
+/// repo id has one or two segments, so `org/resolve/resolve/main/x` reads both as repo
+/// `org/resolve` and as repo `org`; the two-segment reading comes first, and the first whose repo
+/// is cached is answered.
+fn parse_route(path: &str, query: Option<&str>) -> Parsed<Vec<Route>> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let api_type = match (segments.first(), segments.get(1)) {
+        (Some(&"api"), Some(plural)) => repo_type_of(plural),
+        _ => None,
+    };
+    let (repo_type, rest, keywords): (RepoType, &[&str], &[&str]) = match api_type {
+        Some(repo_type) => (
+            repo_type,
+            segments.get(2..).unwrap_or_default(),
+            &["revision", "tree", ""],
+        ),
+        None => match segments.first().and_then(|first| repo_type_of(first)) {
+            Some(repo_type @ (RepoType::Dataset | RepoType::Space)) => (
+                repo_type,
+                segments.get(1..).unwrap_or_default(),
+                &["resolve"],
+            ),
+            _ => (RepoType::Model, segments.as_slice(), &["resolve"]),
+        },
+    };
+    let mut routes = Vec::new();
+    let mut first_error = None;
+    for parts in [2usize, 1] {
+        let Some(id_parts) = rest.get(..parts) else {
+            continue;
+        };
+        // `""` stands for "nothing after the id": `/api/models/{repo}`.
+        let keyword = rest.get(parts).copied().unwrap_or_default();
+        if !keywords.contains(&keyword) || (keyword.is_empty() && rest.len() > parts) {
+            continue;
+        }
+        let tail = rest.get(parts + 1..).unwrap_or_default();
+        let route = decode_joined(id_parts).and_then(|id| {
+            let repo = RepoId::parse_typed(&id, repo_type).map_err(|e| Reply::bad_request(&e))?;
+            route_for(repo, keyword, tail, query)
+        });
+        match route {
+            Ok(route) => routes.push(route),
+            Err(reply) => {
+                first_error.get_or_insert(reply);
+            }
+        }
+    }
+    match (routes.is_empty(), first_error) {
+        (false, _) => Ok(routes),
+        (true, Some(reply)) => Err(reply),
+        (true, None) => Err(Reply::not_found()),
+    }
+}
+
+/// The route for `{repo}/{keyword}/{tail...}`.
+fn route_for(repo: RepoId, keyword: &str, tail: &[&str], query: Option<&str>) -> Parsed<Route> {
+    match keyword {
+        "" => Ok(Route::Info {
+            repo,
+            revision: "main".to_string(),
+        }),
+        "revision" => Ok(Route::Info {
+            repo,
+            revision: decode_joined(tail)?,
+        }),
+        "tree" => {
+            let (revision, path) = split_revision(tail)?;
+            let path = decode_joined(path)?;
+            Ok(Route::Tree {
+                repo,
+                revision,
+                path: path.strip_suffix('/').unwrap_or(&path).to_string(),
+                recursive: wants_recursive(query),
+            })
+        }
+        _ => {
+            let (revision, path) = split_revision(tail)?;
+            Ok(Route::Resolve {
+                repo,
+                revision,
+                path: decode_joined(path)?,
+            })
+        }
+    }
+}
+
+/// The first route whose repo has a folder in the cache, with that folder.
+fn pick_route(cache: &HubCache, routes: Vec<Route>) -> Parsed<(Route, RepoCache)> {
+    let mut first_repo = None;
+    for route in routes {
+        let repo_cache = cache.repo(route.repo());
+        if repo_cache.dir().is_dir() {
+            return Ok((route, repo_cache));
+        }
+        first_repo.get_or_insert_with(|| route.repo().clone());
+    }
+    match first_repo {
+        Some(repo) => Err(Reply::repo_not_found(&repo)),
+        None => Err(Reply::not_found()),
+    }
+}
+/// A 40-hex commit with a snapshot folder, or a cached ref pointing at one.
+fn resolve_commit(repo: &RepoCache, revision: &str) -> std::result::Result<CommitHash, Reply> {
+    let commit = match Revision::parse(revision).map_err(|error| Reply::bad_request(&error))? {
+        Revision::Commit(commit) => commit,
+        Revision::Ref(name) => match repo.read_ref(&name) {
+            Ok(Some(commit)) => commit,
+            Ok(None) => return Err(Reply::revision_not_found(repo.repo(), revision)),
+            Err(error) => {
+                eprintln!("mirror: ignoring ref {name} of {}: {error}", repo.repo());
+                return Err(Reply::revision_not_found(repo.repo(), revision));
+            }
+        },
+    };
+    if repo.snapshot_dir(&commit).is_dir() {
+        Ok(commit)
+    } else {
+        Err(Reply::revision_not_found(repo.repo(), revision))
+    }
+}
+
+/// A blob that may be served: a regular file directly in the repo's `blobs/`, named by its etag.
+#[derive(Debug, Clone)]
+struct Blob {
+    /// Canonical path.
+    path: PathBuf,
+    etag: Etag,
+    size: u64,
+}
+
+impl Blob {
+    /// The git blob id: the name of a SHA-1 blob, or the git SHA-1 of an LFS blob's pointer.
+    fn git_oid(&self) -> String {
+        if self.etag.is_sha256() {
+            let pointer = self.lfs_pointer();
+            let mut hasher = Sha1::new();
+            hasher.update(format!("blob {}\0", pointer.len()).as_bytes());
+            hasher.update(pointer.as_bytes());
+            hex(&hasher.finalize())
+        } else {
+            self.etag.as_str().to_string()
+        }
+    }
+
+    /// The git-lfs pointer file that stands for this blob in the git repo.
+    fn lfs_pointer(&self) -> String {
+        format!(
+            "version https://git-lfs.github.com/spec/v1\noid sha256:{}\nsize {}\n",
+            self.etag, self.size
+        )
+    }
+}
+
+/// The repo's `blobs/` folder, canonicalized; `None` when it is missing or is itself a symlink.
+fn blobs_dir(repo: &RepoCache) -> Option<PathBuf> {
+    let dir = repo.dir().join("blobs");
+    let meta = fs::symlink_metadata(&dir).ok()?;
+    if !meta.is_dir() {
+        return None;
+    }
+    fs::canonicalize(&dir).ok()
+}
+
+/// The blob a snapshot entry resolves to, if it is one that may be served.
+fn blob_of(blobs: &Path, entry: &Path) -> Option<Blob> {
+    let target = fs::canonicalize(entry).ok()?;
+    if target.parent()? != blobs {
+        return None;
+    }
+    let etag = Etag::parse(target.file_name()?.to_str()?).ok()?;
+    let meta = fs::metadata(&target).ok()?;
+    meta.is_file().then_some(Blob {
+        path: target,
+        etag,
+        size: meta.len(),
+    })
+}
+
+fn refused_entry(repo: &RepoCache, commit: &CommitHash, path: &RepoFilePath) {
+    eprintln!(
+        "mirror: not serving {}/snapshots/{commit}/{path}: it does not resolve to a blob in {}/blobs",
+        repo.dir().display(),
+        repo.dir().display(),
+    );
+}
+
+/// The files of a snapshot that may be served, sorted by path.
+fn served_files(
+    repo: &RepoCache,
+    commit: &CommitHash,
+) -> std::result::Result<Vec<(RepoFilePath, Blob)>, Reply> {
+    let files = repo.snapshot_files(commit).map_err(|error| {
+        eprintln!("mirror: cannot list {}: {error}", repo.dir().display());
+        Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "the cached snapshot cannot be listed",
+        )
+    })?;
+    let Some(blobs) = blobs_dir(repo) else {
+        return Ok(Vec::new());
+    };
+    let mut served = Vec::new();
+    for file in files {
+        match blob_of(&blobs, &file.local_path) {
+            Some(blob) => served.push((file.path, blob)),
+            None => refused_entry(repo, commit, &file.path),
+        }
+    }
+    Ok(served)
+}
+
+/// Answers one request (blocking filesystem work; run off the async workers).
+fn answer(cache: &HubCache, path: &str, query: Option<&str>, range: Option<&str>) -> Reply {
+    let outcome = parse_route(path, query)
+        .and_then(|routes| pick_route(cache, routes))
+        .and_then(|(route, repo)| match route {
+            Route::Info { revision, .. } => repo_info(&repo, &revision),
+            Route::Tree {
+                revision,
+                path,
+                recursive,
+                ..
+            } => tree(&repo, &revision, &path, recursive),
+            Route::Resolve { revision, path, .. } => resolve(&repo, &revision, &path, range),
+        });
+    outcome.unwrap_or_else(|reply| reply)
+}
+
+fn repo_info(repo: &RepoCache, revision: &str) -> Parsed<Reply> {
+    let commit = resolve_commit(repo, revision)?;
+    let siblings: Vec<serde_json::Value> = served_files(repo, &commit)?
+        .iter()
+        .map(|(path, blob)| {
+            let mut sibling = serde_json::json!({
+                "rfilename": path.as_str(),
+                "size": blob.size,
+                "blobId": blob.git_oid(),
+            });
+            if blob.etag.is_sha256() {
+                set_field(
+                    &mut sibling,
+                    "lfs",
+                    serde_json::json!({
+                        "sha256": blob.etag.as_str(),
+                        "size": blob.size,
+                        "pointerSize": blob.lfs_pointer().len(),
+                    }),
+                );
+            }
+            sibling
+        })
+        .collect();
+    let id = repo.repo().as_str();
+    let mut info = serde_json::json!({
+        "_id": id,
+        "id": id,
+        "author": id.split_once('/').map(|(org, _)| org),
+        "sha": commit.as_str(),
+        "private": false,
+        "disabled": false,
+        "gated": false,
+        "tags": [],
+        "siblings": siblings,
+    });
+    if repo.repo().repo_type() == RepoType::Model {
+        set_field(&mut info, "modelId", serde_json::Value::from(id));
+    }
+    Ok(Reply::json(&info))
+}
+
+/// Adds a field to a JSON object (built here, so always an object).
+fn set_field(object: &mut serde_json::Value, name: &str, value: serde_json::Value) {
+    if let Some(fields) = object.as_object_mut() {
+        fields.insert(name.to_string(), value);
+    }
+}
+
+/// One file entry of a tree listing.
+fn file_entry(path: &str, blob: &Blob) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "type": "file",
+        "oid": blob.git_oid(),
+        "size": blob.size,
+        "path": path,
+    });
+    if blob.etag.is_sha256() {
+        set_field(
+            &mut entry,
+            "lfs",
+            serde_json::json!({
+                "oid": blob.etag.as_str(),
+                "size": blob.size,
+                "pointerSize": blob.lfs_pointer().len(),
+            }),
+        );
+    }
+    entry
+}
+
+/// The git tree id of the files `files` (paths relative to the folder), all mode 100644.
+fn git_tree_id(files: &[(&str, &Blob)]) -> String {
+    enum Node<'a> {
+        File(&'a Blob),
+        Dir(Vec<(&'a str, &'a Blob)>),
+    }
+    let mut nodes: BTreeMap<&str, Node<'_>> = BTreeMap::new();
+    for &(path, blob) in files {
+        match path.split_once('/') {
+            None => {
+                nodes.insert(path, Node::File(blob));
+            }
+            Some((dir, rest)) => {
+                let node = nodes.entry(dir).or_insert_with(|| Node::Dir(Vec::new()));
+                if let Node::Dir(children) = node {
+                    children.push((rest, blob));
+                }
+            }
+        }
+    }
+    // Git orders tree entries by name, a folder's name compared as if it ended in `/`.
+    let mut entries: Vec<(String, &str, String)> = nodes
+        .iter()
+        .map(|(name, node)| match node {
+            Node::File(blob) => (name.to_string(), "100644", blob.git_oid()),
+            Node::Dir(children) => (format!("{name}/"), "40000", git_tree_id(children)),
+        })
+        .collect();
+    entries.sort();
+    let mut content = Vec::new();
+    for (key, mode, oid) in &entries {
+        let name = key.strip_suffix('/').unwrap_or(key);
+        content.extend_from_slice(format!("{mode} {name}\0").as_bytes());
+        content.extend(unhex(oid));
+    }
+    let mut hasher = Sha1::new();
+    hasher.update(format!("tree {}\0", content.len()).as_bytes());
+    hasher.update(&content);
+    hex(&hasher.finalize())
+}
+
+/// Bytes of a lowercase hex string (checked hex by construction: blob ids and tree ids).
+fn unhex(text: &str) -> Vec<u8> {
+    text.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
+        .filter_map(|pair| u8::from_str_radix(pair, 16).ok())
+        .collect()
+}
+
+fn tree(repo: &RepoCache, revision: &str, path: &str, recursive: bool) -> Parsed<Reply> {
+    let commit = resolve_commit(repo, revision)?;
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        let folder = RepoFilePath::parse(path).map_err(|error| Reply::bad_request(&error))?;
+        format!("{folder}/")
+    };
+    let files = served_files(repo, &commit)?;
+    let under: Vec<(&str, &Blob)> = files
+        .iter()
+        .filter_map(|(file, blob)| file.as_str().strip_prefix(&prefix).map(|rel| (rel, blob)))
+        .collect();
+    if !prefix.is_empty() && under.is_empty() {
+        return Err(Reply::entry_not_found(&commit, path));
+    }
+    let mut folders = BTreeSet::new();
+    let mut entries = Vec::new();
+    for &(rel, blob) in &under {
+        let mut parts: Vec<&str> = rel.split('/').collect();
+        parts.pop();
+        let depth = if recursive {
+            parts.len()
+        } else {
+            parts.len().min(1)
+        };
+        for level in 1..=depth {
+            folders.insert(parts.get(..level).unwrap_or_default().join("/"));
+        }
+        if parts.is_empty() || recursive {
+            entries.push((
+                format!("{prefix}{rel}"),
+                file_entry(&format!("{prefix}{rel}"), blob),
+            ));
+        }
+    }
+    for folder in folders {
+        let inside = format!("{folder}/");
+        let children: Vec<(&str, &Blob)> = under
+            .iter()
+            .filter_map(|&(rel, blob)| rel.strip_prefix(&inside).map(|rest| (rest, blob)))
+            .collect();
+        let full = format!("{prefix}{folder}");
+        entries.push((
+            full.clone(),
+            serde_json::json!({
+                "type": "directory",
+                "oid": git_tree_id(&children),
+                "size": 0,
+                "path": full,
+            }),
+        ));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let listing: Vec<serde_json::Value> = entries.into_iter().map(|(_, entry)| entry).collect();
+    Ok(Reply::json(&serde_json::Value::Array(listing)))
+}
+
+/// What a `Range` header asks of a file of `size` bytes.
+#[derive(Debug, PartialEq, Eq)]
+enum ByteRange {
+    /// No range (or one we ignore, as RFC 9110 allows: malformed, or several ranges).
+    Whole,
+    /// Bytes `start..=end`.
+    Part { start: u64, end: u64 },
+    /// A range that starts past the end.
+    Unsatisfiable,
+}
+
+fn parse_number(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
+    let Some(spec) = header.and_then(|value| value.trim().strip_prefix("bytes=")) else {
+        return ByteRange::Whole;
+    };
+    if spec.contains(',') {
+        return ByteRange::Whole;
+    }
+    let Some((first, last)) = spec.split_once('-') else {
+        return ByteRange::Whole;
+    };
+    match (first.trim(), last.trim()) {
+        ("", suffix) => match parse_number(suffix) {
+            None => ByteRange::Whole,
+            Some(0) => ByteRange::Unsatisfiable,
+            Some(_) if size == 0 => ByteRange::Unsatisfiable,
+            Some(len) => ByteRange::Part {
+                start: size - len.min(size),
+                end: size - 1,
+            },
+        },
+        (start, "") => match parse_number(start) {
+            None => ByteRange::Whole,
+            Some(start) if start >= size => ByteRange::Unsatisfiable,
+            Some(start) => ByteRange::Part {
+                start,
+                end: size - 1,
+            },
+        },
+        (start, end) => match (parse_number(start), parse_number(end)) {
+            (Some(start), Some(end)) if start <= end => {
+                if start >= size {
+                    ByteRange::Unsatisfiable
+                } else {
+                    ByteRange::Part {
+                        start,
+                        end: end.min(size - 1),
+                    }
+                }
+            }
+            _ => ByteRange::Whole,
+        },
+    }
+}
+
+fn resolve(repo: &RepoCache, revision: &str, path: &str, range: Option<&str>) -> Parsed<Reply> {
+    let commit = resolve_commit(repo, revision)?;
+    let file_path = RepoFilePath::parse(path).map_err(|error| Reply::bad_request(&error))?;
+    let entry = repo.snapshot_file(&commit, &file_path);
+    let blob = blobs_dir(repo).and_then(|blobs| blob_of(&blobs, &entry));
+    let Some(blob) = blob else {
+        if fs::symlink_metadata(&entry).is_ok() {
+            refused_entry(repo, &commit, &file_path);
+        }
+        return Err(Reply::entry_not_found(&commit, path));
+    };
+    let mut file = File::open(&blob.path).map_err(|_| Reply::entry_not_found(&commit, path))?;
+    // The size of what was opened, not of what was looked at before.
+    let size = match file.metadata() {
+        Ok(meta) if meta.is_file() => meta.len(),
+        _ => return Err(Reply::entry_not_found(&commit, path)),
+    };
+    let mut reply = Reply {
+        status: StatusCode::OK,
+        headers: Vec::new(),
+        body: ReplyBody::Json(Vec::new()),
+    };
+    reply.header(HeaderName::from_static("x-repo-commit"), commit.as_str());
+    let quoted = format!("\"{}\"", blob.etag);
+    reply.header(header::ETAG, &quoted);
+    if blob.etag.is_sha256() {
+        reply.header(HeaderName::from_static("x-linked-etag"), &quoted);
+        reply.header(HeaderName::from_static("x-linked-size"), &size.to_string());
+    }
+    reply.header(header::ACCEPT_RANGES, "bytes");
+    reply.header(header::CONTENT_TYPE, "application/octet-stream");
+    let (start, len) = match parse_range(range, size) {
+        ByteRange::Whole => (0, size),
+        ByteRange::Part { start, end } => {
+            reply.status = StatusCode::PARTIAL_CONTENT;
+            reply.header(
+                header::CONTENT_RANGE,
+                &format!("bytes {start}-{end}/{size}"),
+            );
+            (start, end - start + 1)
+        }
+        ByteRange::Unsatisfiable => {
+            reply.status = StatusCode::RANGE_NOT_SATISFIABLE;
+            reply.header(header::CONTENT_RANGE, &format!("bytes */{size}"));
+            return Ok(reply);
+        }
+    };
+    file.seek(SeekFrom::Start(start)).map_err(|_| {
+        Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            None,
+            "the blob cannot be read",
+        )
+    })?;
+    reply.body = ReplyBody::File { file, len };
+    Ok(reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_follow_rfc_9110() {
+        assert_eq!(parse_range(None, 10), ByteRange::Whole);
+        assert_eq!(
+            parse_range(Some("bytes=2-4"), 10),
+            ByteRange::Part { start: 2, end: 4 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=2-"), 10),
+            ByteRange::Part { start: 2, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-3"), 10),
+            ByteRange::Part { start: 7, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-30"), 10),
+            ByteRange::Part { start: 0, end: 9 }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-100"), 10),
+            ByteRange::Part { start: 5, end: 9 }
+        );
+        assert_eq!(parse_range(Some("bytes=10-"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=-0"), 10), ByteRange::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-"), 0), ByteRange::Unsatisfiable);
+        for ignored in [
+            "bytes=4-2",
+            "bytes=0-1,3-4",
+            "items=0-1",
+            "bytes=+1-2",
+            "bytes=x",
+            "bytes=-",
+            "bytes=99999999999999999999999-",
+        ] {
+            assert_eq!(
+                parse_range(Some(ignored), 10),
+                ByteRange::Whole,
+                "{ignored}"
+            );
+        }
+    }
+
+    fn id(id: &str) -> RepoId {
+        RepoId::parse(id).unwrap()
+    }
+
+    #[test]
+    fn routes_are_parsed_after_decoding() {
+        assert_eq!(
+            parse_route("/api/models/org/name", None).unwrap(),
+            [Route::Info {
+                repo: id("org/name"),
+                revision: "main".into()
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/gpt2/revision/refs%2Fpr%2F1", None).unwrap(),
+            [Route::Info {
+                repo: id("gpt2"),
+                revision: "refs/pr/1".into()
+            }]
+        );
+        assert_eq!(
+            parse_route(
+                "/api/models/org/name/tree/main/a%20b/",
+                Some("recursive=true")
+            )
+            .unwrap(),
+            [Route::Tree {
+                repo: id("org/name"),
+                revision: "main".into(),
+                path: "a b".into(),
+                recursive: true
+            }]
+        );
+        assert_eq!(
+            parse_route("/org/name/resolve/refs/pr/1/x/config.json", None).unwrap(),
+            [Route::Resolve {
+                repo: id("org/name"),
+                revision: "refs/pr/1".into(),
+                path: "x/config.json".into()
+            }]
+        );
+        // Read both ways; the two-segment id comes first.
+        assert_eq!(
+            parse_route("/org/resolve/resolve/main/x", None).unwrap(),
+            [
+                Route::Resolve {
+                    repo: id("org/resolve"),
+                    revision: "main".into(),
+                    path: "x".into()
+                },
+                Route::Resolve {
+                    repo: id("org"),
+                    revision: "resolve".into(),
+                    path: "main/x".into()
+                }
+            ]
+        );
+        let dataset = parse_route("/datasets/org/data/resolve/main/x.csv", None).unwrap();
+        assert_eq!(dataset[0].repo().repo_type(), RepoType::Dataset);
+        for bad in [
+            "/%2e%2e/x/resolve/main/a",
+            "/org/%FF/resolve/main/a",
+            "/api/models/a--b/c",
+            "/api/models/%2e%2e",
+        ] {
+            let reply = parse_route(bad, None).unwrap_err();
+            assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{bad}");
+        }
+        for unknown in [
+            "/",
+            "/api/whoami-v2",
+            "/api/models",
+            "/api/models/a/b/c",
+            "/org/name/blob/main/x",
+        ] {
+            let reply = parse_route(unknown, None).unwrap_err();
+            assert_eq!(reply.status, StatusCode::NOT_FOUND, "{unknown}");
+        }
+    }
+
+    #[test]
+    fn lfs_pointer_oids_match_git() {
+        // `printf 'version https://git-lfs.github.com/spec/v1\noid sha256:<64 a>\nsize 3\n'
+        //   | git hash-object --stdin`
+        let blob = Blob {
+            path: PathBuf::new(),
+            etag: Etag::parse(&"a".repeat(64)).unwrap(),
+            size: 3,
+        };
+        assert_eq!(blob.lfs_pointer().len(), 126);
+        assert_eq!(blob.git_oid(), GIT_POINTER_OID);
+        // `git write-tree` of one file `x` holding `hello\n`.
+        let hello = Blob {
+            path: PathBuf::new(),
+            etag: Etag::parse("ce013625030ba8dba906f756967f9e9ca394464a").unwrap(),
+            size: 6,
+        };
+        assert_eq!(
+            git_tree_id(&[("x", &hello)]),
+            "e31a96220fbfbe7601ecc086a36b96dc27a8867e"
+        );
+        // `git write-tree` of `x` and `d/y`, both holding `hello\n`.
+        assert_eq!(
+            git_tree_id(&[("d/y", &hello), ("x", &hello)]),
+            "b9511b5baf40e0fc1435b105da645a65ecbfb7b9"
+        );
+    }
+
+    const GIT_POINTER_OID: &str = "90ddd6059cf82cb31bb6ca1c0b07ce1323c02527";
+}
