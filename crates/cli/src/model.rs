@@ -265,7 +265,15 @@ pub fn fetch(
         .into());
     };
     let entry = lockfile.entry_for(&request.repo, request.revision.as_ref(), &lockfile_path)?;
-    let is_used = |path: &RepoFilePath| matches_any(&patterns, path.as_str());
+    // A load checks every file it may read; a plain `download --locked` fetches and checks
+    // exactly the locked files.
+    let is_used = |path: &RepoFilePath| {
+        if patterns.is_empty() {
+            entry.files.iter().any(|file| &file.path == path)
+        } else {
+            matches_any(&patterns, path.as_str())
+        }
+    };
     let pinned = Revision::Commit(entry.commit.clone());
     for file in entry.used_files(&is_used) {
         // A cached file at a pinned commit needs no request at all.
