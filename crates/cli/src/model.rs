@@ -185,7 +185,11 @@ impl Want {
         };
         let mut weights = vec!["*.safetensors".to_string()];
         if *allow_pickle {
-            weights.extend(PICKLE_FILE_PATTERNS.iter().map(|pattern| pattern.to_string()));
+            weights.extend(
+                PICKLE_FILE_PATTERNS
+                    .iter()
+                    .map(|pattern| pattern.to_string()),
+            );
         }
         let files = repo_cache.snapshot_files(commit).ok()?;
         files

@@ -83,7 +83,11 @@ fn import_list_inspect_offline_verify_tamper_and_remove() {
     let message = stderr(&verified);
     assert_eq!(message.lines().count(), 1, "one line: {message}");
     assert!(message.contains("org/tiny: config.json"), "{message}");
-    assert!(stdout(&verified).contains("CORRUPT"), "{}", stdout(&verified));
+    assert!(
+        stdout(&verified).contains("CORRUPT"),
+        "{}",
+        stdout(&verified)
+    );
     assert_code(
         &run(sf(), &["cache", "verify", "org/tiny"]),
         3,
@@ -140,7 +144,11 @@ fn offline_and_not_cached_is_refused_without_opening_a_socket() {
     by_env.env("HF_HUB_OFFLINE", "1");
     let output = run(by_env, &["inspect", "org/missing"]);
     assert_code(&output, 3, "HF_HUB_OFFLINE=1 inspect");
-    assert!(stderr(&output).contains("not in the cache"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("not in the cache"),
+        "{}",
+        stderr(&output)
+    );
     assert!(!sandbox.root.join("safeformers.lock").exists());
     assert_eq!(counter.connections(), 0, "offline commands opened a socket");
 }
@@ -170,6 +178,10 @@ fn local_paths_keep_working_and_bad_arguments_are_usage_errors() {
     );
     let bad_repo = run(sf(), &["cache", "import", ".", "--repo", "a--b/c"]);
     assert_code(&bad_repo, 1, "invalid repo id");
-    assert!(stderr(&bad_repo).contains("a--b/c"), "{}", stderr(&bad_repo));
+    assert!(
+        stderr(&bad_repo).contains("a--b/c"),
+        "{}",
+        stderr(&bad_repo)
+    );
     assert_eq!(counter.connections(), 0);
 }

@@ -107,7 +107,11 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     assert_code(&run(sf(), &inspect_locked), 0, "restored");
 
     // A file the load would read that the lockfile does not list: refused.
-    std::fs::copy(model.join("model.safetensors"), first.join("extra.safetensors")).unwrap();
+    std::fs::copy(
+        model.join("model.safetensors"),
+        first.join("extra.safetensors"),
+    )
+    .unwrap();
     let refused = run(sf(), &inspect_locked);
     assert_code(&refused, 3, "--locked load with an unlisted file");
     assert!(
@@ -147,7 +151,11 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // same ref): refused, not silently replaced by the new commit.
     assert_code(&run(sf(), &["cache", "rm", "org/tiny"]), 0, "cache rm");
     import(&sandbox, &cache, &counter.url(), &model);
-    assert_code(&run(sf(), &inspect_locked), 3, "locked commit no longer cached");
+    assert_code(
+        &run(sf(), &inspect_locked),
+        3,
+        "locked commit no longer cached",
+    );
     assert_code(
         &run(sf(), &["inspect", "--offline", "org/tiny"]),
         0,
@@ -158,6 +166,10 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     std::fs::write(&lockfile_path, format!("{text}\nsurprise = 1\n")).unwrap();
     let invalid = run(sf(), &inspect_locked);
     assert_code(&invalid, 1, "invalid lockfile");
-    assert!(stderr(&invalid).contains("invalid lockfile"), "{}", stderr(&invalid));
+    assert!(
+        stderr(&invalid).contains("invalid lockfile"),
+        "{}",
+        stderr(&invalid)
+    );
     assert_eq!(counter.connections(), 0, "offline commands opened a socket");
 }

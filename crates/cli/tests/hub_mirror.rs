@@ -57,7 +57,10 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
     assert_eq!(snapshot.file_name().unwrap().to_str().unwrap(), commit);
     assert_eq!(files_under(&snapshot), files_under(&model));
     assert_code(
-        &run(sandbox.safeformers(&cache_b, &endpoint), &["cache", "verify"]),
+        &run(
+            sandbox.safeformers(&cache_b, &endpoint),
+            &["cache", "verify"],
+        ),
         0,
         "cache verify of the downloaded repo",
     );
@@ -69,7 +72,10 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
     );
     assert_code(&partial, 0, "download --include");
     let names: Vec<String> = files_under(&last_line(&partial)).into_keys().collect();
-    assert_eq!(names, ["1_Pooling/config.json", "config.json", "tokenizer.json"]);
+    assert_eq!(
+        names,
+        ["1_Pooling/config.json", "config.json", "tokenizer.json"]
+    );
 
     // inspect by repo id (endpoint given by flag): only what the policy may read is fetched.
     let cache_c = sandbox.root.join("cache-c");
@@ -78,7 +84,10 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
         &["inspect", "--json", "--endpoint", &endpoint, "org/tiny"],
     );
     assert_code(&inspected, 0, "inspect org/tiny through the mirror");
-    assert_eq!(stdout_json(&inspected)["tensors"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        stdout_json(&inspected)["tensors"].as_array().unwrap().len(),
+        2
+    );
     let fetched = files_under(&cache_c.join("models--org--tiny/snapshots").join(&commit));
     let names: Vec<&str> = fetched.keys().map(String::as_str).collect();
     assert_eq!(
@@ -104,7 +113,10 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
     assert!(!snapshot_p.join("modeling_tiny.py").exists());
 
     // lock through the mirror, then --locked loads with the mirror unreachable.
-    let locked = run(sandbox.safeformers(&cache_c, &endpoint), &["lock", "org/tiny"]);
+    let locked = run(
+        sandbox.safeformers(&cache_c, &endpoint),
+        &["lock", "org/tiny"],
+    );
     assert_code(&locked, 0, "lock through the mirror");
 
     // A pinned commit that is cached needs no request: the mirror stops, the endpoint becomes a
@@ -114,18 +126,30 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
         sandbox.safeformers(&cache_c, &counter.url()),
         &["inspect", "--json", "--revision", &commit, "org/tiny"],
     );
-    assert_code(&pinned_flag, 0, "inspect --revision <commit> with the mirror stopped");
+    assert_code(
+        &pinned_flag,
+        0,
+        "inspect --revision <commit> with the mirror stopped",
+    );
     let pinned_at = run(
         sandbox.safeformers(&cache_c, &counter.url()),
         &["inspect", "--json", &format!("org/tiny@{commit}")],
     );
-    assert_code(&pinned_at, 0, "inspect org/tiny@<commit> with the mirror stopped");
+    assert_code(
+        &pinned_at,
+        0,
+        "inspect org/tiny@<commit> with the mirror stopped",
+    );
     let locked_load = run(
         sandbox.safeformers(&cache_c, &counter.url()),
         &["inspect", "--json", "--locked", "org/tiny"],
     );
     assert_code(&locked_load, 0, "--locked load with the mirror stopped");
-    assert_eq!(counter.connections(), 0, "a cached pinned load opened a socket");
+    assert_eq!(
+        counter.connections(),
+        0,
+        "a cached pinned load opened a socket"
+    );
 
     // A moving ref needs the server: with the mirror gone that is an error (1), not a refusal.
     let by_ref = run(

@@ -210,5 +210,9 @@ fn we_download_from_our_mirror_and_python_reads_our_cache_offline() {
         }
     }
     mirror.shutdown().unwrap();
-    assert_eq!(counter.connections(), 0, "Python opened a socket while offline");
+    assert_eq!(
+        counter.connections(),
+        0,
+        "Python opened a socket while offline"
+    );
 }

@@ -177,7 +177,11 @@ pub fn tiny_model(dir: &Path, variant: u32) {
     .unwrap();
     // Not a real pickle: it must never be fetched for a load without --allow-pickle.
     std::fs::write(dir.join("pytorch_model.bin"), b"PK\x03\x04 not fetched").unwrap();
-    std::fs::write(dir.join("modeling_tiny.py"), "import os\nos.system('echo pwned')\n").unwrap();
+    std::fs::write(
+        dir.join("modeling_tiny.py"),
+        "import os\nos.system('echo pwned')\n",
+    )
+    .unwrap();
 }
 
 /// Every regular file under `dir` (symlinks followed), as `relative path -> content`.
