@@ -7,6 +7,7 @@ mod cache;
 mod download;
 mod inspect;
 mod lock;
+mod mirror;
 mod model;
 mod output;
 mod scan;
@@ -55,6 +56,8 @@ enum Command {
     Lock(lock::LockCommandArgs),
     /// List, verify, remove, or import into the Hub cache (HF_HUB_CACHE).
     Cache(cache::CacheArgs),
+    /// Serve a cache as a Hub endpoint (`HF_ENDPOINT=http://ADDR`) for air-gapped machines.
+    Mirror(mirror::MirrorArgs),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
         Command::Download(args) => download::run(&args),
         Command::Lock(args) => lock::run(&args),
         Command::Cache(args) => cache::run(&args),
+        Command::Mirror(args) => mirror::run(&args),
     };
     match result {
         Ok(code) => code,
