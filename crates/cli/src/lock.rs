@@ -1,0 +1,81 @@
+//! `safeformers lock REPO[@REV]... [--lockfile PATH] [--include GLOB]... [--allow-pickle]`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use safeformers_hub::lockfile::{Lockfile, lock_snapshot_matching, lockfile_path};
+
+use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch, matches_any};
+
+/// Arguments of `lock`.
+#[derive(Debug, Args)]
+pub struct LockCommandArgs {
+    /// Repos to pin (`org/name` or `org/name@REV`; REV defaults to --revision, else `main`).
+    #[arg(required = true, value_name = "REPO[@REV]")]
+    repos: Vec<String>,
+    /// The lockfile to write (default ./safeformers.lock). Entries of other repos already in it
+    /// are kept.
+    #[arg(long, value_name = "PATH")]
+    lockfile: Option<PathBuf>,
+    /// Lock only files matching this pattern (repeatable; default: the files a load reads).
+    #[arg(long, value_name = "GLOB")]
+    include: Vec<String>,
+    /// Also lock pickle-based weights (`*.bin`, `*.pt`, `*.pth`, `*.ckpt`), as a load with
+    /// --allow-pickle would read them.
+    #[arg(long)]
+    allow_pickle: bool,
+    #[command(flatten)]
+    hub: HubArgs,
+}
+
+/// Runs `lock`: resolves and fetches each repo, hashes every file, writes the lockfile.
+pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
+    let path = lockfile_path(args.lockfile.as_deref());
+    let mut lockfile = Lockfile::read_if_exists(&path)?.unwrap_or_default();
+    let want = if args.include.is_empty() {
+        Want::Load {
+            allow_pickle: args.allow_pickle,
+        }
+    } else {
+        Want::Files(args.include.clone())
+    };
+    let patterns = want.patterns();
+    let flag = args.hub.revision()?;
+    // Locking resolves moving refs on purpose; it never goes through an old lock.
+    let unlocked = LockArgs {
+        locked: false,
+        lockfile: None,
+    };
+    let client = args.hub.client()?;
+    let mut report = String::new();
+    for spec in &args.repos {
+        let request = RepoRequest::parse(spec, flag.as_ref())?;
+        let revision = request.revision_or_main();
+        let snapshot = fetch(&request, &args.hub, &unlocked, &want)
+            .with_context(|| format!("locking {}@{revision}", request.repo))?;
+        let repo_cache = client.cache().repo(&request.repo);
+        let is_included =
+            |path: &safeformers_hub::RepoFilePath| matches_any(&patterns, path.as_str());
+        let locked = lock_snapshot_matching(&repo_cache, &snapshot, &revision, &is_included)?;
+        if locked.files.is_empty() {
+            anyhow::bail!(
+                "{}@{revision} (commit {}): no file matches {patterns:?}; nothing to lock",
+                request.repo,
+                locked.commit
+            );
+        }
+        report.push_str(&format!(
+            "locked {}@{revision} -> commit {} ({} files)\n",
+            request.repo,
+            locked.commit,
+            locked.files.len()
+        ));
+        lockfile.insert(locked);
+    }
+    lockfile.write(&path)?;
+    report.push_str(&format!("{}\n", path.display()));
+    crate::output::print(&report)?;
+    Ok(ExitCode::SUCCESS)
+}

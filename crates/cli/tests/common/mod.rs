@@ -1,0 +1,239 @@
+//! Shared by the Hub tests of the `safeformers` binary: a sandbox per test (its own cache and
+//! `HF_HOME`, never the user's), a generated tiny model folder, and a loopback listener that
+//! counts connections (to prove that a command opened no socket).
+
+// Test code: a failed expectation is a panic with a message. Not every test file uses every
+// helper.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    dead_code
+)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use safeformers_weights::Dtype;
+use safeformers_weights::checkpoint::TensorView;
+
+/// Variables of `huggingface_hub` and ours that a test must not inherit from the developer's
+/// shell.
+const HUB_VARIABLES: &[&str] = &[
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "XDG_CACHE_HOME",
+    "SAFEFORMERS_LOCKED",
+];
+
+/// A temporary folder for one test, deleted on drop: caches, model folders and the working
+/// directory of the commands it runs.
+pub struct Sandbox {
+    pub root: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(label: &str) -> Sandbox {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let root = std::env::temp_dir().join(format!(
+            "safeformers-cli-{label}-{}-{unique}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        Sandbox { root }
+    }
+
+    /// `<root>/<name>`, created.
+    pub fn dir(&self, name: &str) -> PathBuf {
+        let dir = self.root.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// The `safeformers` binary with a clean Hub environment: `HF_HOME` in the sandbox,
+    /// `HF_HUB_CACHE` = `cache`, `HF_ENDPOINT` = `endpoint`, run in the sandbox folder.
+    pub fn safeformers(&self, cache: &Path, endpoint: &str) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_safeformers"));
+        for variable in HUB_VARIABLES {
+            command.env_remove(variable);
+        }
+        command
+            .env("HF_HOME", self.root.join("hf-home"))
+            .env("HF_HUB_CACHE", cache)
+            .env("HF_ENDPOINT", endpoint)
+            .current_dir(&self.root)
+            .stdin(Stdio::null());
+        command
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Runs `command` with `args`.
+pub fn run<S: AsRef<OsStr>>(mut command: Command, args: &[S]) -> Output {
+    command
+        .args(args)
+        .output()
+        .expect("the safeformers binary runs")
+}
+
+/// Asserts the exit code, showing both streams when it differs.
+pub fn assert_code(output: &Output, code: i32, what: &str) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "{what}\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The last line of stdout (where `download` and `cache import` print the snapshot folder).
+pub fn last_line(output: &Output) -> PathBuf {
+    PathBuf::from(stdout(output).lines().last().unwrap_or_default())
+}
+
+pub fn stdout_json(output: &Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!(
+            "stdout is not JSON ({error}): {}\nstderr: {}",
+            stdout(output),
+            stderr(output)
+        )
+    })
+}
+
+/// Writes a tiny sentence-transformers-shaped model into `dir`: `model.safetensors` (two F32
+/// tensors, written with our own serializer), `config.json`, `tokenizer.json`, `vocab.txt`,
+/// the nested `1_Pooling/config.json`, and two files a load must never fetch under the default
+/// policy: `pytorch_model.bin` and `modeling_tiny.py`. `variant` changes the config's content.
+pub fn tiny_model(dir: &Path, variant: u32) {
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    let weight: Vec<u8> = (0..8u32)
+        .flat_map(|value| (value as f32 * 0.5).to_le_bytes())
+        .collect();
+    let bias: Vec<u8> = [0.25f32, -1.0]
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect();
+    let views = [
+        TensorView {
+            name: "encoder.dense.weight",
+            dtype: Dtype::F32,
+            shape: &[2, 4],
+            data: &weight,
+        },
+        TensorView {
+            name: "encoder.dense.bias",
+            dtype: Dtype::F32,
+            shape: &[2],
+            data: &bias,
+        },
+    ];
+    let metadata = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safeformers_weights::safetensors::serialize(&views, &metadata).unwrap();
+    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!("{{\"model_type\": \"bert\", \"hidden_size\": 4, \"variant\": {variant}}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        "{\"version\": \"1.0\", \"model\": {\"type\": \"WordPiece\"}}\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("vocab.txt"), "[PAD]\n[UNK]\nhello\n").unwrap();
+    std::fs::write(
+        dir.join("1_Pooling/config.json"),
+        "{\"word_embedding_dimension\": 4, \"pooling_mode_mean_tokens\": true}\n",
+    )
+    .unwrap();
+    // Not a real pickle: it must never be fetched for a load without --allow-pickle.
+    std::fs::write(dir.join("pytorch_model.bin"), b"PK\x03\x04 not fetched").unwrap();
+    std::fs::write(
+        dir.join("modeling_tiny.py"),
+        "import os\nos.system('echo pwned')\n",
+    )
+    .unwrap();
+}
+
+/// Every regular file under `dir` (symlinks followed), as `relative path -> content`.
+pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, Vec<u8>>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else {
+                let relative = path.strip_prefix(root).unwrap();
+                let name = relative
+                    .components()
+                    .map(|part| part.as_os_str().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join("/");
+                found.insert(name, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut found = BTreeMap::new();
+    walk(dir, dir, &mut found);
+    found
+}
+
+/// A loopback listener that accepts and counts connections (and closes them at once). An
+/// endpoint pointed at it shows whether a command opened any socket.
+pub struct ConnectionCounter {
+    pub addr: SocketAddr,
+    count: Arc<AtomicUsize>,
+}
+
+impl ConnectionCounter {
+    pub fn start() -> ConnectionCounter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&count);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        ConnectionCounter { addr, count }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+}
