@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::Args;
 use safeformers_hub::lockfile::{Lockfile, lock_snapshot_matching, lockfile_path};
 
-use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch, matches_any};
+use safeformers_hub::glob::matches_any;
+
+use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch};
 
 /// Arguments of `lock`.
 #[derive(Debug, Args)]

@@ -28,6 +28,7 @@ use ureq::http::Response;
 
 use crate::cache::{HubCache, RepoCache, Snapshot, hex};
 use crate::error::{HubError, Result};
+use crate::glob::{glob_match, matches_any};
 use crate::http::{Follow, Http, Method, header, redact_url, resolve_location};
 use crate::names::{CommitHash, Etag, RepoFilePath, printable};
 use crate::repo::{RepoId, Revision};
@@ -363,8 +364,10 @@ impl HubClient {
                 Revision::Commit(commit) => Some(commit.clone()),
                 Revision::Ref(name) => repo_cache.read_ref(name)?,
             };
+            // Offline there is no listing to compare with: as `huggingface_hub` does, a cached
+            // snapshot holding any file the patterns match is what there is.
             if let Some(commit) = commit
-                && covers(&repo_cache, &commit, include)?
+                && has_any_match(&repo_cache, &commit, include)?
             {
                 return Ok(repo_cache.snapshot(&commit));
             }
@@ -905,8 +908,16 @@ fn next_page_link(headers: &ureq::http::HeaderMap) -> Option<String> {
         })
 }
 
+/// Whether the cached snapshot of `commit` holds any file the patterns match.
+fn has_any_match(repo_cache: &RepoCache, commit: &CommitHash, include: &[String]) -> Result<bool> {
+    Ok(repo_cache
+        .snapshot_files(commit)?
+        .iter()
+        .any(|file| matches_any(include, file.path.as_str())))
+}
+
 /// Whether the cached snapshot of `commit` holds a file for every pattern (any file when there
-/// are none).
+/// are none): then a pinned request needs no listing.
 fn covers(repo_cache: &RepoCache, commit: &CommitHash, include: &[String]) -> Result<bool> {
     let files = repo_cache.snapshot_files(commit)?;
     if include.is_empty() {
@@ -915,128 +926,13 @@ fn covers(repo_cache: &RepoCache, commit: &CommitHash, include: &[String]) -> Re
     Ok(include.iter().all(|pattern| {
         files
             .iter()
-            .any(|file| fnmatch(pattern.as_bytes(), file.path.as_str().as_bytes()))
+            .any(|file| glob_match(pattern, file.path.as_str()))
     }))
-}
-
-/// Whether `path` matches one of `patterns` (every path when there are none).
-fn matches_any(patterns: &[String], path: &str) -> bool {
-    patterns.is_empty()
-        || patterns
-            .iter()
-            .any(|pattern| fnmatch(pattern.as_bytes(), path.as_bytes()))
-}
-
-/// Python's `fnmatch.fnmatchcase`: `*` any run (`/` included), `?` one byte, `[seq]`, `[!seq]`.
-fn fnmatch(pattern: &[u8], text: &[u8]) -> bool {
-    // Iterative matching with one backtrack point for the last `*`.
-    let (mut p, mut t) = (0usize, 0usize);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        let byte = text.get(t).copied().unwrap_or_default();
-        match pattern.get(p) {
-            Some(b'*') => {
-                star = Some((p, t));
-                p += 1;
-                continue;
-            }
-            Some(b'?') => {
-                p += 1;
-                t += 1;
-                continue;
-            }
-            Some(b'[') => {
-                if let Some((matched, next)) = match_class(pattern, p, byte) {
-                    if matched {
-                        p = next;
-                        t += 1;
-                        continue;
-                    }
-                } else if byte == b'[' {
-                    // An unclosed `[` is a literal, as in Python.
-                    p += 1;
-                    t += 1;
-                    continue;
-                }
-            }
-            Some(&literal) if literal == byte => {
-                p += 1;
-                t += 1;
-                continue;
-            }
-            _ => {}
-        }
-        match star {
-            Some((star_p, star_t)) => {
-                p = star_p + 1;
-                t = star_t + 1;
-                star = Some((star_p, star_t + 1));
-            }
-            None => return false,
-        }
-    }
-    pattern
-        .get(p..)
-        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
-}
-
-/// Matches `byte` against the class starting at `pattern[start] == b'['`: whether it matched and
-/// where the pattern goes on, or `None` for an unclosed class.
-fn match_class(pattern: &[u8], start: usize, byte: u8) -> Option<(bool, usize)> {
-    let mut i = start + 1;
-    let negate = matches!(pattern.get(i), Some(b'!'));
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    let mut first = true;
-    loop {
-        let c = *pattern.get(i)?;
-        if c == b']' && !first {
-            return Some((matched != negate, i + 1));
-        }
-        first = false;
-        if pattern.get(i + 1) == Some(&b'-')
-            && let Some(&end) = pattern.get(i + 2)
-            && end != b']'
-        {
-            if (c..=end).contains(&byte) {
-                matched = true;
-            }
-            i += 3;
-        } else {
-            if c == byte {
-                matched = true;
-            }
-            i += 1;
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fnmatch_follows_python() {
-        let m = |p: &str, t: &str| fnmatch(p.as_bytes(), t.as_bytes());
-        assert!(m("*.json", "config.json"));
-        assert!(m("*.json", "1_Pooling/config.json"), "`*` crosses `/`");
-        assert!(!m("*.json", "model.safetensors"));
-        assert!(m(
-            "model-?????-of-*.safetensors",
-            "model-00001-of-00002.safetensors"
-        ));
-        assert!(m("[!.]*", "config.json"));
-        assert!(!m("[!.]*", ".gitattributes"));
-        assert!(m("model[0-9].bin", "model3.bin"));
-        assert!(m("*", ""));
-        assert!(m("a*b*c", "aXbYbZc"));
-        assert!(!m("a*b*c", "aXbYbZ"));
-        assert!(m("[", "["));
-        assert!(m("config.json", "config.json"));
-        assert!(!m("config.json", "xconfig.json"));
-    }
 
     #[test]
     fn revisions_are_one_url_segment() {

@@ -15,6 +15,7 @@
 pub mod cache;
 pub mod client;
 pub mod error;
+pub mod glob;
 mod http;
 pub mod lockfile;
 #[cfg(feature = "mirror")]

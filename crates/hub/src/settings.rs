@@ -89,8 +89,8 @@ impl HubSettings {
     }
 }
 
-/// `huggingface_hub`'s notion of a true environment value.
-fn is_truthy(value: &str) -> bool {
+/// `huggingface_hub`'s notion of a true environment value (`1`, `true`, `yes`, `on`, any case).
+pub fn is_truthy(value: &str) -> bool {
     matches!(
         value.trim().to_ascii_lowercase().as_str(),
         "1" | "true" | "yes" | "on"
