@@ -246,7 +246,9 @@ impl Fields<'_> {
             // Transformers 5's `extra_special_tokens` may be a {name: token} map.
             Some(Value::Object(map)) => map.values().collect(),
             Some(other) => {
-                return Err(self.invalid(field, format!("expected a list of tokens, found {other}")));
+                return Err(
+                    self.invalid(field, format!("expected a list of tokens, found {other}"))
+                );
             }
         };
         let mut out = Vec::new();

@@ -18,8 +18,9 @@ pub enum Padding {
 }
 
 /// Which sequence of a pair loses tokens when it is too long. Transformers' `truncation=`
-/// strategies; for single sequences they all truncate the one sequence (except
-/// [`TruncationStrategy::OnlySecond`], which is an error there, as in Transformers).
+/// strategies. For a single sequence they all truncate that sequence, except
+/// [`TruncationStrategy::OnlySecond`], which is an error when a single sequence is too long
+/// (as with Transformers' fast tokenizers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum TruncationStrategy {
     /// Remove from the longer of the two, token by token (`truncation=True` / `"longest_first"`).

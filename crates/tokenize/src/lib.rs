@@ -17,11 +17,15 @@
 //! - Each row has `input_ids`, `attention_mask`, `token_type_ids`, `special_tokens_mask`,
 //!   character `offsets` (as `return_offsets_mapping`), `word_ids` and `sequence_ids`.
 //!
-//! Regexes of `Split` pre-tokenizers run on `fancy-regex` (pure Rust): the parts it hands to the
-//! `regex` crate run in linear time, and its backtracking has a limit (1,000,000 steps per
-//! match attempt by default) past which the input fails with [`TokenizeError::Encode`]
-//! instead of hanging. A hostile `tokenizer.json` can still make each input slow (up to that
-//! limit per match); it cannot make it hang forever.
+//! Regexes of `Split` pre-tokenizers and `Replace` normalizers run on `fancy-regex` (pure Rust,
+//! no C): the parts it hands to the `regex` crate run in linear time, and its backtracking VM
+//! (needed for look-around and backreferences) gives up after 1,000,000 steps per search. A
+//! hostile `tokenizer.json` with a catastrophic pattern therefore cannot hang encoding; when the
+//! limit is hit, the `tokenizers` library stops matching and leaves the rest of that piece of
+//! text unsplit (no error is reported), so such a tokenizer gives odd tokens, bounded in time.
+//! Each input can still cost up to that many steps per pre-tokenized piece: callers that take
+//! tokenizers from strangers should cap input length too (truncation happens after
+//! tokenization, as in Transformers).
 
 mod config;
 mod encoding;
