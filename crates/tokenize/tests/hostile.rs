@@ -286,3 +286,9 @@ fn a_catastrophic_regex_does_not_hang() {
     // error; both are fine, hanging is not.
     let _ = t.encode(&text, &EncodeOptions::default());
 }
+
+#[test]
+fn tokenizer_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Tokenizer>();
+}
