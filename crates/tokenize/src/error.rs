@@ -1,0 +1,124 @@
+//! The crate's error type. Loading errors name the file; encoding errors say which option or
+//! input was the problem.
+
+use std::path::PathBuf;
+
+/// Result with this crate's [`TokenizeError`].
+pub type Result<T, E = TokenizeError> = std::result::Result<T, E>;
+
+/// Why a tokenizer could not be loaded, or a text not encoded or decoded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenizeError {
+    /// The model folder has no `tokenizer.json`. Only "fast" tokenizers (the `tokenizers`
+    /// library's format) are supported; slow-only folders (`vocab.txt`, `spiece.model` alone)
+    /// need converting with Transformers first (`AutoTokenizer.from_pretrained(..).save_pretrained(..)`).
+    #[error("{}: not found; safeformers needs the tokenizer.json of a fast tokenizer", path.display())]
+    MissingTokenizerJson {
+        /// Where the file was looked for.
+        path: PathBuf,
+    },
+
+    /// A file could not be opened or read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A file is larger than the limit set in [`crate::TokenizerOptions`].
+    #[error("{}: {size} bytes is more than the limit of {limit} bytes for this file", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// Its size (or the number of bytes read before giving up).
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A file is not valid JSON, or a field does not have the expected type.
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// Where and what serde_json found wrong.
+        source: serde_json::Error,
+    },
+
+    /// `tokenizer.json` is JSON but not a tokenizer the `tokenizers` library accepts.
+    #[error("{}: not a valid tokenizer: {message}", path.display())]
+    InvalidTokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What the `tokenizers` library said.
+        message: String,
+    },
+
+    /// A field of `tokenizer_config.json` or `special_tokens_map.json` has a value we cannot use.
+    #[error("{}: field `{field}`: {message}", path.display())]
+    InvalidConfig {
+        /// The file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What is wrong with its value.
+        message: String,
+    },
+
+    /// An [`crate::EncodeOptions`] value cannot be honoured.
+    #[error("invalid encode options: {0}")]
+    InvalidOptions(String),
+
+    /// Padding was asked for but the tokenizer has no pad token (Transformers raises the same;
+    /// decoders usually have none: set one, e.g. to the eos token, with
+    /// [`crate::Tokenizer::set_pad_token`]).
+    #[error("padding was requested but the tokenizer has no pad token")]
+    NoPadToken,
+
+    /// Padding to the maximum length was asked for without a length: neither
+    /// `EncodeOptions::truncation` nor the model's `model_max_length` is set.
+    #[error(
+        "padding to max length needs `truncation: Some(n)` or a model_max_length in tokenizer_config.json"
+    )]
+    NoMaxLength,
+
+    /// A pair could not be truncated to the maximum length with the chosen strategy (for
+    /// `only_second`: the first sequence, e.g. a question, leaves no room for the second).
+    #[error("input {index}: cannot truncate to {max_length} tokens with {strategy}: {message}")]
+    Truncation {
+        /// Position of the input in the batch.
+        index: usize,
+        /// The requested maximum length, special tokens included.
+        max_length: usize,
+        /// The strategy, as Transformers names it (`only_second`, ...).
+        strategy: &'static str,
+        /// What was in the way.
+        message: String,
+    },
+
+    /// The `tokenizers` library failed on an input (for example a regex of a `Split`
+    /// pre-tokenizer ran into its backtrack limit).
+    #[error("input {index}: tokenization failed: {message}")]
+    Encode {
+        /// Position of the input in the batch.
+        index: usize,
+        /// What the `tokenizers` library said.
+        message: String,
+    },
+
+    /// Decoding ids back to text failed.
+    #[error("decoding failed: {0}")]
+    Decode(String),
+
+    /// The worker threads for batch encoding could not be started.
+    #[error("cannot start {threads} tokenizer threads: {message}")]
+    ThreadPool {
+        /// How many were asked for.
+        threads: usize,
+        /// What rayon said.
+        message: String,
+    },
+}

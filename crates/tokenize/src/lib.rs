@@ -1,0 +1,38 @@
+//! Tokenization as Hugging Face Transformers does it, on top of the `tokenizers` library.
+//!
+//! [`Tokenizer::from_dir`] reads a model folder's `tokenizer.json` (size-capped), with
+//! `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` for the
+//! settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
+//! us fetch, load or execute anything else: file-naming keys and `auto_map` are ignored.
+//!
+//! Encoding follows Transformers' `tokenizer(texts, padding=.., truncation=.., max_length=..)`,
+//! not the `padding`/`truncation` sections a `tokenizer.json` may carry (all-MiniLM-L6-v2's pads
+//! every input to 128 tokens; Transformers, and we, do not unless asked):
+//!
+//! - [`Padding::None`] by default, [`Padding::Longest`] for `padding=True`,
+//!   [`Padding::MaxLength`] for `padding="max_length"`; on the config's `padding_side`.
+//! - [`EncodeOptions::truncation`] is `max_length` with special tokens included; pairs follow
+//!   [`TruncationStrategy`] (`only_second` for question answering), with `stride` and
+//!   overflowing windows as `return_overflowing_tokens=True` gives them.
+//! - Each row has `input_ids`, `attention_mask`, `token_type_ids`, `special_tokens_mask`,
+//!   character `offsets` (as `return_offsets_mapping`), `word_ids` and `sequence_ids`.
+//!
+//! Regexes of `Split` pre-tokenizers and `Replace` normalizers run on `fancy-regex` (pure Rust,
+//! no C): the parts it hands to the `regex` crate run in linear time, and its backtracking VM
+//! (needed for look-around and backreferences) gives up after 1,000,000 steps per search. A
+//! hostile `tokenizer.json` with a catastrophic pattern therefore cannot hang encoding; when the
+//! limit is hit, the `tokenizers` library stops matching and leaves the rest of that piece of
+//! text unsplit (no error is reported), so such a tokenizer gives odd tokens, bounded in time.
+//! Each input can still cost up to that many steps per pre-tokenized piece: callers that take
+//! tokenizers from strangers should cap input length too (truncation happens after
+//! tokenization, as in Transformers).
+
+mod config;
+mod encoding;
+mod error;
+mod tokenizer;
+
+pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
+pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
+pub use error::{Result, TokenizeError};
+pub use tokenizer::{DEFAULT_MAX_TOKENIZER_JSON_BYTES, Tokenizer, TokenizerOptions};
