@@ -1,0 +1,479 @@
+//! The Auto dispatch: from `config.json`'s `model_type` and `architectures` to a model class.
+//!
+//! `model_type` picks the architecture (as Transformers' `AutoConfig` does); the head comes
+//! from the caller ([`Head`], like choosing `AutoModelForMaskedLM`) or else from the first
+//! entry of `architectures` (`BertForSequenceClassification` → [`Head::SequenceClassification`]),
+//! and a config without `architectures` loads the base model.
+//!
+//! A config whose `model_type` we do not implement but whose `auto_map` names code for the
+//! class being loaded is refused as a security policy matter: Transformers would download and
+//! run that Python code, and safeformers never runs code from model repos. No `.py` file is
+//! read or fetched. A known `model_type` with an `auto_map` loads the built-in implementation,
+//! as Transformers does without `trust_remote_code`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
+
+use crate::bert::{
+    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
+    BertForTokenClassification, BertModel,
+};
+use crate::config::{ModelConfig, ProblemType};
+use crate::distilbert::{
+    DistilBertForMaskedLM, DistilBertForQuestionAnswering, DistilBertForSequenceClassification,
+    DistilBertForTokenClassification, DistilBertModel,
+};
+use crate::error::{Error, Result};
+use crate::output::{ModelOutput, TaskModel};
+use crate::roberta::{
+    RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
+    load_token_classification,
+};
+use crate::weights::Weights;
+
+/// The `model_type` values implemented here.
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "distilbert"];
+
+/// An implemented architecture (one `model_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Architecture {
+    /// `bert` (also MiniLM and other BERT-shaped models).
+    Bert,
+    /// `roberta`.
+    Roberta,
+    /// `xlm-roberta` (RoBERTa code, multilingual vocabulary).
+    XlmRoberta,
+    /// `distilbert`.
+    DistilBert,
+}
+
+impl Architecture {
+    /// The architecture for a `model_type`, if implemented.
+    pub fn from_model_type(model_type: &str) -> Option<Architecture> {
+        Some(match model_type {
+            "bert" => Architecture::Bert,
+            "roberta" => Architecture::Roberta,
+            "xlm-roberta" => Architecture::XlmRoberta,
+            "distilbert" => Architecture::DistilBert,
+            _ => return None,
+        })
+    }
+
+    /// The `model_type` spelling.
+    pub fn model_type(self) -> &'static str {
+        match self {
+            Architecture::Bert => "bert",
+            Architecture::Roberta => "roberta",
+            Architecture::XlmRoberta => "xlm-roberta",
+            Architecture::DistilBert => "distilbert",
+        }
+    }
+
+    /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`).
+    pub fn class_prefix(self) -> &'static str {
+        match self {
+            Architecture::Bert => "Bert",
+            Architecture::Roberta => "Roberta",
+            Architecture::XlmRoberta => "XLMRoberta",
+            Architecture::DistilBert => "DistilBert",
+        }
+    }
+
+    /// Whether the model reads `token_type_ids` (DistilBERT has none).
+    pub fn uses_token_type_ids(self) -> bool {
+        !matches!(self, Architecture::DistilBert)
+    }
+}
+
+/// What sits on top of the encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Head {
+    /// None: the base model (`AutoModel`), hidden states and pooler output.
+    Base,
+    /// Masked language modelling (`AutoModelForMaskedLM`).
+    MaskedLm,
+    /// Sequence classification or regression (`AutoModelForSequenceClassification`).
+    SequenceClassification,
+    /// Token classification (`AutoModelForTokenClassification`).
+    TokenClassification,
+    /// Extractive question answering (`AutoModelForQuestionAnswering`).
+    QuestionAnswering,
+}
+
+impl Head {
+    /// Every head.
+    pub const ALL: [Head; 5] = [
+        Head::Base,
+        Head::MaskedLm,
+        Head::SequenceClassification,
+        Head::TokenClassification,
+        Head::QuestionAnswering,
+    ];
+
+    /// The Transformers Auto class that loads this head (the `auto_map` key it would use).
+    pub fn auto_class(self) -> &'static str {
+        match self {
+            Head::Base => "AutoModel",
+            Head::MaskedLm => "AutoModelForMaskedLM",
+            Head::SequenceClassification => "AutoModelForSequenceClassification",
+            Head::TokenClassification => "AutoModelForTokenClassification",
+            Head::QuestionAnswering => "AutoModelForQuestionAnswering",
+        }
+    }
+
+    /// The class-name suffix (`Model`, `ForMaskedLM`, ...).
+    pub fn class_suffix(self) -> &'static str {
+        match self {
+            Head::Base => "Model",
+            Head::MaskedLm => "ForMaskedLM",
+            Head::SequenceClassification => "ForSequenceClassification",
+            Head::TokenClassification => "ForTokenClassification",
+            Head::QuestionAnswering => "ForQuestionAnswering",
+        }
+    }
+}
+
+/// A model with its head, loaded and ready to run, with the config it came from.
+#[derive(Debug)]
+pub struct LoadedModel {
+    config: ModelConfig,
+    architecture: Architecture,
+    head: Head,
+    model: Box<dyn TaskModel>,
+}
+
+impl LoadedModel {
+    /// Runs the model on `[batch, seq]` integer inputs (see [`TaskModel::forward`]).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        self.model
+            .forward(input_ids, attention_mask, token_type_ids)
+    }
+
+    /// The parsed `config.json`.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Which architecture was loaded.
+    pub fn architecture(&self) -> Architecture {
+        self.architecture
+    }
+
+    /// Which head was loaded.
+    pub fn head(&self) -> Head {
+        self.head
+    }
+
+    /// The Transformers class this corresponds to (`BertForSequenceClassification`).
+    pub fn class_name(&self) -> String {
+        format!(
+            "{}{}",
+            self.architecture.class_prefix(),
+            self.head.class_suffix()
+        )
+    }
+
+    /// `id2label` (empty when the config has none).
+    pub fn id2label(&self) -> &BTreeMap<usize, String> {
+        &self.config.id2label
+    }
+
+    /// `problem_type`, if the config sets it.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        self.config.problem_type
+    }
+
+    /// Whether the model reads `token_type_ids`.
+    pub fn uses_token_type_ids(&self) -> bool {
+        self.architecture.uses_token_type_ids()
+    }
+}
+
+/// Loads models by their config, like Transformers' `AutoModel*` classes.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoModel;
+
+impl AutoModel {
+    /// Loads the model in folder `dir` (`config.json` + weights), with the head named by
+    /// `architectures`, onto `device`.
+    ///
+    /// The architecture is decided (and remote code refused) before any weight file is opened;
+    /// weights are opened under `policy`.
+    pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<LoadedModel> {
+        AutoModel::load_dir(dir, None, policy, device)
+    }
+
+    /// Loads the model in folder `dir` with the given head, whatever `architectures` says
+    /// (like `AutoModelForTokenClassification.from_pretrained`).
+    pub fn load_with_head(
+        dir: &Path,
+        head: Head,
+        policy: &LoadPolicy,
+        device: &Device,
+    ) -> Result<LoadedModel> {
+        AutoModel::load_dir(dir, Some(head), policy, device)
+    }
+
+    fn load_dir(
+        dir: &Path,
+        head: Option<Head>,
+        policy: &LoadPolicy,
+        device: &Device,
+    ) -> Result<LoadedModel> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        AutoModel::resolve(&config, head)?;
+        let checkpoint = open_checkpoint(dir, policy)?;
+        AutoModel::from_checkpoint(config, &checkpoint, head, device)
+    }
+
+    /// Builds the model from a parsed config and an opened checkpoint; `head` as in
+    /// [`AutoModel::load_with_head`], or `None` to take it from `architectures`.
+    pub fn from_checkpoint(
+        config: ModelConfig,
+        checkpoint: &Checkpoint,
+        head: Option<Head>,
+        device: &Device,
+    ) -> Result<LoadedModel> {
+        let (architecture, head) = AutoModel::resolve(&config, head)?;
+        let root = Weights::new(checkpoint, device);
+        let model: Box<dyn TaskModel> = match (architecture, head) {
+            (Architecture::Bert, Head::Base) => Box::new(BertModel::load(&root, &config)?),
+            (Architecture::Bert, Head::MaskedLm) => {
+                Box::new(BertForMaskedLM::load(&root, &config)?)
+            }
+            (Architecture::Bert, Head::SequenceClassification) => {
+                Box::new(BertForSequenceClassification::load(&root, &config)?)
+            }
+            (Architecture::Bert, Head::TokenClassification) => {
+                Box::new(BertForTokenClassification::load(&root, &config)?)
+            }
+            (Architecture::Bert, Head::QuestionAnswering) => {
+                Box::new(BertForQuestionAnswering::load(&root, &config)?)
+            }
+            (Architecture::Roberta | Architecture::XlmRoberta, Head::Base) => {
+                Box::new(RobertaModel::load(&root, &config)?)
+            }
+            (Architecture::Roberta | Architecture::XlmRoberta, Head::MaskedLm) => {
+                Box::new(RobertaForMaskedLM::load(&root, &config)?)
+            }
+            (Architecture::Roberta | Architecture::XlmRoberta, Head::SequenceClassification) => {
+                Box::new(RobertaForSequenceClassification::load(&root, &config)?)
+            }
+            (Architecture::Roberta | Architecture::XlmRoberta, Head::TokenClassification) => {
+                Box::new(load_token_classification(&root, &config)?)
+            }
+            (Architecture::Roberta | Architecture::XlmRoberta, Head::QuestionAnswering) => {
+                Box::new(load_question_answering(&root, &config)?)
+            }
+            (Architecture::DistilBert, Head::Base) => {
+                Box::new(DistilBertModel::load(&root, &config)?)
+            }
+            (Architecture::DistilBert, Head::MaskedLm) => {
+                Box::new(DistilBertForMaskedLM::load(&root, &config)?)
+            }
+            (Architecture::DistilBert, Head::SequenceClassification) => {
+                Box::new(DistilBertForSequenceClassification::load(&root, &config)?)
+            }
+            (Architecture::DistilBert, Head::TokenClassification) => {
+                Box::new(DistilBertForTokenClassification::load(&root, &config)?)
+            }
+            (Architecture::DistilBert, Head::QuestionAnswering) => {
+                Box::new(DistilBertForQuestionAnswering::load(&root, &config)?)
+            }
+        };
+        Ok(LoadedModel {
+            config,
+            architecture,
+            head,
+            model,
+        })
+    }
+
+    /// The dispatch alone: which architecture and head `config` would load, without touching
+    /// weights. Refuses remote code ([`Error::RemoteCodeRefused`]) and reports unsupported
+    /// model types and classes.
+    pub fn resolve(config: &ModelConfig, head: Option<Head>) -> Result<(Architecture, Head)> {
+        let Some(architecture) = Architecture::from_model_type(&config.model_type) else {
+            return Err(unknown_model_type(config, head));
+        };
+        let head = match head {
+            Some(head) => head,
+            None => head_from_architectures(config, architecture)?,
+        };
+        Ok((architecture, head))
+    }
+}
+
+/// The error for a `model_type` we do not implement: a policy refusal when `auto_map` names
+/// code for the class being loaded (or for `AutoConfig`, which Transformers needs first).
+fn unknown_model_type(config: &ModelConfig, head: Option<Head>) -> Error {
+    let candidates: Vec<&str> = match head {
+        Some(head) => vec![head.auto_class(), "AutoConfig"],
+        // No head asked for: any AutoModel* class is what a caller would load.
+        None => {
+            let mut classes: Vec<&str> = vec!["AutoModel"];
+            classes.extend(
+                config
+                    .auto_map
+                    .keys()
+                    .map(String::as_str)
+                    .filter(|class| class.starts_with("AutoModel")),
+            );
+            classes.push("AutoConfig");
+            classes
+        }
+    };
+    for auto_class in candidates {
+        if let Some(reference) = config.auto_map_entry(auto_class) {
+            return Error::RemoteCodeRefused {
+                path: config.path().to_path_buf(),
+                model_type: config.model_type.clone(),
+                auto_class: auto_class.to_string(),
+                reference: reference.to_string(),
+            };
+        }
+    }
+    Error::UnsupportedModelType {
+        path: config.path().to_path_buf(),
+        model_type: config.model_type.clone(),
+    }
+}
+
+/// The head named by the first entry of `architectures` (the base model when there is none).
+fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> Result<Head> {
+    let Some(class) = config.architectures.first() else {
+        return Ok(Head::Base);
+    };
+    // Any BERT-family prefix is accepted (an `xlm-roberta` config may name `RobertaForMaskedLM`);
+    // the model_type decides the code, the class name only the head.
+    let prefixes = ["XLMRoberta", "Roberta", "DistilBert", "Bert"];
+    let suffix = prefixes
+        .iter()
+        .find_map(|prefix| class.strip_prefix(prefix));
+    if let Some(head) = suffix.and_then(|suffix| {
+        Head::ALL
+            .into_iter()
+            .find(|head| head.class_suffix() == suffix)
+    }) {
+        return Ok(head);
+    }
+    let supported: Vec<String> = Head::ALL
+        .iter()
+        .map(|head| format!("{}{}", architecture.class_prefix(), head.class_suffix()))
+        .collect();
+    Err(Error::UnsupportedArchitecture {
+        path: config.path().to_path_buf(),
+        architecture: class.clone(),
+        model_type: config.model_type.clone(),
+        supported: format!(
+            "{} (or choose a head with AutoModel::load_with_head)",
+            supported.join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Result<ModelConfig> {
+        ModelConfig::from_json_str(text, Path::new("config.json"))
+    }
+
+    #[test]
+    fn heads_come_from_architectures() -> Result<()> {
+        for (text, expected) in [
+            (
+                r#"{"model_type":"bert","architectures":["BertModel"]}"#,
+                (Architecture::Bert, Head::Base),
+            ),
+            (r#"{"model_type":"bert"}"#, (Architecture::Bert, Head::Base)),
+            (
+                r#"{"model_type":"xlm-roberta","architectures":["XLMRobertaForTokenClassification"]}"#,
+                (Architecture::XlmRoberta, Head::TokenClassification),
+            ),
+            (
+                r#"{"model_type":"distilbert","architectures":["DistilBertForQuestionAnswering"]}"#,
+                (Architecture::DistilBert, Head::QuestionAnswering),
+            ),
+            (
+                r#"{"model_type":"roberta","architectures":["RobertaForMaskedLM"]}"#,
+                (Architecture::Roberta, Head::MaskedLm),
+            ),
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                expected,
+                "{text}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn remote_code_is_a_policy_refusal() -> Result<()> {
+        let cfg = config(
+            r#"{"model_type":"my-model","architectures":["MyModel"],
+                "auto_map":{"AutoConfig":"configuration_x.MyConfig","AutoModel":"modeling_x.MyModel"}}"#,
+        )?;
+        let error = AutoModel::resolve(&cfg, None)
+            .err()
+            .ok_or_else(|| cfg.invalid_field("test", "expected a refusal"))?;
+        assert!(error.is_policy_refusal());
+        let message = error.to_string();
+        assert!(
+            message.contains("auto_map → modeling_x.MyModel"),
+            "{message}"
+        );
+        assert!(
+            message.contains("does not run code from model repos"),
+            "{message}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn known_model_type_with_auto_map_uses_built_in_code() -> Result<()> {
+        let cfg = config(r#"{"model_type":"bert","auto_map":{"AutoModel":"modeling_x.MyModel"}}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::Bert, Head::Base)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_model_type_lists_supported() -> Result<()> {
+        let cfg = config(r#"{"model_type":"llama"}"#)?;
+        let error = AutoModel::resolve(&cfg, None).err();
+        assert!(matches!(error, Some(Error::UnsupportedModelType { .. })));
+        let message = error.map(|error| error.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("bert, roberta, xlm-roberta, distilbert"),
+            "{message}"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn unknown_head_is_unsupported_architecture() -> Result<()> {
+        let cfg = config(r#"{"model_type":"bert","architectures":["BertLMHeadModel"]}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&cfg, None),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        assert_eq!(
+            AutoModel::resolve(&cfg, Some(Head::MaskedLm))?,
+            (Architecture::Bert, Head::MaskedLm)
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,795 @@
+//! BERT: a bidirectional Transformer encoder (Devlin et al., 2018, "BERT: Pre-training of Deep
+//! Bidirectional Transformers for Language Understanding"), with its task heads.
+//!
+//! Follows Transformers' `models/bert/modeling_bert.py` piece by piece: `BertEmbeddings`,
+//! `BertSelfAttention`, `BertSelfOutput`, `BertAttention`, `BertIntermediate`, `BertOutput`,
+//! `BertLayer`, `BertEncoder`, `BertPooler`, `BertModel`, then the heads. Tensor names are the
+//! checkpoint's. MiniLM (sentence-transformers `all-MiniLM-L6-v2`) is a BERT with fewer, smaller
+//! layers. RoBERTa reuses this encoder with other position ids (see [`crate::roberta`]).
+
+use candle_core::Tensor;
+use serde::Deserialize;
+
+use crate::config::{ModelConfig, defaults};
+use crate::error::{Error, Result};
+use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
+use crate::layers::{
+    Activation, Embedding, Inputs, LayerNorm, Linear, attention, attention_bias, split_heads,
+};
+use crate::output::{ModelOutput, TaskModel};
+use crate::weights::Weights;
+
+/// `BertConfig`: the `config.json` fields of BERT (and RoBERTa / XLM-RoBERTa, whose configs
+/// are BERT's), with Transformers' defaults.
+///
+/// The fields that fix tensor shapes have no default here: a config without them is an error
+/// naming the field rather than a silent 768-wide model that fails on its first tensor.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Number of encoder layers.
+    pub num_hidden_layers: usize,
+    /// Attention heads per layer.
+    pub num_attention_heads: usize,
+    /// Width of the feed-forward layer.
+    pub intermediate_size: usize,
+    /// Activation of the feed-forward layer (and of the MLM transform): `gelu` (erf),
+    /// `gelu_new`, `relu`, ...
+    #[serde(default = "defaults::hidden_act")]
+    pub hidden_act: String,
+    /// Dropout probability (unused at inference; read for completeness).
+    #[serde(default = "defaults::dropout")]
+    pub hidden_dropout_prob: f64,
+    /// Attention dropout probability (unused at inference).
+    #[serde(default = "defaults::dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// Number of learned positions.
+    #[serde(default = "defaults::max_position_embeddings")]
+    pub max_position_embeddings: usize,
+    /// Number of token types (segments).
+    #[serde(default = "defaults::type_vocab_size")]
+    pub type_vocab_size: usize,
+    /// Epsilon of every layer norm.
+    #[serde(default = "defaults::layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    /// `absolute` (the only kind Transformers 5 keeps; 4's `relative_key*` are refused).
+    #[serde(default)]
+    pub position_embedding_type: Option<String>,
+    /// Dropout of classification heads (unused at inference).
+    #[serde(default)]
+    pub classifier_dropout: Option<f64>,
+    /// A causal decoder configuration (`BertLMHeadModel`); not supported.
+    #[serde(default)]
+    pub is_decoder: bool,
+    /// Cross-attention layers (encoder-decoder use); not supported.
+    #[serde(default)]
+    pub add_cross_attention: bool,
+}
+
+/// The fields [`BertConfig`] requires.
+pub(crate) const REQUIRED_FIELDS: &[&str] = &[
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "intermediate_size",
+];
+
+impl BertConfig {
+    /// Reads and checks the BERT fields of `config`.
+    pub fn from_model_config(config: &ModelConfig) -> Result<BertConfig> {
+        let bert: BertConfig = config.architecture_config(REQUIRED_FIELDS)?;
+        bert.validate(config)?;
+        Ok(bert)
+    }
+
+    fn validate(&self, config: &ModelConfig) -> Result<()> {
+        for (field, value) in [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("num_attention_heads", self.num_attention_heads),
+            ("intermediate_size", self.intermediate_size),
+            ("max_position_embeddings", self.max_position_embeddings),
+            ("type_vocab_size", self.type_vocab_size),
+        ] {
+            if value == 0 {
+                return Err(config.invalid_field(field, "must be positive"));
+            }
+        }
+        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+            return Err(config.invalid_field(
+                "num_attention_heads",
+                &format!(
+                    "hidden_size {} is not a multiple of {} heads",
+                    self.hidden_size, self.num_attention_heads
+                ),
+            ));
+        }
+        self.activation(config)?;
+        if let Some(kind) = self.position_embedding_type.as_deref()
+            && kind != "absolute"
+        {
+            return Err(Error::UnsupportedFeature {
+                path: config.path().to_path_buf(),
+                what: format!("position_embedding_type `{kind}` (only `absolute`)"),
+            });
+        }
+        if self.is_decoder || self.add_cross_attention {
+            return Err(Error::UnsupportedFeature {
+                path: config.path().to_path_buf(),
+                what: "a BERT decoder (is_decoder / add_cross_attention)".to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The parsed `hidden_act`.
+    pub(crate) fn activation(&self, config: &ModelConfig) -> Result<Activation> {
+        Activation::from_name(&self.hidden_act).ok_or_else(|| {
+            config.invalid_field(
+                "hidden_act",
+                &format!(
+                    "`{}` is not one of {}",
+                    self.hidden_act,
+                    Activation::NAMES.join(", ")
+                ),
+            )
+        })
+    }
+}
+
+/// How position ids are made from the input ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PositionIds {
+    /// BERT: `0, 1, 2, ...` for every sequence.
+    Absolute,
+    /// RoBERTa (`create_position_ids_from_input_ids`): non-padding tokens count up from
+    /// `padding_idx + 1`; padding tokens get `padding_idx`.
+    AfterPadding {
+        /// The padding token id, which is also the padding position.
+        padding_idx: u32,
+    },
+}
+
+/// What differs between BERT and its RoBERTa re-use: the checkpoint prefix of the base model
+/// and the position ids.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flavour {
+    /// `bert` or `roberta` (the base model's attribute name in the head classes).
+    pub prefix: &'static str,
+    /// How positions are numbered.
+    pub positions: PositionIds,
+}
+
+impl Flavour {
+    /// BERT's.
+    pub const BERT: Flavour = Flavour {
+        prefix: "bert",
+        positions: PositionIds::Absolute,
+    };
+}
+
+/// Whether the base model gets a pooler (`add_pooling_layer` in Transformers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pooling {
+    /// No pooler (MLM, token classification, QA heads).
+    None,
+    /// A pooler when the checkpoint has one (`BertModel`: a checkpoint saved from a head model
+    /// without pooler still loads).
+    IfPresent,
+    /// A pooler, required (sequence classification).
+    Required,
+}
+
+/// The base model's weights: under the flavour's prefix (`bert.`) when the checkpoint was
+/// saved from a head model, at the root when it was saved from the base model (and by
+/// sentence-transformers).
+pub(crate) fn base_weights<'a>(root: &Weights<'a>, prefix: &str) -> Weights<'a> {
+    let prefixed = root.pp(prefix);
+    let probe = "embeddings.word_embeddings.weight";
+    if !prefixed.contains(probe) && root.contains(probe) {
+        root.clone()
+    } else {
+        prefixed
+    }
+}
+
+/// `BertEmbeddings`: word + token type + position embeddings, then layer norm.
+#[derive(Debug)]
+pub struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+    positions: PositionIds,
+    max_positions: usize,
+}
+
+impl BertEmbeddings {
+    fn load(weights: &Weights<'_>, config: &BertConfig, positions: PositionIds) -> Result<Self> {
+        let hidden = config.hidden_size;
+        Ok(BertEmbeddings {
+            word_embeddings: Embedding::load(
+                &weights.pp("word_embeddings"),
+                config.vocab_size,
+                hidden,
+            )?,
+            position_embeddings: Embedding::load(
+                &weights.pp("position_embeddings"),
+                config.max_position_embeddings,
+                hidden,
+            )?,
+            token_type_embeddings: Embedding::load(
+                &weights.pp("token_type_embeddings"),
+                config.type_vocab_size,
+                hidden,
+            )?,
+            layer_norm: LayerNorm::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+            positions,
+            max_positions: config.max_position_embeddings,
+        })
+    }
+
+    /// The word embedding table (the tied MLM decoder weight).
+    pub fn word_embeddings(&self) -> &Tensor {
+        self.word_embeddings.table()
+    }
+
+    fn position_ids(&self, inputs: &Inputs) -> Result<Tensor> {
+        let device = inputs.ids.device();
+        let rows: Vec<Vec<u32>> = match self.positions {
+            PositionIds::Absolute => inputs
+                .id_values
+                .iter()
+                .map(|row| (0..row.len() as u32).collect())
+                .collect(),
+            PositionIds::AfterPadding { padding_idx } => inputs
+                .id_values
+                .iter()
+                .map(|row| {
+                    let mut count = 0u32;
+                    row.iter()
+                        .map(|&id| {
+                            if id == padding_idx {
+                                padding_idx
+                            } else {
+                                count += 1;
+                                padding_idx + count
+                            }
+                        })
+                        .collect()
+                })
+                .collect(),
+        };
+        let highest = rows.iter().flatten().copied().max().unwrap_or(0);
+        if highest as usize >= self.max_positions {
+            return Err(Error::Input {
+                input: "input_ids",
+                reason: format!(
+                    "the sequence needs position {highest} but the model has {} positions",
+                    self.max_positions
+                ),
+            });
+        }
+        let (batch, seq) = inputs.ids.dims2()?;
+        Ok(Tensor::from_vec(rows.concat(), (batch, seq), device)?)
+    }
+
+    fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
+        let words = self.word_embeddings.forward(&inputs.ids)?;
+        let token_types = match &inputs.token_types {
+            Some(types) => types.clone(),
+            None => inputs.ids.zeros_like()?,
+        };
+        let types = self.token_type_embeddings.forward(&token_types)?;
+        let positions = self
+            .position_embeddings
+            .forward(&self.position_ids(inputs)?)?;
+        let embeddings = ((words + types)? + positions)?;
+        self.layer_norm.forward(&embeddings)
+    }
+}
+
+/// `BertSelfAttention`: multi-head attention over the whole (padded) sequence.
+#[derive(Debug)]
+struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    num_heads: usize,
+}
+
+impl BertSelfAttention {
+    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
+        let hidden = config.hidden_size;
+        Ok(BertSelfAttention {
+            query: Linear::load(&weights.pp("query"), hidden, hidden)?,
+            key: Linear::load(&weights.pp("key"), hidden, hidden)?,
+            value: Linear::load(&weights.pp("value"), hidden, hidden)?,
+            num_heads: config.num_attention_heads,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let q = split_heads(&self.query.forward(hidden)?, self.num_heads)?;
+        let k = split_heads(&self.key.forward(hidden)?, self.num_heads)?;
+        let v = split_heads(&self.value.forward(hidden)?, self.num_heads)?;
+        attention(&q, &k, &v, bias)
+    }
+}
+
+/// `BertSelfOutput`: projection, residual, layer norm.
+#[derive(Debug)]
+struct BertSelfOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl BertSelfOutput {
+    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
+        let hidden = config.hidden_size;
+        Ok(BertSelfOutput {
+            dense: Linear::load(&weights.pp("dense"), hidden, hidden)?,
+            layer_norm: LayerNorm::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.layer_norm
+            .forward(&(self.dense.forward(hidden)? + residual)?)
+    }
+}
+
+/// `BertAttention`: self-attention and its output block.
+#[derive(Debug)]
+struct BertAttention {
+    self_attention: BertSelfAttention,
+    output: BertSelfOutput,
+}
+
+impl BertAttention {
+    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
+        Ok(BertAttention {
+            self_attention: BertSelfAttention::load(&weights.pp("self"), config)?,
+            output: BertSelfOutput::load(&weights.pp("output"), config)?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let attended = self.self_attention.forward(hidden, bias)?;
+        self.output.forward(&attended, hidden)
+    }
+}
+
+/// `BertIntermediate`: the feed-forward expansion and its activation.
+#[derive(Debug)]
+struct BertIntermediate {
+    dense: Linear,
+    activation: Activation,
+}
+
+impl BertIntermediate {
+    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
+        Ok(BertIntermediate {
+            dense: Linear::load(
+                &weights.pp("dense"),
+                config.hidden_size,
+                config.intermediate_size,
+            )?,
+            activation,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.activation.forward(&self.dense.forward(hidden)?)
+    }
+}
+
+/// `BertOutput`: the feed-forward contraction, residual, layer norm.
+#[derive(Debug)]
+struct BertOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+}
+
+impl BertOutput {
+    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
+        Ok(BertOutput {
+            dense: Linear::load(
+                &weights.pp("dense"),
+                config.intermediate_size,
+                config.hidden_size,
+            )?,
+            layer_norm: LayerNorm::load(
+                &weights.pp("LayerNorm"),
+                config.hidden_size,
+                config.layer_norm_eps,
+            )?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        self.layer_norm
+            .forward(&(self.dense.forward(hidden)? + residual)?)
+    }
+}
+
+/// `BertLayer`: attention then feed-forward.
+#[derive(Debug)]
+struct BertLayer {
+    attention: BertAttention,
+    intermediate: BertIntermediate,
+    output: BertOutput,
+}
+
+impl BertLayer {
+    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
+        Ok(BertLayer {
+            attention: BertAttention::load(&weights.pp("attention"), config)?,
+            intermediate: BertIntermediate::load(&weights.pp("intermediate"), config, activation)?,
+            output: BertOutput::load(&weights.pp("output"), config)?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let attended = self.attention.forward(hidden, bias)?;
+        let expanded = self.intermediate.forward(&attended)?;
+        self.output.forward(&expanded, &attended)
+    }
+}
+
+/// `BertEncoder`: the stack of layers.
+#[derive(Debug)]
+struct BertEncoder {
+    layers: Vec<BertLayer>,
+}
+
+impl BertEncoder {
+    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
+        let layers = (0..config.num_hidden_layers)
+            .map(|index| {
+                BertLayer::load(&weights.pp(&format!("layer.{index}")), config, activation)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertEncoder { layers })
+    }
+
+    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        let mut hidden = hidden.clone();
+        for layer in &self.layers {
+            hidden = layer.forward(&hidden, bias)?;
+        }
+        Ok(hidden)
+    }
+}
+
+/// `BertPooler`: dense + tanh over the first token (`[CLS]`).
+#[derive(Debug)]
+struct BertPooler {
+    dense: Linear,
+}
+
+impl BertPooler {
+    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
+        Ok(BertPooler {
+            dense: Linear::load(&weights.pp("dense"), config.hidden_size, config.hidden_size)?,
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let first = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        Ok(self.dense.forward(&first)?.tanh()?)
+    }
+}
+
+/// `BertModel`: embeddings, encoder and (optionally) pooler. Outputs the last hidden state
+/// `[batch, seq, hidden]` and the pooled `[CLS]` state `[batch, hidden]`.
+#[derive(Debug)]
+pub struct BertModel {
+    embeddings: BertEmbeddings,
+    encoder: BertEncoder,
+    pooler: Option<BertPooler>,
+    vocab_size: usize,
+    type_vocab_size: usize,
+    max_len: usize,
+}
+
+impl BertModel {
+    /// Loads the base model, with its pooler when the checkpoint has one.
+    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
+        let bert = BertConfig::from_model_config(config)?;
+        BertModel::load_with(root, config, &bert, Flavour::BERT, Pooling::IfPresent)
+    }
+
+    pub(crate) fn load_with(
+        root: &Weights<'_>,
+        config: &ModelConfig,
+        bert: &BertConfig,
+        flavour: Flavour,
+        pooling: Pooling,
+    ) -> Result<Self> {
+        let activation = bert.activation(config)?;
+        let weights = base_weights(root, flavour.prefix);
+        let pooler = match pooling {
+            Pooling::None => None,
+            Pooling::IfPresent if !weights.contains("pooler.dense.weight") => None,
+            Pooling::IfPresent | Pooling::Required => {
+                Some(BertPooler::load(&weights.pp("pooler"), bert)?)
+            }
+        };
+        // The longest input the positions allow (RoBERTa's start after the padding index).
+        let max_len = match flavour.positions {
+            PositionIds::Absolute => bert.max_position_embeddings,
+            PositionIds::AfterPadding { padding_idx } => bert
+                .max_position_embeddings
+                .saturating_sub(padding_idx as usize + 1),
+        };
+        Ok(BertModel {
+            embeddings: BertEmbeddings::load(&weights.pp("embeddings"), bert, flavour.positions)?,
+            encoder: BertEncoder::load(&weights.pp("encoder"), bert, activation)?,
+            pooler,
+            vocab_size: bert.vocab_size,
+            type_vocab_size: bert.type_vocab_size,
+            max_len,
+        })
+    }
+
+    /// The word embedding table (tied LM decoders reuse it).
+    pub fn word_embeddings(&self) -> &Tensor {
+        self.embeddings.word_embeddings()
+    }
+
+    /// Runs the encoder: `(last_hidden_state, pooler_output)`.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        let inputs = Inputs::check(
+            input_ids,
+            attention_mask,
+            token_type_ids,
+            self.vocab_size,
+            self.max_len,
+            self.type_vocab_size,
+        )?;
+        let embeddings = self.embeddings.forward(&inputs)?;
+        let bias = inputs.mask.as_ref().map(attention_bias).transpose()?;
+        let hidden = self.encoder.forward(&embeddings, bias.as_ref())?;
+        let pooled = self
+            .pooler
+            .as_ref()
+            .map(|pooler| pooler.forward(&hidden))
+            .transpose()?;
+        Ok((hidden, pooled))
+    }
+}
+
+impl TaskModel for BertModel {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (last_hidden_state, pooler_output) =
+            BertModel::forward(self, input_ids, attention_mask, token_type_ids)?;
+        Ok(ModelOutput::BaseModel {
+            last_hidden_state,
+            pooler_output,
+        })
+    }
+}
+
+/// `BertPredictionHeadTransform` + `BertLMPredictionHead`: dense, activation, layer norm, then
+/// the decoder (tied to the word embeddings unless `tie_word_embeddings` is false) plus a bias.
+#[derive(Debug)]
+struct BertLmPredictionHead {
+    dense: Linear,
+    activation: Activation,
+    layer_norm: LayerNorm,
+    decoder: Linear,
+}
+
+impl BertLmPredictionHead {
+    fn load(
+        weights: &Weights<'_>,
+        config: &ModelConfig,
+        bert: &BertConfig,
+        word_embeddings: &Tensor,
+    ) -> Result<Self> {
+        let hidden = bert.hidden_size;
+        let transform = weights.pp("transform");
+        // `cls.predictions.bias` is tied to `cls.predictions.decoder.bias`; either may be saved.
+        let bias = weights.get_any(&[bert.vocab_size], &["bias", "decoder.bias"])?;
+        let decoder_weight = if config.tie_word_embeddings {
+            word_embeddings.clone()
+        } else {
+            weights.get(&[bert.vocab_size, hidden], "decoder.weight")?
+        };
+        Ok(BertLmPredictionHead {
+            dense: Linear::load(&transform.pp("dense"), hidden, hidden)?,
+            activation: bert.activation(config)?,
+            layer_norm: LayerNorm::load(&transform.pp("LayerNorm"), hidden, bert.layer_norm_eps)?,
+            decoder: Linear::from_tensors(decoder_weight, Some(bias)),
+        })
+    }
+
+    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
+        let transformed = self
+            .layer_norm
+            .forward(&self.activation.forward(&self.dense.forward(hidden)?)?)?;
+        self.decoder.forward(&transformed)
+    }
+}
+
+/// `BertForMaskedLM`: vocabulary logits `[batch, seq, vocab]` for every position.
+#[derive(Debug)]
+pub struct BertForMaskedLM {
+    bert: BertModel,
+    predictions: BertLmPredictionHead,
+}
+
+impl BertForMaskedLM {
+    /// Loads the model (`bert.*`) and the head (`cls.predictions.*`).
+    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
+        let bert_config = BertConfig::from_model_config(config)?;
+        let bert = BertModel::load_with(root, config, &bert_config, Flavour::BERT, Pooling::None)?;
+        let predictions = BertLmPredictionHead::load(
+            &root.pp("cls.predictions"),
+            config,
+            &bert_config,
+            bert.word_embeddings(),
+        )?;
+        Ok(BertForMaskedLM { bert, predictions })
+    }
+}
+
+impl TaskModel for BertForMaskedLM {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (hidden, _) = self
+            .bert
+            .forward(input_ids, attention_mask, token_type_ids)?;
+        Ok(ModelOutput::MaskedLm {
+            logits: self.predictions.forward(&hidden)?,
+        })
+    }
+}
+
+/// `BertForSequenceClassification`: the pooled `[CLS]` state through `classifier`, logits
+/// `[batch, num_labels]`.
+#[derive(Debug)]
+pub struct BertForSequenceClassification {
+    bert: BertModel,
+    classifier: Linear,
+}
+
+impl BertForSequenceClassification {
+    /// Loads the model with its pooler and `classifier`.
+    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
+        let bert_config = BertConfig::from_model_config(config)?;
+        let bert =
+            BertModel::load_with(root, config, &bert_config, Flavour::BERT, Pooling::Required)?;
+        let classifier = Linear::load(
+            &root.pp("classifier"),
+            bert_config.hidden_size,
+            config.num_labels,
+        )?;
+        Ok(BertForSequenceClassification { bert, classifier })
+    }
+}
+
+impl TaskModel for BertForSequenceClassification {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (_, pooled) = self
+            .bert
+            .forward(input_ids, attention_mask, token_type_ids)?;
+        let pooled = pooled.ok_or_else(|| Error::MissingTensor {
+            tensor: "bert.pooler.dense.weight".to_string(),
+            files: "(the loaded model)".to_string(),
+        })?;
+        Ok(ModelOutput::SequenceClassification {
+            logits: self.classifier.forward(&pooled)?,
+        })
+    }
+}
+
+/// `BertForTokenClassification` (and RoBERTa's, which is the same with another prefix):
+/// `classifier` over every position, logits `[batch, seq, num_labels]`.
+#[derive(Debug)]
+pub struct BertForTokenClassification {
+    bert: BertModel,
+    head: TokenClassificationHead,
+}
+
+impl BertForTokenClassification {
+    /// Loads the model (no pooler) and `classifier`.
+    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
+        BertForTokenClassification::load_with(root, config, Flavour::BERT)
+    }
+
+    pub(crate) fn load_with(
+        root: &Weights<'_>,
+        config: &ModelConfig,
+        flavour: Flavour,
+    ) -> Result<Self> {
+        let bert_config = BertConfig::from_model_config(config)?;
+        let bert = BertModel::load_with(root, config, &bert_config, flavour, Pooling::None)?;
+        let head = TokenClassificationHead::load(root, bert_config.hidden_size, config.num_labels)?;
+        Ok(BertForTokenClassification { bert, head })
+    }
+}
+
+impl TaskModel for BertForTokenClassification {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (hidden, _) = self
+            .bert
+            .forward(input_ids, attention_mask, token_type_ids)?;
+        Ok(ModelOutput::TokenClassification {
+            logits: self.head.forward(&hidden)?,
+        })
+    }
+}
+
+/// `BertForQuestionAnswering` (and RoBERTa's): `qa_outputs` over every position, split into
+/// start and end logits `[batch, seq]`.
+#[derive(Debug)]
+pub struct BertForQuestionAnswering {
+    bert: BertModel,
+    head: QuestionAnsweringHead,
+}
+
+impl BertForQuestionAnswering {
+    /// Loads the model (no pooler) and `qa_outputs`.
+    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
+        BertForQuestionAnswering::load_with(root, config, Flavour::BERT)
+    }
+
+    pub(crate) fn load_with(
+        root: &Weights<'_>,
+        config: &ModelConfig,
+        flavour: Flavour,
+    ) -> Result<Self> {
+        let bert_config = BertConfig::from_model_config(config)?;
+        let bert = BertModel::load_with(root, config, &bert_config, flavour, Pooling::None)?;
+        let head = QuestionAnsweringHead::load(root, bert_config.hidden_size, config)?;
+        Ok(BertForQuestionAnswering { bert, head })
+    }
+}
+
+impl TaskModel for BertForQuestionAnswering {
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (hidden, _) = self
+            .bert
+            .forward(input_ids, attention_mask, token_type_ids)?;
+        let (start_logits, end_logits) = self.head.forward(&hidden)?;
+        Ok(ModelOutput::QuestionAnswering {
+            start_logits,
+            end_logits,
+        })
+    }
+}

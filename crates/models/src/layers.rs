@@ -1,0 +1,399 @@
+//! Building blocks shared by the architectures: linear and layer-norm layers, embeddings,
+//! activations, softmax, and scaled dot-product attention with an additive padding mask.
+//!
+//! Each matches the PyTorch module of the same name (`nn.Linear`, `nn.LayerNorm`, ...) in f32.
+
+use candle_core::{D, DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::weights::Weights;
+
+/// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Loads `weight` `[out, in]` and `bias` `[out]`.
+    pub fn load(weights: &Weights<'_>, in_features: usize, out_features: usize) -> Result<Self> {
+        Ok(Linear {
+            weight: weights.get(&[out_features, in_features], "weight")?,
+            bias: Some(weights.get(&[out_features], "bias")?),
+        })
+    }
+
+    /// A linear layer from tensors already loaded (a decoder tied to the word embeddings).
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Linear { weight, bias }
+    }
+
+    /// Applies the layer to `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims();
+        let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
+        let rows: usize = lead.iter().product();
+        let in_features = last.first().copied().unwrap_or(1);
+        let out_features = self.weight.dim(0)?;
+        let flat = x.reshape((rows, in_features))?;
+        let mut y = flat.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let mut out_shape = lead.to_vec();
+        out_shape.push(out_features);
+        Ok(y.reshape(out_shape)?)
+    }
+}
+
+/// `nn.LayerNorm` over the last dimension, with the config's epsilon.
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Loads `weight` and `bias` (or the legacy TF-era `gamma` and `beta`).
+    pub fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: weights.get_any(&[size], &["weight", "gamma"])?,
+            bias: weights.get_any(&[size], &["bias", "beta"])?,
+            eps,
+        })
+    }
+
+    /// Normalizes `[..., size]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        Ok(normalized
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)?)
+    }
+}
+
+/// `nn.Embedding`: rows of a `[num, dim]` table picked by index.
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+    dim: usize,
+}
+
+impl Embedding {
+    /// Loads `weight` `[num, dim]`.
+    pub fn load(weights: &Weights<'_>, num: usize, dim: usize) -> Result<Self> {
+        Ok(Embedding {
+            table: weights.get(&[num, dim], "weight")?,
+            dim,
+        })
+    }
+
+    /// An embedding over a table already built (sinusoidal positions).
+    pub fn from_table(table: Tensor) -> Result<Self> {
+        let dim = table.dim(1)?;
+        Ok(Embedding { table, dim })
+    }
+
+    /// The `[num, dim]` table (the tied LM decoder reuses the word embeddings).
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+
+    /// Looks up `[batch, seq]` u32 ids (already checked to be in range) → `[batch, seq, dim]`.
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (batch, seq) = ids.dims2()?;
+        let rows = self.table.index_select(&ids.flatten_all()?, 0)?;
+        Ok(rows.reshape((batch, seq, self.dim))?)
+    }
+}
+
+/// Activation functions, by their Transformers names (`ACT2FN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu` / `gelu_python`: the exact erf GELU.
+    GeluErf,
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `quick_gelu`: `x · σ(1.702 x)`.
+    QuickGelu,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    /// `tanh`.
+    Tanh,
+}
+
+impl Activation {
+    /// Parses a `hidden_act` / `activation` value; unknown names give `None`.
+    pub fn from_name(name: &str) -> Option<Activation> {
+        Some(match name {
+            "gelu" | "gelu_python" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "quick_gelu" => Activation::QuickGelu,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            "tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+
+    /// The names [`Activation::from_name`] accepts.
+    pub const NAMES: &'static [&'static str] = &[
+        "gelu",
+        "gelu_python",
+        "gelu_new",
+        "gelu_pytorch_tanh",
+        "gelu_fast",
+        "quick_gelu",
+        "relu",
+        "silu",
+        "swish",
+        "tanh",
+    ];
+
+    /// Applies the function elementwise.
+    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Activation::GeluErf => x.gelu_erf()?,
+            Activation::GeluTanh => x.gelu()?,
+            Activation::QuickGelu => {
+                (x * candle_core::Tensor::exp(&(x * -1.702)?)?
+                    .affine(1.0, 1.0)?
+                    .recip()?)?
+            }
+            Activation::Relu => x.relu()?,
+            Activation::Silu => x.silu()?,
+            Activation::Tanh => x.tanh()?,
+        })
+    }
+}
+
+/// Softmax over the last dimension, shifted by the maximum for stability (as PyTorch does).
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?;
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    Ok(exp.broadcast_div(&sum)?)
+}
+
+/// The additive attention bias for a `[batch, seq]` padding mask: 0 where the mask is
+/// non-zero (attend), the most negative f32 where it is zero (padding) — Transformers adds
+/// `torch.finfo(dtype).min` the same way. Shape `[batch, 1, 1, seq]`, broadcast over heads and
+/// queries.
+pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
+    let (batch, seq) = mask.dims2()?;
+    let padding = mask.eq(0u8)?.to_dtype(DType::F32)?;
+    Ok(padding
+        .affine(f64::from(f32::MIN), 0.0)?
+        .reshape((batch, 1, 1, seq))?)
+}
+
+/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
+pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
+    let (batch, seq, hidden) = x.dims3()?;
+    Ok(x.reshape((batch, seq, heads, hidden / heads))?
+        .transpose(1, 2)?
+        .contiguous()?)
+}
+
+/// Scaled dot-product attention: `softmax(q kᵀ / √d + bias) v`, heads merged back to
+/// `[batch, seq, hidden]`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+    let (batch, heads, seq, head_dim) = q.dims4()?;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
+    if let Some(bias) = bias {
+        scores = scores.broadcast_add(bias)?;
+    }
+    let probs = softmax_last_dim(&scores)?;
+    let context = probs.matmul(v)?;
+    Ok(context
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((batch, seq, heads * head_dim))?)
+}
+
+/// The checked model inputs: ids as u32 (in vocabulary range), and the optional mask and token
+/// types, all `[batch, seq]`.
+#[derive(Debug)]
+pub struct Inputs {
+    /// Token ids, u32.
+    pub ids: Tensor,
+    /// The ids as plain values (for position ids computed from them).
+    pub id_values: Vec<Vec<u32>>,
+    /// The padding mask (u8, 1 = attend), if given.
+    pub mask: Option<Tensor>,
+    /// Token type ids (u32, in range), if given.
+    pub token_types: Option<Tensor>,
+}
+
+impl Inputs {
+    /// Checks `input_ids` (`[batch, seq]`, integers in `0..vocab_size`, not empty, not longer
+    /// than `max_len`), `attention_mask` and `token_type_ids` (same shape; types in
+    /// `0..type_vocab_size`).
+    pub fn check(
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        token_type_ids: Option<&Tensor>,
+        vocab_size: usize,
+        max_len: usize,
+        type_vocab_size: usize,
+    ) -> Result<Inputs> {
+        let id_values = integer_matrix("input_ids", input_ids)?;
+        let (batch, seq) = input_ids.dims2()?;
+        if batch == 0 || seq == 0 {
+            return Err(input_error(
+                "input_ids",
+                format!("empty input (shape [{batch}, {seq}]); at least one token is needed"),
+            ));
+        }
+        if seq > max_len {
+            return Err(input_error(
+                "input_ids",
+                format!("{seq} tokens is more than the model's {max_len} positions"),
+            ));
+        }
+        let ids = to_u32_checked("input_ids", &id_values, vocab_size)?;
+        let device = input_ids.device();
+        let mask = match attention_mask {
+            None => None,
+            Some(mask) => {
+                if mask.dims() != input_ids.dims() {
+                    return Err(input_error(
+                        "attention_mask",
+                        format!(
+                            "shape {:?} differs from input_ids {:?}",
+                            mask.dims(),
+                            input_ids.dims()
+                        ),
+                    ));
+                }
+                // Any non-zero value attends, as `mask.bool()` does in Transformers.
+                Some(mask.ne(0.0)?.to_dtype(DType::U8)?)
+            }
+        };
+        let token_types = match token_type_ids {
+            None => None,
+            Some(types) => {
+                if types.dims() != input_ids.dims() {
+                    return Err(input_error(
+                        "token_type_ids",
+                        format!(
+                            "shape {:?} differs from input_ids {:?}",
+                            types.dims(),
+                            input_ids.dims()
+                        ),
+                    ));
+                }
+                let values = integer_matrix("token_type_ids", types)?;
+                let checked = to_u32_checked("token_type_ids", &values, type_vocab_size)?;
+                Some(Tensor::from_vec(checked.concat(), (batch, seq), device)?)
+            }
+        };
+        Ok(Inputs {
+            ids: Tensor::from_vec(ids.concat(), (batch, seq), device)?,
+            id_values: ids,
+            mask,
+            token_types,
+        })
+    }
+}
+
+fn input_error(input: &'static str, reason: String) -> Error {
+    Error::Input { input, reason }
+}
+
+/// A rank-2 integer tensor's values as i64.
+fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec<Vec<i64>>> {
+    if tensor.rank() != 2 {
+        return Err(input_error(
+            input,
+            format!("expected shape [batch, seq], got {:?}", tensor.dims()),
+        ));
+    }
+    match tensor.dtype() {
+        DType::U8 | DType::U32 | DType::I16 | DType::I32 | DType::I64 => {}
+        other => {
+            return Err(input_error(
+                input,
+                format!("expected an integer dtype, got {other:?}"),
+            ));
+        }
+    }
+    Ok(tensor.to_dtype(DType::I64)?.to_vec2::<i64>()?)
+}
+
+fn to_u32_checked(input: &'static str, values: &[Vec<i64>], limit: usize) -> Result<Vec<Vec<u32>>> {
+    values
+        .iter()
+        .enumerate()
+        .map(|(row, items)| {
+            items
+                .iter()
+                .enumerate()
+                .map(|(column, &value)| {
+                    usize::try_from(value)
+                        .ok()
+                        .filter(|&value| value < limit)
+                        .and_then(|value| u32::try_from(value).ok())
+                        .ok_or_else(|| {
+                            input_error(
+                                input,
+                                format!("value {value} at [{row}, {column}] is outside 0..{limit}"),
+                            )
+                        })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_mask_zeroes_padding() -> Result<()> {
+        let scores = Tensor::new(&[[[[1f32, 2.0, 3.0]]]], &Device::Cpu)?;
+        let mask = Tensor::new(&[[1u8, 1, 0]], &Device::Cpu)?;
+        let bias = attention_bias(&mask)?;
+        let probs = softmax_last_dim(&scores.broadcast_add(&bias)?)?;
+        let values = probs.flatten_all()?.to_vec1::<f32>()?;
+        assert!((values.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert_eq!(values.get(2), Some(&0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn gelu_variants_match_reference_values() -> Result<()> {
+        let x = Tensor::new(&[1f32], &Device::Cpu)?;
+        let erf = Activation::GeluErf.forward(&x)?.to_vec1::<f32>()?;
+        let tanh = Activation::GeluTanh.forward(&x)?.to_vec1::<f32>()?;
+        // torch.nn.functional.gelu(1.0) and gelu(1.0, approximate="tanh").
+        assert!((erf.first().copied().unwrap_or(0.0) - 0.841_344_7).abs() < 1e-6);
+        assert!((tanh.first().copied().unwrap_or(0.0) - 0.841_192).abs() < 1e-5);
+        Ok(())
+    }
+
+    #[test]
+    fn out_of_range_ids_are_errors() -> Result<()> {
+        let ids = Tensor::new(&[[1i64, 7]], &Device::Cpu)?;
+        assert!(matches!(
+            Inputs::check(&ids, None, None, 5, 512, 2),
+            Err(Error::Input {
+                input: "input_ids",
+                ..
+            })
+        ));
+        let negative = Tensor::new(&[[-1i64]], &Device::Cpu)?;
+        assert!(Inputs::check(&negative, None, None, 5, 512, 2).is_err());
+        Ok(())
+    }
+}

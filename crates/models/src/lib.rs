@@ -1,0 +1,44 @@
+//! Transformer models on candle-core, loaded from weights that strangers uploaded.
+//!
+//! - [`config`]: `config.json` (Transformers 4 and 5), read strictly, size-capped; per-model
+//!   config structs mirror Transformers' with the same defaults.
+//! - [`auto`]: the Auto dispatch from `model_type` and `architectures`; refuses models that need
+//!   code from their repo ([`Error::RemoteCodeRefused`], a policy refusal).
+//! - [`weights`]: tensors from a [`safeformers_weights::Checkpoint`], converted to f32 and
+//!   shape-checked, under name prefixes.
+//! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
+//!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
+//!   [`heads`].
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use candle_core::{Device, Tensor};
+//! use safeformers_models::AutoModel;
+//! use safeformers_weights::LoadPolicy;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = AutoModel::load(Path::new("all-MiniLM-L6-v2"), &LoadPolicy::default(), &Device::Cpu)?;
+//! let ids = Tensor::new(&[[101u32, 7592, 2088, 102]], &Device::Cpu)?;
+//! let output = model.forward(&ids, None, None)?;
+//! let hidden = output.last_hidden_state(); // [1, 4, 384]
+//! # let _ = hidden;
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod auto;
+pub mod bert;
+pub mod config;
+pub mod distilbert;
+pub mod error;
+pub mod heads;
+pub mod layers;
+pub mod output;
+pub mod roberta;
+pub mod weights;
+
+pub use auto::{Architecture, AutoModel, Head, LoadedModel, SUPPORTED_MODEL_TYPES};
+pub use config::{ModelConfig, ProblemType};
+pub use error::{Error, Result};
+pub use output::{ModelOutput, TaskModel};
+pub use weights::Weights;

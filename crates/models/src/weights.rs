@@ -1,0 +1,106 @@
+//! Named tensors for model code: a [`Checkpoint`] seen through a name prefix.
+//!
+//! Every tensor is converted to f32 by [`safeformers_weights::convert`] (whatever its stored
+//! dtype) and its shape is checked against what the config implies before it becomes a candle
+//! [`Tensor`]. A missing tensor and a wrong shape are errors naming the tensor.
+
+use candle_core::{Device, Tensor};
+use safeformers_weights::{Checkpoint, convert};
+
+use crate::error::{Error, Result};
+
+/// A view of a checkpoint under a name prefix (`bert.encoder.layer.0.`), like candle-nn's
+/// `VarBuilder` but read-only and validating.
+#[derive(Debug, Clone)]
+pub struct Weights<'a> {
+    checkpoint: &'a Checkpoint,
+    prefix: String,
+    device: Device,
+}
+
+impl<'a> Weights<'a> {
+    /// The checkpoint's tensors, loaded onto `device`, with no prefix.
+    pub fn new(checkpoint: &'a Checkpoint, device: &Device) -> Weights<'a> {
+        Weights {
+            checkpoint,
+            prefix: String::new(),
+            device: device.clone(),
+        }
+    }
+
+    /// The same checkpoint under `prefix` + `.` (an empty `name` leaves the prefix as is).
+    pub fn pp(&self, name: &str) -> Weights<'a> {
+        let prefix = if name.is_empty() {
+            self.prefix.clone()
+        } else {
+            format!("{}{name}.", self.prefix)
+        };
+        Weights {
+            checkpoint: self.checkpoint,
+            prefix,
+            device: self.device.clone(),
+        }
+    }
+
+    /// The device tensors are loaded onto.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The full name of `name` under this prefix.
+    pub fn full_name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Whether the checkpoint has `name` under this prefix.
+    pub fn contains(&self, name: &str) -> bool {
+        self.checkpoint.tensor(&self.full_name(name)).is_some()
+    }
+
+    /// The tensor `name` as f32, which must have exactly `shape`.
+    pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
+        let full_name = self.full_name(name);
+        let view = self
+            .checkpoint
+            .tensor(&full_name)
+            .ok_or_else(|| Error::MissingTensor {
+                tensor: full_name.clone(),
+                files: self.files(),
+            })?;
+        if view.shape != shape {
+            return Err(Error::TensorShape {
+                tensor: full_name,
+                expected: shape.to_vec(),
+                actual: view.shape.to_vec(),
+            });
+        }
+        let values = convert::to_f32(&view)?;
+        Ok(Tensor::from_vec(values, shape, &self.device)?)
+    }
+
+    /// The first of `names` that exists (for legacy spellings such as `LayerNorm.gamma`); when
+    /// none does, the error names the first.
+    pub fn get_any(&self, shape: &[usize], names: &[&str]) -> Result<Tensor> {
+        let found = names.iter().find(|name| self.contains(name));
+        match (found, names.first()) {
+            (Some(name), _) | (None, Some(name)) => self.get(shape, name),
+            (None, None) => Err(Error::MissingTensor {
+                tensor: self.prefix.clone(),
+                files: self.files(),
+            }),
+        }
+    }
+
+    fn files(&self) -> String {
+        let files: Vec<String> = self
+            .checkpoint
+            .files()
+            .map(|path| path.display().to_string())
+            .collect();
+        if files.is_empty() {
+            "(in memory)".to_string()
+        } else {
+            files.join(", ")
+        }
+    }
+}

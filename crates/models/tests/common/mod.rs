@@ -1,0 +1,160 @@
+//! Test helpers: tiny model folders written by hand (config.json + a safetensors file).
+#![allow(
+    dead_code,
+    clippy::expect_used,
+    reason = "each test file uses a different subset; helpers panic on a broken temp dir"
+)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// A fresh, empty folder under the system temp dir.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "safeformers-models-{name}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir is writable");
+    dir
+}
+
+/// Writes an f32 safetensors file.
+pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape, values) in tensors {
+        assert_eq!(shape.iter().product::<usize>(), values.len(), "{name}");
+        let start = data.len();
+        for value in values {
+            data.extend_from_slice(&value.to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut header = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
+    while !header.len().is_multiple_of(8) {
+        header.push(b' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(&header);
+    bytes.extend_from_slice(&data);
+    std::fs::write(path, bytes).expect("write safetensors");
+}
+
+/// Deterministic small values (a linear congruential sequence in [-0.1, 0.1)).
+pub fn values(count: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.2
+        })
+        .collect()
+}
+
+pub const VOCAB: usize = 20;
+pub const HIDDEN: usize = 8;
+pub const INTERMEDIATE: usize = 16;
+
+/// The config of a tiny BERT (2 layers, 2 heads).
+pub fn tiny_bert_config(extra: serde_json::Value) -> serde_json::Value {
+    let mut config = serde_json::json!({
+        "model_type": "bert",
+        "architectures": ["BertModel"],
+        "vocab_size": VOCAB,
+        "hidden_size": HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": INTERMEDIATE,
+        "max_position_embeddings": 16,
+        "type_vocab_size": 2,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+    });
+    if let (Some(config), serde_json::Value::Object(extra)) = (config.as_object_mut(), extra) {
+        config.extend(extra);
+    }
+    config
+}
+
+/// The tensors of a tiny BertModel, names prefixed by `prefix` (`""` or `"bert."`).
+pub fn tiny_bert_tensors(prefix: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = Vec::new();
+    let mut seed = 0;
+    let mut add = |name: String, shape: Vec<usize>| {
+        seed += 1;
+        let count = shape.iter().product();
+        out.push((format!("{prefix}{name}"), shape, values(count, seed)));
+    };
+    add(
+        "embeddings.word_embeddings.weight".into(),
+        vec![VOCAB, HIDDEN],
+    );
+    add(
+        "embeddings.position_embeddings.weight".into(),
+        vec![16, HIDDEN],
+    );
+    add(
+        "embeddings.token_type_embeddings.weight".into(),
+        vec![2, HIDDEN],
+    );
+    add("embeddings.LayerNorm.weight".into(), vec![HIDDEN]);
+    add("embeddings.LayerNorm.bias".into(), vec![HIDDEN]);
+    for layer in 0..2 {
+        let p = format!("encoder.layer.{layer}.");
+        for part in [
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+        ] {
+            add(format!("{p}{part}.weight"), vec![HIDDEN, HIDDEN]);
+            add(format!("{p}{part}.bias"), vec![HIDDEN]);
+        }
+        add(
+            format!("{p}attention.output.LayerNorm.weight"),
+            vec![HIDDEN],
+        );
+        add(format!("{p}attention.output.LayerNorm.bias"), vec![HIDDEN]);
+        add(
+            format!("{p}intermediate.dense.weight"),
+            vec![INTERMEDIATE, HIDDEN],
+        );
+        add(format!("{p}intermediate.dense.bias"), vec![INTERMEDIATE]);
+        add(
+            format!("{p}output.dense.weight"),
+            vec![HIDDEN, INTERMEDIATE],
+        );
+        add(format!("{p}output.dense.bias"), vec![HIDDEN]);
+        add(format!("{p}output.LayerNorm.weight"), vec![HIDDEN]);
+        add(format!("{p}output.LayerNorm.bias"), vec![HIDDEN]);
+    }
+    add("pooler.dense.weight".into(), vec![HIDDEN, HIDDEN]);
+    add("pooler.dense.bias".into(), vec![HIDDEN]);
+    out
+}
+
+/// Writes a model folder with `config` and `tensors`.
+pub fn write_model(
+    name: &str,
+    config: &serde_json::Value,
+    tensors: &[(String, Vec<usize>, Vec<f32>)],
+) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(
+        dir.join("config.json"),
+        serde_json::to_vec_pretty(config).expect("json"),
+    )
+    .expect("write config");
+    write_safetensors(&dir.join("model.safetensors"), tensors);
+    dir
+}
