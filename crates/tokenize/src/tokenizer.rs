@@ -79,12 +79,20 @@ impl Tokenizer {
     /// `chat_template.jinja` from a model folder (a verified snapshot). Only these fixed file
     /// names are read: no key in any of them can name another file, fetch or run anything.
     ///
-    /// ```no_run
-    /// # use safeformers_tokenize::{EncodeOptions, Padding, Tokenizer, TokenizerOptions};
-    /// let tokenizer = Tokenizer::from_dir("all-MiniLM-L6-v2".as_ref(), &TokenizerOptions::default())?;
-    /// let options = EncodeOptions { padding: Padding::Longest, truncation: Some(256), ..Default::default() };
-    /// let batch = tokenizer.encode_batch(&["Hello world!", "Another sentence."], &options)?;
-    /// assert_eq!(batch.uniform_len(), Some(6));
+    /// ```
+    /// # use std::path::Path;
+    /// use safeformers_tokenize::{EncodeOptions, Padding, Tokenizer, TokenizerOptions};
+    /// # let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/bytelevel"));
+    /// let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
+    /// let options = EncodeOptions {
+    ///     padding: Padding::Longest,
+    ///     truncation: Some(256),
+    ///     ..Default::default()
+    /// };
+    /// let batch = tokenizer.encode_batch(&["Hello world!", "Hello"], &options)?;
+    /// assert_eq!(batch.rows[0].input_ids, [0, 387, 83, 369, 5, 2]); // <s> Hello world ! </s>
+    /// assert_eq!(batch.uniform_len(), Some(6)); // "Hello" padded (on the left, as configured)
+    /// assert_eq!(tokenizer.decode(&batch.rows[0].input_ids, true)?, "Hello world!");
     /// # Ok::<(), safeformers_tokenize::TokenizeError>(())
     /// ```
     pub fn from_dir(dir: &Path, options: &TokenizerOptions) -> Result<Self> {

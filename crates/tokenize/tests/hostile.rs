@@ -286,3 +286,37 @@ fn a_catastrophic_regex_does_not_hang() {
     // error; both are fine, hanging is not.
     let _ = t.encode(&text, &EncodeOptions::default());
 }
+
+#[test]
+fn tokenizer_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Tokenizer>();
+}
+
+#[test]
+fn sequential_encoding_never_touches_rayon() {
+    // With the default `threads: 1`, nothing may go through the tokenizers library's
+    // maybe-parallel iterators (which would start rayon's global pool, one thread per core).
+    let dir = common_bytelevel();
+    let t = load(&dir).unwrap();
+    let options = EncodeOptions {
+        padding: Padding::Longest,
+        truncation: Some(8),
+        stride: 2,
+        return_overflowing_tokens: true,
+        ..Default::default()
+    };
+    let batch = t
+        .encode_batch(
+            &["a long enough text to overflow a few times", "b"],
+            &options,
+        )
+        .unwrap();
+    assert!(batch.len() > 2);
+    let _ = t.decode(&batch.rows[0].input_ids, true).unwrap();
+    assert!(!tokenizers::parallelism::has_parallelism_been_used());
+}
+
+fn common_bytelevel() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/bytelevel")
+}
