@@ -1,0 +1,22 @@
+//! Task pipelines for encoder models, with the outputs of Transformers' `pipeline(...)`.
+//!
+//! Each pipeline loads a tokenizer and a model from one folder (a verified snapshot or a local
+//! directory) under a [`safeformers_weights::LoadPolicy`], batches its inputs, runs the model
+//! and post-processes the result into serde types shaped like Transformers' outputs:
+//!
+//! - [`FeatureExtraction`]: token embeddings (`feature-extraction`), or sentence embeddings
+//!   when the folder is a sentence-transformers one (`modules.json`; its module names are read
+//!   as identifiers, never imported).
+//!
+//! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
+
+mod encoder;
+mod error;
+mod feature_extraction;
+
+pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
+pub use error::{PipelineError, Result};
+pub use feature_extraction::{
+    DEFAULT_BATCH_SIZE, FeatureExtraction, FeatureExtractionOptions, Features, PoolingMode,
+    SentenceTransformerConfig, cosine_similarity, normalized, pool,
+};
