@@ -262,3 +262,46 @@ fn classification_head_without_classifier_names_it() {
         AutoModel::load_with_head(&dir, Head::Base, &LoadPolicy::default(), &Device::Cpu).is_ok()
     );
 }
+
+#[test]
+fn untied_mlm_decoder_must_be_in_the_checkpoint() {
+    let mut tensors: Vec<_> = tiny_bert_tensors("bert.")
+        .into_iter()
+        .filter(|(name, _, _)| !name.contains("pooler"))
+        .collect();
+    let h = common::HIDDEN;
+    for (name, shape) in [
+        ("cls.predictions.transform.dense.weight", vec![h, h]),
+        ("cls.predictions.transform.dense.bias", vec![h]),
+        ("cls.predictions.transform.LayerNorm.weight", vec![h]),
+        ("cls.predictions.transform.LayerNorm.bias", vec![h]),
+        ("cls.predictions.bias", vec![common::VOCAB]),
+    ] {
+        let count = shape.iter().product();
+        tensors.push((name.to_string(), shape, common::values(count, 99)));
+    }
+    let tied = tiny_bert_config(json!({"architectures": ["BertForMaskedLM"]}));
+    let dir = write_model("tied", &tied, &tensors);
+    let model = load(&dir).expect("a tied decoder comes from the word embeddings");
+    let ids = Tensor::new(&[[1u32, 2, 3]], &Device::Cpu).expect("ids");
+    let logits = model.forward(&ids, None, None).expect("forward");
+    assert_eq!(
+        logits.logits().map(|l| l.dims().to_vec()),
+        Some(vec![1, 3, common::VOCAB])
+    );
+
+    let untied = tiny_bert_config(json!({
+        "architectures": ["BertForMaskedLM"],
+        "tie_word_embeddings": false,
+    }));
+    let dir = write_model("untied", &untied, &tensors);
+    match load(&dir) {
+        Err(error @ Error::MissingTensor { .. }) => {
+            assert!(
+                error.to_string().contains("cls.predictions.decoder.weight"),
+                "{error}"
+            );
+        }
+        other => panic!("expected the untied decoder to be required, got {other:?}"),
+    }
+}
