@@ -9,8 +9,8 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use safeformers_pipelines::{
-    FeatureExtraction, FeatureExtractionOptions, Features, LoadOptions, PoolingMode,
-    SentenceTransformerConfig, cosine_similarity,
+    FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions, PoolingMode,
+    SentenceTransformerConfig, TextClassification, cosine_similarity,
 };
 use safeformers_weights::LoadPolicy;
 
@@ -63,6 +63,11 @@ pub enum Task {
     /// Cosine similarity of the first input's sentence embedding to each of the others'
     /// (a list of floats; mean pooling for folders that configure none).
     SentenceSimilarity,
+    /// The best label per input ({"label", "score"}), or with --top-k the N best per input.
+    TextClassification,
+    /// Per input, the --top-k (default 5) fills of its mask token ({"score", "token",
+    /// "token_str", "sequence"}); a list per mask when an input has several.
+    FillMask,
 }
 
 /// `--pooling`.
@@ -97,6 +102,10 @@ pub struct RunArgs {
     /// feature-extraction: L2-normalize the output vectors.
     #[arg(long)]
     normalize: bool,
+    /// text-classification: the N best labels per input (a list per input); fill-mask: the N
+    /// best tokens per mask (default 5).
+    #[arg(long, value_name = "N")]
+    top_k: Option<usize>,
     /// Inputs per forward pass (sorted by length so that batches pad little).
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch_size: usize,
@@ -138,6 +147,14 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Task::FeatureExtraction,
         )?;
     }
+    if args.top_k.is_some() && !matches!(args.task, Task::TextClassification | Task::FillMask) {
+        return Err(
+            UsageError("--top-k applies to text-classification and fill-mask".into()).into(),
+        );
+    }
+    if args.top_k == Some(0) {
+        return Err(UsageError("--top-k must be at least 1".into()).into());
+    }
     let inputs = read_inputs(&args.inputs)?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
     let load = LoadOptions {
@@ -147,6 +164,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     args.threads.install(|| match args.task {
         Task::FeatureExtraction => feature_extraction(args, &dir, load, &inputs),
         Task::SentenceSimilarity => sentence_similarity(args, &dir, load, &inputs),
+        Task::TextClassification => text_classification(args, &dir, &load, &inputs),
+        Task::FillMask => fill_mask(args, &dir, &load, &inputs),
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -239,6 +258,57 @@ fn sentence_similarity(
         .map(|other| cosine_similarity(source, other))
         .collect();
     print_compact(&scores)
+}
+
+fn text_classification(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let pipeline = TextClassification::from_dir(dir, load, args.batch_size)?;
+    let results = pipeline.run(inputs, Some(args.top_k.unwrap_or(1)))?;
+    if args.top_k.is_some() {
+        print_compact(&results)
+    } else {
+        // Transformers' default (top_k=1, legacy): the best label of each input.
+        let best: Vec<_> = results
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        print_compact(&best)
+    }
+}
+
+fn fill_mask(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let pipeline = FillMask::from_dir(dir, load, args.batch_size)?;
+    let results = pipeline.run(inputs, args.top_k.unwrap_or(5))?;
+    // Transformers: one list of fills for a single mask, a list of such lists for several.
+    let shaped: Vec<OneOrMany<_>> = results
+        .into_iter()
+        .map(|mut masks| match (masks.pop(), masks.is_empty()) {
+            (Some(only), true) => OneOrMany::One(only),
+            (Some(last), false) => {
+                masks.push(last);
+                OneOrMany::Many(masks)
+            }
+            (None, _) => OneOrMany::Many(Vec::new()),
+        })
+        .collect();
+    print_compact(&shaped)
+}
+
+/// One value, or a list of them (Transformers' shape for one mask versus several).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
 }
 
 /// One line of compact JSON (vectors are long; pretty-printing them helps nobody).

@@ -329,3 +329,75 @@ fn broken_model_folders_are_one_line_errors() {
     assert_one_line_error(&out, 1, swapped);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_text_classification_and_fill_mask_match_the_goldens() {
+    let text = std::fs::read_to_string(models().join("pipelines.json")).unwrap();
+    let golden: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let entries = golden["entries"].as_array().unwrap();
+    let first = |task: &str| {
+        entries
+            .iter()
+            .find(|e| e["task"] == task)
+            .unwrap_or_else(|| panic!("no {task} entry"))
+    };
+
+    let entry = first("text-classification");
+    let dir = model(entry["model"].as_str().unwrap());
+    let input = entry["inputs"].as_str().unwrap();
+    let out = json(&safeformers(&[
+        "run",
+        "text-classification",
+        "--model",
+        &dir,
+        "--top-k",
+        "3",
+        input,
+    ]));
+    let expected = entry["output"].as_array().unwrap();
+    for (actual, expected) in out[0].as_array().unwrap().iter().zip(expected) {
+        assert_eq!(actual["label"], expected["label"]);
+        assert!(
+            (actual["score"].as_f64().unwrap() - expected["score"].as_f64().unwrap()).abs() <= 1e-4
+        );
+    }
+    let best = json(&safeformers(&[
+        "run",
+        "text-classification",
+        "--model",
+        &dir,
+        input,
+        "",
+    ]));
+    assert_eq!(
+        best.as_array().unwrap().len(),
+        2,
+        "the best label of each input"
+    );
+    assert_eq!(best[0]["label"], expected[0]["label"]);
+
+    let entry = first("fill-mask");
+    let dir = model(entry["model"].as_str().unwrap());
+    let input = entry["inputs"].as_str().unwrap();
+    let out = json(&safeformers(&["run", "fill-mask", "--model", &dir, input]));
+    let expected = entry["output"].as_array().unwrap();
+    let fills = out[0].as_array().unwrap();
+    assert_eq!(fills.len(), 5);
+    for (actual, expected) in fills.iter().zip(expected) {
+        assert_eq!(actual["token"], expected["token"]);
+        assert_eq!(actual["token_str"], expected["token_str"]);
+        assert_eq!(actual["sequence"], expected["sequence"]);
+    }
+    let out = safeformers(&["run", "fill-mask", "--model", &dir, "no mask here"]);
+    assert_one_line_error(&out, 1, "no mask token");
+    let out = safeformers(&[
+        "run",
+        "feature-extraction",
+        "--model",
+        &dir,
+        "--top-k",
+        "2",
+        "x",
+    ]);
+    assert_one_line_error(&out, 2, "--top-k");
+}

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use safeformers_models::{Architecture, AutoModel, Head, LoadedModel, ModelOutput};
-use safeformers_tokenize::{Encoding, Tokenizer, TokenizerOptions};
+use safeformers_tokenize::{EncodeOptions, Encoding, Padding, Tokenizer, TokenizerOptions};
 use safeformers_weights::LoadPolicy;
 
 use crate::error::{PipelineError, Result};
@@ -112,6 +112,48 @@ impl Encoder {
             .forward(&input_ids, Some(&attention_mask), token_type_ids.as_ref())?)
     }
 
+    /// Tokenizes `inputs` in length-sorted batches of `batch_size` (padded to each batch's
+    /// longest), runs each batch, and hands `each` the input indices, the rows and the output.
+    pub(crate) fn for_each_batch<S: AsRef<str>>(
+        &self,
+        inputs: &[S],
+        batch_size: usize,
+        options: &EncodeOptions,
+        mut each: impl FnMut(&[usize], &[&Encoding], &ModelOutput) -> Result<()>,
+    ) -> Result<()> {
+        let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
+        for batch in length_sorted_batches(&lengths, batch_size) {
+            let texts: Vec<&str> = batch
+                .iter()
+                .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
+                .collect();
+            let encodings = self.tokenizer.encode_batch(&texts, options)?;
+            let rows: Vec<&Encoding> = encodings.iter().collect();
+            let output = self.forward(&rows)?;
+            each(&batch, &rows, &output)?;
+        }
+        Ok(())
+    }
+
+    /// Encode options of the classification tasks: padded to the batch's longest, truncated to
+    /// [`Encoder::max_length`] (Transformers would fail on a longer input instead).
+    pub fn encode_options(&self) -> EncodeOptions {
+        EncodeOptions {
+            padding: Padding::Longest,
+            truncation: Some(self.max_length),
+            ..EncodeOptions::default()
+        }
+    }
+
+    /// The label of class `index`: `id2label`, else Transformers' default `LABEL_{index}`.
+    pub fn label(&self, index: usize) -> String {
+        self.model
+            .id2label()
+            .get(&index)
+            .cloned()
+            .unwrap_or_else(|| format!("LABEL_{index}"))
+    }
+
     /// An error saying the model gave an output the task cannot use.
     pub(crate) fn wrong_output(&self, expected: &str) -> PipelineError {
         PipelineError::IncompatibleModel {
@@ -190,6 +232,19 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// Softmax of one row (numerically stable, as Transformers' pipelines compute it).
+pub(crate) fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|v| (v - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|v| v / sum).collect()
+}
+
+/// The logistic function.
+pub(crate) fn sigmoid(value: f32) -> f32 {
+    1.0 / (1.0 + (-value).exp())
 }
 
 #[cfg(test)]

@@ -7,12 +7,16 @@
 //! - [`FeatureExtraction`]: token embeddings (`feature-extraction`), or sentence embeddings
 //!   when the folder is a sentence-transformers one (`modules.json`; its module names are read
 //!   as identifiers, never imported).
+//! - [`TextClassification`]: `[{"label", "score"}]` per input.
+//! - [`FillMask`]: `[{"score", "token", "token_str", "sequence"}]` per mask.
 //!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
 
 mod encoder;
 mod error;
 mod feature_extraction;
+mod fill_mask;
+mod text_classification;
 
 pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
 pub use error::{PipelineError, Result};
@@ -20,3 +24,5 @@ pub use feature_extraction::{
     DEFAULT_BATCH_SIZE, FeatureExtraction, FeatureExtractionOptions, Features, PoolingMode,
     SentenceTransformerConfig, cosine_similarity, normalized, pool,
 };
+pub use fill_mask::{FillMask, MaskFill};
+pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
