@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
 use safeformers_pipelines::{
-    FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions, PoolingMode,
-    SentenceTransformerConfig, TextClassification, cosine_similarity,
+    Aggregation, FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions,
+    PoolingMode, SentenceTransformerConfig, TextClassification, TokenClassification,
+    cosine_similarity,
 };
 use safeformers_weights::LoadPolicy;
 
@@ -68,6 +69,24 @@ pub enum Task {
     /// Per input, the --top-k (default 5) fills of its mask token ({"score", "token",
     /// "token_str", "sequence"}); a list per mask when an input has several.
     FillMask,
+    /// Per input, the entities: tokens ({"entity", "score", "index", "word", "start", "end"})
+    /// or, with --aggregation, groups ({"entity_group", "score", "word", "start", "end"}).
+    TokenClassification,
+}
+
+/// `--aggregation` (Transformers' `aggregation_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AggregationArg {
+    /// Every token on its own (the default).
+    None,
+    /// Adjacent tokens of one entity type grouped.
+    Simple,
+    /// Words labelled by their first token, then grouped.
+    First,
+    /// Words labelled by their most confident token, then grouped.
+    Max,
+    /// Words labelled by their tokens' mean scores, then grouped.
+    Average,
 }
 
 /// `--pooling`.
@@ -106,6 +125,9 @@ pub struct RunArgs {
     /// best tokens per mask (default 5).
     #[arg(long, value_name = "N")]
     top_k: Option<usize>,
+    /// token-classification: how tokens are merged into entities (default none).
+    #[arg(long, value_enum)]
+    aggregation: Option<AggregationArg>,
     /// Inputs per forward pass (sorted by length so that batches pad little).
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch_size: usize,
@@ -155,6 +177,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.top_k == Some(0) {
         return Err(UsageError("--top-k must be at least 1".into()).into());
     }
+    if args.aggregation.is_some() {
+        only_for("--aggregation", Task::TokenClassification)?;
+    }
     let inputs = read_inputs(&args.inputs)?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
     let load = LoadOptions {
@@ -166,6 +191,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Task::SentenceSimilarity => sentence_similarity(args, &dir, load, &inputs),
         Task::TextClassification => text_classification(args, &dir, &load, &inputs),
         Task::FillMask => fill_mask(args, &dir, &load, &inputs),
+        Task::TokenClassification => token_classification(args, &dir, &load, &inputs),
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -301,6 +327,23 @@ fn fill_mask(
         })
         .collect();
     print_compact(&shaped)
+}
+
+fn token_classification(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let aggregation = match args.aggregation.unwrap_or(AggregationArg::None) {
+        AggregationArg::None => Aggregation::None,
+        AggregationArg::Simple => Aggregation::Simple,
+        AggregationArg::First => Aggregation::First,
+        AggregationArg::Max => Aggregation::Max,
+        AggregationArg::Average => Aggregation::Average,
+    };
+    let pipeline = TokenClassification::from_dir(dir, load, args.batch_size)?;
+    print_compact(&pipeline.run(inputs, aggregation)?)
 }
 
 /// One value, or a list of them (Transformers' shape for one mask versus several).

@@ -401,3 +401,53 @@ fn run_text_classification_and_fill_mask_match_the_goldens() {
     ]);
     assert_one_line_error(&out, 2, "--top-k");
 }
+
+#[test]
+fn run_token_classification_aggregates() {
+    let dir = model("roberta-ner");
+    let out = json(&safeformers(&[
+        "run",
+        "token-classification",
+        "--model",
+        &dir,
+        "--aggregation",
+        "first",
+        "My name is Sarah and I live in London.",
+        "",
+    ]));
+    let inputs = out.as_array().unwrap();
+    assert_eq!(inputs.len(), 2);
+    assert_eq!(
+        inputs[1],
+        serde_json::json!([]),
+        "the empty string has no entities"
+    );
+    for group in inputs[0].as_array().unwrap() {
+        assert!(group.get("entity_group").is_some(), "{group}");
+        assert!(group["start"].as_u64().unwrap() < group["end"].as_u64().unwrap());
+    }
+    let out = json(&safeformers(&[
+        "run",
+        "token-classification",
+        "--model",
+        &dir,
+        "Sarah",
+    ]));
+    assert!(
+        out[0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("index").is_some())
+    );
+    let out = safeformers(&[
+        "run",
+        "fill-mask",
+        "--model",
+        &dir,
+        "--aggregation",
+        "max",
+        "x",
+    ]);
+    assert_one_line_error(&out, 2, "--aggregation");
+}

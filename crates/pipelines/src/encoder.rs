@@ -209,23 +209,30 @@ pub fn length_sorted_batches(lengths: &[usize], batch_size: usize) -> Vec<Vec<us
 
 /// Reads a small JSON configuration file, refusing files over 1 MiB.
 pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    read_json_capped(path, 1024 * 1024)
+}
+
+/// Reads a JSON file of at most `limit` bytes.
+pub(crate) fn read_json_capped<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    limit: u64,
+) -> Result<T> {
     use std::io::Read as _;
-    const LIMIT: u64 = 1024 * 1024;
     let file = std::fs::File::open(path).map_err(|source| PipelineError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut bytes = Vec::new();
-    file.take(LIMIT + 1)
+    file.take(limit.saturating_add(1))
         .read_to_end(&mut bytes)
         .map_err(|source| PipelineError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-    if bytes.len() as u64 > LIMIT {
+    if bytes.len() as u64 > limit {
         return Err(PipelineError::FileTooLarge {
             path: path.to_path_buf(),
-            limit: LIMIT,
+            limit,
         });
     }
     serde_json::from_slice(&bytes).map_err(|source| PipelineError::Json {

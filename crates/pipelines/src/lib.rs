@@ -8,6 +8,8 @@
 //!   when the folder is a sentence-transformers one (`modules.json`; its module names are read
 //!   as identifiers, never imported).
 //! - [`TextClassification`]: `[{"label", "score"}]` per input.
+//! - [`TokenClassification`]: `[{"entity", "score", "index", "word", "start", "end"}]` or,
+//!   aggregated, `[{"entity_group", "score", "word", "start", "end"}]` per input.
 //! - [`FillMask`]: `[{"score", "token", "token_str", "sequence"}]` per mask.
 //!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
@@ -17,6 +19,7 @@ mod error;
 mod feature_extraction;
 mod fill_mask;
 mod text_classification;
+mod token_classification;
 
 pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
 pub use error::{PipelineError, Result};
@@ -26,3 +29,6 @@ pub use feature_extraction::{
 };
 pub use fill_mask::{FillMask, MaskFill};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
+pub use token_classification::{
+    Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,
+};
