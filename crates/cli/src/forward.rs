@@ -1,0 +1,154 @@
+//! `safeformers forward --model M --input-ids 1,2,3 [--attention-mask 1,1,0] [--json]`: one
+//! forward pass on ids given by hand (shared/CLI.md).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use candle_core::{Device, Tensor};
+use clap::Args;
+use serde::Serialize;
+
+use safeformers_models::{AutoModel, ModelOutput};
+
+use crate::UsageError;
+use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::output;
+use crate::run::{ThreadArgs, policy};
+
+/// Arguments of `forward`.
+#[derive(Debug, Args)]
+pub struct ForwardArgs {
+    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    #[arg(long, value_name = "M")]
+    model: PathBuf,
+    /// Token ids of one row, comma-separated; repeat for a batch (rows right-padded by you).
+    #[arg(long = "input-ids", value_name = "IDS", required = true)]
+    input_ids: Vec<String>,
+    /// The attention mask of each row (1 attend, 0 padding), in the same order; default all 1.
+    #[arg(long = "attention-mask", value_name = "MASK")]
+    attention_mask: Vec<String>,
+    /// Segment ids of each row (models that read them); default all 0.
+    #[arg(long = "token-type-ids", value_name = "IDS")]
+    token_type_ids: Vec<String>,
+    /// Print JSON: {"output", "shape", "data"} (data flat, row-major).
+    #[arg(long)]
+    json: bool,
+    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
+    #[arg(long)]
+    allow_pickle: bool,
+    #[command(flatten)]
+    threads: ThreadArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct ForwardOutput {
+    output: &'static str,
+    shape: Vec<usize>,
+    data: Vec<f32>,
+}
+
+/// Parses the rows of one repeatable flag; all rows must have `widths` (when given) lengths.
+fn parse_rows(flag: &str, rows: &[String]) -> anyhow::Result<Vec<Vec<u32>>> {
+    rows.iter()
+        .enumerate()
+        .map(|(row, text)| {
+            text.split(',')
+                .map(|item| {
+                    item.trim().parse::<u32>().map_err(|_| {
+                        UsageError(format!(
+                            "{flag} row {row}: `{}` is not a non-negative integer",
+                            item.trim()
+                        ))
+                        .into()
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn tensor(rows: &[Vec<u32>], seq: usize) -> anyhow::Result<Tensor> {
+    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+    Ok(Tensor::from_vec(flat, (rows.len(), seq), &Device::Cpu)?)
+}
+
+/// Runs `forward`.
+pub fn run(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
+    args.threads.install(|| forward(args))
+}
+
+fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
+    let ids = parse_rows("--input-ids", &args.input_ids)?;
+    let seq = ids.first().map_or(0, Vec::len);
+    if ids.iter().any(|row| row.len() != seq) {
+        return Err(UsageError(
+            "every --input-ids row must have the same length (right-pad the shorter ones and \
+             mask them with --attention-mask)"
+                .into(),
+        )
+        .into());
+    }
+    let check = |flag: &str, rows: &[Vec<u32>]| -> anyhow::Result<()> {
+        if !rows.is_empty() && (rows.len() != ids.len() || rows.iter().any(|r| r.len() != seq)) {
+            return Err(UsageError(format!(
+                "{flag}: give one row per --input-ids row, each of {seq} values"
+            ))
+            .into());
+        }
+        Ok(())
+    };
+    let mask = parse_rows("--attention-mask", &args.attention_mask)?;
+    check("--attention-mask", &mask)?;
+    let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
+    check("--token-type-ids", &types)?;
+
+    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+    let model = AutoModel::load(&dir, &policy(args.allow_pickle), &Device::Cpu)?;
+    let input_ids = tensor(&ids, seq)?;
+    let mask = (!mask.is_empty()).then(|| tensor(&mask, seq)).transpose()?;
+    let types = (!types.is_empty())
+        .then(|| tensor(&types, seq))
+        .transpose()?;
+    let result = model.forward(&input_ids, mask.as_ref(), types.as_ref())?;
+    let (name, tensor) = match result {
+        ModelOutput::BaseModel {
+            last_hidden_state, ..
+        } => ("last_hidden_state", last_hidden_state),
+        ModelOutput::MaskedLm { logits }
+        | ModelOutput::SequenceClassification { logits }
+        | ModelOutput::TokenClassification { logits } => ("logits", logits),
+        // The QA head's own output before it is split: [batch, seq, 2] (start, end).
+        ModelOutput::QuestionAnswering {
+            start_logits,
+            end_logits,
+        } => ("logits", Tensor::stack(&[start_logits, end_logits], 2)?),
+    };
+    let shape = tensor.dims().to_vec();
+    let data = tensor
+        .flatten_all()?
+        .to_vec1::<f32>()
+        .context("reading the model output")?;
+    if args.json {
+        output::print_json(&ForwardOutput {
+            output: name,
+            shape,
+            data,
+        })?;
+    } else {
+        let mut text = format!("{name} {shape:?} ({})\n", model.class_name());
+        let width = shape.last().copied().unwrap_or(1).max(1);
+        for (index, vector) in data.chunks(width).enumerate() {
+            let shown: Vec<String> = vector.iter().take(8).map(|v| format!("{v:.6}")).collect();
+            let more = if vector.len() > 8 { " ..." } else { "" };
+            let _ = writeln!(text, "[{index}] {}{more}", shown.join(" "));
+        }
+        output::print(&text)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,363 @@
+//! `safeformers run TASK --model M [options] INPUT... | -`: the task pipelines, printing JSON
+//! shaped like Transformers' pipeline outputs (shared/CLI.md).
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+
+use safeformers_pipelines::{
+    Aggregation, FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions,
+    PoolingMode, SentenceTransformerConfig, TextClassification, TokenClassification,
+    cosine_similarity,
+};
+use safeformers_weights::LoadPolicy;
+
+use crate::UsageError;
+use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::output;
+
+/// `--threads N`: the size of the thread pool the model runs in.
+#[derive(Debug, Clone, Args)]
+pub struct ThreadArgs {
+    /// Threads for the model's tensor operations (default 1).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    threads: usize,
+}
+
+impl ThreadArgs {
+    /// Runs `work` inside a rayon pool of `--threads` threads: candle's CPU kernels (and gemm's
+    /// matrix products) split their work over the pool they are called from, so this caps them
+    /// without touching the environment.
+    pub fn install<T: Send>(
+        &self,
+        work: impl FnOnce() -> anyhow::Result<T> + Send,
+    ) -> anyhow::Result<T> {
+        if self.threads == 0 {
+            return Err(UsageError("--threads must be at least 1".into()).into());
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .build()
+            .context("starting the thread pool")?;
+        pool.install(work)
+    }
+}
+
+/// The load policy of `--allow-pickle`.
+pub fn policy(allow_pickle: bool) -> LoadPolicy {
+    if allow_pickle {
+        LoadPolicy::allowing_pickle()
+    } else {
+        LoadPolicy::default()
+    }
+}
+
+/// The tasks of `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Task {
+    /// Token embeddings per input ([1, seq, hidden] each, as Transformers' pipeline), or one
+    /// vector per input for a sentence-transformers folder or with --pooling.
+    FeatureExtraction,
+    /// Cosine similarity of the first input's sentence embedding to each of the others'
+    /// (a list of floats; mean pooling for folders that configure none).
+    SentenceSimilarity,
+    /// The best label per input ({"label", "score"}), or with --top-k the N best per input.
+    TextClassification,
+    /// Per input, the --top-k (default 5) fills of its mask token ({"score", "token",
+    /// "token_str", "sequence"}); a list per mask when an input has several.
+    FillMask,
+    /// Per input, the entities: tokens ({"entity", "score", "index", "word", "start", "end"})
+    /// or, with --aggregation, groups ({"entity_group", "score", "word", "start", "end"}).
+    TokenClassification,
+}
+
+/// `--aggregation` (Transformers' `aggregation_strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AggregationArg {
+    /// Every token on its own (the default).
+    None,
+    /// Adjacent tokens of one entity type grouped.
+    Simple,
+    /// Words labelled by their first token, then grouped.
+    First,
+    /// Words labelled by their most confident token, then grouped.
+    Max,
+    /// Words labelled by their tokens' mean scores, then grouped.
+    Average,
+}
+
+/// `--pooling`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PoolingArg {
+    /// Mean over the real tokens.
+    Mean,
+    /// The first token ([CLS]).
+    Cls,
+    /// Element-wise maximum over the real tokens.
+    Max,
+    /// No pooling: token embeddings.
+    None,
+}
+
+/// Arguments of `run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The task.
+    #[arg(value_enum)]
+    task: Task,
+    /// The inputs; `-` alone reads them from stdin, one per line.
+    #[arg(value_name = "INPUT", required = true)]
+    inputs: Vec<String>,
+    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    #[arg(long, value_name = "M")]
+    model: PathBuf,
+    /// feature-extraction: pool token embeddings into one vector per input (default: the
+    /// folder's sentence-transformers pooling, else none).
+    #[arg(long, value_enum)]
+    pooling: Option<PoolingArg>,
+    /// feature-extraction: L2-normalize the output vectors.
+    #[arg(long)]
+    normalize: bool,
+    /// text-classification: the N best labels per input (a list per input); fill-mask: the N
+    /// best tokens per mask (default 5).
+    #[arg(long, value_name = "N")]
+    top_k: Option<usize>,
+    /// token-classification: how tokens are merged into entities (default none).
+    #[arg(long, value_enum)]
+    aggregation: Option<AggregationArg>,
+    /// Inputs per forward pass (sorted by length so that batches pad little).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    batch_size: usize,
+    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
+    #[arg(long)]
+    allow_pickle: bool,
+    #[command(flatten)]
+    threads: ThreadArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// Runs `run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    if args.batch_size == 0 {
+        return Err(UsageError("--batch-size must be at least 1".into()).into());
+    }
+    let only_for = |flag: &str, task: Task| -> anyhow::Result<()> {
+        if args.task != task {
+            return Err(UsageError(format!(
+                "{flag} applies to {} only",
+                task.to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default()
+            ))
+            .into());
+        }
+        Ok(())
+    };
+    if args.pooling == Some(PoolingArg::None) || args.normalize {
+        only_for(
+            if args.normalize {
+                "--normalize"
+            } else {
+                "--pooling none"
+            },
+            Task::FeatureExtraction,
+        )?;
+    }
+    if args.top_k.is_some() && !matches!(args.task, Task::TextClassification | Task::FillMask) {
+        return Err(
+            UsageError("--top-k applies to text-classification and fill-mask".into()).into(),
+        );
+    }
+    if args.top_k == Some(0) {
+        return Err(UsageError("--top-k must be at least 1".into()).into());
+    }
+    if args.aggregation.is_some() {
+        only_for("--aggregation", Task::TokenClassification)?;
+    }
+    let inputs = read_inputs(&args.inputs)?;
+    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+    let load = LoadOptions {
+        policy: policy(args.allow_pickle),
+        ..LoadOptions::default()
+    };
+    args.threads.install(|| match args.task {
+        Task::FeatureExtraction => feature_extraction(args, &dir, load, &inputs),
+        Task::SentenceSimilarity => sentence_similarity(args, &dir, load, &inputs),
+        Task::TextClassification => text_classification(args, &dir, &load, &inputs),
+        Task::FillMask => fill_mask(args, &dir, &load, &inputs),
+        Task::TokenClassification => token_classification(args, &dir, &load, &inputs),
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The inputs: the arguments, or stdin's lines for a lone `-`.
+fn read_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
+    if inputs != ["-"] {
+        if inputs.iter().any(|input| input == "-") {
+            return Err(UsageError("`-` (stdin) must be the only input".into()).into());
+        }
+        return Ok(inputs.to_vec());
+    }
+    let mut bytes = Vec::new();
+    std::io::stdin()
+        .lock()
+        .read_to_end(&mut bytes)
+        .context("reading the inputs from stdin")?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let offset = error.utf8_error().valid_up_to();
+        anyhow::anyhow!(
+            "stdin is not valid UTF-8 (invalid byte at offset {offset}): give text, one input \
+             per line"
+        )
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}
+
+fn pooling_modes(pooling: Option<PoolingArg>) -> Option<Vec<PoolingMode>> {
+    pooling.map(|pooling| match pooling {
+        PoolingArg::Mean => vec![PoolingMode::Mean],
+        PoolingArg::Cls => vec![PoolingMode::Cls],
+        PoolingArg::Max => vec![PoolingMode::Max],
+        PoolingArg::None => Vec::new(),
+    })
+}
+
+fn feature_extraction(
+    args: &RunArgs,
+    dir: &Path,
+    load: LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let options = FeatureExtractionOptions {
+        load,
+        pooling: pooling_modes(args.pooling),
+        normalize: args.normalize,
+        batch_size: args.batch_size,
+    };
+    let pipeline = FeatureExtraction::from_dir(dir, &options)?;
+    match pipeline.run(inputs)? {
+        Features::Sentences(vectors) => print_compact(&vectors),
+        // Transformers' pipeline gives [1, seq, hidden] per input.
+        Features::Tokens(tokens) => {
+            let wrapped: Vec<[Vec<Vec<f32>>; 1]> = tokens.into_iter().map(|t| [t]).collect();
+            print_compact(&wrapped)
+        }
+    }
+}
+
+fn sentence_similarity(
+    args: &RunArgs,
+    dir: &Path,
+    load: LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    if inputs.len() < 2 {
+        return Err(UsageError(
+            "sentence-similarity needs a source sentence and at least one other".into(),
+        )
+        .into());
+    }
+    let mut pooling = pooling_modes(args.pooling);
+    if pooling.is_none() && SentenceTransformerConfig::from_dir(dir)?.is_none() {
+        // As sentence-transformers does for a plain Transformers folder: mean pooling.
+        pooling = Some(vec![PoolingMode::Mean]);
+    }
+    let options = FeatureExtractionOptions {
+        load,
+        pooling,
+        normalize: false,
+        batch_size: args.batch_size,
+    };
+    let pipeline = FeatureExtraction::from_dir(dir, &options)?;
+    let vectors = pipeline.embed(inputs)?;
+    let Some((source, others)) = vectors.split_first() else {
+        return Err(anyhow::anyhow!("no embeddings were computed"));
+    };
+    let scores: Vec<f32> = others
+        .iter()
+        .map(|other| cosine_similarity(source, other))
+        .collect();
+    print_compact(&scores)
+}
+
+fn text_classification(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let pipeline = TextClassification::from_dir(dir, load, args.batch_size)?;
+    let results = pipeline.run(inputs, Some(args.top_k.unwrap_or(1)))?;
+    if args.top_k.is_some() {
+        print_compact(&results)
+    } else {
+        // Transformers' default (top_k=1, legacy): the best label of each input.
+        let best: Vec<_> = results
+            .into_iter()
+            .filter_map(|r| r.into_iter().next())
+            .collect();
+        print_compact(&best)
+    }
+}
+
+fn fill_mask(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let pipeline = FillMask::from_dir(dir, load, args.batch_size)?;
+    let results = pipeline.run(inputs, args.top_k.unwrap_or(5))?;
+    // Transformers: one list of fills for a single mask, a list of such lists for several.
+    let shaped: Vec<OneOrMany<_>> = results
+        .into_iter()
+        .map(|mut masks| match (masks.pop(), masks.is_empty()) {
+            (Some(only), true) => OneOrMany::One(only),
+            (Some(last), false) => {
+                masks.push(last);
+                OneOrMany::Many(masks)
+            }
+            (None, _) => OneOrMany::Many(Vec::new()),
+        })
+        .collect();
+    print_compact(&shaped)
+}
+
+fn token_classification(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[String],
+) -> anyhow::Result<()> {
+    let aggregation = match args.aggregation.unwrap_or(AggregationArg::None) {
+        AggregationArg::None => Aggregation::None,
+        AggregationArg::Simple => Aggregation::Simple,
+        AggregationArg::First => Aggregation::First,
+        AggregationArg::Max => Aggregation::Max,
+        AggregationArg::Average => Aggregation::Average,
+    };
+    let pipeline = TokenClassification::from_dir(dir, load, args.batch_size)?;
+    print_compact(&pipeline.run(inputs, aggregation)?)
+}
+
+/// One value, or a list of them (Transformers' shape for one mask versus several).
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+/// One line of compact JSON (vectors are long; pretty-printing them helps nobody).
+fn print_compact<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut text = serde_json::to_string(value)?;
+    text.push('\n');
+    output::print(&text)?;
+    Ok(())
+}

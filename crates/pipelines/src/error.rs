@@ -1,0 +1,102 @@
+//! The crate's error type. Every variant names the file, input or output it concerns.
+
+use std::path::PathBuf;
+
+/// Result with this crate's [`PipelineError`].
+pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
+
+/// Why a pipeline could not be loaded or run.
+///
+/// Refusals by security policy (pickle weights without permission, remote code) are told apart
+/// by [`PipelineError::is_policy_refusal`], which the CLI maps to exit code 3.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A configuration file could not be read.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+
+    /// A configuration file is larger than any real one.
+    #[error("{}: more than the {limit}-byte limit for a configuration file", path.display())]
+    FileTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+
+    /// A configuration file is not valid JSON or has a field of the wrong type.
+    #[error("{}: {source}", path.display())]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// What the JSON parser said (with line and column).
+        source: serde_json::Error,
+    },
+
+    /// `modules.json` names a sentence-transformers module we do not implement. The name is an
+    /// identifier only: sentence-transformers would import and run that Python class, we never do.
+    #[error(
+        "{}: module type `{module_type}` is not implemented (safeformers implements \
+         sentence_transformers.models.Transformer, .Pooling and .Normalize); running it would need \
+         its Python code, which safeformers never imports from a model folder",
+        path.display()
+    )]
+    UnsupportedModule {
+        /// `modules.json`.
+        path: PathBuf,
+        /// The module's `type` string.
+        module_type: String,
+    },
+
+    /// A sentence-transformers configuration is present but unusable.
+    #[error("{}: {reason}", path.display())]
+    InvalidModules {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The pipeline's own options or inputs cannot be used.
+    #[error("{0}")]
+    InvalidInput(String),
+
+    /// The model does not fit the task (no mask token for fill-mask, a head that gives the wrong
+    /// output, labels missing from `id2label`).
+    #[error("{}: {reason}", path.display())]
+    IncompatibleModel {
+        /// The model folder.
+        path: PathBuf,
+        /// What does not fit.
+        reason: String,
+    },
+
+    /// Tokenization failed, or the tokenizer files are invalid.
+    #[error(transparent)]
+    Tokenize(#[from] safeformers_tokenize::TokenizeError),
+
+    /// The model could not be configured, loaded or run.
+    #[error(transparent)]
+    Model(#[from] safeformers_models::Error),
+
+    /// A tensor operation failed (a bug or an exhausted resource, not bad input).
+    #[error("tensor operation failed: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
+impl PipelineError {
+    /// Whether this is a refusal by security policy (exit code 3 in the CLI) rather than
+    /// malformed or unsupported input (exit code 1).
+    pub fn is_policy_refusal(&self) -> bool {
+        match self {
+            PipelineError::Model(source) => source.is_policy_refusal(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,596 @@
+//! `feature-extraction`: token embeddings as Transformers' `FeatureExtractionPipeline` gives
+//! them, or sentence embeddings as sentence-transformers' `SentenceTransformer.encode` gives
+//! them when the folder is a sentence-transformers one.
+//!
+//! A sentence-transformers folder has a `modules.json` listing its modules by Python class name.
+//! Those names are identifiers only: we implement `sentence_transformers.models.Transformer`
+//! (the encoder, with `sentence_bert_config.json`'s `max_seq_length` and `do_lower_case`),
+//! `.Pooling` (`1_Pooling/config.json`: cls, max, mean and mean-sqrt-len modes, concatenated in
+//! sentence-transformers' order) and `.Normalize` (L2), and refuse any other name, because
+//! sentence-transformers would import and run it.
+
+use std::path::{Component, Path, PathBuf};
+
+use safeformers_models::Head;
+use safeformers_tokenize::{EncodeOptions, Encodings, Padding};
+use serde::{Deserialize, Serialize};
+
+use crate::encoder::{Encoder, LoadOptions, length_sorted_batches, read_json};
+use crate::error::{PipelineError, Result};
+
+/// The default number of inputs per forward pass (sentence-transformers' and our CLI's).
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// One way of pooling token embeddings into one vector. When several are configured their
+/// results are concatenated in the order of this enum (sentence-transformers' order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum PoolingMode {
+    /// The first token's embedding (`[CLS]`).
+    Cls,
+    /// The element-wise maximum over real tokens.
+    Max,
+    /// The mean over real tokens.
+    Mean,
+    /// The sum over real tokens divided by the square root of their number.
+    MeanSqrtLen,
+}
+
+impl PoolingMode {
+    /// Parses the CLI / sentence-transformers name (`cls`, `max`, `mean`, `mean_sqrt_len`).
+    pub fn parse(name: &str) -> Option<PoolingMode> {
+        Some(match name {
+            "cls" => PoolingMode::Cls,
+            "max" => PoolingMode::Max,
+            "mean" => PoolingMode::Mean,
+            "mean_sqrt_len" | "mean_sqrt_len_tokens" => PoolingMode::MeanSqrtLen,
+            _ => return None,
+        })
+    }
+}
+
+/// How a [`FeatureExtraction`] pipeline is loaded and what it returns.
+#[derive(Debug, Clone)]
+pub struct FeatureExtractionOptions {
+    /// Policy and device.
+    pub load: LoadOptions,
+    /// Pooling to apply instead of the folder's: `None` keeps the folder's (sentence embeddings
+    /// for a sentence-transformers folder, token embeddings otherwise); `Some(empty)` gives token
+    /// embeddings; otherwise these modes (sorted into sentence-transformers' order).
+    pub pooling: Option<Vec<PoolingMode>>,
+    /// L2-normalize every output vector, whatever the folder says.
+    pub normalize: bool,
+    /// Inputs per forward pass (at least 1).
+    pub batch_size: usize,
+}
+
+impl Default for FeatureExtractionOptions {
+    fn default() -> Self {
+        FeatureExtractionOptions {
+            load: LoadOptions::default(),
+            pooling: None,
+            normalize: false,
+            batch_size: DEFAULT_BATCH_SIZE,
+        }
+    }
+}
+
+/// What a [`FeatureExtraction`] pipeline returns, in input order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Features {
+    /// One vector per input (pooled: sentence embeddings).
+    Sentences(Vec<Vec<f32>>),
+    /// Per input, one vector per token (`[seq, hidden]`, special tokens included, padding not).
+    Tokens(Vec<Vec<Vec<f32>>>),
+}
+
+/// The sentence-transformers modules of a folder that has `modules.json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SentenceTransformerConfig {
+    /// The folder of the `Transformer` module (the model folder itself for path `""`).
+    pub transformer_dir: PathBuf,
+    /// `max_seq_length` from `sentence_bert_config.json`, if set.
+    pub max_seq_length: Option<usize>,
+    /// `do_lower_case` from `sentence_bert_config.json`: inputs are lowercased first.
+    pub do_lower_case: bool,
+    /// The `Pooling` module's modes, in sentence-transformers' order.
+    pub pooling: Vec<PoolingMode>,
+    /// Whether a `Normalize` module follows.
+    pub normalize: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ModuleEntry {
+    #[serde(default)]
+    path: String,
+    #[serde(rename = "type")]
+    module_type: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct PoolingConfig {
+    #[serde(default)]
+    pooling_mode_cls_token: bool,
+    #[serde(default)]
+    pooling_mode_max_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_mean_sqrt_len_tokens: bool,
+    #[serde(default)]
+    pooling_mode_weightedmean_tokens: bool,
+    #[serde(default)]
+    pooling_mode_lasttoken: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct SentenceBertConfig {
+    #[serde(default)]
+    max_seq_length: Option<usize>,
+    #[serde(default)]
+    do_lower_case: bool,
+}
+
+const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
+const POOLING: &str = "sentence_transformers.models.Pooling";
+const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+
+impl SentenceTransformerConfig {
+    /// Reads `dir/modules.json` and the files of its modules; `Ok(None)` when there is no
+    /// `modules.json` (a plain Transformers folder).
+    ///
+    /// The modules must be a `Transformer`, then a `Pooling`, then optionally a `Normalize`;
+    /// module paths must stay inside `dir`.
+    pub fn from_dir(dir: &Path) -> Result<Option<SentenceTransformerConfig>> {
+        let modules_path = dir.join("modules.json");
+        if !modules_path.is_file() {
+            return Ok(None);
+        }
+        let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
+        let invalid = |reason: String| PipelineError::InvalidModules {
+            path: modules_path.clone(),
+            reason,
+        };
+        for module in &modules {
+            if ![TRANSFORMER, POOLING, NORMALIZE].contains(&module.module_type.as_str()) {
+                return Err(PipelineError::UnsupportedModule {
+                    path: modules_path.clone(),
+                    module_type: module.module_type.clone(),
+                });
+            }
+        }
+        let types: Vec<&str> = modules.iter().map(|m| m.module_type.as_str()).collect();
+        let (transformer, pooling, normalize) = match (modules.as_slice(), types.as_slice()) {
+            ([t, p], [TRANSFORMER, POOLING]) => (t, p, false),
+            ([t, p, _], [TRANSFORMER, POOLING, NORMALIZE]) => (t, p, true),
+            _ => {
+                return Err(invalid(format!(
+                    "modules {types:?}: expected Transformer, Pooling and an optional Normalize, \
+                     in that order"
+                )));
+            }
+        };
+        let transformer_dir = module_dir(dir, &transformer.path).ok_or_else(|| {
+            invalid(format!(
+                "module path `{}` leaves the model folder",
+                transformer.path
+            ))
+        })?;
+        let pooling_dir = module_dir(dir, &pooling.path).ok_or_else(|| {
+            invalid(format!(
+                "module path `{}` leaves the model folder",
+                pooling.path
+            ))
+        })?;
+
+        let bert_config_path = transformer_dir.join("sentence_bert_config.json");
+        let bert_config: SentenceBertConfig = if bert_config_path.is_file() {
+            read_json(&bert_config_path)?
+        } else {
+            SentenceBertConfig::default()
+        };
+
+        let pooling_path = pooling_dir.join("config.json");
+        let pooling_config: PoolingConfig = read_json(&pooling_path)?;
+        let unsupported = [
+            (
+                pooling_config.pooling_mode_weightedmean_tokens,
+                "pooling_mode_weightedmean_tokens",
+            ),
+            (
+                pooling_config.pooling_mode_lasttoken,
+                "pooling_mode_lasttoken",
+            ),
+        ];
+        if let Some((_, name)) = unsupported.iter().find(|(on, _)| *on) {
+            return Err(PipelineError::InvalidModules {
+                path: pooling_path,
+                reason: format!("`{name}` is not implemented (cls, max, mean, mean_sqrt_len are)"),
+            });
+        }
+        let pooling: Vec<PoolingMode> = [
+            (pooling_config.pooling_mode_cls_token, PoolingMode::Cls),
+            (pooling_config.pooling_mode_max_tokens, PoolingMode::Max),
+            (pooling_config.pooling_mode_mean_tokens, PoolingMode::Mean),
+            (
+                pooling_config.pooling_mode_mean_sqrt_len_tokens,
+                PoolingMode::MeanSqrtLen,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(on, mode)| on.then_some(mode))
+        .collect();
+        if pooling.is_empty() {
+            return Err(PipelineError::InvalidModules {
+                path: pooling_path,
+                reason: "no pooling mode is enabled".into(),
+            });
+        }
+        Ok(Some(SentenceTransformerConfig {
+            transformer_dir,
+            max_seq_length: bert_config.max_seq_length,
+            do_lower_case: bert_config.do_lower_case,
+            pooling,
+            normalize,
+        }))
+    }
+}
+
+/// `dir/relative` when `relative` is a plain relative path (no `..`, no root, no prefix).
+fn module_dir(dir: &Path, relative: &str) -> Option<PathBuf> {
+    let relative = Path::new(relative);
+    relative
+        .components()
+        .all(|component| matches!(component, Component::Normal(_) | Component::CurDir))
+        .then(|| dir.join(relative))
+}
+
+/// The feature-extraction pipeline.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use safeformers_pipelines::{FeatureExtraction, FeatureExtractionOptions, cosine_similarity};
+///
+/// # fn main() -> Result<(), safeformers_pipelines::PipelineError> {
+/// let pipeline = FeatureExtraction::from_dir(
+///     Path::new("all-MiniLM-L6-v2"),
+///     &FeatureExtractionOptions::default(),
+/// )?;
+/// let embeddings = pipeline.embed(&["A man is eating food.", "A man is eating bread."])?;
+/// if let [a, b] = embeddings.as_slice() {
+///     println!("{}", cosine_similarity(a, b));
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct FeatureExtraction {
+    encoder: Encoder,
+    sentence_transformer: Option<SentenceTransformerConfig>,
+    pooling: Vec<PoolingMode>,
+    normalize: bool,
+    max_length: usize,
+    batch_size: usize,
+}
+
+impl FeatureExtraction {
+    /// Loads the pipeline from a model folder (a sentence-transformers one or a plain
+    /// Transformers one).
+    pub fn from_dir(dir: &Path, options: &FeatureExtractionOptions) -> Result<FeatureExtraction> {
+        let sentence_transformer = SentenceTransformerConfig::from_dir(dir)?;
+        let model_dir = sentence_transformer
+            .as_ref()
+            .map_or(dir, |config| config.transformer_dir.as_path());
+        let encoder = Encoder::load(model_dir, Head::Base, &options.load)?;
+        let mut pooling = match (&options.pooling, &sentence_transformer) {
+            (Some(modes), _) => modes.clone(),
+            (None, Some(config)) => config.pooling.clone(),
+            (None, None) => Vec::new(),
+        };
+        pooling.sort();
+        pooling.dedup();
+        let normalize = options.normalize
+            || sentence_transformer
+                .as_ref()
+                .is_some_and(|config| config.normalize);
+        let max_length = sentence_transformer
+            .as_ref()
+            .and_then(|config| config.max_seq_length)
+            .map_or(encoder.max_length(), |n| n.min(encoder.max_length()))
+            .max(2);
+        Ok(FeatureExtraction {
+            encoder,
+            sentence_transformer,
+            pooling,
+            normalize,
+            max_length,
+            batch_size: options.batch_size.max(1),
+        })
+    }
+
+    /// The tokenizer and model.
+    pub fn encoder(&self) -> &Encoder {
+        &self.encoder
+    }
+
+    /// The sentence-transformers configuration, when the folder is a sentence-transformers one.
+    pub fn sentence_transformer(&self) -> Option<&SentenceTransformerConfig> {
+        self.sentence_transformer.as_ref()
+    }
+
+    /// The pooling applied (empty: token embeddings are returned).
+    pub fn pooling(&self) -> &[PoolingMode] {
+        &self.pooling
+    }
+
+    /// Whether output vectors are L2-normalized.
+    pub fn normalizes(&self) -> bool {
+        self.normalize
+    }
+
+    /// Tokens per input at most (special tokens included); longer inputs are truncated.
+    pub fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// How inputs are tokenized: padded to the longest of the batch, truncated to
+    /// [`FeatureExtraction::max_length`].
+    pub fn encode_options(&self) -> EncodeOptions {
+        EncodeOptions {
+            padding: Padding::Longest,
+            truncation: Some(self.max_length),
+            ..EncodeOptions::default()
+        }
+    }
+
+    /// Tokenizes one batch as the pipeline does (sentence-transformers strips each input, and
+    /// lowercases it under `do_lower_case`).
+    pub fn tokenize<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Encodings> {
+        let texts: Vec<String> = inputs.iter().map(|s| self.prepare(s.as_ref())).collect();
+        Ok(self
+            .encoder
+            .tokenizer()
+            .encode_batch(&texts, &self.encode_options())?)
+    }
+
+    fn prepare(&self, text: &str) -> String {
+        match &self.sentence_transformer {
+            Some(config) if config.do_lower_case => text.trim().to_lowercase(),
+            Some(_) => text.trim().to_string(),
+            None => text.to_string(),
+        }
+    }
+
+    /// Runs the pipeline on `inputs`, in batches of inputs of similar length; results are in
+    /// input order.
+    pub fn run<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Features> {
+        let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
+        let mut sentences: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
+        let mut tokens: Vec<Option<Vec<Vec<f32>>>> = vec![None; inputs.len()];
+        for batch in length_sorted_batches(&lengths, self.batch_size) {
+            let texts: Vec<&str> = batch
+                .iter()
+                .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
+                .collect();
+            let encodings = self.tokenize(&texts)?;
+            let rows: Vec<_> = encodings.iter().collect();
+            let output = self.encoder.forward(&rows)?;
+            let hidden = output
+                .last_hidden_state()
+                .ok_or_else(|| self.encoder.wrong_output("last_hidden_state"))?
+                .to_vec3::<f32>()?;
+            for ((&index, row), states) in batch.iter().zip(&rows).zip(hidden) {
+                let real: Vec<Vec<f32>> = states
+                    .into_iter()
+                    .zip(&row.attention_mask)
+                    .filter(|(_, mask)| **mask != 0)
+                    .map(|(state, _)| state)
+                    .collect();
+                if self.pooling.is_empty() {
+                    let real = if self.normalize {
+                        real.into_iter().map(normalized).collect()
+                    } else {
+                        real
+                    };
+                    if let Some(slot) = tokens.get_mut(index) {
+                        *slot = Some(real);
+                    }
+                } else {
+                    let mut vector = pool(&real, &self.pooling);
+                    if self.normalize {
+                        vector = normalized(vector);
+                    }
+                    if let Some(slot) = sentences.get_mut(index) {
+                        *slot = Some(vector);
+                    }
+                }
+            }
+        }
+        Ok(if self.pooling.is_empty() {
+            Features::Tokens(tokens.into_iter().map(Option::unwrap_or_default).collect())
+        } else {
+            Features::Sentences(
+                sentences
+                    .into_iter()
+                    .map(Option::unwrap_or_default)
+                    .collect(),
+            )
+        })
+    }
+
+    /// Sentence embeddings of `inputs`, in input order; an error when the pipeline has no
+    /// pooling (a plain Transformers folder without a pooling option).
+    pub fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Vec<Vec<f32>>> {
+        match self.run(inputs)? {
+            Features::Sentences(vectors) => Ok(vectors),
+            Features::Tokens(_) => Err(PipelineError::InvalidInput(format!(
+                "{}: no pooling configured (not a sentence-transformers folder): choose one \
+                 (mean, cls, ...) to get one vector per input",
+                self.encoder.dir().display()
+            ))),
+        }
+    }
+}
+
+/// Pools the real tokens' embeddings (`[tokens, hidden]`, padding already removed) with each
+/// mode, concatenated, as sentence-transformers' `Pooling` does.
+pub fn pool(tokens: &[Vec<f32>], modes: &[PoolingMode]) -> Vec<f32> {
+    let hidden = tokens.first().map_or(0, Vec::len);
+    // sentence-transformers clamps the token count at 1e-9 so an empty input divides safely.
+    let count = (tokens.len() as f32).max(1e-9);
+    let sum = || {
+        let mut sum = vec![0f32; hidden];
+        for token in tokens {
+            for (s, v) in sum.iter_mut().zip(token) {
+                *s += v;
+            }
+        }
+        sum
+    };
+    let mut out = Vec::with_capacity(hidden * modes.len());
+    for mode in modes {
+        match mode {
+            PoolingMode::Cls => out.extend(tokens.first().cloned().unwrap_or_default()),
+            PoolingMode::Max => {
+                // Padding is set to -1e9 before the maximum in sentence-transformers.
+                let mut max = vec![-1e9f32; hidden];
+                for token in tokens {
+                    for (m, v) in max.iter_mut().zip(token) {
+                        *m = m.max(*v);
+                    }
+                }
+                out.extend(max);
+            }
+            PoolingMode::Mean => out.extend(sum().into_iter().map(|s| s / count)),
+            PoolingMode::MeanSqrtLen => {
+                let root = count.sqrt();
+                out.extend(sum().into_iter().map(|s| s / root));
+            }
+        }
+    }
+    out
+}
+
+/// `vector / max(‖vector‖₂, 1e-12)` (PyTorch's `F.normalize`, which sentence-transformers'
+/// `Normalize` calls).
+pub fn normalized(vector: Vec<f32>) -> Vec<f32> {
+    let norm = vector.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+    vector.into_iter().map(|v| v / norm).collect()
+}
+
+/// Cosine similarity of two vectors (0 when either is zero; over the shorter length if they
+/// differ).
+pub fn cosine_similarity(a: &[f32], b: &[f32]) -> f32 {
+    let (mut dot, mut na, mut nb) = (0f64, 0f64, 0f64);
+    for (x, y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(*x), f64::from(*y));
+        dot += x * y;
+        na += x * x;
+        nb += y * y;
+    }
+    let denominator = (na.sqrt() * nb.sqrt()).max(1e-12);
+    (dot / denominator) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pooling_modes_concatenate_in_sentence_transformers_order() {
+        let tokens = vec![vec![1.0, -2.0], vec![3.0, 4.0]];
+        assert_eq!(pool(&tokens, &[PoolingMode::Cls]), vec![1.0, -2.0]);
+        assert_eq!(pool(&tokens, &[PoolingMode::Max]), vec![3.0, 4.0]);
+        assert_eq!(pool(&tokens, &[PoolingMode::Mean]), vec![2.0, 1.0]);
+        let root = 2f32.sqrt();
+        assert_eq!(
+            pool(&tokens, &[PoolingMode::MeanSqrtLen]),
+            vec![4.0 / root, 2.0 / root]
+        );
+        assert_eq!(
+            pool(&tokens, &[PoolingMode::Cls, PoolingMode::Mean]),
+            vec![1.0, -2.0, 2.0, 1.0]
+        );
+        assert!(pool(&[], &[PoolingMode::Mean]).is_empty());
+    }
+
+    #[test]
+    fn normalize_and_cosine() {
+        assert_eq!(normalized(vec![3.0, 4.0]), vec![0.6, 0.8]);
+        assert_eq!(normalized(vec![0.0, 0.0]), vec![0.0, 0.0]);
+        assert!((cosine_similarity(&[1.0, 0.0], &[1.0, 1.0]) - 0.70710677).abs() < 1e-6);
+        assert_eq!(cosine_similarity(&[0.0], &[1.0]), 0.0);
+    }
+
+    #[test]
+    fn module_paths_stay_inside() {
+        let dir = Path::new("/m");
+        assert_eq!(module_dir(dir, ""), Some(PathBuf::from("/m/")));
+        assert_eq!(
+            module_dir(dir, "1_Pooling"),
+            Some(PathBuf::from("/m/1_Pooling"))
+        );
+        assert_eq!(module_dir(dir, "../x"), None);
+        assert_eq!(module_dir(dir, "/etc"), None);
+        assert_eq!(module_dir(dir, "a/../../x"), None);
+    }
+
+    fn write_modules(dir: &Path, modules: &str, pooling: &str) {
+        std::fs::create_dir_all(dir.join("1_Pooling")).unwrap_or_default();
+        std::fs::write(dir.join("modules.json"), modules).unwrap_or_default();
+        std::fs::write(dir.join("1_Pooling/config.json"), pooling).unwrap_or_default();
+    }
+
+    #[test]
+    fn modules_json_is_read_and_unknown_types_refused() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("sf-modules-{}", std::process::id()));
+        let transformer =
+            r#"{"idx":0,"name":"0","path":"","type":"sentence_transformers.models.Transformer"}"#;
+        let pooling = r#"{"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"}"#;
+        write_modules(
+            &dir,
+            &format!("[{transformer},{pooling}]"),
+            r#"{"pooling_mode_max_tokens":true,"pooling_mode_cls_token":true}"#,
+        );
+        let config = SentenceTransformerConfig::from_dir(&dir)?;
+        assert_eq!(
+            config.map(|c| (c.pooling, c.normalize)),
+            Some((vec![PoolingMode::Cls, PoolingMode::Max], false))
+        );
+
+        let dense =
+            r#"{"idx":2,"name":"2","path":"2_Dense","type":"sentence_transformers.models.Dense"}"#;
+        write_modules(
+            &dir,
+            &format!("[{transformer},{pooling},{dense}]"),
+            r#"{"pooling_mode_mean_tokens":true}"#,
+        );
+        let error = SentenceTransformerConfig::from_dir(&dir).err();
+        let message = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            message.contains("sentence_transformers.models.Dense"),
+            "{message}"
+        );
+        assert!(message.contains("never imports"), "{message}");
+
+        let escaping =
+            r#"{"idx":1,"name":"1","path":"../x","type":"sentence_transformers.models.Pooling"}"#;
+        write_modules(
+            &dir,
+            &format!("[{transformer},{escaping}]"),
+            r#"{"pooling_mode_mean_tokens":true}"#,
+        );
+        assert!(matches!(
+            SentenceTransformerConfig::from_dir(&dir),
+            Err(PipelineError::InvalidModules { .. })
+        ));
+
+        write_modules(&dir, &format!("[{transformer},{pooling}]"), "{}");
+        assert!(matches!(
+            SentenceTransformerConfig::from_dir(&dir),
+            Err(PipelineError::InvalidModules { .. })
+        ));
+        std::fs::remove_dir_all(&dir).unwrap_or_default();
+        Ok(())
+    }
+}

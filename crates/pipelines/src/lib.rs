@@ -1,0 +1,34 @@
+//! Task pipelines for encoder models, with the outputs of Transformers' `pipeline(...)`.
+//!
+//! Each pipeline loads a tokenizer and a model from one folder (a verified snapshot or a local
+//! directory) under a [`safeformers_weights::LoadPolicy`], batches its inputs, runs the model
+//! and post-processes the result into serde types shaped like Transformers' outputs:
+//!
+//! - [`FeatureExtraction`]: token embeddings (`feature-extraction`), or sentence embeddings
+//!   when the folder is a sentence-transformers one (`modules.json`; its module names are read
+//!   as identifiers, never imported).
+//! - [`TextClassification`]: `[{"label", "score"}]` per input.
+//! - [`TokenClassification`]: `[{"entity", "score", "index", "word", "start", "end"}]` or,
+//!   aggregated, `[{"entity_group", "score", "word", "start", "end"}]` per input.
+//! - [`FillMask`]: `[{"score", "token", "token_str", "sequence"}]` per mask.
+//!
+//! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
+
+mod encoder;
+mod error;
+mod feature_extraction;
+mod fill_mask;
+mod text_classification;
+mod token_classification;
+
+pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
+pub use error::{PipelineError, Result};
+pub use feature_extraction::{
+    DEFAULT_BATCH_SIZE, FeatureExtraction, FeatureExtractionOptions, Features, PoolingMode,
+    SentenceTransformerConfig, cosine_similarity, normalized, pool,
+};
+pub use fill_mask::{FillMask, MaskFill};
+pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
+pub use token_classification::{
+    Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,
+};

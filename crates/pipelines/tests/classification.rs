@@ -1,0 +1,98 @@
+//! text-classification and fill-mask against Transformers' pipelines (`pipelines.json`, made by
+//! `scripts/make_model_fixtures.py`): identical labels and tokens, scores within 1e-4.
+#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use safeformers_pipelines::{FillMask, LoadOptions, PipelineError, TextClassification};
+
+#[test]
+fn text_classification_matches_transformers() -> Result<(), PipelineError> {
+    let mut worst = 0f32;
+    let entries = common::entries("text-classification");
+    for entry in &entries {
+        let name = entry["model"].as_str().expect("model");
+        let input = entry["inputs"].as_str().expect("input");
+        assert!(entry["kwargs"]["top_k"].is_null());
+        let pipeline =
+            TextClassification::from_dir(&common::model(name), &LoadOptions::default(), 32)?;
+        // With another input in the batch (padding must not change anything).
+        let results = pipeline.run(
+            &[input, "a much longer sentence than most of the others here"],
+            None,
+        )?;
+        let expected = entry["output"].as_array().expect("labels");
+        assert_eq!(results[0].len(), expected.len(), "{name}");
+        for (actual, expected) in results[0].iter().zip(expected) {
+            assert_eq!(
+                actual.label,
+                expected["label"].as_str().expect("label"),
+                "{name}: {input}"
+            );
+            let diff = (actual.score - expected["score"].as_f64().expect("score") as f32).abs();
+            assert!(diff <= 1e-4, "{name}: {diff}");
+            worst = worst.max(diff);
+        }
+        let top = pipeline.run(&[input], Some(1))?;
+        assert_eq!(top[0].len(), 1);
+        assert_eq!(top[0][0].label, results[0][0].label);
+    }
+    eprintln!(
+        "text-classification: {} entries, worst score diff {worst:e}",
+        entries.len()
+    );
+    Ok(())
+}
+
+#[test]
+fn fill_mask_matches_transformers() -> Result<(), PipelineError> {
+    let mut worst = 0f32;
+    let entries = common::entries("fill-mask");
+    for entry in &entries {
+        let name = entry["model"].as_str().expect("model");
+        let input = entry["inputs"].as_str().expect("input");
+        let top_k = entry["kwargs"]["top_k"].as_u64().expect("top_k") as usize;
+        let pipeline = FillMask::from_dir(&common::model(name), &LoadOptions::default(), 32)?;
+        let filler = format!(
+            "{} and more words so that the first input is padded",
+            pipeline.mask_token()
+        );
+        let results = pipeline.run(&[input, filler.as_str()], top_k)?;
+        assert_eq!(results[0].len(), 1, "one mask");
+        let expected = entry["output"].as_array().expect("fills");
+        assert_eq!(results[0][0].len(), expected.len());
+        for (actual, expected) in results[0][0].iter().zip(expected) {
+            assert_eq!(
+                actual.token,
+                expected["token"].as_u64().expect("token") as u32,
+                "{name}"
+            );
+            assert_eq!(
+                actual.token_str,
+                expected["token_str"].as_str().expect("str"),
+                "{name}"
+            );
+            assert_eq!(
+                actual.sequence,
+                expected["sequence"].as_str().expect("seq"),
+                "{name}"
+            );
+            let diff = (actual.score - expected["score"].as_f64().expect("score") as f32).abs();
+            assert!(diff <= 1e-4, "{name}: {diff}");
+            worst = worst.max(diff);
+        }
+    }
+    eprintln!(
+        "fill-mask: {} entries, worst score diff {worst:e}",
+        entries.len()
+    );
+
+    let pipeline = FillMask::from_dir(&common::model("bert-mlm"), &LoadOptions::default(), 32)?;
+    assert!(matches!(
+        pipeline.run(&["no mask here"], 5),
+        Err(PipelineError::InvalidInput(_))
+    ));
+    let two = pipeline.run(&["[MASK] and [MASK]"], 2)?;
+    assert_eq!(two[0].len(), 2);
+    Ok(())
+}
