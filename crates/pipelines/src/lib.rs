@@ -11,6 +11,8 @@
 //! - [`TokenClassification`]: `[{"entity", "score", "index", "word", "start", "end"}]` or,
 //!   aggregated, `[{"entity_group", "score", "word", "start", "end"}]` per input.
 //! - [`FillMask`]: `[{"score", "token", "token_str", "sequence"}]` per mask.
+//! - [`QuestionAnswering`]: `[{"score", "start", "end", "answer"}]` per question and context,
+//!   long contexts read in overlapping windows (Transformers 4.57's pipeline).
 //!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
 
@@ -18,6 +20,7 @@ mod encoder;
 mod error;
 mod feature_extraction;
 mod fill_mask;
+mod question_answering;
 mod text_classification;
 mod token_classification;
 
@@ -28,6 +31,7 @@ pub use feature_extraction::{
     SentenceTransformerConfig, cosine_similarity, normalized, pool,
 };
 pub use fill_mask::{FillMask, MaskFill};
+pub use question_answering::{Answer, QuestionAnswering, QuestionAnsweringOptions};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
 pub use token_classification::{
     Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,
