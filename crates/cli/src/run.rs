@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 
 use safeformers_pipelines::{
     Aggregation, FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions,
-    PoolingMode, SentenceTransformerConfig, TextClassification, TokenClassification,
-    cosine_similarity,
+    PoolingMode, QuestionAnswering, QuestionAnsweringOptions, SentenceTransformerConfig,
+    TextClassification, TokenClassification, cosine_similarity,
 };
 use safeformers_weights::LoadPolicy;
 
@@ -72,6 +72,10 @@ pub enum Task {
     /// Per input, the entities: tokens ({"entity", "score", "index", "word", "start", "end"})
     /// or, with --aggregation, groups ({"entity_group", "score", "word", "start", "end"}).
     TokenClassification,
+    /// The answer to --question found in --context ({"score", "start", "end", "answer"}), or
+    /// with --top-k the N best (a list); with `-`, JSON lines {"question", "context"} on
+    /// stdin, one result line each.
+    QuestionAnswering,
 }
 
 /// `--aggregation` (Transformers' `aggregation_strategy`).
@@ -108,9 +112,22 @@ pub struct RunArgs {
     /// The task.
     #[arg(value_enum)]
     task: Task,
-    /// The inputs; `-` alone reads them from stdin, one per line.
-    #[arg(value_name = "INPUT", required = true)]
+    /// The inputs; `-` alone reads them from stdin, one per line (question-answering: one
+    /// JSON object {"question", "context"} per line).
+    #[arg(value_name = "INPUT", required_unless_present_any = ["question", "context"])]
     inputs: Vec<String>,
+    /// question-answering: the question.
+    #[arg(long, value_name = "Q")]
+    question: Option<String>,
+    /// question-answering: the text the answer is taken from.
+    #[arg(long, value_name = "C")]
+    context: Option<String>,
+    /// question-answering: the longest answer, in tokens (default 15).
+    #[arg(long, value_name = "N")]
+    max_answer_len: Option<usize>,
+    /// question-answering: also offer the empty answer (scored by the [CLS] token).
+    #[arg(long)]
+    handle_impossible_answer: bool,
     /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
     #[arg(long, value_name = "M")]
     model: PathBuf,
@@ -122,7 +139,7 @@ pub struct RunArgs {
     #[arg(long)]
     normalize: bool,
     /// text-classification: the N best labels per input (a list per input); fill-mask: the N
-    /// best tokens per mask (default 5).
+    /// best tokens per mask (default 5); question-answering: the N best answers (a list).
     #[arg(long, value_name = "N")]
     top_k: Option<usize>,
     /// token-classification: how tokens are merged into entities (default none).
@@ -169,16 +186,43 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Task::FeatureExtraction,
         )?;
     }
-    if args.top_k.is_some() && !matches!(args.task, Task::TextClassification | Task::FillMask) {
-        return Err(
-            UsageError("--top-k applies to text-classification and fill-mask".into()).into(),
-        );
+    if args.top_k.is_some()
+        && !matches!(
+            args.task,
+            Task::TextClassification | Task::FillMask | Task::QuestionAnswering
+        )
+    {
+        return Err(UsageError(
+            "--top-k applies to text-classification, fill-mask and question-answering".into(),
+        )
+        .into());
     }
     if args.top_k == Some(0) {
         return Err(UsageError("--top-k must be at least 1".into()).into());
     }
     if args.aggregation.is_some() {
         only_for("--aggregation", Task::TokenClassification)?;
+    }
+    if args.question.is_some()
+        || args.context.is_some()
+        || args.max_answer_len.is_some()
+        || args.handle_impossible_answer
+    {
+        only_for(
+            "--question, --context, --max-answer-len and --handle-impossible-answer",
+            Task::QuestionAnswering,
+        )?;
+    }
+    if args.task == Task::QuestionAnswering {
+        let pairs = question_context_pairs(args)?;
+        let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+        let load = LoadOptions {
+            policy: policy(args.allow_pickle),
+            ..LoadOptions::default()
+        };
+        args.threads
+            .install(|| question_answering(args, &dir, &load, &pairs))?;
+        return Ok(ExitCode::SUCCESS);
     }
     let inputs = read_inputs(&args.inputs)?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
@@ -192,6 +236,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Task::TextClassification => text_classification(args, &dir, &load, &inputs),
         Task::FillMask => fill_mask(args, &dir, &load, &inputs),
         Task::TokenClassification => token_classification(args, &dir, &load, &inputs),
+        // Handled above: its inputs are pairs.
+        Task::QuestionAnswering => Ok(()),
     })?;
     Ok(ExitCode::SUCCESS)
 }
@@ -344,6 +390,71 @@ fn token_classification(
     };
     let pipeline = TokenClassification::from_dir(dir, load, args.batch_size)?;
     print_compact(&pipeline.run(inputs, aggregation)?)
+}
+
+/// A question and its context, as Transformers' `{"question": .., "context": ..}` input.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuestionContext {
+    question: String,
+    context: String,
+}
+
+/// The pairs of question-answering: `--question` and `--context`, or JSON lines on stdin.
+fn question_context_pairs(args: &RunArgs) -> anyhow::Result<Vec<(String, String)>> {
+    match (&args.question, &args.context, args.inputs.as_slice()) {
+        (Some(question), Some(context), []) => Ok(vec![(question.clone(), context.clone())]),
+        (None, None, [dash]) if dash == "-" => {
+            let lines = read_inputs(&args.inputs)?;
+            let mut pairs = Vec::new();
+            for (number, line) in lines.iter().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let pair: QuestionContext = serde_json::from_str(line).map_err(|error| {
+                    UsageError(format!(
+                        "stdin line {}: expected {{\"question\": .., \"context\": ..}}: {error}",
+                        number + 1
+                    ))
+                })?;
+                pairs.push((pair.question, pair.context));
+            }
+            Ok(pairs)
+        }
+        _ => Err(UsageError(
+            "question-answering takes --question Q --context C, or `-` alone to read JSON lines \
+             {\"question\", \"context\"} from stdin"
+                .into(),
+        )
+        .into()),
+    }
+}
+
+fn question_answering(
+    args: &RunArgs,
+    dir: &Path,
+    load: &LoadOptions,
+    pairs: &[(String, String)],
+) -> anyhow::Result<()> {
+    let pipeline = QuestionAnswering::from_dir(dir, load, args.batch_size)?;
+    let defaults = QuestionAnsweringOptions::default();
+    let options = QuestionAnsweringOptions {
+        max_answer_len: args.max_answer_len.unwrap_or(defaults.max_answer_len),
+        handle_impossible_answer: args.handle_impossible_answer,
+        ..defaults
+    };
+    let results = pipeline.run(pairs, args.top_k.unwrap_or(1), &options)?;
+    for mut answers in results {
+        // Transformers: a lone answer is an object, anything else a list.
+        if answers.len() == 1 {
+            if let Some(only) = answers.pop() {
+                print_compact(&only)?;
+            }
+        } else {
+            print_compact(&answers)?;
+        }
+    }
+    Ok(())
 }
 
 /// One value, or a list of them (Transformers' shape for one mask versus several).
