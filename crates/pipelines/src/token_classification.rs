@@ -8,17 +8,13 @@
 //! applies: a token starts a word when the character before it, or its own first character, is
 //! a space.
 
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 
 use safeformers_models::Head;
-use safeformers_tokenize::DEFAULT_MAX_TOKENIZER_JSON_BYTES;
 use serde::Serialize;
-use tokenizers::Decoder as _;
-use tokenizers::decoders::DecoderWrapper;
 
 use crate::encoder::{Encoder, LoadOptions, softmax};
-use crate::error::{PipelineError, Result};
+use crate::error::Result;
 
 /// How token predictions are merged (Transformers' `aggregation_strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,8 +113,6 @@ struct Labelled {
 #[derive(Debug)]
 pub struct TokenClassification {
     encoder: Encoder,
-    /// The tokenizer's decoder, for `convert_tokens_to_string`.
-    decoder: Option<DecoderWrapper>,
     has_subword_prefix: bool,
     batch_size: usize,
 }
@@ -131,30 +125,9 @@ impl TokenClassification {
         batch_size: usize,
     ) -> Result<TokenClassification> {
         let encoder = Encoder::load(dir, Head::TokenClassification, options)?;
-        // The tokenize crate keeps its `tokenizers::Tokenizer` to itself; the decoder and the
-        // model's subword prefix are read from the same (already validated) file.
-        let path = dir.join("tokenizer.json");
-        let json: serde_json::Value =
-            crate::encoder::read_json_capped(&path, DEFAULT_MAX_TOKENIZER_JSON_BYTES)?;
-        let decoder = match json.get("decoder") {
-            None | Some(serde_json::Value::Null) => None,
-            Some(value) => Some(
-                serde_json::from_value::<DecoderWrapper>(value.clone()).map_err(|source| {
-                    PipelineError::Json {
-                        path: path.clone(),
-                        source,
-                    }
-                })?,
-            ),
-        };
-        let has_subword_prefix = json
-            .get("model")
-            .and_then(|model| model.get("continuing_subword_prefix"))
-            .and_then(serde_json::Value::as_str)
-            .is_some_and(|prefix| !prefix.is_empty());
+        let has_subword_prefix = encoder.tokenizer().continuing_subword_prefix().is_some();
         Ok(TokenClassification {
             encoder,
-            decoder,
             has_subword_prefix,
             batch_size: batch_size.max(1),
         })
@@ -167,12 +140,7 @@ impl TokenClassification {
 
     /// Transformers' `convert_tokens_to_string`: the decoder on token strings (no cleanup).
     fn tokens_to_string(&self, tokens: Vec<String>) -> Result<String> {
-        let Some(decoder) = &self.decoder else {
-            return Ok(tokens.join(" "));
-        };
-        catch_unwind(AssertUnwindSafe(|| decoder.decode(tokens)))
-            .map_err(|_| PipelineError::InvalidInput("the tokenizer's decoder panicked".into()))?
-            .map_err(|error| PipelineError::InvalidInput(format!("decoding tokens: {error}")))
+        Ok(self.encoder.tokenizer().convert_tokens_to_string(tokens)?)
     }
 
     /// The entities of each input, in input order.

@@ -565,6 +565,30 @@ impl Tokenizer {
             text
         })
     }
+
+    /// Transformers' `convert_tokens_to_string`: the tokenizer's decoder applied to token
+    /// strings, without cleanup; tokens joined with spaces when there is no decoder.
+    pub fn convert_tokens_to_string(&self, tokens: Vec<String>) -> Result<String> {
+        use tokenizers::Decoder as _;
+        let Some(decoder) = self.inner.get_decoder() else {
+            return Ok(tokens.join(" "));
+        };
+        catch_unwind(AssertUnwindSafe(|| decoder.decode(tokens)))
+            .map_err(|payload| TokenizeError::Decode(panic_message(payload.as_ref())))?
+            .map_err(|e| TokenizeError::Decode(e.to_string()))
+    }
+
+    /// The model's continuing-subword prefix (WordPiece's `##`), if it has a non-empty one: a
+    /// token that starts with it continues the previous word.
+    pub fn continuing_subword_prefix(&self) -> Option<&str> {
+        use tokenizers::models::ModelWrapper;
+        let prefix = match self.inner.get_model() {
+            ModelWrapper::WordPiece(model) => Some(model.continuing_subword_prefix.as_str()),
+            ModelWrapper::BPE(model) => model.continuing_subword_prefix.as_deref(),
+            _ => None,
+        };
+        prefix.filter(|prefix| !prefix.is_empty())
+    }
 }
 
 /// The lengths the `tokenizers` library's `truncate_encodings` will cut the sequences to

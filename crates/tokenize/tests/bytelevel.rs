@@ -116,3 +116,15 @@ fn special_token_text_in_the_input_is_one_token() {
         batch.rows[0].tokens
     );
 }
+
+#[test]
+fn byte_level_tokens_to_string_and_no_subword_prefix() {
+    // Byte-level BPE marks word starts (`Ġ`), not continuations: no prefix; the decoder maps
+    // `Ġ` back to a space.
+    let tokenizer = tokenizer();
+    assert_eq!(tokenizer.continuing_subword_prefix(), None);
+    let text = tokenizer
+        .convert_tokens_to_string(vec!["a".into(), "Ġb".into()])
+        .unwrap();
+    assert_eq!(text, "a b");
+}

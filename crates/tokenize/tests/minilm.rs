@@ -226,3 +226,14 @@ fn option_errors() {
             .is_empty()
     );
 }
+
+#[test]
+fn tokens_to_string_and_subword_prefix() {
+    // Transformers: tokenizer.convert_tokens_to_string(["hello", "world", "##s"]) == "hello worlds"
+    let tokenizer = tokenizer();
+    assert_eq!(tokenizer.continuing_subword_prefix(), Some("##"));
+    let text = tokenizer
+        .convert_tokens_to_string(vec!["hello".into(), "world".into(), "##s".into()])
+        .unwrap();
+    assert_eq!(text, "hello worlds");
+}
