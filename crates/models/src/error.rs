@@ -158,6 +158,24 @@ pub enum Error {
         reason: String,
     },
 
+    /// A KV cache was asked for a layer it does not have (a bug in the model code).
+    #[error("KV cache has no layer {layer}")]
+    CacheLayer {
+        /// The layer asked for.
+        layer: usize,
+    },
+
+    /// The sequence (prompt plus generated tokens) is longer than the model's context window.
+    #[error(
+        "sequence of {length} tokens is longer than the model's context window of {limit} tokens"
+    )]
+    ContextTooLong {
+        /// Tokens in the sequence.
+        length: usize,
+        /// The model's limit.
+        limit: usize,
+    },
+
     /// A tensor operation failed (a bug or an exhausted resource, not bad input).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -28,6 +28,7 @@
 
 pub mod auto;
 pub mod bert;
+pub mod causal_lm;
 pub mod config;
 pub mod distilbert;
 pub mod error;
@@ -38,6 +39,7 @@ pub mod roberta;
 pub mod weights;
 
 pub use auto::{Architecture, AutoModel, Head, LoadedModel, SUPPORTED_MODEL_TYPES};
+pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel};
