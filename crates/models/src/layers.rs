@@ -77,6 +77,41 @@ impl LayerNorm {
     }
 }
 
+/// Root-mean-square layer norm (`LlamaRMSNorm`, `T5LayerNorm`): `x / √(mean(x²) + ε) · w`,
+/// without centring or bias. Gemma stores `w - 1` and multiplies by `(1 + w)`
+/// ([`RmsNorm::load_gemma`]).
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    /// The multiplier (for Gemma, `1 + w` already added).
+    scale: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    /// Loads `weight` `[size]` (Llama, Mistral, Qwen2, Phi-3).
+    pub fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            scale: weights.get(&[size], "weight")?,
+            eps,
+        })
+    }
+
+    /// Loads Gemma's `weight` `[size]`, applied as `(1 + weight)` (`GemmaRMSNorm`).
+    pub fn load_gemma(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
+        Ok(RmsNorm {
+            scale: (weights.get(&[size], "weight")? + 1.0)?,
+            eps,
+        })
+    }
+
+    /// Normalizes `[..., size]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normalized = x.broadcast_mul(&(mean_square + self.eps)?.sqrt()?.recip()?)?;
+        Ok(normalized.broadcast_mul(&self.scale)?)
+    }
+}
+
 /// `nn.Embedding`: rows of a `[num, dim]` table picked by index.
 #[derive(Debug, Clone)]
 pub struct Embedding {

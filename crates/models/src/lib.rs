@@ -36,6 +36,7 @@ pub mod heads;
 pub mod layers;
 pub mod output;
 pub mod roberta;
+pub mod rotary;
 pub mod weights;
 
 pub use auto::{Architecture, AutoModel, Head, LoadedModel, SUPPORTED_MODEL_TYPES};
