@@ -34,6 +34,7 @@ pub mod distilbert;
 pub mod error;
 pub mod heads;
 pub mod layers;
+pub mod llama;
 pub mod output;
 pub mod roberta;
 pub mod rotary;

@@ -176,10 +176,9 @@ impl RopeParameters {
         };
         let (theta, theta_field) = dict_or_top("rope_theta", 10_000.0)?;
         if !(theta.is_finite() && theta > 1.0) {
-            return Err(config.invalid_field(
-                &theta_field,
-                &format!("{theta} is not a base above 1"),
-            ));
+            return Err(
+                config.invalid_field(&theta_field, &format!("{theta} is not a base above 1"))
+            );
         }
         let (partial_rotary_factor, partial_field) = dict_or_top("partial_rotary_factor", 1.0)?;
         if !(partial_rotary_factor > 0.0 && partial_rotary_factor <= 1.0) {
@@ -189,7 +188,7 @@ impl RopeParameters {
             ));
         }
         let rotary_dim = rotary_dim(head_dim, partial_rotary_factor);
-        if rotary_dim < 2 || rotary_dim % 2 != 0 {
+        if rotary_dim < 2 || !rotary_dim.is_multiple_of(2) {
             return Err(config.invalid_field(
                 &partial_field,
                 &format!(
@@ -200,9 +199,8 @@ impl RopeParameters {
         }
 
         let mut rope_type = match (dict.get("rope_type"), dict.get("type")) {
-            (Some(Value::String(name)), _) | (None | Some(Value::Null), Some(Value::String(name))) => {
-                name.clone()
-            }
+            (Some(Value::String(name)), _)
+            | (None | Some(Value::Null), Some(Value::String(name))) => name.clone(),
             (None | Some(Value::Null), None | Some(Value::Null)) => "default".to_string(),
             _ => return Err(reader.invalid("rope_type", "must be a string")),
         };
@@ -253,11 +251,8 @@ impl RopeParameters {
                 }
             }
             "yarn" => {
-                let original = positive(
-                    &reader,
-                    "original_max_position_embeddings",
-                    original_max()?,
-                )?;
+                let original =
+                    positive(&reader, "original_max_position_embeddings", original_max()?)?;
                 let factor = match reader.number("factor")? {
                     Some(factor) => positive(&reader, "factor", factor)?,
                     None => max_position_embeddings as f64 / original,
@@ -281,11 +276,8 @@ impl RopeParameters {
                 }
             }
             "longrope" => {
-                let original = positive(
-                    &reader,
-                    "original_max_position_embeddings",
-                    original_max()?,
-                )?;
+                let original =
+                    positive(&reader, "original_max_position_embeddings", original_max()?)?;
                 let frequencies = rotary_dim / 2;
                 RopeScaling::LongRope {
                     short_factor: reader.factor_list("short_factor", frequencies)?,
@@ -476,9 +468,7 @@ impl RotaryEmbedding {
         let dim = self.rotary_dim;
         let theta = self.parameters.theta;
         // `base ** (arange(0, dim, 2) / dim)` in float32.
-        let exponents: Vec<f32> = (0..dim / 2)
-            .map(|i| (2 * i) as f32 / dim as f32)
-            .collect();
+        let exponents: Vec<f32> = (0..dim / 2).map(|i| (2 * i) as f32 / dim as f32).collect();
         let powers = |base: f64| -> Vec<f32> {
             exponents
                 .iter()
@@ -607,7 +597,10 @@ impl RotaryEmbedding {
     /// `[batch, seq, rotary_dim]` f32, already multiplied by the attention scaling.
     pub fn cos_sin(&self, position_ids: &Tensor) -> Result<(Tensor, Tensor)> {
         let (batch, seq) = position_ids.dims2()?;
-        let positions = position_ids.to_dtype(DType::I64)?.flatten_all()?.to_vec1::<i64>()?;
+        let positions = position_ids
+            .to_dtype(DType::I64)?
+            .flatten_all()?
+            .to_vec1::<i64>()?;
         let mut max_position = 0usize;
         let mut as_f32 = Vec::with_capacity(positions.len());
         for position in positions {
@@ -715,8 +708,14 @@ mod tests {
     #[test]
     fn bad_rope_values_name_the_field() {
         for (text, field) in [
-            (r#"{"rope_scaling":{"type":"wavy"}}"#, "rope_scaling.rope_type"),
-            (r#"{"rope_scaling":{"type":"linear"}}"#, "rope_scaling.factor"),
+            (
+                r#"{"rope_scaling":{"type":"wavy"}}"#,
+                "rope_scaling.rope_type",
+            ),
+            (
+                r#"{"rope_scaling":{"type":"linear"}}"#,
+                "rope_scaling.factor",
+            ),
             (
                 r#"{"rope_parameters":{"rope_type":"dynamic","factor":-2}}"#,
                 "rope_parameters.factor",
@@ -734,7 +733,10 @@ mod tests {
                 "rope_parameters.truncate",
             ),
             (r#"{"rope_theta":0}"#, "rope_theta"),
-            (r#"{"rope_parameters":{"rope_theta":-1}}"#, "rope_parameters.rope_theta"),
+            (
+                r#"{"rope_parameters":{"rope_theta":-1}}"#,
+                "rope_parameters.rope_theta",
+            ),
             (r#"{"rope_theta":"big"}"#, "rope_theta"),
             (r#"{"partial_rotary_factor":1.5}"#, "partial_rotary_factor"),
             (r#"{"rope_scaling":3}"#, "rope_scaling"),
@@ -753,7 +755,8 @@ mod tests {
         let text = r#"{"original_max_position_embeddings":16,"rope_scaling":{"type":"su",
             "short_factor":[1,1,1,1,1,1,1,1],"long_factor":[2,2,2,2,2,2,2,2],
             "original_max_position_embeddings":99}}"#;
-        let phi3 = RopeParameters::from_config(&config(text), 64, 16, RopeConfigRules { phi3: true })?;
+        let phi3 =
+            RopeParameters::from_config(&config(text), 64, 16, RopeConfigRules { phi3: true })?;
         match phi3.scaling {
             RopeScaling::LongRope {
                 original_max_position_embeddings,

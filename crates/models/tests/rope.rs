@@ -7,6 +7,14 @@
 //! relative, `cos`/`sin` within 2e-5 absolute (positions reach 100, where one f32 ulp of the
 //! angle is ~8e-6).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a test: a broken fixture or a mismatch should fail loudly"
+)]
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -15,7 +23,8 @@ use safeformers_models::rotary::{RopeConfigRules, RopeParameters, RotaryEmbeddin
 use serde_json::Value;
 
 fn fixture() -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rope/rope.json");
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/rope/rope.json");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| {
         panic!(
             "{}: {error}; run scripts/make_rope_fixtures.py",
@@ -52,9 +61,11 @@ fn every_scaling_matches_transformers() {
         };
         let parameters = RopeParameters::from_config(&config, max_positions, head_dim, rules)
             .unwrap_or_else(|error| panic!("{name}: {error}"));
-        let rotary = RotaryEmbedding::new(parameters, head_dim, max_positions, &Device::Cpu).unwrap();
+        let rotary =
+            RotaryEmbedding::new(parameters, head_dim, max_positions, &Device::Cpu).unwrap();
 
-        let positions: Vec<Vec<i64>> = serde_json::from_value(case["position_ids"].clone()).unwrap();
+        let positions: Vec<Vec<i64>> =
+            serde_json::from_value(case["position_ids"].clone()).unwrap();
         let seq_len = positions.iter().flatten().max().copied().unwrap() as usize + 1;
         let (inv_freq, scaling) = rotary.inv_freq_for(seq_len);
         let expected = floats(&case["inv_freq"]);
