@@ -26,6 +26,7 @@
 //! # }
 //! ```
 
+pub mod attention;
 pub mod auto;
 pub mod bert;
 pub mod causal_lm;
