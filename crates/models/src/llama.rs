@@ -24,14 +24,15 @@
 //! caller's padding mask, over cache indices, as Transformers' `create_causal_mask` /
 //! `create_sliding_window_causal_mask` do.
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::attention::{DecoderInputs, scaled_dot_product_attention};
 use crate::causal_lm::{CausalLm, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::layers::{Activation, Embedding, Inputs, Linear, RmsNorm, softmax_last_dim};
+use crate::layers::{Activation, Embedding, Linear, RmsNorm};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
 
@@ -498,7 +499,7 @@ impl Attention {
         })
     }
 
-    /// `x` `[batch, new, hidden]`; `bias` `[batch, 1, 1, new, past + new]` (additive).
+    /// `x` `[batch, new, hidden]`; `bias` `[batch, 1, new, past + new]` (additive).
     fn forward(
         &self,
         x: &Tensor,
@@ -521,24 +522,8 @@ impl Attention {
         let q = rotary.apply(&q, cos, sin)?;
         let k = rotary.apply(&k, cos, sin)?.contiguous()?;
         let (keys, values) = cache.append(self.layer, &k, &v)?;
-        let total = keys.dim(2)?;
-
-        // Grouped-query attention without copying keys: query head h uses kv head
-        // h / (heads / kv_heads) (`repeat_kv`), so the queries of one kv head are grouped.
-        let groups = self.heads / self.kv_heads;
-        let q = q.reshape((batch, self.kv_heads, groups * new, self.head_dim))?;
         let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let scores = (q.matmul(&keys.transpose(2, 3)?.contiguous()?)? * scale)?
-            .reshape((batch, self.kv_heads, groups, new, total))?
-            .broadcast_add(bias)?;
-        let probs =
-            softmax_last_dim(&scores)?.reshape((batch, self.kv_heads, groups * new, total))?;
-        let context = probs
-            .matmul(&values.contiguous()?)?
-            .reshape((batch, self.heads, new, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((batch, new, self.heads * self.head_dim))?;
+        let context = scaled_dot_product_attention(&q, &keys, &values, Some(bias), scale)?;
         self.o_proj.forward(&context)
     }
 }
@@ -644,36 +629,6 @@ impl LlamaForCausalLM {
     pub fn llama_config(&self) -> &LlamaConfig {
         &self.llama
     }
-
-    /// The additive mask `[batch, 1, 1, new, past + new]`: 0 where query `i` (cache index
-    /// `past + i`) may see key `j` — `j` is not padding, `j ≤ past + i`, and within the window
-    /// (`j > past + i - window`) when there is one — else the most negative f32.
-    fn attention_bias(
-        &self,
-        mask: &[Vec<i64>],
-        past: usize,
-        new: usize,
-        window: Option<usize>,
-    ) -> Result<Tensor> {
-        let total = past + new;
-        let mut values = Vec::with_capacity(mask.len() * new * total);
-        for row in mask {
-            for query in 0..new {
-                let position = past + query;
-                for (key, &attend) in row.iter().enumerate() {
-                    let visible = attend != 0
-                        && key <= position
-                        && window.is_none_or(|window| key + window > position);
-                    values.push(if visible { 0.0 } else { f32::MIN });
-                }
-            }
-        }
-        Ok(Tensor::from_vec(
-            values,
-            (mask.len(), 1, 1, new, total),
-            &self.device,
-        )?)
-    }
 }
 
 impl CausalLm for LlamaForCausalLM {
@@ -700,51 +655,29 @@ impl CausalLm for LlamaForCausalLM {
         attention_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let inputs = Inputs::check(input_ids, None, None, self.llama.vocab_size, usize::MAX, 1)?;
-        let (batch, new) = inputs.ids.dims2()?;
-        if position_ids.dims() != [batch, new] {
-            return Err(Error::Input {
-                input: "position_ids",
-                reason: format!(
-                    "shape {:?} differs from input_ids [{batch}, {new}]",
-                    position_ids.dims()
-                ),
-            });
-        }
-        let past = cache.seq_len();
-        if attention_mask.dims() != [batch, past + new] {
-            return Err(Error::Input {
-                input: "attention_mask",
-                reason: format!(
-                    "shape {:?}; expected [{batch}, {}] ({past} cached + {new} new tokens)",
-                    attention_mask.dims(),
-                    past + new
-                ),
-            });
-        }
-        let mask = attention_mask.to_dtype(DType::I64)?.to_vec2::<i64>()?;
-
+        let inputs = DecoderInputs::check(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache.seq_len(),
+            self.llama.vocab_size,
+            None,
+        )?;
         let mut hidden = self.embed_tokens.forward(&inputs.ids)?;
         if let Some(scale) = self.embed_scale {
             hidden = (hidden * scale)?;
         }
-        let cos_sin = self.rotary.cos_sin(position_ids)?;
-        let full_bias = self.attention_bias(&mask, past, new, None)?;
-        let mut window_biases: Vec<(usize, Tensor)> = Vec::new();
+        let cos_sin = self.rotary.cos_sin(&inputs.position_ids)?;
+        let full_bias = inputs.attention_bias(None, &self.device)?;
+        // Every sliding layer has the config's one `sliding_window`.
+        let sliding_bias = match self.layers.iter().find_map(|layer| layer.window) {
+            Some(window) => Some(inputs.attention_bias(Some(window), &self.device)?),
+            None => None,
+        };
         for layer in &self.layers {
-            let bias = match layer.window {
-                None => &full_bias,
-                Some(window) => {
-                    if !window_biases.iter().any(|(w, _)| *w == window) {
-                        let bias = self.attention_bias(&mask, past, new, Some(window))?;
-                        window_biases.push((window, bias));
-                    }
-                    window_biases
-                        .iter()
-                        .find(|(w, _)| *w == window)
-                        .map(|(_, bias)| bias)
-                        .unwrap_or(&full_bias)
-                }
+            let bias = match (layer.window, &sliding_bias) {
+                (Some(_), Some(sliding_bias)) => sliding_bias,
+                _ => &full_bias,
             };
             let residual = hidden.clone();
             let attended = layer.self_attn.forward(
@@ -762,8 +695,6 @@ impl CausalLm for LlamaForCausalLM {
             hidden = (residual + transformed)?;
         }
         let hidden = self.norm.forward(&hidden)?;
-        let logits = self.lm_head.forward(&hidden)?;
-        debug_assert_eq!(logits.dim(D::Minus1).ok(), Some(self.llama.vocab_size));
-        Ok(logits)
+        self.lm_head.forward(&hidden)
     }
 }
