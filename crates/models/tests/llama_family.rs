@@ -1,6 +1,8 @@
 //! The Llama family against Transformers: `tests/fixtures/decoders/<name>/` (written by
 //! `scripts/make_decoder_fixtures.py`) for llama (and its linear / dynamic / llama3 / yarn rope
-//! variants), mistral, qwen2, gemma, phi3 and phi3-longrope, loaded through
+//! variants, and attention/MLP bias with a wide `head_dim` and a tied head absent from the file),
+//! mistral, qwen2 (and with sliding windows on its upper layer), gemma, phi3, phi3-longrope and
+//! phi3 with partial rotary and a sliding window, loaded through
 //! [`LlamaForCausalLM::load`].
 //!
 //! Measured: logits of one sequence and of a right-padded batch (real positions only) within
@@ -35,6 +37,9 @@ const MODELS: &[&str] = &[
     "gemma",
     "phi3",
     "phi3-longrope",
+    "llama-bias-headdim",
+    "qwen2-sliding",
+    "phi3-partial-window",
 ];
 
 fn fixture_dir(name: &str) -> PathBuf {
