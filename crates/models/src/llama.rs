@@ -236,6 +236,21 @@ impl LlamaConfig {
                 &format!("{head_dim} is odd; rotary embeddings rotate pairs"),
             ));
         }
+        // Projection widths: heads·head_dim + 2·kv_heads·head_dim and 2·intermediate must be
+        // representable (a hostile config could overflow them).
+        let projection_width = kv_heads
+            .checked_mul(2)
+            .and_then(|kv_rows| kv_rows.checked_add(heads))
+            .and_then(|rows| rows.checked_mul(head_dim));
+        if projection_width.is_none() {
+            return Err(config.invalid_field(
+                "head_dim",
+                &format!("{head_dim} × {heads} heads is too large"),
+            ));
+        }
+        if raw.intermediate_size.checked_mul(2).is_none() {
+            return Err(config.invalid_field("intermediate_size", "is too large"));
+        }
         let activation_name = match (raw.hidden_act.as_deref(), family) {
             // Gemma's legacy `gelu` means the tanh approximation (GemmaConfig.__post_init__).
             (None | Some("gelu"), Family::Gemma) => "gelu_pytorch_tanh",

@@ -224,9 +224,20 @@ impl RopeParameters {
             "linear" => RopeScaling::Linear {
                 factor: reader.factor("factor")?,
             },
-            "dynamic" => RopeScaling::Dynamic {
-                factor: reader.factor("factor")?,
-            },
+            "dynamic" => {
+                // The NTK exponent is `dim / (dim - 2)`.
+                if rotary_dim <= 2 {
+                    return Err(reader.invalid(
+                        "rope_type",
+                        &format!(
+                            "`dynamic` needs more than 2 rotated dimensions, not {rotary_dim}"
+                        ),
+                    ));
+                }
+                RopeScaling::Dynamic {
+                    factor: reader.factor("factor")?,
+                }
+            }
             "llama3" => {
                 let low_freq_factor = reader.factor("low_freq_factor")?;
                 let high_freq_factor = reader.factor("high_freq_factor")?;

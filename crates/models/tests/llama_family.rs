@@ -281,6 +281,15 @@ fn bad_configs_are_errors_naming_the_field() {
             "layer_types",
         ),
         (r#"{"tie_word_embeddings":"yes"}"#, "tie_word_embeddings"),
+        (r#"{"head_dim":9223372036854775806}"#, "head_dim"),
+        (
+            r#"{"intermediate_size":18446744073709551615}"#,
+            "intermediate_size",
+        ),
+        (
+            r#"{"head_dim":2,"rope_parameters":{"rope_type":"dynamic","factor":2}}"#,
+            "rope_parameters.rope_type",
+        ),
     ] {
         match config_error(patch) {
             Error::InvalidConfigField { field: got, .. } => assert_eq!(got, field, "{patch}"),
