@@ -590,16 +590,19 @@ pub struct LlamaForCausalLM {
 }
 
 impl LlamaForCausalLM {
-    /// Builds the model of `config`'s family from `checkpoint` (tensor names as saved by
-    /// Transformers: `model.…` and `lm_head.weight`).
-    pub fn load(
-        config: ModelConfig,
-        checkpoint: &safeformers_weights::Checkpoint,
-        device: &Device,
-    ) -> Result<LlamaForCausalLM> {
+    /// Builds the model of `config`'s family from `weights` (tensor names as Transformers saves
+    /// them: `model.…` and `lm_head.weight`; a checkpoint of the bare model without the `model.`
+    /// prefix loads too, with the head tied).
+    pub fn load(weights: &Weights<'_>, config: ModelConfig) -> Result<LlamaForCausalLM> {
         let llama = LlamaConfig::from_model_config(&config)?;
-        let weights = Weights::new(checkpoint, device);
-        let model = weights.pp("model");
+        let device = weights.device().clone();
+        let model = if weights.contains("model.embed_tokens.weight")
+            || !weights.contains("embed_tokens.weight")
+        {
+            weights.pp("model")
+        } else {
+            weights.pp("")
+        };
         let embed_tokens = Embedding::load(
             &model.pp("embed_tokens"),
             llama.vocab_size,
@@ -623,7 +626,7 @@ impl LlamaForCausalLM {
             llama.rope.clone(),
             llama.head_dim,
             llama.max_position_embeddings,
-            device,
+            &device,
         )?;
         let embed_scale =
             (llama.family == Family::Gemma).then(|| f64::from((llama.hidden_size as f32).sqrt()));
@@ -636,7 +639,7 @@ impl LlamaForCausalLM {
             norm,
             lm_head,
             rotary,
-            device: device.clone(),
+            device,
         })
     }
 

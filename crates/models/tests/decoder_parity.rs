@@ -316,7 +316,23 @@ fn every_supported_fixture_matches_transformers() {
         check_fixture(dir, &outputs);
         checked.push(name);
     }
-    for required in ["gpt2", "gpt2-scaled"] {
+    for required in [
+        "gpt2",
+        "gpt2-scaled",
+        "llama",
+        "llama-rope-linear",
+        "llama-rope-dynamic",
+        "llama-rope-llama3",
+        "llama-rope-yarn",
+        "llama-bias-headdim",
+        "mistral",
+        "qwen2",
+        "qwen2-sliding",
+        "gemma",
+        "phi3",
+        "phi3-longrope",
+        "phi3-partial-window",
+    ] {
         assert!(
             checked.iter().any(|name| name == required),
             "fixture {required} was not checked (found {dirs:?})"
