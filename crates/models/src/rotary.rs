@@ -204,8 +204,17 @@ impl RopeParameters {
             (None | Some(Value::Null), None | Some(Value::Null)) => "default".to_string(),
             _ => return Err(reader.invalid("rope_type", "must be a string")),
         };
-        if rules.phi3 && (rope_type == "su" || rope_type == "yarn") {
-            rope_type = "longrope".to_string();
+        if rules.phi3 {
+            if rope_type == "su" || rope_type == "yarn" {
+                rope_type = "longrope".to_string();
+            }
+            // Phi3Config.validate_rope accepts nothing else.
+            if rope_type != "default" && rope_type != "longrope" {
+                return Err(reader.invalid(
+                    "rope_type",
+                    &format!("`{rope_type}` is not default or longrope (the Phi-3 rope types)"),
+                ));
+            }
         }
         // Transformers moves the pretraining length into the dict for these types; Phi-3's
         // declared top-level field wins over the dict.
@@ -776,6 +785,11 @@ mod tests {
             other => panic!("expected longrope, got {other:?}"),
         }
         assert!(parse(text).is_err(), "`su` is only a Phi-3 spelling");
+        let linear = config(r#"{"rope_scaling":{"type":"linear","factor":2}}"#);
+        assert!(matches!(
+            RopeParameters::from_config(&linear, 64, 16, RopeConfigRules { phi3: true }),
+            Err(Error::InvalidConfigField { field, .. }) if field == "rope_scaling.rope_type"
+        ));
         Ok(())
     }
 
