@@ -165,8 +165,8 @@ pub struct LlamaConfig {
     pub o_bias: bool,
     /// Bias on the MLP projections.
     pub mlp_bias: bool,
-    /// The sliding window of each layer (`None`: full causal attention).
-    pub layer_windows: Vec<Option<usize>>,
+    /// Which layers use a sliding window (see [`LlamaConfig::layer_window`]).
+    sliding_layers: SlidingLayers,
     /// Rotary embedding parameters.
     pub rope: RopeParameters,
 }
@@ -304,28 +304,33 @@ impl LlamaConfig {
 
         let sliding_window = sliding_window(config, family)?;
         let layers = raw.num_hidden_layers;
-        let layer_windows = match family {
-            Family::Llama | Family::Gemma => vec![None; layers],
-            Family::Mistral | Family::Phi3 => vec![sliding_window; layers],
+        // Which layers slide: a rule, not a per-layer list, so a config claiming 10¹² layers
+        // costs nothing before the checkpoint proves otherwise.
+        let sliding_layers = match family {
+            Family::Llama | Family::Gemma => SlidingLayers::None,
+            Family::Mistral | Family::Phi3 => match sliding_window {
+                Some(window) => SlidingLayers::From { first: 0, window },
+                None => SlidingLayers::None,
+            },
             Family::Qwen2 => {
                 let window = if raw.use_sliding_window.unwrap_or(false) {
                     sliding_window
                 } else {
                     None
                 };
-                match &raw.layer_types {
-                    Some(types) => {
+                match (&raw.layer_types, window) {
+                    (Some(types), _) => {
                         if types.len() != layers {
                             return Err(config.invalid_field(
                                 "layer_types",
                                 &format!("has {} entries for {layers} layers", types.len()),
                             ));
                         }
-                        types
+                        let sliding = types
                             .iter()
                             .map(|kind| match kind.as_str() {
-                                "full_attention" => Ok(None),
-                                "sliding_attention" => Ok(window),
+                                "full_attention" => Ok(false),
+                                "sliding_attention" => Ok(true),
                                 other => Err(config.invalid_field(
                                     "layer_types",
                                     &format!(
@@ -333,14 +338,17 @@ impl LlamaConfig {
                                     ),
                                 )),
                             })
-                            .collect::<Result<Vec<_>>>()?
+                            .collect::<Result<Vec<_>>>()?;
+                        match window {
+                            Some(window) => SlidingLayers::Listed { sliding, window },
+                            None => SlidingLayers::None,
+                        }
                     }
-                    None => {
-                        let first_sliding = raw.max_window_layers.unwrap_or(28);
-                        (0..layers)
-                            .map(|layer| window.filter(|_| layer >= first_sliding))
-                            .collect()
-                    }
+                    (None, Some(window)) => SlidingLayers::From {
+                        first: raw.max_window_layers.unwrap_or(28),
+                        window,
+                    },
+                    (None, None) => SlidingLayers::None,
                 }
             }
         };
@@ -369,9 +377,36 @@ impl LlamaConfig {
             qkv_bias,
             o_bias,
             mlp_bias,
-            layer_windows,
+            sliding_layers,
             rope,
         })
+    }
+}
+
+/// The layers that attend through a sliding window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SlidingLayers {
+    /// None: full causal attention everywhere.
+    None,
+    /// Layers `first..` (Mistral and Phi-3: all; Qwen2: from `max_window_layers`).
+    From { first: usize, window: usize },
+    /// Qwen2's `layer_types`: `true` for `sliding_attention`.
+    Listed { sliding: Vec<bool>, window: usize },
+}
+
+impl LlamaConfig {
+    /// The sliding window of layer `layer` (`None`: full causal attention), as Transformers'
+    /// `layer_types` / `sliding_window` / `use_sliding_window` / `max_window_layers` decide.
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        match &self.sliding_layers {
+            SlidingLayers::None => None,
+            SlidingLayers::From { first, window } => (layer >= *first).then_some(*window),
+            SlidingLayers::Listed { sliding, window } => sliding
+                .get(layer)
+                .copied()
+                .unwrap_or(false)
+                .then_some(*window),
+        }
     }
 }
 
@@ -568,7 +603,7 @@ impl DecoderLayer {
             self_attn: Attention::load(&weights.pp("self_attn"), config, layer)?,
             post_attention_layernorm: load_norm(&weights.pp("post_attention_layernorm"), config)?,
             mlp: Mlp::load(&weights.pp("mlp"), config)?,
-            window: config.layer_windows.get(layer).copied().flatten(),
+            window: config.layer_window(layer),
         })
     }
 }

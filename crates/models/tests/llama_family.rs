@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
 use safeformers_models::llama::{LlamaConfig, LlamaForCausalLM};
-use safeformers_models::{CausalLm, Error, ModelConfig, Weights};
+use safeformers_models::{AutoModelForCausalLM, CausalLm, Error, ModelConfig, Weights};
 use safeformers_weights::{LoadPolicy, open_checkpoint};
 use serde_json::Value;
 
@@ -141,7 +141,10 @@ fn family_defaults_follow_transformers() {
     config.as_object_mut().unwrap().remove("layer_types");
     let parsed = ModelConfig::from_json_str(&config.to_string(), Path::new("config.json")).unwrap();
     let qwen2 = LlamaConfig::from_model_config(&parsed).unwrap();
-    assert_eq!(qwen2.layer_windows, vec![None, Some(5)]);
+    assert_eq!(
+        (qwen2.layer_window(0), qwen2.layer_window(1)),
+        (None, Some(5))
+    );
     assert!(qwen2.qkv_bias && !qwen2.o_bias);
     assert!(qwen2.tie_word_embeddings);
 
@@ -159,4 +162,72 @@ fn family_defaults_follow_transformers() {
         gemma.activation,
         safeformers_models::layers::Activation::GeluTanh
     );
+}
+
+/// Every field set to hostile values, for every family, against a real checkpoint: loading (and,
+/// when it loads, one forward) returns a value or an error — it never panics or aborts (a
+/// `num_hidden_layers` of 10¹² must not allocate per layer before the checkpoint runs out).
+#[test]
+fn hostile_config_values_never_panic() {
+    let dir = fixture_dir("llama");
+    let base: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let checkpoint = open_checkpoint(&dir, &LoadPolicy::default()).unwrap();
+    let cpu = &Device::Cpu;
+    let ids = Tensor::new(&[[5u32, 6, 7]], cpu).unwrap();
+    let positions = Tensor::new(&[[0i64, 1, 2]], cpu).unwrap();
+    let mask = Tensor::new(&[[1u32, 1, 1]], cpu).unwrap();
+    let values: Vec<Value> = serde_json::from_str(
+        r#"[0, -1, 1, 3, 1.5, 1000000000000, 9223372036854775807, 18446744073709551615,
+            "x", null, [], {}, true]"#,
+    )
+    .unwrap();
+    let fields = [
+        "vocab_size",
+        "hidden_size",
+        "intermediate_size",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "num_key_value_heads",
+        "head_dim",
+        "max_position_embeddings",
+        "rms_norm_eps",
+        "sliding_window",
+        "use_sliding_window",
+        "max_window_layers",
+        "layer_types",
+        "rope_parameters",
+        "rope_scaling",
+        "rope_theta",
+        "partial_rotary_factor",
+        "original_max_position_embeddings",
+        "hidden_act",
+        "tie_word_embeddings",
+        "attention_bias",
+        "mlp_bias",
+    ];
+    let mut loaded = 0;
+    for model_type in ["llama", "mistral", "qwen2", "gemma", "phi3"] {
+        for field in fields {
+            for value in &values {
+                let mut config = base.clone();
+                config["model_type"] = Value::from(model_type);
+                config[field] = value.clone();
+                let Ok(config) =
+                    ModelConfig::from_json_str(&config.to_string(), Path::new("config.json"))
+                else {
+                    continue;
+                };
+                let Ok(model) =
+                    AutoModelForCausalLM::from_checkpoint(config, &checkpoint, &Device::Cpu)
+                else {
+                    continue;
+                };
+                loaded += 1;
+                let _ = model.forward(&ids, &positions, &mask, &mut model.new_cache());
+            }
+        }
+    }
+    // Some variations are harmless (a larger max_position_embeddings, another eps, ...).
+    assert!(loaded > 0);
 }
