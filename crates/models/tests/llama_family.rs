@@ -231,3 +231,75 @@ fn hostile_config_values_never_panic() {
     // Some variations are harmless (a larger max_position_embeddings, another eps, ...).
     assert!(loaded > 0);
 }
+
+/// The rope-scaled fixtures with their `config.json` rewritten the Transformers-4 way
+/// (`rope_scaling` with `type`, top-level `rope_theta` and `partial_rotary_factor`) give the
+/// same logits as Transformers 5 gave for the `rope_parameters` spelling.
+#[test]
+fn transformers4_rope_scaling_spelling_gives_the_same_logits() {
+    for name in [
+        "llama-rope-linear",
+        "llama-rope-dynamic",
+        "llama-rope-llama3",
+        "llama-rope-yarn",
+        "phi3-longrope",
+        "phi3-partial-window",
+    ] {
+        let dir = fixture_dir(name);
+        let mut config: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap();
+        let object = config.as_object_mut().unwrap();
+        let mut rope = object.remove("rope_parameters").unwrap();
+        let rope_object = rope.as_object_mut().unwrap();
+        for key in ["rope_theta", "partial_rotary_factor"] {
+            if let Some(value) = rope_object.remove(key) {
+                object.insert(key.to_string(), value);
+            }
+        }
+        let rope_type = rope_object.remove("rope_type").unwrap();
+        rope_object.insert("type".to_string(), rope_type);
+        object.insert("rope_scaling".to_string(), rope);
+        let config =
+            ModelConfig::from_json_str(&config.to_string(), Path::new("config.json")).unwrap();
+        let checkpoint = open_checkpoint(&dir, &LoadPolicy::default()).unwrap();
+        let model =
+            LlamaForCausalLM::load(&Weights::new(&checkpoint, &Device::Cpu), config).unwrap();
+
+        let outputs: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap())
+                .unwrap();
+        let ids: Vec<Vec<u32>> =
+            serde_json::from_value(outputs["single"]["input_ids"].clone()).unwrap();
+        let len = ids[0].len();
+        let positions =
+            Tensor::new(vec![(0..len as i64).collect::<Vec<_>>()], &Device::Cpu).unwrap();
+        let mask = Tensor::new(vec![vec![1u32; len]], &Device::Cpu).unwrap();
+        let ids = Tensor::new(ids, &Device::Cpu).unwrap();
+        let logits = model
+            .forward(&ids, &positions, &mask, &mut model.new_cache())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let want: Vec<f32> = outputs["single"]["logits"][0]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| {
+                row.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_f64().unwrap() as f32)
+            })
+            .collect();
+        assert_eq!(logits.len(), want.len(), "{name}");
+        let worst = logits
+            .iter()
+            .zip(&want)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= 1e-4, "{name} (v4 spelling): max abs diff {worst}");
+    }
+}
