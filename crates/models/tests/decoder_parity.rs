@@ -487,7 +487,9 @@ fn remote_code_decoder_is_refused_before_weights() {
         Err(error @ Error::RemoteCodeRefused { .. }) => {
             assert!(error.is_policy_refusal());
             assert!(
-                error.to_string().contains("modeling_my.MyDecoderForCausalLM"),
+                error
+                    .to_string()
+                    .contains("modeling_my.MyDecoderForCausalLM"),
                 "{error}"
             );
         }
