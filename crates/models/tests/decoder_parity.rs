@@ -483,3 +483,33 @@ fn bad_inputs_are_errors() {
     run(&[3], &[2], &[1, 1, 1], &mut cache).unwrap();
     assert_eq!(cache.seq_len(), 3);
 }
+
+/// A decoder config of a type we do not implement, whose `auto_map` names code for
+/// `AutoModelForCausalLM`, is refused as policy before any weight file is looked at (the folder
+/// has none).
+#[test]
+fn remote_code_decoder_is_refused_before_weights() {
+    let dir = common::temp_dir("remote-decoder");
+    let config = serde_json::json!({
+        "model_type": "my-decoder",
+        "architectures": ["MyDecoderForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_my.MyDecoderConfig",
+            "AutoModelForCausalLM": "modeling_my.MyDecoderForCausalLM"
+        }
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    match AutoModelForCausalLM::load(&dir, &LoadPolicy::default(), &Device::Cpu) {
+        Err(error @ Error::RemoteCodeRefused { .. }) => {
+            assert!(error.is_policy_refusal());
+            assert!(
+                error
+                    .to_string()
+                    .contains("modeling_my.MyDecoderForCausalLM"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a remote-code refusal, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
