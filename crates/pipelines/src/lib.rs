@@ -20,6 +20,7 @@ mod encoder;
 mod error;
 mod feature_extraction;
 mod fill_mask;
+pub mod generation;
 mod question_answering;
 mod text_classification;
 mod token_classification;
