@@ -21,12 +21,14 @@ use crate::bert::{
     BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
     BertForTokenClassification, BertModel,
 };
+use crate::causal_lm::CausalLm;
 use crate::config::{ModelConfig, ProblemType};
 use crate::distilbert::{
     DistilBertForMaskedLM, DistilBertForQuestionAnswering, DistilBertForSequenceClassification,
     DistilBertForTokenClassification, DistilBertModel,
 };
 use crate::error::{Error, Result};
+use crate::gpt2::Gpt2LmHeadModel;
 use crate::output::{ModelOutput, TaskModel};
 use crate::roberta::{
     RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
@@ -34,8 +36,13 @@ use crate::roberta::{
 };
 use crate::weights::Weights;
 
-/// The `model_type` values implemented here.
-pub const SUPPORTED_MODEL_TYPES: &[&str] = &["bert", "roberta", "xlm-roberta", "distilbert"];
+/// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
+/// ([`AutoModelForCausalLM`], listed again in [`CAUSAL_LM_MODEL_TYPES`]).
+pub const SUPPORTED_MODEL_TYPES: &[&str] =
+    &["bert", "roberta", "xlm-roberta", "distilbert", "gpt2"];
+
+/// The `model_type` values [`AutoModelForCausalLM`] loads.
+pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &["gpt2"];
 
 /// An implemented architecture (one `model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -302,7 +309,19 @@ impl AutoModel {
     /// model types and classes.
     pub fn resolve(config: &ModelConfig, head: Option<Head>) -> Result<(Architecture, Head)> {
         let Some(architecture) = Architecture::from_model_type(&config.model_type) else {
-            return Err(unknown_model_type(config, head));
+            if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
+                return Err(Error::UnsupportedArchitecture {
+                    path: config.path().to_path_buf(),
+                    architecture: config.architectures.first().cloned().unwrap_or_default(),
+                    model_type: config.model_type.clone(),
+                    supported: "a decoder: load it with AutoModelForCausalLM".to_string(),
+                });
+            }
+            let candidates = match head {
+                Some(head) => vec![head.auto_class(), "AutoConfig"],
+                None => auto_model_classes(config),
+            };
+            return Err(unknown_model_type(config, &candidates));
         };
         let head = match head {
             Some(head) => head,
@@ -312,26 +331,104 @@ impl AutoModel {
     }
 }
 
-/// The error for a `model_type` we do not implement: a policy refusal when `auto_map` names
-/// code for the class being loaded (or for `AutoConfig`, which Transformers needs first).
-fn unknown_model_type(config: &ModelConfig, head: Option<Head>) -> Error {
-    let candidates: Vec<&str> = match head {
-        Some(head) => vec![head.auto_class(), "AutoConfig"],
-        // No head asked for: any AutoModel* class is what a caller would load.
-        None => {
-            let mut classes: Vec<&str> = vec!["AutoModel"];
-            classes.extend(
-                config
-                    .auto_map
-                    .keys()
-                    .map(String::as_str)
-                    .filter(|class| class.starts_with("AutoModel")),
-            );
-            classes.push("AutoConfig");
-            classes
+/// Loads decoder-only language models by their config, like Transformers'
+/// `AutoModelForCausalLM`: `model_type` picks the architecture (one of
+/// [`CAUSAL_LM_MODEL_TYPES`]), whatever `architectures` says.
+///
+/// ```no_run
+/// use std::path::Path;
+/// use candle_core::{Device, Tensor};
+/// use safeformers_models::AutoModelForCausalLM;
+/// use safeformers_weights::LoadPolicy;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let model = AutoModelForCausalLM::load(Path::new("gpt2"), &LoadPolicy::default(), &Device::Cpu)?;
+/// let mut cache = model.new_cache();
+/// let ids = Tensor::new(&[[464u32, 2068, 7586]], &Device::Cpu)?;
+/// let positions = Tensor::new(&[[0i64, 1, 2]], &Device::Cpu)?;
+/// let mask = Tensor::new(&[[1u32, 1, 1]], &Device::Cpu)?;
+/// let logits = model.forward(&ids, &positions, &mask, &mut cache)?; // [1, 3, vocab]
+/// # let _ = logits;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct AutoModelForCausalLM;
+
+impl AutoModelForCausalLM {
+    /// Loads the model in folder `dir` (`config.json` + weights) onto `device`.
+    ///
+    /// The architecture is decided (and remote code refused) before any weight file is opened;
+    /// weights are opened under `policy`.
+    pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<Box<dyn CausalLm>> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        AutoModelForCausalLM::resolve(&config)?;
+        let checkpoint = open_checkpoint(dir, policy)?;
+        AutoModelForCausalLM::from_checkpoint(config, &checkpoint, device)
+    }
+
+    /// Builds the model from a parsed config and an opened checkpoint.
+    pub fn from_checkpoint(
+        config: ModelConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+    ) -> Result<Box<dyn CausalLm>> {
+        AutoModelForCausalLM::resolve(&config)?;
+        let root = Weights::new(checkpoint, device);
+        match config.model_type.as_str() {
+            "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
+            _ => Err(unknown_causal_lm(&config)),
         }
-    };
-    for auto_class in candidates {
+    }
+
+    /// The dispatch alone: whether `config` names a decoder implemented here, without touching
+    /// weights. Refuses remote code ([`Error::RemoteCodeRefused`]) and reports unsupported
+    /// model types (an encoder's included).
+    pub fn resolve(config: &ModelConfig) -> Result<()> {
+        if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
+            Ok(())
+        } else {
+            Err(unknown_causal_lm(config))
+        }
+    }
+}
+
+/// The error for a config [`AutoModelForCausalLM`] cannot load.
+fn unknown_causal_lm(config: &ModelConfig) -> Error {
+    if Architecture::from_model_type(&config.model_type).is_some() {
+        return Error::UnsupportedArchitecture {
+            path: config.path().to_path_buf(),
+            architecture: config.architectures.first().cloned().unwrap_or_default(),
+            model_type: config.model_type.clone(),
+            supported: format!(
+                "an encoder has no causal LM here; decoders: {}",
+                CAUSAL_LM_MODEL_TYPES.join(", ")
+            ),
+        };
+    }
+    unknown_model_type(config, &["AutoModelForCausalLM", "AutoConfig"])
+}
+
+/// The Auto classes a caller loading "whatever head `architectures` names" would use: any
+/// `AutoModel*` class in `auto_map`, then `AutoConfig`.
+fn auto_model_classes(config: &ModelConfig) -> Vec<&str> {
+    let mut classes: Vec<&str> = vec!["AutoModel"];
+    classes.extend(
+        config
+            .auto_map
+            .keys()
+            .map(String::as_str)
+            .filter(|class| class.starts_with("AutoModel")),
+    );
+    classes.push("AutoConfig");
+    classes
+}
+
+/// The error for a `model_type` we do not implement: a policy refusal when `auto_map` names
+/// code for one of `candidates` (the class being loaded, then `AutoConfig`, which Transformers
+/// needs first).
+fn unknown_model_type(config: &ModelConfig, candidates: &[&str]) -> Error {
+    for &auto_class in candidates {
         if let Some(reference) = config.auto_map_entry(auto_class) {
             return Error::RemoteCodeRefused {
                 path: config.path().to_path_buf(),
@@ -452,14 +549,62 @@ mod tests {
 
     #[test]
     fn unknown_model_type_lists_supported() -> Result<()> {
-        let cfg = config(r#"{"model_type":"llama"}"#)?;
+        let cfg = config(r#"{"model_type":"mamba"}"#)?;
         let error = AutoModel::resolve(&cfg, None).err();
         assert!(matches!(error, Some(Error::UnsupportedModelType { .. })));
         let message = error.map(|error| error.to_string()).unwrap_or_default();
         assert!(
-            message.contains("bert, roberta, xlm-roberta, distilbert"),
+            message.contains("bert, roberta, xlm-roberta, distilbert, gpt2"),
             "{message}"
         );
+        Ok(())
+    }
+
+    #[test]
+    fn causal_lm_dispatch_refuses_remote_code_and_encoders() -> Result<()> {
+        AutoModelForCausalLM::resolve(&config(
+            r#"{"model_type":"gpt2","architectures":["GPT2LMHeadModel"]}"#,
+        )?)?;
+        // A decoder type we do not implement, with code for AutoModelForCausalLM: refused as
+        // policy, naming the code reference.
+        let cfg = config(
+            r#"{"model_type":"my-decoder","architectures":["MyDecoderForCausalLM"],
+                "auto_map":{"AutoConfig":"configuration_x.MyConfig",
+                            "AutoModelForCausalLM":"modeling_x.MyDecoderForCausalLM"}}"#,
+        )?;
+        let error = AutoModelForCausalLM::resolve(&cfg)
+            .err()
+            .ok_or_else(|| cfg.invalid_field("test", "expected a refusal"))?;
+        assert!(error.is_policy_refusal(), "{error}");
+        assert!(
+            error
+                .to_string()
+                .contains("auto_map → modeling_x.MyDecoderForCausalLM for AutoModelForCausalLM"),
+            "{error}"
+        );
+        // Only AutoConfig in auto_map is still code that would run.
+        let cfg = config(r#"{"model_type":"my-decoder","auto_map":{"AutoConfig":"c.MyConfig"}}"#)?;
+        assert!(matches!(
+            AutoModelForCausalLM::resolve(&cfg),
+            Err(Error::RemoteCodeRefused { .. })
+        ));
+        // Without auto_map: unsupported, not a refusal.
+        let cfg = config(r#"{"model_type":"my-decoder"}"#)?;
+        assert!(matches!(
+            AutoModelForCausalLM::resolve(&cfg),
+            Err(Error::UnsupportedModelType { .. })
+        ));
+        // An encoder is no causal LM, and a decoder is no encoder.
+        let cfg = config(r#"{"model_type":"bert"}"#)?;
+        assert!(matches!(
+            AutoModelForCausalLM::resolve(&cfg),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        let cfg = config(r#"{"model_type":"gpt2"}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&cfg, None),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
         Ok(())
     }
 

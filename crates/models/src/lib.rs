@@ -9,6 +9,8 @@
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
 //!   [`heads`].
+//! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
+//!   [`gpt2`]; causal masks and grouped-query attention shared in [`attention`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -26,19 +28,24 @@
 //! # }
 //! ```
 
+pub mod attention;
 pub mod auto;
 pub mod bert;
 pub mod causal_lm;
 pub mod config;
 pub mod distilbert;
 pub mod error;
+pub mod gpt2;
 pub mod heads;
 pub mod layers;
 pub mod output;
 pub mod roberta;
 pub mod weights;
 
-pub use auto::{Architecture, AutoModel, Head, LoadedModel, SUPPORTED_MODEL_TYPES};
+pub use auto::{
+    Architecture, AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, Head, LoadedModel,
+    SUPPORTED_MODEL_TYPES,
+};
 pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
