@@ -320,7 +320,12 @@ fn to_template_value(
         Value::Object(fields) => JinjaValue::from_pairs(
             fields
                 .iter()
-                .map(|(k, v)| Ok((JinjaValue::from(k.as_str()), to_template_value(v, depth + 1)?)))
+                .map(|(k, v)| {
+                    Ok((
+                        JinjaValue::from(k.as_str()),
+                        to_template_value(v, depth + 1)?,
+                    ))
+                })
                 .collect::<std::result::Result<Vec<_>, ChatTemplateProblem>>()?,
         ),
     })
@@ -411,10 +416,15 @@ fn environment(limits: ChatTemplateLimits) -> std::result::Result<Environment<'s
             tojson(state, &value, &args, &kwargs, max_json)
         },
     );
-    env.add_function("raise_exception", |message: String| -> std::result::Result<JinjaValue, JinjaError> {
-        Err(JinjaError::new(ErrorKind::InvalidOperation, message.clone())
-            .with_source(RaisedByTemplate(message)))
-    });
+    env.add_function(
+        "raise_exception",
+        |message: String| -> std::result::Result<JinjaValue, JinjaError> {
+            Err(
+                JinjaError::new(ErrorKind::InvalidOperation, message.clone())
+                    .with_source(RaisedByTemplate(message)),
+            )
+        },
+    );
     env.add_function("strftime_now", |format: String| {
         let seconds = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -500,10 +510,11 @@ fn tojson(
         return Err(JinjaError::from(ErrorKind::TooManyArguments));
     }
     let mut settings: [JinjaValue; 4] = Default::default();
-    for (slot, (name, positional)) in settings
-        .iter_mut()
-        .zip(names.iter().zip(args.iter().map(Some).chain(std::iter::repeat(None))))
-    {
+    for (slot, (name, positional)) in settings.iter_mut().zip(
+        names
+            .iter()
+            .zip(args.iter().map(Some).chain(std::iter::repeat(None))),
+    ) {
         let named: Option<JinjaValue> = kwargs.get(name)?;
         *slot = match (positional, named) {
             (Some(_), Some(_)) => {
@@ -538,12 +549,17 @@ fn tojson(
             }
             Some(text.to_owned())
         }
-        _ => return Err(invalid("tojson: indent must be an integer or a string".into())),
+        _ => {
+            return Err(invalid(
+                "tojson: indent must be an integer or a string".into(),
+            ));
+        }
     };
     let (item_separator, key_separator) = match separators.kind() {
-        ValueKind::Undefined | ValueKind::None => {
-            (if indent.is_some() { "," } else { ", " }.to_owned(), ": ".to_owned())
-        }
+        ValueKind::Undefined | ValueKind::None => (
+            if indent.is_some() { "," } else { ", " }.to_owned(),
+            ": ".to_owned(),
+        ),
         _ => {
             let parts: Vec<JinjaValue> = separators.try_iter()?.collect();
             match parts.as_slice() {
@@ -717,7 +733,12 @@ fn python_float(number: f64) -> String {
         return "NaN".into();
     }
     if number.is_infinite() {
-        return if number > 0.0 { "Infinity" } else { "-Infinity" }.into();
+        return if number > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        }
+        .into();
     }
     // Rust's `{:?}` is the shortest round-trip form too; only the exponent is spelled
     // differently (`1e20` / `1e-7` where Python writes `1e+20` / `1e-07`).
