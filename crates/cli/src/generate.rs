@@ -103,6 +103,7 @@ impl GenerationArgs {
             seed: self.seed,
             truncate: self.truncate,
             batch_size,
+            first_index: 0,
         })
     }
 }
@@ -180,8 +181,13 @@ pub fn run_text_generation(
     let pipeline = TextGeneration::from_dir(dir, load)?;
     if !switches.stream {
         // Inputs go through in batches; each line is printed when its batch is done.
-        for chunk in inputs.chunks(options.batch_size.max(1)) {
-            for result in pipeline.run(chunk, options)? {
+        let batch_size = options.batch_size.max(1);
+        for (index, chunk) in inputs.chunks(batch_size).enumerate() {
+            let chunk_options = TextGenerationOptions {
+                first_index: index * batch_size,
+                ..options.clone()
+            };
+            for result in pipeline.run(chunk, &chunk_options)? {
                 let mut line = serde_json::to_string(&[result])?;
                 line.push('\n');
                 output::print(&line)?;
@@ -189,20 +195,33 @@ pub fn run_text_generation(
         }
         return Ok(());
     }
-    // Streaming: one input at a time, so that its text can be printed as it is generated.
+    // Streaming: one input at a time, each printed as it is generated: its prompt (when the
+    // full text is asked for) before its first piece, a newline after its last.
     let one_at_a_time = TextGenerationOptions {
         batch_size: 1,
         ..options.clone()
     };
-    for input in inputs {
-        if let (GenerationInput::Text(prompt), true) = (input, options.return_full_text) {
-            output::print(prompt)?;
+    let mut opened = 0usize;
+    let mut open_through = |row: usize| -> safeformers_pipelines::Result<()> {
+        while opened <= row {
+            if opened > 0 {
+                print_piece("\n")?;
+            }
+            if let (Some(GenerationInput::Text(prompt)), true) =
+                (inputs.get(opened), options.return_full_text)
+            {
+                print_piece(prompt)?;
+            }
+            opened += 1;
         }
-        pipeline.run_streaming(
-            std::slice::from_ref(input),
-            &one_at_a_time,
-            &mut |_, text| print_piece(text),
-        )?;
+        Ok(())
+    };
+    pipeline.run_streaming(inputs, &one_at_a_time, &mut |row, text| {
+        open_through(row)?;
+        print_piece(text)
+    })?;
+    if let Some(last) = inputs.len().checked_sub(1) {
+        open_through(last)?;
         output::print("\n")?;
     }
     Ok(())

@@ -68,6 +68,10 @@ pub struct TextGenerationOptions {
     pub truncate: bool,
     /// Inputs generated together (left-padded to the longest).
     pub batch_size: usize,
+    /// The index of this call's first input among all the caller's inputs, when they are
+    /// passed in several calls: input `i` samples from its own stream of the seeded generator
+    /// (`first_index + i`), so that its text does not depend on how inputs were grouped.
+    pub first_index: usize,
 }
 
 impl Default for TextGenerationOptions {
@@ -78,6 +82,7 @@ impl Default for TextGenerationOptions {
             seed: None,
             truncate: false,
             batch_size: 1,
+            first_index: 0,
         }
     }
 }
@@ -206,7 +211,8 @@ impl TextGeneration {
 
     /// As [`TextGeneration::run`], handing `on_text(input index, text)` each piece of new text
     /// as soon as its tokens are decoded (special tokens skipped). The pieces of an input add
-    /// up to its new text.
+    /// up to its new text; a batch is finished before the next one starts, so with a batch
+    /// size of 1 the inputs come one after the other.
     pub fn run_streaming(
         &self,
         inputs: &[GenerationInput],
@@ -217,13 +223,14 @@ impl TextGeneration {
         let mut results = Vec::with_capacity(inputs.len());
         let batch_size = options.batch_size.max(1);
         for (chunk_index, chunk) in inputs.chunks(batch_size).enumerate() {
-            let first = chunk_index * batch_size;
+            let first = options.first_index + chunk_index * batch_size;
             let prompts = chunk
                 .iter()
                 .map(|input| self.prompt_ids(input))
                 .collect::<Result<Vec<_>>>()?;
-            let rows = self.generate_ids(&prompts, &params, options, &mut |row, text| {
-                on_text(first + row, text)
+            let in_call = chunk_index * batch_size;
+            let rows = self.generate_ids(&prompts, &params, options, first, &mut |row, text| {
+                on_text(in_call + row, text)
             })?;
             for (input, row) in chunk.iter().zip(rows) {
                 results.push(self.output(input, &row, options.return_full_text)?);
@@ -232,18 +239,22 @@ impl TextGeneration {
         Ok(results)
     }
 
-    /// Generates from token ids with resolved `params`, streaming decoded text per row.
+    /// Generates from token ids with resolved `params`, streaming decoded text per row;
+    /// `first_index` is the first prompt's index among the caller's inputs (it picks the
+    /// sampler's streams).
     pub fn generate_ids(
         &self,
         prompts: &[Vec<u32>],
         params: &GenerationParams,
         options: &TextGenerationOptions,
+        first_index: usize,
         on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
     ) -> Result<Vec<GeneratedRow>> {
         let decode = |ids: &[u32]| -> Result<String> { Ok(self.tokenizer.decode(ids, false)?) };
         let generate_options = GenerateOptions {
             truncate: options.truncate,
             seed: options.seed,
+            first_index: first_index as u64,
             decode: Some(&decode),
             device: self.device.clone(),
         };

@@ -173,6 +173,44 @@ fn sampling_is_reproducible_per_seed() {
 }
 
 #[test]
+fn a_seeded_input_samples_the_same_text_whatever_its_batch() {
+    let pipeline = pipeline("gpt2");
+    let inputs: Vec<GenerationInput> = ["Once upon a time", "The weather is nice", "Rust is"]
+        .into_iter()
+        .map(|t| GenerationInput::Text(t.into()))
+        .collect();
+    let run = |batch_size| {
+        let options = TextGenerationOptions {
+            generation: GenerationConfig {
+                max_new_tokens: Some(12),
+                temperature: Some(1.2),
+                ..GenerationConfig::default()
+            },
+            seed: Some(9),
+            batch_size,
+            ..TextGenerationOptions::default()
+        };
+        json!(pipeline.run(&inputs, &options).unwrap())
+    };
+    let alone = run(1);
+    assert_eq!(alone, run(3));
+    assert_eq!(alone, run(2));
+    // Each input draws from its own stream: the third alone, as input 2 of a later call.
+    let third = TextGenerationOptions {
+        generation: GenerationConfig {
+            max_new_tokens: Some(12),
+            temperature: Some(1.2),
+            ..GenerationConfig::default()
+        },
+        seed: Some(9),
+        first_index: 2,
+        ..TextGenerationOptions::default()
+    };
+    let later = json!(pipeline.run(&inputs[2..], &third).unwrap());
+    assert_eq!(later[0], alone[2]);
+}
+
+#[test]
 fn the_model_settings_apply_unless_the_caller_overrides_them() {
     let pipeline = pipeline("gpt2");
     // generation_config.json: bos 1, eos 2, pad 0; the pipeline samples at 0.7 by default.

@@ -38,6 +38,10 @@ pub struct GenerateOptions<'a> {
     pub truncate: bool,
     /// Seed of the sampler (ignored when greedy); `None` seeds from the clock.
     pub seed: Option<u64>,
+    /// The index of the first prompt among all the caller's inputs: prompt `i` samples from
+    /// stream `first_index + i` of the seeded generator, so its tokens do not depend on how
+    /// the inputs were split into batches.
+    pub first_index: u64,
     /// Turns a row's token ids into text (special tokens kept); needed for stop strings.
     pub decode: Option<DecodeFn<'a>>,
     /// Where the model's inputs are placed.
@@ -49,6 +53,7 @@ impl Default for GenerateOptions<'_> {
         GenerateOptions {
             truncate: false,
             seed: None,
+            first_index: 0,
             decode: None,
             device: Device::Cpu,
         }
@@ -60,6 +65,7 @@ impl std::fmt::Debug for GenerateOptions<'_> {
         f.debug_struct("GenerateOptions")
             .field("truncate", &self.truncate)
             .field("seed", &self.seed)
+            .field("first_index", &self.first_index)
             .field("decode", &self.decode.is_some())
             .field("device", &self.device)
             .finish()
@@ -170,11 +176,16 @@ pub fn generate(
             row.text = decode(&row.prompt)?;
         }
     }
-    let mut chooser = if params.do_sample {
-        TokenChooser::seeded(options.seed.unwrap_or_else(clock_seed))
-    } else {
-        TokenChooser::Greedy
-    };
+    let seed = options.seed.unwrap_or_else(clock_seed);
+    let mut choosers: Vec<TokenChooser> = (0..rows.len() as u64)
+        .map(|row| {
+            if params.do_sample {
+                TokenChooser::seeded_stream(seed, options.first_index + row)
+            } else {
+                TokenChooser::Greedy
+            }
+        })
+        .collect();
     let device = &options.device;
     let batch = rows.len();
     let mut cache = model.new_cache();
@@ -205,7 +216,12 @@ pub fn generate(
             &[]
         };
         let mut next_tokens = Vec::with_capacity(batch);
-        for (index, (row, scores)) in rows.iter_mut().zip(logits.iter_mut()).enumerate() {
+        for (index, ((row, scores), chooser)) in rows
+            .iter_mut()
+            .zip(logits.iter_mut())
+            .zip(choosers.iter_mut())
+            .enumerate()
+        {
             if row.stop_reason.is_some() {
                 next_tokens.push(pad);
                 continue;

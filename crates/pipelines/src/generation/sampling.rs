@@ -22,7 +22,16 @@ pub enum TokenChooser {
 impl TokenChooser {
     /// Sampling seeded with `seed`: the same seed gives the same draws.
     pub fn seeded(seed: u64) -> TokenChooser {
-        TokenChooser::Sample(Box::new(ChaCha8Rng::seed_from_u64(seed)))
+        TokenChooser::seeded_stream(seed, 0)
+    }
+
+    /// Sampling from stream `stream` of the generator seeded with `seed`: each input of a call
+    /// draws from its own stream (its index), so what it gets does not depend on which other
+    /// inputs share its batch.
+    pub fn seeded_stream(seed: u64, stream: u64) -> TokenChooser {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(stream);
+        TokenChooser::Sample(Box::new(rng))
     }
 
     /// The chosen token id for one row of processed scores; `None` when no token is possible
