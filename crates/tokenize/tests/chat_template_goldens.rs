@@ -65,10 +65,16 @@ fn every_golden_matches_transformers() {
             "{name} / {} / add_generation_prompt={}",
             case["conversation"], case["add_generation_prompt"]
         );
-        match (case.get("expected").and_then(Value::as_str), &case.get("error"), got) {
+        match (
+            case.get("expected").and_then(Value::as_str),
+            &case.get("error"),
+            got,
+        ) {
             (Some(expected), _, Ok(got)) if got == expected => {}
             (Some(expected), _, got) => {
-                failures.push(format!("{label}:\n expected {expected:?}\n got      {got:?}"));
+                failures.push(format!(
+                    "{label}:\n expected {expected:?}\n got      {got:?}"
+                ));
             }
             (None, Some(error), got) => {
                 let message = error["message"].as_str().unwrap();

@@ -47,7 +47,10 @@ fn hostile(template: &str) -> ChatTemplateProblem {
         "{template}: took {elapsed:?}"
     );
     match result {
-        Err(TokenizeError::ChatTemplate { template: name, problem }) => {
+        Err(TokenizeError::ChatTemplate {
+            template: name,
+            problem,
+        }) => {
             assert_eq!(name, "test");
             problem
         }
@@ -84,7 +87,10 @@ fn string_doubling_runs_out_of_fuel() {
     // No output until the end: only fuel (charged per byte created) stops it.
     let doubling = "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}";
     let problem = hostile(doubling);
-    assert!(matches!(problem, ChatTemplateProblem::OutOfFuel { .. }), "{problem:?}");
+    assert!(
+        matches!(problem, ChatTemplateProblem::OutOfFuel { .. }),
+        "{problem:?}"
+    );
 }
 
 #[test]
@@ -100,7 +106,10 @@ fn exponential_macro_recursion_runs_out_of_fuel() {
 
 #[test]
 fn huge_repeated_strings_are_refused() {
-    for template in ["{{ 'a' * 10**9 }}", "{% set s = 'a' * 10**8 %}{{ s | length }}"] {
+    for template in [
+        "{{ 'a' * 10**9 }}",
+        "{% set s = 'a' * 10**8 %}{{ s | length }}",
+    ] {
         let problem = hostile(template);
         assert!(
             matches!(
@@ -122,7 +131,10 @@ fn output_is_capped() {
         },
         ..Default::default()
     };
-    let err = render_with("{% for i in range(100) %}{{ 'y' * 50 }}{% endfor %}", &options);
+    let err = render_with(
+        "{% for i in range(100) %}{{ 'y' * 50 }}{% endfor %}",
+        &options,
+    );
     assert!(
         matches!(
             err,
@@ -135,9 +147,12 @@ fn output_is_capped() {
     );
     // Under the limit it renders.
     assert_eq!(
-        render_with("{% for i in range(10) %}{{ 'y' * 50 }}{% endfor %}", &options)
-            .unwrap()
-            .len(),
+        render_with(
+            "{% for i in range(10) %}{{ 'y' * 50 }}{% endfor %}",
+            &options
+        )
+        .unwrap()
+        .len(),
         500
     );
     // The default limit, 4 MiB: 5 MiB of output fails with the default fuel too.
@@ -161,7 +176,10 @@ fn deep_recursion_is_stopped() {
     // Deeply nested data given to tojson or printed.
     let nested = "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}{% endfor %}{{ ns.x | tojson }}";
     let problem = hostile(nested);
-    assert!(matches!(problem, ChatTemplateProblem::Render(_)), "{problem:?}");
+    assert!(
+        matches!(problem, ChatTemplateProblem::Render(_)),
+        "{problem:?}"
+    );
 }
 
 #[test]
@@ -229,18 +247,48 @@ fn python_methods_and_jinja_features() {
     let cases = [
         ("{{ messages[0].content.strip() }}", "Be brief."),
         ("{{ messages[0]['content'] | trim }}", "Be brief."),
-        ("{{ messages[1].content.split(', ') | join('|') }}", "Hello|World"),
+        (
+            "{{ messages[1].content.split(', ') | join('|') }}",
+            "Hello|World",
+        ),
         ("{{ messages[1].content.startswith('Hell') }}", "True"),
-        ("{{ messages[1].content.upper() }}{{ 'ab cd'.title() }}", "HELLO, WORLDAb Cd"),
-        ("{% for k, v in messages[1].items() %}{{ k }}={{ v }};{% endfor %}", "role=user;content=Hello, World;"),
+        (
+            "{{ messages[1].content.upper() }}{{ 'ab cd'.title() }}",
+            "HELLO, WORLDAb Cd",
+        ),
+        (
+            "{% for k, v in messages[1].items() %}{{ k }}={{ v }};{% endfor %}",
+            "role=user;content=Hello, World;",
+        ),
         ("{{ messages[1].get('missing', 'dflt') }}", "dflt"),
-        ("{% for m in messages %}{% if loop.first %}{% continue %}{% endif %}{{ m.role }}{% if loop.last %}!{% endif %}{% endfor %}", "user!"),
-        ("{% for m in messages %}{{ m.role }}{% break %}{% endfor %}", "system"),
-        ("{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}", "2"),
-        ("{{ bos_token }}{{ eos_token }}{{ pad_token is defined }}", "<s></s>False"),
-        ("{{ {'b': 1, 'a': [1.5, true, none, 'é\"<>']} | tojson }}", r#"{"b": 1, "a": [1.5, true, null, "é\"<>"]}"#),
-        ("{{ {'b': 1, 'a': 2} | tojson(indent=2) }}", "{\n  \"b\": 1,\n  \"a\": 2\n}"),
-        ("{{ {'b': 1, 'a': 2} | tojson(separators=(',', ':'), sort_keys=true) }}", r#"{"a":2,"b":1}"#),
+        (
+            "{% for m in messages %}{% if loop.first %}{% continue %}{% endif %}{{ m.role }}{% if loop.last %}!{% endif %}{% endfor %}",
+            "user!",
+        ),
+        (
+            "{% for m in messages %}{{ m.role }}{% break %}{% endfor %}",
+            "system",
+        ),
+        (
+            "{% set ns = namespace(n=0) %}{% for m in messages %}{% set ns.n = ns.n + 1 %}{% endfor %}{{ ns.n }}",
+            "2",
+        ),
+        (
+            "{{ bos_token }}{{ eos_token }}{{ pad_token is defined }}",
+            "<s></s>False",
+        ),
+        (
+            "{{ {'b': 1, 'a': [1.5, true, none, 'é\"<>']} | tojson }}",
+            r#"{"b": 1, "a": [1.5, true, null, "é\"<>"]}"#,
+        ),
+        (
+            "{{ {'b': 1, 'a': 2} | tojson(indent=2) }}",
+            "{\n  \"b\": 1,\n  \"a\": 2\n}",
+        ),
+        (
+            "{{ {'b': 1, 'a': 2} | tojson(separators=(',', ':'), sort_keys=true) }}",
+            r#"{"a":2,"b":1}"#,
+        ),
         ("{{ 'é' | tojson(ensure_ascii=true) }}", r#""\u00e9""#),
         ("{{ dict(a=1).a }}", "1"),
         ("{%- if true %}\n  a\n{% endif %}\nb", "  a\nb"),
@@ -300,7 +348,10 @@ fn template_selection_follows_transformers() {
     let tokenizer = Tokenizer::from_dir(&dir, &TokenizerOptions::default()).unwrap();
     let msgs = messages();
     let plain = ChatTemplateOptions::default();
-    assert_eq!(tokenizer.apply_chat_template(&msgs, &plain).unwrap(), "D</s>");
+    assert_eq!(
+        tokenizer.apply_chat_template(&msgs, &plain).unwrap(),
+        "D</s>"
+    );
     let tools = ChatTemplateOptions {
         tools: Some(vec![json!({"type": "function"})]),
         ..Default::default()
@@ -310,7 +361,10 @@ fn template_selection_follows_transformers() {
         template_name: Some("default".into()),
         ..tools.clone()
     };
-    assert_eq!(tokenizer.apply_chat_template(&msgs, &by_name).unwrap(), "D</s>");
+    assert_eq!(
+        tokenizer.apply_chat_template(&msgs, &by_name).unwrap(),
+        "D</s>"
+    );
     let unknown = ChatTemplateOptions {
         template_name: Some("rag".into()),
         ..Default::default()

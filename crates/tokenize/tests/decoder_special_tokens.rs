@@ -32,7 +32,10 @@ fn check(family: &str) -> usize {
         )
         .unwrap();
         for (flag, value) in setting["flags"].as_object().unwrap() {
-            assert_eq!(&config[flag], value, "{family}/{folder}: the fixture carries {flag}");
+            assert_eq!(
+                &config[flag], value,
+                "{family}/{folder}: the fixture carries {flag}"
+            );
         }
         let no_special = EncodeOptions {
             add_special_tokens: false,
@@ -48,7 +51,11 @@ fn check(family: &str) -> usize {
                     .collect()
             };
             let got = tokenizer.encode(text, &EncodeOptions::default()).unwrap();
-            assert_eq!(got.rows[0].input_ids, ids(&case["ids"]), "{family}/{folder}: {text:?}");
+            assert_eq!(
+                got.rows[0].input_ids,
+                ids(&case["ids"]),
+                "{family}/{folder}: {text:?}"
+            );
             let got = tokenizer.encode(text, &no_special).unwrap();
             assert_eq!(
                 got.rows[0].input_ids,
@@ -58,7 +65,11 @@ fn check(family: &str) -> usize {
             let got = tokenizer
                 .encode_pair_batch(&[(text, "Second part.")], &EncodeOptions::default())
                 .unwrap();
-            assert_eq!(got.rows[0].input_ids, ids(&case["pair_ids"]), "{family}/{folder}: pair {text:?}");
+            assert_eq!(
+                got.rows[0].input_ids,
+                ids(&case["pair_ids"]),
+                "{family}/{folder}: pair {text:?}"
+            );
             checked += 1;
         }
         // The chat template comes from chat_template.jinja; its output is tokenized without
@@ -71,7 +82,11 @@ fn check(family: &str) -> usize {
         let text = tokenizer
             .apply_chat_template(chat["messages"].as_array().unwrap(), &options)
             .unwrap();
-        assert_eq!(text, chat["text"].as_str().unwrap(), "{family}/{folder}: chat text");
+        assert_eq!(
+            text,
+            chat["text"].as_str().unwrap(),
+            "{family}/{folder}: chat text"
+        );
         let ids: Vec<u32> = tokenizer.encode(&text, &no_special).unwrap().rows[0]
             .input_ids
             .clone();

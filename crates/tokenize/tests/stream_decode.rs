@@ -20,10 +20,22 @@ fn repo() -> PathBuf {
 /// Tokenizer folders of every decoder family we have fixtures for.
 fn tokenizers() -> Vec<(&'static str, Tokenizer)> {
     [
-        ("byte-level BPE (RoBERTa style)", "crates/tokenize/tests/data/bytelevel"),
-        ("byte-level BPE (GPT-2 style)", "tests/fixtures/chat-templates/gpt2-style/from-tokenizer-json"),
-        ("byte-fallback BPE + Metaspace (Llama style)", "tests/fixtures/chat-templates/llama-style/from-tokenizer-json"),
-        ("Unigram + Metaspace (XLM-R)", "tests/fixtures/models/xlm-roberta"),
+        (
+            "byte-level BPE (RoBERTa style)",
+            "crates/tokenize/tests/data/bytelevel",
+        ),
+        (
+            "byte-level BPE (GPT-2 style)",
+            "tests/fixtures/chat-templates/gpt2-style/from-tokenizer-json",
+        ),
+        (
+            "byte-fallback BPE + Metaspace (Llama style)",
+            "tests/fixtures/chat-templates/llama-style/from-tokenizer-json",
+        ),
+        (
+            "Unigram + Metaspace (XLM-R)",
+            "tests/fixtures/models/xlm-roberta",
+        ),
         ("WordPiece (BERT)", "tests/fixtures/models/bert"),
     ]
     .into_iter()
@@ -101,7 +113,10 @@ fn encoded_text_streams_whole_characters() {
     ];
     for (name, tokenizer) in tokenizers() {
         for text in texts {
-            let ids = tokenizer.encode(text, &EncodeOptions::default()).unwrap().rows[0]
+            let ids = tokenizer
+                .encode(text, &EncodeOptions::default())
+                .unwrap()
+                .rows[0]
                 .input_ids
                 .clone();
             for skip in [true, false] {
