@@ -429,6 +429,11 @@ def llama_style_backend():
     byte_tokens = [f"<0x{b:02X}>" for b in range(256)]
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"] + byte_tokens, show_progress=False)
     tok.train_from_iterator(TRAIN, trainer)
+    # The trainer makes the byte pieces special added tokens; in Llama's tokenizer.json they are
+    # plain vocabulary entries (decoded by ByteFallback, never skipped as special).
+    spec = json.loads(tok.to_str())
+    spec["added_tokens"] = [t for t in spec["added_tokens"] if not t["content"].startswith("<0x")]
+    tok = Tokenizer.from_str(json.dumps(spec))
     # As Llama's tokenizer.json has it: a TemplateProcessing adding <s> only.
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", tok.token_to_id("<s>"))]

@@ -13,6 +13,11 @@
 //! Every failure is a [`TokenizeError::ChatTemplate`] naming the template and the
 //! [`ChatTemplateProblem`]; a template's own `raise_exception("...")` is passed through as
 //! [`ChatTemplateProblem::Raised`].
+//!
+//! Known gap (minijinja 3.1.0): list concatenation with `+` is lazy and not charged to fuel, and
+//! once 33 concatenations are nested minijinja materializes the list without a size check, so a
+//! template that doubles a list 33 times (`{% set ns.l = ns.l + ns.l %}` in a loop) allocates
+//! 2^33 items. Strings, repetition with `*`, loops, macros and output are bounded.
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -35,6 +35,7 @@ mod chat_template;
 mod config;
 mod encoding;
 mod error;
+mod stream;
 mod tokenizer;
 
 pub use chat_template::{
@@ -45,4 +46,5 @@ pub use chat_template::{
 pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
 pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
 pub use error::{Result, TokenizeError};
+pub use stream::StreamDecoder;
 pub use tokenizer::{DEFAULT_MAX_TOKENIZER_JSON_BYTES, Tokenizer, TokenizerOptions};

@@ -15,6 +15,7 @@ use crate::chat_template::{ChatTemplateOptions, ChatTemplateProblem, render_chat
 use crate::config::{Side, SpecialTokens, TokenizerConfig, read_capped};
 use crate::encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
 use crate::error::{Result, TokenizeError};
+use crate::stream::StreamDecoder;
 
 /// Default size limit for `tokenizer.json` (the largest common ones, with 250k-token
 /// vocabularies, are around 20 MB).
@@ -636,6 +637,12 @@ impl Tokenizer {
         } else {
             text
         })
+    }
+
+    /// A [`StreamDecoder`] for generated ids: `push` each id as it comes, then `finish`; the
+    /// chunks add up to `decode(all_ids, skip_special_tokens)`.
+    pub fn stream_decoder(&self, skip_special_tokens: bool) -> StreamDecoder<'_> {
+        StreamDecoder::new(self, skip_special_tokens)
     }
 
     /// Transformers' `convert_tokens_to_string`: the tokenizer's decoder applied to token
