@@ -260,7 +260,7 @@ impl TextGeneration {
         };
         let mut streams: Vec<_> = prompts
             .iter()
-            .map(|_| TextStreamer::new(&self.tokenizer))
+            .map(|_| self.tokenizer.stream_decoder(true))
             .collect();
         let rows = generate(
             self.model.as_ref(),
@@ -350,47 +350,4 @@ fn check_messages(messages: &[Value]) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Incremental detokenisation with the semantics of Transformers' `TextStreamer`: the new
-/// tokens are decoded together (special tokens skipped) and the text past what was already
-/// handed out is emitted, held back while it ends in an incomplete character (U+FFFD), so the
-/// pieces always add up to `decode(tokens)`.
-struct TextStreamer<'a> {
-    tokenizer: &'a Tokenizer,
-    ids: Vec<u32>,
-    emitted: usize,
-}
-
-impl<'a> TextStreamer<'a> {
-    fn new(tokenizer: &'a Tokenizer) -> TextStreamer<'a> {
-        TextStreamer {
-            tokenizer,
-            ids: Vec::new(),
-            emitted: 0,
-        }
-    }
-
-    /// Adds a token; returns the text it completes, if any.
-    fn push(&mut self, token: u32) -> Result<Option<String>> {
-        self.ids.push(token);
-        let text = self.tokenizer.decode(&self.ids, true)?;
-        if text.ends_with('\u{FFFD}') {
-            return Ok(None);
-        }
-        Ok(self.take_new(&text))
-    }
-
-    /// The text still held back at the end.
-    fn finish(&mut self) -> Result<Option<String>> {
-        let text = self.tokenizer.decode(&self.ids, true)?;
-        Ok(self.take_new(&text))
-    }
-
-    fn take_new(&mut self, text: &str) -> Option<String> {
-        let new = text.get(self.emitted..).filter(|new| !new.is_empty())?;
-        let new = new.to_string();
-        self.emitted = text.len();
-        Some(new)
-    }
 }
