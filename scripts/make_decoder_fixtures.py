@@ -261,6 +261,27 @@ def make_config(name: str, vocab: int, ids: dict):
             rope_parameters=rope("longrope",
                                  short_factor=[1.0 + 0.25 * i for i in range(half)],
                                  long_factor=[2.0 + 1.5 * i for i in range(half)])))
+    if name == "llama-bias-headdim":
+        # attention_bias and mlp_bias on, heads wider than hidden / heads, lm_head tied (so
+        # absent from model.safetensors).
+        return LlamaConfig(**llama_common(vocab, ids, attention_bias=True, mlp_bias=True,
+                                          head_dim=2 * HEAD_DIM, tie_word_embeddings=True))
+    if name == "qwen2-sliding":
+        # use_sliding_window with max_window_layers 1: layer 0 full, layer 1 a 4-token window
+        # (Transformers 5 writes the resulting `layer_types` into config.json).
+        return Qwen2Config(**llama_common(vocab, ids, use_sliding_window=True, sliding_window=4,
+                                          max_window_layers=1))
+    if name == "phi3-partial-window":
+        # Half of each head rotated (partial_rotary_factor 0.5, so 2 longrope factors), and
+        # Phi-3's own sliding window.
+        quarter = HEAD_DIM // 4
+        return Phi3Config(**llama_common(
+            vocab, ids, max_position_embeddings=4 * SHORT_CONTEXT,
+            original_max_position_embeddings=SHORT_CONTEXT, sliding_window=5,
+            partial_rotary_factor=0.5,
+            rope_parameters=rope("longrope", partial_rotary_factor=0.5,
+                                 short_factor=[1.0 + 0.5 * i for i in range(quarter)],
+                                 long_factor=[3.0 + 2.0 * i for i in range(quarter)])))
     raise SystemExit(f"unknown fixture {name}")
 
 
@@ -277,6 +298,9 @@ MODELS = {
     "gemma": "GemmaForCausalLM",
     "phi3": "Phi3ForCausalLM",
     "phi3-longrope": "Phi3ForCausalLM",
+    "llama-bias-headdim": "LlamaForCausalLM",
+    "qwen2-sliding": "Qwen2ForCausalLM",
+    "phi3-partial-window": "Phi3ForCausalLM",
 }
 
 
@@ -478,6 +502,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpt2-124m", nargs="?", const=str(DEFAULT_GPT2_124M_DIR), metavar="DIR",
                         help=f"write a random GPT-2 small to DIR (default {DEFAULT_GPT2_124M_DIR}) and exit")
+    parser.add_argument("--only", nargs="+", metavar="NAME", choices=list(MODELS),
+                        help="rewrite only these model folders (not pipelines.json)")
     args = parser.parse_args()
 
     torch.use_deterministic_algorithms(True)
@@ -490,6 +516,8 @@ def main() -> None:
     meta = versions()
     OUT.mkdir(parents=True, exist_ok=True)
     for i, name in enumerate(MODELS):
+        if args.only and name not in args.only:
+            continue
         # Seeds SEED + i, then + 100, + 200, ... until the golden is robust (deterministic).
         for attempt in range(20):
             try:
@@ -499,6 +527,8 @@ def main() -> None:
                 print(f"{why}; next seed")
         else:
             raise SystemExit(f"{name}: no robust seed in 20 attempts")
+    if args.only:
+        return
     entries = pipeline_goldens(["gpt2", "llama"], tokenizer)
     write_json(OUT / "pipelines.json", {"generator": GENERATOR, "versions": meta, "entries": entries}, indent=1)
     print("wrote pipelines.json:", len(entries), "entries")

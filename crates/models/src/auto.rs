@@ -29,6 +29,7 @@ use crate::distilbert::{
 };
 use crate::error::{Error, Result};
 use crate::gpt2::Gpt2LmHeadModel;
+use crate::llama::LlamaForCausalLM;
 use crate::output::{ModelOutput, TaskModel};
 use crate::roberta::{
     RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
@@ -38,11 +39,21 @@ use crate::weights::Weights;
 
 /// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
 /// ([`AutoModelForCausalLM`], listed again in [`CAUSAL_LM_MODEL_TYPES`]).
-pub const SUPPORTED_MODEL_TYPES: &[&str] =
-    &["bert", "roberta", "xlm-roberta", "distilbert", "gpt2"];
+pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "distilbert",
+    "gpt2",
+    "llama",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "phi3",
+];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
-pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &["gpt2"];
+pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "gemma", "phi3"];
 
 /// An implemented architecture (one `model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -377,6 +388,9 @@ impl AutoModelForCausalLM {
         let root = Weights::new(checkpoint, device);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
+            "llama" | "mistral" | "qwen2" | "gemma" | "phi3" => {
+                Ok(Box::new(LlamaForCausalLM::load(&root, config)?))
+            }
             _ => Err(unknown_causal_lm(&config)),
         }
     }

@@ -10,7 +10,9 @@
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
 //!   [`heads`].
 //! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
-//!   [`gpt2`]; causal masks and grouped-query attention shared in [`attention`].
+//!   [`gpt2`], and [`llama`] (Llama, Mistral, Qwen2, Gemma, Phi-3 as config differences);
+//!   causal masks and grouped-query attention shared in [`attention`], rotary embeddings with
+//!   every scaling in [`rotary`], RMSNorm in [`layers`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -38,8 +40,10 @@ pub mod error;
 pub mod gpt2;
 pub mod heads;
 pub mod layers;
+pub mod llama;
 pub mod output;
 pub mod roberta;
+pub mod rotary;
 pub mod weights;
 
 pub use auto::{

@@ -316,7 +316,23 @@ fn every_supported_fixture_matches_transformers() {
         check_fixture(dir, &outputs);
         checked.push(name);
     }
-    for required in ["gpt2", "gpt2-scaled"] {
+    for required in [
+        "gpt2",
+        "gpt2-scaled",
+        "llama",
+        "llama-rope-linear",
+        "llama-rope-dynamic",
+        "llama-rope-llama3",
+        "llama-rope-yarn",
+        "llama-bias-headdim",
+        "mistral",
+        "qwen2",
+        "qwen2-sliding",
+        "gemma",
+        "phi3",
+        "phi3-longrope",
+        "phi3-partial-window",
+    ] {
         assert!(
             checked.iter().any(|name| name == required),
             "fixture {required} was not checked (found {dirs:?})"
@@ -466,4 +482,34 @@ fn bad_inputs_are_errors() {
     ));
     run(&[3], &[2], &[1, 1, 1], &mut cache).unwrap();
     assert_eq!(cache.seq_len(), 3);
+}
+
+/// A decoder config of a type we do not implement, whose `auto_map` names code for
+/// `AutoModelForCausalLM`, is refused as policy before any weight file is looked at (the folder
+/// has none).
+#[test]
+fn remote_code_decoder_is_refused_before_weights() {
+    let dir = common::temp_dir("remote-decoder");
+    let config = serde_json::json!({
+        "model_type": "my-decoder",
+        "architectures": ["MyDecoderForCausalLM"],
+        "auto_map": {
+            "AutoConfig": "configuration_my.MyDecoderConfig",
+            "AutoModelForCausalLM": "modeling_my.MyDecoderForCausalLM"
+        }
+    });
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    match AutoModelForCausalLM::load(&dir, &LoadPolicy::default(), &Device::Cpu) {
+        Err(error @ Error::RemoteCodeRefused { .. }) => {
+            assert!(error.is_policy_refusal());
+            assert!(
+                error
+                    .to_string()
+                    .contains("modeling_my.MyDecoderForCausalLM"),
+                "{error}"
+            );
+        }
+        other => panic!("expected a remote-code refusal, got {other:?}"),
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmark: greedy decoding speed of a randomly initialised GPT-2 small (124M, GPT2Config()),
+# 32-token prompt, 128 new tokens, KV cache, CPU, 1 and 2 threads: safeformers
+# (crates/models/examples/greedy_speed.rs, release build) vs PyTorch `model.generate(...,
+# do_sample=False)` (bench/gpt2_generate.py) on the same model folder. Not part of CI.
+#
+# The model folder is written once by scripts/make_decoder_fixtures.py --gpt2-124m (never
+# committed). Python side: the venv of scripts/make_model_fixtures.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${SAFEFORMERS_BENCH_VENV:-$HOME/.cache/safeformers/venv-torch}"
+model="${GPT2_124M_DIR:-$HOME/.cache/safeformers/gpt2-124m-random}"
+runs="${RUNS:-3}"
+
+if [ ! -f "$model/model.safetensors" ]; then
+  "$venv/bin/python" scripts/make_decoder_fixtures.py --gpt2-124m "$model"
+fi
+cargo build --quiet --release -p safeformers-models --example greedy_speed
+bin="${CARGO_TARGET_DIR:-target}/release/examples/greedy_speed"
+
+for threads in 1 2; do
+  RAYON_NUM_THREADS=$threads "$bin" "$model" --prompt-tokens 32 --new-tokens 128 --runs "$runs"
+  "$venv/bin/python" bench/gpt2_generate.py "$model" --threads "$threads" \
+    --prompt-tokens 32 --new-tokens 128 --runs "$runs" 2>/dev/null
+done

@@ -1,0 +1,141 @@
+//! Greedy decoding speed of a causal LM: a fixed prompt of `--prompt-tokens` ids, then
+//! `--new-tokens` greedy tokens through the KV cache, timed over `--runs` runs (after one
+//! warm-up). Prints one JSON line per run and a summary; `bench/gpt2-generate.sh` runs it next
+//! to PyTorch's `generate` on the same model folder.
+//!
+//! ```text
+//! RAYON_NUM_THREADS=1 cargo run --release -p safeformers-models --example greedy_speed -- \
+//!     ~/.cache/safeformers/gpt2-124m-random --prompt-tokens 32 --new-tokens 128 --runs 3
+//! ```
+//!
+//! The prompt ids are `(i * 7919 + 13) % vocab` for `i` in `0..prompt_tokens` (the Python side
+//! uses the same), so both decode the same sequence; the generated ids are printed for a check.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use safeformers_models::{AutoModelForCausalLM, CausalLm, Result};
+use safeformers_weights::LoadPolicy;
+
+struct Options {
+    model: PathBuf,
+    prompt_tokens: usize,
+    new_tokens: usize,
+    runs: usize,
+}
+
+fn parse_args() -> std::result::Result<Options, String> {
+    let mut args = std::env::args().skip(1);
+    let mut options = Options {
+        model: PathBuf::new(),
+        prompt_tokens: 32,
+        new_tokens: 128,
+        runs: 3,
+    };
+    let mut model = None;
+    while let Some(arg) = args.next() {
+        let mut number = |name: &str| -> std::result::Result<usize, String> {
+            args.next()
+                .and_then(|value| value.parse().ok())
+                .ok_or_else(|| format!("{name} needs a number"))
+        };
+        match arg.as_str() {
+            "--prompt-tokens" => options.prompt_tokens = number("--prompt-tokens")?,
+            "--new-tokens" => options.new_tokens = number("--new-tokens")?,
+            "--runs" => options.runs = number("--runs")?,
+            other if !other.starts_with("--") && model.is_none() => {
+                model = Some(PathBuf::from(other));
+            }
+            other => return Err(format!("unexpected argument {other}")),
+        }
+    }
+    options.model = model
+        .ok_or("usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--new-tokens N] [--runs N]")?;
+    Ok(options)
+}
+
+/// Greedy decoding of one row; returns the new ids.
+fn generate(model: &dyn CausalLm, prompt: &[u32], new_tokens: usize) -> Result<Vec<u32>> {
+    let device = Device::Cpu;
+    let mut cache = model.new_cache();
+    let len = prompt.len();
+    let positions: Vec<i64> = (0..len as i64).collect();
+    let mut logits = model.forward(
+        &Tensor::from_slice(prompt, (1, len), &device)?,
+        &Tensor::from_vec(positions, (1, len), &device)?,
+        &Tensor::ones((1, len), candle_core::DType::U32, &device)?,
+        &mut cache,
+    )?;
+    let mut generated = Vec::with_capacity(new_tokens);
+    for step in 0..new_tokens {
+        let last = logits.dim(1)? - 1;
+        let next = logits
+            .narrow(1, last, 1)?
+            .flatten_all()?
+            .argmax(0)?
+            .to_scalar::<u32>()?;
+        generated.push(next);
+        if step + 1 == new_tokens {
+            break;
+        }
+        let seen = len + generated.len();
+        logits = model.forward(
+            &Tensor::new(&[[next]], &device)?,
+            &Tensor::new(&[[(seen - 1) as i64]], &device)?,
+            &Tensor::ones((1, seen), candle_core::DType::U32, &device)?,
+            &mut cache,
+        )?;
+    }
+    Ok(generated)
+}
+
+fn main() -> ExitCode {
+    let options = match parse_args() {
+        Ok(options) => options,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(options: &Options) -> Result<()> {
+    let load_start = Instant::now();
+    let model = AutoModelForCausalLM::load(&options.model, &LoadPolicy::default(), &Device::Cpu)?;
+    let load_seconds = load_start.elapsed().as_secs_f64();
+    let vocab = model.vocab_size() as u64;
+    let prompt: Vec<u32> = (0..options.prompt_tokens as u64)
+        .map(|i| ((i * 7919 + 13) % vocab) as u32)
+        .collect();
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".to_string());
+    // Warm-up (page faults of the weights, allocator).
+    generate(model.as_ref(), &prompt, options.new_tokens.min(8))?;
+    let mut rates = Vec::new();
+    let mut ids = Vec::new();
+    for run in 0..options.runs {
+        let start = Instant::now();
+        ids = generate(model.as_ref(), &prompt, options.new_tokens)?;
+        let seconds = start.elapsed().as_secs_f64();
+        let rate = options.new_tokens as f64 / seconds;
+        rates.push(rate);
+        println!(
+            "{{\"side\":\"safeformers\",\"run\":{run},\"threads\":\"{threads}\",\"prompt_tokens\":{},\"new_tokens\":{},\"seconds\":{seconds:.4},\"tokens_per_second\":{rate:.2}}}",
+            options.prompt_tokens, options.new_tokens
+        );
+    }
+    rates.sort_by(f64::total_cmp);
+    let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    println!(
+        "{{\"side\":\"safeformers\",\"summary\":true,\"threads\":\"{threads}\",\"load_seconds\":{load_seconds:.3},\"median_tokens_per_second\":{median:.2},\"generated\":{ids:?}}}"
+    );
+    Ok(())
+}
