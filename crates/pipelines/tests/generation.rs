@@ -572,3 +572,74 @@ fn processors_in_the_fixture_remove_something() {
     // vocabulary), which check that a processor leaves scores alone when it should.
     assert_eq!(changed, 15, "cases that change the scores");
 }
+
+/// A fresh empty folder under the system's temporary directory.
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "safeformers-generation-{name}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn generation_config_json_wins_and_config_json_is_the_fallback() {
+    let dir = scratch_dir("fallback");
+    let config_path = dir.join("config.json");
+    let config: serde_json::Map<String, Value> = serde_json::from_str(
+        r#"{"model_type": "gpt2", "eos_token_id": [5, 6], "bos_token_id": 1,
+            "pad_token_id": null, "n_positions": 64}"#,
+    )
+    .unwrap();
+    let from_config = GenerationConfig::for_model(&dir, &config, &config_path).unwrap();
+    assert_eq!(from_config.eos_token_id, Some(vec![5, 6]));
+    assert_eq!(from_config.bos_token_id, Some(1));
+    assert_eq!(from_config.pad_token_id, None);
+
+    std::fs::write(
+        dir.join("generation_config.json"),
+        r#"{"eos_token_id": 9, "do_sample": true, "top_p": 0.5, "unknown_key": {"x": 1}}"#,
+    )
+    .unwrap();
+    let from_file = GenerationConfig::for_model(&dir, &config, &config_path).unwrap();
+    assert_eq!(from_file.eos_token_id, Some(vec![9]));
+    assert_eq!(
+        from_file.bos_token_id, None,
+        "config.json is not read when the file exists"
+    );
+    assert_eq!(from_file.top_p, Some(0.5));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_bad_or_oversized_generation_config_is_a_typed_error_naming_the_file() {
+    let dir = scratch_dir("hostile");
+    let path = dir.join("generation_config.json");
+    std::fs::write(&path, r#"{"temperature": "hot"}"#).unwrap();
+    match GenerationConfig::from_file(&path) {
+        Err(PipelineError::Json { path: named, .. }) => assert_eq!(named, path),
+        other => panic!("{other:?}"),
+    }
+    std::fs::write(&path, r#"{"eos_token_id": [1, "two"]}"#).unwrap();
+    assert!(matches!(
+        GenerationConfig::from_file(&path),
+        Err(PipelineError::Json { .. })
+    ));
+    let huge = format!(r#"{{"pad": "{}"}}"#, "x".repeat(2 * 1024 * 1024));
+    std::fs::write(&path, huge).unwrap();
+    assert!(matches!(
+        GenerationConfig::from_file(&path),
+        Err(PipelineError::FileTooLarge { .. })
+    ));
+    let config: serde_json::Map<String, Value> =
+        serde_json::from_str(r#"{"eos_token_id": "end"}"#).unwrap();
+    let config_path = dir.join("config.json");
+    std::fs::remove_file(&path).unwrap();
+    match GenerationConfig::for_model(&dir, &config, &config_path) {
+        Err(PipelineError::Json { path: named, .. }) => assert_eq!(named, config_path),
+        other => panic!("{other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
