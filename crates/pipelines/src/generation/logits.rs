@@ -96,12 +96,19 @@ fn repetition_penalty(input_ids: &[u32], scores: &mut [f32], penalty: f32) {
     }
 }
 
+/// A total order on scores with NaN as low as `-inf` (sorting with a comparator that is not a
+/// total order may panic).
+fn score_order(a: f32, b: f32) -> Ordering {
+    let key = |x: f32| if x.is_nan() { f32::NEG_INFINITY } else { x };
+    key(a).total_cmp(&key(b))
+}
+
 /// Scores sorted best first (NaN last), as indices.
 fn descending_order(scores: &[f32]) -> Vec<usize> {
     let mut order: Vec<usize> = (0..scores.len()).collect();
     order.sort_by(|&a, &b| {
-        let (a, b) = (scores.get(a), scores.get(b));
-        b.partial_cmp(&a).unwrap_or(Ordering::Equal)
+        let score = |i: usize| scores.get(i).copied().unwrap_or(f32::NEG_INFINITY);
+        score_order(score(b), score(a))
     });
     order
 }
@@ -201,6 +208,26 @@ mod tests {
         let mut scores = vec![2.0, -2.0, 2.0];
         LogitsProcessor::RepetitionPenalty(2.0).apply(&[0, 1, 1, 99], &mut scores);
         assert_eq!(scores, vec![1.0, -4.0, 2.0]);
+    }
+
+    #[test]
+    fn nan_and_infinite_scores_never_panic() {
+        let processors = [
+            LogitsProcessor::RepetitionPenalty(1.3),
+            LogitsProcessor::Temperature(0.5),
+            LogitsProcessor::TopK(2),
+            LogitsProcessor::TopP(0.5),
+            LogitsProcessor::MinP(0.1),
+        ];
+        for scores in [
+            vec![f32::NAN, 1.0, f32::INFINITY, f32::NEG_INFINITY, 0.0],
+            vec![f32::NAN; 5],
+            vec![f32::NEG_INFINITY; 5],
+            vec![],
+        ] {
+            let mut scores = scores;
+            process_logits(&processors, &[0, 1, 7], &[4, 99], &mut scores);
+        }
     }
 
     #[test]
