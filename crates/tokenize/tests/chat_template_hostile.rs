@@ -42,6 +42,7 @@ fn hostile(template: &str) -> ChatTemplateProblem {
     let start = Instant::now();
     let result = render(template);
     let elapsed = start.elapsed();
+    eprintln!("{elapsed:?} for {template}");
     assert!(
         elapsed < Duration::from_secs(1),
         "{template}: took {elapsed:?}"
@@ -239,6 +240,42 @@ fn syntax_and_runtime_errors_are_typed() {
             problem: ChatTemplateProblem::InvalidInput(_),
             ..
         }
+    ));
+}
+
+#[test]
+fn continue_final_message_is_checked() {
+    let template = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+    let both = ChatTemplateOptions {
+        continue_final_message: true,
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        render_with(template, &both),
+        Err(TokenizeError::ChatTemplate {
+            problem: ChatTemplateProblem::InvalidInput(_),
+            ..
+        })
+    ));
+    let continued = ChatTemplateOptions {
+        continue_final_message: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        render_with(template, &continued).unwrap(),
+        "[  Be brief.  ][Hello, World"
+    );
+    // A template that drops the content cannot be continued.
+    assert!(matches!(
+        render_with(
+            "{% for m in messages %}{{ m.role }}{% endfor %}",
+            &continued
+        ),
+        Err(TokenizeError::ChatTemplate {
+            problem: ChatTemplateProblem::InvalidInput(_),
+            ..
+        })
     ));
 }
 
