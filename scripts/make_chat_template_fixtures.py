@@ -279,6 +279,7 @@ PY_METHODS = r"""{%- for message in messages %}
 {%- endfor %}
 {%- if tools %}{{ tools | map(attribute='function') | map(attribute='name') | join(', ') | title }}{% endif %}
 {{- messages | selectattr('role', 'equalto', 'user') | list | length }} user message(s)
+{{ messages | map(attribute='role') | list }} {{ messages[-1] }} {{ none }} {{ (1, 'a') }} {{ 2.5 }} {{ 7 // 2 }}
 {{- '' if not add_generation_prompt else '\n>>> ' }}"""
 
 TEMPLATES = {

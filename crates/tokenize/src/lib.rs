@@ -1,7 +1,7 @@
 //! Tokenization as Hugging Face Transformers does it, on top of the `tokenizers` library.
 //!
 //! [`Tokenizer::from_dir`] reads a model folder's `tokenizer.json` (size-capped), with
-//! `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` for the
+//! `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` (and `additional_chat_templates/*.jinja`) for the
 //! settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
 //! us fetch, load or execute anything else: file-naming keys and `auto_map` are ignored.
 //!
