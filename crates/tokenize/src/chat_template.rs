@@ -30,9 +30,9 @@ use crate::config::SpecialTokens;
 use crate::error::{Result, TokenizeError};
 
 /// Default fuel for one render. Every golden of real templates (Llama 3.1 and Qwen2.5 with
-/// tools included) renders with a twentieth of it; this bound keeps a hostile template well
+/// tools included) renders with a tenth of it; this bound keeps a hostile template well
 /// under a second even in an unoptimised build.
-pub const DEFAULT_CHAT_TEMPLATE_FUEL: u64 = 2_000_000;
+pub const DEFAULT_CHAT_TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Default limit on the rendered prompt, in bytes.
 pub const DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
@@ -249,6 +249,14 @@ fn template_context(
         return Err(ChatTemplateProblem::InvalidInput(
             "the conversation is empty; give at least one message".into(),
         ));
+    }
+    // As Transformers: tools are JSON schemas (dicts), documents dicts.
+    for (what, list) in [("tool", &options.tools), ("document", &options.documents)] {
+        if let Some(index) = list.iter().flatten().position(|item| !item.is_object()) {
+            return Err(ChatTemplateProblem::InvalidInput(format!(
+                "{what} {index} is not a JSON object"
+            )));
+        }
     }
     let mut final_text = None;
     let mut chat = Vec::with_capacity(messages.len());

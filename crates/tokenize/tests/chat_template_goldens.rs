@@ -48,14 +48,14 @@ fn every_golden_matches_transformers() {
         let name = case["template"].as_str().unwrap();
         seen_templates.insert(name);
         let template = &templates[name];
-        // A twentieth of the default fuel: real templates are far from the limit.
+        // A tenth of the default fuel: real templates are far from the limit.
         let options = ChatTemplateOptions {
             add_generation_prompt: case["add_generation_prompt"].as_bool().unwrap(),
             tools: case["tools"].as_array().cloned(),
             extra: case["kwargs"].as_object().cloned().unwrap_or_default(),
             continue_final_message: case["continue_final_message"].as_bool().unwrap(),
             limits: ChatTemplateLimits {
-                fuel: DEFAULT_CHAT_TEMPLATE_FUEL / 20,
+                fuel: DEFAULT_CHAT_TEMPLATE_FUEL / 10,
                 ..Default::default()
             },
             ..Default::default()

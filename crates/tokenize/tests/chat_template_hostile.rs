@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use safeformers_tokenize::{
-    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, SpecialTokens, TokenizeError,
-    Tokenizer, TokenizerOptions, render_chat_template,
+    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, DEFAULT_CHAT_TEMPLATE_FUEL,
+    SpecialTokens, TokenizeError, Tokenizer, TokenizerOptions, render_chat_template,
 };
 use serde_json::{Value, json};
 
@@ -79,7 +79,9 @@ fn endless_and_huge_loops_run_out_of_fuel() {
     // The nested loop is the one that must be stopped by fuel, not by a range cap.
     assert!(matches!(
         hostile("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
-        ChatTemplateProblem::OutOfFuel { fuel: 2_000_000 }
+        ChatTemplateProblem::OutOfFuel {
+            fuel: DEFAULT_CHAT_TEMPLATE_FUEL
+        }
     ));
 }
 
@@ -241,6 +243,15 @@ fn syntax_and_runtime_errors_are_typed() {
             ..
         }
     ));
+    let bad_tools = ChatTemplateOptions {
+        tools: Some(vec![json!("get_weather")]),
+        ..Default::default()
+    };
+    let err = render_with("{{ tools }}", &bad_tools).unwrap_err();
+    assert!(
+        err.to_string().contains("tool 0 is not a JSON object"),
+        "{err}"
+    );
 }
 
 #[test]
