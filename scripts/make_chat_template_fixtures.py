@@ -279,6 +279,7 @@ PY_METHODS = r"""{%- for message in messages %}
 {%- endfor %}
 {%- if tools %}{{ tools | map(attribute='function') | map(attribute='name') | join(', ') | title }}{% endif %}
 {{- messages | selectattr('role', 'equalto', 'user') | list | length }} user message(s)
+{{ messages | map(attribute='role') | list }} {{ messages[-1] }} {{ none }} {{ (1, 'a') }} {{ 2.5 }} {{ 7 // 2 }}
 {{- '' if not add_generation_prompt else '\n>>> ' }}"""
 
 TEMPLATES = {
@@ -362,7 +363,8 @@ def special_tokens_tokenizer(special):
     return PreTrainedTokenizerFast(tokenizer_object=tok, **special)
 
 
-def render_case(name, conversation_name, messages, add_generation_prompt, tools=None, kwargs=None):
+def render_case(name, conversation_name, messages, add_generation_prompt, tools=None, kwargs=None,
+                continue_final_message=False):
     source, special, _ = TEMPLATES[name]
     tok = special_tokens_tokenizer(special)
     tok.chat_template = source
@@ -374,10 +376,12 @@ def render_case(name, conversation_name, messages, add_generation_prompt, tools=
         "add_generation_prompt": add_generation_prompt,
         "tools": tools,
         "kwargs": kwargs,
+        "continue_final_message": continue_final_message,
     }
     try:
         case["expected"] = tok.apply_chat_template(
-            messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False, **kwargs
+            messages, tools=tools, add_generation_prompt=add_generation_prompt, tokenize=False,
+            continue_final_message=continue_final_message, **kwargs
         )
     except Exception as e:  # the template's raise_exception, or a render error
         case["error"] = {"type": type(e).__name__, "message": str(e)}
@@ -402,6 +406,14 @@ def goldens():
                              kwargs={"date_string": "26 Jul 2024", "tools_in_user_message": False}))
     cases.append(render_case("llama-3.1", "system", CONVERSATIONS["system"], True,
                              kwargs={"date_string": "26 Jul 2024", "builtin_tools": ["brave_search", "code_interpreter", "wolfram_alpha"]}))
+    # A prefilled assistant answer to continue (`continue_final_message=True`).
+    prefill = CONVERSATIONS["system"] + [{"role": "assistant", "content": "The capital of France is "}]
+    for name in ("llama-3.1", "llama-3", "qwen-2.5", "chatml", "zephyr", "phi-3", "deepseek"):
+        kwargs = {"date_string": "26 Jul 2024"} if name.startswith("llama-3.1") else {}
+        cases.append(render_case(name, "prefill", prefill, False, kwargs=kwargs, continue_final_message=True))
+    blocks = [{"role": "user", "content": "Hi!"},
+              {"role": "assistant", "content": "Well,  "}]
+    cases.append(render_case("gemma", "prefill_trailing_space", blocks, False, continue_final_message=True))
     return {
         "versions": VERSIONS,
         "made_by": "scripts/make_chat_template_fixtures.py",

@@ -29,10 +29,10 @@ use serde_json::{Map, Value};
 use crate::config::SpecialTokens;
 use crate::error::{Result, TokenizeError};
 
-/// Default fuel for one render. The longest real templates (Llama 3.1 with tools, Qwen with
-/// tools) use well under 100,000; this bound keeps a hostile template under a second even in
-/// an unoptimised build.
-pub const DEFAULT_CHAT_TEMPLATE_FUEL: u64 = 2_000_000;
+/// Default fuel for one render. Every golden of real templates (Llama 3.1 and Qwen2.5 with
+/// tools included) renders with a tenth of it; this bound keeps a hostile template well
+/// under a second even in an unoptimised build.
+pub const DEFAULT_CHAT_TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// Default limit on the rendered prompt, in bytes.
 pub const DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES: usize = 4 * 1024 * 1024;
@@ -81,6 +81,10 @@ pub struct ChatTemplateOptions {
     /// Further template variables (`date_string`, `enable_thinking`, ...); they override the
     /// special tokens of the same name, as Transformers' `**kwargs` do.
     pub extra: Map<String, Value>,
+    /// Leave the last message open so the model continues it (a prefilled assistant answer),
+    /// as Transformers' `continue_final_message=True`: the render is cut right after that
+    /// message's `content`. Cannot be combined with `add_generation_prompt`.
+    pub continue_final_message: bool,
     /// Which of several named templates to use (`tool_use`, `rag`, ...). Without a name:
     /// `tool_use` when tools are given and the tokenizer has it, else the default template.
     pub template_name: Option<String>,
@@ -207,7 +211,13 @@ pub fn render_chat_template(
         template: name.to_owned(),
         problem,
     };
-    let context = template_context(messages, options, special_tokens).map_err(&fail)?;
+    if options.continue_final_message && !source.contains("content") {
+        return Err(fail(ChatTemplateProblem::InvalidInput(
+            "continue_final_message: the template never reads `content`".into(),
+        )));
+    }
+    let (context, final_text) =
+        template_context(messages, options, special_tokens).map_err(&fail)?;
     let source = rewrite_generation_tags(source);
     let limits = options.limits;
     let rendered = catch_unwind(AssertUnwindSafe(|| render(&source, context, limits)))
@@ -221,20 +231,34 @@ pub fn render_chat_template(
                 "the template engine panicked: {message}"
             )))
         });
-    rendered.map_err(fail)
+    let rendered = rendered.map_err(&fail)?;
+    match final_text {
+        Some(final_text) => cut_at_final_message(&rendered, &final_text).map_err(fail),
+        None => Ok(rendered),
+    }
 }
 
-/// The variables a template sees, as Transformers builds them.
+/// The variables a template sees, as Transformers builds them, and for
+/// `continue_final_message` the final message's text.
 fn template_context(
     messages: &[Value],
     options: &ChatTemplateOptions,
     special_tokens: &SpecialTokens,
-) -> std::result::Result<JinjaValue, ChatTemplateProblem> {
+) -> std::result::Result<(JinjaValue, Option<String>), ChatTemplateProblem> {
     if messages.is_empty() {
         return Err(ChatTemplateProblem::InvalidInput(
             "the conversation is empty; give at least one message".into(),
         ));
     }
+    // As Transformers: tools are JSON schemas (dicts), documents dicts.
+    for (what, list) in [("tool", &options.tools), ("document", &options.documents)] {
+        if let Some(index) = list.iter().flatten().position(|item| !item.is_object()) {
+            return Err(ChatTemplateProblem::InvalidInput(format!(
+                "{what} {index} is not a JSON object"
+            )));
+        }
+    }
+    let mut final_text = None;
     let mut chat = Vec::with_capacity(messages.len());
     for (index, message) in messages.iter().enumerate() {
         let Value::Object(fields) = message else {
@@ -249,6 +273,15 @@ fn template_context(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         chat.push(Value::Object(alias_reasoning(fields)));
+    }
+
+    if options.continue_final_message {
+        if options.add_generation_prompt {
+            return Err(ChatTemplateProblem::InvalidInput(
+                "continue_final_message and add_generation_prompt cannot be combined".into(),
+            ));
+        }
+        final_text = Some(tag_final_message(&mut chat)?);
     }
 
     let mut context = Map::new();
@@ -290,7 +323,7 @@ fn template_context(
         "add_generation_prompt".into(),
         Value::Bool(options.add_generation_prompt),
     );
-    to_template_value(&Value::Object(context), 0)
+    Ok((to_template_value(&Value::Object(context), 0)?, final_text))
 }
 
 /// Deepest JSON input handed to a template (serde_json's own parser stops at 128).
@@ -333,6 +366,64 @@ fn to_template_value(
                 })
                 .collect::<std::result::Result<Vec<_>, ChatTemplateProblem>>()?,
         ),
+    })
+}
+
+/// Marks the end of the last message's text for `continue_final_message` (Transformers'
+/// marker, with its trailing space).
+const CONTINUE_FINAL_MESSAGE_TAG: &str = "CONTINUE_FINAL_MESSAGE_TAG ";
+
+/// Appends [`CONTINUE_FINAL_MESSAGE_TAG`] to the last message's `content` (a string, or the
+/// last block with a `text` in a list of blocks); returns that text without the tag.
+fn tag_final_message(chat: &mut [Value]) -> std::result::Result<String, ChatTemplateProblem> {
+    let invalid = |message: &str| ChatTemplateProblem::InvalidInput(message.to_owned());
+    let content = chat
+        .last_mut()
+        .and_then(|message| message.get_mut("content"))
+        .ok_or_else(|| invalid("continue_final_message: the final message has no content"))?;
+    let text = match content {
+        Value::String(text) => text,
+        Value::Array(blocks) => blocks
+            .iter_mut()
+            .rev()
+            .find_map(|block| match block.get_mut("text") {
+                Some(Value::String(text)) => Some(text),
+                _ => None,
+            })
+            .ok_or_else(|| invalid("continue_final_message: no text in the final message"))?,
+        _ => {
+            return Err(invalid(
+                "continue_final_message: the final content is not text",
+            ));
+        }
+    };
+    let original = text.clone();
+    text.push_str(CONTINUE_FINAL_MESSAGE_TAG);
+    Ok(original)
+}
+
+/// Cuts a render at the final message's tag, as Transformers does: right before it when the
+/// template kept the tag whole, else also dropping the whitespace before it.
+fn cut_at_final_message(
+    rendered: &str,
+    final_text: &str,
+) -> std::result::Result<String, ChatTemplateProblem> {
+    let tag = CONTINUE_FINAL_MESSAGE_TAG.trim();
+    let missing = || {
+        ChatTemplateProblem::InvalidInput(
+            "continue_final_message: the final message does not appear in the rendered chat (the template changes it)"
+                .into(),
+        )
+    };
+    if !rendered.contains(final_text.trim()) {
+        return Err(missing());
+    }
+    let at = rendered.rfind(tag).ok_or_else(missing)?;
+    let (before, after) = rendered.split_at(at);
+    Ok(if after.starts_with(CONTINUE_FINAL_MESSAGE_TAG) {
+        before.to_owned()
+    } else {
+        before.trim_end().to_owned()
     })
 }
 

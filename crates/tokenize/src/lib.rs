@@ -1,8 +1,8 @@
 //! Tokenization as Hugging Face Transformers does it, on top of the `tokenizers` library.
 //!
 //! [`Tokenizer::from_dir`] reads a model folder's `tokenizer.json` (size-capped), with
-//! `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` for the
-//! settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
+//! `tokenizer_config.json`, `special_tokens_map.json`, `chat_template.jinja` and
+//! `additional_chat_templates/*.jinja` for the settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
 //! us fetch, load or execute anything else: file-naming keys and `auto_map` are ignored.
 //!
 //! Encoding follows Transformers' `tokenizer(texts, padding=.., truncation=.., max_length=..)`,

@@ -77,8 +77,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and
-    /// `chat_template.jinja` from a model folder (a verified snapshot). Only these fixed file
+    /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`,
+    /// `chat_template.jinja` and `additional_chat_templates/*.jinja` from a model folder (a verified snapshot). Only these fixed file
     /// names are read: no key in any of them can name another file, fetch or run anything.
     ///
     /// ```
@@ -197,7 +197,8 @@ impl Tokenizer {
         self.config.model_max_length
     }
 
-    /// The default chat template (Jinja source), kept for the chat layer.
+    /// The default chat template (Jinja source), if any; see also
+    /// [`Tokenizer::select_chat_template`].
     pub fn chat_template(&self) -> Option<&str> {
         self.config.chat_template.as_deref()
     }

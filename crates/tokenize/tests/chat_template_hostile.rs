@@ -11,8 +11,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use safeformers_tokenize::{
-    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, SpecialTokens, TokenizeError,
-    Tokenizer, TokenizerOptions, render_chat_template,
+    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, DEFAULT_CHAT_TEMPLATE_FUEL,
+    SpecialTokens, TokenizeError, Tokenizer, TokenizerOptions, render_chat_template,
 };
 use serde_json::{Value, json};
 
@@ -42,6 +42,7 @@ fn hostile(template: &str) -> ChatTemplateProblem {
     let start = Instant::now();
     let result = render(template);
     let elapsed = start.elapsed();
+    eprintln!("{elapsed:?} for {template}");
     assert!(
         elapsed < Duration::from_secs(1),
         "{template}: took {elapsed:?}"
@@ -78,7 +79,9 @@ fn endless_and_huge_loops_run_out_of_fuel() {
     // The nested loop is the one that must be stopped by fuel, not by a range cap.
     assert!(matches!(
         hostile("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"),
-        ChatTemplateProblem::OutOfFuel { fuel: 2_000_000 }
+        ChatTemplateProblem::OutOfFuel {
+            fuel: DEFAULT_CHAT_TEMPLATE_FUEL
+        }
     ));
 }
 
@@ -239,6 +242,51 @@ fn syntax_and_runtime_errors_are_typed() {
             problem: ChatTemplateProblem::InvalidInput(_),
             ..
         }
+    ));
+    let bad_tools = ChatTemplateOptions {
+        tools: Some(vec![json!("get_weather")]),
+        ..Default::default()
+    };
+    let err = render_with("{{ tools }}", &bad_tools).unwrap_err();
+    assert!(
+        err.to_string().contains("tool 0 is not a JSON object"),
+        "{err}"
+    );
+}
+
+#[test]
+fn continue_final_message_is_checked() {
+    let template = "{% for m in messages %}[{{ m.content }}]{% endfor %}";
+    let both = ChatTemplateOptions {
+        continue_final_message: true,
+        add_generation_prompt: true,
+        ..Default::default()
+    };
+    assert!(matches!(
+        render_with(template, &both),
+        Err(TokenizeError::ChatTemplate {
+            problem: ChatTemplateProblem::InvalidInput(_),
+            ..
+        })
+    ));
+    let continued = ChatTemplateOptions {
+        continue_final_message: true,
+        ..Default::default()
+    };
+    assert_eq!(
+        render_with(template, &continued).unwrap(),
+        "[  Be brief.  ][Hello, World"
+    );
+    // A template that drops the content cannot be continued.
+    assert!(matches!(
+        render_with(
+            "{% for m in messages %}{{ m.role }}{% endfor %}",
+            &continued
+        ),
+        Err(TokenizeError::ChatTemplate {
+            problem: ChatTemplateProblem::InvalidInput(_),
+            ..
+        })
     ));
 }
 
