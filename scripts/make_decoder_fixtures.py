@@ -52,6 +52,7 @@ SHORT_CONTEXT = 12
 
 PAD, BOS, EOS, IM_START, IM_END = "<|pad|>", "<|bos|>", "<|eos|>", "<|im_start|>", "<|im_end|>"
 SPECIALS = [PAD, BOS, EOS, IM_START, IM_END]  # ids 0..4
+GPT2_EOS = "<|endoftext|>"  # bos and eos of the --gpt2-124m tokenizer, id 50256 as in GPT-2
 MERGES = 123  # 256 bytes + 5 specials + 123 merges = 384 tokens
 
 CHAT_TEMPLATE = (
@@ -135,10 +136,14 @@ def write_json(path: Path, value, indent=None) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def build_tokenizer():
+def build_tokenizer(gpt2_124m: bool = False):
     """Byte-level BPE (GPT-2 style: no prefix space, nothing added around the ids) with a
-    ChatML chat template. Padding side left, as decoder-only generation needs."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    ChatML chat template. Padding side left, as decoder-only generation needs.
+
+    With `gpt2_124m`, filler tokens `<|filler_N|>` (ordinary added tokens) take ids 384..50255 and
+    `<|endoftext|>` id 50256, as in GPT-2's vocabulary, so that every id `GPT2Config()`'s model can
+    emit decodes and its bos/eos id is GPT-2's."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     from transformers import PreTrainedTokenizerFast
 
@@ -153,14 +158,22 @@ def build_tokenizer():
         show_progress=False,
     )
     tok.train_from_iterator(CORPUS, trainer)
+    bos, eos = BOS, EOS
+    if gpt2_124m:
+        base = tok.get_vocab_size()
+        tok.add_tokens([AddedToken(f"<|filler_{i}|>", normalized=False) for i in range(base, 50256)])
+        tok.add_special_tokens([AddedToken(GPT2_EOS, normalized=False)])
+        if tok.token_to_id(GPT2_EOS) != 50256 or tok.get_vocab_size() != 50257:
+            raise SystemExit(f"GPT-2 124M tokenizer: {GPT2_EOS} is id {tok.token_to_id(GPT2_EOS)}")
+        bos = eos = GPT2_EOS
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token=BOS,
-        eos_token=EOS,
+        bos_token=bos,
+        eos_token=eos,
         pad_token=PAD,
         additional_special_tokens=[IM_START, IM_END],
         padding_side="left",
-        model_max_length=MAX_POS,
+        model_max_length=1024 if gpt2_124m else MAX_POS,
         chat_template=CHAT_TEMPLATE,
         clean_up_tokenization_spaces=False,
     )
@@ -479,9 +492,8 @@ def write_gpt2_124m(folder: Path, tokenizer) -> None:
     """`GPT2Config()` (124M parameters, vocab 50257) randomly initialised under SEED, with
     Transformers' own initialisation (not redrawn: the speed does not depend on the values).
 
-    The tokenizer is the 384-token fixture one: it encodes prompts into ids the model accepts, but
-    covers only the start of the 50257-token vocabulary (and GPT2Config's bos/eos id 50256 is not
-    in it), so decoding generated ids is not meaningful. The speed runner feeds token ids.
+    The tokenizer is the fixture one grown to GPT-2's 50257 ids (see `build_tokenizer`): prompts
+    encode with the 384 trained tokens, every generated id decodes, and `<|endoftext|>` is 50256.
     """
     from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -508,10 +520,10 @@ def main() -> None:
 
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    tokenizer = build_tokenizer()
     if args.gpt2_124m:
-        write_gpt2_124m(Path(args.gpt2_124m).expanduser(), tokenizer)
+        write_gpt2_124m(Path(args.gpt2_124m).expanduser(), build_tokenizer(gpt2_124m=True))
         return
+    tokenizer = build_tokenizer()
 
     meta = versions()
     OUT.mkdir(parents=True, exist_ok=True)

@@ -258,7 +258,6 @@ fn to_u32_below(input: &'static str, values: &[Vec<i64>], limit: usize) -> Resul
 }
 
 #[cfg(test)]
-#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -104,6 +104,11 @@ impl Gpt2Config {
                 return Err(config.invalid_field(field, "must be positive"));
             }
         }
+        // The fused query/key/value width is 3 · n_embd and the default MLP width 4 · n_embd;
+        // a config claiming a width whose multiples overflow is refused here, not mid-load.
+        if gpt2.n_embd.checked_mul(4).is_none() {
+            return Err(config.invalid_field("n_embd", "is impossibly large"));
+        }
         if !gpt2.n_embd.is_multiple_of(gpt2.n_head) {
             return Err(config.invalid_field(
                 "n_head",
@@ -125,7 +130,8 @@ impl Gpt2Config {
 
     /// The feed-forward width (`n_inner`, or `4 * n_embd`).
     pub fn inner_size(&self) -> usize {
-        self.n_inner.unwrap_or(4 * self.n_embd)
+        self.n_inner
+            .unwrap_or_else(|| self.n_embd.saturating_mul(4))
     }
 
     fn activation(&self, config: &ModelConfig) -> Result<Activation> {
@@ -424,5 +430,64 @@ impl CausalLm for Gpt2LmHeadModel {
             .reshape((batch * new, hidden))?
             .matmul(&self.lm_head_t)?;
         Ok(logits.reshape((batch, new, self.gpt2.vocab_size))?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<Gpt2Config> {
+        Gpt2Config::from_model_config(&ModelConfig::from_json_str(text, Path::new("config.json"))?)
+    }
+
+    #[test]
+    fn defaults_are_gpt2_small() -> Result<()> {
+        let config = parse(r#"{"model_type":"gpt2"}"#)?;
+        assert_eq!(
+            (config.vocab_size, config.n_positions, config.n_embd),
+            (50257, 1024, 768)
+        );
+        assert_eq!(
+            (config.n_layer, config.n_head, config.inner_size()),
+            (12, 12, 3072)
+        );
+        assert_eq!(config.activation_function, "gelu_new");
+        assert!(config.scale_attn_weights && !config.scale_attn_by_inverse_layer_idx);
+        assert!((config.layer_norm_epsilon - 1e-5).abs() < 1e-12);
+        Ok(())
+    }
+
+    #[test]
+    fn hostile_sizes_are_errors_not_panics() {
+        for (text, field) in [
+            (r#"{"model_type":"gpt2","n_head":0}"#, "n_head"),
+            (
+                r#"{"model_type":"gpt2","n_embd":100,"n_head":12}"#,
+                "n_head",
+            ),
+            (r#"{"model_type":"gpt2","n_inner":0}"#, "n_inner"),
+            (
+                r#"{"model_type":"gpt2","n_embd":9223372036854775807,"n_head":1}"#,
+                "n_embd",
+            ),
+            (
+                r#"{"model_type":"gpt2","activation_function":"swiglu"}"#,
+                "activation_function",
+            ),
+        ] {
+            match parse(text) {
+                Err(Error::InvalidConfigField { field: got, .. }) => {
+                    assert_eq!(got, field, "{text}")
+                }
+                other => panic!("{text}: expected an error about {field}, got {other:?}"),
+            }
+        }
+        assert!(matches!(
+            parse(r#"{"model_type":"gpt2","add_cross_attention":true}"#),
+            Err(Error::UnsupportedFeature { .. })
+        ));
     }
 }
