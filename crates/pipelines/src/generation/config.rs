@@ -6,6 +6,33 @@
 //! Transformers merges them (`GenerationConfig.update`, the pipeline's `_prepare_generate_kwargs`).
 //! Unknown keys are ignored, as Transformers ignores them; a known key of the wrong type is an
 //! error naming the file.
+//!
+//! ```
+//! use safeformers_pipelines::generation::{GenerationConfig, LengthLimit, LogitsProcessor};
+//!
+//! // What a model's generation_config.json says, then what the caller asks for.
+//! let model: GenerationConfig =
+//!     serde_json::from_str(r#"{"eos_token_id": [2, 7], "top_p": 0.9, "temperature": 0.6}"#)?;
+//! let caller = GenerationConfig {
+//!     max_new_tokens: Some(32),
+//!     do_sample: Some(true),
+//!     ..GenerationConfig::default()
+//! };
+//! let params = model.updated_with(&caller).resolve()?;
+//! assert_eq!(params.length, LengthLimit::NewTokens(32));
+//! assert_eq!(params.eos_token_ids, vec![2, 7]);
+//! assert_eq!(params.pad_token_id, Some(2)); // no pad token: the first EOS id
+//! // Transformers' order, with its default top_k of 50 when sampling.
+//! assert_eq!(
+//!     params.processors,
+//!     vec![
+//!         LogitsProcessor::Temperature(0.6),
+//!         LogitsProcessor::TopK(50),
+//!         LogitsProcessor::TopP(0.9),
+//!     ]
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::path::Path;
 
