@@ -170,34 +170,16 @@ impl TextGeneration {
     /// The chat template's text for `messages`.
     pub fn render_chat(&self, messages: &[Value]) -> Result<String> {
         check_messages(messages)?;
+        // A chat ending with the assistant's message is continued (Transformers'
+        // `continue_final_message`, its default for such chats), otherwise the template writes
+        // the header of a new assistant turn.
         let continue_final = ends_with_assistant(messages);
         let options = ChatTemplateOptions {
             add_generation_prompt: !continue_final,
+            continue_final_message: continue_final,
             ..ChatTemplateOptions::default()
         };
-        let rendered = self.tokenizer.apply_chat_template(messages, &options)?;
-        if !continue_final {
-            return Ok(rendered);
-        }
-        // Transformers' `continue_final_message`: cut the render right after the final
-        // message's (stripped) content, dropping the template's end-of-turn tokens.
-        let final_content = messages
-            .last()
-            .and_then(|message| message.get("content"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .trim();
-        match rendered.rfind(final_content) {
-            Some(start) => Ok(rendered
-                .get(..start + final_content.len())
-                .unwrap_or(&rendered)
-                .to_string()),
-            None => Err(PipelineError::InvalidInput(
-                "the chat template does not write the final assistant message's content, so it \
-                 cannot be continued"
-                    .into(),
-            )),
-        }
+        Ok(self.tokenizer.apply_chat_template(messages, &options)?)
     }
 
     /// Generates for every input, `options.batch_size` at a time, in input order.

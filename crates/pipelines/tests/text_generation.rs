@@ -286,3 +286,34 @@ fn chat_messages_must_be_objects_with_a_role() {
         );
     }
 }
+
+#[test]
+fn a_chat_ending_with_the_assistant_is_continued() {
+    let pipeline = pipeline("gpt2");
+    let messages = vec![
+        json!({"role": "user", "content": "Paris?"}),
+        json!({"role": "assistant", "content": "Yes"}),
+    ];
+    let rendered = pipeline.render_chat(&messages).unwrap();
+    assert!(
+        rendered.ends_with("Yes"),
+        "cut after the final content: {rendered:?}"
+    );
+    let options = |return_full_text| TextGenerationOptions {
+        generation: GenerationConfig {
+            do_sample: Some(false),
+            max_new_tokens: Some(6),
+            ..GenerationConfig::default()
+        },
+        return_full_text,
+        ..TextGenerationOptions::default()
+    };
+    let input = [GenerationInput::Chat(messages.clone())];
+    let full = pipeline.run(&input, &options(true)).unwrap();
+    let new = pipeline.run(&input, &options(false)).unwrap();
+    let new_text = json!(new[0].generated_text).as_str().unwrap().to_string();
+    assert_eq!(
+        json!(full[0].generated_text),
+        json!([messages[0], {"role": "assistant", "content": format!("Yes{new_text}")}])
+    );
+}
