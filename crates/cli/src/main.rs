@@ -6,6 +6,7 @@
 mod cache;
 mod download;
 mod forward;
+mod generate;
 mod inspect;
 mod lock;
 mod mirror;
@@ -64,6 +65,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Run a task pipeline (feature-extraction, sentence-similarity, ...) on inputs or stdin.
     Run(run::RunArgs),
+    /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
+    /// conversation is kept until stdin ends.
+    Chat(generate::ChatArgs),
 }
 
 fn main() -> ExitCode {
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Mirror(args) => mirror::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Chat(args) => generate::chat(&args),
     };
     match result {
         Ok(code) => code,
