@@ -178,7 +178,8 @@ pub fn run_text_generation(
     options: &TextGenerationOptions,
     switches: &TextGenerationArgs,
 ) -> anyhow::Result<()> {
-    let pipeline = TextGeneration::from_dir(dir, load)?;
+    let pipeline = TextGeneration::from_dir(dir, load)?
+        .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
     if !switches.stream {
         // Inputs go through in batches; each line is printed when its batch is done.
         let batch_size = options.batch_size.max(1);
@@ -273,7 +274,8 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         ..LoadOptions::default()
     };
     args.threads.install(|| {
-        let pipeline = TextGeneration::from_dir(&dir, &load)?;
+        let pipeline = TextGeneration::from_dir(&dir, &load)?
+            .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
         let mut messages: Vec<Value> = Vec::new();
         if let Some(system) = &args.system {
             messages.push(json!({"role": "system", "content": system}));

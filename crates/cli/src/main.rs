@@ -4,6 +4,7 @@
 //! found), 2 usage error, 3 refused by security policy.
 
 mod cache;
+mod chat_sandbox;
 mod download;
 mod forward;
 mod generate;
@@ -68,6 +69,10 @@ enum Command {
     /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
     /// conversation is kept until stdin ends.
     Chat(generate::ChatArgs),
+    /// Internal: renders one chat template request from stdin under OS limits (the isolated
+    /// renderer `run text-generation --chat` and `chat` start).
+    #[command(name = "render-chat-template", hide = true)]
+    RenderChatTemplate,
 }
 
 fn main() -> ExitCode {
@@ -82,6 +87,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => generate::chat(&args),
+        Command::RenderChatTemplate => chat_sandbox::serve_child(),
     };
     match result {
         Ok(code) => code,

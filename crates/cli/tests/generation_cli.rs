@@ -443,3 +443,90 @@ fn contradictory_or_misplaced_flags_are_usage_errors() {
     );
     assert_one_line_error(&out, 1, "temperature");
 }
+
+/// A copy of the tiny GPT-2 (in a fresh folder named by `tag`) whose chat template is `template`.
+fn gpt2_with_chat_template(tag: &str, template: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sf-gen-cli-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(decoders().join("gpt2")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();
+    }
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["chat_template"] = json!(template);
+    std::fs::write(&config_path, serde_json::to_string(&config).unwrap()).unwrap();
+    dir
+}
+
+#[test]
+fn hostile_chat_templates_fail_fast_without_hurting_the_process() {
+    let chat = r#"[{"role": "user", "content": "hi"}]"#;
+    // (template, what the one-line error says)
+    let cases = [
+        // Fuel stops these inside the renderer.
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+            "ran out of fuel",
+        ),
+        (
+            "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+            "ran out of fuel",
+        ),
+        // minijinja materializes 33 nested list concatenations without charging fuel (2^33
+        // items here); only the isolated renderer's OS limits stop it. Without the isolation
+        // this test exhausts the machine's memory.
+        (
+            "{% set ns = namespace(l=[1]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}{{ ns.l | length }}",
+            "isolated renderer",
+        ),
+    ];
+    for (index, (template, needle)) in cases.into_iter().enumerate() {
+        let model = gpt2_with_chat_template(&format!("hostile-{index}"), template);
+        let model = model.to_str().unwrap();
+        let started = std::time::Instant::now();
+        let output = safeformers(
+            &[
+                "run",
+                "text-generation",
+                "--model",
+                model,
+                "--chat",
+                "--max-new-tokens",
+                "2",
+                chat,
+            ],
+            None,
+        );
+        let elapsed = started.elapsed();
+        assert_one_line_error(&output, 1, needle);
+        // Model load included; the render itself is cut at well under a second.
+        assert!(elapsed.as_secs_f64() < 5.0, "{template}: took {elapsed:?}");
+        std::fs::remove_dir_all(model).unwrap();
+    }
+    // The same model with a well-behaved template still works through the renderer process.
+    let model = gpt2_with_chat_template(
+        "benign",
+        "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}",
+    );
+    let output = safeformers(
+        &[
+            "run",
+            "text-generation",
+            "--model",
+            model.to_str().unwrap(),
+            "--chat",
+            "--max-new-tokens",
+            "2",
+            chat,
+        ],
+        None,
+    );
+    let lines = json_lines(&output);
+    assert_eq!(lines.len(), 1);
+    let reply = &lines[0][0]["generated_text"][1];
+    assert_eq!(reply["role"], "assistant");
+    std::fs::remove_dir_all(model).unwrap();
+}

@@ -39,7 +39,8 @@ pub use fill_mask::{FillMask, MaskFill};
 pub use question_answering::{Answer, QuestionAnswering, QuestionAnsweringOptions};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
 pub use text_generation::{
-    GeneratedContent, GeneratedText, GenerationInput, TextGeneration, TextGenerationOptions,
+    ChatRenderer, GeneratedContent, GeneratedText, GenerationInput, TextGeneration,
+    TextGenerationOptions,
 };
 pub use token_classification::{
     Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use safeformers_models::{AutoModelForCausalLM, CausalLm};
-use safeformers_tokenize::{ChatTemplateOptions, EncodeOptions, Tokenizer, TokenizerOptions};
+use safeformers_tokenize::{
+    ChatTemplateOptions, ChatTemplateRequest, EncodeOptions, Tokenizer, TokenizerOptions,
+};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -96,6 +98,32 @@ pub struct TextGeneration {
     model: Box<dyn CausalLm>,
     model_generation: GenerationConfig,
     device: Device,
+    chat_renderer: Option<ChatRenderer>,
+}
+
+/// Renders a chat template somewhere other than this process (see
+/// [`TextGeneration::with_chat_renderer`]).
+pub struct ChatRenderer(RenderFn);
+
+type RenderFn =
+    Box<dyn Fn(&ChatTemplateRequest) -> safeformers_tokenize::Result<String> + Send + Sync>;
+
+impl ChatRenderer {
+    /// A renderer calling `render` for each chat template render.
+    pub fn new(
+        render: impl Fn(&ChatTemplateRequest) -> safeformers_tokenize::Result<String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> ChatRenderer {
+        ChatRenderer(Box::new(render))
+    }
+}
+
+impl std::fmt::Debug for ChatRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatRenderer")
+    }
 }
 
 impl TextGeneration {
@@ -122,7 +150,16 @@ impl TextGeneration {
             model,
             model_generation,
             device,
+            chat_renderer: None,
         })
+    }
+
+    /// Renders chat templates with `renderer` instead of in this process. The `safeformers`
+    /// CLI passes one that renders in a child process under memory and time limits, so a
+    /// hostile template that slips past the render's fuel still cannot exhaust this process.
+    pub fn with_chat_renderer(mut self, renderer: ChatRenderer) -> TextGeneration {
+        self.chat_renderer = Some(renderer);
+        self
     }
 
     /// The model folder.
@@ -179,7 +216,11 @@ impl TextGeneration {
             continue_final_message: continue_final,
             ..ChatTemplateOptions::default()
         };
-        Ok(self.tokenizer.apply_chat_template(messages, &options)?)
+        let request = self.tokenizer.chat_template_request(messages, &options)?;
+        Ok(match &self.chat_renderer {
+            Some(ChatRenderer(render)) => render(&request)?,
+            None => request.render()?,
+        })
     }
 
     /// Generates for every input, `options.batch_size` at a time, in input order.

@@ -17,7 +17,9 @@
 //! Known gap (minijinja 3.1.0): list concatenation with `+` is lazy and not charged to fuel, and
 //! once 33 concatenations are nested minijinja materializes the list without a size check, so a
 //! template that doubles a list 33 times (`{% set ns.l = ns.l + ns.l %}` in a loop) allocates
-//! 2^33 items. Strings, repetition with `*`, loops, macros and output are bounded.
+//! 2^33 items. Strings, repetition with `*`, loops, macros and output are bounded. For that gap
+//! (and any other the engine may have), a [`ChatTemplateRequest`] can be rendered in an isolated
+//! process under operating-system limits; the `safeformers` CLI always does so.
 
 use std::io::Write;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -49,7 +51,7 @@ const MAX_TOJSON_DEPTH: usize = 128;
 const MAX_TOJSON_INDENT: usize = 64;
 
 /// The bounds on one render of a chat template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChatTemplateLimits {
     /// minijinja fuel: one unit per instruction, plus one per 64 bytes of data created.
     pub fuel: u64,
@@ -70,7 +72,7 @@ impl Default for ChatTemplateLimits {
 }
 
 /// The arguments of Transformers' `apply_chat_template(messages, tokenize=False, ...)`.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatTemplateOptions {
     /// Append the header that starts the assistant's turn.
     pub add_generation_prompt: bool,
@@ -93,7 +95,7 @@ pub struct ChatTemplateOptions {
 }
 
 /// What went wrong with a chat template (the payload of [`TokenizeError::ChatTemplate`]).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum ChatTemplateProblem {
     /// The tokenizer has no chat template at all.
@@ -142,6 +144,10 @@ pub enum ChatTemplateProblem {
         /// The limit.
         limit: usize,
     },
+    /// The render was stopped by the operating-system limits of an isolated renderer (a child
+    /// process with capped memory and time), or that process failed.
+    #[error("the template exceeded the isolated renderer's limits: {0}")]
+    Isolation(String),
     /// Any other failure while rendering (a filter used on the wrong type, an undefined
     /// attribute, ...), with minijinja's message and line.
     #[error("render failed: {0}")]
@@ -235,6 +241,38 @@ pub fn render_chat_template(
     match final_text {
         Some(final_text) => cut_at_final_message(&rendered, &final_text).map_err(fail),
         None => Ok(rendered),
+    }
+}
+
+/// One render of a chat template, with everything it needs and nothing else: the template's
+/// name and source, the messages, the options and the special tokens. It can be rendered here
+/// ([`ChatTemplateRequest::render`]) or, serialized as JSON, by an isolated renderer — a child
+/// process under operating-system memory and time limits, which is what the `safeformers` CLI
+/// does, as defence in depth against template-engine gaps that fuel does not cover.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ChatTemplateRequest {
+    /// The template's name (for errors).
+    pub template_name: String,
+    /// The Jinja source.
+    pub source: String,
+    /// The conversation.
+    pub messages: Vec<Value>,
+    /// The options of the render.
+    pub options: ChatTemplateOptions,
+    /// The tokenizer's special tokens, passed to the template by role.
+    pub special_tokens: SpecialTokens,
+}
+
+impl ChatTemplateRequest {
+    /// Renders in this process (see [`render_chat_template`]).
+    pub fn render(&self) -> Result<String> {
+        render_chat_template(
+            &self.template_name,
+            &self.source,
+            &self.messages,
+            &self.options,
+            &self.special_tokens,
+        )
     }
 }
 

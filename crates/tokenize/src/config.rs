@@ -52,7 +52,7 @@ pub struct AddedTokenConfig {
 /// The special tokens by role, as strings (Transformers' `tokenizer.pad_token` etc.). Values
 /// from `special_tokens_map.json` override those of `tokenizer_config.json`, as in
 /// Transformers' `from_pretrained`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
     /// Beginning of sequence (`bos_token`).
     pub bos: Option<String>,

@@ -39,9 +39,9 @@ mod stream;
 mod tokenizer;
 
 pub use chat_template::{
-    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, DEFAULT_CHAT_TEMPLATE_FUEL,
-    DEFAULT_CHAT_TEMPLATE_RECURSION_LIMIT, DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES,
-    render_chat_template,
+    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest,
+    DEFAULT_CHAT_TEMPLATE_FUEL, DEFAULT_CHAT_TEMPLATE_RECURSION_LIMIT,
+    DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES, render_chat_template,
 };
 pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
 pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};

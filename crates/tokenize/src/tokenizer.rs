@@ -11,7 +11,7 @@ use tokenizers::utils::truncation::{
 };
 use tokenizers::{AddedToken, PostProcessor, PostProcessorWrapper};
 
-use crate::chat_template::{ChatTemplateOptions, ChatTemplateProblem, render_chat_template};
+use crate::chat_template::{ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest};
 use crate::config::{Side, SpecialTokens, TokenizerConfig, read_capped};
 use crate::encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
 use crate::error::{Result, TokenizeError};
@@ -264,14 +264,25 @@ impl Tokenizer {
         messages: &[serde_json::Value],
         options: &ChatTemplateOptions,
     ) -> Result<String> {
-        let (name, source) = self.select_chat_template(options)?;
-        render_chat_template(
-            &name,
-            source,
-            messages,
-            options,
-            &self.config.special_tokens,
-        )
+        self.chat_template_request(messages, options)?.render()
+    }
+
+    /// What [`Tokenizer::apply_chat_template`] would render, as a self-contained request (the
+    /// selected template, the messages, the options and the special tokens), for a caller that
+    /// renders it elsewhere, e.g. in an isolated child process.
+    pub fn chat_template_request(
+        &self,
+        messages: &[serde_json::Value],
+        options: &ChatTemplateOptions,
+    ) -> Result<ChatTemplateRequest> {
+        let (template_name, source) = self.select_chat_template(options)?;
+        Ok(ChatTemplateRequest {
+            template_name,
+            source: source.to_owned(),
+            messages: messages.to_vec(),
+            options: options.clone(),
+            special_tokens: self.config.special_tokens.clone(),
+        })
     }
 
     /// Which side padding goes to (`padding_side`).
