@@ -373,7 +373,11 @@ pub(crate) fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec
 }
 
 /// Every value as u32, each in `0..limit`, else an [`Error::Input`] naming its place.
-pub(crate) fn to_u32_checked(input: &'static str, values: &[Vec<i64>], limit: usize) -> Result<Vec<Vec<u32>>> {
+pub(crate) fn to_u32_checked(
+    input: &'static str,
+    values: &[Vec<i64>],
+    limit: usize,
+) -> Result<Vec<Vec<u32>>> {
     values
         .iter()
         .enumerate()
