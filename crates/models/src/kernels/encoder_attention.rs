@@ -119,6 +119,10 @@ fn attend_block_avx2(
 }
 
 /// Query rows `first_row..` of one sequence (as many as `block_out` holds), every head.
+///
+/// Per head, the attended keys are first copied transposed into `[head_dim, keys]`, so the
+/// scores of one query are `head_dim` multiply-adds over contiguous rows of all keys at once
+/// (vectorizable, no horizontal sums); values are read in place.
 #[inline(always)]
 fn attend_block_portable(
     sequence_qkv: &[f32],
@@ -139,30 +143,50 @@ fn attend_block_portable(
     } else {
         (keys, false)
     };
-    let mut weights = vec![0.0f32; keys.len()];
-    for (offset, out_row) in block_out.chunks_exact_mut(hidden).enumerate() {
-        let query_start = (first_row + offset) * row_width;
-        for (head, out_head) in out_row.chunks_exact_mut(head_dim).enumerate() {
-            let head_start = head * head_dim;
-            let query = slice_at(sequence_qkv, query_start + head_start, head_dim);
+    let key_count = keys.len();
+    let mut keys_transposed = vec![0.0f32; head_dim * key_count];
+    let mut weights = vec![0.0f32; key_count];
+    let query_rows = block_out.len() / hidden.max(1);
+    for head in 0..shape.heads {
+        let head_start = head * head_dim;
+        if !uniform {
+            for (column, &key) in keys.iter().enumerate() {
+                let key_values = slice_at(
+                    sequence_qkv,
+                    key * row_width + hidden + head_start,
+                    head_dim,
+                );
+                for (dim, &value) in key_values.iter().enumerate() {
+                    if let Some(slot) = keys_transposed.get_mut(dim * key_count + column) {
+                        *slot = value;
+                    }
+                }
+            }
+        }
+        for offset in 0..query_rows {
+            let query_start = (first_row + offset) * row_width + head_start;
             if uniform {
                 weights.fill(1.0);
             } else {
-                let mut max = f32::NEG_INFINITY;
-                for (weight, &key) in weights.iter_mut().zip(keys) {
-                    let key_values = slice_at(
-                        sequence_qkv,
-                        key * row_width + hidden + head_start,
-                        head_dim,
-                    );
-                    *weight = dot(query, key_values) * scale;
-                    max = max.max(*weight);
+                let query = slice_at(sequence_qkv, query_start, head_dim);
+                weights.fill(0.0);
+                for (&q, key_row) in query.iter().zip(keys_transposed.chunks_exact(key_count)) {
+                    let q = q * scale;
+                    for (weight, &k) in weights.iter_mut().zip(key_row) {
+                        *weight += q * k;
+                    }
                 }
+                let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 for weight in weights.iter_mut() {
-                    *weight = (*weight - max).exp();
+                    *weight -= max;
                 }
+                super::activation::exp_non_positive_in_place(&mut weights);
             }
             let inverse = 1.0 / weights.iter().sum::<f32>();
+            let out_start = offset * hidden + head_start;
+            let Some(out_head) = block_out.get_mut(out_start..out_start + head_dim) else {
+                continue;
+            };
             out_head.fill(0.0);
             for (weight, &key) in weights.iter().zip(keys) {
                 let value = slice_at(
@@ -184,26 +208,6 @@ fn attend_block_portable(
 #[inline(always)]
 fn slice_at(values: &[f32], start: usize, len: usize) -> &[f32] {
     values.get(start..start + len).unwrap_or(&[])
-}
-
-/// `a·b` over 8 independent lanes (vectorizable).
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let mut a_chunks = a.chunks_exact(8);
-    let mut b_chunks = b.chunks_exact(8);
-    for (a8, b8) in (&mut a_chunks).zip(&mut b_chunks) {
-        for ((lane, x), y) in lanes.iter_mut().zip(a8).zip(b8) {
-            *lane += x * y;
-        }
-    }
-    let tail: f32 = a_chunks
-        .remainder()
-        .iter()
-        .zip(b_chunks.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    lanes.iter().sum::<f32>() + tail
 }
 
 #[cfg(test)]
