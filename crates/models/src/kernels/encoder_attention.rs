@@ -96,7 +96,7 @@ fn attend_block(
     block_out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
+    if super::has_avx2_fma() && shape.head_dim.is_multiple_of(8) && !keys.is_empty() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
         // this `target_feature` function.
         unsafe { attend_block_avx2(sequence_qkv, keys, shape, first_row, block_out) };
@@ -105,7 +105,10 @@ fn attend_block(
     attend_block_portable(sequence_qkv, keys, shape, first_row, block_out);
 }
 
-/// The same loop compiled with AVX2/FMA available to the vectorizer.
+/// The AVX2/FMA path (`head_dim` a multiple of 8, at least one attended key), with the
+/// accumulators in registers: keys are packed per head into panels of 8 (`[head_dim, 8]` each,
+/// zero-padded), so the scores of 8 keys are `head_dim` FMAs into one register; the weighted
+/// sum keeps 8 output dimensions in a register across all keys.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 fn attend_block_avx2(
@@ -115,7 +118,79 @@ fn attend_block_avx2(
     first_row: usize,
     block_out: &mut [f32],
 ) {
-    attend_block_portable(sequence_qkv, keys, shape, first_row, block_out);
+    use std::arch::x86_64::*;
+    let hidden = shape.hidden();
+    let head_dim = shape.head_dim;
+    let row_width = 3 * hidden;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let key_count = keys.len();
+    let padded_keys = key_count.div_ceil(8) * 8;
+    // Panel p holds keys 8p..8p+8: for each dimension d, their 8 values side by side.
+    let mut key_panels = vec![0.0f32; padded_keys * head_dim];
+    let mut weights = vec![0.0f32; padded_keys];
+    let query_rows = block_out.len() / hidden.max(1);
+    for head in 0..shape.heads {
+        let head_start = head * head_dim;
+        for (index, &key) in keys.iter().enumerate() {
+            let key_values = slice_at(
+                sequence_qkv,
+                key * row_width + hidden + head_start,
+                head_dim,
+            );
+            let panel_start = (index / 8) * 8 * head_dim + index % 8;
+            for (dim, &value) in key_values.iter().enumerate() {
+                if let Some(slot) = key_panels.get_mut(panel_start + dim * 8) {
+                    *slot = value;
+                }
+            }
+        }
+        for offset in 0..query_rows {
+            let query_start = (first_row + offset) * row_width + head_start;
+            let query = slice_at(sequence_qkv, query_start, head_dim);
+            for (panel, scores) in key_panels
+                .chunks_exact(8 * head_dim)
+                .zip(weights.chunks_exact_mut(8))
+            {
+                let mut sum = _mm256_setzero_ps();
+                for (keys8, &q) in panel.chunks_exact(8).zip(query) {
+                    // SAFETY: `keys8` is exactly 8 f32s, the width of the unaligned load.
+                    let k = unsafe { _mm256_loadu_ps(keys8.as_ptr()) };
+                    sum = _mm256_fmadd_ps(_mm256_set1_ps(q * scale), k, sum);
+                }
+                // SAFETY: `scores` is exactly 8 f32s, the width of the unaligned store.
+                unsafe { _mm256_storeu_ps(scores.as_mut_ptr(), sum) };
+            }
+            let real = weights.get_mut(..key_count).unwrap_or(&mut []);
+            let max = real.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for weight in real.iter_mut() {
+                *weight -= max;
+            }
+            super::activation::exp_non_positive_in_place(real);
+            let inverse = 1.0 / real.iter().sum::<f32>();
+            let out_start = offset * hidden + head_start;
+            let Some(out_head) = block_out.get_mut(out_start..out_start + head_dim) else {
+                continue;
+            };
+            for (chunk, out8) in out_head.chunks_exact_mut(8).enumerate() {
+                let mut sum = _mm256_setzero_ps();
+                for (&weight, &key) in real.iter().zip(keys) {
+                    let value = slice_at(
+                        sequence_qkv,
+                        key * row_width + 2 * hidden + head_start + chunk * 8,
+                        8,
+                    );
+                    if value.len() == 8 {
+                        // SAFETY: `value` is exactly 8 f32s (checked), the width of the load.
+                        let v = unsafe { _mm256_loadu_ps(value.as_ptr()) };
+                        sum = _mm256_fmadd_ps(_mm256_set1_ps(weight), v, sum);
+                    }
+                }
+                let sum = _mm256_mul_ps(sum, _mm256_set1_ps(inverse));
+                // SAFETY: `out8` is exactly 8 f32s, the width of the unaligned store.
+                unsafe { _mm256_storeu_ps(out8.as_mut_ptr(), sum) };
+            }
+        }
+    }
 }
 
 /// Query rows `first_row..` of one sequence (as many as `block_out` holds), every head.
@@ -305,7 +380,7 @@ mod tests {
                     .zip(&want)
                     .map(|(g, w)| (g - w).abs())
                     .fold(0.0f32, f32::max);
-                // Outputs are averages of values in [-2, 2): measured below 1e-6.
+                // Outputs are averages of values in [-2, 2): measured up to 1.1e-6.
                 eprintln!("measured error: {}", worst);
                 assert!(worst < 2e-6, "{shape:?} mask {}: {worst}", mask.is_some());
             }
