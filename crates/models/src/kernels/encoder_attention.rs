@@ -151,12 +151,17 @@ fn attend_block_avx2(
                 .chunks_exact(8 * head_dim)
                 .zip(weights.chunks_exact_mut(8))
             {
-                let mut sum = _mm256_setzero_ps();
-                for (keys8, &q) in panel.chunks_exact(8).zip(query) {
-                    // SAFETY: `keys8` is exactly 8 f32s, the width of the unaligned load.
-                    let k = unsafe { _mm256_loadu_ps(keys8.as_ptr()) };
-                    sum = _mm256_fmadd_ps(_mm256_set1_ps(q * scale), k, sum);
+                // Four independent chains (dimensions d mod 4) hide the FMA latency.
+                let mut sums = [_mm256_setzero_ps(); 4];
+                for (keys32, q4) in panel.chunks_exact(32).zip(query.chunks_exact(4)) {
+                    for ((sum, keys8), &q) in sums.iter_mut().zip(keys32.chunks_exact(8)).zip(q4) {
+                        // SAFETY: `keys8` is exactly 8 f32s, the width of the unaligned load.
+                        let k = unsafe { _mm256_loadu_ps(keys8.as_ptr()) };
+                        *sum = _mm256_fmadd_ps(_mm256_set1_ps(q * scale), k, *sum);
+                    }
                 }
+                let [s0, s1, s2, s3] = sums;
+                let sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
                 // SAFETY: `scores` is exactly 8 f32s, the width of the unaligned store.
                 unsafe { _mm256_storeu_ps(scores.as_mut_ptr(), sum) };
             }
@@ -171,23 +176,29 @@ fn attend_block_avx2(
             let Some(out_head) = block_out.get_mut(out_start..out_start + head_dim) else {
                 continue;
             };
-            for (chunk, out8) in out_head.chunks_exact_mut(8).enumerate() {
-                let mut sum = _mm256_setzero_ps();
+            // Up to 4 blocks of 8 output dimensions at once: independent chains, one
+            // broadcast of each weight.
+            for (group, out32) in out_head.chunks_mut(32).enumerate() {
+                let blocks = out32.len() / 8;
+                let mut sums = [_mm256_setzero_ps(); 4];
                 for (&weight, &key) in real.iter().zip(keys) {
                     let value = slice_at(
                         sequence_qkv,
-                        key * row_width + 2 * hidden + head_start + chunk * 8,
-                        8,
+                        key * row_width + 2 * hidden + head_start + group * 32,
+                        blocks * 8,
                     );
-                    if value.len() == 8 {
-                        // SAFETY: `value` is exactly 8 f32s (checked), the width of the load.
-                        let v = unsafe { _mm256_loadu_ps(value.as_ptr()) };
-                        sum = _mm256_fmadd_ps(_mm256_set1_ps(weight), v, sum);
+                    let weight = _mm256_set1_ps(weight);
+                    for (sum, value8) in sums.iter_mut().zip(value.chunks_exact(8)) {
+                        // SAFETY: `value8` is exactly 8 f32s, the width of the load.
+                        let v = unsafe { _mm256_loadu_ps(value8.as_ptr()) };
+                        *sum = _mm256_fmadd_ps(weight, v, *sum);
                     }
                 }
-                let sum = _mm256_mul_ps(sum, _mm256_set1_ps(inverse));
-                // SAFETY: `out8` is exactly 8 f32s, the width of the unaligned store.
-                unsafe { _mm256_storeu_ps(out8.as_mut_ptr(), sum) };
+                for (sum, out8) in sums.iter().zip(out32.chunks_exact_mut(8)) {
+                    let scaled = _mm256_mul_ps(*sum, _mm256_set1_ps(inverse));
+                    // SAFETY: `out8` is exactly 8 f32s, the width of the unaligned store.
+                    unsafe { _mm256_storeu_ps(out8.as_mut_ptr(), scaled) };
+                }
             }
         }
     }
@@ -343,6 +354,13 @@ mod tests {
                 seq: 64,
                 heads: 12,
                 head_dim: 32,
+            },
+            // Two groups of output dimensions (32 + 16) on the AVX2 path.
+            AttentionShape {
+                batch: 2,
+                seq: 9,
+                heads: 2,
+                head_dim: 48,
             },
         ];
         for shape in shapes {
