@@ -205,7 +205,7 @@ pub struct BertEmbeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
     token_type_embeddings: Embedding,
-    layer_norm: LayerNorm,
+    layer_norm: NormWeights,
     positions: PositionIds,
     max_positions: usize,
 }
@@ -229,7 +229,7 @@ impl BertEmbeddings {
                 config.type_vocab_size,
                 hidden,
             )?,
-            layer_norm: LayerNorm::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+            layer_norm: NormWeights::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
             positions,
             max_positions: config.max_position_embeddings,
         })
@@ -240,8 +240,8 @@ impl BertEmbeddings {
         self.word_embeddings.table()
     }
 
-    fn position_ids(&self, inputs: &Inputs) -> Result<Tensor> {
-        let device = inputs.ids.device();
+    /// Position ids, `[batch·seq]`.
+    fn position_ids(&self, inputs: &Inputs) -> Result<Vec<u32>> {
         let rows: Vec<Vec<u32>> = match self.positions {
             PositionIds::Absolute => inputs
                 .id_values
@@ -276,23 +276,63 @@ impl BertEmbeddings {
                 ),
             });
         }
-        let (batch, seq) = inputs.ids.dims2()?;
-        Ok(Tensor::from_vec(rows.concat(), (batch, seq), device)?)
+        Ok(rows.concat())
     }
 
-    fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
-        let words = self.word_embeddings.forward(&inputs.ids)?;
-        let token_types = match &inputs.token_types {
-            Some(types) => types.clone(),
-            None => inputs.ids.zeros_like()?,
+    /// The embedded inputs as `[batch·seq, hidden]` rows: word + token type + position rows
+    /// summed straight from the tables, then layer norm in place.
+    fn forward(&self, inputs: &Inputs) -> Result<Vec<f32>> {
+        let words: Vec<u32> = inputs.id_values.concat();
+        let types: Vec<u32> = match &inputs.token_types {
+            Some(types) => types.flatten_all()?.to_vec1::<u32>()?,
+            None => vec![0; words.len()],
         };
-        let types = self.token_type_embeddings.forward(&token_types)?;
-        let positions = self
-            .position_embeddings
-            .forward(&self.position_ids(inputs)?)?;
-        let embeddings = ((words + types)? + positions)?;
-        self.layer_norm.forward(&embeddings)
+        let positions = self.position_ids(inputs)?;
+        let hidden = self.layer_norm.weight.len();
+        let mut rows = vec![0.0f32; words.len() * hidden];
+        with_values(self.word_embeddings.table(), |word_table| {
+            with_values(self.token_type_embeddings.table(), |type_table| {
+                with_values(self.position_embeddings.table(), |position_table| {
+                    let ids = words.iter().zip(&types).zip(&positions);
+                    for (row, ((&word, &kind), &position)) in rows.chunks_exact_mut(hidden).zip(ids)
+                    {
+                        // Ids were range-checked by `Inputs::check` and `position_ids`.
+                        let sources = table_row(word_table, word, hidden)
+                            .iter()
+                            .zip(table_row(type_table, kind, hidden))
+                            .zip(table_row(position_table, position, hidden));
+                        for (value, ((w, t), p)) in row.iter_mut().zip(sources) {
+                            *value = w + t + p;
+                        }
+                    }
+                })
+            })
+        })???;
+        self.layer_norm.apply(&mut rows)?;
+        Ok(rows)
     }
+}
+
+/// Runs `f` on a contiguous f32 CPU tensor's values in place (no copy); other tensors are
+/// copied out first.
+fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = tensor.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+            && let Some(slice) = cpu.as_slice::<f32>()?.get(start..end)
+        {
+            return Ok(f(slice));
+        }
+    }
+    Ok(f(&values(tensor)?))
+}
+
+/// Row `index` of a `[rows, width]` table (empty when out of range, which the input checks
+/// rule out).
+fn table_row(table: &[f32], index: u32, width: usize) -> &[f32] {
+    let start = index as usize * width;
+    table.get(start..start + width).unwrap_or(&[])
 }
 
 /// `BertLayer`: self-attention (`BertSelfAttention` + `BertSelfOutput`), then the feed-forward
@@ -473,12 +513,16 @@ impl BertEncoder {
         Ok(BertEncoder { layers })
     }
 
-    /// Runs every layer over `hidden` `[batch, seq, hidden]`; `mask` `[batch, seq]` (u8,
-    /// non-zero = attend) hides padding keys.
-    fn forward(&self, hidden: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
-        let (batch, seq, width) = hidden.dims3()?;
+    /// Runs every layer over `hidden` (`[batch·seq, width]` rows, in place); `mask`
+    /// `[batch, seq]` (u8, non-zero = attend) hides padding keys.
+    fn forward(
+        &self,
+        hidden: &mut [f32],
+        batch: usize,
+        seq: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<()> {
         let rows = batch * seq;
-        let mut values = values(hidden)?;
         let key_mask = match mask {
             Some(mask) => {
                 let flags = mask.flatten_all()?.to_vec1::<u8>()?;
@@ -487,23 +531,21 @@ impl BertEncoder {
             }
             None => None,
         };
-        let intermediate = self
-            .layers
-            .first()
-            .map_or(0, |layer| layer.intermediate.out_features());
+        let (width, intermediate) = self.layers.first().map_or((0, 0), |layer| {
+            (
+                layer.attention_output.out_features(),
+                layer.intermediate.out_features(),
+            )
+        });
         let mut scratch = LayerScratch {
             query_key_value: vec![0.0; rows * 3 * width],
             context: vec![0.0; rows * width],
             intermediate: vec![0.0; rows * intermediate],
         };
         for layer in &self.layers {
-            layer.forward(&mut values, &mut scratch, batch, seq, key_mask.as_deref())?;
+            layer.forward(hidden, &mut scratch, batch, seq, key_mask.as_deref())?;
         }
-        Ok(Tensor::from_vec(
-            values,
-            (batch, seq, width),
-            hidden.device(),
-        )?)
+        Ok(())
     }
 }
 
@@ -598,8 +640,12 @@ impl BertModel {
             self.max_len,
             self.type_vocab_size,
         )?;
-        let embeddings = self.embeddings.forward(&inputs)?;
-        let hidden = self.encoder.forward(&embeddings, inputs.mask.as_ref())?;
+        let (batch, seq) = inputs.ids.dims2()?;
+        let mut rows = self.embeddings.forward(&inputs)?;
+        self.encoder
+            .forward(&mut rows, batch, seq, inputs.mask.as_ref())?;
+        let width = rows.len() / (batch * seq).max(1);
+        let hidden = Tensor::from_vec(rows, (batch, seq, width), inputs.ids.device())?;
         let pooled = self
             .pooler
             .as_ref()
