@@ -527,7 +527,7 @@ impl BertEncoder {
             Some(mask) => {
                 let flags = mask.flatten_all()?.to_vec1::<u8>()?;
                 // An all-ones mask is no mask: skip the bookkeeping.
-                flags.iter().any(|&flag| flag == 0).then_some(flags)
+                flags.contains(&0).then_some(flags)
             }
             None => None,
         };
