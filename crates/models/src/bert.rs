@@ -339,7 +339,7 @@ fn table_row(table: &[f32], index: u32, width: usize) -> &[f32] {
 /// block (`BertIntermediate` + `BertOutput`), run on plain `f32` rows by the CPU kernels.
 ///
 /// Laid out at load for the kernels: query, key and value stacked into one projection (one GEMM
-/// writes `[rows, 3·hidden]`, which attention reads in place), every weight transposed once.
+/// writes `[rows, 3·hidden]`, which attention reads in place).
 /// Each residual is written into the output buffer before its projection accumulates onto it,
 /// so "dense + residual + layer norm" is one GEMM and one pass.
 #[derive(Debug)]
@@ -402,7 +402,7 @@ fn load_dense(
 ) -> Result<DenseWeights> {
     let weight = values(&weights.get(&[out_features, in_features], "weight")?)?;
     let bias = values(&weights.get(&[out_features], "bias")?)?;
-    DenseWeights::from_torch_layout(&weight, bias, in_features, out_features)
+    DenseWeights::from_torch_layout(weight, bias, in_features, out_features)
 }
 
 /// Buffers one forward pass reuses across layers.
@@ -426,7 +426,7 @@ impl BertLayer {
         }
         Ok(BertLayer {
             query_key_value: DenseWeights::from_torch_layout(
-                &stacked_weight,
+                stacked_weight,
                 stacked_bias,
                 hidden,
                 3 * hidden,

@@ -20,7 +20,7 @@ const ERF_A4: f32 = -1.453_152_1;
 const ERF_A5: f32 = 1.061_405_4;
 
 /// Values per parallel task (below this, threading costs more than it saves).
-const MIN_VALUES_PER_TASK: usize = 16 * 1024;
+const MIN_VALUES_PER_TASK: usize = super::MIN_ROWS_TO_SPLIT * 1536;
 
 /// Applies `activation` to every value of `values`.
 pub fn activation_in_place(activation: Activation, values: &mut [f32]) {

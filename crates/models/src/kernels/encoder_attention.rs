@@ -70,6 +70,16 @@ pub fn encoder_attention(
                 .collect(),
         })
         .collect();
+    if batch * seq < super::MIN_ROWS_TO_SPLIT {
+        for ((sequence_out, sequence_qkv), keys) in output
+            .chunks_mut(seq * hidden)
+            .zip(qkv.chunks(seq * 3 * hidden))
+            .zip(&keys)
+        {
+            attend_block(sequence_qkv, keys, shape, 0, sequence_out);
+        }
+        return Ok(());
+    }
     let threads = rayon::current_num_threads().max(1);
     let blocks_per_sequence = (threads * 4).div_ceil(batch).max(1);
     let block_rows = seq.div_ceil(blocks_per_sequence).max(1);

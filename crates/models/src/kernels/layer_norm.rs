@@ -13,7 +13,7 @@ use super::{check_len, rows_per_task};
 use crate::error::Result;
 
 /// Values per parallel task.
-const MIN_VALUES_PER_TASK: usize = 8 * 1024;
+const MIN_VALUES_PER_TASK: usize = super::MIN_ROWS_TO_SPLIT * 384;
 
 /// Normalizes each `width`-wide row of `values`: `(x - mean) / √(var + eps) · weight + bias`.
 pub fn layer_norm_in_place(

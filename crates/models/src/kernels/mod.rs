@@ -4,8 +4,8 @@
 //! is tested against a plain implementation on random inputs.
 //!
 //! The encoder's hot loop (see [`crate::bert`]) runs on these:
-//! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights laid out once at
-//!   load ([`matmul::DenseWeights`]).
+//! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights kept in
+//!   PyTorch's `[out, in]` layout ([`matmul::DenseWeights`]).
 //! - [`encoder_attention`]: bidirectional attention from a packed `[rows, 3·hidden]` QKV buffer,
 //!   scores, key mask, softmax and weighted sum in one pass per query row and head; masked keys
 //!   cost nothing.
@@ -46,6 +46,11 @@ pub(crate) fn check_len(
 pub(crate) fn has_avx2_fma() -> bool {
     std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
 }
+
+/// Below this many rows, a kernel runs on the calling thread: splitting a short sequence's
+/// work costs more in synchronisation than it saves, and the feature-extraction pipeline runs
+/// such small batches side by side on the pool's threads instead.
+pub const MIN_ROWS_TO_SPLIT: usize = 64;
 
 /// Rows per parallel task so that each task does at least `min_values` values of work.
 pub(crate) fn rows_per_task(rows: usize, width: usize, min_values: usize) -> usize {
