@@ -25,26 +25,29 @@ use crate::output;
 /// `--threads N`: the size of the thread pool the model runs in.
 #[derive(Debug, Clone, Args)]
 pub struct ThreadArgs {
-    /// Threads for the model's tensor operations (default 1).
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    threads: usize,
+    /// Threads for the model's tensor operations (default: `RAYON_NUM_THREADS` when set, else
+    /// one per core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 impl ThreadArgs {
-    /// Runs `work` inside a rayon pool of `--threads` threads: candle's CPU kernels (and gemm's
-    /// matrix products) split their work over the pool they are called from, so this caps them
-    /// without touching the environment.
+    /// Runs `work` inside a rayon pool of `--threads` threads: our CPU kernels, candle's and
+    /// gemm's matrix products split their work over the pool they are called from, so this caps
+    /// them all without touching the environment. Without `--threads`, rayon sizes the pool
+    /// (from `RAYON_NUM_THREADS`, else the number of cores).
     pub fn install<T: Send>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
-        if self.threads == 0 {
-            return Err(UsageError("--threads must be at least 1".into()).into());
+        let mut builder = rayon::ThreadPoolBuilder::new();
+        if let Some(threads) = self.threads {
+            if threads == 0 {
+                return Err(UsageError("--threads must be at least 1".into()).into());
+            }
+            builder = builder.num_threads(threads);
         }
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .build()
-            .context("starting the thread pool")?;
+        let pool = builder.build().context("starting the thread pool")?;
         pool.install(work)
     }
 }

@@ -13,9 +13,11 @@ use serde::Deserialize;
 use crate::config::{ModelConfig, defaults};
 use crate::error::{Error, Result};
 use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
-use crate::layers::{
-    Activation, Embedding, Inputs, LayerNorm, Linear, attention, attention_bias, split_heads,
-};
+use crate::kernels;
+use crate::kernels::activation::activation_in_place;
+use crate::kernels::encoder_attention::{AttentionShape, encoder_attention};
+use crate::kernels::matmul::DenseWeights;
+use crate::layers::{Activation, Embedding, Inputs, LayerNorm, Linear};
 use crate::output::{ModelOutput, TaskModel};
 use crate::weights::Weights;
 
@@ -203,7 +205,7 @@ pub struct BertEmbeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
     token_type_embeddings: Embedding,
-    layer_norm: LayerNorm,
+    layer_norm: NormWeights,
     positions: PositionIds,
     max_positions: usize,
 }
@@ -227,7 +229,7 @@ impl BertEmbeddings {
                 config.type_vocab_size,
                 hidden,
             )?,
-            layer_norm: LayerNorm::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
+            layer_norm: NormWeights::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
             positions,
             max_positions: config.max_position_embeddings,
         })
@@ -238,8 +240,8 @@ impl BertEmbeddings {
         self.word_embeddings.table()
     }
 
-    fn position_ids(&self, inputs: &Inputs) -> Result<Tensor> {
-        let device = inputs.ids.device();
+    /// Position ids, `[batch·seq]`.
+    fn position_ids(&self, inputs: &Inputs) -> Result<Vec<u32>> {
         let rows: Vec<Vec<u32>> = match self.positions {
             PositionIds::Absolute => inputs
                 .id_values
@@ -274,170 +276,224 @@ impl BertEmbeddings {
                 ),
             });
         }
-        let (batch, seq) = inputs.ids.dims2()?;
-        Ok(Tensor::from_vec(rows.concat(), (batch, seq), device)?)
+        Ok(rows.concat())
     }
 
-    fn forward(&self, inputs: &Inputs) -> Result<Tensor> {
-        let words = self.word_embeddings.forward(&inputs.ids)?;
-        let token_types = match &inputs.token_types {
-            Some(types) => types.clone(),
-            None => inputs.ids.zeros_like()?,
+    /// The embedded inputs as `[batch·seq, hidden]` rows: word + token type + position rows
+    /// summed straight from the tables, then layer norm in place.
+    fn forward(&self, inputs: &Inputs) -> Result<Vec<f32>> {
+        let words: Vec<u32> = inputs.id_values.concat();
+        let types: Vec<u32> = match &inputs.token_types {
+            Some(types) => types.flatten_all()?.to_vec1::<u32>()?,
+            None => vec![0; words.len()],
         };
-        let types = self.token_type_embeddings.forward(&token_types)?;
-        let positions = self
-            .position_embeddings
-            .forward(&self.position_ids(inputs)?)?;
-        let embeddings = ((words + types)? + positions)?;
-        self.layer_norm.forward(&embeddings)
+        let positions = self.position_ids(inputs)?;
+        let hidden = self.layer_norm.weight.len();
+        let mut rows = vec![0.0f32; words.len() * hidden];
+        with_values(self.word_embeddings.table(), |word_table| {
+            with_values(self.token_type_embeddings.table(), |type_table| {
+                with_values(self.position_embeddings.table(), |position_table| {
+                    let ids = words.iter().zip(&types).zip(&positions);
+                    for (row, ((&word, &kind), &position)) in rows.chunks_exact_mut(hidden).zip(ids)
+                    {
+                        // Ids were range-checked by `Inputs::check` and `position_ids`.
+                        let sources = table_row(word_table, word, hidden)
+                            .iter()
+                            .zip(table_row(type_table, kind, hidden))
+                            .zip(table_row(position_table, position, hidden));
+                        for (value, ((w, t), p)) in row.iter_mut().zip(sources) {
+                            *value = w + t + p;
+                        }
+                    }
+                })
+            })
+        })???;
+        self.layer_norm.apply(&mut rows)?;
+        Ok(rows)
     }
 }
 
-/// `BertSelfAttention`: multi-head attention over the whole (padded) sequence.
+/// Runs `f` on a contiguous f32 CPU tensor's values in place (no copy); other tensors are
+/// copied out first.
+fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    {
+        let (storage, layout) = tensor.storage_and_layout();
+        if let (candle_core::Storage::Cpu(cpu), Some((start, end))) =
+            (&*storage, layout.contiguous_offsets())
+            && let Some(slice) = cpu.as_slice::<f32>()?.get(start..end)
+        {
+            return Ok(f(slice));
+        }
+    }
+    Ok(f(&values(tensor)?))
+}
+
+/// Row `index` of a `[rows, width]` table (empty when out of range, which the input checks
+/// rule out).
+fn table_row(table: &[f32], index: u32, width: usize) -> &[f32] {
+    let start = index as usize * width;
+    table.get(start..start + width).unwrap_or(&[])
+}
+
+/// `BertLayer`: self-attention (`BertSelfAttention` + `BertSelfOutput`), then the feed-forward
+/// block (`BertIntermediate` + `BertOutput`), run on plain `f32` rows by the CPU kernels.
+///
+/// Laid out at load for the kernels: query, key and value stacked into one projection (one GEMM
+/// writes `[rows, 3·hidden]`, which attention reads in place).
+/// Each residual is written into the output buffer before its projection accumulates onto it,
+/// so "dense + residual + layer norm" is one GEMM and one pass.
 #[derive(Debug)]
-struct BertSelfAttention {
-    query: Linear,
-    key: Linear,
-    value: Linear,
+struct BertLayer {
+    /// `attention.self.{query,key,value}`, stacked.
+    query_key_value: DenseWeights,
+    /// `attention.output.dense`.
+    attention_output: DenseWeights,
+    /// `attention.output.LayerNorm`.
+    attention_norm: NormWeights,
+    /// `intermediate.dense`.
+    intermediate: DenseWeights,
+    activation: Activation,
+    /// `output.dense`.
+    output: DenseWeights,
+    /// `output.LayerNorm`.
+    output_norm: NormWeights,
     num_heads: usize,
 }
 
-impl BertSelfAttention {
-    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
-        let hidden = config.hidden_size;
-        Ok(BertSelfAttention {
-            query: Linear::load(&weights.pp("query"), hidden, hidden)?,
-            key: Linear::load(&weights.pp("key"), hidden, hidden)?,
-            value: Linear::load(&weights.pp("value"), hidden, hidden)?,
-            num_heads: config.num_attention_heads,
+/// A layer norm's weight and bias as plain values.
+#[derive(Debug)]
+struct NormWeights {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
+}
+
+impl NormWeights {
+    fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
+        Ok(NormWeights {
+            weight: values(&weights.get_any(&[size], &["weight", "gamma"])?)?,
+            bias: values(&weights.get_any(&[size], &["bias", "beta"])?)?,
+            eps: eps as f32,
         })
     }
 
-    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let q = split_heads(&self.query.forward(hidden)?, self.num_heads)?;
-        let k = split_heads(&self.key.forward(hidden)?, self.num_heads)?;
-        let v = split_heads(&self.value.forward(hidden)?, self.num_heads)?;
-        attention(&q, &k, &v, bias)
+    fn apply(&self, rows: &mut [f32]) -> Result<()> {
+        kernels::layer_norm::layer_norm_in_place(
+            rows,
+            self.weight.len(),
+            &self.weight,
+            &self.bias,
+            self.eps,
+        )
     }
 }
 
-/// `BertSelfOutput`: projection, residual, layer norm.
-#[derive(Debug)]
-struct BertSelfOutput {
-    dense: Linear,
-    layer_norm: LayerNorm,
+/// A tensor's values, flattened (the tensor, a copy of the checkpoint's bytes, is dropped
+/// after this, so the weights are not held twice).
+fn values(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
 }
 
-impl BertSelfOutput {
-    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
-        let hidden = config.hidden_size;
-        Ok(BertSelfOutput {
-            dense: Linear::load(&weights.pp("dense"), hidden, hidden)?,
-            layer_norm: LayerNorm::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
-        })
-    }
-
-    fn forward(&self, hidden: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.layer_norm
-            .forward(&(self.dense.forward(hidden)? + residual)?)
-    }
+/// `nn.Linear` weights `[out, in]` and bias `[out]` laid out for the kernels.
+fn load_dense(
+    weights: &Weights<'_>,
+    in_features: usize,
+    out_features: usize,
+) -> Result<DenseWeights> {
+    let weight = values(&weights.get(&[out_features, in_features], "weight")?)?;
+    let bias = values(&weights.get(&[out_features], "bias")?)?;
+    DenseWeights::from_torch_layout(weight, bias, in_features, out_features)
 }
 
-/// `BertAttention`: self-attention and its output block.
-#[derive(Debug)]
-struct BertAttention {
-    self_attention: BertSelfAttention,
-    output: BertSelfOutput,
-}
-
-impl BertAttention {
-    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
-        Ok(BertAttention {
-            self_attention: BertSelfAttention::load(&weights.pp("self"), config)?,
-            output: BertSelfOutput::load(&weights.pp("output"), config)?,
-        })
-    }
-
-    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let attended = self.self_attention.forward(hidden, bias)?;
-        self.output.forward(&attended, hidden)
-    }
-}
-
-/// `BertIntermediate`: the feed-forward expansion and its activation.
-#[derive(Debug)]
-struct BertIntermediate {
-    dense: Linear,
-    activation: Activation,
-}
-
-impl BertIntermediate {
-    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
-        Ok(BertIntermediate {
-            dense: Linear::load(
-                &weights.pp("dense"),
-                config.hidden_size,
-                config.intermediate_size,
-            )?,
-            activation,
-        })
-    }
-
-    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.activation.forward(&self.dense.forward(hidden)?)
-    }
-}
-
-/// `BertOutput`: the feed-forward contraction, residual, layer norm.
-#[derive(Debug)]
-struct BertOutput {
-    dense: Linear,
-    layer_norm: LayerNorm,
-}
-
-impl BertOutput {
-    fn load(weights: &Weights<'_>, config: &BertConfig) -> Result<Self> {
-        Ok(BertOutput {
-            dense: Linear::load(
-                &weights.pp("dense"),
-                config.intermediate_size,
-                config.hidden_size,
-            )?,
-            layer_norm: LayerNorm::load(
-                &weights.pp("LayerNorm"),
-                config.hidden_size,
-                config.layer_norm_eps,
-            )?,
-        })
-    }
-
-    fn forward(&self, hidden: &Tensor, residual: &Tensor) -> Result<Tensor> {
-        self.layer_norm
-            .forward(&(self.dense.forward(hidden)? + residual)?)
-    }
-}
-
-/// `BertLayer`: attention then feed-forward.
-#[derive(Debug)]
-struct BertLayer {
-    attention: BertAttention,
-    intermediate: BertIntermediate,
-    output: BertOutput,
+/// Buffers one forward pass reuses across layers.
+struct LayerScratch {
+    query_key_value: Vec<f32>,
+    context: Vec<f32>,
+    intermediate: Vec<f32>,
 }
 
 impl BertLayer {
     fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
+        let hidden = config.hidden_size;
+        let attention = weights.pp("attention");
+        let projections = attention.pp("self");
+        let mut stacked_weight = Vec::with_capacity(3 * hidden * hidden);
+        let mut stacked_bias = Vec::with_capacity(3 * hidden);
+        for name in ["query", "key", "value"] {
+            let projection = projections.pp(name);
+            stacked_weight.extend(values(&projection.get(&[hidden, hidden], "weight")?)?);
+            stacked_bias.extend(values(&projection.get(&[hidden], "bias")?)?);
+        }
         Ok(BertLayer {
-            attention: BertAttention::load(&weights.pp("attention"), config)?,
-            intermediate: BertIntermediate::load(&weights.pp("intermediate"), config, activation)?,
-            output: BertOutput::load(&weights.pp("output"), config)?,
+            query_key_value: DenseWeights::from_torch_layout(
+                stacked_weight,
+                stacked_bias,
+                hidden,
+                3 * hidden,
+            )?,
+            attention_output: load_dense(&attention.pp("output.dense"), hidden, hidden)?,
+            attention_norm: NormWeights::load(
+                &attention.pp("output.LayerNorm"),
+                hidden,
+                config.layer_norm_eps,
+            )?,
+            intermediate: load_dense(
+                &weights.pp("intermediate.dense"),
+                hidden,
+                config.intermediate_size,
+            )?,
+            activation,
+            output: load_dense(
+                &weights.pp("output.dense"),
+                config.intermediate_size,
+                hidden,
+            )?,
+            output_norm: NormWeights::load(
+                &weights.pp("output.LayerNorm"),
+                hidden,
+                config.layer_norm_eps,
+            )?,
+            num_heads: config.num_attention_heads,
         })
     }
 
-    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let attended = self.attention.forward(hidden, bias)?;
-        let expanded = self.intermediate.forward(&attended)?;
-        self.output.forward(&expanded, &attended)
+    /// Runs the layer on `hidden` `[batch·seq, hidden]` in place.
+    fn forward(
+        &self,
+        hidden: &mut [f32],
+        scratch: &mut LayerScratch,
+        batch: usize,
+        seq: usize,
+        key_mask: Option<&[u8]>,
+    ) -> Result<()> {
+        let rows = batch * seq;
+        let width = self.attention_output.out_features();
+        // BertSelfAttention: one projection for q, k, v, then attention per head.
+        self.query_key_value
+            .forward(hidden, rows, &mut scratch.query_key_value)?;
+        let shape = AttentionShape {
+            batch,
+            seq,
+            heads: self.num_heads,
+            head_dim: width / self.num_heads.max(1),
+        };
+        encoder_attention(
+            &scratch.query_key_value,
+            key_mask,
+            shape,
+            &mut scratch.context,
+        )?;
+        // BertSelfOutput: dense onto the residual, layer norm.
+        self.attention_output
+            .forward_onto_residual(&scratch.context, rows, hidden)?;
+        self.attention_norm.apply(hidden)?;
+        // BertIntermediate, BertOutput.
+        self.intermediate
+            .forward(hidden, rows, &mut scratch.intermediate)?;
+        activation_in_place(self.activation, &mut scratch.intermediate);
+        self.output
+            .forward_onto_residual(&scratch.intermediate, rows, hidden)?;
+        self.output_norm.apply(hidden)
     }
 }
 
@@ -457,12 +513,39 @@ impl BertEncoder {
         Ok(BertEncoder { layers })
     }
 
-    fn forward(&self, hidden: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-        let mut hidden = hidden.clone();
+    /// Runs every layer over `hidden` (`[batch·seq, width]` rows, in place); `mask`
+    /// `[batch, seq]` (u8, non-zero = attend) hides padding keys.
+    fn forward(
+        &self,
+        hidden: &mut [f32],
+        batch: usize,
+        seq: usize,
+        mask: Option<&Tensor>,
+    ) -> Result<()> {
+        let rows = batch * seq;
+        let key_mask = match mask {
+            Some(mask) => {
+                let flags = mask.flatten_all()?.to_vec1::<u8>()?;
+                // An all-ones mask is no mask: skip the bookkeeping.
+                flags.contains(&0).then_some(flags)
+            }
+            None => None,
+        };
+        let (width, intermediate) = self.layers.first().map_or((0, 0), |layer| {
+            (
+                layer.attention_output.out_features(),
+                layer.intermediate.out_features(),
+            )
+        });
+        let mut scratch = LayerScratch {
+            query_key_value: vec![0.0; rows * 3 * width],
+            context: vec![0.0; rows * width],
+            intermediate: vec![0.0; rows * intermediate],
+        };
         for layer in &self.layers {
-            hidden = layer.forward(&hidden, bias)?;
+            layer.forward(hidden, &mut scratch, batch, seq, key_mask.as_deref())?;
         }
-        Ok(hidden)
+        Ok(())
     }
 }
 
@@ -557,9 +640,12 @@ impl BertModel {
             self.max_len,
             self.type_vocab_size,
         )?;
-        let embeddings = self.embeddings.forward(&inputs)?;
-        let bias = inputs.mask.as_ref().map(attention_bias).transpose()?;
-        let hidden = self.encoder.forward(&embeddings, bias.as_ref())?;
+        let (batch, seq) = inputs.ids.dims2()?;
+        let mut rows = self.embeddings.forward(&inputs)?;
+        self.encoder
+            .forward(&mut rows, batch, seq, inputs.mask.as_ref())?;
+        let width = rows.len() / (batch * seq).max(1);
+        let hidden = Tensor::from_vec(rows, (batch, seq, width), inputs.ids.device())?;
         let pooled = self
             .pooler
             .as_ref()

@@ -176,6 +176,16 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A CPU kernel was handed buffers whose sizes disagree with the shape it was told (a bug
+    /// in the caller, never bad input: inputs are checked before any kernel runs).
+    #[error("kernel `{kernel}`: {reason}")]
+    Kernel {
+        /// The kernel function.
+        kernel: &'static str,
+        /// What disagreed.
+        reason: String,
+    },
+
     /// A tensor operation failed (a bug or an exhausted resource, not bad input).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),

@@ -39,6 +39,7 @@ pub mod distilbert;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod output;

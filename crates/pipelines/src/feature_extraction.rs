@@ -11,6 +11,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use rayon::prelude::*;
 use safeformers_models::Head;
 use safeformers_tokenize::{EncodeOptions, Encodings, Padding};
 use serde::{Deserialize, Serialize};
@@ -20,6 +21,9 @@ use crate::error::{PipelineError, Result};
 
 /// The default number of inputs per forward pass (sentence-transformers' and our CLI's).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// Batch sizes up to this run several batches at once (see [`FeatureExtraction::run`]).
+pub const CONCURRENT_BATCH_SIZE: usize = 4;
 
 /// One way of pooling token embeddings into one vector. When several are configured their
 /// results are concatenated in the order of this enum (sentence-transformers' order).
@@ -363,64 +367,90 @@ impl FeatureExtraction {
 
     /// Runs the pipeline on `inputs`, in batches of inputs of similar length; results are in
     /// input order.
-    pub fn run<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Features> {
+    ///
+    /// Batches of at most [`CONCURRENT_BATCH_SIZE`] inputs run concurrently on the calling
+    /// rayon pool (one short sequence is too little work to split over threads; several are
+    /// not); larger batches run one after the other, each using every thread.
+    pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
-        let mut sentences: Vec<Option<Vec<f32>>> = vec![None; inputs.len()];
-        let mut tokens: Vec<Option<Vec<Vec<f32>>>> = vec![None; inputs.len()];
-        for batch in length_sorted_batches(&lengths, self.batch_size) {
-            let texts: Vec<&str> = batch
+        let batches = length_sorted_batches(&lengths, self.batch_size);
+        let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size <= CONCURRENT_BATCH_SIZE
+        {
+            batches
+                .par_iter()
+                .map(|batch| self.run_batch(batch, inputs))
+                .collect::<Result<_>>()?
+        } else {
+            batches
                 .iter()
-                .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
-                .collect();
-            let encodings = self.tokenize(&texts)?;
-            let rows: Vec<_> = encodings.iter().collect();
-            let output = self.encoder.forward(&rows)?;
-            let hidden = output
-                .last_hidden_state()
-                .ok_or_else(|| self.encoder.wrong_output("last_hidden_state"))?
-                .to_vec3::<f32>()?;
-            for ((&index, row), states) in batch.iter().zip(&rows).zip(hidden) {
-                let real: Vec<Vec<f32>> = states
-                    .into_iter()
-                    .zip(&row.attention_mask)
-                    .filter(|(_, mask)| **mask != 0)
-                    .map(|(state, _)| state)
-                    .collect();
-                if self.pooling.is_empty() {
-                    let real = if self.normalize {
-                        real.into_iter().map(normalized).collect()
-                    } else {
-                        real
-                    };
-                    if let Some(slot) = tokens.get_mut(index) {
-                        *slot = Some(real);
-                    }
-                } else {
-                    let mut vector = pool(&real, &self.pooling);
-                    if self.normalize {
-                        vector = normalized(vector);
-                    }
-                    if let Some(slot) = sentences.get_mut(index) {
-                        *slot = Some(vector);
-                    }
-                }
+                .map(|batch| self.run_batch(batch, inputs))
+                .collect::<Result<_>>()?
+        };
+        let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); inputs.len()];
+        for (index, output) in results.into_iter().flatten() {
+            if let Some(slot) = outputs.get_mut(index) {
+                *slot = output;
             }
         }
         Ok(if self.pooling.is_empty() {
-            Features::Tokens(tokens.into_iter().map(Option::unwrap_or_default).collect())
+            Features::Tokens(outputs)
         } else {
             Features::Sentences(
-                sentences
+                outputs
                     .into_iter()
-                    .map(Option::unwrap_or_default)
+                    .map(|mut vector| vector.pop().unwrap_or_default())
                     .collect(),
             )
         })
     }
 
+    /// One batch: `(input index, output)` per input, the output being the real tokens' states,
+    /// or (with pooling) a single pooled vector.
+    fn run_batch<S: AsRef<str>>(
+        &self,
+        batch: &[usize],
+        inputs: &[S],
+    ) -> Result<Vec<(usize, Vec<Vec<f32>>)>> {
+        let texts: Vec<&str> = batch
+            .iter()
+            .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
+            .collect();
+        let encodings = self.tokenize(&texts)?;
+        let rows: Vec<_> = encodings.iter().collect();
+        let output = self.encoder.forward(&rows)?;
+        let hidden = output
+            .last_hidden_state()
+            .ok_or_else(|| self.encoder.wrong_output("last_hidden_state"))?
+            .to_vec3::<f32>()?;
+        let mut results = Vec::with_capacity(batch.len());
+        for ((&index, row), states) in batch.iter().zip(&rows).zip(hidden) {
+            let real: Vec<Vec<f32>> = states
+                .into_iter()
+                .zip(&row.attention_mask)
+                .filter(|(_, mask)| **mask != 0)
+                .map(|(state, _)| state)
+                .collect();
+            let output = if self.pooling.is_empty() {
+                if self.normalize {
+                    real.into_iter().map(normalized).collect()
+                } else {
+                    real
+                }
+            } else {
+                let mut vector = pool(&real, &self.pooling);
+                if self.normalize {
+                    vector = normalized(vector);
+                }
+                vec![vector]
+            };
+            results.push((index, output));
+        }
+        Ok(results)
+    }
+
     /// Sentence embeddings of `inputs`, in input order; an error when the pipeline has no
     /// pooling (a plain Transformers folder without a pooling option).
-    pub fn embed<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Vec<Vec<f32>>> {
+    pub fn embed<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Vec<Vec<f32>>> {
         match self.run(inputs)? {
             Features::Sentences(vectors) => Ok(vectors),
             Features::Tokens(_) => Err(PipelineError::InvalidInput(format!(

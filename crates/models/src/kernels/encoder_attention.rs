@@ -1,0 +1,431 @@
+//! Bidirectional (encoder) multi-head attention in one pass per query row and head:
+//! `softmax(q·kᵀ/√d + mask)·v`, read straight from the packed `[rows, 3·hidden]` buffer the
+//! fused QKV projection wrote (query, key, value side by side in each row, heads side by side
+//! in each), written straight into `[rows, hidden]` (heads merged): no split-heads or merge
+//! copies, no `[batch, heads, seq, seq]` score tensor.
+//!
+//! Masked keys (padding) are skipped rather than given a large negative score: Transformers
+//! adds `finfo(f32).min`, whose `exp` underflows to exactly 0, so skipping is the same
+//! arithmetic and a batch pays only for real keys. A row whose keys are all masked gets the
+//! uniform weights Transformers' arithmetic gives it (every score becomes `finfo.min`).
+//!
+//! Work is split over batch rows and blocks of query rows, so one long sequence (batch 1) uses
+//! every thread too.
+
+use rayon::prelude::*;
+
+use super::check_len;
+use crate::error::Result;
+
+/// The sizes of one attention call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttentionShape {
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Tokens per sequence (padded length).
+    pub seq: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl AttentionShape {
+    /// `heads · head_dim`.
+    pub fn hidden(&self) -> usize {
+        self.heads * self.head_dim
+    }
+}
+
+/// Attention over `qkv` `[batch·seq, 3·hidden]` into `output` `[batch·seq, hidden]`.
+/// `key_mask` `[batch·seq]` marks the keys to attend (non-zero); `None` attends to all.
+pub fn encoder_attention(
+    qkv: &[f32],
+    key_mask: Option<&[u8]>,
+    shape: AttentionShape,
+    output: &mut [f32],
+) -> Result<()> {
+    const KERNEL: &str = "encoder_attention";
+    let AttentionShape { batch, seq, .. } = shape;
+    let hidden = shape.hidden();
+    check_len(KERNEL, "qkv", qkv.len(), batch * seq * 3 * hidden)?;
+    check_len(KERNEL, "output", output.len(), batch * seq * hidden)?;
+    if let Some(mask) = key_mask {
+        check_len(KERNEL, "key mask", mask.len(), batch * seq)?;
+    }
+    if batch == 0 || seq == 0 || hidden == 0 {
+        return Ok(());
+    }
+    // The attended key positions of each sequence; an empty list means "all, uniformly".
+    let keys: Vec<Vec<usize>> = (0..batch)
+        .map(|b| match key_mask {
+            None => (0..seq).collect(),
+            Some(mask) => mask
+                .iter()
+                .skip(b * seq)
+                .take(seq)
+                .enumerate()
+                .filter(|(_, flag)| **flag != 0)
+                .map(|(j, _)| j)
+                .collect(),
+        })
+        .collect();
+    if batch * seq < super::MIN_ROWS_TO_SPLIT {
+        for ((sequence_out, sequence_qkv), keys) in output
+            .chunks_mut(seq * hidden)
+            .zip(qkv.chunks(seq * 3 * hidden))
+            .zip(&keys)
+        {
+            attend_block(sequence_qkv, keys, shape, 0, sequence_out);
+        }
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads().max(1);
+    let blocks_per_sequence = (threads * 4).div_ceil(batch).max(1);
+    let block_rows = seq.div_ceil(blocks_per_sequence).max(1);
+    output
+        .par_chunks_mut(seq * hidden)
+        .zip(qkv.par_chunks(seq * 3 * hidden))
+        .zip(keys.par_iter())
+        .for_each(|((sequence_out, sequence_qkv), keys)| {
+            sequence_out
+                .par_chunks_mut(block_rows * hidden)
+                .enumerate()
+                .for_each(|(block, block_out)| {
+                    attend_block(sequence_qkv, keys, shape, block * block_rows, block_out);
+                });
+        });
+    Ok(())
+}
+
+fn attend_block(
+    sequence_qkv: &[f32],
+    keys: &[usize],
+    shape: AttentionShape,
+    first_row: usize,
+    block_out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() && shape.head_dim.is_multiple_of(8) && !keys.is_empty() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
+        // this `target_feature` function.
+        unsafe { attend_block_avx2(sequence_qkv, keys, shape, first_row, block_out) };
+        return;
+    }
+    attend_block_portable(sequence_qkv, keys, shape, first_row, block_out);
+}
+
+/// The AVX2/FMA path (`head_dim` a multiple of 8, at least one attended key), with the
+/// accumulators in registers: keys are packed per head into panels of 8 (`[head_dim, 8]` each,
+/// zero-padded), so the scores of 8 keys are `head_dim` FMAs into one register; the weighted
+/// sum keeps 8 output dimensions in a register across all keys.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn attend_block_avx2(
+    sequence_qkv: &[f32],
+    keys: &[usize],
+    shape: AttentionShape,
+    first_row: usize,
+    block_out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hidden = shape.hidden();
+    let head_dim = shape.head_dim;
+    let row_width = 3 * hidden;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    let key_count = keys.len();
+    let padded_keys = key_count.div_ceil(8) * 8;
+    // Panel p holds keys 8p..8p+8: for each dimension d, their 8 values side by side.
+    let mut key_panels = vec![0.0f32; padded_keys * head_dim];
+    let mut weights = vec![0.0f32; padded_keys];
+    let query_rows = block_out.len() / hidden.max(1);
+    for head in 0..shape.heads {
+        let head_start = head * head_dim;
+        for (index, &key) in keys.iter().enumerate() {
+            let key_values = slice_at(
+                sequence_qkv,
+                key * row_width + hidden + head_start,
+                head_dim,
+            );
+            let panel_start = (index / 8) * 8 * head_dim + index % 8;
+            for (dim, &value) in key_values.iter().enumerate() {
+                if let Some(slot) = key_panels.get_mut(panel_start + dim * 8) {
+                    *slot = value;
+                }
+            }
+        }
+        for offset in 0..query_rows {
+            let query_start = (first_row + offset) * row_width + head_start;
+            let query = slice_at(sequence_qkv, query_start, head_dim);
+            for (panel, scores) in key_panels
+                .chunks_exact(8 * head_dim)
+                .zip(weights.chunks_exact_mut(8))
+            {
+                // Four independent chains (dimensions d mod 4) hide the FMA latency.
+                let mut sums = [_mm256_setzero_ps(); 4];
+                for (keys32, q4) in panel.chunks_exact(32).zip(query.chunks_exact(4)) {
+                    for ((sum, keys8), &q) in sums.iter_mut().zip(keys32.chunks_exact(8)).zip(q4) {
+                        // SAFETY: `keys8` is exactly 8 f32s, the width of the unaligned load.
+                        let k = unsafe { _mm256_loadu_ps(keys8.as_ptr()) };
+                        *sum = _mm256_fmadd_ps(_mm256_set1_ps(q * scale), k, *sum);
+                    }
+                }
+                let [s0, s1, s2, s3] = sums;
+                let sum = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+                // SAFETY: `scores` is exactly 8 f32s, the width of the unaligned store.
+                unsafe { _mm256_storeu_ps(scores.as_mut_ptr(), sum) };
+            }
+            let real = weights.get_mut(..key_count).unwrap_or(&mut []);
+            let max = real.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            for weight in real.iter_mut() {
+                *weight -= max;
+            }
+            super::activation::exp_non_positive_in_place(real);
+            let inverse = 1.0 / real.iter().sum::<f32>();
+            let out_start = offset * hidden + head_start;
+            let Some(out_head) = block_out.get_mut(out_start..out_start + head_dim) else {
+                continue;
+            };
+            // Up to 4 blocks of 8 output dimensions at once: independent chains, one
+            // broadcast of each weight.
+            for (group, out32) in out_head.chunks_mut(32).enumerate() {
+                let blocks = out32.len() / 8;
+                let mut sums = [_mm256_setzero_ps(); 4];
+                for (&weight, &key) in real.iter().zip(keys) {
+                    let value = slice_at(
+                        sequence_qkv,
+                        key * row_width + 2 * hidden + head_start + group * 32,
+                        blocks * 8,
+                    );
+                    let weight = _mm256_set1_ps(weight);
+                    for (sum, value8) in sums.iter_mut().zip(value.chunks_exact(8)) {
+                        // SAFETY: `value8` is exactly 8 f32s, the width of the load.
+                        let v = unsafe { _mm256_loadu_ps(value8.as_ptr()) };
+                        *sum = _mm256_fmadd_ps(weight, v, *sum);
+                    }
+                }
+                for (sum, out8) in sums.iter().zip(out32.chunks_exact_mut(8)) {
+                    let scaled = _mm256_mul_ps(*sum, _mm256_set1_ps(inverse));
+                    // SAFETY: `out8` is exactly 8 f32s, the width of the unaligned store.
+                    unsafe { _mm256_storeu_ps(out8.as_mut_ptr(), scaled) };
+                }
+            }
+        }
+    }
+}
+
+/// Query rows `first_row..` of one sequence (as many as `block_out` holds), every head.
+///
+/// Per head, the attended keys are first copied transposed into `[head_dim, keys]`, so the
+/// scores of one query are `head_dim` multiply-adds over contiguous rows of all keys at once
+/// (vectorizable, no horizontal sums); values are read in place.
+#[inline(always)]
+fn attend_block_portable(
+    sequence_qkv: &[f32],
+    keys: &[usize],
+    shape: AttentionShape,
+    first_row: usize,
+    block_out: &mut [f32],
+) {
+    let hidden = shape.hidden();
+    let head_dim = shape.head_dim;
+    let row_width = 3 * hidden;
+    let scale = 1.0 / (head_dim as f32).sqrt();
+    // Every key masked: Transformers' scores all become finfo.min, so the weights are uniform.
+    let all_keys: Vec<usize>;
+    let (keys, uniform) = if keys.is_empty() {
+        all_keys = (0..shape.seq).collect();
+        (all_keys.as_slice(), true)
+    } else {
+        (keys, false)
+    };
+    let key_count = keys.len();
+    let mut keys_transposed = vec![0.0f32; head_dim * key_count];
+    let mut weights = vec![0.0f32; key_count];
+    let query_rows = block_out.len() / hidden.max(1);
+    for head in 0..shape.heads {
+        let head_start = head * head_dim;
+        if !uniform {
+            for (column, &key) in keys.iter().enumerate() {
+                let key_values = slice_at(
+                    sequence_qkv,
+                    key * row_width + hidden + head_start,
+                    head_dim,
+                );
+                for (dim, &value) in key_values.iter().enumerate() {
+                    if let Some(slot) = keys_transposed.get_mut(dim * key_count + column) {
+                        *slot = value;
+                    }
+                }
+            }
+        }
+        for offset in 0..query_rows {
+            let query_start = (first_row + offset) * row_width + head_start;
+            if uniform {
+                weights.fill(1.0);
+            } else {
+                let query = slice_at(sequence_qkv, query_start, head_dim);
+                weights.fill(0.0);
+                for (&q, key_row) in query.iter().zip(keys_transposed.chunks_exact(key_count)) {
+                    let q = q * scale;
+                    for (weight, &k) in weights.iter_mut().zip(key_row) {
+                        *weight += q * k;
+                    }
+                }
+                let max = weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for weight in weights.iter_mut() {
+                    *weight -= max;
+                }
+                super::activation::exp_non_positive_in_place(&mut weights);
+            }
+            let inverse = 1.0 / weights.iter().sum::<f32>();
+            let out_start = offset * hidden + head_start;
+            let Some(out_head) = block_out.get_mut(out_start..out_start + head_dim) else {
+                continue;
+            };
+            out_head.fill(0.0);
+            for (weight, &key) in weights.iter().zip(keys) {
+                let value = slice_at(
+                    sequence_qkv,
+                    key * row_width + 2 * hidden + head_start,
+                    head_dim,
+                );
+                let factor = weight * inverse;
+                for (out, v) in out_head.iter_mut().zip(value) {
+                    *out += factor * v;
+                }
+            }
+        }
+    }
+}
+
+/// `values[start..start + len]` (empty when out of range, which the shape checks in
+/// [`encoder_attention`] rule out).
+#[inline(always)]
+fn slice_at(values: &[f32], start: usize, len: usize) -> &[f32] {
+    values.get(start..start + len).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
+    use super::*;
+    use crate::kernels::random_values;
+    use crate::layers::{attention, attention_bias, split_heads};
+    use candle_core::{Device, Tensor};
+
+    /// The candle implementation the BERT encoder used before (split heads, scores with an
+    /// additive finfo.min bias, softmax, weighted sum, merge).
+    fn plain_attention(qkv: &[f32], mask: Option<&[u8]>, shape: AttentionShape) -> Vec<f32> {
+        let AttentionShape {
+            batch, seq, heads, ..
+        } = shape;
+        let hidden = shape.hidden();
+        let packed =
+            Tensor::from_vec(qkv.to_vec(), (batch, seq, 3 * hidden), &Device::Cpu).unwrap();
+        let part = |index: usize| {
+            split_heads(&packed.narrow(2, index * hidden, hidden).unwrap(), heads).unwrap()
+        };
+        let bias = mask.map(|mask| {
+            attention_bias(&Tensor::from_vec(mask.to_vec(), (batch, seq), &Device::Cpu).unwrap())
+                .unwrap()
+        });
+        attention(&part(0), &part(1), &part(2), bias.as_ref())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    #[test]
+    fn fused_attention_matches_candle_attention() {
+        let shapes = [
+            AttentionShape {
+                batch: 1,
+                seq: 1,
+                heads: 1,
+                head_dim: 4,
+            },
+            AttentionShape {
+                batch: 3,
+                seq: 17,
+                heads: 12,
+                head_dim: 32,
+            },
+            AttentionShape {
+                batch: 2,
+                seq: 40,
+                heads: 4,
+                head_dim: 20,
+            },
+            AttentionShape {
+                batch: 1,
+                seq: 64,
+                heads: 12,
+                head_dim: 32,
+            },
+            // Two groups of output dimensions (32 + 16) on the AVX2 path.
+            AttentionShape {
+                batch: 2,
+                seq: 9,
+                heads: 2,
+                head_dim: 48,
+            },
+        ];
+        for shape in shapes {
+            let rows = shape.batch * shape.seq;
+            // Scores of a few units, as in trained models.
+            let qkv: Vec<f32> = random_values(21, rows * 3 * shape.hidden())
+                .iter()
+                .map(|v| v * 2.0)
+                .collect();
+            // Right padding of varying length, one sequence with a hole, and (for batch 3)
+            // one sequence fully masked.
+            let mut mask = vec![1u8; rows];
+            for b in 0..shape.batch {
+                for j in 0..shape.seq {
+                    let padded = j >= shape.seq - (b * 3).min(shape.seq - 1) || (b == 1 && j == 2);
+                    if padded {
+                        mask[b * shape.seq + j] = 0;
+                    }
+                }
+            }
+            if shape.batch == 3 {
+                mask[2 * shape.seq..].fill(0);
+            }
+            for mask in [None, Some(mask.as_slice())] {
+                let want = plain_attention(&qkv, mask, shape);
+                let mut got = vec![f32::NAN; rows * shape.hidden()];
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap();
+                pool.install(|| encoder_attention(&qkv, mask, shape, &mut got))
+                    .unwrap();
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs())
+                    .fold(0.0f32, f32::max);
+                // Outputs are averages of values in [-2, 2): measured up to 1.1e-6.
+                eprintln!("measured error: {}", worst);
+                assert!(worst < 2e-6, "{shape:?} mask {}: {worst}", mask.is_some());
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_sizes_are_errors() {
+        let shape = AttentionShape {
+            batch: 2,
+            seq: 3,
+            heads: 2,
+            head_dim: 2,
+        };
+        let mut out = vec![0.0; 24];
+        assert!(encoder_attention(&[0.0; 71], None, shape, &mut out).is_err());
+        assert!(encoder_attention(&[0.0; 72], Some(&[1; 5]), shape, &mut out).is_err());
+        assert!(encoder_attention(&[0.0; 72], None, shape, &mut out[..23]).is_err());
+    }
+}

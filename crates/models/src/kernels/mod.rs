@@ -1,0 +1,75 @@
+//! Hand-written CPU kernels on plain `f32` slices: the one place (besides the weights crate's
+//! memory map) where `unsafe` code is allowed, for the `gemm` crate's raw-pointer interface and
+//! for `std::arch` SIMD behind run-time feature detection. Every kernel has a portable path and
+//! is tested against a plain implementation on random inputs.
+//!
+//! The encoder's hot loop (see [`crate::bert`]) runs on these:
+//! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights kept in
+//!   PyTorch's `[out, in]` layout ([`matmul::DenseWeights`]).
+//! - [`encoder_attention`]: bidirectional attention from a packed `[rows, 3·hidden]` QKV buffer,
+//!   scores, key mask, softmax and weighted sum in one pass per query row and head; masked keys
+//!   cost nothing.
+//! - [`layer_norm`]: layer norm of rows in place (the residual is already added by the GEMM).
+//! - [`activation`]: elementwise activations in place; the erf GELU with an AVX2/FMA path.
+//!
+//! Threads: every kernel splits its work over the rayon pool it is called from (the CLI's
+//! `--threads` pool, or rayon's global pool sized by `RAYON_NUM_THREADS` or the core count).
+
+#![allow(unsafe_code)]
+
+pub mod activation;
+pub mod encoder_attention;
+pub mod layer_norm;
+pub mod matmul;
+
+use crate::error::{Error, Result};
+
+/// Fails with [`Error::Kernel`] unless `slice` holds exactly `expected` values.
+pub(crate) fn check_len(
+    kernel: &'static str,
+    what: &str,
+    slice_len: usize,
+    expected: usize,
+) -> Result<()> {
+    if slice_len == expected {
+        Ok(())
+    } else {
+        Err(Error::Kernel {
+            kernel,
+            reason: format!("{what} holds {slice_len} values, the shape needs {expected}"),
+        })
+    }
+}
+
+/// Whether the running CPU has AVX2 and FMA (checked once by std, cached).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+}
+
+/// Below this many rows, a kernel runs on the calling thread: splitting a short sequence's
+/// work costs more in synchronisation than it saves, and the feature-extraction pipeline runs
+/// such small batches side by side on the pool's threads instead.
+pub const MIN_ROWS_TO_SPLIT: usize = 64;
+
+/// Rows per parallel task so that each task does at least `min_values` values of work.
+pub(crate) fn rows_per_task(rows: usize, width: usize, min_values: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let by_threads = rows.div_ceil(threads * 4).max(1);
+    let by_work = min_values.div_ceil(width.max(1)).max(1);
+    by_threads.max(by_work)
+}
+
+/// A small deterministic generator (xorshift) of test inputs in [-1, 1).
+#[cfg(test)]
+pub(crate) fn random_values(seed: u64, count: usize) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..count)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
