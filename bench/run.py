@@ -171,29 +171,44 @@ def cargo_executables(args: list, what: str) -> list:
     return executables
 
 
+# workload -> (package, cargo target option, target name): what each workload runs on our side.
+TARGETS = {
+    "minilm-b1": ("safeformers-pipelines", "--example", "embed_speed"),
+    "minilm-b32": ("safeformers-pipelines", "--example", "embed_speed"),
+    "peak-rss": ("safeformers-pipelines", "--example", "embed_speed"),
+    "first-embedding": ("safeformers", "--bin", "safeformers"),
+    "gpt2-f32": ("safeformers-models", "--example", "greedy_speed"),
+    "gpt2-f16": ("safeformers-models", "--example", "greedy_speed"),
+    "gpt2-q8": ("safeformers-models", "--example", "greedy_speed"),
+    "safetensors-open": ("safeformers-weights", "--bench", "open_safetensors"),
+    "tokenizer": ("safeformers-tokenize", "--example", "tokenize_speed"),
+}
+
+
 def build(selected: list) -> dict:
-    needs = set(selected)
+    """One `cargo build --release` of every target the selected workloads need (one invocation:
+    one feature resolution, so dependencies are built once); target name -> executable."""
+    packages, targets = [], []
+    for name in selected:
+        package, kind, target = TARGETS[name]
+        if package not in packages:
+            packages.append(package)
+        if (kind, target) not in targets:
+            targets.append((kind, target))
+    args = ["build", "--release"]
+    for package in packages:
+        args += ["-p", package]
+    for kind, target in targets:
+        args += [kind, target]
+    executables = cargo_executables(args, ", ".join(target for _, target in targets))
     binaries = {}
-    if needs & {"minilm-b1", "minilm-b32", "peak-rss"}:
-        binaries["embed_speed"] = cargo_executables(
-            ["build", "--release", "-p", "safeformers-pipelines", "--example", "embed_speed"],
-            "examples/embed_speed")[-1]
-    if "first-embedding" in needs:
-        binaries["safeformers"] = cargo_executables(
-            ["build", "--release", "-p", "safeformers-cli", "--bin", "safeformers"],
-            "the safeformers CLI")[-1]
-    if needs & {"gpt2-f32", "gpt2-f16", "gpt2-q8"}:
-        binaries["greedy_speed"] = cargo_executables(
-            ["build", "--release", "-p", "safeformers-models", "--example", "greedy_speed"],
-            "examples/greedy_speed")[-1]
-    if "safetensors-open" in needs:
-        binaries["open_safetensors"] = cargo_executables(
-            ["bench", "--no-run", "-p", "safeformers-weights", "--bench", "open_safetensors"],
-            "benches/open_safetensors")[-1]
-    if "tokenizer" in needs:
-        binaries["tokenize_speed"] = cargo_executables(
-            ["build", "--release", "-p", "safeformers-tokenize", "--example", "tokenize_speed"],
-            "examples/tokenize_speed")[-1]
+    for kind, target in targets:
+        # Bench executables are named `<target>-<hash>`; examples and bins `<target>`.
+        found = [path for path in executables
+                 if Path(path).name == target or Path(path).name.startswith(target + "-")]
+        if not found:
+            raise BenchError(f"cargo built no executable for {kind} {target}")
+        binaries[target] = found[-1]
     return binaries
 
 
@@ -414,10 +429,11 @@ def machine_line(python: Path) -> str:
 
 
 def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_note: str,
-                 results: list, checks: list, started: str) -> str:
+                 results: list, checks: list, started: str, status: str = "") -> str:
     lines = [
         f"# safeformers vs Python, side by side ({started})",
         "",
+        *([f"**{status}**", ""] if status else []),
         f"Machine: {machine}.",
         "",
         f"Each workload runs the Python reference and safeformers alternately (Python, "
@@ -574,8 +590,20 @@ def main(argv: list) -> int:
             [binaries["tokenize_speed"], minilm, corpus, "--threads", threads, "--passes", 20],
             rs_env, sentences_per_second, warm_paths=(minilm, corpus)))
 
+    machine = machine_line(python)
+    corpus_bytes = corpus.read_bytes()
+    corpus_note = (f"Corpus: bench/make_corpus.py, {len(corpus_bytes.splitlines())} sentences, "
+                   f"sha256 {hashlib.sha256(corpus_bytes).hexdigest()[:16]}.")
+    out = env_path("BENCH_RESULTS", REPO / "bench/results" / f"{started:%Y-%m-%d}.md")
+
+    def report(status: str = "") -> str:
+        ordered = [results[name] for name in selected if name in results]
+        checks = [result.extra["numerics"] for result in ordered if "numerics" in result.extra]
+        return write_report(out, machine, rounds, threads, corpus_note, ordered, checks,
+                            f"{started:%Y-%m-%d %H:%M} UTC", status)
+
     results = {}
-    for workload in workloads:
+    for number, workload in enumerate(workloads, 1):
         log(f"== {workload.name}: {WORKLOADS[workload.name][0]}")
         for path in dump_dir.glob("*.json"):
             path.unlink()
@@ -617,6 +645,11 @@ def main(argv: list) -> int:
                 result.extra["ids vs PyTorch f32 (information, not a check)"] = (
                     f"{agree}/{len(py_ids)} new tokens equal")
 
+        if number < len(workloads):
+            # Written after every workload, so an interrupted run still leaves its figures.
+            report(f"Partial: {number} of {len(workloads)} workloads done; the run was still "
+                   "going (or was interrupted) when this was written.")
+
     if "peak-rss" in selected:
         rss = Result("peak-rss")
         runs = keep.get("minilm-b32", {})
@@ -633,12 +666,7 @@ def main(argv: list) -> int:
 
     ordered = [results[name] for name in selected if name in results]
     checks = [result.extra["numerics"] for result in ordered if "numerics" in result.extra]
-    corpus_bytes = corpus.read_bytes()
-    corpus_note = (f"Corpus: bench/make_corpus.py, {len(corpus_bytes.splitlines())} sentences, "
-                   f"sha256 {hashlib.sha256(corpus_bytes).hexdigest()[:16]}.")
-    out = env_path("BENCH_RESULTS", REPO / "bench/results" / f"{started:%Y-%m-%d}.md")
-    text = write_report(out, machine_line(python), rounds, threads, corpus_note, ordered, checks,
-                        f"{started:%Y-%m-%d %H:%M} UTC")
+    text = report()
     log("")
     log(text.split("## What each workload measures")[0].rstrip())
     log("")

@@ -103,11 +103,15 @@ fn run(options: &Options) -> Result<(), String> {
     let load_seconds = load_start.elapsed().as_secs_f64();
 
     // Warm-up: one batch (page faults of the weights, allocator), as the Python side does.
-    let warm = sentences.get(..options.batch_size.min(sentences.len())).unwrap_or(&[]);
+    let warm = sentences
+        .get(..options.batch_size.min(sentences.len()))
+        .unwrap_or(&[]);
     pipeline.embed(warm).map_err(|error| error.to_string())?;
 
     let start = Instant::now();
-    let embeddings = pipeline.embed(&sentences).map_err(|error| error.to_string())?;
+    let embeddings = pipeline
+        .embed(&sentences)
+        .map_err(|error| error.to_string())?;
     let seconds = start.elapsed().as_secs_f64();
     if embeddings.len() != sentences.len() {
         return Err(format!(
@@ -117,7 +121,9 @@ fn run(options: &Options) -> Result<(), String> {
         ));
     }
     if let Some(dump) = &options.dump {
-        let first = embeddings.get(..options.dump_count.min(embeddings.len())).unwrap_or(&[]);
+        let first = embeddings
+            .get(..options.dump_count.min(embeddings.len()))
+            .unwrap_or(&[]);
         let json = serde_json::to_string(first).map_err(|error| error.to_string())?;
         std::fs::write(dump, json).map_err(|error| format!("{}: {error}", dump.display()))?;
     }
