@@ -386,7 +386,7 @@ def embedding_check(label: str, python_vectors, rust_vectors) -> tuple:
     cosines = [cosine(p, r) for p, r in zip(python_vectors, rust_vectors)]
     worst = min(cosines)
     ok = worst >= COSINE_FLOOR and all(len(p) == len(r) for p, r in zip(python_vectors, rust_vectors))
-    return (f"{label}: {len(cosines)} sentences, lowest cosine {worst:.7f} "
+    return (f"{label}: {len(cosines)} sentence(s), lowest cosine {worst:.7f} "
             f"(floor {COSINE_FLOOR})", ok)
 
 
