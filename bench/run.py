@@ -119,9 +119,11 @@ def ensure_minilm() -> Path:
         model = Path(lines[-1])
     for name in ["model.safetensors", "tokenizer.json", "modules.json"]:
         if not (model / name).is_file():
+            fix = ("unset MINILM_DIR to have scripts/fetch-minilm.sh fetch it"
+                   if os.environ.get("MINILM_DIR") else
+                   "delete the folder and run again (scripts/fetch-minilm.sh fetches it)")
             raise BenchError(f"{model}: no {name}; MiniLM (sentence-transformers/"
-                             "all-MiniLM-L6-v2) is missing or incomplete: delete the folder "
-                             "and run again (scripts/fetch-minilm.sh fetches it)")
+                             f"all-MiniLM-L6-v2) is missing or incomplete: {fix}")
     return model
 
 
