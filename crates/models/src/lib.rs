@@ -39,11 +39,13 @@ pub mod distilbert;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
+pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod output;
 pub mod roberta;
 pub mod rotary;
+pub mod weight_storage;
 pub mod weights;
 
 pub use auto::{
@@ -54,4 +56,4 @@ pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel};
-pub use weights::Weights;
+pub use weights::{LoadOptions, Quantization, WeightDtype, Weights};

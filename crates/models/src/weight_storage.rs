@@ -1,0 +1,174 @@
+//! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
+//! or 8-bit blocks, chosen by [`LoadOptions`] and converted once at load. Products with one to a
+//! few rows (decoding) go through [`crate::kernels::few_rows`], which reads every weight once;
+//! f32 products with many rows stay on candle's matmul.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::kernels::few_rows::{self, MatrixData, MatrixRef};
+use crate::weights::{LoadOptions, Quantization, WeightDtype};
+
+/// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
+/// beyond it candle's GEMM is faster.
+pub const FEW_ROWS: usize = 16;
+
+/// The values of a weight matrix in one storage format.
+#[derive(Debug, Clone)]
+pub enum WeightStorage {
+    /// f32, contiguous `[out, in]`.
+    F32(Tensor),
+    /// IEEE half precision.
+    F16(Arc<[f16]>),
+    /// bfloat16.
+    Bf16(Arc<[bf16]>),
+    /// 8-bit blocks with their scales (see [`few_rows::quantize_q8`]).
+    Q8 {
+        /// Quantized weights, `[out, in]`.
+        values: Arc<[i8]>,
+        /// One scale per 32 inputs of a row.
+        scales: Arc<[f32]>,
+    },
+}
+
+/// A `[out, in]` weight matrix and its storage.
+#[derive(Debug, Clone)]
+pub struct StoredMatrix {
+    storage: WeightStorage,
+    rows: usize,
+    cols: usize,
+}
+
+impl StoredMatrix {
+    /// Stores `weight` (f32 `[out, in]`) as `options` say: kept as is for f32, converted once
+    /// otherwise.
+    pub fn new(weight: &Tensor, options: LoadOptions) -> Result<StoredMatrix> {
+        let (rows, cols) = weight.dims2()?;
+        let storage = match (options.quantize(), options.dtype()) {
+            (None, WeightDtype::F32) => WeightStorage::F32(weight.contiguous()?),
+            (None, WeightDtype::F16) => WeightStorage::F16(
+                values_of(weight)?
+                    .into_iter()
+                    .map(f16::from_f32)
+                    .collect(),
+            ),
+            (None, WeightDtype::Bf16) => WeightStorage::Bf16(
+                values_of(weight)?
+                    .into_iter()
+                    .map(bf16::from_f32)
+                    .collect(),
+            ),
+            (Some(Quantization::Q8), _) => {
+                let (values, scales) = few_rows::quantize_q8(&values_of(weight)?, rows, cols)?;
+                WeightStorage::Q8 {
+                    values: values.into(),
+                    scales: scales.into(),
+                }
+            }
+        };
+        Ok(StoredMatrix {
+            storage,
+            rows,
+            cols,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &WeightStorage {
+        &self.storage
+    }
+
+    /// `x Wᵀ (+ bias)` for `x` `[rows, in]` → `[rows, out]`.
+    pub fn matmul(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
+        let (rows, _) = x.dims2()?;
+        if let WeightStorage::F32(weight) = &self.storage
+            && rows > FEW_ROWS
+        {
+            let y = x.matmul(&weight.t()?)?;
+            return match bias {
+                Some(bias) => Ok(y.broadcast_add(&Tensor::from_slice(
+                    bias,
+                    self.rows,
+                    x.device(),
+                )?)?),
+                None => Ok(y),
+            };
+        }
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = self.matmul_values(&values, rows, bias)?;
+        Ok(Tensor::from_vec(out, (rows, self.rows), x.device())?)
+    }
+
+    /// `x Wᵀ (+ bias)` on plain row-major values, `[rows, in]` → `[rows, out]`, through the
+    /// few-row kernel whatever the storage.
+    pub fn matmul_values(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let mut out = vec![0.0f32; rows * self.rows];
+        match &self.storage {
+            WeightStorage::F32(weight) => {
+                let (storage, layout) = weight.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(storage_error("the few-row kernel runs on CPU tensors only"));
+                };
+                let data = layout
+                    .contiguous_offsets()
+                    .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
+                    .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
+                few_rows::matmul_transposed(self.matrix(MatrixData::F32(data)), x, rows, &mut out)?;
+            }
+            WeightStorage::F16(values) => {
+                few_rows::matmul_transposed(self.matrix(MatrixData::F16(values)), x, rows, &mut out)?;
+            }
+            WeightStorage::Bf16(values) => {
+                few_rows::matmul_transposed(self.matrix(MatrixData::Bf16(values)), x, rows, &mut out)?;
+            }
+            WeightStorage::Q8 { values, scales } => {
+                few_rows::matmul_transposed(
+                    self.matrix(MatrixData::Q8 { values, scales }),
+                    x,
+                    rows,
+                    &mut out,
+                )?;
+            }
+        }
+        if let Some(bias) = bias {
+            if bias.len() != self.rows {
+                return Err(storage_error("bias length differs from the output features"));
+            }
+            for row in out.chunks_exact_mut(self.rows.max(1)) {
+                for (y, b) in row.iter_mut().zip(bias) {
+                    *y += b;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn matrix<'a>(&self, data: MatrixData<'a>) -> MatrixRef<'a> {
+        MatrixRef {
+            data,
+            rows: self.rows,
+            cols: self.cols,
+        }
+    }
+}
+
+fn values_of(weight: &Tensor) -> Result<Vec<f32>> {
+    Ok(weight.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn storage_error(message: &str) -> Error {
+    Error::Candle(candle_core::Error::Msg(message.to_string()))
+}
