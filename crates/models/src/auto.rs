@@ -35,7 +35,7 @@ use crate::roberta::{
     RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
     load_token_classification,
 };
-use crate::weights::Weights;
+use crate::weights::{LoadOptions, Weights};
 
 /// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
 /// ([`AutoModelForCausalLM`], listed again in [`CAUSAL_LM_MODEL_TYPES`]).
@@ -372,10 +372,21 @@ impl AutoModelForCausalLM {
     /// The architecture is decided (and remote code refused) before any weight file is opened;
     /// weights are opened under `policy`.
     pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<Box<dyn CausalLm>> {
+        AutoModelForCausalLM::load_with_options(dir, policy, device, LoadOptions::default())
+    }
+
+    /// As [`AutoModelForCausalLM::load`], with the linear layers' weights stored as `options`
+    /// say (f16, bf16, or 8-bit quantized at load; compute stays f32).
+    pub fn load_with_options(
+        dir: &Path,
+        policy: &LoadPolicy,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Box<dyn CausalLm>> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         AutoModelForCausalLM::resolve(&config)?;
         let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModelForCausalLM::from_checkpoint(config, &checkpoint, device)
+        AutoModelForCausalLM::from_checkpoint_with_options(config, &checkpoint, device, options)
     }
 
     /// Builds the model from a parsed config and an opened checkpoint.
@@ -384,8 +395,23 @@ impl AutoModelForCausalLM {
         checkpoint: &Checkpoint,
         device: &Device,
     ) -> Result<Box<dyn CausalLm>> {
+        AutoModelForCausalLM::from_checkpoint_with_options(
+            config,
+            checkpoint,
+            device,
+            LoadOptions::default(),
+        )
+    }
+
+    /// As [`AutoModelForCausalLM::from_checkpoint`], with weight storage `options`.
+    pub fn from_checkpoint_with_options(
+        config: ModelConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+        options: LoadOptions,
+    ) -> Result<Box<dyn CausalLm>> {
         AutoModelForCausalLM::resolve(&config)?;
-        let root = Weights::new(checkpoint, device);
+        let root = Weights::new(checkpoint, device).with_options(options);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
             "llama" | "mistral" | "qwen2" | "gemma" | "phi3" => {

@@ -135,3 +135,108 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     }
     partial.iter().sum::<f32>() + tail
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::attention::{causal_attention_bias, scaled_dot_product_attention};
+    use crate::causal_lm::KvCache;
+
+    fn ramp(n: usize, step: f32) -> Vec<f32> {
+        (0..n).map(|i| ((i as f32) * step).sin() * 2.0).collect()
+    }
+
+    /// The fused step equals the tensor attention (`scaled_dot_product_attention` with
+    /// `causal_attention_bias`) over the same cache: grouped-query heads, left padding, a row
+    /// whose only visible key is the new one, and a cache that grew past its first capacity.
+    #[test]
+    fn fused_step_matches_tensor_attention() {
+        let device = Device::Cpu;
+        let (batch, heads, kv_heads, dim) = (3, 4, 2, 8);
+        for past in [0usize, 5, 300] {
+            let total = past + 1;
+            let mut cache = KvCache::new(1);
+            let keys = ramp(batch * kv_heads * past * dim, 0.37);
+            let values = ramp(batch * kv_heads * past * dim, 0.53);
+            if past > 0 {
+                let shape = (batch, kv_heads, past, dim);
+                cache
+                    .append(
+                        0,
+                        &Tensor::from_vec(keys, shape, &device).unwrap(),
+                        &Tensor::from_vec(values, shape, &device).unwrap(),
+                    )
+                    .unwrap();
+            }
+            let step_keys = ramp(batch * kv_heads * dim, 0.71);
+            let step_values = ramp(batch * kv_heads * dim, 0.29);
+            cache
+                .append_step(0, batch, kv_heads, dim, &step_keys, &step_values)
+                .unwrap();
+            assert_eq!(cache.seq_len(), total);
+            let query = ramp(batch * heads * dim, 0.11);
+            let mask: Vec<Vec<bool>> = vec![
+                vec![true; total],
+                (0..total).map(|j| j >= past.min(2)).collect(),
+                (0..total).map(|j| j == past).collect(),
+            ];
+
+            // The tensor path over the cache's own tensors.
+            let (all_keys, all_values) = {
+                let mut copy = cache.clone();
+                let empty = Tensor::zeros((batch, kv_heads, 0, dim), candle_core::DType::F32, &device)
+                    .unwrap();
+                copy.append(0, &empty, &empty).unwrap()
+            };
+            let bias = causal_attention_bias(&mask, 1, None, &device).unwrap();
+            let q = Tensor::from_vec(query.clone(), (batch, heads, 1, dim), &device).unwrap();
+            let expected = scaled_dot_product_attention(&q, &all_keys, &all_values, Some(&bias), 0.3)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+
+            let mut got = vec![0.0f32; batch * heads * dim];
+            for b in 0..batch {
+                let (k, v) = cache.slabs(0, b).unwrap();
+                let visible = Some(mask[b].as_slice()).filter(|m| !m.iter().all(|&s| s));
+                attend_one_query(
+                    &query[b * heads * dim..(b + 1) * heads * dim],
+                    k,
+                    v,
+                    visible,
+                    0.3,
+                    &mut got[b * heads * dim..(b + 1) * heads * dim],
+                )
+                .unwrap();
+            }
+            let worst = got
+                .iter()
+                .zip(&expected)
+                .map(|(g, e)| (g - e).abs() / e.abs().max(1.0))
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "past {past}: relative error {worst:e}");
+        }
+    }
+
+    #[test]
+    fn mismatched_shapes_are_errors() {
+        let data = vec![0.0f32; 16];
+        let slab = CacheSlab {
+            data: &data,
+            kv_heads: 1,
+            capacity: 4,
+            len: 2,
+            head_dim: 4,
+        };
+        let mut out = vec![0.0f32; 4];
+        assert!(attend_one_query(&[0.0; 4], slab, slab, Some(&[true]), 1.0, &mut out).is_err());
+        assert!(attend_one_query(&[0.0; 3], slab, slab, None, 1.0, &mut out).is_err());
+        assert!(attend_one_query(&[0.0; 4], slab, slab, None, 1.0, &mut out).is_ok());
+    }
+}

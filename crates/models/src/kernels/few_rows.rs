@@ -145,13 +145,28 @@ pub fn matmul_transposed(
     let tasks = rayon::current_num_threads().max(1) * 4;
     let chunk = outs.div_ceil(tasks).max(8);
     if rows == 1 {
+        // 8-bit weights meet 8-bit activations (quantized once here, per block of 32) in an
+        // integer dot product; everything else reads `x` as f32.
+        let quantized_x = match (simd, weights.data) {
+            (Simd::Avx2, MatrixData::Q8 { .. }) if cols.is_multiple_of(Q8_BLOCK) => {
+                Some(quantize_q8(x, 1, cols)?)
+            }
+            _ => None,
+        };
         out.par_chunks_mut(chunk)
             .enumerate()
             .for_each(|(task, dst)| {
                 for (offset, y) in dst.iter_mut().enumerate() {
-                    if let Some(row) = weights.row(task * chunk + offset) {
-                        *y = dot(simd, row, x);
-                    }
+                    let Some(row) = weights.row(task * chunk + offset) else {
+                        continue;
+                    };
+                    *y = match (&quantized_x, row) {
+                        #[cfg(target_arch = "x86_64")]
+                        (Some((x_values, x_scales)), RowRef::Q8 { values, scales }) => {
+                            avx2::dot_q8_q8(values, scales, x_values, x_scales)
+                        }
+                        _ => dot(simd, row, x),
+                    };
                 }
             });
         return Ok(());
@@ -335,6 +350,18 @@ mod avx2 {
         }
     }
 
+    /// 8-bit weights against 8-bit activations, both in blocks of [`Q8_BLOCK`] with their
+    /// scales (every block full). Only called when AVX2 and FMA were detected.
+    pub(super) fn dot_q8_q8(
+        w_values: &[i8],
+        w_scales: &[f32],
+        x_values: &[i8],
+        x_scales: &[f32],
+    ) -> f32 {
+        // SAFETY: the caller (`super::matmul_transposed`) checked AVX2 and FMA at run time.
+        unsafe { dot_q8_q8_impl(w_values, w_scales, x_values, x_scales) }
+    }
+
     pub(super) fn dot_rows(row: &[f32], x: &[f32], dst: &mut [f32]) {
         // SAFETY: the caller (`super::dot_rows`) checked AVX2 and FMA at run time.
         unsafe { dot_rows_f32(row, x, dst) }
@@ -505,6 +532,43 @@ mod avx2 {
         horizontal_sum(_mm256_add_ps(a, b)) + tail
     }
 
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn dot_q8_q8_impl(
+        w_values: &[i8],
+        w_scales: &[f32],
+        x_values: &[i8],
+        x_scales: &[f32],
+    ) -> f32 {
+        // Four running totals, rotating by block, so consecutive blocks do not wait on each
+        // other's multiply-add.
+        let mut totals = [_mm256_setzero_ps(); 4];
+        let ones = _mm256_set1_epi16(1);
+        let blocks = w_values
+            .chunks_exact(Q8_BLOCK)
+            .zip(x_values.chunks_exact(Q8_BLOCK))
+            .zip(w_scales.iter().zip(x_scales));
+        for (block, ((w, x), (w_scale, x_scale))) in blocks.enumerate() {
+            // SAFETY: both chunks hold Q8_BLOCK = 32 bytes, one unaligned 256-bit load each.
+            let (wv, xv) = unsafe {
+                (
+                    _mm256_loadu_si256(w.as_ptr().cast::<__m256i>()),
+                    _mm256_loadu_si256(x.as_ptr().cast::<__m256i>()),
+                )
+            };
+            // |w| (unsigned) times x with w's sign: the same products, in the operand types
+            // `maddubs` takes. |q| ≤ 127, so a pair sum (≤ 32258) never saturates an i16.
+            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
+            if let Some(total) = totals.get_mut(block & 3) {
+                *total = _mm256_fmadd_ps(sums, _mm256_set1_ps(w_scale * x_scale), *total);
+            }
+        }
+        let [a, b, c, d] = totals;
+        horizontal_sum(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)))
+    }
+
     /// `dst[r] = row · x[r]` for every row `r` of `x` (`dst.len()` rows of `row.len()` values),
     /// four rows at a time so each weight load serves four products.
     ///
@@ -593,5 +657,223 @@ mod avx2 {
             RowRef::Bf16(w_chunks.remainder()),
             out_chunks.into_remainder(),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    /// Deterministic values in [-1, 1) (a 64-bit LCG), with a few larger outliers.
+    fn random(count: usize, seed: u64) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..count)
+            .map(|i| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let unit = ((state >> 40) as f32) / ((1u64 << 24) as f32) * 2.0 - 1.0;
+                if i % 97 == 0 { unit * 8.0 } else { unit }
+            })
+            .collect()
+    }
+
+    /// The plain product in f64 with `weight(o, i)` as the weights, and `Σ |w x|` per output
+    /// (the scale relative errors are measured against).
+    fn reference(
+        weight: impl Fn(usize, usize) -> f32,
+        x: &[f32],
+        rows: usize,
+        outs: usize,
+        cols: usize,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let mut exact = Vec::new();
+        let mut magnitude = Vec::new();
+        for r in 0..rows {
+            for o in 0..outs {
+                let (mut sum, mut abs) = (0.0f64, 0.0f64);
+                for i in 0..cols {
+                    let product = f64::from(weight(o, i)) * f64::from(x[r * cols + i]);
+                    sum += product;
+                    abs += product.abs();
+                }
+                exact.push(sum);
+                magnitude.push(abs);
+            }
+        }
+        (exact, magnitude)
+    }
+
+    /// The largest `|got - exact| / Σ|w x|`.
+    fn worst_relative_error(got: &[f32], exact: &[f64], magnitude: &[f64]) -> f64 {
+        assert_eq!(got.len(), exact.len());
+        got.iter()
+            .zip(exact)
+            .zip(magnitude)
+            .map(|((&g, &e), &m)| (f64::from(g) - e).abs() / m.max(1e-30))
+            .fold(0.0, f64::max)
+    }
+
+    fn storage_name(data: MatrixData<'_>) -> &'static str {
+        match data {
+            MatrixData::F32(_) => "f32",
+            MatrixData::F16(_) => "f16",
+            MatrixData::Bf16(_) => "bf16",
+            MatrixData::Q8 { .. } => "q8",
+        }
+    }
+
+    const SHAPES: &[(usize, usize)] = &[(50, 768), (129, 96), (17, 37), (8, 3), (33, 64)];
+    const ROWS: &[usize] = &[1, 2, 3, 4, 5, 7, 9, 17];
+
+    fn run(weights: MatrixRef<'_>, x: &[f32], rows: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; rows * weights.rows];
+        matmul_transposed(weights, x, rows, &mut out).unwrap();
+        out
+    }
+
+    /// Every storage, every row count, SIMD (when present) and portable paths: within 1e-5 of
+    /// the f64 product of the *stored* weights, relative to `Σ|w x|` (f32 rounding only).
+    #[test]
+    fn few_row_products_match_the_plain_product() {
+        for &(outs, cols) in SHAPES {
+            let w = random(outs * cols, outs as u64 * 31 + cols as u64);
+            let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+            let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+            let (q, scales) = quantize_q8(&w, outs, cols).unwrap();
+            let blocks = cols.div_ceil(Q8_BLOCK);
+            for &rows in ROWS {
+                let x = random(rows * cols, rows as u64 + 7);
+                let cases: [(MatrixData<'_>, Box<dyn Fn(usize, usize) -> f32>); 4] = [
+                    (MatrixData::F32(&w), Box::new(|o, i| w[o * cols + i])),
+                    (MatrixData::F16(&w16), Box::new(|o, i| w16[o * cols + i].to_f32())),
+                    (MatrixData::Bf16(&wb16), Box::new(|o, i| wb16[o * cols + i].to_f32())),
+                    (
+                        MatrixData::Q8 {
+                            values: &q,
+                            scales: &scales,
+                        },
+                        Box::new(|o, i| {
+                            scales[o * blocks + i / Q8_BLOCK] * f32::from(q[o * cols + i])
+                        }),
+                    ),
+                ];
+                for (data, weight) in cases {
+                    let matrix = MatrixRef {
+                        data,
+                        rows: outs,
+                        cols,
+                    };
+                    let (exact, magnitude) = reference(weight, &x, rows, outs, cols);
+                    let got = run(matrix, &x, rows);
+                    let error = worst_relative_error(&got, &exact, &magnitude);
+                    // One row of 8-bit weights (full blocks, AVX2) also quantizes the
+                    // activations per block: |Δx| ≤ scale/2 = max|x|/254 per element, a
+                    // relative error below 1/254 ≈ 0.4 % of Σ|w x| times max|x|/|x|; measured
+                    // well under 1 %.
+                    let integer_path = rows == 1
+                        && matches!(data, MatrixData::Q8 { .. })
+                        && cols % Q8_BLOCK == 0
+                        && Simd::detect() == Simd::Avx2;
+                    let limit = if integer_path { 1e-2 } else { 1e-5 };
+                    assert!(
+                        error < limit,
+                        "{} [{outs}x{cols}] rows {rows}: relative error {error:e}",
+                        storage_name(data)
+                    );
+                    // The portable loops, whatever this CPU has.
+                    for r in 0..rows {
+                        for o in 0..outs {
+                            let row = matrix.row(o).unwrap();
+                            let portable = portable::dot(row, &x[r * cols..(r + 1) * cols]);
+                            let index = r * outs + o;
+                            let e = (f64::from(portable) - exact[index]).abs() / magnitude[index];
+                            assert!(e < 1e-5, "portable [{outs}x{cols}] {o}: {e:e}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Measured relative errors against the f32 weights themselves, by storage (printed with
+    /// `--nocapture`); bounded by the formats' rounding: f16 2⁻¹¹, bf16 2⁻⁸, q8 1/254 of the
+    /// block maximum.
+    #[test]
+    fn storage_rounding_stays_within_the_formats_precision() {
+        let (outs, cols) = (64, 768);
+        let w = random(outs * cols, 3);
+        let x = random(cols, 4);
+        let (exact, magnitude) = reference(|o, i| w[o * cols + i], &x, 1, outs, cols);
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let wb16: Vec<bf16> = w.iter().map(|&v| bf16::from_f32(v)).collect();
+        let (q, scales) = quantize_q8(&w, outs, cols).unwrap();
+        for (name, data, limit) in [
+            ("f16", MatrixData::F16(&w16), 1.0 / 2048.0),
+            ("bf16", MatrixData::Bf16(&wb16), 1.0 / 256.0),
+            (
+                "q8",
+                MatrixData::Q8 {
+                    values: &q,
+                    scales: &scales,
+                },
+                2.0 / 254.0,
+            ),
+        ] {
+            let got = run(
+                MatrixRef {
+                    data,
+                    rows: outs,
+                    cols,
+                },
+                &x,
+                1,
+            );
+            let error = worst_relative_error(&got, &exact, &magnitude);
+            println!("{name}: worst |Δy| / Σ|w x| = {error:.2e}");
+            assert!(error < limit, "{name}: {error:e} ≥ {limit:e}");
+        }
+    }
+
+    #[test]
+    fn quantized_weights_are_within_half_a_step() {
+        let (rows, cols) = (5, 70); // a partial last block
+        let w = random(rows * cols, 9);
+        let (q, scales) = quantize_q8(&w, rows, cols).unwrap();
+        let blocks = cols.div_ceil(Q8_BLOCK);
+        assert_eq!(scales.len(), rows * blocks);
+        for o in 0..rows {
+            for i in 0..cols {
+                let scale = scales[o * blocks + i / Q8_BLOCK];
+                let back = scale * f32::from(q[o * cols + i]);
+                assert!((back - w[o * cols + i]).abs() <= scale * 0.5 + 1e-7);
+            }
+        }
+        // A block of zeros has scale 0 and values 0.
+        let (q, scales) = quantize_q8(&[0.0; 32], 1, 32).unwrap();
+        assert_eq!(scales, vec![0.0]);
+        assert!(q.iter().all(|&v| v == 0));
+    }
+
+    #[test]
+    fn shape_mismatches_are_errors() {
+        let w = vec![0.0f32; 6];
+        let matrix = MatrixRef {
+            data: MatrixData::F32(&w),
+            rows: 2,
+            cols: 3,
+        };
+        let mut out = vec![0.0f32; 2];
+        assert!(matmul_transposed(matrix, &[0.0; 4], 1, &mut out).is_err());
+        assert!(matmul_transposed(matrix, &[0.0; 3], 1, &mut [0.0; 3]).is_err());
+        let bad = MatrixRef {
+            data: MatrixData::F32(&w),
+            rows: 4,
+            cols: 3,
+        };
+        assert!(matmul_transposed(bad, &[0.0; 3], 1, &mut [0.0; 4]).is_err());
+        assert!(quantize_q8(&w, 4, 3).is_err());
     }
 }
