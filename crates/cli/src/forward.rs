@@ -15,7 +15,7 @@ use safeformers_models::{AutoModel, ModelOutput};
 use crate::UsageError;
 use crate::model::{HubArgs, LockArgs, resolve_model};
 use crate::output;
-use crate::run::{ThreadArgs, policy};
+use crate::run::{ThreadArgs, WeightArgs, policy};
 
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
@@ -40,6 +40,8 @@ pub struct ForwardArgs {
     allow_pickle: bool,
     #[command(flatten)]
     threads: ThreadArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
     #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
@@ -108,8 +110,10 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
     check("--token-type-ids", &types)?;
 
+    let options = args.weights.load_options()?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-    let model = AutoModel::load(&dir, &policy(args.allow_pickle), &Device::Cpu)?;
+    let model =
+        AutoModel::load_with_options(&dir, &policy(args.allow_pickle), &Device::Cpu, options)?;
     let input_ids = tensor(&ids, seq)?;
     let mask = (!mask.is_empty()).then(|| tensor(&mask, seq)).transpose()?;
     let types = (!types.is_empty())

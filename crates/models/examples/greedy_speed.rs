@@ -21,7 +21,7 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use safeformers_models::{
-    AutoModelForCausalLM, CausalLm, LoadOptions, Quantization, Result, WeightDtype,
+    AutoModelForCausalLM, CausalLm, Quantization, Result, WeightDtype, WeightOptions,
 };
 use safeformers_weights::LoadPolicy;
 
@@ -30,7 +30,7 @@ struct Options {
     prompt_tokens: usize,
     new_tokens: usize,
     runs: usize,
-    load: LoadOptions,
+    load: WeightOptions,
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
@@ -40,7 +40,7 @@ fn parse_args() -> std::result::Result<Options, String> {
         prompt_tokens: 32,
         new_tokens: 128,
         runs: 3,
-        load: LoadOptions::default(),
+        load: WeightOptions::default(),
     };
     let mut model = None;
     let (mut dtype, mut quantize) = (WeightDtype::F32, None);
@@ -79,7 +79,7 @@ fn parse_args() -> std::result::Result<Options, String> {
         "usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--new-tokens N] [--runs N] \
          [--dtype f32|f16|bf16] [--quantize q8]",
     )?;
-    options.load = LoadOptions::new(dtype, quantize).map_err(|error| error.to_string())?;
+    options.load = WeightOptions::new(dtype, quantize).map_err(|error| error.to_string())?;
     Ok(options)
 }
 

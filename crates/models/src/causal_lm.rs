@@ -120,8 +120,13 @@ impl LayerCache {
         let filled = self.len * self.head_dim;
         if old_stride > 0 {
             for (old, new) in [(&self.keys, &mut keys), (&self.values, &mut values)] {
-                for (old_head, new_head) in old.chunks_exact(old_stride).zip(new.chunks_exact_mut(new_stride)) {
-                    if let (Some(dst), Some(src)) = (new_head.get_mut(..filled), old_head.get(..filled)) {
+                for (old_head, new_head) in old
+                    .chunks_exact(old_stride)
+                    .zip(new.chunks_exact_mut(new_stride))
+                {
+                    if let (Some(dst), Some(src)) =
+                        (new_head.get_mut(..filled), old_head.get(..filled))
+                    {
                         dst.copy_from_slice(src);
                     }
                 }

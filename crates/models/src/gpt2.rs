@@ -401,12 +401,9 @@ impl Gpt2Block {
         cache: &mut KvCache,
         device: &Device,
     ) -> Result<()> {
-        let attended = self.attn.forward_step(
-            &self.ln_1_values.apply(hidden_states),
-            batch,
-            mask,
-            cache,
-        )?;
+        let attended =
+            self.attn
+                .forward_step(&self.ln_1_values.apply(hidden_states), batch, mask, cache)?;
         add_in_place(hidden_states, &attended);
         let fed_forward =
             self.mlp
@@ -463,14 +460,25 @@ impl Gpt2Model {
         device: &Device,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let embedded = (self.wte.forward(&inputs.ids)? + self.wpe.forward(&inputs.position_ids)?)?;
+        let embedded =
+            (self.wte.forward(&inputs.ids)? + self.wpe.forward(&inputs.position_ids)?)?;
         if inputs.new == 1 && inputs.past > 0 {
             let mut hidden_states = embedded.flatten_all()?.to_vec1::<f32>()?;
             for block in &self.h {
-                block.forward_step(&mut hidden_states, inputs.batch, &inputs.mask, cache, device)?;
+                block.forward_step(
+                    &mut hidden_states,
+                    inputs.batch,
+                    &inputs.mask,
+                    cache,
+                    device,
+                )?;
             }
             let normed = self.ln_f_values.apply(&hidden_states);
-            return Ok(Tensor::from_vec(normed, (inputs.batch, 1, self.n_embd), device)?);
+            return Ok(Tensor::from_vec(
+                normed,
+                (inputs.batch, 1, self.n_embd),
+                device,
+            )?);
         }
         let bias = inputs.attention_bias(None, device)?;
         let mut hidden_states = embedded;

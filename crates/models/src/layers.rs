@@ -7,7 +7,7 @@ use candle_core::{D, DType, Tensor};
 
 use crate::error::{Error, Result};
 use crate::weight_storage::{StoredMatrix, WeightStorage};
-use crate::weights::{LoadOptions, Weights};
+use crate::weights::{WeightOptions, Weights};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]` in the storage the load options
 /// chose ([`StoredMatrix`]).
@@ -46,14 +46,14 @@ impl Linear {
             None => None,
         };
         Ok(Linear {
-            weight: StoredMatrix::new(&weight, LoadOptions::default())?,
+            weight: StoredMatrix::new(&weight, WeightOptions::default())?,
             bias,
         })
     }
 
     /// The same layer with its weight converted to the storage `options` choose.
-    pub fn stored_as(self, options: LoadOptions) -> Result<Self> {
-        if options == LoadOptions::default() {
+    pub fn stored_as(self, options: WeightOptions) -> Result<Self> {
+        if options == WeightOptions::default() {
             return Ok(self);
         }
         let WeightStorage::F32(weight) = self.weight.storage() else {

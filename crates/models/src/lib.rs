@@ -56,4 +56,4 @@ pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel};
-pub use weights::{LoadOptions, Quantization, WeightDtype, Weights};
+pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

@@ -646,7 +646,8 @@ impl LlamaForCausalLM {
             .collect::<Result<Vec<_>>>()?;
         let norm = load_norm(&model.pp("norm"), &llama)?;
         let lm_head = if llama.tie_word_embeddings || !weights.contains("lm_head.weight") {
-            Linear::from_tensors(embed_tokens.table().clone(), None)?.stored_as(weights.options())?
+            Linear::from_tensors(embed_tokens.table().clone(), None)?
+                .stored_as(weights.options())?
         } else {
             load_linear(
                 &weights.pp("lm_head"),

@@ -1,5 +1,5 @@
 //! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
-//! or 8-bit blocks, chosen by [`LoadOptions`] and converted once at load. Products with one to a
+//! or 8-bit blocks, chosen by [`WeightOptions`] and converted once at load. Products with one to a
 //! few rows (decoding) go through [`crate::kernels::few_rows`], which reads every weight once;
 //! f32 products with many rows stay on candle's matmul.
 
@@ -10,7 +10,7 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::kernels::few_rows::{self, MatrixData, MatrixRef};
-use crate::weights::{LoadOptions, Quantization, WeightDtype};
+use crate::weights::{Quantization, WeightDtype, WeightOptions};
 
 /// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
 /// beyond it candle's GEMM is faster.
@@ -45,22 +45,16 @@ pub struct StoredMatrix {
 impl StoredMatrix {
     /// Stores `weight` (f32 `[out, in]`) as `options` say: kept as is for f32, converted once
     /// otherwise.
-    pub fn new(weight: &Tensor, options: LoadOptions) -> Result<StoredMatrix> {
+    pub fn new(weight: &Tensor, options: WeightOptions) -> Result<StoredMatrix> {
         let (rows, cols) = weight.dims2()?;
         let storage = match (options.quantize(), options.dtype()) {
             (None, WeightDtype::F32) => WeightStorage::F32(weight.contiguous()?),
-            (None, WeightDtype::F16) => WeightStorage::F16(
-                values_of(weight)?
-                    .into_iter()
-                    .map(f16::from_f32)
-                    .collect(),
-            ),
-            (None, WeightDtype::Bf16) => WeightStorage::Bf16(
-                values_of(weight)?
-                    .into_iter()
-                    .map(bf16::from_f32)
-                    .collect(),
-            ),
+            (None, WeightDtype::F16) => {
+                WeightStorage::F16(values_of(weight)?.into_iter().map(f16::from_f32).collect())
+            }
+            (None, WeightDtype::Bf16) => {
+                WeightStorage::Bf16(values_of(weight)?.into_iter().map(bf16::from_f32).collect())
+            }
             (Some(Quantization::Q8), _) => {
                 let (values, scales) = few_rows::quantize_q8(&values_of(weight)?, rows, cols)?;
                 WeightStorage::Q8 {
@@ -99,11 +93,9 @@ impl StoredMatrix {
         {
             let y = x.matmul(&weight.t()?)?;
             return match bias {
-                Some(bias) => Ok(y.broadcast_add(&Tensor::from_slice(
-                    bias,
-                    self.rows,
-                    x.device(),
-                )?)?),
+                Some(bias) => {
+                    Ok(y.broadcast_add(&Tensor::from_slice(bias, self.rows, x.device())?)?)
+                }
                 None => Ok(y),
             };
         }
@@ -129,10 +121,20 @@ impl StoredMatrix {
                 few_rows::matmul_transposed(self.matrix(MatrixData::F32(data)), x, rows, &mut out)?;
             }
             WeightStorage::F16(values) => {
-                few_rows::matmul_transposed(self.matrix(MatrixData::F16(values)), x, rows, &mut out)?;
+                few_rows::matmul_transposed(
+                    self.matrix(MatrixData::F16(values)),
+                    x,
+                    rows,
+                    &mut out,
+                )?;
             }
             WeightStorage::Bf16(values) => {
-                few_rows::matmul_transposed(self.matrix(MatrixData::Bf16(values)), x, rows, &mut out)?;
+                few_rows::matmul_transposed(
+                    self.matrix(MatrixData::Bf16(values)),
+                    x,
+                    rows,
+                    &mut out,
+                )?;
             }
             WeightStorage::Q8 { values, scales } => {
                 few_rows::matmul_transposed(
@@ -145,7 +147,9 @@ impl StoredMatrix {
         }
         if let Some(bias) = bias {
             if bias.len() != self.rows {
-                return Err(storage_error("bias length differs from the output features"));
+                return Err(storage_error(
+                    "bias length differs from the output features",
+                ));
             }
             for row in out.chunks_exact_mut(self.rows.max(1)) {
                 for (y, b) in row.iter_mut().zip(bias) {

@@ -16,7 +16,7 @@ pub struct Weights<'a> {
     checkpoint: &'a Checkpoint,
     prefix: String,
     device: Device,
-    options: LoadOptions,
+    options: WeightOptions,
 }
 
 /// How the weights of linear layers are stored in memory (compute stays f32).
@@ -61,15 +61,15 @@ impl Quantization {
 /// Options for loading a model's weights: the storage of linear-layer weights (embeddings, norms
 /// and biases stay f32). The default is plain f32, bit-for-bit the checkpoint's values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LoadOptions {
+pub struct WeightOptions {
     dtype: WeightDtype,
     quantize: Option<Quantization>,
 }
 
-impl LoadOptions {
+impl WeightOptions {
     /// Checked options: quantized weights have their own storage, so `quantize` needs `dtype`
     /// [`WeightDtype::F32`] (the default); anything else is an [`Error::Input`] naming `--dtype`.
-    pub fn new(dtype: WeightDtype, quantize: Option<Quantization>) -> Result<LoadOptions> {
+    pub fn new(dtype: WeightDtype, quantize: Option<Quantization>) -> Result<WeightOptions> {
         if quantize.is_some() && dtype != WeightDtype::F32 {
             return Err(Error::Input {
                 input: "dtype",
@@ -77,7 +77,7 @@ impl LoadOptions {
                     .to_string(),
             });
         }
-        Ok(LoadOptions { dtype, quantize })
+        Ok(WeightOptions { dtype, quantize })
     }
 
     /// The storage dtype of linear-layer weights.
@@ -98,18 +98,18 @@ impl<'a> Weights<'a> {
             checkpoint,
             prefix: String::new(),
             device: device.clone(),
-            options: LoadOptions::default(),
+            options: WeightOptions::default(),
         }
     }
 
     /// The same view, with linear-layer weights stored as `options` say.
-    pub fn with_options(mut self, options: LoadOptions) -> Weights<'a> {
+    pub fn with_options(mut self, options: WeightOptions) -> Weights<'a> {
         self.options = options;
         self
     }
 
     /// How linear-layer weights are to be stored.
-    pub fn options(&self) -> LoadOptions {
+    pub fn options(&self) -> WeightOptions {
         self.options
     }
 

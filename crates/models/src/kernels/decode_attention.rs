@@ -27,7 +27,9 @@ pub struct CacheSlab<'a> {
 impl<'a> CacheSlab<'a> {
     /// Positions `0..len` of head `head`, `[len, head_dim]`.
     fn head(&self, head: usize) -> Option<&'a [f32]> {
-        let start = head.checked_mul(self.capacity)?.checked_mul(self.head_dim)?;
+        let start = head
+            .checked_mul(self.capacity)?
+            .checked_mul(self.head_dim)?;
         let end = start.checked_add(self.len.checked_mul(self.head_dim)?)?;
         self.data.get(start..end)
     }
@@ -188,18 +190,20 @@ mod tests {
             // The tensor path over the cache's own tensors.
             let (all_keys, all_values) = {
                 let mut copy = cache.clone();
-                let empty = Tensor::zeros((batch, kv_heads, 0, dim), candle_core::DType::F32, &device)
-                    .unwrap();
+                let empty =
+                    Tensor::zeros((batch, kv_heads, 0, dim), candle_core::DType::F32, &device)
+                        .unwrap();
                 copy.append(0, &empty, &empty).unwrap()
             };
             let bias = causal_attention_bias(&mask, 1, None, &device).unwrap();
             let q = Tensor::from_vec(query.clone(), (batch, heads, 1, dim), &device).unwrap();
-            let expected = scaled_dot_product_attention(&q, &all_keys, &all_values, Some(&bias), 0.3)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let expected =
+                scaled_dot_product_attention(&q, &all_keys, &all_values, Some(&bias), 0.3)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f32>()
+                    .unwrap();
 
             let mut got = vec![0.0f32; batch * heads * dim];
             for b in 0..batch {

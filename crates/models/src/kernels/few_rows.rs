@@ -113,7 +113,11 @@ pub fn quantize_q8(weights: &[f32], rows: usize, cols: usize) -> Result<(Vec<i8>
             let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             scales.push(scale);
             // `as` saturates, and the value is within ±127 by construction (NaN becomes 0).
-            values.extend(block.iter().map(|w| (w * inverse).round().clamp(-127.0, 127.0) as i8));
+            values.extend(
+                block
+                    .iter()
+                    .map(|w| (w * inverse).round().clamp(-127.0, 127.0) as i8),
+            );
         }
     }
     Ok((values, scales))
@@ -283,11 +287,7 @@ mod portable {
                 .zip(x.chunks(Q8_BLOCK))
                 .zip(scales)
                 .map(|((q, x), scale)| {
-                    scale
-                        * q.iter()
-                            .zip(x)
-                            .map(|(&q, x)| f32::from(q) * x)
-                            .sum::<f32>()
+                    scale * q.iter().zip(x).map(|(&q, x)| f32::from(q) * x).sum::<f32>()
                 })
                 .sum(),
         }
@@ -621,7 +621,11 @@ mod avx2 {
             }
         }
         let rest = groups.remainder();
-        for (out, x_row) in dst_groups.into_remainder().iter_mut().zip(rest.chunks_exact(cols)) {
+        for (out, x_row) in dst_groups
+            .into_remainder()
+            .iter_mut()
+            .zip(rest.chunks_exact(cols))
+        {
             // SAFETY: same features as this function.
             *out = unsafe { dot_f32(row, x_row) };
         }
@@ -668,7 +672,9 @@ mod tests {
 
     /// Deterministic values in [-1, 1) (a 64-bit LCG), with a few larger outliers.
     fn random(count: usize, seed: u64) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut state = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..count)
             .map(|i| {
                 state = state
@@ -748,8 +754,14 @@ mod tests {
                 let x = random(rows * cols, rows as u64 + 7);
                 let cases: [(MatrixData<'_>, Box<dyn Fn(usize, usize) -> f32>); 4] = [
                     (MatrixData::F32(&w), Box::new(|o, i| w[o * cols + i])),
-                    (MatrixData::F16(&w16), Box::new(|o, i| w16[o * cols + i].to_f32())),
-                    (MatrixData::Bf16(&wb16), Box::new(|o, i| wb16[o * cols + i].to_f32())),
+                    (
+                        MatrixData::F16(&w16),
+                        Box::new(|o, i| w16[o * cols + i].to_f32()),
+                    ),
+                    (
+                        MatrixData::Bf16(&wb16),
+                        Box::new(|o, i| wb16[o * cols + i].to_f32()),
+                    ),
                     (
                         MatrixData::Q8 {
                             values: &q,
