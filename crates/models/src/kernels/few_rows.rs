@@ -722,6 +722,9 @@ mod tests {
             .fold(0.0, f64::max)
     }
 
+    /// The value a storage holds at `(out, in)`.
+    type StoredWeight<'a> = Box<dyn Fn(usize, usize) -> f32 + 'a>;
+
     fn storage_name(data: MatrixData<'_>) -> &'static str {
         match data {
             MatrixData::F32(_) => "f32",
@@ -752,7 +755,7 @@ mod tests {
             let blocks = cols.div_ceil(Q8_BLOCK);
             for &rows in ROWS {
                 let x = random(rows * cols, rows as u64 + 7);
-                let cases: [(MatrixData<'_>, Box<dyn Fn(usize, usize) -> f32>); 4] = [
+                let cases: [(MatrixData<'_>, StoredWeight<'_>); 4] = [
                     (MatrixData::F32(&w), Box::new(|o, i| w[o * cols + i])),
                     (
                         MatrixData::F16(&w16),
