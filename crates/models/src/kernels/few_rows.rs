@@ -492,9 +492,9 @@ mod avx2 {
     /// AVX2 and FMA must be available.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn dot_q8(values: &[i8], scales: &[f32], x: &[f32]) -> f32 {
-        // Two running totals, alternating by block, so consecutive blocks do not wait on each
-        // other's scale multiply.
-        let mut totals = [_mm256_setzero_ps(); 2];
+        // (Used only for rows whose width is not a multiple of the block; the full-block case
+        // takes the integer product.)
+        let mut total = _mm256_setzero_ps();
         let (q_chunks, x_chunks) = (values.chunks_exact(Q8_BLOCK), x.chunks_exact(Q8_BLOCK));
         let full_blocks = q_chunks.len();
         let tail = match scales.get(full_blocks) {
@@ -509,7 +509,7 @@ mod avx2 {
             }
             None => 0.0,
         };
-        for (block, ((q, x), &scale)) in q_chunks.zip(x_chunks).zip(scales).enumerate() {
+        for ((q, x), &scale) in q_chunks.zip(x_chunks).zip(scales) {
             let mut partial = [_mm256_setzero_ps(); 4];
             for (lane, partial) in partial.iter_mut().enumerate() {
                 // SAFETY: both chunks hold Q8_BLOCK = 32 values, so offsets 0, 8, 16, 24 (+8)
@@ -524,12 +524,28 @@ mod avx2 {
             }
             let [a, b, c, d] = partial;
             let sum = _mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d));
-            if let Some(total) = totals.get_mut(block & 1) {
-                *total = _mm256_fmadd_ps(sum, _mm256_set1_ps(scale), *total);
-            }
+            total = _mm256_fmadd_ps(sum, _mm256_set1_ps(scale), total);
         }
-        let [a, b] = totals;
-        horizontal_sum(_mm256_add_ps(a, b)) + tail
+        horizontal_sum(total) + tail
+    }
+
+    /// The eight partial sums (as f32) of one block's 32 products `w[i] · x[i]`.
+    ///
+    /// # Safety
+    /// `w` and `x` must each point at 32 readable bytes; AVX2 must be available.
+    #[target_feature(enable = "avx2")]
+    unsafe fn block_dot(w: *const i8, x: *const i8) -> __m256 {
+        // SAFETY: the caller guarantees 32 readable bytes behind each pointer (unaligned loads).
+        let (wv, xv) = unsafe {
+            (
+                _mm256_loadu_si256(w.cast::<__m256i>()),
+                _mm256_loadu_si256(x.cast::<__m256i>()),
+            )
+        };
+        // |w| (unsigned) times x with w's sign: the same products, in the operand types
+        // `maddubs` takes. |q| ≤ 127, so a pair sum (≤ 32258) never saturates an i16.
+        let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
+        _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
     }
 
     /// # Safety
@@ -541,29 +557,33 @@ mod avx2 {
         x_values: &[i8],
         x_scales: &[f32],
     ) -> f32 {
-        // Four running totals, rotating by block, so consecutive blocks do not wait on each
-        // other's multiply-add.
+        // Four blocks per iteration into four totals (named, so they stay in registers), so
+        // consecutive blocks do not wait on each other's multiply-add.
+        const GROUP: usize = 4 * Q8_BLOCK;
         let mut totals = [_mm256_setzero_ps(); 4];
-        let ones = _mm256_set1_epi16(1);
-        let blocks = w_values
-            .chunks_exact(Q8_BLOCK)
-            .zip(x_values.chunks_exact(Q8_BLOCK))
-            .zip(w_scales.iter().zip(x_scales));
-        for (block, ((w, x), (w_scale, x_scale))) in blocks.enumerate() {
-            // SAFETY: both chunks hold Q8_BLOCK = 32 bytes, one unaligned 256-bit load each.
-            let (wv, xv) = unsafe {
-                (
-                    _mm256_loadu_si256(w.as_ptr().cast::<__m256i>()),
-                    _mm256_loadu_si256(x.as_ptr().cast::<__m256i>()),
-                )
-            };
-            // |w| (unsigned) times x with w's sign: the same products, in the operand types
-            // `maddubs` takes. |q| ≤ 127, so a pair sum (≤ 32258) never saturates an i16.
-            let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
-            let sums = _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, ones));
-            if let Some(total) = totals.get_mut(block & 3) {
-                *total = _mm256_fmadd_ps(sums, _mm256_set1_ps(w_scale * x_scale), *total);
+        let (w_groups, x_groups) = (w_values.chunks_exact(GROUP), x_values.chunks_exact(GROUP));
+        let (w_rest, x_rest) = (w_groups.remainder(), x_groups.remainder());
+        let (ws_groups, xs_groups) = (w_scales.chunks_exact(4), x_scales.chunks_exact(4));
+        let (ws_rest, xs_rest) = (ws_groups.remainder(), xs_groups.remainder());
+        for (((w, x), ws), xs) in w_groups.zip(x_groups).zip(ws_groups).zip(xs_groups) {
+            for (block, total) in totals.iter_mut().enumerate() {
+                let at = block * Q8_BLOCK;
+                // SAFETY: `w` and `x` hold 4 · Q8_BLOCK bytes, so `at + 32 <= GROUP`.
+                let sums = unsafe { block_dot(w.as_ptr().add(at), x.as_ptr().add(at)) };
+                let scale =
+                    ws.get(block).copied().unwrap_or(0.0) * xs.get(block).copied().unwrap_or(0.0);
+                *total = _mm256_fmadd_ps(sums, _mm256_set1_ps(scale), *total);
             }
+        }
+        let rest = w_rest
+            .chunks_exact(Q8_BLOCK)
+            .zip(x_rest.chunks_exact(Q8_BLOCK))
+            .zip(ws_rest.iter().zip(xs_rest));
+        for ((w, x), (w_scale, x_scale)) in rest {
+            // SAFETY: both chunks hold Q8_BLOCK bytes.
+            let sums = unsafe { block_dot(w.as_ptr(), x.as_ptr()) };
+            let [total, ..] = &mut totals;
+            *total = _mm256_fmadd_ps(sums, _mm256_set1_ps(w_scale * x_scale), *total);
         }
         let [a, b, c, d] = totals;
         horizontal_sum(_mm256_add_ps(_mm256_add_ps(a, b), _mm256_add_ps(c, d)))
