@@ -1,7 +1,8 @@
 //! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
 //! or 8-bit blocks, chosen by [`WeightOptions`] and converted once at load. Products with one to a
 //! few rows (decoding) go through [`crate::kernels::few_rows`], which reads every weight once;
-//! f32 products with many rows stay on candle's matmul.
+//! products with many rows (a prefill) run as one candle GEMM, on f32 weights as they are or on
+//! 16-/8-bit weights widened to f32 for that call.
 
 use std::sync::Arc;
 
@@ -99,6 +100,20 @@ impl StoredMatrix {
                 None => Ok(y),
             };
         }
+        if rows > FEW_ROWS {
+            // Many rows (a prefill): widen the weights to f32 once and run one GEMM, which
+            // reuses each weight across rows far better than the few-row kernel.
+            let mut widened = vec![0.0f32; self.rows * self.cols];
+            self.with_matrix(|matrix| few_rows::decode_matrix(matrix, &mut widened))?;
+            let weight = Tensor::from_vec(widened, (self.rows, self.cols), x.device())?;
+            let y = x.matmul(&weight.t()?)?;
+            return match bias {
+                Some(bias) => {
+                    Ok(y.broadcast_add(&Tensor::from_slice(bias, self.rows, x.device())?)?)
+                }
+                None => Ok(y),
+            };
+        }
         let values = x.flatten_all()?.to_vec1::<f32>()?;
         let out = self.matmul_values(&values, rows, bias)?;
         Ok(Tensor::from_vec(out, (rows, self.rows), x.device())?)
@@ -108,43 +123,7 @@ impl StoredMatrix {
     /// few-row kernel whatever the storage.
     pub fn matmul_values(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; rows * self.rows];
-        match &self.storage {
-            WeightStorage::F32(weight) => {
-                let (storage, layout) = weight.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    return Err(storage_error("the few-row kernel runs on CPU tensors only"));
-                };
-                let data = layout
-                    .contiguous_offsets()
-                    .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
-                    .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
-                few_rows::matmul_transposed(self.matrix(MatrixData::F32(data)), x, rows, &mut out)?;
-            }
-            WeightStorage::F16(values) => {
-                few_rows::matmul_transposed(
-                    self.matrix(MatrixData::F16(values)),
-                    x,
-                    rows,
-                    &mut out,
-                )?;
-            }
-            WeightStorage::Bf16(values) => {
-                few_rows::matmul_transposed(
-                    self.matrix(MatrixData::Bf16(values)),
-                    x,
-                    rows,
-                    &mut out,
-                )?;
-            }
-            WeightStorage::Q8 { values, scales } => {
-                few_rows::matmul_transposed(
-                    self.matrix(MatrixData::Q8 { values, scales }),
-                    x,
-                    rows,
-                    &mut out,
-                )?;
-            }
-        }
+        self.with_matrix(|matrix| few_rows::matmul_transposed(matrix, x, rows, &mut out))?;
         if let Some(bias) = bias {
             if bias.len() != self.rows {
                 return Err(storage_error(
@@ -160,11 +139,25 @@ impl StoredMatrix {
         Ok(out)
     }
 
-    fn matrix<'a>(&self, data: MatrixData<'a>) -> MatrixRef<'a> {
-        MatrixRef {
-            data,
-            rows: self.rows,
-            cols: self.cols,
+    /// Runs `work` on a borrowed view of the values (for f32, the tensor's own storage).
+    fn with_matrix<T>(&self, work: impl FnOnce(MatrixRef<'_>) -> Result<T>) -> Result<T> {
+        let (rows, cols) = (self.rows, self.cols);
+        let view = |data| MatrixRef { data, rows, cols };
+        match &self.storage {
+            WeightStorage::F32(weight) => {
+                let (storage, layout) = weight.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(storage_error("the few-row kernel runs on CPU tensors only"));
+                };
+                let data = layout
+                    .contiguous_offsets()
+                    .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
+                    .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
+                work(view(MatrixData::F32(data)))
+            }
+            WeightStorage::F16(values) => work(view(MatrixData::F16(values))),
+            WeightStorage::Bf16(values) => work(view(MatrixData::Bf16(values))),
+            WeightStorage::Q8 { values, scales } => work(view(MatrixData::Q8 { values, scales })),
         }
     }
 }

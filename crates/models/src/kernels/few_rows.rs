@@ -207,6 +207,31 @@ pub fn matmul_transposed(
     Ok(())
 }
 
+/// Expands the whole matrix to f32 in `out` (`[rows, cols]`), split over the thread pool: for
+/// products with many rows, which then run as one f32 GEMM.
+pub fn decode_matrix(weights: MatrixRef<'_>, out: &mut [f32]) -> Result<()> {
+    if !weights.is_consistent() || weights.rows.checked_mul(weights.cols) != Some(out.len()) {
+        return Err(shape_error(format!(
+            "cannot expand a [{}, {}] matrix into {} values",
+            weights.rows,
+            weights.cols,
+            out.len()
+        )));
+    }
+    if weights.cols == 0 {
+        return Ok(());
+    }
+    let simd = Simd::detect();
+    out.par_chunks_mut(weights.cols)
+        .enumerate()
+        .for_each(|(index, dst)| {
+            if let Some(row) = weights.row(index) {
+                decode_row(simd, row, dst);
+            }
+        });
+    Ok(())
+}
+
 fn shape_error(message: String) -> Error {
     Error::Candle(candle_core::Error::Msg(message))
 }
