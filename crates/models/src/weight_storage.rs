@@ -169,3 +169,59 @@ fn values_of(weight: &Tensor) -> Result<Vec<f32>> {
 fn storage_error(message: &str) -> Error {
     Error::Candle(candle_core::Error::Msg(message.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use candle_core::Device;
+
+    use super::*;
+
+    /// The GEMM path (more than [`FEW_ROWS`] rows, weights widened) and the few-row kernel give
+    /// the same products, within f32 rounding (1e-5 of `Σ|w x|`), for every storage.
+    #[test]
+    fn many_row_and_few_row_paths_agree() {
+        let (outs, cols, rows) = (40, 96, FEW_ROWS + 6); // an even count: pairs only
+        let w: Vec<f32> = (0..outs * cols)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32) * 0.11).cos())
+            .collect();
+        let bias: Vec<f32> = (0..outs).map(|i| i as f32 * 0.01).collect();
+        let weight = Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap();
+        let x_tensor = Tensor::from_vec(x.clone(), (rows, cols), &Device::Cpu).unwrap();
+        for options in [
+            WeightOptions::default(),
+            WeightOptions::new(WeightDtype::F16, None).unwrap(),
+            WeightOptions::new(WeightDtype::Bf16, None).unwrap(),
+            WeightOptions::new(WeightDtype::F32, Some(Quantization::Q8)).unwrap(),
+        ] {
+            let matrix = StoredMatrix::new(&weight, options).unwrap();
+            let gemm = matrix
+                .matmul(&x_tensor, Some(&bias))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // Row by row through the kernel (two rows at a time: the multi-row loop, which
+            // reads f32 activations whatever the storage).
+            let mut few = Vec::new();
+            for pair in x.chunks(2 * cols) {
+                few.extend(
+                    matrix
+                        .matmul_values(pair, pair.len() / cols, Some(&bias))
+                        .unwrap(),
+                );
+            }
+            let worst = gemm
+                .iter()
+                .zip(&few)
+                .map(|(a, b)| (a - b).abs() / (a.abs() + 1.0))
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{options:?}: {worst:e}");
+        }
+    }
+}
