@@ -112,12 +112,13 @@ pub fn quantize_q8(weights: &[f32], rows: usize, cols: usize) -> Result<(Vec<i8>
             let scale = largest / 127.0;
             let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
             scales.push(scale);
-            // `as` saturates, and the value is within ±127 by construction (NaN becomes 0).
-            values.extend(
-                block
-                    .iter()
-                    .map(|w| (w * inverse).round().clamp(-127.0, 127.0) as i8),
-            );
+            // Round half away from zero (as `f32::round`) by adding ±0.5 and truncating, which
+            // compiles to vector code instead of a `roundf` call per value; `as` saturates and
+            // maps NaN to 0, and the value is within ±127 by construction.
+            values.extend(block.iter().map(|w| {
+                let scaled = (w * inverse).clamp(-127.0, 127.0);
+                (scaled + 0.5f32.copysign(scaled)) as i8
+            }));
         }
     }
     Ok((values, scales))
