@@ -10,7 +10,9 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use serde::Serialize;
 
-use safeformers_models::{AutoModel, ModelOutput};
+use safeformers_models::{
+    AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, ModelConfig, ModelOutput,
+};
 
 use crate::UsageError;
 use crate::model::{HubArgs, LockArgs, resolve_model};
@@ -112,6 +114,46 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
 
     let options = args.weights.load_options()?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+    let config = ModelConfig::from_file(&dir.join("config.json"))?;
+    if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
+        if !types.is_empty() {
+            return Err(UsageError(format!(
+                "--token-type-ids: a {} model reads no segment ids",
+                config.model_type
+            ))
+            .into());
+        }
+        let model = AutoModelForCausalLM::load_with_options(
+            &dir,
+            &policy(args.allow_pickle),
+            &Device::Cpu,
+            options,
+        )?;
+        let mask = if mask.is_empty() {
+            vec![vec![1u32; seq]; ids.len()]
+        } else {
+            mask
+        };
+        // Positions 0..seq for every row, as Transformers' forward without position_ids (rows
+        // are right-padded, so the real tokens of each row start at 0).
+        let positions: Vec<i64> = (0..ids.len())
+            .flat_map(|_| (0..seq).map(|p| i64::try_from(p).unwrap_or(i64::MAX)))
+            .collect();
+        let positions = Tensor::from_vec(positions, (ids.len(), seq), &Device::Cpu)?;
+        let mut cache = model.new_cache();
+        let logits = model.forward(
+            &tensor(&ids, seq)?,
+            &positions,
+            &tensor(&mask, seq)?,
+            &mut cache,
+        )?;
+        let class = config
+            .architectures
+            .first()
+            .cloned()
+            .unwrap_or_else(|| format!("{} causal LM", config.model_type));
+        return print_output(args, "logits", logits, &class);
+    }
     let model =
         AutoModel::load_with_options(&dir, &policy(args.allow_pickle), &Device::Cpu, options)?;
     let input_ids = tensor(&ids, seq)?;
@@ -133,6 +175,16 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
             end_logits,
         } => ("logits", Tensor::stack(&[start_logits, end_logits], 2)?),
     };
+    print_output(args, name, tensor, &model.class_name())
+}
+
+/// Prints the output tensor as JSON or as a short table.
+fn print_output(
+    args: &ForwardArgs,
+    name: &'static str,
+    tensor: Tensor,
+    class_name: &str,
+) -> anyhow::Result<ExitCode> {
     let shape = tensor.dims().to_vec();
     let data = tensor
         .flatten_all()?
@@ -145,7 +197,7 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
             data,
         })?;
     } else {
-        let mut text = format!("{name} {shape:?} ({})\n", model.class_name());
+        let mut text = format!("{name} {shape:?} ({class_name})\n");
         let width = shape.last().copied().unwrap_or(1).max(1);
         for (index, vector) in data.chunks(width).enumerate() {
             let shown: Vec<String> = vector.iter().take(8).map(|v| format!("{v:.6}")).collect();

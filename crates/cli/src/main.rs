@@ -4,8 +4,10 @@
 //! found), 2 usage error, 3 refused by security policy.
 
 mod cache;
+mod chat_sandbox;
 mod download;
 mod forward;
+mod generate;
 mod inspect;
 mod lock;
 mod mirror;
@@ -64,6 +66,13 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Run a task pipeline (feature-extraction, sentence-similarity, ...) on inputs or stdin.
     Run(run::RunArgs),
+    /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
+    /// conversation is kept until stdin ends.
+    Chat(generate::ChatArgs),
+    /// Internal: renders one chat template request from stdin under OS limits (the isolated
+    /// renderer `run text-generation --chat` and `chat` start).
+    #[command(name = "render-chat-template", hide = true)]
+    RenderChatTemplate,
 }
 
 fn main() -> ExitCode {
@@ -77,6 +86,8 @@ fn main() -> ExitCode {
         Command::Mirror(args) => mirror::run(&args),
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
+        Command::Chat(args) => generate::chat(&args),
+        Command::RenderChatTemplate => chat_sandbox::serve_child(),
     };
     match result {
         Ok(code) => code,

@@ -21,12 +21,14 @@ use safeformers_hub::{
 use crate::UsageError;
 
 /// Files a load reads under the default policy: configuration and tokenizer files (JSON, text,
-/// sentencepiece models) and safetensors weights with their shard index. Code (`*.py`) and
+/// sentencepiece models, chat templates as `chat_template.jinja` and
+/// `additional_chat_templates/*.jinja`) and safetensors weights with their shard index. Code (`*.py`) and
 /// pickle-based weights are never fetched for a load.
 pub const MODEL_FILE_PATTERNS: &[&str] = &[
     "*.json",
     "*.txt",
     "*.model",
+    "*.jinja",
     "*.safetensors",
     "*.safetensors.index.json",
 ];
@@ -315,6 +317,9 @@ mod tests {
             "model.safetensors",
             "model.safetensors.index.json",
             "1_Pooling/config.json",
+            "generation_config.json",
+            "chat_template.jinja",
+            "additional_chat_templates/tool_use.jinja",
         ] {
             assert!(matches_any(&default, wanted), "{wanted}");
         }

@@ -17,6 +17,9 @@ use safeformers_pipelines::{
 use safeformers_weights::LoadPolicy;
 
 use crate::UsageError;
+use crate::generate::{
+    GenerationArgs, TextGenerationArgs, any_generation_flag, generation_inputs, run_text_generation,
+};
 use crate::model::{HubArgs, LockArgs, resolve_model};
 use crate::output;
 
@@ -115,6 +118,9 @@ pub enum Task {
     /// with --top-k the N best (a list); with `-`, JSON lines {"question", "context"} on
     /// stdin, one result line each.
     QuestionAnswering,
+    /// Per input, one JSON line [{"generated_text": prompt + new text}] (with --chat: the
+    /// messages plus the assistant's reply); with --stream, the text as it is generated.
+    TextGeneration,
 }
 
 /// `--aggregation` (Transformers' `aggregation_strategy`).
@@ -178,7 +184,8 @@ pub struct RunArgs {
     #[arg(long)]
     normalize: bool,
     /// text-classification: the N best labels per input (a list per input); fill-mask: the N
-    /// best tokens per mask (default 5); question-answering: the N best answers (a list).
+    /// best tokens per mask (default 5); question-answering: the N best answers (a list);
+    /// text-generation: sample only from the N most likely tokens.
     #[arg(long, value_name = "N")]
     top_k: Option<usize>,
     /// token-classification: how tokens are merged into entities (default none).
@@ -191,7 +198,13 @@ pub struct RunArgs {
     #[arg(long)]
     allow_pickle: bool,
     #[command(flatten)]
+    generation: GenerationArgs,
+    #[command(flatten)]
+    text_generation: TextGenerationArgs,
+    #[command(flatten)]
     threads: ThreadArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
     #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
@@ -228,13 +241,28 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     if args.top_k.is_some()
         && !matches!(
             args.task,
-            Task::TextClassification | Task::FillMask | Task::QuestionAnswering
+            Task::TextClassification
+                | Task::FillMask
+                | Task::QuestionAnswering
+                | Task::TextGeneration
         )
     {
         return Err(UsageError(
-            "--top-k applies to text-classification, fill-mask and question-answering".into(),
+            "--top-k applies to text-classification, fill-mask, question-answering and \
+             text-generation"
+                .into(),
         )
         .into());
+    }
+    if args.weights.load_options()? != WeightOptions::default() {
+        only_for("--dtype and --quantize", Task::TextGeneration)?;
+    }
+    if any_generation_flag(&args.generation) || args.text_generation.any() {
+        only_for(
+            "--max-new-tokens, --greedy, --temperature, --top-p, --min-p, --seed, \
+             --repetition-penalty, --stop, --truncate, --stream, --chat and --new-text-only",
+            Task::TextGeneration,
+        )?;
     }
     if args.top_k == Some(0) {
         return Err(UsageError("--top-k must be at least 1".into()).into());
@@ -263,6 +291,24 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             .install(|| question_answering(args, &dir, &load, &pairs))?;
         return Ok(ExitCode::SUCCESS);
     }
+    if args.task == Task::TextGeneration {
+        let options = args.generation.options(
+            args.top_k,
+            args.batch_size,
+            !args.text_generation.new_text_only,
+        )?;
+        let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
+        let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+        let load = LoadOptions {
+            policy: policy(args.allow_pickle),
+            weights: args.weights.load_options()?,
+            ..LoadOptions::default()
+        };
+        args.threads.install(|| {
+            run_text_generation(&dir, &load, &inputs, &options, &args.text_generation)
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let inputs = read_inputs(&args.inputs)?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
     let load = LoadOptions {
@@ -275,8 +321,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Task::TextClassification => text_classification(args, &dir, &load, &inputs),
         Task::FillMask => fill_mask(args, &dir, &load, &inputs),
         Task::TokenClassification => token_classification(args, &dir, &load, &inputs),
-        // Handled above: its inputs are pairs.
-        Task::QuestionAnswering => Ok(()),
+        // Handled above: their inputs and outputs differ.
+        Task::QuestionAnswering | Task::TextGeneration => Ok(()),
     })?;
     Ok(ExitCode::SUCCESS)
 }

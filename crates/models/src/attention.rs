@@ -15,10 +15,10 @@
 //! query at cache index `i` sees keys `j ≤ i` whose mask is 1, and with a sliding window `w`
 //! only those with `i - j < w`.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::layers::softmax_last_dim;
+use crate::layers::{input_error, integer_matrix, softmax_last_dim, to_u32_checked};
 
 /// The inputs of one decoder forward call, checked.
 #[derive(Debug)]
@@ -81,8 +81,8 @@ impl DecoderInputs {
                 ),
             ));
         }
-        let id_values = to_u32_below("input_ids", &ids, vocab_size)?;
-        let positions = to_u32_below(
+        let id_values = to_u32_checked("input_ids", &ids, vocab_size)?;
+        let positions = to_u32_checked(
             "position_ids",
             &integer_matrix("position_ids", position_ids)?,
             u32::MAX as usize,
@@ -206,55 +206,6 @@ pub fn scaled_dot_product_attention(
         .transpose(1, 2)?
         .contiguous()?
         .reshape((batch, new, heads * head_dim))?)
-}
-
-fn input_error(input: &'static str, reason: String) -> Error {
-    Error::Input { input, reason }
-}
-
-/// A rank-2 integer tensor's values as i64.
-fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec<Vec<i64>>> {
-    if tensor.rank() != 2 {
-        return Err(input_error(
-            input,
-            format!("expected shape [batch, seq], got {:?}", tensor.dims()),
-        ));
-    }
-    match tensor.dtype() {
-        DType::U8 | DType::U32 | DType::I16 | DType::I32 | DType::I64 => {}
-        other => {
-            return Err(input_error(
-                input,
-                format!("expected an integer dtype, got {other:?}"),
-            ));
-        }
-    }
-    Ok(tensor.to_dtype(DType::I64)?.to_vec2::<i64>()?)
-}
-
-fn to_u32_below(input: &'static str, values: &[Vec<i64>], limit: usize) -> Result<Vec<Vec<u32>>> {
-    values
-        .iter()
-        .enumerate()
-        .map(|(row, items)| {
-            items
-                .iter()
-                .enumerate()
-                .map(|(column, &value)| {
-                    usize::try_from(value)
-                        .ok()
-                        .filter(|&value| value < limit)
-                        .and_then(|value| u32::try_from(value).ok())
-                        .ok_or_else(|| {
-                            input_error(
-                                input,
-                                format!("value {value} at [{row}, {column}] is outside 0..{limit}"),
-                            )
-                        })
-                })
-                .collect()
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -390,12 +390,13 @@ impl Inputs {
     }
 }
 
-fn input_error(input: &'static str, reason: String) -> Error {
+/// An [`Error::Input`] for `input`.
+pub(crate) fn input_error(input: &'static str, reason: String) -> Error {
     Error::Input { input, reason }
 }
 
 /// A rank-2 integer tensor's values as i64.
-fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec<Vec<i64>>> {
+pub(crate) fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec<Vec<i64>>> {
     if tensor.rank() != 2 {
         return Err(input_error(
             input,
@@ -414,7 +415,12 @@ fn integer_matrix(input: &'static str, tensor: &Tensor) -> Result<Vec<Vec<i64>>>
     Ok(tensor.to_dtype(DType::I64)?.to_vec2::<i64>()?)
 }
 
-fn to_u32_checked(input: &'static str, values: &[Vec<i64>], limit: usize) -> Result<Vec<Vec<u32>>> {
+/// Every value as u32, each in `0..limit`, else an [`Error::Input`] naming its place.
+pub(crate) fn to_u32_checked(
+    input: &'static str,
+    values: &[Vec<i64>],
+    limit: usize,
+) -> Result<Vec<Vec<u32>>> {
     values
         .iter()
         .enumerate()

@@ -77,6 +77,31 @@ pub enum PipelineError {
         reason: String,
     },
 
+    /// A generation setting (from `generation_config.json`, `config.json` or the caller) has a
+    /// value generation cannot use.
+    #[error("generation setting `{field}`: {reason}")]
+    InvalidGenerationConfig {
+        /// The setting's name, as in `generation_config.json`.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
+    /// The prompt and the tokens asked for do not fit the model's context window.
+    #[error(
+        "the prompt has {prompt_tokens} tokens and {max_new_tokens} new tokens were asked for, \
+         more than the model's context window of {context_length} tokens: shorten the prompt, \
+         ask for fewer new tokens, or let the prompt be truncated from the left (--truncate)"
+    )]
+    PromptTooLong {
+        /// Tokens in the (longest) prompt.
+        prompt_tokens: usize,
+        /// New tokens asked for.
+        max_new_tokens: usize,
+        /// The model's context length (`max_position_embeddings`, `n_positions`).
+        context_length: usize,
+    },
+
     /// Tokenization failed, or the tokenizer files are invalid.
     #[error(transparent)]
     Tokenize(#[from] safeformers_tokenize::TokenizeError),

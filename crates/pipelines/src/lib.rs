@@ -1,4 +1,4 @@
-//! Task pipelines for encoder models, with the outputs of Transformers' `pipeline(...)`.
+//! Task pipelines, with the outputs of Transformers' `pipeline(...)`.
 //!
 //! Each pipeline loads a tokenizer and a model from one folder (a verified snapshot or a local
 //! directory) under a [`safeformers_weights::LoadPolicy`], batches its inputs, runs the model
@@ -13,6 +13,9 @@
 //! - [`FillMask`]: `[{"score", "token", "token_str", "sequence"}]` per mask.
 //! - [`QuestionAnswering`]: `[{"score", "start", "end", "answer"}]` per question and context,
 //!   long contexts read in overlapping windows (Transformers 4.57's pipeline).
+//! - [`TextGeneration`]: `[{"generated_text"}]` per prompt or chat, from a decoder-only model
+//!   through [`generation`] (greedy or seeded sampling, Transformers' logits processors, EOS /
+//!   length / stop strings, left-padded batches, streaming).
 //!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
 
@@ -20,8 +23,10 @@ mod encoder;
 mod error;
 mod feature_extraction;
 mod fill_mask;
+pub mod generation;
 mod question_answering;
 mod text_classification;
+mod text_generation;
 mod token_classification;
 
 pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
@@ -33,6 +38,10 @@ pub use feature_extraction::{
 pub use fill_mask::{FillMask, MaskFill};
 pub use question_answering::{Answer, QuestionAnswering, QuestionAnsweringOptions};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
+pub use text_generation::{
+    ChatRenderer, GeneratedContent, GeneratedText, GenerationInput, TextGeneration,
+    TextGenerationOptions,
+};
 pub use token_classification::{
     Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,
 };

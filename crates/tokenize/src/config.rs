@@ -52,7 +52,7 @@ pub struct AddedTokenConfig {
 /// The special tokens by role, as strings (Transformers' `tokenizer.pad_token` etc.). Values
 /// from `special_tokens_map.json` override those of `tokenizer_config.json`, as in
 /// Transformers' `from_pretrained`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SpecialTokens {
     /// Beginning of sequence (`bos_token`).
     pub bos: Option<String>,
@@ -108,9 +108,10 @@ pub struct TokenizerConfig {
     pub special_tokens: SpecialTokens,
     /// `added_tokens_decoder`: id -> token, as saved by Transformers.
     pub added_tokens_decoder: BTreeMap<u32, AddedTokenConfig>,
-    /// The default chat template (Jinja source), kept as text: `chat_template.jinja` if the
-    /// folder has one, else `chat_template` from the config (the entry named `default` when it
-    /// is a list of named templates).
+    /// The default chat template (Jinja source), kept as text: `chat_template` from the config
+    /// (the entry named `default` when it is a list of named templates), unless the folder has
+    /// template files (`chat_template.jinja`, `additional_chat_templates/*.jinja`): those then
+    /// replace all of the config's templates, as in Transformers 5.
     pub chat_template: Option<String>,
     /// Named chat templates other than the default (`tool_use`, `rag`, ...).
     pub named_chat_templates: BTreeMap<String, String>,
@@ -389,9 +390,66 @@ fn apply_special_tokens(fields: &Fields<'_>, tokens: &mut SpecialTokens) -> Resu
     Ok(())
 }
 
+/// Most files read from `additional_chat_templates/`.
+const MAX_TEMPLATE_FILES: usize = 64;
+
+fn read_template(path: &Path) -> Result<Option<String>> {
+    let Some(bytes) = read_capped(path, MAX_CONFIG_BYTES)? else {
+        return Ok(None);
+    };
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|_| TokenizeError::InvalidConfig {
+            path: path.to_path_buf(),
+            field: "(contents)".into(),
+            message: "not UTF-8 text".into(),
+        })
+}
+
+/// The `*.jinja` files of a folder by name (without the extension).
+fn read_template_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut templates = BTreeMap::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(templates),
+        Err(source) => {
+            return Err(TokenizeError::Io {
+                path: dir.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for entry in entries {
+        let entry = entry.map_err(|source| TokenizeError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path: PathBuf = entry.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jinja"))
+            .filter(|n| !n.is_empty())
+        else {
+            continue;
+        };
+        if templates.len() >= MAX_TEMPLATE_FILES {
+            return Err(TokenizeError::InvalidConfig {
+                path: dir.to_path_buf(),
+                field: "(folder)".into(),
+                message: format!("more than {MAX_TEMPLATE_FILES} chat templates"),
+            });
+        }
+        if let Some(text) = read_template(&path)? {
+            templates.insert(name.to_owned(), text);
+        }
+    }
+    Ok(templates)
+}
+
 impl TokenizerConfig {
-    /// Reads `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` from
-    /// `dir`. Each is optional; a missing one leaves Transformers' defaults.
+    /// Reads `tokenizer_config.json`, `special_tokens_map.json`, `chat_template.jinja` and
+    /// `additional_chat_templates/*.jinja` from `dir`. Each is optional; a missing one leaves Transformers' defaults.
     pub fn from_dir(dir: &Path) -> Result<Self> {
         let mut config = TokenizerConfig::default();
 
@@ -424,14 +482,14 @@ impl TokenizerConfig {
             )?;
         }
 
-        let template_path: PathBuf = dir.join("chat_template.jinja");
-        if let Some(bytes) = read_capped(&template_path, MAX_CONFIG_BYTES)? {
-            let text = String::from_utf8(bytes).map_err(|_| TokenizeError::InvalidConfig {
-                path: template_path.clone(),
-                field: "(contents)".into(),
-                message: "not UTF-8 text".into(),
-            })?;
-            config.chat_template = Some(text);
+        // Transformers 5: template files, when there are any, replace every template of the
+        // config (`chat_template.jinja` is the default, `additional_chat_templates/NAME.jinja`
+        // the named ones).
+        let mut default = read_template(&dir.join("chat_template.jinja"))?;
+        let named = read_template_dir(&dir.join("additional_chat_templates"))?;
+        if default.is_some() || !named.is_empty() {
+            config.chat_template = default.take();
+            config.named_chat_templates = named;
         }
         Ok(config)
     }

@@ -109,6 +109,15 @@ pub enum TokenizeError {
         message: String,
     },
 
+    /// A chat template could not be chosen or rendered.
+    #[error("chat template {template:?}: {problem}")]
+    ChatTemplate {
+        /// Which template (`default`, `tool_use`, or the name given by the caller).
+        template: String,
+        /// What went wrong.
+        problem: crate::chat_template::ChatTemplateProblem,
+    },
+
     /// Decoding ids back to text failed.
     #[error("decoding failed: {0}")]
     Decode(String),

@@ -1,8 +1,8 @@
 //! Tokenization as Hugging Face Transformers does it, on top of the `tokenizers` library.
 //!
 //! [`Tokenizer::from_dir`] reads a model folder's `tokenizer.json` (size-capped), with
-//! `tokenizer_config.json`, `special_tokens_map.json` and `chat_template.jinja` for the
-//! settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
+//! `tokenizer_config.json`, `special_tokens_map.json`, `chat_template.jinja` and
+//! `additional_chat_templates/*.jinja` for the settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
 //! us fetch, load or execute anything else: file-naming keys and `auto_map` are ignored.
 //!
 //! Encoding follows Transformers' `tokenizer(texts, padding=.., truncation=.., max_length=..)`,
@@ -17,6 +17,10 @@
 //! - Each row has `input_ids`, `attention_mask`, `token_type_ids`, `special_tokens_mask`,
 //!   character `offsets` (as `return_offsets_mapping`), `word_ids` and `sequence_ids`.
 //!
+//! Chat models: [`Tokenizer::apply_chat_template`] renders the tokenizer's chat template (a
+//! sandboxed, fuel-bounded Jinja render, see [`render_chat_template`]); [`StreamDecoder`] turns
+//! generated ids into text piece by piece, never splitting a character.
+//!
 //! Regexes of `Split` pre-tokenizers and `Replace` normalizers run on `fancy-regex` (pure Rust,
 //! no C): the parts it hands to the `regex` crate run in linear time, and its backtracking VM
 //! (needed for look-around and backreferences) gives up after 1,000,000 steps per search. A
@@ -27,12 +31,20 @@
 //! tokenizers from strangers should cap input length too (truncation happens after
 //! tokenization, as in Transformers).
 
+mod chat_template;
 mod config;
 mod encoding;
 mod error;
+mod stream;
 mod tokenizer;
 
+pub use chat_template::{
+    ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest,
+    DEFAULT_CHAT_TEMPLATE_FUEL, DEFAULT_CHAT_TEMPLATE_RECURSION_LIMIT,
+    DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES, render_chat_template,
+};
 pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
 pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
 pub use error::{Result, TokenizeError};
+pub use stream::StreamDecoder;
 pub use tokenizer::{DEFAULT_MAX_TOKENIZER_JSON_BYTES, Tokenizer, TokenizerOptions};

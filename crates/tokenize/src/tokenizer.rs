@@ -11,9 +11,11 @@ use tokenizers::utils::truncation::{
 };
 use tokenizers::{AddedToken, PostProcessor, PostProcessorWrapper};
 
+use crate::chat_template::{ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest};
 use crate::config::{Side, SpecialTokens, TokenizerConfig, read_capped};
 use crate::encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
 use crate::error::{Result, TokenizeError};
+use crate::stream::StreamDecoder;
 
 /// Default size limit for `tokenizer.json` (the largest common ones, with 250k-token
 /// vocabularies, are around 20 MB).
@@ -75,8 +77,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 impl Tokenizer {
-    /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json` and
-    /// `chat_template.jinja` from a model folder (a verified snapshot). Only these fixed file
+    /// Loads `tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`,
+    /// `chat_template.jinja` and `additional_chat_templates/*.jinja` from a model folder (a verified snapshot). Only these fixed file
     /// names are read: no key in any of them can name another file, fetch or run anything.
     ///
     /// ```
@@ -195,9 +197,92 @@ impl Tokenizer {
         self.config.model_max_length
     }
 
-    /// The default chat template (Jinja source), kept for the chat layer.
+    /// The default chat template (Jinja source), if any; see also
+    /// [`Tokenizer::select_chat_template`].
     pub fn chat_template(&self) -> Option<&str> {
         self.config.chat_template.as_deref()
+    }
+
+    /// The Jinja source of the chat template `apply_chat_template` would use with these options
+    /// (Transformers' `get_chat_template`): the one named by `options.template_name`; without a
+    /// name, `tool_use` when tools are given and the tokenizer has one, else the default.
+    /// Returns the template's name with its source.
+    pub fn select_chat_template(&self, options: &ChatTemplateOptions) -> Result<(String, &str)> {
+        let named = &self.config.named_chat_templates;
+        let available = || {
+            let mut names: Vec<String> = named.keys().cloned().collect();
+            if self.config.chat_template.is_some() {
+                names.insert(0, "default".into());
+            }
+            names
+        };
+        let fail = |template: &str, problem| TokenizeError::ChatTemplate {
+            template: template.to_owned(),
+            problem,
+        };
+        if let Some(name) = &options.template_name {
+            let source = match (name.as_str(), &self.config.chat_template) {
+                ("default", Some(default)) => Some(default.as_str()),
+                _ => named.get(name).map(String::as_str),
+            };
+            return match source {
+                Some(source) => Ok((name.clone(), source)),
+                None => Err(fail(
+                    name,
+                    ChatTemplateProblem::UnknownName {
+                        available: available(),
+                    },
+                )),
+            };
+        }
+        if options.tools.is_some()
+            && let Some(source) = named.get("tool_use")
+        {
+            return Ok(("tool_use".into(), source.as_str()));
+        }
+        match &self.config.chat_template {
+            Some(source) => Ok(("default".into(), source.as_str())),
+            None if named.is_empty() => Err(fail("default", ChatTemplateProblem::Missing)),
+            None => Err(fail(
+                "default",
+                ChatTemplateProblem::NoDefault {
+                    available: available(),
+                },
+            )),
+        }
+    }
+
+    /// Renders the chat template over `messages` (JSON objects with `role`, `content` and
+    /// whatever else the template reads: `tool_calls`, `reasoning_content`, ...), as
+    /// Transformers' `apply_chat_template(messages, tokenize=False, ...)` does. Encode the result
+    /// with `add_special_tokens: false`: the template already wrote them.
+    ///
+    /// The render is sandboxed and bounded (see [`crate::render_chat_template`] and
+    /// [`ChatTemplateOptions::limits`]); any failure is a [`TokenizeError::ChatTemplate`].
+    pub fn apply_chat_template(
+        &self,
+        messages: &[serde_json::Value],
+        options: &ChatTemplateOptions,
+    ) -> Result<String> {
+        self.chat_template_request(messages, options)?.render()
+    }
+
+    /// What [`Tokenizer::apply_chat_template`] would render, as a self-contained request (the
+    /// selected template, the messages, the options and the special tokens), for a caller that
+    /// renders it elsewhere, e.g. in an isolated child process.
+    pub fn chat_template_request(
+        &self,
+        messages: &[serde_json::Value],
+        options: &ChatTemplateOptions,
+    ) -> Result<ChatTemplateRequest> {
+        let (template_name, source) = self.select_chat_template(options)?;
+        Ok(ChatTemplateRequest {
+            template_name,
+            source: source.to_owned(),
+            messages: messages.to_vec(),
+            options: options.clone(),
+            special_tokens: self.config.special_tokens.clone(),
+        })
     }
 
     /// Which side padding goes to (`padding_side`).
@@ -564,6 +649,12 @@ impl Tokenizer {
         } else {
             text
         })
+    }
+
+    /// A [`StreamDecoder`] for generated ids: `push` each id as it comes, then `finish`; the
+    /// chunks add up to `decode(all_ids, skip_special_tokens)`.
+    pub fn stream_decoder(&self, skip_special_tokens: bool) -> StreamDecoder<'_> {
+        StreamDecoder::new(self, skip_special_tokens)
     }
 
     /// Transformers' `convert_tokens_to_string`: the tokenizer's decoder applied to token

@@ -1,0 +1,321 @@
+//! Text generation on the command line: the flags `run text-generation` and `chat` share, and
+//! `safeformers chat --model M`, a conversation read from stdin line by line.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Args;
+use serde_json::{Value, json};
+
+use safeformers_pipelines::generation::GenerationConfig;
+use safeformers_pipelines::{
+    GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
+};
+
+use crate::UsageError;
+use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::output;
+use crate::run::{ThreadArgs, WeightArgs, policy};
+
+/// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
+#[derive(Debug, Clone, Args)]
+pub struct GenerationArgs {
+    /// Tokens to generate at most (default: the model's generation config, else 256).
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
+    /// Tokens to generate at least before an end-of-sequence token may end the text.
+    #[arg(long, value_name = "N")]
+    pub min_new_tokens: Option<usize>,
+    /// Always take the most likely token (no sampling).
+    #[arg(long, conflicts_with_all = ["temperature", "top_p", "min_p", "seed"])]
+    pub greedy: bool,
+    /// Sample at this temperature (default: the model's, else 0.7).
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Sample from the most likely tokens whose probabilities add up to P.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+    /// Sample only tokens at least P times as likely as the most likely one.
+    #[arg(long, value_name = "P")]
+    pub min_p: Option<f64>,
+    /// Penalise tokens already in the text (1.0: none; Transformers' repetition_penalty).
+    #[arg(long, value_name = "R")]
+    pub repetition_penalty: Option<f64>,
+    /// Seed of the sampler: the same seed, model and flags give the same text.
+    #[arg(long, value_name = "N")]
+    pub seed: Option<u64>,
+    /// Stop once the text contains STR (kept in the output); repeat for several.
+    #[arg(long = "stop", value_name = "STR")]
+    pub stop: Vec<String>,
+    /// Cut the prompt from the left when it leaves no room for the new tokens in the model's
+    /// context window (default: an error).
+    #[arg(long)]
+    pub truncate: bool,
+}
+
+impl GenerationArgs {
+    /// The caller's generation settings. Any sampling flag turns sampling on; `--greedy` off.
+    pub fn config(&self, top_k: Option<usize>) -> anyhow::Result<GenerationConfig> {
+        if self.greedy && top_k.is_some() {
+            return Err(UsageError("--greedy and --top-k contradict each other".into()).into());
+        }
+        if self.max_new_tokens == Some(0) {
+            return Err(UsageError("--max-new-tokens must be at least 1".into()).into());
+        }
+        let samples = self.temperature.is_some()
+            || top_k.is_some()
+            || self.top_p.is_some()
+            || self.min_p.is_some()
+            || self.seed.is_some();
+        let do_sample = if self.greedy {
+            Some(false)
+        } else if samples {
+            Some(true)
+        } else {
+            None
+        };
+        Ok(GenerationConfig {
+            max_new_tokens: self.max_new_tokens,
+            min_new_tokens: self.min_new_tokens,
+            do_sample,
+            temperature: self.temperature,
+            top_k,
+            top_p: self.top_p,
+            min_p: self.min_p,
+            repetition_penalty: self.repetition_penalty,
+            stop_strings: (!self.stop.is_empty()).then(|| self.stop.clone()),
+            ..GenerationConfig::default()
+        })
+    }
+
+    /// The pipeline options of one call.
+    pub fn options(
+        &self,
+        top_k: Option<usize>,
+        batch_size: usize,
+        return_full_text: bool,
+    ) -> anyhow::Result<TextGenerationOptions> {
+        Ok(TextGenerationOptions {
+            generation: self.config(top_k)?,
+            return_full_text,
+            seed: self.seed,
+            truncate: self.truncate,
+            batch_size,
+            first_index: 0,
+        })
+    }
+}
+
+/// `run text-generation`'s own switches.
+#[derive(Debug, Clone, Args)]
+pub struct TextGenerationArgs {
+    /// text-generation: print the text as it is generated (plain text, one line per input:
+    /// the prompt, unless --new-text-only, then the new text) instead of JSON.
+    #[arg(long)]
+    pub stream: bool,
+    /// text-generation: each input is a JSON list of chat messages
+    /// ([{"role": "user", "content": "..."}]), rendered with the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// text-generation: only the new text in `generated_text` (Transformers'
+    /// return_full_text=False).
+    #[arg(long)]
+    pub new_text_only: bool,
+}
+
+impl TextGenerationArgs {
+    /// Whether any of these flags was given (they apply to text-generation only).
+    pub fn any(&self) -> bool {
+        self.stream || self.chat || self.new_text_only
+    }
+}
+
+/// Whether any sampling/stopping flag was given.
+pub fn any_generation_flag(args: &GenerationArgs) -> bool {
+    args.max_new_tokens.is_some()
+        || args.min_new_tokens.is_some()
+        || args.greedy
+        || args.temperature.is_some()
+        || args.top_p.is_some()
+        || args.min_p.is_some()
+        || args.repetition_penalty.is_some()
+        || args.seed.is_some()
+        || !args.stop.is_empty()
+        || args.truncate
+}
+
+/// The inputs of `run text-generation`: text prompts, or with `--chat` JSON lists of messages.
+pub fn generation_inputs(inputs: Vec<String>, chat: bool) -> anyhow::Result<Vec<GenerationInput>> {
+    if !chat {
+        return Ok(inputs.into_iter().map(GenerationInput::Text).collect());
+    }
+    inputs
+        .into_iter()
+        .enumerate()
+        .filter(|(_, input)| !input.trim().is_empty())
+        .map(|(index, input)| {
+            let messages: Vec<Value> = serde_json::from_str(&input).map_err(|error| {
+                UsageError(format!(
+                    "--chat input {}: expected a JSON list of messages \
+                     [{{\"role\": \"user\", \"content\": \"...\"}}]: {error}",
+                    index + 1
+                ))
+            })?;
+            Ok(GenerationInput::Chat(messages))
+        })
+        .collect()
+}
+
+/// `run text-generation` once the model folder is known: one JSON line per input
+/// (`[{"generated_text": ...}]`, Transformers' output for that input), or with `--stream` the
+/// text as it comes.
+pub fn run_text_generation(
+    dir: &Path,
+    load: &LoadOptions,
+    inputs: &[GenerationInput],
+    options: &TextGenerationOptions,
+    switches: &TextGenerationArgs,
+) -> anyhow::Result<()> {
+    let pipeline = TextGeneration::from_dir(dir, load)?
+        .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
+    if !switches.stream {
+        // Inputs go through in batches; each line is printed when its batch is done.
+        let batch_size = options.batch_size.max(1);
+        for (index, chunk) in inputs.chunks(batch_size).enumerate() {
+            let chunk_options = TextGenerationOptions {
+                first_index: index * batch_size,
+                ..options.clone()
+            };
+            for result in pipeline.run(chunk, &chunk_options)? {
+                let mut line = serde_json::to_string(&[result])?;
+                line.push('\n');
+                output::print(&line)?;
+            }
+        }
+        return Ok(());
+    }
+    // Streaming: one input at a time, each printed as it is generated: its prompt (when the
+    // full text is asked for) before its first piece, a newline after its last.
+    let one_at_a_time = TextGenerationOptions {
+        batch_size: 1,
+        ..options.clone()
+    };
+    let mut opened = 0usize;
+    let mut open_through = |row: usize| -> safeformers_pipelines::Result<()> {
+        while opened <= row {
+            if opened > 0 {
+                print_piece("\n")?;
+            }
+            if let (Some(GenerationInput::Text(prompt)), true) =
+                (inputs.get(opened), options.return_full_text)
+            {
+                print_piece(prompt)?;
+            }
+            opened += 1;
+        }
+        Ok(())
+    };
+    pipeline.run_streaming(inputs, &one_at_a_time, &mut |row, text| {
+        open_through(row)?;
+        print_piece(text)
+    })?;
+    if let Some(last) = inputs.len().checked_sub(1) {
+        open_through(last)?;
+        output::print("\n")?;
+    }
+    Ok(())
+}
+
+/// Prints a piece of streamed text; a closed stdout comes back as an I/O error (which `main`
+/// treats as a normal end).
+fn print_piece(text: &str) -> safeformers_pipelines::Result<()> {
+    output::print(text).map_err(|source| safeformers_pipelines::PipelineError::Io {
+        path: PathBuf::from("<stdout>"),
+        source,
+    })
+}
+
+/// Arguments of `chat`.
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    #[arg(long, value_name = "M")]
+    model: PathBuf,
+    /// A system message that opens the conversation.
+    #[arg(long, value_name = "TEXT")]
+    system: Option<String>,
+    /// Sample only from the N most likely tokens.
+    #[arg(long, value_name = "N")]
+    top_k: Option<usize>,
+    #[command(flatten)]
+    generation: GenerationArgs,
+    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
+    #[arg(long)]
+    allow_pickle: bool,
+    #[command(flatten)]
+    threads: ThreadArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
+    #[command(flatten)]
+    hub: HubArgs,
+    #[command(flatten)]
+    lock: LockArgs,
+}
+
+/// Runs `chat`: each stdin line is a user turn; the reply is streamed to stdout and ends with
+/// a newline; the conversation (system message, turns and replies) is kept for the next turn.
+/// Ends at the end of stdin. Works the same when stdin is not a terminal (then no prompt is
+/// shown).
+pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
+    let options = args.generation.options(args.top_k, 1, true)?;
+    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+    let load = LoadOptions {
+        policy: policy(args.allow_pickle),
+        weights: args.weights.load_options()?,
+        ..LoadOptions::default()
+    };
+    args.threads.install(|| {
+        let pipeline = TextGeneration::from_dir(&dir, &load)?
+            .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
+        let mut messages: Vec<Value> = Vec::new();
+        if let Some(system) = &args.system {
+            messages.push(json!({"role": "system", "content": system}));
+        }
+        let interactive = std::io::stdin().is_terminal();
+        let stdin = std::io::stdin();
+        let mut lines = stdin.lock().lines();
+        loop {
+            if interactive {
+                eprint!("> ");
+                std::io::stderr().flush().ok();
+            }
+            let Some(line) = lines.next() else { break };
+            let line = line.context("reading a user turn from stdin")?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            messages.push(json!({"role": "user", "content": line}));
+            let results = pipeline.run_streaming(
+                &[GenerationInput::Chat(messages.clone())],
+                &options,
+                &mut |_, text| print_piece(text),
+            )?;
+            output::print("\n")?;
+            let reply = results
+                .into_iter()
+                .next()
+                .and_then(|result| match result.generated_text {
+                    GeneratedContent::Chat(mut chat) => chat.pop(),
+                    GeneratedContent::Text(text) => {
+                        Some(json!({"role": "assistant", "content": text}))
+                    }
+                })
+                .context("the pipeline returned no reply")?;
+            messages.push(reply);
+        }
+        Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,507 @@
+//! `generation_config.json` and the settings a caller passes, with Transformers 5's precedence:
+//! the caller's options over the model's `generation_config.json` (or, when the folder has
+//! none, the generation fields of `config.json`), over `generate()`'s global defaults.
+//!
+//! Every field is optional: `None` means "not set here", so that layers can be merged the way
+//! Transformers merges them (`GenerationConfig.update`, the pipeline's `_prepare_generate_kwargs`).
+//! Unknown keys are ignored, as Transformers ignores them; a known key of the wrong type is an
+//! error naming the file.
+//!
+//! ```
+//! use safeformers_pipelines::generation::{GenerationConfig, LengthLimit, LogitsProcessor};
+//!
+//! // What a model's generation_config.json says, then what the caller asks for.
+//! let model: GenerationConfig =
+//!     serde_json::from_str(r#"{"eos_token_id": [2, 7], "top_p": 0.9, "temperature": 0.6}"#)?;
+//! let caller = GenerationConfig {
+//!     max_new_tokens: Some(32),
+//!     do_sample: Some(true),
+//!     ..GenerationConfig::default()
+//! };
+//! let params = model.updated_with(&caller).resolve()?;
+//! assert_eq!(params.length, LengthLimit::NewTokens(32));
+//! assert_eq!(params.eos_token_ids, vec![2, 7]);
+//! assert_eq!(params.pad_token_id, Some(2)); // no pad token: the first EOS id
+//! // Transformers' order, with its default top_k of 50 when sampling.
+//! assert_eq!(
+//!     params.processors,
+//!     vec![
+//!         LogitsProcessor::Temperature(0.6),
+//!         LogitsProcessor::TopK(50),
+//!         LogitsProcessor::TopP(0.9),
+//!     ]
+//! );
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::encoder::read_json_capped;
+use crate::error::{PipelineError, Result};
+
+use super::logits::LogitsProcessor;
+
+/// Largest `generation_config.json` read (real ones are a few hundred bytes).
+pub const MAX_GENERATION_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// `generate()`'s global default for `max_length` (prompt included), used when nothing sets a
+/// length.
+pub const DEFAULT_MAX_LENGTH: usize = 20;
+
+/// The generation settings of one layer (file, pipeline defaults, caller); `None` = unset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct GenerationConfig {
+    /// Tokens to generate at most, not counting the prompt.
+    pub max_new_tokens: Option<usize>,
+    /// Total length (prompt plus new tokens) at most; `max_new_tokens` wins when both are set.
+    pub max_length: Option<usize>,
+    /// Tokens to generate at least before an EOS token may be chosen.
+    pub min_new_tokens: Option<usize>,
+    /// Total length at least before an EOS token may be chosen.
+    pub min_length: Option<usize>,
+    /// Sample (with the warpers below) instead of choosing the most likely token.
+    pub do_sample: Option<bool>,
+    /// Divides the logits before sampling (strictly positive).
+    pub temperature: Option<f64>,
+    /// Keep only the `top_k` most likely tokens when sampling (0 disables).
+    pub top_k: Option<usize>,
+    /// Keep the smallest set of most likely tokens whose probabilities add up to `top_p`.
+    pub top_p: Option<f64>,
+    /// Drop tokens less likely than `min_p` times the most likely one.
+    pub min_p: Option<f64>,
+    /// Penalise tokens already in the sequence (1.0: none; above 1: less repetition).
+    pub repetition_penalty: Option<f64>,
+    /// Token(s) that end a sequence (`eos_token_id`: one id or a list).
+    #[serde(deserialize_with = "one_or_many_ids")]
+    pub eos_token_id: Option<Vec<u32>>,
+    /// Token that starts a sequence (used for an empty prompt).
+    pub bos_token_id: Option<u32>,
+    /// Token that fills finished rows of a batch and left padding.
+    pub pad_token_id: Option<u32>,
+    /// Strings that end generation once the text contains them (one string or a list).
+    #[serde(deserialize_with = "one_or_many_strings")]
+    pub stop_strings: Option<Vec<String>>,
+}
+
+/// One value or a list of them, as Transformers accepts for `eos_token_id` and `stop_strings`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+fn one_or_many_ids<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Vec<u32>>, D::Error> {
+    let value: Option<OneOrMany<u32>> = Option::deserialize(deserializer)?;
+    Ok(value.map(|value| match value {
+        OneOrMany::One(id) => vec![id],
+        OneOrMany::Many(ids) => ids,
+    }))
+}
+
+fn one_or_many_strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Option<Vec<String>>, D::Error> {
+    let value: Option<OneOrMany<String>> = Option::deserialize(deserializer)?;
+    Ok(value.map(|value| match value {
+        OneOrMany::One(text) => vec![text],
+        OneOrMany::Many(texts) => texts,
+    }))
+}
+
+/// The keys of `config.json` that Transformers' `GenerationConfig.from_model_config` takes
+/// over (those we implement).
+const MODEL_CONFIG_KEYS: &[&str] = &[
+    "max_new_tokens",
+    "max_length",
+    "min_new_tokens",
+    "min_length",
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "repetition_penalty",
+    "eos_token_id",
+    "bos_token_id",
+    "pad_token_id",
+];
+
+impl GenerationConfig {
+    /// Reads a `generation_config.json`, refusing files over [`MAX_GENERATION_CONFIG_BYTES`].
+    pub fn from_file(path: &Path) -> Result<GenerationConfig> {
+        read_json_capped(path, MAX_GENERATION_CONFIG_BYTES)
+    }
+
+    /// The generation fields of a parsed `config.json` (its `eos_token_id`, one id or a list,
+    /// `bos_token_id`, `pad_token_id`, and legacy sampling fields), as Transformers'
+    /// `GenerationConfig.from_model_config` takes them; `path` names the file in errors.
+    /// `null` values count as unset.
+    pub fn from_model_config(raw: &Map<String, Value>, path: &Path) -> Result<GenerationConfig> {
+        let picked: Map<String, Value> = MODEL_CONFIG_KEYS
+            .iter()
+            .filter_map(|key| {
+                raw.get(*key)
+                    .filter(|value| !value.is_null())
+                    .map(|value| ((*key).to_string(), value.clone()))
+            })
+            .collect();
+        serde_json::from_value(Value::Object(picked)).map_err(|source| PipelineError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    /// The model's own generation settings: `dir/generation_config.json` when present, else
+    /// the generation fields of `config.json` (given parsed, `config_path` naming it).
+    pub fn for_model(
+        dir: &Path,
+        config: &Map<String, Value>,
+        config_path: &Path,
+    ) -> Result<GenerationConfig> {
+        let path = dir.join("generation_config.json");
+        if path.is_file() {
+            GenerationConfig::from_file(&path)
+        } else {
+            GenerationConfig::from_model_config(config, config_path)
+        }
+    }
+
+    /// This layer with every field that `overrides` sets replaced (Transformers'
+    /// `GenerationConfig.update(**overrides)`).
+    pub fn updated_with(&self, overrides: &GenerationConfig) -> GenerationConfig {
+        fn pick<T: Clone>(over: &Option<T>, base: &Option<T>) -> Option<T> {
+            over.clone().or_else(|| base.clone())
+        }
+        GenerationConfig {
+            max_new_tokens: pick(&overrides.max_new_tokens, &self.max_new_tokens),
+            max_length: pick(&overrides.max_length, &self.max_length),
+            min_new_tokens: pick(&overrides.min_new_tokens, &self.min_new_tokens),
+            min_length: pick(&overrides.min_length, &self.min_length),
+            do_sample: pick(&overrides.do_sample, &self.do_sample),
+            temperature: pick(&overrides.temperature, &self.temperature),
+            top_k: pick(&overrides.top_k, &self.top_k),
+            top_p: pick(&overrides.top_p, &self.top_p),
+            min_p: pick(&overrides.min_p, &self.min_p),
+            repetition_penalty: pick(&overrides.repetition_penalty, &self.repetition_penalty),
+            eos_token_id: pick(&overrides.eos_token_id, &self.eos_token_id),
+            bos_token_id: pick(&overrides.bos_token_id, &self.bos_token_id),
+            pad_token_id: pick(&overrides.pad_token_id, &self.pad_token_id),
+            stop_strings: pick(&overrides.stop_strings, &self.stop_strings),
+        }
+    }
+
+    /// The defaults of Transformers' text-generation pipeline (`max_new_tokens=256`,
+    /// `do_sample=True`, `temperature=0.7`).
+    pub fn text_generation_pipeline_defaults() -> GenerationConfig {
+        GenerationConfig {
+            max_new_tokens: Some(256),
+            do_sample: Some(true),
+            temperature: Some(0.7),
+            ..GenerationConfig::default()
+        }
+    }
+
+    /// What a pipeline passes to `generate()`: the `model` layer, then each of the pipeline's
+    /// `defaults` that neither the model nor the `caller` set, then the caller's options
+    /// (Transformers 5's `Pipeline._prepare_generate_kwargs`). A default `max_new_tokens` is not
+    /// added when a `max_length` is set, and default sampling parameters only when sampling.
+    pub fn for_pipeline(
+        model: &GenerationConfig,
+        defaults: &GenerationConfig,
+        caller: &GenerationConfig,
+    ) -> GenerationConfig {
+        let set = model.updated_with(caller);
+        let mut added = GenerationConfig::default();
+        macro_rules! add_unset {
+            ($($field:ident),*) => {
+                $(if defaults.$field.is_some() && set.$field.is_none() {
+                    added.$field = defaults.$field.clone();
+                })*
+            };
+        }
+        add_unset!(
+            max_length,
+            min_new_tokens,
+            min_length,
+            do_sample,
+            temperature,
+            top_k,
+            top_p,
+            min_p,
+            repetition_penalty,
+            eos_token_id,
+            bos_token_id,
+            pad_token_id,
+            stop_strings
+        );
+        if defaults.max_new_tokens.is_some()
+            && set.max_new_tokens.is_none()
+            && set.max_length.is_none()
+        {
+            added.max_new_tokens = defaults.max_new_tokens;
+        }
+        if !set.updated_with(&added).do_sample.unwrap_or(false) {
+            added.temperature = None;
+            added.top_k = None;
+            added.top_p = None;
+            added.min_p = None;
+        }
+        model.updated_with(&added).updated_with(caller)
+    }
+
+    /// Applies `generate()`'s global defaults to the unset fields and checks every value.
+    pub fn resolve(&self) -> Result<GenerationParams> {
+        let length = match (self.max_new_tokens, self.max_length) {
+            (Some(new), _) => LengthLimit::NewTokens(new),
+            (None, Some(total)) => LengthLimit::Total(total),
+            (None, None) => LengthLimit::Total(DEFAULT_MAX_LENGTH),
+        };
+        if length == LengthLimit::NewTokens(0) {
+            return Err(invalid("max_new_tokens", "must be at least 1"));
+        }
+        let eos_token_ids = self.eos_token_id.clone().unwrap_or_default();
+        let do_sample = self.do_sample.unwrap_or(false);
+        let mut processors = Vec::new();
+        // Transformers' `_get_logits_processor` order, for the processors implemented here.
+        if let Some(penalty) = self.repetition_penalty.filter(|p| *p != 1.0) {
+            if !(penalty > 0.0 && penalty.is_finite()) {
+                return Err(invalid(
+                    "repetition_penalty",
+                    format!("must be a strictly positive number, got {penalty}"),
+                ));
+            }
+            processors.push(LogitsProcessor::RepetitionPenalty(penalty as f32));
+        }
+        if do_sample {
+            if let Some(temperature) = self.temperature.filter(|t| *t != 1.0) {
+                if !(temperature > 0.0 && temperature.is_finite()) {
+                    return Err(invalid(
+                        "temperature",
+                        format!(
+                            "must be strictly positive when sampling, got {temperature} (use \
+                             greedy decoding for deterministic output)"
+                        ),
+                    ));
+                }
+                processors.push(LogitsProcessor::Temperature(temperature as f32));
+            }
+            // Transformers' default top_k of 50 applies when sampling and nothing sets it.
+            if let Some(top_k) = Some(self.top_k.unwrap_or(50)).filter(|k| *k != 0) {
+                processors.push(LogitsProcessor::TopK(top_k));
+            }
+            if let Some(top_p) = self.top_p.filter(|p| *p < 1.0) {
+                if !(0.0..=1.0).contains(&top_p) {
+                    return Err(invalid(
+                        "top_p",
+                        format!("must be between 0 and 1, got {top_p}"),
+                    ));
+                }
+                processors.push(LogitsProcessor::TopP(top_p as f32));
+            }
+            if let Some(min_p) = self.min_p {
+                if !(0.0..=1.0).contains(&min_p) {
+                    return Err(invalid(
+                        "min_p",
+                        format!("must be between 0 and 1, got {min_p}"),
+                    ));
+                }
+                processors.push(LogitsProcessor::MinP(min_p as f32));
+            }
+        }
+        Ok(GenerationParams {
+            length,
+            min_new_tokens: self.min_new_tokens.unwrap_or(0),
+            min_length: self.min_length.unwrap_or(0),
+            do_sample,
+            processors,
+            eos_token_ids,
+            // Transformers: with no pad token, finished rows are filled with the first EOS id.
+            pad_token_id: self.pad_token_id.or_else(|| {
+                self.eos_token_id
+                    .as_ref()
+                    .and_then(|ids| ids.first().copied())
+            }),
+            bos_token_id: self.bos_token_id,
+            stop_strings: self.stop_strings.clone().unwrap_or_default(),
+        })
+    }
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> PipelineError {
+    PipelineError::InvalidGenerationConfig {
+        field,
+        reason: reason.into(),
+    }
+}
+
+/// How long a sequence may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LengthLimit {
+    /// At most this many new tokens (`max_new_tokens`).
+    NewTokens(usize),
+    /// At most this many tokens in all, the (padded) prompt included (`max_length`).
+    Total(usize),
+}
+
+impl LengthLimit {
+    /// New tokens allowed after a prompt of `prompt_len` tokens.
+    pub fn new_tokens(self, prompt_len: usize) -> usize {
+        match self {
+            LengthLimit::NewTokens(new) => new,
+            LengthLimit::Total(total) => total.saturating_sub(prompt_len),
+        }
+    }
+}
+
+/// Generation settings with defaults applied and checked: what the generation loop runs on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationParams {
+    /// The length limit.
+    pub length: LengthLimit,
+    /// EOS is suppressed until this many new tokens exist.
+    pub min_new_tokens: usize,
+    /// EOS is suppressed until the sequence (prompt included) is this long.
+    pub min_length: usize,
+    /// Sample instead of choosing the most likely token.
+    pub do_sample: bool,
+    /// The logits processors, in Transformers' order (EOS suppression for the minimum length
+    /// is applied by the loop after the repetition penalty, where Transformers puts it).
+    pub processors: Vec<LogitsProcessor>,
+    /// Tokens that end a row.
+    pub eos_token_ids: Vec<u32>,
+    /// Token for left padding and for the rows that finished early.
+    pub pad_token_id: Option<u32>,
+    /// Token an empty prompt starts with.
+    pub bos_token_id: Option<u32>,
+    /// Strings that end a row.
+    pub stop_strings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn parse(text: &str) -> Result<GenerationConfig, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    #[test]
+    fn eos_is_one_id_or_a_list_and_unknown_keys_are_ignored() {
+        let one = parse(r#"{"eos_token_id": 2, "transformers_version": "5.0", "x": [1]}"#).unwrap();
+        assert_eq!(one.eos_token_id, Some(vec![2]));
+        let many = parse(r#"{"eos_token_id": [2, 7], "pad_token_id": null}"#).unwrap();
+        assert_eq!(many.eos_token_id, Some(vec![2, 7]));
+        assert_eq!(many.pad_token_id, None);
+        assert!(parse(r#"{"temperature": "hot"}"#).is_err());
+        assert!(parse(r#"{"eos_token_id": -1}"#).is_err());
+    }
+
+    #[test]
+    fn caller_overrides_model_which_overrides_defaults() {
+        let model = parse(r#"{"eos_token_id": 2, "max_new_tokens": 5, "top_p": 0.9}"#).unwrap();
+        let caller = GenerationConfig {
+            max_new_tokens: Some(3),
+            ..GenerationConfig::default()
+        };
+        let merged = model.updated_with(&caller);
+        assert_eq!(merged.max_new_tokens, Some(3));
+        assert_eq!(merged.top_p, Some(0.9));
+        let params = merged.resolve().unwrap();
+        assert_eq!(params.length, LengthLimit::NewTokens(3));
+        assert_eq!(
+            params.pad_token_id,
+            Some(2),
+            "pad falls back to the first EOS id"
+        );
+        assert!(!params.do_sample);
+        assert!(
+            params.processors.is_empty(),
+            "warpers only apply when sampling"
+        );
+        let bare = GenerationConfig::default().resolve().unwrap();
+        assert_eq!(bare.length, LengthLimit::Total(DEFAULT_MAX_LENGTH));
+    }
+
+    #[test]
+    fn pipeline_defaults_fill_only_what_nobody_set() {
+        let defaults = GenerationConfig::text_generation_pipeline_defaults();
+        let greedy_model = parse(r#"{"do_sample": false}"#).unwrap();
+        let merged =
+            GenerationConfig::for_pipeline(&greedy_model, &defaults, &GenerationConfig::default());
+        assert_eq!(merged.do_sample, Some(false));
+        assert_eq!(merged.temperature, None, "no sampling default when greedy");
+        assert_eq!(merged.max_new_tokens, Some(256));
+        let plain = GenerationConfig::default();
+        let merged = GenerationConfig::for_pipeline(&plain, &defaults, &plain);
+        assert_eq!(merged.do_sample, Some(true));
+        assert_eq!(merged.temperature, Some(0.7));
+        let with_max_length = GenerationConfig {
+            max_length: Some(40),
+            ..GenerationConfig::default()
+        };
+        let merged = GenerationConfig::for_pipeline(&plain, &defaults, &with_max_length);
+        assert_eq!(merged.max_new_tokens, None);
+        assert_eq!(merged.resolve().unwrap().length, LengthLimit::Total(40));
+    }
+
+    #[test]
+    fn bad_values_are_typed_errors() {
+        let sampling = |config: GenerationConfig| GenerationConfig {
+            do_sample: Some(true),
+            ..config
+        };
+        for (config, field) in [
+            (
+                sampling(GenerationConfig {
+                    temperature: Some(0.0),
+                    ..GenerationConfig::default()
+                }),
+                "temperature",
+            ),
+            (
+                sampling(GenerationConfig {
+                    top_p: Some(-0.5),
+                    ..GenerationConfig::default()
+                }),
+                "top_p",
+            ),
+            (
+                sampling(GenerationConfig {
+                    min_p: Some(1.5),
+                    ..GenerationConfig::default()
+                }),
+                "min_p",
+            ),
+            (
+                GenerationConfig {
+                    repetition_penalty: Some(-1.0),
+                    ..GenerationConfig::default()
+                },
+                "repetition_penalty",
+            ),
+            (
+                GenerationConfig {
+                    max_new_tokens: Some(0),
+                    ..GenerationConfig::default()
+                },
+                "max_new_tokens",
+            ),
+        ] {
+            match config.resolve() {
+                Err(PipelineError::InvalidGenerationConfig { field: got, .. }) => {
+                    assert_eq!(got, field)
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! When a row stops: an EOS token, the length limit, or a stop string.
+//!
+//! Stop strings follow Transformers' `StopStringCriteria`: a row stops as soon as its text
+//! (prompt included) contains a stop string that overlaps the token just generated. A string
+//! that sits wholly in the earlier text does not count, and the string (with whatever the last
+//! token adds after it) stays in the output.
+
+use serde::Serialize;
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// It produced one of the EOS tokens (kept as its last token).
+    Eos,
+    /// It reached `max_new_tokens` / `max_length`.
+    Length,
+    /// Its text came to contain a stop string.
+    StopString,
+}
+
+/// Whether `text` contains one of `stop_strings` ending after byte `boundary`, the end of
+/// the text before the last token.
+pub fn ends_in_stop_string(text: &str, boundary: usize, stop_strings: &[String]) -> bool {
+    stop_strings.iter().any(|stop| {
+        if stop.is_empty() {
+            return false;
+        }
+        // A match ending after `boundary` starts after `boundary - len + 1` at the earliest.
+        let mut start = boundary.saturating_sub(stop.len().saturating_sub(1));
+        while start > 0 && !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        text.get(start..).is_some_and(|tail| {
+            tail.match_indices(stop.as_str())
+                .any(|(offset, _)| start + offset + stop.len() > boundary)
+        })
+    })
+}
+
+/// The length in bytes of the longest common prefix of `a` and `b`, on a char boundary: where
+/// the text before the last token and the text with it stop agreeing (byte-level tokens can
+/// change the last characters of the text before them).
+pub fn common_prefix_len(a: &str, b: &str) -> usize {
+    a.char_indices()
+        .zip(b.chars())
+        .find(|((_, ca), cb)| ca != cb)
+        .map_or_else(|| a.len().min(b.len()), |((index, _), _)| index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stops(text: &str, boundary: usize, stop: &str) -> bool {
+        ends_in_stop_string(text, boundary, &[stop.to_string()])
+    }
+
+    #[test]
+    fn a_stop_string_must_overlap_the_last_token() {
+        // Transformers' own examples for "stop": ["st", "op"], ["sto", "pper"], ["las", "topper"].
+        assert!(stops("stop", 2, "stop"));
+        assert!(stops("stopper", 3, "stop"));
+        assert!(stops("lastopper", 3, "stop"));
+        assert!(stops("stop", 0, "stop"));
+        // ["stop", "at"] and ["st", "op", "at"]: the string ended before the last token.
+        assert!(!stops("stopat", 4, "stop"));
+        assert!(!stops("st op", 5, "stop"));
+        assert!(!stops("anything", 3, ""));
+    }
+
+    #[test]
+    fn boundaries_are_safe_inside_multibyte_text() {
+        assert!(stops("héllo wörld", 9, "wö"));
+        assert!(!stops("héllo wörld", 11, "wö"));
+        assert_eq!(common_prefix_len("ab\u{FFFD}", "abé"), 2);
+        assert_eq!(common_prefix_len("ab", "abc"), 2);
+    }
+}

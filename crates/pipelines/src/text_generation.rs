@@ -1,0 +1,381 @@
+//! `text-generation`, as Transformers 5's `TextGenerationPipeline`: a text prompt gives
+//! `{"generated_text": prompt + new text}` (only the new text with `return_full_text: false`);
+//! a chat (a list of `{"role", "content"}` messages) is rendered with the tokenizer's chat
+//! template and gives the messages plus the new `{"role": "assistant", "content": ...}`.
+//!
+//! Generation settings come, lowest first, from `generate()`'s defaults, the pipeline's defaults
+//! (`max_new_tokens` 256, sampling at temperature 0.7, the tokenizer's pad token) for what the
+//! model does not set, the model's `generation_config.json` (else `config.json`), and the
+//! caller's [`TextGenerationOptions::generation`].
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use safeformers_models::{AutoModelForCausalLM, CausalLm};
+use safeformers_tokenize::{
+    ChatTemplateOptions, ChatTemplateRequest, EncodeOptions, Tokenizer, TokenizerOptions,
+};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::encoder::LoadOptions;
+use crate::error::{PipelineError, Result};
+use crate::generation::{
+    GenerateOptions, GeneratedRow, GenerationConfig, GenerationParams, StopReason, generate,
+};
+
+/// One input of the pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GenerationInput {
+    /// A text prompt, tokenized with the tokenizer's special tokens.
+    Text(String),
+    /// Chat messages (`{"role", "content", ...}` objects), rendered by the chat template.
+    Chat(Vec<Value>),
+}
+
+/// The pipeline's output for one input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GeneratedText {
+    /// Prompt and new text, the new text alone, or the chat with the assistant's reply.
+    pub generated_text: GeneratedContent,
+    /// Why generation stopped (not part of Transformers' output; the CLI leaves it out).
+    #[serde(skip)]
+    pub stop_reason: StopReason,
+    /// Tokens generated (not part of Transformers' output).
+    #[serde(skip)]
+    pub new_tokens: usize,
+}
+
+/// `generated_text`: text, or the messages of a chat.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum GeneratedContent {
+    /// For a text prompt.
+    Text(String),
+    /// For a chat: the input messages and the new (or continued) assistant message.
+    Chat(Vec<Value>),
+}
+
+/// Options of one call.
+#[derive(Debug, Clone)]
+pub struct TextGenerationOptions {
+    /// The caller's generation settings, over the model's and the pipeline's defaults.
+    pub generation: GenerationConfig,
+    /// Prompt plus new text (default), or only the new text.
+    pub return_full_text: bool,
+    /// Seed for sampling (`None`: from the clock).
+    pub seed: Option<u64>,
+    /// Left-truncate prompts that leave no room for the new tokens in the context window,
+    /// instead of failing.
+    pub truncate: bool,
+    /// Inputs generated together (left-padded to the longest).
+    pub batch_size: usize,
+    /// The index of this call's first input among all the caller's inputs, when they are
+    /// passed in several calls: input `i` samples from its own stream of the seeded generator
+    /// (`first_index + i`), so that its text does not depend on how inputs were grouped.
+    pub first_index: usize,
+}
+
+impl Default for TextGenerationOptions {
+    fn default() -> Self {
+        TextGenerationOptions {
+            generation: GenerationConfig::default(),
+            return_full_text: true,
+            seed: None,
+            truncate: false,
+            batch_size: 1,
+            first_index: 0,
+        }
+    }
+}
+
+/// The text-generation pipeline: a decoder-only model, its tokenizer and its generation
+/// settings.
+#[derive(Debug)]
+pub struct TextGeneration {
+    dir: PathBuf,
+    tokenizer: Tokenizer,
+    model: Box<dyn CausalLm>,
+    model_generation: GenerationConfig,
+    device: Device,
+    chat_renderer: Option<ChatRenderer>,
+}
+
+/// Renders a chat template somewhere other than this process (see
+/// [`TextGeneration::with_chat_renderer`]).
+pub struct ChatRenderer(RenderFn);
+
+type RenderFn =
+    Box<dyn Fn(&ChatTemplateRequest) -> safeformers_tokenize::Result<String> + Send + Sync>;
+
+impl ChatRenderer {
+    /// A renderer calling `render` for each chat template render.
+    pub fn new(
+        render: impl Fn(&ChatTemplateRequest) -> safeformers_tokenize::Result<String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> ChatRenderer {
+        ChatRenderer(Box::new(render))
+    }
+}
+
+impl std::fmt::Debug for ChatRenderer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatRenderer")
+    }
+}
+
+impl TextGeneration {
+    /// Loads the causal LM, the tokenizer and the generation settings in `dir`.
+    pub fn from_dir(dir: &Path, options: &LoadOptions) -> Result<TextGeneration> {
+        let model = AutoModelForCausalLM::load_with_options(
+            dir,
+            &options.policy,
+            &options.device,
+            options.weights,
+        )?;
+        let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
+        TextGeneration::from_parts(dir, model, tokenizer, options.device.clone())
+    }
+
+    /// A pipeline over a model and tokenizer loaded elsewhere; the generation settings are read
+    /// from `dir` (`generation_config.json`, else the model's `config.json`).
+    pub fn from_parts(
+        dir: &Path,
+        model: Box<dyn CausalLm>,
+        tokenizer: Tokenizer,
+        device: Device,
+    ) -> Result<TextGeneration> {
+        let config = model.config();
+        let model_generation = GenerationConfig::for_model(dir, config.raw(), config.path())?;
+        Ok(TextGeneration {
+            dir: dir.to_path_buf(),
+            tokenizer,
+            model,
+            model_generation,
+            device,
+            chat_renderer: None,
+        })
+    }
+
+    /// Renders chat templates with `renderer` instead of in this process. The `safeformers`
+    /// CLI passes one that renders in a child process under memory and time limits, so a
+    /// hostile template that slips past the render's fuel still cannot exhaust this process.
+    pub fn with_chat_renderer(mut self, renderer: ChatRenderer) -> TextGeneration {
+        self.chat_renderer = Some(renderer);
+        self
+    }
+
+    /// The model folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The model.
+    pub fn model(&self) -> &dyn CausalLm {
+        self.model.as_ref()
+    }
+
+    /// The settings a call with `caller` runs with, before defaults are applied.
+    pub fn generation_config(&self, caller: &GenerationConfig) -> GenerationConfig {
+        let mut defaults = GenerationConfig::text_generation_pipeline_defaults();
+        defaults.pad_token_id = self.tokenizer.pad_token_id();
+        GenerationConfig::for_pipeline(&self.model_generation, &defaults, caller)
+    }
+
+    /// The prompt's token ids: text with the tokenizer's special tokens, a chat rendered by the
+    /// template (with the assistant's header, or continuing a final assistant message) and
+    /// tokenized without adding special tokens, as Transformers does.
+    pub fn prompt_ids(&self, input: &GenerationInput) -> Result<Vec<u32>> {
+        let (text, add_special_tokens) = match input {
+            GenerationInput::Text(text) => (text.clone(), true),
+            GenerationInput::Chat(messages) => (self.render_chat(messages)?, false),
+        };
+        let options = EncodeOptions {
+            add_special_tokens,
+            ..EncodeOptions::default()
+        };
+        let encodings = self.tokenizer.encode(&text, &options)?;
+        Ok(encodings
+            .iter()
+            .next()
+            .map(|encoding| encoding.input_ids.clone())
+            .unwrap_or_default())
+    }
+
+    /// The chat template's text for `messages`.
+    pub fn render_chat(&self, messages: &[Value]) -> Result<String> {
+        check_messages(messages)?;
+        // A chat ending with the assistant's message is continued (Transformers'
+        // `continue_final_message`, its default for such chats), otherwise the template writes
+        // the header of a new assistant turn.
+        let continue_final = ends_with_assistant(messages);
+        let options = ChatTemplateOptions {
+            add_generation_prompt: !continue_final,
+            continue_final_message: continue_final,
+            ..ChatTemplateOptions::default()
+        };
+        let request = self.tokenizer.chat_template_request(messages, &options)?;
+        Ok(match &self.chat_renderer {
+            Some(ChatRenderer(render)) => render(&request)?,
+            None => request.render()?,
+        })
+    }
+
+    /// Generates for every input, `options.batch_size` at a time, in input order.
+    pub fn run(
+        &self,
+        inputs: &[GenerationInput],
+        options: &TextGenerationOptions,
+    ) -> Result<Vec<GeneratedText>> {
+        self.run_streaming(inputs, options, &mut |_, _| Ok(()))
+    }
+
+    /// As [`TextGeneration::run`], handing `on_text(input index, text)` each piece of new text
+    /// as soon as its tokens are decoded (special tokens skipped). The pieces of an input add
+    /// up to its new text; a batch is finished before the next one starts, so with a batch
+    /// size of 1 the inputs come one after the other.
+    pub fn run_streaming(
+        &self,
+        inputs: &[GenerationInput],
+        options: &TextGenerationOptions,
+        on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
+    ) -> Result<Vec<GeneratedText>> {
+        let params = self.generation_config(&options.generation).resolve()?;
+        let mut results = Vec::with_capacity(inputs.len());
+        let batch_size = options.batch_size.max(1);
+        for (chunk_index, chunk) in inputs.chunks(batch_size).enumerate() {
+            let first = options.first_index + chunk_index * batch_size;
+            let prompts = chunk
+                .iter()
+                .map(|input| self.prompt_ids(input))
+                .collect::<Result<Vec<_>>>()?;
+            let in_call = chunk_index * batch_size;
+            let rows = self.generate_ids(&prompts, &params, options, first, &mut |row, text| {
+                on_text(in_call + row, text)
+            })?;
+            for (input, row) in chunk.iter().zip(rows) {
+                results.push(self.output(input, &row, options.return_full_text)?);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Generates from token ids with resolved `params`, streaming decoded text per row;
+    /// `first_index` is the first prompt's index among the caller's inputs (it picks the
+    /// sampler's streams).
+    pub fn generate_ids(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &GenerationParams,
+        options: &TextGenerationOptions,
+        first_index: usize,
+        on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
+    ) -> Result<Vec<GeneratedRow>> {
+        let decode = |ids: &[u32]| -> Result<String> { Ok(self.tokenizer.decode(ids, false)?) };
+        let generate_options = GenerateOptions {
+            truncate: options.truncate,
+            seed: options.seed,
+            first_index: first_index as u64,
+            decode: Some(&decode),
+            device: self.device.clone(),
+        };
+        let mut streams: Vec<_> = prompts
+            .iter()
+            .map(|_| self.tokenizer.stream_decoder(true))
+            .collect();
+        let rows = generate(
+            self.model.as_ref(),
+            prompts,
+            params,
+            &generate_options,
+            &mut |row, token| {
+                let Some(stream) = streams.get_mut(row) else {
+                    return Ok(());
+                };
+                if let Some(text) = stream.push(token)? {
+                    on_text(row, &text)?;
+                }
+                Ok(())
+            },
+        )?;
+        for (row, stream) in streams.iter_mut().enumerate() {
+            if let Some(text) = stream.finish()? {
+                on_text(row, &text)?;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// The pipeline output of one generated row.
+    fn output(
+        &self,
+        input: &GenerationInput,
+        row: &GeneratedRow,
+        return_full_text: bool,
+    ) -> Result<GeneratedText> {
+        let new_text = self.tokenizer.decode(row.new_tokens(), true)?;
+        let generated_text = match (input, return_full_text) {
+            (GenerationInput::Text(prompt), true) => {
+                GeneratedContent::Text(format!("{prompt}{new_text}"))
+            }
+            (_, false) => GeneratedContent::Text(new_text),
+            (GenerationInput::Chat(messages), true) => {
+                let mut messages = messages.clone();
+                if ends_with_assistant(&messages) {
+                    if let Some(Value::Object(last)) = messages.last_mut() {
+                        let content = last
+                            .get("content")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_string();
+                        last.insert("content".into(), Value::String(content + &new_text));
+                    }
+                } else {
+                    messages.push(serde_json::json!({"role": "assistant", "content": new_text}));
+                }
+                GeneratedContent::Chat(messages)
+            }
+        };
+        Ok(GeneratedText {
+            generated_text,
+            stop_reason: row.stop_reason,
+            new_tokens: row.generated,
+        })
+    }
+}
+
+/// Whether the chat's last message is the assistant's (Transformers then continues it rather
+/// than starting a new one).
+fn ends_with_assistant(messages: &[Value]) -> bool {
+    messages
+        .last()
+        .and_then(|message| message.get("role"))
+        .and_then(Value::as_str)
+        == Some("assistant")
+}
+
+/// A chat must be a non-empty list of objects with a string `role`.
+fn check_messages(messages: &[Value]) -> Result<()> {
+    if messages.is_empty() {
+        return Err(PipelineError::InvalidInput(
+            "a chat needs at least one message".into(),
+        ));
+    }
+    for (index, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        if !message.is_object() || role.is_none() {
+            return Err(PipelineError::InvalidInput(format!(
+                "chat message {index} must be an object with a string \"role\" (and usually \
+                 \"content\")"
+            )));
+        }
+    }
+    Ok(())
+}
