@@ -6,6 +6,10 @@
 #
 # The model folder is written once by scripts/make_decoder_fixtures.py --gpt2-124m (never
 # committed). Python side: the venv of scripts/make_model_fixtures.py.
+#
+# safeformers runs once per weight storage in WEIGHTS (default: "f32 f16 bf16 q8"; q8 is
+# `--quantize q8`, the others `--dtype`), PyTorch (f32) before each of them, so the two sides
+# alternate. THREADS (default "1 2") lists the thread counts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +23,15 @@ fi
 cargo build --quiet --release -p safeformers-models --example greedy_speed
 bin="${CARGO_TARGET_DIR:-target}/release/examples/greedy_speed"
 
-for threads in 1 2; do
-  RAYON_NUM_THREADS=$threads "$bin" "$model" --prompt-tokens 32 --new-tokens 128 --runs "$runs"
-  "$venv/bin/python" bench/gpt2_generate.py "$model" --threads "$threads" \
-    --prompt-tokens 32 --new-tokens 128 --runs "$runs" 2>/dev/null
+for threads in ${THREADS:-1 2}; do
+  for weights in ${WEIGHTS:-f32 f16 bf16 q8}; do
+    case "$weights" in
+      q8) storage=(--quantize q8) ;;
+      *) storage=(--dtype "$weights") ;;
+    esac
+    "$venv/bin/python" bench/gpt2_generate.py "$model" --threads "$threads" \
+      --prompt-tokens 32 --new-tokens 128 --runs "$runs" 2>/dev/null
+    RAYON_NUM_THREADS=$threads "$bin" "$model" --prompt-tokens 32 --new-tokens 128 \
+      --runs "$runs" "${storage[@]}"
+  done
 done

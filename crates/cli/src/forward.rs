@@ -17,7 +17,7 @@ use safeformers_models::{
 use crate::UsageError;
 use crate::model::{HubArgs, LockArgs, resolve_model};
 use crate::output;
-use crate::run::{ThreadArgs, policy};
+use crate::run::{ThreadArgs, WeightArgs, policy};
 
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
@@ -42,6 +42,8 @@ pub struct ForwardArgs {
     allow_pickle: bool,
     #[command(flatten)]
     threads: ThreadArgs,
+    #[command(flatten)]
+    weights: WeightArgs,
     #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
@@ -110,6 +112,7 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
     check("--token-type-ids", &types)?;
 
+    let options = args.weights.load_options()?;
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
@@ -120,7 +123,12 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
             ))
             .into());
         }
-        let model = AutoModelForCausalLM::load(&dir, &policy(args.allow_pickle), &Device::Cpu)?;
+        let model = AutoModelForCausalLM::load_with_options(
+            &dir,
+            &policy(args.allow_pickle),
+            &Device::Cpu,
+            options,
+        )?;
         let mask = if mask.is_empty() {
             vec![vec![1u32; seq]; ids.len()]
         } else {
@@ -146,7 +154,8 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| format!("{} causal LM", config.model_type));
         return print_output(args, "logits", logits, &class);
     }
-    let model = AutoModel::load(&dir, &policy(args.allow_pickle), &Device::Cpu)?;
+    let model =
+        AutoModel::load_with_options(&dir, &policy(args.allow_pickle), &Device::Cpu, options)?;
     let input_ids = tensor(&ids, seq)?;
     let mask = (!mask.is_empty()).then(|| tensor(&mask, seq)).transpose()?;
     let types = (!types.is_empty())

@@ -17,7 +17,7 @@ use safeformers_pipelines::{
 use crate::UsageError;
 use crate::model::{HubArgs, LockArgs, resolve_model};
 use crate::output;
-use crate::run::{ThreadArgs, policy};
+use crate::run::{ThreadArgs, WeightArgs, policy};
 
 /// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
 #[derive(Debug, Clone, Args)]
@@ -257,6 +257,8 @@ pub struct ChatArgs {
     #[command(flatten)]
     threads: ThreadArgs,
     #[command(flatten)]
+    weights: WeightArgs,
+    #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
     lock: LockArgs,
@@ -271,6 +273,7 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
     let load = LoadOptions {
         policy: policy(args.allow_pickle),
+        weights: args.weights.load_options()?,
         ..LoadOptions::default()
     };
     args.threads.install(|| {

@@ -102,6 +102,22 @@ fn usage_errors_exit_2() {
 }
 
 #[test]
+fn weight_storage_flags_are_checked_before_loading() {
+    // Refused as usage errors before the (here nonexistent) model is looked at.
+    for flags in [
+        &["--dtype", "f16", "--quantize", "q8"][..],
+        &["--dtype", "bf16", "--quantize", "q8"][..],
+        &["--dtype", "f8"][..],
+        &["--quantize", "q4"][..],
+    ] {
+        let mut args = vec!["forward", "--model", "/nonexistent", "--input-ids", "1,2"];
+        args.extend_from_slice(flags);
+        let output = safeformers(&args);
+        assert_eq!(output.status.code(), Some(2), "{flags:?}: {output:?}");
+    }
+}
+
+#[test]
 fn missing_files_are_errors_with_the_path() {
     let output = safeformers(&["inspect", "/nonexistent/model.safetensors"]);
     assert_eq!(output.status.code(), Some(1));

@@ -530,3 +530,59 @@ fn hostile_chat_templates_fail_fast_without_hurting_the_process() {
     assert_eq!(reply["role"], "assistant");
     std::fs::remove_dir_all(model).unwrap();
 }
+
+#[test]
+fn weight_storage_flags_run_text_generation_and_are_refused_elsewhere() {
+    let model = gpt2();
+    for storage in [
+        &["--dtype", "f16"][..],
+        &["--dtype", "bf16"],
+        &["--quantize", "q8"],
+    ] {
+        let mut args = vec![
+            "run",
+            "text-generation",
+            "--model",
+            &model,
+            "--greedy",
+            "--max-new-tokens",
+            "10",
+        ];
+        args.extend_from_slice(storage);
+        args.push("Once upon a time");
+        let lines = json_lines(&safeformers(&args, None));
+        assert_eq!(lines.len(), 1, "{storage:?}: {lines:?}");
+        let text = lines[0][0]["generated_text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{storage:?}: {lines:?}"));
+        assert!(text.starts_with("Once upon a time"), "{storage:?}: {text}");
+    }
+    // Encoder tasks have no 16-/8-bit path: a usage error, as is q8 with a 16-bit dtype.
+    let minilm_like = gpt2();
+    let out = safeformers(
+        &[
+            "run",
+            "feature-extraction",
+            "--model",
+            &minilm_like,
+            "--dtype",
+            "f16",
+            "hello",
+        ],
+        None,
+    );
+    assert_one_line_error(&out, 2, "--dtype");
+    let out = safeformers(
+        &[
+            "chat",
+            "--model",
+            &model,
+            "--dtype",
+            "bf16",
+            "--quantize",
+            "q8",
+        ],
+        Some(b"{\"role\":\"user\",\"content\":\"hi\"}\n"),
+    );
+    assert_one_line_error(&out, 2, "--quantize");
+}

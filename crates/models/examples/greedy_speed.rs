@@ -10,13 +10,19 @@
 //!
 //! The prompt ids are `(i * 7919 + 13) % vocab` for `i` in `0..prompt_tokens` (the Python side
 //! uses the same), so both decode the same sequence; the generated ids are printed for a check.
+//!
+//! `--dtype f32|f16|bf16` stores the linear layers' weights in that type (compute stays f32);
+//! `--quantize q8` stores them as 8-bit blocks. Both are load options of
+//! [`AutoModelForCausalLM::load_with_options`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use safeformers_models::{AutoModelForCausalLM, CausalLm, Result};
+use safeformers_models::{
+    AutoModelForCausalLM, CausalLm, Quantization, Result, WeightDtype, WeightOptions,
+};
 use safeformers_weights::LoadPolicy;
 
 struct Options {
@@ -24,6 +30,7 @@ struct Options {
     prompt_tokens: usize,
     new_tokens: usize,
     runs: usize,
+    load: WeightOptions,
 }
 
 fn parse_args() -> std::result::Result<Options, String> {
@@ -33,8 +40,10 @@ fn parse_args() -> std::result::Result<Options, String> {
         prompt_tokens: 32,
         new_tokens: 128,
         runs: 3,
+        load: WeightOptions::default(),
     };
     let mut model = None;
+    let (mut dtype, mut quantize) = (WeightDtype::F32, None);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> std::result::Result<usize, String> {
             args.next()
@@ -45,14 +54,32 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--prompt-tokens" => options.prompt_tokens = number("--prompt-tokens")?,
             "--new-tokens" => options.new_tokens = number("--new-tokens")?,
             "--runs" => options.runs = number("--runs")?,
+            "--dtype" => {
+                dtype = args
+                    .next()
+                    .as_deref()
+                    .and_then(WeightDtype::from_name)
+                    .ok_or("--dtype needs f32, f16 or bf16")?;
+            }
+            "--quantize" => {
+                quantize = Some(
+                    args.next()
+                        .as_deref()
+                        .and_then(Quantization::from_name)
+                        .ok_or("--quantize needs q8")?,
+                );
+            }
             other if !other.starts_with("--") && model.is_none() => {
                 model = Some(PathBuf::from(other));
             }
             other => return Err(format!("unexpected argument {other}")),
         }
     }
-    options.model = model
-        .ok_or("usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--new-tokens N] [--runs N]")?;
+    options.model = model.ok_or(
+        "usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--new-tokens N] [--runs N] \
+         [--dtype f32|f16|bf16] [--quantize q8]",
+    )?;
+    options.load = WeightOptions::new(dtype, quantize).map_err(|error| error.to_string())?;
     Ok(options)
 }
 
@@ -62,7 +89,7 @@ fn generate(model: &dyn CausalLm, prompt: &[u32], new_tokens: usize) -> Result<V
     let mut cache = model.new_cache();
     let len = prompt.len();
     let positions: Vec<i64> = (0..len as i64).collect();
-    let mut logits = model.forward(
+    let mut logits = model.forward_last(
         &Tensor::from_slice(prompt, (1, len), &device)?,
         &Tensor::from_vec(positions, (1, len), &device)?,
         &Tensor::ones((1, len), candle_core::DType::U32, &device)?,
@@ -81,7 +108,7 @@ fn generate(model: &dyn CausalLm, prompt: &[u32], new_tokens: usize) -> Result<V
             break;
         }
         let seen = len + generated.len();
-        logits = model.forward(
+        logits = model.forward_last(
             &Tensor::new(&[[next]], &device)?,
             &Tensor::new(&[[(seen - 1) as i64]], &device)?,
             &Tensor::ones((1, seen), candle_core::DType::U32, &device)?,
@@ -110,7 +137,12 @@ fn main() -> ExitCode {
 
 fn run(options: &Options) -> Result<()> {
     let load_start = Instant::now();
-    let model = AutoModelForCausalLM::load(&options.model, &LoadPolicy::default(), &Device::Cpu)?;
+    let model = AutoModelForCausalLM::load_with_options(
+        &options.model,
+        &LoadPolicy::default(),
+        &Device::Cpu,
+        options.load,
+    )?;
     let load_seconds = load_start.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u64;
     let prompt: Vec<u32> = (0..options.prompt_tokens as u64)
@@ -135,7 +167,9 @@ fn run(options: &Options) -> Result<()> {
     rates.sort_by(f64::total_cmp);
     let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
     println!(
-        "{{\"side\":\"safeformers\",\"summary\":true,\"threads\":\"{threads}\",\"load_seconds\":{load_seconds:.3},\"median_tokens_per_second\":{median:.2},\"generated\":{ids:?}}}"
+        "{{\"side\":\"safeformers\",\"summary\":true,\"threads\":\"{threads}\",\"dtype\":\"{:?}\",\"quantize\":\"{:?}\",\"load_seconds\":{load_seconds:.3},\"median_tokens_per_second\":{median:.2},\"generated\":{ids:?}}}",
+        options.load.dtype(),
+        options.load.quantize()
     );
     Ok(())
 }

@@ -35,7 +35,7 @@ use crate::roberta::{
     RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
     load_token_classification,
 };
-use crate::weights::Weights;
+use crate::weights::{WeightOptions, Weights};
 
 /// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
 /// ([`AutoModelForCausalLM`], listed again in [`CAUSAL_LM_MODEL_TYPES`]).
@@ -240,6 +240,19 @@ impl AutoModel {
         AutoModel::load_dir(dir, Some(head), policy, device)
     }
 
+    /// As [`AutoModel::load`], with the linear layers' weights stored as `options` say.
+    pub fn load_with_options(
+        dir: &Path,
+        policy: &LoadPolicy,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<LoadedModel> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        AutoModel::resolve(&config, None)?;
+        let checkpoint = open_checkpoint(dir, policy)?;
+        AutoModel::from_checkpoint_with_options(config, &checkpoint, None, device, options)
+    }
+
     fn load_dir(
         dir: &Path,
         head: Option<Head>,
@@ -260,8 +273,25 @@ impl AutoModel {
         head: Option<Head>,
         device: &Device,
     ) -> Result<LoadedModel> {
+        AutoModel::from_checkpoint_with_options(
+            config,
+            checkpoint,
+            head,
+            device,
+            WeightOptions::default(),
+        )
+    }
+
+    /// As [`AutoModel::from_checkpoint`], with weight storage `options`.
+    pub fn from_checkpoint_with_options(
+        config: ModelConfig,
+        checkpoint: &Checkpoint,
+        head: Option<Head>,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<LoadedModel> {
         let (architecture, head) = AutoModel::resolve(&config, head)?;
-        let root = Weights::new(checkpoint, device);
+        let root = Weights::new(checkpoint, device).with_options(options);
         let model: Box<dyn TaskModel> = match (architecture, head) {
             (Architecture::Bert, Head::Base) => Box::new(BertModel::load(&root, &config)?),
             (Architecture::Bert, Head::MaskedLm) => {
@@ -372,10 +402,21 @@ impl AutoModelForCausalLM {
     /// The architecture is decided (and remote code refused) before any weight file is opened;
     /// weights are opened under `policy`.
     pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<Box<dyn CausalLm>> {
+        AutoModelForCausalLM::load_with_options(dir, policy, device, WeightOptions::default())
+    }
+
+    /// As [`AutoModelForCausalLM::load`], with the linear layers' weights stored as `options`
+    /// say (f16, bf16, or 8-bit quantized at load; compute stays f32).
+    pub fn load_with_options(
+        dir: &Path,
+        policy: &LoadPolicy,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<Box<dyn CausalLm>> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         AutoModelForCausalLM::resolve(&config)?;
         let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModelForCausalLM::from_checkpoint(config, &checkpoint, device)
+        AutoModelForCausalLM::from_checkpoint_with_options(config, &checkpoint, device, options)
     }
 
     /// Builds the model from a parsed config and an opened checkpoint.
@@ -384,8 +425,23 @@ impl AutoModelForCausalLM {
         checkpoint: &Checkpoint,
         device: &Device,
     ) -> Result<Box<dyn CausalLm>> {
+        AutoModelForCausalLM::from_checkpoint_with_options(
+            config,
+            checkpoint,
+            device,
+            WeightOptions::default(),
+        )
+    }
+
+    /// As [`AutoModelForCausalLM::from_checkpoint`], with weight storage `options`.
+    pub fn from_checkpoint_with_options(
+        config: ModelConfig,
+        checkpoint: &Checkpoint,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<Box<dyn CausalLm>> {
         AutoModelForCausalLM::resolve(&config)?;
-        let root = Weights::new(checkpoint, device);
+        let root = Weights::new(checkpoint, device).with_options(options);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
             "llama" | "mistral" | "qwen2" | "gemma" | "phi3" => {

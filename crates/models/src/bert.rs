@@ -701,7 +701,7 @@ impl BertLmPredictionHead {
             dense: Linear::load(&transform.pp("dense"), hidden, hidden)?,
             activation: bert.activation(config)?,
             layer_norm: LayerNorm::load(&transform.pp("LayerNorm"), hidden, bert.layer_norm_eps)?,
-            decoder: Linear::from_tensors(decoder_weight, Some(bias)),
+            decoder: Linear::from_tensors(decoder_weight, Some(bias))?,
         })
     }
 

@@ -374,7 +374,7 @@ impl DistilBertForMaskedLM {
                 distil.dim,
                 LAYER_NORM_EPS,
             )?,
-            vocab_projector: Linear::from_tensors(projector_weight, Some(projector_bias)),
+            vocab_projector: Linear::from_tensors(projector_weight, Some(projector_bias))?,
             distilbert,
         })
     }

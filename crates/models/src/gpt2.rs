@@ -9,13 +9,15 @@
 //! head tied to the token embeddings unless `tie_word_embeddings` is false.
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde::Deserialize;
 
 use crate::attention::{DecoderInputs, scaled_dot_product_attention};
 use crate::causal_lm::{CausalLm, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::layers::{Activation, Embedding, LayerNorm, split_heads};
+use crate::kernels::decode_attention::attend_one_query;
+use crate::layers::{Activation, Embedding, LayerNorm, Linear, split_heads};
 use crate::weights::Weights;
 
 /// `GPT2Config`: the `config.json` fields of GPT-2, with Transformers' defaults (those of
@@ -148,40 +150,76 @@ impl Gpt2Config {
     }
 }
 
-/// `Conv1D`: despite the name, a linear layer `y = x W + b` whose weight is stored `[in, out]`
-/// (the transpose of `nn.Linear`'s).
+/// A layer norm's parameters as plain values, for the decoding step (which works on rows of
+/// values instead of tensors).
 #[derive(Debug, Clone)]
-struct Conv1D {
-    weight: Tensor,
-    bias: Tensor,
+struct NormValues {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f32,
 }
 
-impl Conv1D {
-    fn load(weights: &Weights<'_>, in_features: usize, out_features: usize) -> Result<Self> {
-        Ok(Conv1D {
-            weight: weights.get(&[in_features, out_features], "weight")?,
-            bias: weights.get(&[out_features], "bias")?,
+impl NormValues {
+    fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
+        Ok(NormValues {
+            weight: weights.get(&[size], "weight")?.to_vec1::<f32>()?,
+            bias: weights.get(&[size], "bias")?.to_vec1::<f32>()?,
+            eps: eps as f32,
         })
     }
 
-    /// Applies the layer to `[batch, seq, in]`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (batch, seq, in_features) = x.dims3()?;
-        let out_features = self.weight.dim(1)?;
-        let y = x
-            .reshape((batch * seq, in_features))?
-            .matmul(&self.weight)?
-            .broadcast_add(&self.bias)?;
-        Ok(y.reshape((batch, seq, out_features))?)
+    /// `nn.LayerNorm` over each row of `x` (rows of the parameters' length).
+    fn apply(&self, x: &[f32]) -> Vec<f32> {
+        let size = self.weight.len().max(1);
+        let mut out = Vec::with_capacity(x.len());
+        for row in x.chunks_exact(size) {
+            let mean = row.iter().sum::<f32>() / size as f32;
+            let variance = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / size as f32;
+            let inverse = 1.0 / (variance + self.eps).sqrt();
+            out.extend(
+                row.iter()
+                    .zip(&self.weight)
+                    .zip(&self.bias)
+                    .map(|((v, w), b)| (v - mean) * inverse * w + b),
+            );
+        }
+        out
     }
 }
 
+/// `a += b`, elementwise.
+fn add_in_place(a: &mut [f32], b: &[f32]) {
+    for (a, b) in a.iter_mut().zip(b) {
+        *a += b;
+    }
+}
+
+/// The activation on plain values: `gelu_new` (GPT-2's) directly, split over the thread pool;
+/// any other through candle.
+fn activate_values(act: Activation, mut values: Vec<f32>, device: &Device) -> Result<Vec<f32>> {
+    if act != Activation::GeluTanh {
+        let len = values.len();
+        let tensor = act.forward(&Tensor::from_vec(values, len, device)?)?;
+        return Ok(tensor.to_vec1::<f32>()?);
+    }
+    // The tanh approximation, as `NewGELUActivation` (and candle's `gelu`) compute it.
+    const SQRT_TWO_OVER_PI: f32 = 0.797_884_6;
+    values.par_chunks_mut(1024).for_each(|chunk| {
+        for v in chunk {
+            let x = *v;
+            *v = 0.5 * x * (1.0 + (SQRT_TWO_OVER_PI * x * (1.0 + 0.044_715 * x * x)).tanh());
+        }
+    });
+    Ok(values)
+}
+
 /// `GPT2Attention`: causal self-attention with a fused query/key/value projection (`c_attn`) and
-/// an output projection (`c_proj`).
+/// an output projection (`c_proj`), both `Conv1D` (weights stored `[in, out]`, transposed at
+/// load).
 #[derive(Debug, Clone)]
 struct Gpt2Attention {
-    c_attn: Conv1D,
-    c_proj: Conv1D,
+    c_attn: Linear,
+    c_proj: Linear,
     num_heads: usize,
     hidden: usize,
     scaling: f64,
@@ -200,8 +238,8 @@ impl Gpt2Attention {
             scaling /= (layer_idx + 1) as f64;
         }
         Ok(Gpt2Attention {
-            c_attn: Conv1D::load(&weights.pp("c_attn"), hidden, 3 * hidden)?,
-            c_proj: Conv1D::load(&weights.pp("c_proj"), hidden, hidden)?,
+            c_attn: Linear::load_transposed(&weights.pp("c_attn"), hidden, 3 * hidden)?,
+            c_proj: Linear::load_transposed(&weights.pp("c_proj"), hidden, hidden)?,
             num_heads: config.n_head,
             hidden,
             scaling,
@@ -228,13 +266,65 @@ impl Gpt2Attention {
         let context = scaled_dot_product_attention(&query, &key, &value, Some(bias), self.scaling)?;
         self.c_proj.forward(&context)
     }
+
+    /// One new token per row: `x` `[batch, hidden]` values → `[batch, hidden]`, with the fused
+    /// one-query attention reading the cache in place. `mask` is the `[batch][past + 1]`
+    /// padding mask.
+    fn forward_step(
+        &self,
+        x: &[f32],
+        batch: usize,
+        mask: &[Vec<bool>],
+        cache: &mut KvCache,
+    ) -> Result<Vec<f32>> {
+        let hidden = self.hidden;
+        let head_dim = hidden / self.num_heads;
+        let qkv = self.c_attn.forward_values(x, batch)?;
+        let mut keys = Vec::with_capacity(batch * hidden);
+        let mut values = Vec::with_capacity(batch * hidden);
+        for row in qkv.chunks_exact(3 * hidden) {
+            keys.extend_from_slice(row.get(hidden..2 * hidden).unwrap_or_default());
+            values.extend_from_slice(row.get(2 * hidden..).unwrap_or_default());
+        }
+        cache.append_step(
+            self.layer_idx,
+            batch,
+            self.num_heads,
+            head_dim,
+            &keys,
+            &values,
+        )?;
+        let mut context = vec![0.0f32; batch * hidden];
+        for (row_index, (row, out)) in qkv
+            .chunks_exact(3 * hidden)
+            .zip(context.chunks_exact_mut(hidden))
+            .enumerate()
+        {
+            let (key_slab, value_slab) = cache.slabs(self.layer_idx, row_index)?;
+            // Without padding, no mask at all (the new token is last, so causality hides
+            // nothing).
+            let visible = mask
+                .get(row_index)
+                .filter(|row| !row.iter().all(|&seen| seen))
+                .map(Vec::as_slice);
+            attend_one_query(
+                row.get(..hidden).unwrap_or_default(),
+                key_slab,
+                value_slab,
+                visible,
+                self.scaling as f32,
+                out,
+            )?;
+        }
+        self.c_proj.forward_values(&context, batch)
+    }
 }
 
 /// `GPT2MLP`: `c_proj(act(c_fc(x)))`.
 #[derive(Debug, Clone)]
 struct Gpt2Mlp {
-    c_fc: Conv1D,
-    c_proj: Conv1D,
+    c_fc: Linear,
+    c_proj: Linear,
     act: Activation,
 }
 
@@ -242,8 +332,8 @@ impl Gpt2Mlp {
     fn load(weights: &Weights<'_>, config: &Gpt2Config, act: Activation) -> Result<Self> {
         let inner = config.inner_size();
         Ok(Gpt2Mlp {
-            c_fc: Conv1D::load(&weights.pp("c_fc"), config.n_embd, inner)?,
-            c_proj: Conv1D::load(&weights.pp("c_proj"), inner, config.n_embd)?,
+            c_fc: Linear::load_transposed(&weights.pp("c_fc"), config.n_embd, inner)?,
+            c_proj: Linear::load_transposed(&weights.pp("c_proj"), inner, config.n_embd)?,
             act,
         })
     }
@@ -251,6 +341,11 @@ impl Gpt2Mlp {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.c_proj
             .forward(&self.act.forward(&self.c_fc.forward(x)?)?)
+    }
+
+    fn forward_values(&self, x: &[f32], rows: usize, device: &Device) -> Result<Vec<f32>> {
+        let inner = activate_values(self.act, self.c_fc.forward_values(x, rows)?, device)?;
+        self.c_proj.forward_values(&inner, rows)
     }
 }
 
@@ -261,6 +356,8 @@ struct Gpt2Block {
     attn: Gpt2Attention,
     ln_2: LayerNorm,
     mlp: Gpt2Mlp,
+    ln_1_values: NormValues,
+    ln_2_values: NormValues,
 }
 
 impl Gpt2Block {
@@ -276,6 +373,8 @@ impl Gpt2Block {
             attn: Gpt2Attention::load(&weights.pp("attn"), config, layer_idx)?,
             ln_2: LayerNorm::load(&weights.pp("ln_2"), config.n_embd, eps)?,
             mlp: Gpt2Mlp::load(&weights.pp("mlp"), config, act)?,
+            ln_1_values: NormValues::load(&weights.pp("ln_1"), config.n_embd, eps)?,
+            ln_2_values: NormValues::load(&weights.pp("ln_2"), config.n_embd, eps)?,
         })
     }
 
@@ -292,6 +391,26 @@ impl Gpt2Block {
         let fed_forward = self.mlp.forward(&self.ln_2.forward(&hidden_states)?)?;
         Ok((hidden_states + fed_forward)?)
     }
+
+    /// One new token per row, on `[batch, n_embd]` values updated in place.
+    fn forward_step(
+        &self,
+        hidden_states: &mut [f32],
+        batch: usize,
+        mask: &[Vec<bool>],
+        cache: &mut KvCache,
+        device: &Device,
+    ) -> Result<()> {
+        let attended =
+            self.attn
+                .forward_step(&self.ln_1_values.apply(hidden_states), batch, mask, cache)?;
+        add_in_place(hidden_states, &attended);
+        let fed_forward =
+            self.mlp
+                .forward_values(&self.ln_2_values.apply(hidden_states), batch, device)?;
+        add_in_place(hidden_states, &fed_forward);
+        Ok(())
+    }
 }
 
 /// `GPT2Model`: token and position embeddings, the blocks, and a final layer norm.
@@ -301,10 +420,13 @@ pub struct Gpt2Model {
     wpe: Embedding,
     h: Vec<Gpt2Block>,
     ln_f: LayerNorm,
+    ln_f_values: NormValues,
+    n_embd: usize,
 }
 
 impl Gpt2Model {
-    /// Loads `wte`, `wpe`, `h.{i}.*` and `ln_f` under `weights`' prefix.
+    /// Loads `wte`, `wpe`, `h.{i}.*` and `ln_f` under `weights`' prefix; the blocks' linear
+    /// layers are stored as `weights.options()` say (embeddings and norms stay f32).
     pub fn load(weights: &Weights<'_>, config: &Gpt2Config, model: &ModelConfig) -> Result<Self> {
         let act = config.activation(model)?;
         let h = (0..config.n_layer)
@@ -317,28 +439,49 @@ impl Gpt2Model {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        let ln_f = weights.pp("ln_f");
         Ok(Gpt2Model {
             wte: Embedding::load(&weights.pp("wte"), config.vocab_size, config.n_embd)?,
             wpe: Embedding::load(&weights.pp("wpe"), config.n_positions, config.n_embd)?,
             h,
-            ln_f: LayerNorm::load(
-                &weights.pp("ln_f"),
-                config.n_embd,
-                config.layer_norm_epsilon,
-            )?,
+            ln_f: LayerNorm::load(&ln_f, config.n_embd, config.layer_norm_epsilon)?,
+            ln_f_values: NormValues::load(&ln_f, config.n_embd, config.layer_norm_epsilon)?,
+            n_embd: config.n_embd,
         })
     }
 
     /// The last hidden states `[batch, new, n_embd]` of checked inputs, appending to `cache`.
+    ///
+    /// A step of one new token per row takes the decoding path: plain values, the fused
+    /// one-query attention over the cache in place, and no mask tensor.
     pub fn forward(
         &self,
         inputs: &DecoderInputs,
         device: &Device,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let bias = inputs.attention_bias(None, device)?;
-        let mut hidden_states =
+        let embedded =
             (self.wte.forward(&inputs.ids)? + self.wpe.forward(&inputs.position_ids)?)?;
+        if inputs.new == 1 && inputs.past > 0 {
+            let mut hidden_states = embedded.flatten_all()?.to_vec1::<f32>()?;
+            for block in &self.h {
+                block.forward_step(
+                    &mut hidden_states,
+                    inputs.batch,
+                    &inputs.mask,
+                    cache,
+                    device,
+                )?;
+            }
+            let normed = self.ln_f_values.apply(&hidden_states);
+            return Ok(Tensor::from_vec(
+                normed,
+                (inputs.batch, 1, self.n_embd),
+                device,
+            )?);
+        }
+        let bias = inputs.attention_bias(None, device)?;
+        let mut hidden_states = embedded;
         for block in &self.h {
             hidden_states = block.forward(&hidden_states, &bias, cache)?;
         }
@@ -348,13 +491,17 @@ impl Gpt2Model {
 
 /// `GPT2LMHeadModel`: [`Gpt2Model`] and a bias-free LM head, by default the token embedding
 /// matrix itself.
+///
+/// With 8-bit or 16-bit load options the LM head is stored that way too, tied or not: at
+/// 50257 × 768 it is a third of GPT-2 small's weights, read in full for every generated token.
+/// The token embeddings used for lookups stay f32.
 #[derive(Debug, Clone)]
 pub struct Gpt2LmHeadModel {
     config: ModelConfig,
     gpt2: Gpt2Config,
     transformer: Gpt2Model,
-    /// `[vocab, n_embd]`, transposed once at load to `[n_embd, vocab]` for the matmul.
-    lm_head_t: Tensor,
+    /// `[vocab, n_embd]`.
+    lm_head: Linear,
     device: Device,
 }
 
@@ -378,7 +525,7 @@ impl Gpt2LmHeadModel {
             weights.get(&[gpt2.vocab_size, gpt2.n_embd], "lm_head.weight")?
         };
         Ok(Gpt2LmHeadModel {
-            lm_head_t: lm_head.t()?.contiguous()?,
+            lm_head: Linear::from_tensors(lm_head, None)?.stored_as(weights.options())?,
             device: weights.device().clone(),
             config,
             gpt2,
@@ -389,6 +536,24 @@ impl Gpt2LmHeadModel {
     /// The GPT-2 fields of the config.
     pub fn gpt2_config(&self) -> &Gpt2Config {
         &self.gpt2
+    }
+
+    fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let inputs = DecoderInputs::check(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache.seq_len(),
+            self.gpt2.vocab_size,
+            Some(self.gpt2.n_positions),
+        )?;
+        self.transformer.forward(&inputs, &self.device, cache)
     }
 }
 
@@ -416,20 +581,21 @@ impl CausalLm for Gpt2LmHeadModel {
         attention_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.seq_len(),
-            self.gpt2.vocab_size,
-            Some(self.gpt2.n_positions),
-        )?;
-        let hidden_states = self.transformer.forward(&inputs, &self.device, cache)?;
-        let (batch, new, hidden) = hidden_states.dims3()?;
-        let logits = hidden_states
-            .reshape((batch * new, hidden))?
-            .matmul(&self.lm_head_t)?;
-        Ok(logits.reshape((batch, new, self.gpt2.vocab_size))?)
+        let hidden_states = self.hidden_states(input_ids, position_ids, attention_mask, cache)?;
+        self.lm_head.forward(&hidden_states)
+    }
+
+    fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let hidden_states = self.hidden_states(input_ids, position_ids, attention_mask, cache)?;
+        let last = hidden_states.dim(1)?.saturating_sub(1);
+        self.lm_head
+            .forward(&hidden_states.narrow(1, last, 1)?.contiguous()?)
     }
 }
 

@@ -6,27 +6,68 @@
 use candle_core::{D, DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::weights::Weights;
+use crate::weight_storage::{StoredMatrix, WeightStorage};
+use crate::weights::{WeightOptions, Weights};
 
-/// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]`.
+/// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]` in the storage the load options
+/// chose ([`StoredMatrix`]).
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: Tensor,
-    bias: Option<Tensor>,
+    weight: StoredMatrix,
+    bias: Option<Vec<f32>>,
 }
 
 impl Linear {
-    /// Loads `weight` `[out, in]` and `bias` `[out]`.
+    /// Loads `weight` `[out, in]` and `bias` `[out]`, the weight stored as `weights.options()`
+    /// say.
     pub fn load(weights: &Weights<'_>, in_features: usize, out_features: usize) -> Result<Self> {
+        let weight = weights.get(&[out_features, in_features], "weight")?;
+        let bias = weights.get(&[out_features], "bias")?;
+        Linear::from_tensors(weight, Some(bias))?.stored_as(weights.options())
+    }
+
+    /// Loads a `Conv1D`-style layer whose `weight` is stored `[in, out]` (GPT-2), transposed
+    /// once here.
+    pub fn load_transposed(
+        weights: &Weights<'_>,
+        in_features: usize,
+        out_features: usize,
+    ) -> Result<Self> {
+        let weight = weights.get(&[in_features, out_features], "weight")?;
+        let bias = weights.get(&[out_features], "bias")?;
+        Linear::from_tensors(weight.t()?.contiguous()?, Some(bias))?.stored_as(weights.options())
+    }
+
+    /// A linear layer from f32 tensors already loaded (a decoder tied to the word embeddings),
+    /// `weight` `[out, in]`, kept as f32.
+    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Result<Self> {
+        let bias = match bias {
+            Some(bias) => Some(bias.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
         Ok(Linear {
-            weight: weights.get(&[out_features, in_features], "weight")?,
-            bias: Some(weights.get(&[out_features], "bias")?),
+            weight: StoredMatrix::new(&weight, WeightOptions::default())?,
+            bias,
         })
     }
 
-    /// A linear layer from tensors already loaded (a decoder tied to the word embeddings).
-    pub fn from_tensors(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear { weight, bias }
+    /// The same layer with its weight converted to the storage `options` choose.
+    pub fn stored_as(self, options: WeightOptions) -> Result<Self> {
+        if options == WeightOptions::default() {
+            return Ok(self);
+        }
+        let WeightStorage::F32(weight) = self.weight.storage() else {
+            return Ok(self);
+        };
+        Ok(Linear {
+            weight: StoredMatrix::new(weight, options)?,
+            bias: self.bias,
+        })
+    }
+
+    /// Output features.
+    pub fn out_features(&self) -> usize {
+        self.weight.rows()
     }
 
     /// Applies the layer to `[..., in]`.
@@ -35,15 +76,17 @@ impl Linear {
         let (lead, last) = dims.split_at(dims.len().saturating_sub(1));
         let rows: usize = lead.iter().product();
         let in_features = last.first().copied().unwrap_or(1);
-        let out_features = self.weight.dim(0)?;
         let flat = x.reshape((rows, in_features))?;
-        let mut y = flat.matmul(&self.weight.t()?)?;
-        if let Some(bias) = &self.bias {
-            y = y.broadcast_add(bias)?;
-        }
+        let y = self.weight.matmul(&flat, self.bias.as_deref())?;
         let mut out_shape = lead.to_vec();
-        out_shape.push(out_features);
+        out_shape.push(self.weight.rows());
         Ok(y.reshape(out_shape)?)
+    }
+
+    /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]` (the decoding
+    /// path, no tensors).
+    pub fn forward_values(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        self.weight.matmul_values(x, rows, self.bias.as_deref())
     }
 }
 

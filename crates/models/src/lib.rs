@@ -45,6 +45,7 @@ pub mod llama;
 pub mod output;
 pub mod roberta;
 pub mod rotary;
+pub mod weight_storage;
 pub mod weights;
 
 pub use auto::{
@@ -55,4 +56,4 @@ pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel};
-pub use weights::Weights;
+pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

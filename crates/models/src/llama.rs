@@ -442,10 +442,8 @@ fn load_linear(
     if bias {
         Linear::load(weights, in_features, out_features)
     } else {
-        Ok(Linear::from_tensors(
-            weights.get(&[out_features, in_features], "weight")?,
-            None,
-        ))
+        Linear::from_tensors(weights.get(&[out_features, in_features], "weight")?, None)?
+            .stored_as(weights.options())
     }
 }
 
@@ -469,8 +467,10 @@ impl Mlp {
             // `gate_up_proj` `[2·inner, hidden]`: the gate is the first half (`chunk(2)`).
             let fused = weights.get(&[2 * inner, hidden], "gate_up_proj.weight")?;
             (
-                Linear::from_tensors(fused.narrow(0, 0, inner)?.contiguous()?, None),
-                Linear::from_tensors(fused.narrow(0, inner, inner)?.contiguous()?, None),
+                Linear::from_tensors(fused.narrow(0, 0, inner)?.contiguous()?, None)?
+                    .stored_as(weights.options())?,
+                Linear::from_tensors(fused.narrow(0, inner, inner)?.contiguous()?, None)?
+                    .stored_as(weights.options())?,
             )
         } else {
             (
@@ -519,10 +519,8 @@ impl Attention {
             // `qkv_proj` `[q + 2·kv, hidden]`: queries, then keys, then values.
             let fused = weights.get(&[q_width + 2 * kv_width, hidden], "qkv_proj.weight")?;
             let part = |start: usize, width: usize| -> Result<Linear> {
-                Ok(Linear::from_tensors(
-                    fused.narrow(0, start, width)?.contiguous()?,
-                    None,
-                ))
+                Linear::from_tensors(fused.narrow(0, start, width)?.contiguous()?, None)?
+                    .stored_as(weights.options())
             };
             (
                 part(0, q_width)?,
@@ -648,7 +646,8 @@ impl LlamaForCausalLM {
             .collect::<Result<Vec<_>>>()?;
         let norm = load_norm(&model.pp("norm"), &llama)?;
         let lm_head = if llama.tie_word_embeddings || !weights.contains("lm_head.weight") {
-            Linear::from_tensors(embed_tokens.table().clone(), None)
+            Linear::from_tensors(embed_tokens.table().clone(), None)?
+                .stored_as(weights.options())?
         } else {
             load_linear(
                 &weights.pp("lm_head"),

@@ -100,7 +100,7 @@ impl RobertaLmHead {
         Ok(RobertaLmHead {
             dense: Linear::load(&weights.pp("dense"), hidden, hidden)?,
             layer_norm: LayerNorm::load(&weights.pp("layer_norm"), hidden, roberta.layer_norm_eps)?,
-            decoder: Linear::from_tensors(decoder_weight, Some(bias)),
+            decoder: Linear::from_tensors(decoder_weight, Some(bias))?,
         })
     }
 

@@ -16,6 +16,79 @@ pub struct Weights<'a> {
     checkpoint: &'a Checkpoint,
     prefix: String,
     device: Device,
+    options: WeightOptions,
+}
+
+/// How the weights of linear layers are stored in memory (compute stays f32).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WeightDtype {
+    /// 32-bit floats, as computed (the default).
+    #[default]
+    F32,
+    /// IEEE half precision, widened to f32 (F16C) as it is read.
+    F16,
+    /// bfloat16, widened to f32 as it is read.
+    Bf16,
+}
+
+impl WeightDtype {
+    /// Parses `f32`, `f16` or `bf16`.
+    pub fn from_name(name: &str) -> Option<WeightDtype> {
+        match name {
+            "f32" => Some(WeightDtype::F32),
+            "f16" => Some(WeightDtype::F16),
+            "bf16" => Some(WeightDtype::Bf16),
+            _ => None,
+        }
+    }
+}
+
+/// Weight quantization applied at load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Quantization {
+    /// 8-bit weights, one f32 scale per block of 32 inputs of an output row (see
+    /// [`crate::kernels::few_rows`]), quantized from the f32 (or f16/bf16) checkpoint values.
+    Q8,
+}
+
+impl Quantization {
+    /// Parses `q8`.
+    pub fn from_name(name: &str) -> Option<Quantization> {
+        (name == "q8").then_some(Quantization::Q8)
+    }
+}
+
+/// Options for loading a model's weights: the storage of linear-layer weights (embeddings, norms
+/// and biases stay f32). The default is plain f32, bit-for-bit the checkpoint's values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WeightOptions {
+    dtype: WeightDtype,
+    quantize: Option<Quantization>,
+}
+
+impl WeightOptions {
+    /// Checked options: quantized weights have their own storage, so `quantize` needs `dtype`
+    /// [`WeightDtype::F32`] (the default); anything else is an [`Error::Input`] naming `--dtype`.
+    pub fn new(dtype: WeightDtype, quantize: Option<Quantization>) -> Result<WeightOptions> {
+        if quantize.is_some() && dtype != WeightDtype::F32 {
+            return Err(Error::Input {
+                input: "dtype",
+                reason: "--quantize q8 stores 8-bit weights; leave --dtype at f32 with it"
+                    .to_string(),
+            });
+        }
+        Ok(WeightOptions { dtype, quantize })
+    }
+
+    /// The storage dtype of linear-layer weights.
+    pub fn dtype(&self) -> WeightDtype {
+        self.dtype
+    }
+
+    /// The quantization, if any.
+    pub fn quantize(&self) -> Option<Quantization> {
+        self.quantize
+    }
 }
 
 impl<'a> Weights<'a> {
@@ -25,7 +98,19 @@ impl<'a> Weights<'a> {
             checkpoint,
             prefix: String::new(),
             device: device.clone(),
+            options: WeightOptions::default(),
         }
+    }
+
+    /// The same view, with linear-layer weights stored as `options` say.
+    pub fn with_options(mut self, options: WeightOptions) -> Weights<'a> {
+        self.options = options;
+        self
+    }
+
+    /// How linear-layer weights are to be stored.
+    pub fn options(&self) -> WeightOptions {
+        self.options
     }
 
     /// The same checkpoint under `prefix` + `.` (an empty `name` leaves the prefix as is).
@@ -39,6 +124,7 @@ impl<'a> Weights<'a> {
             checkpoint: self.checkpoint,
             prefix,
             device: self.device.clone(),
+            options: self.options,
         }
     }
 

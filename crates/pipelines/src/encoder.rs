@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use safeformers_models::{Architecture, AutoModel, Head, LoadedModel, ModelOutput};
+use safeformers_models::{Architecture, AutoModel, Head, LoadedModel, ModelOutput, WeightOptions};
 use safeformers_tokenize::{EncodeOptions, Encoding, Padding, Tokenizer, TokenizerOptions};
 use safeformers_weights::LoadPolicy;
 
@@ -17,6 +17,9 @@ pub struct LoadOptions {
     pub policy: LoadPolicy,
     /// Where the model runs.
     pub device: Device,
+    /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks for the
+    /// text-generation pipeline's decoder).
+    pub weights: WeightOptions,
 }
 
 impl Default for LoadOptions {
@@ -24,6 +27,7 @@ impl Default for LoadOptions {
         LoadOptions {
             policy: LoadPolicy::default(),
             device: Device::Cpu,
+            weights: WeightOptions::default(),
         }
     }
 }

@@ -129,7 +129,12 @@ impl std::fmt::Debug for ChatRenderer {
 impl TextGeneration {
     /// Loads the causal LM, the tokenizer and the generation settings in `dir`.
     pub fn from_dir(dir: &Path, options: &LoadOptions) -> Result<TextGeneration> {
-        let model = AutoModelForCausalLM::load(dir, &options.policy, &options.device)?;
+        let model = AutoModelForCausalLM::load_with_options(
+            dir,
+            &options.policy,
+            &options.device,
+            options.weights,
+        )?;
         let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
         TextGeneration::from_parts(dir, model, tokenizer, options.device.clone())
     }

@@ -12,13 +12,20 @@
 //! - [`layer_norm`]: layer norm of rows in place (the residual is already added by the GEMM).
 //! - [`activation`]: elementwise activations in place; the erf GELU with an AVX2/FMA path.
 //!
+//! The decoder's hot loop runs on:
+//! - [`few_rows`]: `x Wᵀ` for one to a few dozen rows of `x` (decoding), with weights stored as
+//!   f32, f16, bf16 or 8-bit blocks.
+//! - [`decode_attention`]: attention of one new query row per sequence over a KV cache.
+//!
 //! Threads: every kernel splits its work over the rayon pool it is called from (the CLI's
 //! `--threads` pool, or rayon's global pool sized by `RAYON_NUM_THREADS` or the core count).
 
 #![allow(unsafe_code)]
 
 pub mod activation;
+pub mod decode_attention;
 pub mod encoder_attention;
+pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
 

@@ -347,21 +347,19 @@ fn last_logits(
         .flat_map(|row| row.mask.iter().copied())
         .collect();
     let mask = Tensor::from_vec(mask, (batch, total), device)?;
-    let logits = model.forward(input_ids, position_ids, &mask, cache)?;
+    // Only the last position's logits: the model skips the LM head on the rest of a prefill.
+    let logits = model.forward_last(input_ids, position_ids, &mask, cache)?;
     let (out_batch, new, vocab) = logits.dims3()?;
-    if out_batch != batch || new != input_ids.dim(1)? || new == 0 || vocab != model.vocab_size() {
+    if out_batch != batch || new != 1 || vocab != model.vocab_size() {
         return Err(PipelineError::InvalidInput(format!(
-            "the model returned logits of shape {:?} for {batch} rows of {} new tokens and a \
-             vocabulary of {}",
+            "the model returned last-token logits of shape {:?} for {batch} rows of {} new \
+             tokens and a vocabulary of {}",
             logits.dims(),
             input_ids.dim(1)?,
             model.vocab_size()
         )));
     }
-    Ok(logits
-        .i((.., new - 1, ..))?
-        .to_dtype(DType::F32)?
-        .to_vec2()?)
+    Ok(logits.i((.., 0, ..))?.to_dtype(DType::F32)?.to_vec2()?)
 }
 
 /// A seed for sampling without one: the clock's nanoseconds (not secret, only varied).

@@ -1,0 +1,227 @@
+//! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
+//! or 8-bit blocks, chosen by [`WeightOptions`] and converted once at load. Products with one to a
+//! few rows (decoding) go through [`crate::kernels::few_rows`], which reads every weight once;
+//! products with many rows (a prefill) run as one candle GEMM, on f32 weights as they are or on
+//! 16-/8-bit weights widened to f32 for that call.
+
+use std::sync::Arc;
+
+use candle_core::Tensor;
+use half::{bf16, f16};
+
+use crate::error::{Error, Result};
+use crate::kernels::few_rows::{self, MatrixData, MatrixRef};
+use crate::weights::{Quantization, WeightDtype, WeightOptions};
+
+/// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
+/// beyond it candle's GEMM is faster.
+pub const FEW_ROWS: usize = 16;
+
+/// The values of a weight matrix in one storage format.
+#[derive(Debug, Clone)]
+pub enum WeightStorage {
+    /// f32, contiguous `[out, in]`.
+    F32(Tensor),
+    /// IEEE half precision.
+    F16(Arc<[f16]>),
+    /// bfloat16.
+    Bf16(Arc<[bf16]>),
+    /// 8-bit blocks with their scales (see [`few_rows::quantize_q8`]).
+    Q8 {
+        /// Quantized weights, `[out, in]`.
+        values: Arc<[i8]>,
+        /// One scale per 32 inputs of a row.
+        scales: Arc<[f32]>,
+    },
+}
+
+/// A `[out, in]` weight matrix and its storage.
+#[derive(Debug, Clone)]
+pub struct StoredMatrix {
+    storage: WeightStorage,
+    rows: usize,
+    cols: usize,
+}
+
+impl StoredMatrix {
+    /// Stores `weight` (f32 `[out, in]`) as `options` say: kept as is for f32, converted once
+    /// otherwise.
+    pub fn new(weight: &Tensor, options: WeightOptions) -> Result<StoredMatrix> {
+        let (rows, cols) = weight.dims2()?;
+        let storage = match (options.quantize(), options.dtype()) {
+            (None, WeightDtype::F32) => WeightStorage::F32(weight.contiguous()?),
+            (None, WeightDtype::F16) => {
+                WeightStorage::F16(values_of(weight)?.into_iter().map(f16::from_f32).collect())
+            }
+            (None, WeightDtype::Bf16) => {
+                WeightStorage::Bf16(values_of(weight)?.into_iter().map(bf16::from_f32).collect())
+            }
+            (Some(Quantization::Q8), _) => {
+                let (values, scales) = few_rows::quantize_q8(&values_of(weight)?, rows, cols)?;
+                WeightStorage::Q8 {
+                    values: values.into(),
+                    scales: scales.into(),
+                }
+            }
+        };
+        Ok(StoredMatrix {
+            storage,
+            rows,
+            cols,
+        })
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// The storage.
+    pub fn storage(&self) -> &WeightStorage {
+        &self.storage
+    }
+
+    /// `x Wᵀ (+ bias)` for `x` `[rows, in]` → `[rows, out]`.
+    pub fn matmul(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
+        let (rows, _) = x.dims2()?;
+        if let WeightStorage::F32(weight) = &self.storage
+            && rows > FEW_ROWS
+        {
+            let y = x.matmul(&weight.t()?)?;
+            return match bias {
+                Some(bias) => {
+                    Ok(y.broadcast_add(&Tensor::from_slice(bias, self.rows, x.device())?)?)
+                }
+                None => Ok(y),
+            };
+        }
+        if rows > FEW_ROWS {
+            // Many rows (a prefill): widen the weights to f32 once and run one GEMM, which
+            // reuses each weight across rows far better than the few-row kernel.
+            let mut widened = vec![0.0f32; self.rows * self.cols];
+            self.with_matrix(|matrix| few_rows::decode_matrix(matrix, &mut widened))?;
+            let weight = Tensor::from_vec(widened, (self.rows, self.cols), x.device())?;
+            let y = x.matmul(&weight.t()?)?;
+            return match bias {
+                Some(bias) => {
+                    Ok(y.broadcast_add(&Tensor::from_slice(bias, self.rows, x.device())?)?)
+                }
+                None => Ok(y),
+            };
+        }
+        let values = x.flatten_all()?.to_vec1::<f32>()?;
+        let out = self.matmul_values(&values, rows, bias)?;
+        Ok(Tensor::from_vec(out, (rows, self.rows), x.device())?)
+    }
+
+    /// `x Wᵀ (+ bias)` on plain row-major values, `[rows, in]` → `[rows, out]`, through the
+    /// few-row kernel whatever the storage.
+    pub fn matmul_values(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
+        let mut out = vec![0.0f32; rows * self.rows];
+        self.with_matrix(|matrix| few_rows::matmul_transposed(matrix, x, rows, &mut out))?;
+        if let Some(bias) = bias {
+            if bias.len() != self.rows {
+                return Err(storage_error(
+                    "bias length differs from the output features",
+                ));
+            }
+            for row in out.chunks_exact_mut(self.rows.max(1)) {
+                for (y, b) in row.iter_mut().zip(bias) {
+                    *y += b;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs `work` on a borrowed view of the values (for f32, the tensor's own storage).
+    fn with_matrix<T>(&self, work: impl FnOnce(MatrixRef<'_>) -> Result<T>) -> Result<T> {
+        let (rows, cols) = (self.rows, self.cols);
+        let view = |data| MatrixRef { data, rows, cols };
+        match &self.storage {
+            WeightStorage::F32(weight) => {
+                let (storage, layout) = weight.storage_and_layout();
+                let candle_core::Storage::Cpu(cpu) = &*storage else {
+                    return Err(storage_error("the few-row kernel runs on CPU tensors only"));
+                };
+                let data = layout
+                    .contiguous_offsets()
+                    .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
+                    .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
+                work(view(MatrixData::F32(data)))
+            }
+            WeightStorage::F16(values) => work(view(MatrixData::F16(values))),
+            WeightStorage::Bf16(values) => work(view(MatrixData::Bf16(values))),
+            WeightStorage::Q8 { values, scales } => work(view(MatrixData::Q8 { values, scales })),
+        }
+    }
+}
+
+fn values_of(weight: &Tensor) -> Result<Vec<f32>> {
+    Ok(weight.flatten_all()?.to_vec1::<f32>()?)
+}
+
+fn storage_error(message: &str) -> Error {
+    Error::Candle(candle_core::Error::Msg(message.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use candle_core::Device;
+
+    use super::*;
+
+    /// The GEMM path (more than [`FEW_ROWS`] rows, weights widened) and the few-row kernel give
+    /// the same products, within f32 rounding (1e-5 of `Σ|w x|`), for every storage.
+    #[test]
+    fn many_row_and_few_row_paths_agree() {
+        let (outs, cols, rows) = (40, 96, FEW_ROWS + 6); // an even count: pairs only
+        let w: Vec<f32> = (0..outs * cols)
+            .map(|i| ((i as f32) * 0.37).sin())
+            .collect();
+        let x: Vec<f32> = (0..rows * cols)
+            .map(|i| ((i as f32) * 0.11).cos())
+            .collect();
+        let bias: Vec<f32> = (0..outs).map(|i| i as f32 * 0.01).collect();
+        let weight = Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap();
+        let x_tensor = Tensor::from_vec(x.clone(), (rows, cols), &Device::Cpu).unwrap();
+        for options in [
+            WeightOptions::default(),
+            WeightOptions::new(WeightDtype::F16, None).unwrap(),
+            WeightOptions::new(WeightDtype::Bf16, None).unwrap(),
+            WeightOptions::new(WeightDtype::F32, Some(Quantization::Q8)).unwrap(),
+        ] {
+            let matrix = StoredMatrix::new(&weight, options).unwrap();
+            let gemm = matrix
+                .matmul(&x_tensor, Some(&bias))
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            // Row by row through the kernel (two rows at a time: the multi-row loop, which
+            // reads f32 activations whatever the storage).
+            let mut few = Vec::new();
+            for pair in x.chunks(2 * cols) {
+                few.extend(
+                    matrix
+                        .matmul_values(pair, pair.len() / cols, Some(&bias))
+                        .unwrap(),
+                );
+            }
+            let worst = gemm
+                .iter()
+                .zip(&few)
+                .map(|(a, b)| (a - b).abs() / (a.abs() + 1.0))
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{options:?}: {worst:e}");
+        }
+    }
+}
