@@ -292,11 +292,7 @@ mod tests {
                 .unwrap();
             let mut got = x.clone();
             activation_in_place(activation, &mut got);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0.0f32, f32::max);
+            let worst = crate::kernels::max_abs_diff(&got, &want);
             // Same formulas in f32: a few ulp of values up to 8.
             eprintln!("measured error: {}", worst);
             assert!(worst < 2e-6, "{activation:?}: {worst}");

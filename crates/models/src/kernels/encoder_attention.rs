@@ -403,11 +403,7 @@ mod tests {
                     .unwrap();
                 pool.install(|| encoder_attention(&qkv, mask, shape, &mut got))
                     .unwrap();
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| (g - w).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = crate::kernels::max_abs_diff(&got, &want);
                 // Outputs are averages of values in [-2, 2): measured up to 1.1e-6.
                 eprintln!("measured error: {}", worst);
                 assert!(worst < 2e-6, "{shape:?} mask {}: {worst}", mask.is_some());

@@ -126,11 +126,7 @@ mod tests {
             let mut got = x.clone();
             layer_norm_in_place(&mut got, width, &w, &b, 1e-12).unwrap();
             let want = plain_layer_norm(&x, width, &w, &b, 1e-12);
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(g, w)| (g - w).abs())
-                .fold(0.0f32, f32::max);
+            let worst = crate::kernels::max_abs_diff(&got, &want);
             // Outputs are O(1); f32 against an f64 reference: measured below 1e-6.
             eprintln!("measured error: {}", worst);
             assert!(worst < 2e-6, "{rows}x{width}: {worst}");

@@ -67,6 +67,15 @@ pub(crate) fn rows_per_task(rows: usize, width: usize, min_values: usize) -> usi
     by_threads.max(by_work)
 }
 
+/// The largest absolute difference between two equally long slices (test comparisons).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// A small deterministic generator (xorshift) of test inputs in [-1, 1).
 #[cfg(test)]
 pub(crate) fn random_values(seed: u64, count: usize) -> Vec<f32> {
