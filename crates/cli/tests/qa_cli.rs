@@ -10,27 +10,13 @@
     clippy::indexing_slicing
 )]
 
-use std::io::Write as _;
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 fn safeformers(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_safeformers"))
-        .args(args)
-        .env("HF_HUB_OFFLINE", "1")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the safeformers binary runs");
-    if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
-    }
-    child.wait_with_output().unwrap()
+    common::safeformers_offline(args, stdin)
 }
 
 fn fixtures() -> std::path::PathBuf {

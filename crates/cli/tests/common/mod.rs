@@ -1,6 +1,7 @@
-//! Shared by the Hub tests of the `safeformers` binary: a sandbox per test (its own cache and
-//! `HF_HOME`, never the user's), a generated tiny model folder, and a loopback listener that
-//! counts connections (to prove that a command opened no socket).
+//! Shared by the tests of the `safeformers` binary: a sandbox per test (its own cache and
+//! `HF_HOME`, never the user's), a generated tiny model folder, a loopback listener that
+//! counts connections (to prove that a command opened no socket), and an offline runner with
+//! optional stdin for the pipeline tests.
 
 // Test code: a failed expectation is a panic with a message. Not every test file uses every
 // helper.
@@ -85,6 +86,28 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Runs the binary offline (`HF_HUB_OFFLINE=1`) with `args`, feeding `stdin` when given
+/// (otherwise stdin is empty), and collects its output.
+pub fn safeformers_offline(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    use std::io::Write as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_safeformers"))
+        .args(args)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the safeformers binary runs");
+    if let Some(bytes) = stdin {
+        child.stdin.take().unwrap().write_all(bytes).unwrap();
+    }
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `command` with `args`.
