@@ -30,7 +30,7 @@ use crate::distilbert::{
 use crate::error::{Error, Result};
 use crate::gpt2::Gpt2LmHeadModel;
 use crate::llama::LlamaForCausalLM;
-use crate::output::{ModelOutput, TaskModel};
+use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::roberta::{
     RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
     load_token_classification,
@@ -173,6 +173,17 @@ impl LoadedModel {
     ) -> Result<ModelOutput> {
         self.model
             .forward(input_ids, attention_mask, token_type_ids)
+    }
+
+    /// Each sequence's last hidden state without padding, when the model has that path (see
+    /// [`TaskModel::token_states`]).
+    pub fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
+        self.model.token_states(sequences)
+    }
+
+    /// Whether [`LoadedModel::token_states`] is available for this model and head.
+    pub fn has_token_states(&self) -> bool {
+        self.model.token_states(&[]).is_some()
     }
 
     /// The parsed `config.json`.

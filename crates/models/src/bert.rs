@@ -15,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
 use crate::kernels;
 use crate::kernels::activation::activation_in_place;
-use crate::kernels::encoder_attention::{AttentionShape, encoder_attention};
+use crate::kernels::encoder_attention::{
+    AttentionShape, encoder_attention, encoder_attention_packed,
+};
 use crate::kernels::matmul::DenseWeights;
 use crate::layers::{Activation, Embedding, Inputs, LayerNorm, Linear};
-use crate::output::{ModelOutput, TaskModel};
+use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::weights::Weights;
 
 /// `BertConfig`: the `config.json` fields of BERT (and RoBERTa / XLM-RoBERTa, whose configs
@@ -240,17 +242,11 @@ impl BertEmbeddings {
         self.word_embeddings.table()
     }
 
-    /// Position ids, `[batch·seq]`.
-    fn position_ids(&self, inputs: &Inputs) -> Result<Vec<u32>> {
+    /// Position ids of each row of ids, concatenated.
+    fn position_ids<'r>(&self, id_rows: impl Iterator<Item = &'r [u32]>) -> Result<Vec<u32>> {
         let rows: Vec<Vec<u32>> = match self.positions {
-            PositionIds::Absolute => inputs
-                .id_values
-                .iter()
-                .map(|row| (0..row.len() as u32).collect())
-                .collect(),
-            PositionIds::AfterPadding { padding_idx } => inputs
-                .id_values
-                .iter()
+            PositionIds::Absolute => id_rows.map(|row| (0..row.len() as u32).collect()).collect(),
+            PositionIds::AfterPadding { padding_idx } => id_rows
                 .map(|row| {
                     let mut count = 0u32;
                     row.iter()
@@ -287,13 +283,18 @@ impl BertEmbeddings {
             Some(types) => types.flatten_all()?.to_vec1::<u32>()?,
             None => vec![0; words.len()],
         };
-        let positions = self.position_ids(inputs)?;
+        let positions = self.position_ids(inputs.id_values.iter().map(Vec::as_slice))?;
+        self.embed(&words, &types, &positions)
+    }
+
+    /// Embedded rows for ids, token types and positions (equally long, already in range).
+    fn embed(&self, words: &[u32], types: &[u32], positions: &[u32]) -> Result<Vec<f32>> {
         let hidden = self.layer_norm.weight.len();
         let mut rows = vec![0.0f32; words.len() * hidden];
         with_values(self.word_embeddings.table(), |word_table| {
             with_values(self.token_type_embeddings.table(), |type_table| {
                 with_values(self.position_embeddings.table(), |position_table| {
-                    let ids = words.iter().zip(&types).zip(&positions);
+                    let ids = words.iter().zip(types).zip(positions);
                     for (row, ((&word, &kind), &position)) in rows.chunks_exact_mut(hidden).zip(ids)
                     {
                         // Ids were range-checked by `Inputs::check` and `position_ids`.
@@ -457,32 +458,46 @@ impl BertLayer {
         })
     }
 
-    /// Runs the layer on `hidden` `[batch·seq, hidden]` in place.
+    /// Runs the layer on `hidden` (the rows of `layout`, `[rows, hidden]`) in place.
     fn forward(
         &self,
         hidden: &mut [f32],
         scratch: &mut LayerScratch,
-        batch: usize,
-        seq: usize,
-        key_mask: Option<&[u8]>,
+        layout: &RowLayout<'_>,
     ) -> Result<()> {
-        let rows = batch * seq;
+        let rows = layout.rows();
         let width = self.attention_output.out_features();
+        let head_dim = width / self.num_heads.max(1);
         // BertSelfAttention: one projection for q, k, v, then attention per head.
         self.query_key_value
             .forward(hidden, rows, &mut scratch.query_key_value)?;
-        let shape = AttentionShape {
-            batch,
-            seq,
-            heads: self.num_heads,
-            head_dim: width / self.num_heads.max(1),
-        };
-        encoder_attention(
-            &scratch.query_key_value,
-            key_mask,
-            shape,
-            &mut scratch.context,
-        )?;
+        match *layout {
+            RowLayout::Padded {
+                batch,
+                seq,
+                key_mask,
+            } => {
+                let shape = AttentionShape {
+                    batch,
+                    seq,
+                    heads: self.num_heads,
+                    head_dim,
+                };
+                encoder_attention(
+                    &scratch.query_key_value,
+                    key_mask,
+                    shape,
+                    &mut scratch.context,
+                )?;
+            }
+            RowLayout::Packed { lengths } => encoder_attention_packed(
+                &scratch.query_key_value,
+                lengths,
+                self.num_heads,
+                head_dim,
+                &mut scratch.context,
+            )?,
+        }
         // BertSelfOutput: dense onto the residual, layer norm.
         self.attention_output
             .forward_onto_residual(&scratch.context, rows, hidden)?;
@@ -522,7 +537,6 @@ impl BertEncoder {
         seq: usize,
         mask: Option<&Tensor>,
     ) -> Result<()> {
-        let rows = batch * seq;
         let key_mask = match mask {
             Some(mask) => {
                 let flags = mask.flatten_all()?.to_vec1::<u8>()?;
@@ -531,6 +545,17 @@ impl BertEncoder {
             }
             None => None,
         };
+        let layout = RowLayout::Padded {
+            batch,
+            seq,
+            key_mask: key_mask.as_deref(),
+        };
+        self.forward_rows(hidden, &layout)
+    }
+
+    /// Runs every layer over the rows of `layout` (in place).
+    fn forward_rows(&self, hidden: &mut [f32], layout: &RowLayout<'_>) -> Result<()> {
+        let rows = layout.rows();
         let (width, intermediate) = self.layers.first().map_or((0, 0), |layer| {
             (
                 layer.attention_output.out_features(),
@@ -543,9 +568,32 @@ impl BertEncoder {
             intermediate: vec![0.0; rows * intermediate],
         };
         for layer in &self.layers {
-            layer.forward(hidden, &mut scratch, batch, seq, key_mask.as_deref())?;
+            layer.forward(hidden, &mut scratch, layout)?;
         }
         Ok(())
+    }
+}
+
+/// How the encoder's rows are laid out.
+#[derive(Debug, Clone, Copy)]
+enum RowLayout<'a> {
+    /// `batch` sequences padded to `seq` rows each; `key_mask` `[batch, seq]` (non-zero =
+    /// attend) hides the padding keys, whose rows are computed like Transformers does.
+    Padded {
+        batch: usize,
+        seq: usize,
+        key_mask: Option<&'a [u8]>,
+    },
+    /// Sequences of `lengths` rows one after another, no padding.
+    Packed { lengths: &'a [usize] },
+}
+
+impl RowLayout<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            RowLayout::Padded { batch, seq, .. } => batch * seq,
+            RowLayout::Packed { lengths } => lengths.iter().sum(),
+        }
     }
 }
 
@@ -625,6 +673,79 @@ impl BertModel {
         self.embeddings.word_embeddings()
     }
 
+    /// The last hidden state of each sequence's tokens, `[len, hidden]` row-major per
+    /// sequence, with the sequences packed one after another (no padding rows: see
+    /// [`TaskModel::token_states`]). Ids, types and lengths are checked as
+    /// [`BertModel::forward`] checks them.
+    pub fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Result<Vec<Vec<f32>>> {
+        if sequences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut lengths = Vec::with_capacity(sequences.len());
+        let mut words = Vec::new();
+        let mut types = Vec::new();
+        for sequence in sequences {
+            let ids = sequence.input_ids;
+            if ids.is_empty() || ids.len() > self.max_len {
+                return Err(Error::Input {
+                    input: "input_ids",
+                    reason: format!(
+                        "a sequence of {} tokens (the model takes 1 to {})",
+                        ids.len(),
+                        self.max_len
+                    ),
+                });
+            }
+            if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                return Err(Error::Input {
+                    input: "input_ids",
+                    reason: format!("id {id} is outside the vocabulary of {}", self.vocab_size),
+                });
+            }
+            match sequence.token_type_ids {
+                None => types.extend(std::iter::repeat_n(0, ids.len())),
+                Some(kinds) if kinds.len() != ids.len() => {
+                    return Err(Error::Input {
+                        input: "token_type_ids",
+                        reason: format!("{} types for {} tokens", kinds.len(), ids.len()),
+                    });
+                }
+                Some(kinds) => {
+                    if let Some(&kind) = kinds
+                        .iter()
+                        .find(|&&kind| kind as usize >= self.type_vocab_size)
+                    {
+                        return Err(Error::Input {
+                            input: "token_type_ids",
+                            reason: format!(
+                                "type {kind} is outside the model's {} types",
+                                self.type_vocab_size
+                            ),
+                        });
+                    }
+                    types.extend_from_slice(kinds);
+                }
+            }
+            words.extend_from_slice(ids);
+            lengths.push(ids.len());
+        }
+        let positions = self
+            .embeddings
+            .position_ids(sequences.iter().map(|sequence| sequence.input_ids))?;
+        let mut rows = self.embeddings.embed(&words, &types, &positions)?;
+        self.encoder
+            .forward_rows(&mut rows, &RowLayout::Packed { lengths: &lengths })?;
+        let width = rows.len() / words.len().max(1);
+        let mut states = Vec::with_capacity(lengths.len());
+        let mut rest = rows.as_slice();
+        for length in lengths {
+            let (sequence, after) = rest.split_at_checked(length * width).unwrap_or((rest, &[]));
+            states.push(sequence.to_vec());
+            rest = after;
+        }
+        Ok(states)
+    }
+
     /// Runs the encoder: `(last_hidden_state, pooler_output)`.
     pub fn forward(
         &self,
@@ -668,6 +789,10 @@ impl TaskModel for BertModel {
             last_hidden_state,
             pooler_output,
         })
+    }
+
+    fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
+        Some(BertModel::token_states(self, sequences))
     }
 }
 

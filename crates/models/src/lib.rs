@@ -55,5 +55,5 @@ pub use auto::{
 pub use causal_lm::{CausalLm, KvCache};
 pub use config::{ModelConfig, ProblemType};
 pub use error::{Error, Result};
-pub use output::{ModelOutput, TaskModel};
+pub use output::{ModelOutput, TaskModel, TokenSequence};
 pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

@@ -85,4 +85,22 @@ pub trait TaskModel: Debug + Send + Sync {
         attention_mask: Option<&Tensor>,
         token_type_ids: Option<&Tensor>,
     ) -> Result<ModelOutput>;
+
+    /// The last hidden state of every token of each sequence (`[len, hidden]` row-major per
+    /// sequence), computed without padding: each sequence is exactly as long as it is, and no
+    /// work is spent on padding rows. Equal to the real tokens' rows of [`TaskModel::forward`]
+    /// on a right-padded batch. `None` when the model has no such path (the caller pads and
+    /// calls `forward`).
+    fn token_states(&self, _sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
+        None
+    }
+}
+
+/// One sequence for [`TaskModel::token_states`]: its tokens only.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenSequence<'a> {
+    /// Token ids.
+    pub input_ids: &'a [u32],
+    /// Token type ids (segment ids), as many as `input_ids`; all zeros when `None`.
+    pub token_type_ids: Option<&'a [u32]>,
 }

@@ -18,7 +18,7 @@ use crate::bert::{
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::layers::{Activation, LayerNorm, Linear};
-use crate::output::{ModelOutput, TaskModel};
+use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::weights::Weights;
 
 /// `RobertaConfig` is `BertConfig` with `pad_token_id` 1 by default.
@@ -72,6 +72,10 @@ impl TaskModel for RobertaModel {
         token_type_ids: Option<&Tensor>,
     ) -> Result<ModelOutput> {
         TaskModel::forward(&self.roberta, input_ids, attention_mask, token_type_ids)
+    }
+
+    fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
+        Some(self.roberta.token_states(sequences))
     }
 }
 

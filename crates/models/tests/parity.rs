@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use safeformers_models::{AutoModel, ModelOutput};
+use safeformers_models::{AutoModel, ModelOutput, TokenSequence};
 use safeformers_weights::LoadPolicy;
 use serde_json::Value;
 
@@ -173,4 +173,116 @@ fn every_fixture_model_matches_transformers() {
             dir.file_name().unwrap().to_string_lossy()
         );
     }
+}
+
+/// The unpadded path (`token_states`, used by the feature-extraction pipeline) against
+/// Transformers' `last_hidden_state` at the real positions of every case, padded batches
+/// included (each sequence stripped to its real tokens), and against our own padded forward.
+#[test]
+fn unpadded_token_states_match_the_padded_forward() {
+    let mut checked = Vec::new();
+    for name in ["bert", "bert-tf4", "roberta", "xlm-roberta", "distilbert"] {
+        let dir = fixtures_dir().join(name);
+        let expected: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap())
+                .unwrap();
+        let model = AutoModel::load(&dir, &LoadPolicy::default(), &Device::Cpu).unwrap();
+        if !model.has_token_states() {
+            // DistilBERT has no unpadded path: the pipeline pads for it.
+            assert!(model.token_states(&[]).is_none(), "{name}");
+            continue;
+        }
+        for (case_name, case) in expected["cases"].as_object().unwrap() {
+            let inputs = &case["inputs"];
+            let ids = int_tensor(&inputs["input_ids"]);
+            let mask = inputs.get("attention_mask").map(int_tensor);
+            let types = inputs.get("token_type_ids").map(int_tensor);
+            let (batch, seq) = ids.dims2().unwrap();
+            let rows_of = |tensor: &Tensor| -> Vec<Vec<u32>> {
+                tensor.to_dtype(DType::U32).unwrap().to_vec2().unwrap()
+            };
+            let id_rows = rows_of(&ids);
+            let mask_rows = match &mask {
+                Some(mask) => rows_of(mask),
+                None => vec![vec![1; seq]; batch],
+            };
+            let type_rows = types.as_ref().map(rows_of);
+            let lengths: Vec<usize> = mask_rows
+                .iter()
+                .map(|row| row.iter().take_while(|&&flag| flag != 0).count())
+                .collect();
+            let sequences: Vec<TokenSequence<'_>> = (0..batch)
+                .map(|b| TokenSequence {
+                    input_ids: &id_rows[b][..lengths[b]],
+                    token_type_ids: type_rows.as_ref().map(|rows| &rows[b][..lengths[b]]),
+                })
+                .collect();
+            let states = model.token_states(&sequences).unwrap().unwrap();
+            let padded = model.forward(&ids, mask.as_ref(), types.as_ref()).unwrap();
+            let padded: Vec<Vec<Vec<f32>>> = padded.last_hidden_state().unwrap().to_vec3().unwrap();
+            let mut reference = Vec::new();
+            flatten(
+                &case["outputs"]["last_hidden_state"]["data"],
+                &mut reference,
+            );
+            let width = reference.len() / (batch * seq);
+            let (mut worst_reference, mut worst_padded) = (0f64, 0f32);
+            for b in 0..batch {
+                assert_eq!(states[b].len(), lengths[b] * width, "{name}/{case_name}");
+                for t in 0..lengths[b] {
+                    for c in 0..width {
+                        let ours = states[b][t * width + c];
+                        let theirs = reference[(b * seq + t) * width + c];
+                        worst_reference = worst_reference.max((f64::from(ours) - theirs).abs());
+                        worst_padded = worst_padded.max((ours - padded[b][t][c]).abs());
+                    }
+                }
+            }
+            println!(
+                "{name:<12} {case_name:<6} unpadded vs Transformers {worst_reference:.2e}, vs padded forward {worst_padded:.2e}"
+            );
+            assert!(
+                worst_reference <= f64::from(TOLERANCE),
+                "{name}/{case_name}"
+            );
+            // Same kernels on the same rows: only the attention's key loop differs (masked
+            // keys skipped either way), so the two agree to rounding.
+            assert!(worst_padded <= 1e-6, "{name}/{case_name}: {worst_padded}");
+            checked.push(format!("{name}/{case_name}"));
+        }
+    }
+    assert!(checked.len() >= 8, "{checked:?}");
+    // Out-of-range inputs are errors, as in `forward`.
+    let model = AutoModel::load(
+        &fixtures_dir().join("bert"),
+        &LoadPolicy::default(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for bad in [
+        TokenSequence {
+            input_ids: &[],
+            token_type_ids: None,
+        },
+        TokenSequence {
+            input_ids: &[u32::MAX],
+            token_type_ids: None,
+        },
+        TokenSequence {
+            input_ids: &[1, 2],
+            token_type_ids: Some(&[0]),
+        },
+        TokenSequence {
+            input_ids: &[1, 2],
+            token_type_ids: Some(&[0, 99]),
+        },
+    ] {
+        assert!(model.token_states(&[bad]).unwrap().is_err(), "{bad:?}");
+    }
+    let too_long = vec![1u32; 100_000];
+    let sequence = TokenSequence {
+        input_ids: &too_long,
+        token_type_ids: None,
+    };
+    assert!(model.token_states(&[sequence]).unwrap().is_err());
 }

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use safeformers_models::{Architecture, AutoModel, Head, LoadedModel, ModelOutput, WeightOptions};
+use safeformers_models::{
+    Architecture, AutoModel, Head, LoadedModel, ModelOutput, TokenSequence, WeightOptions,
+};
 use safeformers_tokenize::{EncodeOptions, Encoding, Padding, Tokenizer, TokenizerOptions};
 use safeformers_weights::LoadPolicy;
 
@@ -114,6 +116,50 @@ impl Encoder {
         Ok(self
             .model
             .forward(&input_ids, Some(&attention_mask), token_type_ids.as_ref())?)
+    }
+
+    /// The real tokens' last hidden states of right-padded `rows` (one vector per token),
+    /// computed without padding by [`LoadedModel::token_states`]; `None` when the model has no
+    /// such path or a row is not right-padded (its real tokens are not a prefix), in which
+    /// case the caller runs [`Encoder::forward`].
+    pub fn token_states(&self, rows: &[&Encoding]) -> Result<Option<Vec<Vec<Vec<f32>>>>> {
+        let mut sequences = Vec::with_capacity(rows.len());
+        for row in rows {
+            let real = row
+                .attention_mask
+                .iter()
+                .take_while(|&&flag| flag != 0)
+                .count();
+            if row.attention_mask.iter().skip(real).any(|&flag| flag != 0) {
+                return Ok(None);
+            }
+            let input_ids = row.input_ids.get(..real).unwrap_or_default();
+            let token_type_ids = if self.model.uses_token_type_ids() {
+                row.token_type_ids.get(..real)
+            } else {
+                None
+            };
+            sequences.push(TokenSequence {
+                input_ids,
+                token_type_ids,
+            });
+        }
+        let Some(states) = self.model.token_states(&sequences).transpose()? else {
+            return Ok(None);
+        };
+        Ok(Some(
+            states
+                .iter()
+                .zip(&sequences)
+                .map(|(states, sequence)| {
+                    let width = states.len() / sequence.input_ids.len().max(1);
+                    states
+                        .chunks_exact(width.max(1))
+                        .map(<[f32]>::to_vec)
+                        .collect()
+                })
+                .collect(),
+        ))
     }
 
     /// Tokenizes `inputs` in length-sorted batches of `batch_size` (padded to each batch's

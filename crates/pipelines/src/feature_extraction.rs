@@ -13,7 +13,7 @@ use std::path::{Component, Path, PathBuf};
 
 use rayon::prelude::*;
 use safeformers_models::Head;
-use safeformers_tokenize::{EncodeOptions, Encodings, Padding};
+use safeformers_tokenize::{EncodeOptions, Encoding, Encodings, Padding};
 use serde::{Deserialize, Serialize};
 
 use crate::encoder::{Encoder, LoadOptions, length_sorted_batches, read_json};
@@ -368,21 +368,31 @@ impl FeatureExtraction {
     /// Runs the pipeline on `inputs`, in batches of inputs of similar length; results are in
     /// input order.
     ///
-    /// Batches of at most [`CONCURRENT_BATCH_SIZE`] inputs run concurrently on the calling
-    /// rayon pool (one short sequence is too little work to split over threads; several are
-    /// not); larger batches run one after the other, each using every thread.
+    /// Models with an unpadded path ([`safeformers_models::TaskModel::token_states`]: the
+    /// BERT family) compute each input's tokens only, never padding rows. With that path,
+    /// batches of at most [`CONCURRENT_BATCH_SIZE`] inputs go one per thread into a single
+    /// unpadded pass (each input still tokenized and computed on its own — the results are
+    /// those of running the batches one by one — but the threads share each layer's weights
+    /// while they are in cache); without it, such batches run concurrently on the calling
+    /// rayon pool. Larger batches run one after the other, each using every thread.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
         let batches = length_sorted_batches(&lengths, self.batch_size);
-        let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size <= CONCURRENT_BATCH_SIZE
-        {
+        let unpadded = self.encoder.model().has_token_states();
+        let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size > CONCURRENT_BATCH_SIZE {
             batches
-                .par_iter()
+                .iter()
                 .map(|batch| self.run_batch(batch, inputs))
+                .collect::<Result<_>>()?
+        } else if unpadded {
+            let threads = rayon::current_num_threads().max(1);
+            batches
+                .chunks(threads)
+                .map(|group| self.run_batch(&group.concat(), inputs))
                 .collect::<Result<_>>()?
         } else {
             batches
-                .iter()
+                .par_iter()
                 .map(|batch| self.run_batch(batch, inputs))
                 .collect::<Result<_>>()?
         };
@@ -417,19 +427,12 @@ impl FeatureExtraction {
             .collect();
         let encodings = self.tokenize(&texts)?;
         let rows: Vec<_> = encodings.iter().collect();
-        let output = self.encoder.forward(&rows)?;
-        let hidden = output
-            .last_hidden_state()
-            .ok_or_else(|| self.encoder.wrong_output("last_hidden_state"))?
-            .to_vec3::<f32>()?;
+        let real_states = match self.encoder.token_states(&rows)? {
+            Some(states) => states,
+            None => self.padded_token_states(&rows)?,
+        };
         let mut results = Vec::with_capacity(batch.len());
-        for ((&index, row), states) in batch.iter().zip(&rows).zip(hidden) {
-            let real: Vec<Vec<f32>> = states
-                .into_iter()
-                .zip(&row.attention_mask)
-                .filter(|(_, mask)| **mask != 0)
-                .map(|(state, _)| state)
-                .collect();
+        for (&index, real) in batch.iter().zip(real_states) {
             let output = if self.pooling.is_empty() {
                 if self.normalize {
                     real.into_iter().map(normalized).collect()
@@ -446,6 +449,27 @@ impl FeatureExtraction {
             results.push((index, output));
         }
         Ok(results)
+    }
+
+    /// The real tokens' states of each row from one padded forward pass.
+    fn padded_token_states(&self, rows: &[&Encoding]) -> Result<Vec<Vec<Vec<f32>>>> {
+        let output = self.encoder.forward(rows)?;
+        let hidden = output
+            .last_hidden_state()
+            .ok_or_else(|| self.encoder.wrong_output("last_hidden_state"))?
+            .to_vec3::<f32>()?;
+        Ok(hidden
+            .into_iter()
+            .zip(rows)
+            .map(|(states, row)| {
+                states
+                    .into_iter()
+                    .zip(&row.attention_mask)
+                    .filter(|(_, mask)| **mask != 0)
+                    .map(|(state, _)| state)
+                    .collect()
+            })
+            .collect())
     }
 
     /// Sentence embeddings of `inputs`, in input order; an error when the pipeline has no

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::check_len;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -96,6 +96,51 @@ pub fn encoder_attention(
                 });
         });
     Ok(())
+}
+
+/// Attention for sequences packed one after another without padding: `qkv` holds
+/// `Σ lengths` rows of `3·hidden`, `output` the same rows of `hidden`; sequence `i` is the
+/// `lengths[i]` rows after those of the sequences before it, and attends only to itself.
+/// Sequences run side by side on the calling rayon pool.
+pub fn encoder_attention_packed(
+    qkv: &[f32],
+    lengths: &[usize],
+    heads: usize,
+    head_dim: usize,
+    output: &mut [f32],
+) -> Result<()> {
+    const KERNEL: &str = "encoder_attention_packed";
+    let hidden = heads * head_dim;
+    let rows: usize = lengths.iter().sum();
+    check_len(KERNEL, "qkv", qkv.len(), rows * 3 * hidden)?;
+    check_len(KERNEL, "output", output.len(), rows * hidden)?;
+    let mut jobs = Vec::with_capacity(lengths.len());
+    let (mut qkv_rest, mut output_rest) = (qkv, output);
+    for &seq in lengths {
+        let (Some((sequence_qkv, qkv_after)), Some((sequence_out, output_after))) = (
+            qkv_rest.split_at_checked(seq * 3 * hidden),
+            output_rest.split_at_mut_checked(seq * hidden),
+        ) else {
+            return Err(Error::Kernel {
+                kernel: KERNEL,
+                reason: format!("lengths {lengths:?} do not add up to the buffers"),
+            });
+        };
+        (qkv_rest, output_rest) = (qkv_after, output_after);
+        if seq > 0 {
+            jobs.push((seq, sequence_qkv, sequence_out));
+        }
+    }
+    jobs.into_par_iter()
+        .try_for_each(|(seq, sequence_qkv, sequence_out)| {
+            let shape = AttentionShape {
+                batch: 1,
+                seq,
+                heads,
+                head_dim,
+            };
+            encoder_attention(sequence_qkv, None, shape, sequence_out)
+        })
 }
 
 fn attend_block(

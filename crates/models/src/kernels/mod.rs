@@ -28,6 +28,7 @@ pub mod encoder_attention;
 pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
+pub mod packed_gemm;
 
 use crate::error::{Error, Result};
 

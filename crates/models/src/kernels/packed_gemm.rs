@@ -1,0 +1,494 @@
+//! `output += input·Wᵀ` with `W` packed once, at load, into the layout an AVX-512 micro-kernel
+//! reads: the encoder's dense layers on CPUs with AVX-512F.
+//!
+//! Why our own: the `gemm` crate repacks the weights on every call and its x86 kernels on
+//! stable Rust are AVX2 (8-lane) ones; on this machine's EPYC it reached ~80% of the FMA peak on
+//! BERT shapes, and less on the short products of one sentence. Packing once and using the 32
+//! vector registers for a 14×32 tile of accumulators gets closer (see `gemm_speed` example).
+//!
+//! Layout. The output columns (rows of `W`) are cut into panels of [`PANEL_WIDTH`] = 32; panel
+//! `p` stores, for every input index `k` in order, the 32 weights `W[32p .. 32p+32, k]`
+//! (zeros past `out_features`), so the micro-kernel reads each panel front to back as two
+//! 64-byte vectors per `k`. Panels are 64-byte aligned.
+//!
+//! Loop order (one thread): the input is first copied once, tile by tile of [`TILE_ROWS`]
+//! rows, `k`-major (one broadcast stream for the kernel instead of fourteen). The input
+//! dimension is cut into blocks of [`DEPTH_BLOCK`]; within one, panels are taken in groups
+//! whose weights fit in the L2 cache, and every tile of input rows runs against every panel of
+//! the group, adding onto what `output` held (bias, residual).
+//!
+//! Threads take disjoint ranges of panels (output columns): each reads only its share of the
+//! weights, which matters most for one short sentence, where the weights are read from memory
+//! for a couple of tiles of rows.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::check_len;
+use crate::error::{Error, Result};
+
+/// Output columns per panel: two 16-lane vectors.
+const PANEL_WIDTH: usize = 32;
+/// Rows per micro-kernel tile: 14 rows × 2 vectors = 28 accumulators, leaving 4 of the 32
+/// vector registers for the two weight vectors.
+const TILE_ROWS: usize = 14;
+/// Fewest rows split over threads: two tiles. Two short sentences (~28 rows each) take about
+/// 0.2 ms per projection on one core, far above the cost of handing half to another thread,
+/// and both threads then read the same weights while they are in the shared L3 cache.
+const MIN_ROWS_TO_SPLIT: usize = 2 * TILE_ROWS;
+/// Weight bytes per group of panels: half of the 1 MiB L2, the rest for the input blocks.
+const GROUP_BYTES: usize = 512 * 1024;
+/// Input values per pass over a tile: 14 rows × 384 values of input (21 KiB) stay in the
+/// 32 KiB L1 cache while the kernel streams the weights past them.
+const DEPTH_BLOCK: usize = 768;
+/// f32 values per 64 bytes (the alignment of each panel).
+const ALIGN_VALUES: usize = 16;
+
+/// A linear layer's weights packed for [`PackedWeights::accumulate`].
+#[derive(Clone)]
+pub struct PackedWeights {
+    /// The panels, starting at `storage[start]` (64-byte aligned), `panel_count · in · 32`
+    /// values.
+    storage: Vec<f32>,
+    start: usize,
+    in_features: usize,
+    out_features: usize,
+    panel_count: usize,
+}
+
+impl std::fmt::Debug for PackedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PackedWeights")
+            .field("in_features", &self.in_features)
+            .field("out_features", &self.out_features)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether this CPU runs the packed kernel (AVX-512F, checked once by std, cached).
+pub fn is_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+impl PackedWeights {
+    /// Packs a PyTorch `nn.Linear` weight, `[out_features, in_features]` row-major.
+    pub fn pack(weight_out_in: &[f32], in_features: usize, out_features: usize) -> Result<Self> {
+        const KERNEL: &str = "PackedWeights::pack";
+        let expected = in_features
+            .checked_mul(out_features)
+            .ok_or_else(|| Error::Kernel {
+                kernel: KERNEL,
+                reason: format!("{out_features}×{in_features} weights overflow"),
+            })?;
+        check_len(KERNEL, "weight", weight_out_in.len(), expected)?;
+        let panel_count = out_features.div_ceil(PANEL_WIDTH);
+        let panel_len = in_features * PANEL_WIDTH;
+        let mut storage = vec![0.0f32; panel_count * panel_len + ALIGN_VALUES];
+        // `align_offset` counts elements; a Vec of f32 is 4-byte aligned, so the offset is
+        // below 16 and the panels fit.
+        let start = storage.as_ptr().align_offset(ALIGN_VALUES * 4);
+        if start >= ALIGN_VALUES {
+            return Err(Error::Kernel {
+                kernel: KERNEL,
+                reason: "cannot align the packed weights".into(),
+            });
+        }
+        let panels = storage
+            .get_mut(start..start + panel_count * panel_len)
+            .unwrap_or_default();
+        for (panel_index, panel) in panels.chunks_exact_mut(panel_len.max(1)).enumerate() {
+            let first_out = panel_index * PANEL_WIDTH;
+            let outs = PANEL_WIDTH.min(out_features - first_out);
+            for lane in 0..outs {
+                let row_start = (first_out + lane) * in_features;
+                let row = weight_out_in
+                    .get(row_start..row_start + in_features)
+                    .unwrap_or_default();
+                for (k, &value) in row.iter().enumerate() {
+                    if let Some(slot) = panel.get_mut(k * PANEL_WIDTH + lane) {
+                        *slot = value;
+                    }
+                }
+            }
+        }
+        Ok(PackedWeights {
+            storage,
+            start,
+            in_features,
+            out_features,
+            panel_count,
+        })
+    }
+
+    /// Width of the input rows.
+    pub fn in_features(&self) -> usize {
+        self.in_features
+    }
+
+    /// Width of the output rows.
+    pub fn out_features(&self) -> usize {
+        self.out_features
+    }
+
+    /// `output += input·Wᵀ` for `rows` rows (`input` `[rows, in]`, `output` `[rows, out]`),
+    /// split by rows over the calling rayon pool from [`MIN_ROWS_TO_SPLIT`] rows on.
+    /// Fails with [`Error::Kernel`] on wrong lengths or a CPU without AVX-512F.
+    pub fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
+        const KERNEL: &str = "PackedWeights::accumulate";
+        let (k, n) = (self.in_features, self.out_features);
+        check_len(KERNEL, "input", input.len(), rows * k)?;
+        check_len(KERNEL, "output", output.len(), rows * n)?;
+        if !is_available() {
+            return Err(Error::Kernel {
+                kernel: KERNEL,
+                reason: "this CPU has no AVX-512F".into(),
+            });
+        }
+        if rows == 0 || n == 0 || k == 0 {
+            return Ok(());
+        }
+        thread_local! {
+            /// The packed input, reused from call to call (a fresh multi-megabyte buffer
+            /// would page-fault on every call).
+            static PACKED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        }
+        PACKED_INPUT.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut buffer) => self.accumulate_with(input, rows, output, &mut buffer),
+            Err(_) => self.accumulate_with(input, rows, output, &mut Vec::new()),
+        });
+        Ok(())
+    }
+
+    /// Packs the input once, then runs the panels: all on this thread, or (from
+    /// [`MIN_ROWS_TO_SPLIT`] rows) split into one contiguous range of panels per thread, so
+    /// each thread reads its own share of the weights and every row of the input. Lengths
+    /// already checked, AVX-512F present.
+    fn accumulate_with(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        packed_input: &mut Vec<f32>,
+    ) {
+        pack_input(input, self.in_features, packed_input);
+        let packed_input: &[f32] = packed_input;
+        let output = SharedOutput {
+            start: output.as_mut_ptr(),
+            len: output.len(),
+        };
+        let threads = rayon::current_num_threads();
+        if threads < 2 || rows < MIN_ROWS_TO_SPLIT || self.panel_count < 2 {
+            self.run_panels(packed_input, rows, 0..self.panel_count, &output);
+            return;
+        }
+        let parts = threads.min(self.panel_count);
+        (0..parts).into_par_iter().for_each(|part| {
+            let panels = part * self.panel_count / parts..(part + 1) * self.panel_count / parts;
+            self.run_panels(packed_input, rows, panels, &output);
+        });
+    }
+
+    /// Adds the columns of `panels` for every row onto `output` (`[rows, n]`).
+    fn run_panels(
+        &self,
+        packed_input: &[f32],
+        rows: usize,
+        panels: Range<usize>,
+        output: &SharedOutput,
+    ) {
+        let (k, n) = (self.in_features, self.out_features);
+        let panel_len = k * PANEL_WIDTH;
+        let weights = self
+            .storage
+            .get(self.start..self.start + self.panel_count * panel_len)
+            .unwrap_or_default();
+        let panel_count = panels.len();
+        for depth_start in (0..k).step_by(DEPTH_BLOCK) {
+            let depth = DEPTH_BLOCK.min(k - depth_start);
+            // As many panels as fit in GROUP_BYTES, evened out over the groups (12 panels
+            // that fit 10 at a time go 6 + 6).
+            let fitting = (GROUP_BYTES / (depth * PANEL_WIDTH * 4)).max(1);
+            let group_panels = panel_count
+                .div_ceil(panel_count.div_ceil(fitting).max(1))
+                .max(1);
+            for group_start in panels.clone().step_by(group_panels) {
+                let group_end = (group_start + group_panels).min(panels.end);
+                for first_row in (0..rows).step_by(TILE_ROWS) {
+                    let tile_rows = TILE_ROWS.min(rows - first_row);
+                    let block_start = first_row * k + depth_start * tile_rows;
+                    let block = packed_input
+                        .get(block_start..block_start + depth * tile_rows)
+                        .unwrap_or_default();
+                    for panel_index in group_start..group_end {
+                        let first_col = panel_index * PANEL_WIDTH;
+                        let cols = PANEL_WIDTH.min(n - first_col);
+                        let panel_start = panel_index * panel_len + depth_start * PANEL_WIDTH;
+                        let panel = weights
+                            .get(panel_start..panel_start + depth * PANEL_WIDTH)
+                            .unwrap_or_default();
+                        let out_start = first_row * n + first_col;
+                        let out_end = (first_row + tile_rows - 1) * n + first_col + cols;
+                        if out_end > output.len {
+                            continue;
+                        }
+                        let tile = Tile {
+                            block,
+                            panel,
+                            depth,
+                            // SAFETY: out_start ≤ out_end ≤ len: inside the output buffer.
+                            out: unsafe { output.start.add(out_start) },
+                            out_stride: n,
+                            cols,
+                        };
+                        tile.run(tile_rows);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The output buffer shared by the threads of one [`PackedWeights::accumulate`] call, each of
+/// which writes only the columns of its own panels.
+struct SharedOutput {
+    start: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the pointer comes from the `&mut [f32]` that `accumulate_with` holds for the whole
+// parallel section; threads write disjoint column ranges (their panels) and nobody reads what
+// another thread writes.
+unsafe impl Sync for SharedOutput {}
+
+/// Copies `input` (`[rows, k]` row-major) into `packed` tile by tile: the rows of each tile
+/// of [`TILE_ROWS`] (fewer in the last) stored `k`-major, `packed[first_row·k + d·tile_rows
+/// + r] = input[first_row + r, d]`, so the kernel reads one stream whatever the depth block.
+fn pack_input(input: &[f32], k: usize, packed: &mut Vec<f32>) {
+    packed.clear();
+    packed.resize(input.len(), 0.0);
+    for (tile_in, tile_out) in input
+        .chunks(TILE_ROWS * k.max(1))
+        .zip(packed.chunks_mut(TILE_ROWS * k.max(1)))
+    {
+        let tile_rows = tile_in.len() / k.max(1);
+        for (r, row) in tile_in.chunks_exact(k.max(1)).enumerate() {
+            for (slots, &value) in tile_out.chunks_exact_mut(tile_rows.max(1)).zip(row) {
+                if let Some(slot) = slots.get_mut(r) {
+                    *slot = value;
+                }
+            }
+        }
+    }
+}
+
+/// One micro-kernel call: `out[r, c] += Σ_k block[k·R + r] · panel[k·32 + c]` for `R` rows
+/// and `cols` ≤ 32 columns, `out` starting at the tile's first value with row stride
+/// `out_stride`.
+struct Tile<'a> {
+    block: &'a [f32],
+    panel: &'a [f32],
+    depth: usize,
+    /// The tile's first output value; `(R-1)·out_stride + cols` values from here are
+    /// the caller's to write (see [`SharedOutput`]).
+    out: *mut f32,
+    out_stride: usize,
+    cols: usize,
+}
+
+impl Tile<'_> {
+    /// Dispatches to the kernel compiled for `rows` rows (1..=14).
+    fn run(self, rows: usize) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let ok = self.block.len() == rows * self.depth
+                && self.panel.len() == self.depth * PANEL_WIDTH
+                && self.cols <= PANEL_WIDTH
+                && self.cols > 0
+                && rows > 0
+                && self.panel.as_ptr().align_offset(ALIGN_VALUES * 4) == 0
+                && is_available();
+            if !ok {
+                return;
+            }
+            // SAFETY: checked just above: the block holds `rows·depth` values, the panel
+            // `depth·32` (64-byte aligned, as the kernel's aligned loads need), and the CPU
+            // has AVX-512F; `run_panels` checked that `out` is followed by the
+            // `(rows-1)·out_stride + cols` values the kernel touches.
+            unsafe {
+                match rows {
+                    1 => tile_avx512::<1>(&self),
+                    2 => tile_avx512::<2>(&self),
+                    3 => tile_avx512::<3>(&self),
+                    4 => tile_avx512::<4>(&self),
+                    5 => tile_avx512::<5>(&self),
+                    6 => tile_avx512::<6>(&self),
+                    7 => tile_avx512::<7>(&self),
+                    8 => tile_avx512::<8>(&self),
+                    9 => tile_avx512::<9>(&self),
+                    10 => tile_avx512::<10>(&self),
+                    11 => tile_avx512::<11>(&self),
+                    12 => tile_avx512::<12>(&self),
+                    13 => tile_avx512::<13>(&self),
+                    _ => tile_avx512::<TILE_ROWS>(&self),
+                }
+            }
+        }
+    }
+}
+
+/// The micro-kernel: `R` rows × 32 columns of accumulators in registers, loaded from `out`
+/// (masked to `cols`), two aligned weight loads and `2R` FMAs per `k`, stored back masked.
+///
+/// # Safety
+/// AVX-512F present; `tile.block` holds `R·depth` values, `tile.panel` `depth·32` values
+/// starting 64-byte aligned, and `tile.out` is followed by `(R-1)·out_stride + cols` values
+/// that no other thread reads or writes during the call.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn tile_avx512<const R: usize>(tile: &Tile<'_>) {
+    use std::arch::x86_64::*;
+    let low_mask: __mmask16 = if tile.cols >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << tile.cols) - 1) as u16
+    };
+    let high_mask: __mmask16 = if tile.cols >= 32 {
+        0xFFFF
+    } else if tile.cols <= 16 {
+        0
+    } else {
+        ((1u32 << (tile.cols - 16)) - 1) as u16
+    };
+    let out = tile.out;
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
+    for (r, pair) in acc.iter_mut().enumerate() {
+        // SAFETY: row r starts at r·out_stride, inside `out`; masked-off lanes are not read.
+        unsafe {
+            let row = out.add(r * tile.out_stride);
+            pair[0] = _mm512_maskz_loadu_ps(low_mask, row);
+            if high_mask != 0 {
+                pair[1] = _mm512_maskz_loadu_ps(high_mask, row.add(16));
+            }
+        }
+    }
+    let block = tile.block.as_ptr();
+    let panel = tile.panel.as_ptr();
+    for k in 0..tile.depth {
+        // SAFETY: k < depth: the panel holds 32 values per k (aligned: 128-byte steps from an
+        // aligned start), the block R values per k.
+        unsafe {
+            let weights_low = _mm512_load_ps(panel.add(k * PANEL_WIDTH));
+            let weights_high = _mm512_load_ps(panel.add(k * PANEL_WIDTH + 16));
+            let inputs = block.add(k * R);
+            for (r, pair) in acc.iter_mut().enumerate() {
+                let x = _mm512_set1_ps(*inputs.add(r));
+                pair[0] = _mm512_fmadd_ps(x, weights_low, pair[0]);
+                pair[1] = _mm512_fmadd_ps(x, weights_high, pair[1]);
+            }
+        }
+    }
+    for (r, pair) in acc.iter().enumerate() {
+        // SAFETY: as for the loads; no other thread touches these columns of these rows.
+        unsafe {
+            let row = out.add(r * tile.out_stride);
+            _mm512_mask_storeu_ps(row, low_mask, pair[0]);
+            if high_mask != 0 {
+                _mm512_mask_storeu_ps(row.add(16), high_mask, pair[1]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
+    use super::*;
+    use crate::kernels::random_values;
+
+    /// `out + input·Wᵀ` in f64.
+    fn plain(input: &[f32], weight: &[f32], out: &[f32], rows: usize, k: usize) -> Vec<f64> {
+        let n = out.len() / rows.max(1);
+        let mut result = vec![0.0f64; rows * n];
+        for r in 0..rows {
+            for o in 0..n {
+                let mut sum = f64::from(out[r * n + o]);
+                for i in 0..k {
+                    sum += f64::from(input[r * k + i]) * f64::from(weight[o * k + i]);
+                }
+                result[r * n + o] = sum;
+            }
+        }
+        result
+    }
+
+    #[test]
+    fn packed_matches_plain_on_every_edge() {
+        if !is_available() {
+            eprintln!("no AVX-512F on this CPU: the packed kernel is not used here");
+            return;
+        }
+        // Rows 1..=14 hit every tile kernel; 15/29/100 mix full and partial tiles (and split
+        // over threads); columns 1, 16, 17, 31, 33, 1152 hit the masks; k = 1 and 1536 the
+        // depth extremes.
+        let shapes = [
+            (1, 1, 1),
+            (3, 7, 16),
+            (5, 384, 17),
+            (14, 33, 31),
+            (15, 64, 33),
+            (29, 384, 1152),
+            (100, 1536, 40),
+            (130, 96, 1536),
+        ];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let mut worst_relative = 0.0f64;
+        for (seed, &(rows, k, n)) in shapes.iter().enumerate() {
+            let seed = seed as u64 * 10;
+            let input = random_values(seed + 1, rows * k);
+            let weight = random_values(seed + 2, n * k);
+            let start = random_values(seed + 3, rows * n);
+            let packed = PackedWeights::pack(&weight, k, n).unwrap();
+            let mut got = start.clone();
+            pool.install(|| packed.accumulate(&input, rows, &mut got))
+                .unwrap();
+            let want = plain(&input, &weight, &start, rows, k);
+            // Error relative to Σ|x·w| + |out|, the scale of the rounding.
+            for r in 0..rows {
+                for o in 0..n {
+                    let mut scale = f64::from(start[r * n + o].abs());
+                    for i in 0..k {
+                        scale += f64::from((input[r * k + i] * weight[o * k + i]).abs());
+                    }
+                    let error = (f64::from(got[r * n + o]) - want[r * n + o]).abs();
+                    worst_relative = worst_relative.max(error / scale.max(1e-30));
+                }
+            }
+        }
+        eprintln!("packed GEMM: worst error {worst_relative:.2e} of Σ|x·w|");
+        // f32 accumulation: ~1e-7 per term at worst in order; 1e-6 is far above measured.
+        assert!(worst_relative < 1e-6, "{worst_relative}");
+    }
+
+    #[test]
+    fn wrong_lengths_are_errors() {
+        assert!(PackedWeights::pack(&[1.0; 5], 2, 3).is_err());
+        let packed = PackedWeights::pack(&[1.0; 6], 2, 3).unwrap();
+        let mut out = vec![0.0; 5];
+        assert!(matches!(
+            packed.accumulate(&[1.0; 4], 2, &mut out),
+            Err(Error::Kernel { .. })
+        ));
+    }
+}
