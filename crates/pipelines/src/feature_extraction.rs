@@ -369,26 +369,20 @@ impl FeatureExtraction {
     /// input order.
     ///
     /// Models with an unpadded path ([`safeformers_models::TaskModel::token_states`]: the
-    /// BERT family) compute each input's tokens only, never padding rows. With that path,
-    /// batches of at most [`CONCURRENT_BATCH_SIZE`] inputs go one per thread into a single
-    /// unpadded pass (each input still tokenized and computed on its own — the results are
-    /// those of running the batches one by one — but the threads share each layer's weights
-    /// while they are in cache); without it, such batches run concurrently on the calling
-    /// rayon pool. Larger batches run one after the other, each using every thread.
+    /// BERT family) compute each input's tokens only, never padding rows; others run padded
+    /// batches.
+    ///
+    /// Batches of at most [`CONCURRENT_BATCH_SIZE`] inputs run concurrently on the calling
+    /// rayon pool, each on its own thread (one short sequence is too little work to split
+    /// over threads without the synchronisation costing more than it saves); larger batches
+    /// run one after the other, each using every thread.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
         let batches = length_sorted_batches(&lengths, self.batch_size);
-        let unpadded = self.encoder.model().has_token_states();
         let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size > CONCURRENT_BATCH_SIZE {
             batches
                 .iter()
                 .map(|batch| self.run_batch(batch, inputs))
-                .collect::<Result<_>>()?
-        } else if unpadded {
-            let threads = rayon::current_num_threads().max(1);
-            batches
-                .chunks(threads)
-                .map(|group| self.run_batch(&group.concat(), inputs))
                 .collect::<Result<_>>()?
         } else {
             batches

@@ -151,6 +151,24 @@ fn attend_block(
     block_out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
+    if super::packed_gemm::is_available()
+        && shape.head_dim.is_multiple_of(16)
+        && shape.head_dim <= 64
+        && !keys.is_empty()
+    {
+        // SAFETY: the CPU supports AVX-512F (checked just above), the only requirement of
+        // these `target_feature` functions.
+        unsafe {
+            match shape.head_dim / 16 {
+                1 => attend_block_avx512::<1>(sequence_qkv, keys, shape, first_row, block_out),
+                2 => attend_block_avx512::<2>(sequence_qkv, keys, shape, first_row, block_out),
+                3 => attend_block_avx512::<3>(sequence_qkv, keys, shape, first_row, block_out),
+                _ => attend_block_avx512::<4>(sequence_qkv, keys, shape, first_row, block_out),
+            }
+        }
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() && shape.head_dim.is_multiple_of(8) && !keys.is_empty() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
         // this `target_feature` function.
@@ -158,6 +176,170 @@ fn attend_block(
         return;
     }
     attend_block_portable(sequence_qkv, keys, shape, first_row, block_out);
+}
+
+/// Query rows handled together by the AVX-512 path: four independent chains of FMAs, and
+/// each key vector loaded once for four rows.
+const QUERY_GROUP: usize = 4;
+
+/// The AVX-512 path (`head_dim` = 16·`DV` ≤ 64, at least one attended key). Per head, the
+/// attended keys are packed into panels of 16 (`[head_dim, 16]` each, zero-padded), so one
+/// query's scores against 16 keys are `head_dim` FMAs into one register; four query rows go
+/// together (each panel row loaded once for four independent chains). Softmax runs on whole
+/// vectors (masked on the last panel); the weighted sum keeps the four rows' outputs
+/// (`4·DV` registers) across all keys, each value row loaded once.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn attend_block_avx512<const DV: usize>(
+    sequence_qkv: &[f32],
+    keys: &[usize],
+    shape: AttentionShape,
+    first_row: usize,
+    block_out: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let hidden = shape.hidden();
+    let head_dim = 16 * DV;
+    let row_width = 3 * hidden;
+    let scale = _mm512_set1_ps(1.0 / (head_dim as f32).sqrt());
+    let key_count = keys.len();
+    let panel_count = key_count.div_ceil(16);
+    let tail = key_count - (panel_count - 1) * 16;
+    let tail_mask: __mmask16 = if tail == 16 {
+        0xFFFF
+    } else {
+        ((1u32 << tail) - 1) as u16
+    };
+    let padded_keys = panel_count * 16;
+    // Panel p: for each dimension d, keys 16p..16p+16 side by side.
+    let mut key_panels = vec![0.0f32; padded_keys * head_dim];
+    // Scores, then softmax weights, of the group's rows: [QUERY_GROUP, padded_keys].
+    let mut weights = vec![0.0f32; QUERY_GROUP * padded_keys];
+    let query_rows = block_out.len() / hidden.max(1);
+    if query_rows == 0 || sequence_qkv.len() < (first_row + query_rows) * row_width {
+        return;
+    }
+    for head in 0..shape.heads {
+        let head_start = head * head_dim;
+        for (index, &key) in keys.iter().enumerate() {
+            let key_values = slice_at(
+                sequence_qkv,
+                key * row_width + hidden + head_start,
+                head_dim,
+            );
+            let panel_start = (index / 16) * 16 * head_dim + index % 16;
+            for (dim, &value) in key_values.iter().enumerate() {
+                if let Some(slot) = key_panels.get_mut(panel_start + dim * 16) {
+                    *slot = value;
+                }
+            }
+        }
+        for group_start in (0..query_rows).step_by(QUERY_GROUP) {
+            let group_rows = QUERY_GROUP.min(query_rows - group_start);
+            // Rows past the block repeat its last row (computed, not stored).
+            let queries: [&[f32]; QUERY_GROUP] = std::array::from_fn(|g| {
+                let row = first_row + group_start + g.min(group_rows - 1);
+                slice_at(sequence_qkv, row * row_width + head_start, head_dim)
+            });
+            if queries.iter().any(|query| query.len() != head_dim) {
+                return;
+            }
+            // Scores: q·k for 16 keys per register, four rows at once.
+            for (panel, scores) in key_panels
+                .chunks_exact(16 * head_dim)
+                .zip(0..panel_count)
+                .map(|(panel, p)| (panel, p * 16))
+            {
+                let mut sums = [_mm512_setzero_ps(); QUERY_GROUP];
+                for (dim, keys16) in panel.chunks_exact(16).enumerate() {
+                    // SAFETY: `keys16` is exactly 16 f32s; `dim < head_dim`, the length of
+                    // every query slice (checked above).
+                    unsafe {
+                        let k = _mm512_loadu_ps(keys16.as_ptr());
+                        for (sum, query) in sums.iter_mut().zip(&queries) {
+                            let q = _mm512_set1_ps(*query.get_unchecked(dim));
+                            *sum = _mm512_fmadd_ps(q, k, *sum);
+                        }
+                    }
+                }
+                for (g, sum) in sums.iter().enumerate() {
+                    if let Some(out) = weights.get_mut(g * padded_keys + scores..)
+                        && out.len() >= 16
+                    {
+                        // SAFETY: at least 16 values from `out` on (checked).
+                        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_mul_ps(*sum, scale)) };
+                    }
+                }
+            }
+            // Softmax per row over the real keys.
+            let mut inverses = [0.0f32; QUERY_GROUP];
+            for (row_weights, inverse) in weights.chunks_exact_mut(padded_keys).zip(&mut inverses) {
+                let ptr = row_weights.as_mut_ptr();
+                let last = (panel_count - 1) * 16;
+                let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+                // SAFETY: `row_weights` holds `padded_keys` = 16·panel_count values.
+                unsafe {
+                    for start in (0..last).step_by(16) {
+                        max = _mm512_max_ps(max, _mm512_loadu_ps(ptr.add(start)));
+                    }
+                    max = _mm512_max_ps(max, _mm512_mask_loadu_ps(max, tail_mask, ptr.add(last)));
+                }
+                let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+                let mut total = _mm512_setzero_ps();
+                for start in (0..padded_keys).step_by(16) {
+                    // SAFETY: as above; masked-off lanes of the last panel become 0.
+                    unsafe {
+                        let x = _mm512_sub_ps(_mm512_loadu_ps(ptr.add(start)), max);
+                        let mut e = super::activation::exp_avx512(x);
+                        if start == last {
+                            e = _mm512_maskz_mov_ps(tail_mask, e);
+                        }
+                        total = _mm512_add_ps(total, e);
+                        _mm512_storeu_ps(ptr.add(start), e);
+                    }
+                }
+                *inverse = 1.0 / _mm512_reduce_add_ps(total);
+            }
+            // Weighted sum of the values, four rows at once.
+            let mut sums = [[_mm512_setzero_ps(); DV]; QUERY_GROUP];
+            for (j, &key) in keys.iter().enumerate() {
+                let value = slice_at(
+                    sequence_qkv,
+                    key * row_width + 2 * hidden + head_start,
+                    head_dim,
+                );
+                if value.len() != head_dim {
+                    continue;
+                }
+                for (g, row_sums) in sums.iter_mut().enumerate() {
+                    // SAFETY: j < key_count ≤ padded_keys, inside row g of `weights`; `value`
+                    // holds head_dim = 16·DV values.
+                    unsafe {
+                        let w = _mm512_set1_ps(*weights.get_unchecked(g * padded_keys + j));
+                        for (v, sum) in row_sums.iter_mut().enumerate() {
+                            let x = _mm512_loadu_ps(value.as_ptr().add(16 * v));
+                            *sum = _mm512_fmadd_ps(w, x, *sum);
+                        }
+                    }
+                }
+            }
+            for (g, (row_sums, inverse)) in sums.iter().zip(inverses).enumerate().take(group_rows) {
+                let out_start = (group_start + g) * hidden + head_start;
+                let Some(out) = block_out.get_mut(out_start..out_start + head_dim) else {
+                    continue;
+                };
+                for (v, sum) in row_sums.iter().enumerate() {
+                    // SAFETY: `out` holds 16·DV values.
+                    unsafe {
+                        _mm512_storeu_ps(
+                            out.as_mut_ptr().add(16 * v),
+                            _mm512_mul_ps(*sum, _mm512_set1_ps(inverse)),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The AVX2/FMA path (`head_dim` a multiple of 8, at least one attended key), with the
@@ -410,12 +592,33 @@ mod tests {
                 heads: 12,
                 head_dim: 32,
             },
-            // Two groups of output dimensions (32 + 16) on the AVX2 path.
+            // Two groups of output dimensions (32 + 16) on the AVX2 path, three vectors on
+            // the AVX-512 one.
             AttentionShape {
                 batch: 2,
                 seq: 9,
                 heads: 2,
                 head_dim: 48,
+            },
+            // AVX-512: one and four vectors per head, 33 keys (a one-key last panel) and
+            // query rows not a multiple of four; 40 dimensions take the AVX2 path.
+            AttentionShape {
+                batch: 2,
+                seq: 33,
+                heads: 3,
+                head_dim: 16,
+            },
+            AttentionShape {
+                batch: 1,
+                seq: 18,
+                heads: 2,
+                head_dim: 64,
+            },
+            AttentionShape {
+                batch: 2,
+                seq: 7,
+                heads: 2,
+                head_dim: 40,
             },
         ];
         for shape in shapes {

@@ -17,9 +17,9 @@
 //! whose weights fit in the L2 cache, and every tile of input rows runs against every panel of
 //! the group, adding onto what `output` held (bias, residual).
 //!
-//! Threads take disjoint ranges of panels (output columns): each reads only its share of the
-//! weights, which matters most for one short sentence, where the weights are read from memory
-//! for a couple of tiles of rows.
+//! Threads: with many rows, each takes whole tiles of rows; with few (a sentence or two), each
+//! takes a range of panels (output columns), so it reads only its share of the weights, which
+//! then come from memory for a couple of tiles of rows.
 
 use std::cell::RefCell;
 use std::ops::Range;
@@ -34,12 +34,16 @@ const PANEL_WIDTH: usize = 32;
 /// Rows per micro-kernel tile: 14 rows × 2 vectors = 28 accumulators, leaving 4 of the 32
 /// vector registers for the two weight vectors.
 const TILE_ROWS: usize = 14;
-/// Fewest rows split over threads: two tiles. Two short sentences (~28 rows each) take about
-/// 0.2 ms per projection on one core, far above the cost of handing half to another thread,
-/// and both threads then read the same weights while they are in the shared L3 cache.
-const MIN_ROWS_TO_SPLIT: usize = 2 * TILE_ROWS;
+/// Fewest rows split over threads: one tile. Even one short sentence's projection (~0.1 ms on
+/// one core) gains from handing half its panels to the other thread (measured on MiniLM at
+/// batch 1, where sentences also run side by side: the idle thread takes the other half).
+const MIN_ROWS_TO_SPLIT: usize = TILE_ROWS;
+/// How many steps of `k` ahead the kernel prefetches its weights.
+const PREFETCH_STEPS: usize = 8;
+/// Fewest tiles of rows per thread for splitting by rows rather than by panels.
+const MIN_TILES_PER_THREAD: usize = 4;
 /// Weight bytes per group of panels: half of the 1 MiB L2, the rest for the input blocks.
-const GROUP_BYTES: usize = 512 * 1024;
+const GROUP_BYTES: usize = 640 * 1024;
 /// Input values per pass over a tile: 14 rows × 384 values of input (21 KiB) stay in the
 /// 32 KiB L1 cache while the kernel streams the weights past them.
 const DEPTH_BLOCK: usize = 768;
@@ -156,28 +160,42 @@ impl PackedWeights {
         if rows == 0 || n == 0 || k == 0 {
             return Ok(());
         }
-        thread_local! {
-            /// The packed input, reused from call to call (a fresh multi-megabyte buffer
-            /// would page-fault on every call).
-            static PACKED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+        let threads = rayon::current_num_threads();
+        if threads < 2 || rows < MIN_ROWS_TO_SPLIT {
+            with_packing_buffer(|buffer| self.accumulate_panels(input, rows, output, buffer, 1));
+        } else if rows >= threads * MIN_TILES_PER_THREAD * TILE_ROWS {
+            // Many rows: each thread takes whole tiles of rows (and packs them itself) and
+            // runs every panel, reusing each group of weights over all its tiles.
+            let rows_per_chunk = rows.div_ceil(threads).div_ceil(TILE_ROWS) * TILE_ROWS;
+            output
+                .par_chunks_mut(rows_per_chunk * n)
+                .zip(input.par_chunks(rows_per_chunk * k))
+                .for_each(|(output, input)| {
+                    with_packing_buffer(|buffer| {
+                        self.accumulate_panels(input, input.len() / k, output, buffer, 1);
+                    });
+                });
+        } else {
+            // Few rows: one contiguous range of panels per thread, so each thread reads only
+            // its share of the weights (for one short sentence they come from memory and
+            // serve a couple of tiles).
+            with_packing_buffer(|buffer| {
+                self.accumulate_panels(input, rows, output, buffer, threads);
+            });
         }
-        PACKED_INPUT.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut buffer) => self.accumulate_with(input, rows, output, &mut buffer),
-            Err(_) => self.accumulate_with(input, rows, output, &mut Vec::new()),
-        });
         Ok(())
     }
 
-    /// Packs the input once, then runs the panels: all on this thread, or (from
-    /// [`MIN_ROWS_TO_SPLIT`] rows) split into one contiguous range of panels per thread, so
-    /// each thread reads its own share of the weights and every row of the input. Lengths
-    /// already checked, AVX-512F present.
-    fn accumulate_with(
+    /// Packs the input once, then runs the panels split into `parts` contiguous ranges, one
+    /// task each on the calling pool (all on this thread for one part). Lengths already
+    /// checked, AVX-512F present.
+    fn accumulate_panels(
         &self,
         input: &[f32],
         rows: usize,
         output: &mut [f32],
         packed_input: &mut Vec<f32>,
+        parts: usize,
     ) {
         pack_input(input, self.in_features, packed_input);
         let packed_input: &[f32] = packed_input;
@@ -185,12 +203,11 @@ impl PackedWeights {
             start: output.as_mut_ptr(),
             len: output.len(),
         };
-        let threads = rayon::current_num_threads();
-        if threads < 2 || rows < MIN_ROWS_TO_SPLIT || self.panel_count < 2 {
+        let parts = parts.min(self.panel_count).max(1);
+        if parts == 1 {
             self.run_panels(packed_input, rows, 0..self.panel_count, &output);
             return;
         }
-        let parts = threads.min(self.panel_count);
         (0..parts).into_par_iter().for_each(|part| {
             let panels = part * self.panel_count / parts..(part + 1) * self.panel_count / parts;
             self.run_panels(packed_input, rows, panels, &output);
@@ -269,25 +286,159 @@ struct SharedOutput {
 // another thread writes.
 unsafe impl Sync for SharedOutput {}
 
+/// Runs `f` with this thread's packing buffer, reused from call to call (a fresh
+/// multi-megabyte buffer would page-fault on every call).
+fn with_packing_buffer(f: impl FnOnce(&mut Vec<f32>)) {
+    thread_local! {
+        static PACKED_INPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    }
+    PACKED_INPUT.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buffer) => f(&mut buffer),
+        Err(_) => f(&mut Vec::new()),
+    });
+}
+
 /// Copies `input` (`[rows, k]` row-major) into `packed` tile by tile: the rows of each tile
 /// of [`TILE_ROWS`] (fewer in the last) stored `k`-major, `packed[first_row·k + d·tile_rows
 /// + r] = input[first_row + r, d]`, so the kernel reads one stream whatever the depth block.
 fn pack_input(input: &[f32], k: usize, packed: &mut Vec<f32>) {
-    packed.clear();
-    packed.resize(input.len(), 0.0);
+    // Every value is overwritten below: grow the buffer, never clear it (zeroing megabytes
+    // per call cost 5% of an embedding run).
+    if packed.len() < input.len() {
+        packed.resize(input.len(), 0.0);
+    }
+    let Some(packed) = packed.get_mut(..input.len()) else {
+        return;
+    };
+    let k = k.max(1);
     for (tile_in, tile_out) in input
-        .chunks(TILE_ROWS * k.max(1))
-        .zip(packed.chunks_mut(TILE_ROWS * k.max(1)))
+        .chunks(TILE_ROWS * k)
+        .zip(packed.chunks_mut(TILE_ROWS * k))
     {
-        let tile_rows = tile_in.len() / k.max(1);
-        for (r, row) in tile_in.chunks_exact(k.max(1)).enumerate() {
-            for (slots, &value) in tile_out.chunks_exact_mut(tile_rows.max(1)).zip(row) {
-                if let Some(slot) = slots.get_mut(r) {
-                    *slot = value;
+        if tile_in.len() == TILE_ROWS * k {
+            let done = pack_full_tile_avx512(tile_in, k, tile_out);
+            pack_tile::<TILE_ROWS>(tile_in, k, done, tile_out);
+        } else {
+            let tile_rows = (tile_in.len() / k).max(1);
+            for (d, slots) in tile_out.chunks_exact_mut(tile_rows).enumerate() {
+                for (r, slot) in slots.iter_mut().enumerate() {
+                    *slot = tile_in.get(r * k + d).copied().unwrap_or(0.0);
                 }
             }
         }
     }
+}
+
+/// One full tile from column `first` on: output written front to back, `R` rows read side by
+/// side.
+fn pack_tile<const R: usize>(tile_in: &[f32], k: usize, first: usize, tile_out: &mut [f32]) {
+    let rows: [&[f32]; R] =
+        std::array::from_fn(|r| tile_in.get(r * k..(r + 1) * k).unwrap_or_default());
+    for (d, slots) in tile_out.chunks_exact_mut(R).enumerate().skip(first) {
+        for (slot, row) in slots.iter_mut().zip(&rows) {
+            *slot = row.get(d).copied().unwrap_or(0.0);
+        }
+    }
+}
+
+/// Packs the first `16·⌊k/16⌋` columns of a full tile ([`TILE_ROWS`] rows of `k`) with
+/// 16×16 transposes in registers (four times fewer instructions than value by value, which
+/// showed as 4% of a batch-1 embedding run); returns how many columns it packed.
+fn pack_full_tile_avx512(tile_in: &[f32], k: usize, tile_out: &mut [f32]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if is_available() && tile_in.len() == TILE_ROWS * k && tile_out.len() == tile_in.len() {
+        // SAFETY: AVX-512F present; both buffers hold exactly TILE_ROWS·k values (checked).
+        return unsafe { transpose_tile_avx512(tile_in, k, tile_out) };
+    }
+    0
+}
+
+/// # Safety
+/// AVX-512F present; `tile_in` and `tile_out` hold `TILE_ROWS·k` values each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose_tile_avx512(tile_in: &[f32], k: usize, tile_out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    const STORE_MASK: __mmask16 = (1 << TILE_ROWS) - 1;
+    let input = tile_in.as_ptr();
+    let output = tile_out.as_mut_ptr();
+    let chunks = k / 16;
+    for chunk in 0..chunks {
+        let column = chunk * 16;
+        // Rows 14 and 15 of the 16×16 block are zeros (not stored).
+        let mut a = [_mm512_setzero_ps(); 16];
+        for (r, row) in a.iter_mut().take(TILE_ROWS).enumerate() {
+            // SAFETY: row r < TILE_ROWS, columns column..column+16 ≤ k: inside tile_in.
+            *row = unsafe { _mm512_loadu_ps(input.add(r * k + column)) };
+        }
+        // Interleave row pairs within 128-bit lanes, then pairs of pairs: u[4g + c] lane l
+        // holds rows 4g..4g+4 at column 4l + c.
+        let mut t = [_mm512_setzero_ps(); 16];
+        for (out, rows) in t.chunks_exact_mut(2).zip(a.chunks_exact(2)) {
+            if let ([low, high], [first, second]) = (out, rows) {
+                *low = _mm512_unpacklo_ps(*first, *second);
+                *high = _mm512_unpackhi_ps(*first, *second);
+            }
+        }
+        let mut u = [_mm512_setzero_ps(); 16];
+        for (out, pairs) in u.chunks_exact_mut(4).zip(t.chunks_exact(4)) {
+            if let ([u0, u1, u2, u3], [t0, t1, t2, t3]) = (out, pairs) {
+                *u0 = _mm512_shuffle_ps::<0x44>(*t0, *t2);
+                *u1 = _mm512_shuffle_ps::<0xEE>(*t0, *t2);
+                *u2 = _mm512_shuffle_ps::<0x44>(*t1, *t3);
+                *u3 = _mm512_shuffle_ps::<0xEE>(*t1, *t3);
+            }
+        }
+        // A 4×4 transpose of 128-bit lanes per c: column 4l + c = lane l of u[c], u[4 + c],
+        // u[8 + c], u[12 + c].
+        let [
+            u0,
+            u1,
+            u2,
+            u3,
+            u4,
+            u5,
+            u6,
+            u7,
+            u8,
+            u9,
+            u10,
+            u11,
+            u12,
+            u13,
+            u14,
+            u15,
+        ] = u;
+        let by_column = [
+            [u0, u4, u8, u12],
+            [u1, u5, u9, u13],
+            [u2, u6, u10, u14],
+            [u3, u7, u11, u15],
+        ];
+        for (c, [rows_0_3, rows_4_7, rows_8_11, rows_12_15]) in by_column.into_iter().enumerate() {
+            let v0 = _mm512_shuffle_f32x4::<0x88>(rows_0_3, rows_4_7);
+            let v1 = _mm512_shuffle_f32x4::<0xDD>(rows_0_3, rows_4_7);
+            let v2 = _mm512_shuffle_f32x4::<0x88>(rows_8_11, rows_12_15);
+            let v3 = _mm512_shuffle_f32x4::<0xDD>(rows_8_11, rows_12_15);
+            let columns = [
+                (c, _mm512_shuffle_f32x4::<0x88>(v0, v2)),
+                (4 + c, _mm512_shuffle_f32x4::<0x88>(v1, v3)),
+                (8 + c, _mm512_shuffle_f32x4::<0xDD>(v0, v2)),
+                (12 + c, _mm512_shuffle_f32x4::<0xDD>(v1, v3)),
+            ];
+            for (offset, values) in columns {
+                // SAFETY: column + offset < k, so its TILE_ROWS values lie inside tile_out.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        output.add((column + offset) * TILE_ROWS),
+                        STORE_MASK,
+                        values,
+                    );
+                }
+            }
+        }
+    }
+    chunks * 16
 }
 
 /// One micro-kernel call: `out[r, c] += Σ_k block[k·R + r] · panel[k·32 + c]` for `R` rows
@@ -386,6 +537,9 @@ unsafe fn tile_avx512<const R: usize>(tile: &Tile<'_>) {
         // SAFETY: k < depth: the panel holds 32 values per k (aligned: 128-byte steps from an
         // aligned start), the block R values per k.
         unsafe {
+            let ahead = panel.wrapping_add((k + PREFETCH_STEPS) * PANEL_WIDTH);
+            _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(16).cast());
             let weights_low = _mm512_load_ps(panel.add(k * PANEL_WIDTH));
             let weights_high = _mm512_load_ps(panel.add(k * PANEL_WIDTH + 16));
             let inputs = block.add(k * R);
