@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 pub mod activation;
+mod aligned;
 pub mod decode_attention;
 pub mod encoder_attention;
 pub mod few_rows;

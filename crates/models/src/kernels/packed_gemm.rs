@@ -26,6 +26,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::aligned::AlignedValues;
 use super::check_len;
 use crate::error::{Error, Result};
 
@@ -38,8 +39,9 @@ const TILE_ROWS: usize = 14;
 /// one core) gains from handing half its panels to the other thread (measured on MiniLM at
 /// batch 1, where sentences also run side by side: the idle thread takes the other half).
 const MIN_ROWS_TO_SPLIT: usize = TILE_ROWS;
-/// How many steps of `k` ahead the kernel prefetches its weights.
-const PREFETCH_STEPS: usize = 8;
+/// How many steps of `k` ahead the kernel prefetches its weights: 4 KiB, a page ahead (the
+/// hardware prefetchers stop at page boundaries; DRAM latency is ~100 ns).
+const PREFETCH_STEPS: usize = 32;
 /// Fewest tiles of rows per thread for splitting by rows rather than by panels.
 const MIN_TILES_PER_THREAD: usize = 4;
 /// Weight bytes per group of panels: half of the 1 MiB L2, the rest for the input blocks.
@@ -53,10 +55,9 @@ const ALIGN_VALUES: usize = 16;
 /// A linear layer's weights packed for [`PackedWeights::accumulate`].
 #[derive(Clone)]
 pub struct PackedWeights {
-    /// The panels, starting at `storage[start]` (64-byte aligned), `panel_count · in · 32`
-    /// values.
-    storage: Vec<f32>,
-    start: usize,
+    /// The panels, `panel_count · in · 32` values, 64-byte aligned (on huge pages when
+    /// large: see [`AlignedValues`]).
+    panels: AlignedValues,
     in_features: usize,
     out_features: usize,
     panel_count: usize,
@@ -96,19 +97,8 @@ impl PackedWeights {
         check_len(KERNEL, "weight", weight_out_in.len(), expected)?;
         let panel_count = out_features.div_ceil(PANEL_WIDTH);
         let panel_len = in_features * PANEL_WIDTH;
-        let mut storage = vec![0.0f32; panel_count * panel_len + ALIGN_VALUES];
-        // `align_offset` counts elements; a Vec of f32 is 4-byte aligned, so the offset is
-        // below 16 and the panels fit.
-        let start = storage.as_ptr().align_offset(ALIGN_VALUES * 4);
-        if start >= ALIGN_VALUES {
-            return Err(Error::Kernel {
-                kernel: KERNEL,
-                reason: "cannot align the packed weights".into(),
-            });
-        }
-        let panels = storage
-            .get_mut(start..start + panel_count * panel_len)
-            .unwrap_or_default();
+        let mut storage = AlignedValues::zeroed(panel_count * panel_len)?;
+        let panels = storage.as_mut_slice();
         for (panel_index, panel) in panels.chunks_exact_mut(panel_len.max(1)).enumerate() {
             let first_out = panel_index * PANEL_WIDTH;
             let outs = PANEL_WIDTH.min(out_features - first_out);
@@ -125,8 +115,7 @@ impl PackedWeights {
             }
         }
         Ok(PackedWeights {
-            storage,
-            start,
+            panels: storage,
             in_features,
             out_features,
             panel_count,
@@ -224,10 +213,7 @@ impl PackedWeights {
     ) {
         let (k, n) = (self.in_features, self.out_features);
         let panel_len = k * PANEL_WIDTH;
-        let weights = self
-            .storage
-            .get(self.start..self.start + self.panel_count * panel_len)
-            .unwrap_or_default();
+        let weights = self.panels.as_slice();
         let panel_count = panels.len();
         for depth_start in (0..k).step_by(DEPTH_BLOCK) {
             let depth = DEPTH_BLOCK.min(k - depth_start);
