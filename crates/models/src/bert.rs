@@ -14,7 +14,6 @@ use crate::config::{ModelConfig, defaults};
 use crate::error::{Error, Result};
 use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
 use crate::kernels;
-use crate::kernels::activation::activation_in_place;
 use crate::kernels::encoder_attention::{
     AttentionShape, encoder_attention, encoder_attention_packed,
 };
@@ -503,9 +502,12 @@ impl BertLayer {
             .forward_onto_residual(&scratch.context, rows, hidden)?;
         self.attention_norm.apply(hidden)?;
         // BertIntermediate, BertOutput.
-        self.intermediate
-            .forward(hidden, rows, &mut scratch.intermediate)?;
-        activation_in_place(self.activation, &mut scratch.intermediate);
+        self.intermediate.forward_activated(
+            hidden,
+            rows,
+            &mut scratch.intermediate,
+            self.activation,
+        )?;
         self.output
             .forward_onto_residual(&scratch.intermediate, rows, hidden)?;
         self.output_norm.apply(hidden)

@@ -65,6 +65,12 @@ fn activation_chunk(activation: Activation, values: &mut [f32]) {
 
 fn gelu_erf_chunk(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
+    if super::packed_gemm::is_available() {
+        // SAFETY: the CPU supports AVX-512F (checked just above).
+        unsafe { gelu_erf_avx512_in_place(values) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
         // this `target_feature` function.
@@ -121,6 +127,51 @@ fn gelu_erf_avx2(values: &mut [f32]) {
         unsafe { _mm256_storeu_ps(chunk.as_mut_ptr(), y) };
     }
     gelu_erf_portable(chunks.into_remainder());
+}
+
+/// GELU over 16 lanes at a time (the tail through the scalar formula).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn gelu_erf_avx512_in_place(values: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let mut chunks = values.chunks_exact_mut(16);
+    for chunk in &mut chunks {
+        // SAFETY: `chunk` is exactly 16 f32s, the width of the unaligned load and store.
+        unsafe {
+            let y = gelu_erf_avx512(_mm512_loadu_ps(chunk.as_ptr()));
+            _mm512_storeu_ps(chunk.as_mut_ptr(), y);
+        }
+    }
+    gelu_erf_portable(chunks.into_remainder());
+}
+
+/// The AVX2 path's GELU on 16 lanes: the same operations in the same order, so the same
+/// results lane for lane (the packed GEMM applies it to its accumulators before storing them).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+pub(crate) fn gelu_erf_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m512 {
+    use std::arch::x86_64::*;
+    let z = _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::FRAC_1_SQRT_2));
+    let sign_bit = _mm512_set1_epi32(i32::MIN);
+    let a = _mm512_castsi512_ps(_mm512_andnot_si512(sign_bit, _mm512_castps_si512(z)));
+    let one = _mm512_set1_ps(1.0);
+    let t = _mm512_div_ps(one, _mm512_fmadd_ps(_mm512_set1_ps(ERF_P), a, one));
+    let mut poly = _mm512_set1_ps(ERF_A5);
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_A4));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_A3));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_A2));
+    poly = _mm512_fmadd_ps(poly, t, _mm512_set1_ps(ERF_A1));
+    poly = _mm512_mul_ps(poly, t);
+    let negative_a = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), sign_bit));
+    let neg_square = _mm512_mul_ps(negative_a, a);
+    let erf_abs = _mm512_fnmadd_ps(poly, exp_avx512(neg_square), one);
+    // erf is odd: give |erf| the sign of z.
+    let erf = _mm512_castsi512_ps(_mm512_or_si512(
+        _mm512_castps_si512(erf_abs),
+        _mm512_and_si512(_mm512_castps_si512(z), sign_bit),
+    ));
+    let half_x = _mm512_mul_ps(x, _mm512_set1_ps(0.5));
+    _mm512_fmadd_ps(half_x, erf, half_x)
 }
 
 /// `exp(x)` in place for values `x ≤ 0` (softmax weights after subtracting the maximum), with
@@ -273,6 +324,32 @@ mod tests {
         for (got, want) in x.iter().zip(want) {
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn gelu_paths_agree_bit_for_bit() {
+        if !(crate::kernels::packed_gemm::is_available() && crate::kernels::has_avx2_fma()) {
+            eprintln!("no AVX-512F here: only one vector path to compare");
+            return;
+        }
+        // Special values first, and a multiple of 16 values: no scalar tail on either path
+        // (the scalar formula's std `exp` differs from the vector polynomial in the last bit).
+        let mut x = inputs();
+        x.rotate_right(10);
+        x.truncate(x.len() / 16 * 16);
+        let (mut wide, mut narrow) = (x.clone(), x.clone());
+        // SAFETY: both instruction sets checked above.
+        unsafe {
+            gelu_erf_avx512_in_place(&mut wide);
+            gelu_erf_avx2(&mut narrow);
+        }
+        // The same operations in the same order (tails through the same scalar formula).
+        assert!(
+            wide.iter()
+                .zip(&narrow)
+                .all(|(a, b)| a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()))
+        );
     }
 
     #[test]

@@ -9,9 +9,11 @@
 
 use gemm::Parallelism;
 
+use super::activation::activation_in_place;
 use super::check_len;
-use super::packed_gemm::{self, PackedWeights};
+use super::packed_gemm::{self, Epilogue, PackedWeights, Start};
 use crate::error::{Error, Result};
+use crate::layers::Activation;
 
 /// A linear layer's weights for [`DenseWeights::forward`], with the bias.
 #[derive(Debug, Clone)]
@@ -86,10 +88,42 @@ impl DenseWeights {
             output.len(),
             rows * self.out_features,
         )?;
+        if let DenseLayout::Packed(packed) = &self.weight {
+            return packed.multiply(input, rows, output, Start::Bias(&self.bias), Epilogue::None);
+        }
         for row in output.chunks_exact_mut(self.out_features.max(1)) {
             row.copy_from_slice(&self.bias);
         }
         self.accumulate(input, rows, output)
+    }
+
+    /// `output = activation(input·Wᵀ + b)`: on the packed kernel the exact GELU is applied to
+    /// the sums before they are stored; otherwise (and for other activations) in a pass after.
+    pub fn forward_activated(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        activation: Activation,
+    ) -> Result<()> {
+        if let (DenseLayout::Packed(packed), Activation::GeluErf) = (&self.weight, activation) {
+            check_len(
+                "DenseWeights::forward_activated",
+                "output",
+                output.len(),
+                rows * self.out_features,
+            )?;
+            return packed.multiply(
+                input,
+                rows,
+                output,
+                Start::Bias(&self.bias),
+                Epilogue::GeluErf,
+            );
+        }
+        self.forward(input, rows, output)?;
+        activation_in_place(activation, output);
+        Ok(())
     }
 
     /// `output += input·Wᵀ + b`: `output` holds the residual on entry (a transformer block's
@@ -106,6 +140,15 @@ impl DenseWeights {
             output.len(),
             rows * self.out_features,
         )?;
+        if let DenseLayout::Packed(packed) = &self.weight {
+            return packed.multiply(
+                input,
+                rows,
+                output,
+                Start::OutputAndBias(&self.bias),
+                Epilogue::None,
+            );
+        }
         for row in output.chunks_exact_mut(self.out_features.max(1)) {
             for (value, bias) in row.iter_mut().zip(&self.bias) {
                 *value += bias;
@@ -117,7 +160,9 @@ impl DenseWeights {
     /// `output += input·Wᵀ`.
     fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
         match &self.weight {
-            DenseLayout::Packed(packed) => packed.accumulate(input, rows, output),
+            DenseLayout::Packed(packed) => {
+                packed.multiply(input, rows, output, Start::Output, Epilogue::None)
+            }
             DenseLayout::TorchLayout(weight_out_in) => matmul_transposed_accumulate(
                 output,
                 input,
@@ -256,6 +301,29 @@ mod tests {
             for ((o, r), w) in onto.iter().zip(&residual).zip(&want) {
                 assert!((o - r - w).abs() < 2e-6 * scale.max(1.0));
             }
+        }
+    }
+
+    #[test]
+    fn fused_activation_equals_forward_then_activation() {
+        let (rows, k, n) = (30, 384, 1536);
+        let input = random_values(11, rows * k);
+        let weight = random_values(12, n * k);
+        let bias = random_values(13, n);
+        let dense = DenseWeights::from_torch_layout(weight, bias, k, n).unwrap();
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for activation in [Activation::GeluErf, Activation::Relu] {
+            let mut fused = vec![f32::NAN; rows * n];
+            pool.install(|| dense.forward_activated(&input, rows, &mut fused, activation))
+                .unwrap();
+            let mut apart = vec![0.0; rows * n];
+            pool.install(|| dense.forward(&input, rows, &mut apart))
+                .unwrap();
+            activation_in_place(activation, &mut apart);
+            assert_eq!(fused, apart, "{activation:?}");
         }
     }
 

@@ -72,6 +72,26 @@ impl std::fmt::Debug for PackedWeights {
     }
 }
 
+/// What [`PackedWeights::multiply`] adds the product to.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// What `output` holds: `output += x·Wᵀ`.
+    Output,
+    /// A bias per output column, whatever `output` held: `output = x·Wᵀ + b`.
+    Bias(&'a [f32]),
+    /// Both: `output += x·Wᵀ + b` (a residual in `output`).
+    OutputAndBias(&'a [f32]),
+}
+
+/// What [`PackedWeights::multiply`] applies to the finished sums before storing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Epilogue {
+    /// Nothing.
+    None,
+    /// The exact (erf) GELU, the same values as [`super::activation::activation_in_place`].
+    GeluErf,
+}
+
 /// Whether this CPU runs the packed kernel (AVX-512F, checked once by std, cached).
 pub fn is_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -133,13 +153,30 @@ impl PackedWeights {
     }
 
     /// `output += input·Wᵀ` for `rows` rows (`input` `[rows, in]`, `output` `[rows, out]`),
-    /// split by rows over the calling rayon pool from [`MIN_ROWS_TO_SPLIT`] rows on.
+    /// split over the calling rayon pool from [`MIN_ROWS_TO_SPLIT`] rows on.
     /// Fails with [`Error::Kernel`] on wrong lengths or a CPU without AVX-512F.
     pub fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
-        const KERNEL: &str = "PackedWeights::accumulate";
+        self.multiply(input, rows, output, Start::Output, Epilogue::None)
+    }
+
+    /// `output = then(start + input·Wᵀ)`, where `start` is what `output` holds, a bias per
+    /// column, or both added (see [`Start`]), and `then` an activation applied to the
+    /// accumulators before they are stored; neither costs a pass over the output.
+    pub fn multiply(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        start: Start<'_>,
+        then: Epilogue,
+    ) -> Result<()> {
+        const KERNEL: &str = "PackedWeights::multiply";
         let (k, n) = (self.in_features, self.out_features);
         check_len(KERNEL, "input", input.len(), rows * k)?;
         check_len(KERNEL, "output", output.len(), rows * n)?;
+        if let Start::Bias(bias) | Start::OutputAndBias(bias) = start {
+            check_len(KERNEL, "bias", bias.len(), n)?;
+        }
         if !is_available() {
             return Err(Error::Kernel {
                 kernel: KERNEL,
@@ -151,7 +188,9 @@ impl PackedWeights {
         }
         let threads = rayon::current_num_threads();
         if threads < 2 || rows < MIN_ROWS_TO_SPLIT {
-            with_packing_buffer(|buffer| self.accumulate_panels(input, rows, output, buffer, 1));
+            with_packing_buffer(|buffer| {
+                self.accumulate_panels(input, rows, output, buffer, 1, (start, then));
+            });
         } else if rows >= threads * MIN_TILES_PER_THREAD * TILE_ROWS {
             // Many rows: each thread takes whole tiles of rows (and packs them itself) and
             // runs every panel, reusing each group of weights over all its tiles.
@@ -161,7 +200,14 @@ impl PackedWeights {
                 .zip(input.par_chunks(rows_per_chunk * k))
                 .for_each(|(output, input)| {
                     with_packing_buffer(|buffer| {
-                        self.accumulate_panels(input, input.len() / k, output, buffer, 1);
+                        self.accumulate_panels(
+                            input,
+                            input.len() / k,
+                            output,
+                            buffer,
+                            1,
+                            (start, then),
+                        );
                     });
                 });
         } else {
@@ -169,7 +215,7 @@ impl PackedWeights {
             // its share of the weights (for one short sentence they come from memory and
             // serve a couple of tiles).
             with_packing_buffer(|buffer| {
-                self.accumulate_panels(input, rows, output, buffer, threads);
+                self.accumulate_panels(input, rows, output, buffer, threads, (start, then));
             });
         }
         Ok(())
@@ -185,6 +231,7 @@ impl PackedWeights {
         output: &mut [f32],
         packed_input: &mut Vec<f32>,
         parts: usize,
+        ends: (Start<'_>, Epilogue),
     ) {
         pack_input(input, self.in_features, packed_input);
         let packed_input: &[f32] = packed_input;
@@ -194,22 +241,23 @@ impl PackedWeights {
         };
         let parts = parts.min(self.panel_count).max(1);
         if parts == 1 {
-            self.run_panels(packed_input, rows, 0..self.panel_count, &output);
+            self.run_panels(packed_input, rows, 0..self.panel_count, &output, ends);
             return;
         }
         (0..parts).into_par_iter().for_each(|part| {
             let panels = part * self.panel_count / parts..(part + 1) * self.panel_count / parts;
-            self.run_panels(packed_input, rows, panels, &output);
+            self.run_panels(packed_input, rows, panels, &output, ends);
         });
     }
 
-    /// Adds the columns of `panels` for every row onto `output` (`[rows, n]`).
+    /// The columns of `panels` for every row of `output` (`[rows, n]`).
     fn run_panels(
         &self,
         packed_input: &[f32],
         rows: usize,
         panels: Range<usize>,
         output: &SharedOutput,
+        (start, then): (Start<'_>, Epilogue),
     ) {
         let (k, n) = (self.in_features, self.out_features);
         let panel_len = k * PANEL_WIDTH;
@@ -243,10 +291,22 @@ impl PackedWeights {
                         if out_end > output.len {
                             continue;
                         }
+                        // The first depth block starts from `start`, later ones from
+                        // what the earlier ones wrote.
+                        let (load_output, bias) = match start {
+                            _ if depth_start > 0 => (true, None),
+                            Start::Output => (true, None),
+                            Start::Bias(bias) => (false, Some(bias)),
+                            Start::OutputAndBias(bias) => (true, Some(bias)),
+                        };
                         let tile = Tile {
                             block,
                             panel,
                             depth,
+                            load_output,
+                            bias: bias.and_then(|bias| bias.get(first_col..first_col + cols)),
+                            // The activation goes on the finished sums only.
+                            gelu: then == Epilogue::GeluErf && depth_start + depth == k,
                             // SAFETY: out_start ≤ out_end ≤ len: inside the output buffer.
                             out: unsafe { output.start.add(out_start) },
                             out_stride: n,
@@ -434,6 +494,12 @@ struct Tile<'a> {
     block: &'a [f32],
     panel: &'a [f32],
     depth: usize,
+    /// Whether the accumulators start from `out` (else from zero).
+    load_output: bool,
+    /// Added to the accumulators' start: the bias of the tile's `cols` columns.
+    bias: Option<&'a [f32]>,
+    /// Whether the exact GELU is applied to the accumulators before they are stored.
+    gelu: bool,
     /// The tile's first output value; `(R-1)·out_stride + cols` values from here are
     /// the caller's to write (see [`SharedOutput`]).
     out: *mut f32,
@@ -451,6 +517,7 @@ impl Tile<'_> {
                 && self.cols <= PANEL_WIDTH
                 && self.cols > 0
                 && rows > 0
+                && self.bias.is_none_or(|bias| bias.len() == self.cols)
                 && self.panel.as_ptr().align_offset(ALIGN_VALUES * 4) == 0
                 && is_available();
             if !ok {
@@ -482,8 +549,9 @@ impl Tile<'_> {
     }
 }
 
-/// The micro-kernel: `R` rows × 32 columns of accumulators in registers, loaded from `out`
-/// (masked to `cols`), two aligned weight loads and `2R` FMAs per `k`, stored back masked.
+/// The micro-kernel: `R` rows × 32 columns of accumulators in registers, starting from `out`
+/// (masked to `cols`) and/or the bias, two aligned weight loads and `2R` FMAs per `k`, stored
+/// back masked.
 ///
 /// # Safety
 /// AVX-512F present; `tile.block` holds `R·depth` values, `tile.panel` `depth·32` values
@@ -506,14 +574,31 @@ unsafe fn tile_avx512<const R: usize>(tile: &Tile<'_>) {
         ((1u32 << (tile.cols - 16)) - 1) as u16
     };
     let out = tile.out;
-    let mut acc = [[_mm512_setzero_ps(); 2]; R];
-    for (r, pair) in acc.iter_mut().enumerate() {
-        // SAFETY: row r starts at r·out_stride, inside `out`; masked-off lanes are not read.
-        unsafe {
-            let row = out.add(r * tile.out_stride);
-            pair[0] = _mm512_maskz_loadu_ps(low_mask, row);
-            if high_mask != 0 {
-                pair[1] = _mm512_maskz_loadu_ps(high_mask, row.add(16));
+    let (bias_low, bias_high) = match tile.bias {
+        // SAFETY: the bias holds `cols` values; masked-off lanes are not read.
+        Some(bias) => unsafe {
+            (
+                _mm512_maskz_loadu_ps(low_mask, bias.as_ptr()),
+                if high_mask != 0 {
+                    _mm512_maskz_loadu_ps(high_mask, bias.as_ptr().add(16))
+                } else {
+                    _mm512_setzero_ps()
+                },
+            )
+        },
+        None => (_mm512_setzero_ps(), _mm512_setzero_ps()),
+    };
+    let mut acc = [[bias_low, bias_high]; R];
+    if tile.load_output {
+        for (r, pair) in acc.iter_mut().enumerate() {
+            // SAFETY: row r starts at r·out_stride, inside `out`; masked-off lanes are not
+            // read.
+            unsafe {
+                let row = out.add(r * tile.out_stride);
+                pair[0] = _mm512_add_ps(_mm512_maskz_loadu_ps(low_mask, row), pair[0]);
+                if high_mask != 0 {
+                    pair[1] = _mm512_add_ps(_mm512_maskz_loadu_ps(high_mask, row.add(16)), pair[1]);
+                }
             }
         }
     }
@@ -533,6 +618,13 @@ unsafe fn tile_avx512<const R: usize>(tile: &Tile<'_>) {
                 let x = _mm512_set1_ps(*inputs.add(r));
                 pair[0] = _mm512_fmadd_ps(x, weights_low, pair[0]);
                 pair[1] = _mm512_fmadd_ps(x, weights_high, pair[1]);
+            }
+        }
+    }
+    if tile.gelu {
+        for pair in &mut acc {
+            for value in pair.iter_mut() {
+                *value = super::activation::gelu_erf_avx512(*value);
             }
         }
     }
@@ -604,6 +696,44 @@ mod tests {
             pool.install(|| packed.accumulate(&input, rows, &mut got))
                 .unwrap();
             let want = plain(&input, &weight, &start, rows, k);
+            // A bias in the kernel's start gives what adding it beforehand gives, bit for
+            // bit; with `Start::Bias`, what the output held (NaN here) is never read.
+            let bias = random_values(seed + 4, n);
+            let start_plus_bias: Vec<f32> = start
+                .chunks_exact(n)
+                .flat_map(|row| row.iter().zip(&bias).map(|(s, b)| s + b))
+                .collect();
+            let mut added_before = start_plus_bias.clone();
+            pool.install(|| packed.accumulate(&input, rows, &mut added_before))
+                .unwrap();
+            let mut with_bias = start.clone();
+            pool.install(|| {
+                packed.multiply(
+                    &input,
+                    rows,
+                    &mut with_bias,
+                    Start::OutputAndBias(&bias),
+                    Epilogue::None,
+                )
+            })
+            .unwrap();
+            assert_eq!(with_bias, added_before, "{rows}x{k}x{n}");
+            let bias_rows: Vec<f32> = (0..rows).flat_map(|_| bias.iter().copied()).collect();
+            let mut only_bias_before = bias_rows.clone();
+            pool.install(|| packed.accumulate(&input, rows, &mut only_bias_before))
+                .unwrap();
+            let mut only_bias = vec![f32::NAN; rows * n];
+            pool.install(|| {
+                packed.multiply(
+                    &input,
+                    rows,
+                    &mut only_bias,
+                    Start::Bias(&bias),
+                    Epilogue::None,
+                )
+            })
+            .unwrap();
+            assert_eq!(only_bias, only_bias_before, "{rows}x{k}x{n}");
             // Error relative to Σ|x·w| + |out|, the scale of the rounding.
             for r in 0..rows {
                 for o in 0..n {
@@ -628,6 +758,17 @@ mod tests {
         let mut out = vec![0.0; 5];
         assert!(matches!(
             packed.accumulate(&[1.0; 4], 2, &mut out),
+            Err(Error::Kernel { .. })
+        ));
+        let mut out = vec![0.0; 6];
+        assert!(matches!(
+            packed.multiply(
+                &[1.0; 4],
+                2,
+                &mut out,
+                Start::Bias(&[0.0; 2]),
+                Epilogue::None
+            ),
             Err(Error::Kernel { .. })
         ));
     }
