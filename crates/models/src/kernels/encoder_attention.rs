@@ -221,19 +221,7 @@ fn attend_block_avx512<const DV: usize>(
     }
     for head in 0..shape.heads {
         let head_start = head * head_dim;
-        for (index, &key) in keys.iter().enumerate() {
-            let key_values = slice_at(
-                sequence_qkv,
-                key * row_width + hidden + head_start,
-                head_dim,
-            );
-            let panel_start = (index / 16) * 16 * head_dim + index % 16;
-            for (dim, &value) in key_values.iter().enumerate() {
-                if let Some(slot) = key_panels.get_mut(panel_start + dim * 16) {
-                    *slot = value;
-                }
-            }
-        }
+        pack_key_panels(sequence_qkv, keys, shape, head, 16, &mut key_panels);
         for group_start in (0..query_rows).step_by(QUERY_GROUP) {
             let group_rows = QUERY_GROUP.min(query_rows - group_start);
             // Rows past the block repeat its last row (computed, not stored).
@@ -368,19 +356,7 @@ fn attend_block_avx2(
     let query_rows = block_out.len() / hidden.max(1);
     for head in 0..shape.heads {
         let head_start = head * head_dim;
-        for (index, &key) in keys.iter().enumerate() {
-            let key_values = slice_at(
-                sequence_qkv,
-                key * row_width + hidden + head_start,
-                head_dim,
-            );
-            let panel_start = (index / 8) * 8 * head_dim + index % 8;
-            for (dim, &value) in key_values.iter().enumerate() {
-                if let Some(slot) = key_panels.get_mut(panel_start + dim * 8) {
-                    *slot = value;
-                }
-            }
-        }
+        pack_key_panels(sequence_qkv, keys, shape, head, 8, &mut key_panels);
         for offset in 0..query_rows {
             let query_start = (first_row + offset) * row_width + head_start;
             let query = slice_at(sequence_qkv, query_start, head_dim);
@@ -473,18 +449,15 @@ fn attend_block_portable(
     for head in 0..shape.heads {
         let head_start = head * head_dim;
         if !uniform {
-            for (column, &key) in keys.iter().enumerate() {
-                let key_values = slice_at(
-                    sequence_qkv,
-                    key * row_width + hidden + head_start,
-                    head_dim,
-                );
-                for (dim, &value) in key_values.iter().enumerate() {
-                    if let Some(slot) = keys_transposed.get_mut(dim * key_count + column) {
-                        *slot = value;
-                    }
-                }
-            }
+            // One panel as wide as all the keys: `[head_dim, keys]`.
+            pack_key_panels(
+                sequence_qkv,
+                keys,
+                shape,
+                head,
+                key_count,
+                &mut keys_transposed,
+            );
         }
         for offset in 0..query_rows {
             let query_start = (first_row + offset) * row_width + head_start;
@@ -529,6 +502,34 @@ fn attend_block_portable(
 /// `values[start..start + len]` (empty when out of range, which the shape checks in
 /// [`encoder_attention`] rule out).
 #[inline(always)]
+/// Copies one head's attended keys into panels of `width` keys: panel `p` holds, for each
+/// dimension `d` in order, keys `width·p .. width·p + width` side by side (zeros past the
+/// last key), so the scores of one query against a panel are `head_dim` vector FMAs.
+fn pack_key_panels(
+    sequence_qkv: &[f32],
+    keys: &[usize],
+    shape: AttentionShape,
+    head: usize,
+    width: usize,
+    panels: &mut [f32],
+) {
+    let (hidden, head_dim) = (shape.hidden(), shape.head_dim);
+    let width = width.max(1);
+    for (index, &key) in keys.iter().enumerate() {
+        let key_values = slice_at(
+            sequence_qkv,
+            key * 3 * hidden + hidden + head * head_dim,
+            head_dim,
+        );
+        let panel_start = (index / width) * width * head_dim + index % width;
+        for (dim, &value) in key_values.iter().enumerate() {
+            if let Some(slot) = panels.get_mut(panel_start + dim * width) {
+                *slot = value;
+            }
+        }
+    }
+}
+
 fn slice_at(values: &[f32], start: usize, len: usize) -> &[f32] {
     values.get(start..start + len).unwrap_or(&[])
 }
