@@ -304,6 +304,29 @@ mod tests {
         }
     }
 
+    /// The `gemm` crate path (what CPUs without AVX-512F run), called directly: on this
+    /// project's machines `DenseWeights` takes the packed kernel instead.
+    #[test]
+    fn gemm_crate_path_matches_plain_linear() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        for (rows, k, n) in [(1, 5, 3), (7, 33, 17), (130, 384, 384)] {
+            let input = random_values(21, rows * k);
+            let weight = random_values(22, n * k);
+            let zeros = vec![0.0; n];
+            let mut got = vec![0.0; rows * n];
+            pool.install(|| matmul_transposed_accumulate(&mut got, &input, &weight, rows, k, n))
+                .unwrap();
+            let want = plain_linear(&input, &weight, &zeros, rows, k);
+            let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            let worst = crate::kernels::max_abs_diff(&got, &want);
+            eprintln!("gemm crate: measured error {worst} of {scale}");
+            assert!(worst / scale < 2e-6, "{rows}x{k}x{n}: {worst} of {scale}");
+        }
+    }
+
     #[test]
     fn fused_activation_equals_forward_then_activation() {
         let (rows, k, n) = (30, 384, 1536);
