@@ -42,6 +42,9 @@ const MIN_ROWS_TO_SPLIT: usize = TILE_ROWS;
 /// How many steps of `k` ahead the kernel prefetches its weights: 4 KiB, a page ahead (the
 /// hardware prefetchers stop at page boundaries; DRAM latency is ~100 ns).
 const PREFETCH_STEPS: usize = 32;
+/// Rows packed and multiplied at a time (36 tiles: MiniLM's half batch of 16 sentences fits in
+/// one chunk; a 32 × 512-token batch does not allocate a 100 MB packing buffer).
+const CHUNK_ROWS: usize = 36 * TILE_ROWS;
 /// Fewest tiles of rows per thread for splitting by rows rather than by panels.
 const MIN_TILES_PER_THREAD: usize = 4;
 /// Weight bytes per group of panels: half of the 1 MiB L2, the rest for the input blocks.
@@ -221,9 +224,10 @@ impl PackedWeights {
         Ok(())
     }
 
-    /// Packs the input once, then runs the panels split into `parts` contiguous ranges, one
-    /// task each on the calling pool (all on this thread for one part). Lengths already
-    /// checked, AVX-512F present.
+    /// Packs the input (at most [`CHUNK_ROWS`] rows at a time, so the packing buffer stays a
+    /// few megabytes whatever the batch), then runs the panels split into `parts` contiguous
+    /// ranges, one task each on the calling pool (all on this thread for one part). Lengths
+    /// already checked, AVX-512F present.
     fn accumulate_panels(
         &self,
         input: &[f32],
@@ -233,21 +237,29 @@ impl PackedWeights {
         parts: usize,
         ends: (Start<'_>, Epilogue),
     ) {
-        pack_input(input, self.in_features, packed_input);
-        let packed_input: &[f32] = packed_input;
-        let output = SharedOutput {
-            start: output.as_mut_ptr(),
-            len: output.len(),
-        };
+        let (k, n) = (self.in_features, self.out_features);
         let parts = parts.min(self.panel_count).max(1);
-        if parts == 1 {
-            self.run_panels(packed_input, rows, 0..self.panel_count, &output, ends);
-            return;
+        for (input, output) in input
+            .chunks(CHUNK_ROWS * k)
+            .zip(output.chunks_mut(CHUNK_ROWS * n))
+            .take(rows.div_ceil(CHUNK_ROWS))
+        {
+            let chunk_rows = input.len() / k.max(1);
+            pack_input(input, k, packed_input);
+            let packed_input: &[f32] = packed_input;
+            let output = SharedOutput {
+                start: output.as_mut_ptr(),
+                len: output.len(),
+            };
+            if parts == 1 {
+                self.run_panels(packed_input, chunk_rows, 0..self.panel_count, &output, ends);
+                continue;
+            }
+            (0..parts).into_par_iter().for_each(|part| {
+                let panels = part * self.panel_count / parts..(part + 1) * self.panel_count / parts;
+                self.run_panels(packed_input, chunk_rows, panels, &output, ends);
+            });
         }
-        (0..parts).into_par_iter().for_each(|part| {
-            let panels = part * self.panel_count / parts..(part + 1) * self.panel_count / parts;
-            self.run_panels(packed_input, rows, panels, &output, ends);
-        });
     }
 
     /// The columns of `panels` for every row of `output` (`[rows, n]`).
@@ -680,9 +692,15 @@ mod tests {
             (29, 384, 1152),
             (100, 1536, 40),
             (130, 96, 1536),
+            // More than CHUNK_ROWS rows per thread: packed and multiplied in two chunks.
+            (1100, 40, 70),
         ];
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(2)
+            .build()
+            .unwrap();
+        let one_thread = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
             .build()
             .unwrap();
         let mut worst_relative = 0.0f64;
@@ -696,6 +714,13 @@ mod tests {
             pool.install(|| packed.accumulate(&input, rows, &mut got))
                 .unwrap();
             let want = plain(&input, &weight, &start, rows, k);
+            // Each output value is one chain of FMAs in k order, whoever computes it: one
+            // thread gives the same bits as two.
+            let mut alone = start.clone();
+            one_thread
+                .install(|| packed.accumulate(&input, rows, &mut alone))
+                .unwrap();
+            assert_eq!(alone, got, "{rows}x{k}x{n}: one thread vs two");
             // A bias in the kernel's start gives what adding it beforehand gives, bit for
             // bit; with `Start::Bias`, what the output held (NaN here) is never read.
             let bias = random_values(seed + 4, n);
