@@ -181,11 +181,6 @@ impl LoadedModel {
         self.model.token_states(sequences)
     }
 
-    /// Whether [`LoadedModel::token_states`] is available for this model and head.
-    pub fn has_token_states(&self) -> bool {
-        self.model.token_states(&[]).is_some()
-    }
-
     /// The parsed `config.json`.
     pub fn config(&self) -> &ModelConfig {
         &self.config

@@ -373,8 +373,9 @@ impl FeatureExtraction {
     /// batches.
     ///
     /// Batches of at most [`CONCURRENT_BATCH_SIZE`] inputs run concurrently on the calling
-    /// rayon pool, each on its own thread (one short sequence is too little work to split
-    /// over threads without the synchronisation costing more than it saves); larger batches
+    /// rayon pool, one per thread (grouping them into one pass to share the weights was
+    /// measured slower: the threads then synchronise at every layer; the kernels still hand
+    /// halves of a product to a thread that runs out of batches); larger batches
     /// run one after the other, each using every thread.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
