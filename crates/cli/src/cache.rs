@@ -26,11 +26,14 @@ enum CacheCommand {
     /// List the cached repos: refs, snapshots, sizes.
     Ls {
         /// Print JSON: {"cache", "repos": [{"repo", "size", "refs": {name: commit},
-        /// "snapshots": [{"commit", "files", "size"}]}]}.
+        /// "invalid_refs": {name: reason}, "snapshots": [{"commit", "files", "size",
+        /// "refused": [{"path", "points_to", "problem"}]}]}]}.
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash every cached file against its blob name (exit 3 on a mismatch).
+    /// Check every snapshot (exit 3 on any problem): re-hash each blob against its name; report
+    /// entries that do not link to a regular file in the repo's blobs/ folder, and files that
+    /// huggingface_hub's cached file list for the commit names but the snapshot lacks.
     Verify {
         /// Only this repo (default: every cached repo).
         repo: Option<String>,
@@ -65,6 +68,9 @@ struct RepoListing {
     /// Bytes of the repo's blobs (each stored once, however many snapshots use it).
     size: u64,
     refs: BTreeMap<String, String>,
+    /// Refs whose file cannot be read as a commit hash, with the reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    invalid_refs: BTreeMap<String, String>,
     snapshots: Vec<SnapshotListing>,
 }
 
@@ -74,6 +80,16 @@ struct SnapshotListing {
     files: usize,
     /// Sum of the sizes of the snapshot's files.
     size: u64,
+    /// Entries that break the cache rule: never loaded, served or counted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    refused: Vec<RefusedListing>,
+}
+
+#[derive(Debug, Serialize)]
+struct RefusedListing {
+    path: String,
+    points_to: PathBuf,
+    problem: String,
 }
 
 /// Runs `cache`.
@@ -97,21 +113,40 @@ fn list(cache: &HubCache, json: bool) -> anyhow::Result<ExitCode> {
     for repo_cache in cache.repos()? {
         let mut snapshots = Vec::new();
         for commit in repo_cache.snapshots()? {
-            let files = repo_cache.snapshot_files(&commit)?;
+            let listing = repo_cache.snapshot_listing(&commit)?;
             snapshots.push(SnapshotListing {
                 commit: commit.to_string(),
-                files: files.len(),
-                size: files.iter().map(|file| file.size).sum(),
+                files: listing.files.len(),
+                size: listing.files.iter().map(|file| file.size).sum(),
+                refused: listing
+                    .refused
+                    .into_iter()
+                    .map(|entry| RefusedListing {
+                        path: entry.path.to_string(),
+                        points_to: entry.points_to,
+                        problem: entry.problem.to_string(),
+                    })
+                    .collect(),
             });
+        }
+        let mut refs = BTreeMap::new();
+        let mut invalid_refs = BTreeMap::new();
+        for name in repo_cache.ref_names()? {
+            match repo_cache.read_ref(&name) {
+                Ok(Some(commit)) => {
+                    refs.insert(name, commit.to_string());
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    invalid_refs.insert(name, error.to_string());
+                }
+            }
         }
         repos.push(RepoListing {
             repo: repo_cache.repo().to_string(),
             size: blobs_size(&repo_cache)?,
-            refs: repo_cache
-                .refs()?
-                .into_iter()
-                .map(|(name, commit)| (name, commit.to_string()))
-                .collect(),
+            refs,
+            invalid_refs,
             snapshots,
         });
     }
@@ -152,6 +187,9 @@ fn render_listing(listing: &CacheListing) -> String {
                 refs.join(", ")
             }
         );
+        for (name, reason) in &repo.invalid_refs {
+            let _ = writeln!(text, "  invalid ref {name}: {reason}");
+        }
         for snapshot in &repo.snapshots {
             let _ = writeln!(
                 text,
@@ -160,6 +198,15 @@ fn render_listing(listing: &CacheListing) -> String {
                 snapshot.files,
                 human_size(snapshot.size)
             );
+            for refused in &snapshot.refused {
+                let _ = writeln!(
+                    text,
+                    "    refused {} -> {} ({})",
+                    refused.path,
+                    refused.points_to.display(),
+                    refused.problem
+                );
+            }
         }
     }
     text
@@ -171,47 +218,69 @@ fn verify(cache: &HubCache, repo: Option<&str>) -> anyhow::Result<ExitCode> {
         None => cache.repos()?,
     };
     let mut report = String::new();
-    let mut failures = Vec::new();
+    let mut problems = Vec::new();
+    let mut corrupt_blob = None;
     for repo_cache in &repos {
         for commit in repo_cache.snapshots()? {
-            let files = repo_cache.snapshot_files(&commit)?.len();
-            let bad = repo_cache.verify(&commit)?;
-            let verdict = if bad.is_empty() { "ok" } else { "CORRUPT" };
+            let checked = repo_cache.verify(&commit)?;
+            let verdict = if checked.is_ok() { "ok" } else { "BAD" };
             let _ = writeln!(
                 report,
-                "{verdict:<7}  {}@{}  {files} files",
+                "{verdict:<7}  {}@{}  {} files",
                 repo_cache.repo(),
-                short(commit.as_str())
+                short(commit.as_str()),
+                checked.files
             );
-            for failure in bad {
-                let _ = writeln!(
-                    report,
-                    "         {}: content has sha256/sha1 {}, blob name promises {}",
+            let mut lines = Vec::new();
+            for failure in &checked.corrupt {
+                lines.push(format!(
+                    "{}: content has sha256/sha1 {}, blob name promises {}",
                     failure.path, failure.actual, failure.expected
-                );
-                failures.push((repo_cache.repo().clone(), failure));
+                ));
+                corrupt_blob.get_or_insert_with(|| failure.clone());
+            }
+            for refused in &checked.refused {
+                lines.push(format!(
+                    "{}: refused entry, points to {} ({})",
+                    refused.path,
+                    refused.points_to.display(),
+                    refused.problem
+                ));
+            }
+            for missing in &checked.missing {
+                lines.push(format!("{}: missing, {}", missing.path, missing.reason));
+            }
+            for line in lines {
+                let _ = writeln!(report, "         {line}");
+                problems.push(format!(
+                    "{}@{}: {line}",
+                    repo_cache.repo(),
+                    short(commit.as_str())
+                ));
             }
         }
     }
     crate::output::print(&report)?;
-    let Some((_, first)) = failures.first() else {
+    if problems.is_empty() {
         return Ok(ExitCode::SUCCESS);
+    }
+    let summary = format!(
+        "{} problem(s) in the cache ({}); delete the repo with `safeformers cache rm` and fetch \
+         it again",
+        problems.len(),
+        problems.join("; ")
+    );
+    let cause = match corrupt_blob {
+        Some(first) => HubError::CorruptCache {
+            path: first.blob,
+            expected: first.expected,
+            actual: first.actual,
+        },
+        None => HubError::CacheVerifyFailed {
+            problems: problems.len(),
+        },
     };
-    let named: Vec<String> = failures
-        .iter()
-        .map(|(repo, failure)| format!("{repo}: {}", failure.path))
-        .collect();
-    Err(anyhow::Error::new(HubError::CorruptCache {
-        path: first.blob.clone(),
-        expected: first.expected.clone(),
-        actual: first.actual.clone(),
-    })
-    .context(format!(
-        "{} cached file(s) do not match their hash ({}); delete the repo with `safeformers \
-         cache rm` and fetch it again",
-        failures.len(),
-        named.join(", ")
-    )))
+    Err(anyhow::Error::new(cause).context(summary))
 }
 
 fn remove(cache: &HubCache, id: &str) -> anyhow::Result<ExitCode> {

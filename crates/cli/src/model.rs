@@ -196,14 +196,23 @@ impl Want {
             );
         }
         let files = repo_cache.snapshot_files(commit).ok()?;
-        files
-            .iter()
-            .any(|file| {
-                weights
-                    .iter()
-                    .any(|pattern| glob_match(pattern, file.path.as_str()))
-            })
-            .then(|| repo_cache.snapshot(commit))
+        let has_weights = files.iter().any(|file| {
+            weights
+                .iter()
+                .any(|pattern| glob_match(pattern, file.path.as_str()))
+        });
+        // When huggingface_hub's file list for the commit is cached, every file of it a load
+        // would read must be there too (Python's `IncompleteSnapshotError`): a download killed
+        // half-way leaves a snapshot that is not enough.
+        let patterns = self.patterns();
+        let listed = safeformers_hub::tree_listing::read(repo_cache.dir(), commit).ok()?;
+        let is_complete = listed.is_none_or(|listed| {
+            listed
+                .paths()
+                .filter(|path| matches_any(&patterns, path))
+                .all(|path| files.iter().any(|file| file.path.as_str() == path))
+        });
+        (has_weights && is_complete).then(|| repo_cache.snapshot(commit))
     }
 }
 
@@ -224,6 +233,12 @@ pub fn resolve_model(
     };
     let request = RepoRequest::parse(text, hub.revision()?.as_ref())?;
     let snapshot = fetch(&request, hub, lock, &Want::Load { allow_pickle })?;
+    // The cache rule, before anything is read from the snapshot: every entry must link to a
+    // regular file in the repo's own blobs/ (a policy refusal naming the entry otherwise).
+    hub.client()?
+        .cache()
+        .repo(&request.repo)
+        .snapshot_files(&snapshot.commit)?;
     Ok(snapshot.dir)
 }
 
@@ -254,10 +269,28 @@ pub fn fetch(
             Revision::Ref(name) if client.settings().offline => repo_cache.read_ref(name)?,
             Revision::Ref(_) => None,
         };
-        if let Some(snapshot) =
-            cached_commit.and_then(|commit| want.cached_snapshot(&repo_cache, &commit))
+        if let Some(commit) = &cached_commit
+            && let Some(snapshot) = want.cached_snapshot(&repo_cache, commit)
         {
             return Ok(snapshot);
+        }
+        // Offline, a load that the cache cannot serve whole (no weights the policy may read,
+        // or files the commit's cached file list names are missing: a download killed half-way)
+        // is "not cached", a refusal, whatever else the snapshot holds.
+        if client.settings().offline
+            && matches!(want, Want::Load { .. })
+            && let Some(commit) = cached_commit
+        {
+            repo_cache.snapshot_files(&commit)?;
+            return Err(HubError::NotCachedOffline {
+                what: format!(
+                    "a complete snapshot of `{}` at commit {commit} (weights the policy allows, \
+                     and every file a load reads; a download may have been interrupted)",
+                    request.repo
+                ),
+                cache: client.cache().root().to_path_buf(),
+            }
+            .into());
         }
         return Ok(client.snapshot(&request.repo, &revision, &patterns)?);
     }

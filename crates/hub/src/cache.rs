@@ -20,9 +20,12 @@ use std::path::{Path, PathBuf};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use safeformers_files::{caps, open_regular, read_capped_string_if_exists};
+
 use crate::error::{HubError, Result};
 use crate::names::{CommitHash, Etag, RepoFilePath};
 use crate::repo::{RepoId, Revision};
+use safeformers_files::FileKind;
 
 /// The root of a hub cache (`HF_HUB_CACHE`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,17 +97,132 @@ pub struct Snapshot {
     pub dir: PathBuf,
 }
 
-/// A file of a cached snapshot.
+/// A file of a cached snapshot: an entry that keeps the cache rule (see [`RepoCache::resolve_entry`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CachedFile {
     /// Its path in the repo.
     pub path: RepoFilePath,
-    /// The file in the snapshot folder (usually a symlink into `blobs/`).
+    /// The entry in the snapshot folder (a symlink into `blobs/`).
     pub local_path: PathBuf,
-    /// The blob it links to, when it is a symlink to a well-named blob.
-    pub etag: Option<Etag>,
+    /// The blob it resolves to, and that blob's name.
+    pub blob: CachedBlob,
     /// Its size in bytes.
     pub size: u64,
+}
+
+/// A blob of the repo's own `blobs/` folder that a snapshot entry resolves to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedBlob {
+    /// Its resolved path (no symbolic links left).
+    pub path: PathBuf,
+    /// Its name: the hash its content must have.
+    pub etag: Etag,
+}
+
+/// Why a snapshot entry is not cache content. The rule, for loads, the mirror, `cache ls` and
+/// `cache verify` alike: an entry of `snapshots/<commit>/` resolves to a regular file directly
+/// inside the repo's own `blobs/` folder, named by its hash. Anything else could make a cache that
+/// Python, another tool or another user wrote hand us any file on the machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryProblem {
+    /// A link to nothing.
+    Dangling,
+    /// It resolves somewhere that is not directly inside the repo's `blobs/` folder.
+    OutsideBlobs,
+    /// It resolves into `blobs/`, to something that is not a regular file.
+    NotRegular(FileKind),
+    /// It resolves into `blobs/`, under a name that is not a blob hash.
+    NotABlobName,
+    /// The repo has no `blobs/` folder, or that folder is itself a link.
+    NoBlobsFolder,
+}
+
+impl std::fmt::Display for EntryProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryProblem::Dangling => f.write_str("a link to nothing"),
+            EntryProblem::OutsideBlobs => f.write_str("not a blob of this repo's blobs/ folder"),
+            EntryProblem::NotRegular(kind) => write!(f, "{kind} in blobs/, not a regular file"),
+            EntryProblem::NotABlobName => f.write_str("a file in blobs/ not named by a hash"),
+            EntryProblem::NoBlobsFolder => {
+                f.write_str("the repo has no real blobs/ folder (missing, or a link)")
+            }
+        }
+    }
+}
+
+/// A snapshot entry that breaks the cache rule, with where it points.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedEntry {
+    /// Its path in the repo.
+    pub path: RepoFilePath,
+    /// The entry in the snapshot folder.
+    pub local_path: PathBuf,
+    /// Where it points: resolved when it resolves, else the link as written.
+    pub points_to: PathBuf,
+    /// What is wrong.
+    pub problem: EntryProblem,
+}
+
+impl std::fmt::Display for RefusedEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} points to {}: {}",
+            self.local_path.display(),
+            self.points_to.display(),
+            self.problem
+        )
+    }
+}
+
+impl From<RefusedEntry> for HubError {
+    fn from(entry: RefusedEntry) -> HubError {
+        HubError::CacheEntryRefused {
+            entry: entry.local_path,
+            points_to: entry.points_to,
+            problem: entry.problem.to_string(),
+        }
+    }
+}
+
+/// The entries of a cached snapshot: those that keep the cache rule, and those that do not.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SnapshotListing {
+    /// Entries that resolve to a blob, sorted by path.
+    pub files: Vec<CachedFile>,
+    /// Entries that break the rule, sorted by path.
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// What `cache verify` finds in one snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries that resolve to a blob.
+    pub files: usize,
+    /// Blobs whose content does not match their name.
+    pub corrupt: Vec<VerifyFailure>,
+    /// Entries that break the cache rule.
+    pub refused: Vec<RefusedEntry>,
+    /// Files that the commit's cached file list (`trees/<commit>.json`, written by
+    /// huggingface_hub 2.x) names and the snapshot lacks or holds with other content.
+    pub missing: Vec<MissingFile>,
+}
+
+impl VerifyReport {
+    /// Whether nothing is wrong.
+    pub fn is_ok(&self) -> bool {
+        self.corrupt.is_empty() && self.refused.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// A file the commit's cached file list names that the snapshot lacks or holds with other content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingFile {
+    /// Its path in the repo.
+    pub path: String,
+    /// What is wrong: absent, or a different blob.
+    pub reason: String,
 }
 
 /// A cached file whose content does not match its blob name.
@@ -170,12 +288,57 @@ impl RepoCache {
         self.snapshot_dir(commit).join(path.to_relative_path())
     }
 
-    /// The cached file at `commit`, if it is there (and, when it is a symlink, its blob too).
+    /// The cached file at `commit`, if its entry is there and keeps the cache rule
+    /// ([`RepoCache::resolve_entry`]); an entry that breaks it counts as not cached, so a download
+    /// replaces it.
     pub fn cached_file(&self, commit: &CommitHash, path: &RepoFilePath) -> Option<PathBuf> {
         let file = self.snapshot_file(commit, path);
-        fs::metadata(&file)
-            .is_ok_and(|meta| meta.is_file())
-            .then_some(file)
+        self.resolve_entry(&file).is_ok().then_some(file)
+    }
+
+    /// The repo's `blobs/` folder, resolved, if it is a real folder (not a link to one).
+    fn blobs_root(&self) -> Option<PathBuf> {
+        let dir = self.dir.join("blobs");
+        let meta = fs::symlink_metadata(&dir).ok()?;
+        if !meta.is_dir() {
+            return None;
+        }
+        fs::canonicalize(&dir).ok()
+    }
+
+    /// Applies the cache rule to one snapshot entry: it must resolve (through any links) to a
+    /// regular file directly inside this repo's own `blobs/` folder, named by a hash. Returns that
+    /// blob, or what is wrong and where the entry points.
+    pub fn resolve_entry(
+        &self,
+        entry: &Path,
+    ) -> std::result::Result<(CachedBlob, u64), (EntryProblem, PathBuf)> {
+        let written = || safeformers_files::link_target_for_message(entry);
+        let Ok(target) = fs::canonicalize(entry) else {
+            return Err((EntryProblem::Dangling, written()));
+        };
+        let Some(blobs) = self.blobs_root() else {
+            return Err((EntryProblem::NoBlobsFolder, target));
+        };
+        if target.parent() != Some(blobs.as_path()) {
+            return Err((EntryProblem::OutsideBlobs, target));
+        }
+        let Some(etag) = target
+            .file_name()
+            .and_then(|name| name.to_str())
+            .and_then(|name| Etag::parse(name).ok())
+        else {
+            return Err((EntryProblem::NotABlobName, target));
+        };
+        let meta = match fs::metadata(&target) {
+            Ok(meta) => meta,
+            Err(_) => return Err((EntryProblem::Dangling, target)),
+        };
+        let kind = FileKind::of(meta.file_type());
+        if kind != FileKind::Regular {
+            return Err((EntryProblem::NotRegular(kind), target));
+        }
+        Ok((CachedBlob { path: target, etag }, meta.len()))
     }
 
     fn ref_path(&self, name: &str) -> Result<PathBuf> {
@@ -193,10 +356,14 @@ impl RepoCache {
     /// commit hash is an error, not a path.
     pub fn read_ref(&self, name: &str) -> Result<Option<CommitHash>> {
         let path = self.ref_path(name)?;
-        match fs::read_to_string(&path) {
-            Ok(content) => CommitHash::parse(content.trim()).map(Some),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(HubError::io(path)(error)),
+        match read_capped_string_if_exists(&path, caps::REF)? {
+            Some(content) => CommitHash::parse(content.trim()).map(Some).map_err(|_| {
+                HubError::InvalidCachedRef {
+                    path,
+                    content: content.chars().take(64).collect(),
+                }
+            }),
+            None => Ok(None),
         }
     }
 
@@ -206,12 +373,20 @@ impl RepoCache {
         write_atomically(&path, commit.as_str().as_bytes())
     }
 
-    /// Every cached ref and the commit it points to, sorted by name.
-    pub fn refs(&self) -> Result<Vec<(String, CommitHash)>> {
+    /// The names of every cached ref (`main`, `refs/pr/1`, ...), sorted; nothing is read.
+    pub fn ref_names(&self) -> Result<Vec<String>> {
         let root = self.dir.join("refs");
+        Ok(walk_entries(&root)?
+            .into_iter()
+            .map(|(relative, _)| relative.as_str().to_string())
+            .collect())
+    }
+
+    /// Every cached ref and the commit it points to, sorted by name; the first ref that cannot
+    /// be read (not a regular file, over 256 bytes, not a commit hash) is an error.
+    pub fn refs(&self) -> Result<Vec<(String, CommitHash)>> {
         let mut refs = Vec::new();
-        for (relative, _) in walk_files(&root)? {
-            let name = relative.as_str().to_string();
+        for name in self.ref_names()? {
             if let Some(commit) = self.read_ref(&name)? {
                 refs.push((name, commit));
             }
@@ -314,52 +489,71 @@ impl RepoCache {
         Ok(commits)
     }
 
-    /// The files of a cached snapshot, sorted by path.
-    pub fn snapshot_files(&self, commit: &CommitHash) -> Result<Vec<CachedFile>> {
+    /// Every entry of a cached snapshot, split by the cache rule ([`RepoCache::resolve_entry`]).
+    pub fn snapshot_listing(&self, commit: &CommitHash) -> Result<SnapshotListing> {
         let root = self.snapshot_dir(commit);
-        let mut files = Vec::new();
-        for (path, local_path) in walk_files(&root)? {
-            let meta = fs::metadata(&local_path).map_err(HubError::io(&local_path))?;
-            let etag = fs::read_link(&local_path)
-                .ok()
-                .and_then(|target| {
-                    target
-                        .file_name()
-                        .and_then(|name| name.to_str())
-                        .map(str::to_string)
-                })
-                .and_then(|name| Etag::parse(&name).ok());
-            files.push(CachedFile {
-                path,
-                local_path,
-                etag,
-                size: meta.len(),
-            });
+        let mut listing = SnapshotListing::default();
+        for (path, local_path) in walk_entries(&root)? {
+            match self.resolve_entry(&local_path) {
+                Ok((blob, size)) => listing.files.push(CachedFile {
+                    path,
+                    local_path,
+                    blob,
+                    size,
+                }),
+                Err((problem, points_to)) => listing.refused.push(RefusedEntry {
+                    path,
+                    local_path,
+                    points_to,
+                    problem,
+                }),
+            }
         }
-        Ok(files)
+        Ok(listing)
     }
 
-    /// Re-hashes every blob a snapshot links to and reports each whose content does not match
-    /// its name (SHA-256 for LFS blobs, the git blob SHA-1 for the others).
-    pub fn verify(&self, commit: &CommitHash) -> Result<Vec<VerifyFailure>> {
-        let mut failures = Vec::new();
-        for file in self.snapshot_files(commit)? {
-            let Some(etag) = &file.etag else { continue };
+    /// The files of a cached snapshot, sorted by path, for a load or a lock: every entry must
+    /// keep the cache rule, and the first that does not is refused
+    /// ([`HubError::CacheEntryRefused`], a policy refusal).
+    pub fn snapshot_files(&self, commit: &CommitHash) -> Result<Vec<CachedFile>> {
+        let listing = self.snapshot_listing(commit)?;
+        match listing.refused.into_iter().next() {
+            Some(refused) => Err(refused.into()),
+            None => Ok(listing.files),
+        }
+    }
+
+    /// Checks a snapshot: re-hashes every blob its entries resolve to (SHA-256 for LFS blobs, the
+    /// git blob SHA-1 for the others), reports every entry that breaks the cache rule, and, when
+    /// huggingface_hub's file list for the commit (`trees/<commit>.json`) is cached, every file it
+    /// names that the snapshot lacks or holds with other content.
+    pub fn verify(&self, commit: &CommitHash) -> Result<VerifyReport> {
+        let listing = self.snapshot_listing(commit)?;
+        let mut report = VerifyReport {
+            files: listing.files.len(),
+            ..VerifyReport::default()
+        };
+        for file in &listing.files {
+            let etag = &file.blob.etag;
             let actual = if etag.is_sha256() {
-                sha256_file(&file.local_path)?
+                sha256_file(&file.blob.path)?
             } else {
-                git_blob_sha1_file(&file.local_path)?
+                git_blob_sha1_file(&file.blob.path)?
             };
             if actual != etag.as_str() {
-                failures.push(VerifyFailure {
-                    path: file.path,
-                    blob: self.blob_path(etag),
+                report.corrupt.push(VerifyFailure {
+                    path: file.path.clone(),
+                    blob: file.blob.path.clone(),
                     expected: etag.as_str().to_string(),
                     actual,
                 });
             }
         }
-        Ok(failures)
+        if let Some(tree) = crate::tree_listing::read(&self.dir, commit)? {
+            report.missing = tree.missing_from(&listing);
+        }
+        report.refused = listing.refused;
+        Ok(report)
     }
 
     /// Deletes the repo's folder and its locks.
@@ -376,13 +570,16 @@ impl RepoCache {
 }
 
 /// Imports a local folder as a cached snapshot of `repo`, so that it can then be used by repo id
-/// (offline too). Every file is hashed with SHA-256 and stored as `blobs/<sha256>` (the form of an
-/// LFS blob, so `verify` checks it); the commit id is derived from the content (the SHA-1 of the
-/// sorted list of paths, sizes and hashes), so importing the same folder twice gives the same
-/// commit; `refs/<revision_name>` points at it.
+/// (offline too). Each file is stored as the Hub would store it: an LFS file (one the folder's
+/// `.gitattributes`, else the Hub's default one, sends to LFS, or any file of 10 MiB or more) as
+/// `blobs/<sha256>`, any other as `blobs/<git blob sha1>`, so that a cache filled from the mirror
+/// looks like one filled from the Hub and `verify` checks both. The commit id is derived from
+/// the content (the SHA-1 of the sorted list of paths, sizes and hashes), so importing the same
+/// folder twice gives the same commit; `refs/<revision_name>` points at it.
 ///
-/// Hidden folders (`.git`, `.cache`) are skipped; file names must be safe repo paths; symlinks
-/// are followed only to regular files.
+/// Hidden folders (`.git`, `.cache`) are skipped; file names must be safe repo paths; a link is
+/// followed only to a regular file inside the folder ([`HubError::ImportLinkOutside`] otherwise:
+/// an import never copies `/etc/passwd` into the cache, where the mirror would serve it).
 pub fn import_folder(
     cache: &HubCache,
     dir: &Path,
@@ -390,8 +587,9 @@ pub fn import_folder(
     revision_name: &str,
 ) -> Result<Snapshot> {
     let repo_cache = cache.repo(repo);
+    let lfs_patterns = crate::lfs::LfsPatterns::for_folder(dir)?;
     let mut entries = Vec::new();
-    for (path, local) in walk_files(dir)? {
+    for (path, local) in walk_entries(dir)? {
         if path
             .as_str()
             .split('/')
@@ -399,9 +597,23 @@ pub fn import_folder(
         {
             continue;
         }
-        let sha256 = sha256_file(&local)?;
-        let size = fs::metadata(&local).map_err(HubError::io(&local))?.len();
-        entries.push((path, local, Etag::parse(&sha256)?, size));
+        safeformers_files::resolve_within(&local, dir).map_err(|error| match error {
+            safeformers_files::FileError::OutsideRoot { path, target, root } => {
+                HubError::ImportLinkOutside {
+                    entry: path,
+                    target,
+                    root,
+                }
+            }
+            other => other.into(),
+        })?;
+        let size = open_regular(&local)?
+            .metadata()
+            .map_err(HubError::io(&local))?
+            .len();
+        let is_lfs = lfs_patterns.is_lfs(path.as_str(), size);
+        let etag = Etag::parse(&content_hash(&local, is_lfs)?)?;
+        entries.push((path, local, etag, size));
     }
     let mut manifest = Sha1::new();
     manifest.update(b"safeformers cache import v1\n");
@@ -414,10 +626,10 @@ pub fn import_folder(
         if !repo_cache.blob_path(etag).is_file() {
             let incomplete = repo_cache.incomplete_path(etag);
             create_parent(&incomplete)?;
-            fs::copy(local, &incomplete).map_err(HubError::io(&incomplete))?;
+            copy_regular(local, &incomplete)?;
             // The copy is what gets stored: hash it again so a file that changed during the
             // import cannot land under another file's hash.
-            let copied = sha256_file(&incomplete)?;
+            let copied = content_hash(&incomplete, etag.is_sha256())?;
             if copied != etag.as_str() {
                 let _ = fs::remove_file(&incomplete);
                 return Err(HubError::HashMismatch {
@@ -433,6 +645,23 @@ pub fn import_folder(
     }
     repo_cache.write_ref(revision_name, &commit)?;
     Ok(repo_cache.snapshot(&commit))
+}
+
+/// The hash a blob is named by: SHA-256 for an LFS file, the git blob SHA-1 for any other.
+fn content_hash(path: &Path, is_lfs: bool) -> Result<String> {
+    if is_lfs {
+        sha256_file(path)
+    } else {
+        git_blob_sha1_file(path)
+    }
+}
+
+/// Copies a regular file (opened by the one opener, so never a FIFO or a device) to `to`.
+fn copy_regular(from: &Path, to: &Path) -> Result<()> {
+    let mut source = open_regular(from)?;
+    let mut target = File::create(to).map_err(HubError::io(to))?;
+    io::copy(&mut source, &mut target).map_err(HubError::io(to))?;
+    target.sync_all().map_err(HubError::io(to))
 }
 
 /// Lowercase hex of a digest.
@@ -454,15 +683,21 @@ pub fn sha256_file(path: &Path) -> Result<String> {
 
 /// The git blob SHA-1 of a file (`sha1("blob <len>\0" + content)`): the etag of a non-LFS file.
 pub fn git_blob_sha1_file(path: &Path) -> Result<String> {
-    let len = fs::metadata(path).map_err(HubError::io(path))?.len();
+    let mut file = open_regular(path)?;
+    let len = file.metadata().map_err(HubError::io(path))?.len();
     let mut hasher = Sha1::new();
     hasher.update(format!("blob {len}\0").as_bytes());
-    stream_file(path, |chunk| hasher.update(chunk))?;
+    // Exactly the length that went into the header: a file that grows meanwhile cannot make the
+    // hash cover other bytes than it claims.
+    stream_reader(path, (&mut file).take(len), |chunk| hasher.update(chunk))?;
     Ok(hex(&hasher.finalize()))
 }
 
-fn stream_file(path: &Path, mut consume: impl FnMut(&[u8])) -> Result<()> {
-    let mut file = File::open(path).map_err(HubError::io(path))?;
+fn stream_file(path: &Path, consume: impl FnMut(&[u8])) -> Result<()> {
+    stream_reader(path, open_regular(path)?, consume)
+}
+
+fn stream_reader(path: &Path, mut file: impl Read, mut consume: impl FnMut(&[u8])) -> Result<()> {
     let mut buffer = vec![0u8; 1 << 20];
     loop {
         let read = file.read(&mut buffer).map_err(HubError::io(path))?;
@@ -518,16 +753,17 @@ fn make_link(_target: &Path, blob: &Path, link: &Path) -> Result<()> {
 /// Deepest folder nesting walked in a snapshot, a refs folder or an imported folder.
 const MAX_WALK_DEPTH: usize = 32;
 
-/// The regular files under `root` (following symlinks to files, not to folders), as safe repo
-/// paths, sorted. A missing `root` has no files.
-fn walk_files(root: &Path) -> Result<Vec<(RepoFilePath, PathBuf)>> {
-    let mut files = Vec::new();
+/// Every entry under `root` that is not a real folder (regular files, links of any kind, FIFOs,
+/// devices), as safe repo paths, sorted; links to folders are entries too, never descended. A
+/// missing `root` has none. Callers decide what each entry may be: this walk opens nothing.
+fn walk_entries(root: &Path) -> Result<Vec<(RepoFilePath, PathBuf)>> {
+    let mut entries_found = Vec::new();
     let mut pending = vec![(root.to_path_buf(), String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = pending.pop() {
         let entries = match fs::read_dir(&dir) {
             Ok(entries) => entries,
             Err(error) if error.kind() == io::ErrorKind::NotFound && depth == 0 => {
-                return Ok(files);
+                return Ok(entries_found);
             }
             Err(error) => return Err(HubError::io(&dir)(error)),
         };
@@ -546,6 +782,7 @@ fn walk_files(root: &Path) -> Result<Vec<(RepoFilePath, PathBuf)>> {
                 format!("{prefix}/{name}")
             };
             let path = entry.path();
+            // `DirEntry::file_type` does not follow links: only a real folder is descended.
             let kind = entry.file_type().map_err(HubError::io(&path))?;
             if kind.is_dir() {
                 if depth + 1 >= MAX_WALK_DEPTH {
@@ -555,13 +792,13 @@ fn walk_files(root: &Path) -> Result<Vec<(RepoFilePath, PathBuf)>> {
                     });
                 }
                 pending.push((path, relative, depth + 1));
-            } else if fs::metadata(&path).is_ok_and(|meta| meta.is_file()) {
-                files.push((RepoFilePath::parse(&relative)?, path));
+            } else {
+                entries_found.push((RepoFilePath::parse(&relative)?, path));
             }
         }
     }
-    files.sort();
-    Ok(files)
+    entries_found.sort();
+    Ok(entries_found)
 }
 
 #[cfg(test)]
@@ -607,16 +844,21 @@ mod tests {
         let nested = snapshot.dir.join("1_Pooling/config.json");
         assert_eq!(
             fs::read_link(&nested).unwrap(),
-            PathBuf::from("../../../blobs").join(files[0].etag.as_ref().unwrap().as_str())
+            PathBuf::from("../../../blobs").join(files[0].blob.etag.as_str())
         );
         assert_eq!(fs::read(&nested).unwrap(), b"{\"pooling\": 1}");
-        assert!(repo_cache.verify(&snapshot.commit).unwrap().is_empty());
+        // A config is a plain git file on the Hub: named by its git blob SHA-1, as the Hub does.
+        assert_eq!(
+            files[1].blob.etag.as_str(),
+            git_blob_sha1_file(&source.join("config.json")).unwrap()
+        );
+        assert!(repo_cache.verify(&snapshot.commit).unwrap().is_ok());
         assert_eq!(cache.repos().unwrap(), vec![repo_cache.clone()]);
 
         // Tamper with a blob: verify names it.
-        let blob = repo_cache.blob_path(files[1].etag.as_ref().unwrap());
+        let blob = repo_cache.blob_path(&files[1].blob.etag);
         fs::write(&blob, b"{\"tampered\": true}").unwrap();
-        let failures = repo_cache.verify(&snapshot.commit).unwrap();
+        let failures = repo_cache.verify(&snapshot.commit).unwrap().corrupt;
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].path.as_str(), "config.json");
 

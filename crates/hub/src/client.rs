@@ -877,7 +877,7 @@ impl ContentHasher {
 
 /// Feeds the first `len` bytes of `path` (a partial download being resumed) to `hasher`.
 fn hash_prefix(path: &Path, len: u64, hasher: &mut ContentHasher) -> Result<()> {
-    let file = File::open(path).map_err(HubError::io(path))?;
+    let file = safeformers_files::open_regular(path)?;
     let mut reader = file.take(len);
     let mut buffer = vec![0u8; 1 << 20];
     loop {

@@ -52,6 +52,11 @@ pub enum HubError {
         reason: &'static str,
     },
 
+    /// A file that is not a regular file (a FIFO, a device, a directory), is over the cap for its
+    /// kind, or could not be read: the one opener of `safeformers-files` says which.
+    #[error(transparent)]
+    File(#[from] safeformers_files::FileError),
+
     /// A filesystem operation failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -205,6 +210,70 @@ pub enum HubError {
         reason: String,
     },
 
+    /// A cached `refs/<name>` file that does not hold a commit hash.
+    #[error(
+        "{}: a cached ref must hold a 40-hex commit hash, found `{content}` (remove the file, or \
+         fetch the ref again)",
+        path.display()
+    )]
+    InvalidCachedRef {
+        /// The ref file.
+        path: PathBuf,
+        /// What it holds (shortened).
+        content: String,
+    },
+
+    /// A cache snapshot entry that does not resolve to a blob of its repo's `blobs/` folder (a
+    /// link out of the cache, a dangling link, a FIFO or a device): never read as cache content.
+    #[error(
+        "{}: refused, it points to {} ({problem}); a cache entry must link to a regular file in \
+         its repo's blobs/ folder (check `safeformers cache verify`, then remove the repo with \
+         `safeformers cache rm` and fetch it again)",
+        entry.display(),
+        points_to.display()
+    )]
+    CacheEntryRefused {
+        /// The entry in the snapshot folder.
+        entry: PathBuf,
+        /// Where it points.
+        points_to: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
+
+    /// `cache verify` found entries that break the cache rule, or files missing from a snapshot.
+    #[error("{problems} problem(s) in cached snapshots")]
+    CacheVerifyFailed {
+        /// How many.
+        problems: usize,
+    },
+
+    /// A folder being imported into the cache holds a link that leaves it.
+    #[error(
+        "{}: refused, it links to {}, outside the folder being imported ({}); copy the file \
+         into the folder if it belongs to the model",
+        entry.display(),
+        target.display(),
+        root.display()
+    )]
+    ImportLinkOutside {
+        /// The entry in the folder.
+        entry: PathBuf,
+        /// Where it resolves to.
+        target: PathBuf,
+        /// The folder being imported.
+        root: PathBuf,
+    },
+
+    /// huggingface_hub's cached file list for a commit (`trees/<commit>.json`) is malformed.
+    #[error("{}: invalid cached file list: {reason}", path.display())]
+    InvalidTreeListing {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The lockfile cannot be read.
     #[error("{}: invalid lockfile: {reason}", path.display())]
     InvalidLockfile {
@@ -227,6 +296,9 @@ impl HubError {
                 | HubError::NotCachedOffline { .. }
                 | HubError::CorruptCache { .. }
                 | HubError::LockMismatch { .. }
+                | HubError::CacheEntryRefused { .. }
+                | HubError::CacheVerifyFailed { .. }
+                | HubError::ImportLinkOutside { .. }
         )
     }
 

@@ -17,12 +17,14 @@ pub mod client;
 pub mod error;
 pub mod glob;
 mod http;
+pub mod lfs;
 pub mod lockfile;
 #[cfg(feature = "mirror")]
 pub mod mirror;
 pub mod names;
 pub mod repo;
 pub mod settings;
+pub mod tree_listing;
 
 pub use cache::{HubCache, RepoCache, Snapshot};
 pub use client::{HubClient, RepoFile, RetryPolicy};

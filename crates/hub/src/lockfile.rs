@@ -24,13 +24,13 @@
 //! [`HubError::InvalidLockfile`]. Writing is deterministic: repos sorted by id, files by path.
 
 use std::collections::BTreeSet;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{RepoCache, Snapshot, sha256_file, write_atomically};
+use safeformers_files::{caps, read_capped_string, read_capped_string_if_exists};
+
 use crate::error::{HubError, Result};
 use crate::names::{CommitHash, RepoFilePath};
 use crate::repo::{RepoId, Revision};
@@ -110,16 +110,15 @@ impl Lockfile {
 
     /// Reads and checks `path`.
     pub fn read(path: &Path) -> Result<Lockfile> {
-        let text = fs::read_to_string(path).map_err(HubError::io(path))?;
+        let text = read_capped_string(path, caps::LOCKFILE)?;
         Lockfile::parse(&text, path)
     }
 
     /// Reads `path` if it exists; `None` when it does not.
     pub fn read_if_exists(path: &Path) -> Result<Option<Lockfile>> {
-        match fs::read_to_string(path) {
-            Ok(text) => Lockfile::parse(&text, path).map(Some),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(error) => Err(HubError::io(path)(error)),
+        match read_capped_string_if_exists(path, caps::LOCKFILE)? {
+            Some(text) => Lockfile::parse(&text, path).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -418,6 +417,7 @@ mod tests {
     #![allow(clippy::indexing_slicing)]
     use super::*;
     use crate::cache::{HubCache, import_folder};
+    use std::fs;
 
     fn temp_dir(label: &str) -> PathBuf {
         static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);

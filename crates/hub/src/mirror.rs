@@ -667,28 +667,14 @@ impl Blob {
     }
 }
 
-/// The repo's `blobs/` folder, canonicalized; `None` when it is missing or is itself a symlink.
-fn blobs_dir(repo: &RepoCache) -> Option<PathBuf> {
-    let dir = repo.dir().join("blobs");
-    let meta = fs::symlink_metadata(&dir).ok()?;
-    if !meta.is_dir() {
-        return None;
-    }
-    fs::canonicalize(&dir).ok()
-}
-
-/// The blob a snapshot entry resolves to, if it is one that may be served.
-fn blob_of(blobs: &Path, entry: &Path) -> Option<Blob> {
-    let target = fs::canonicalize(entry).ok()?;
-    if target.parent()? != blobs {
-        return None;
-    }
-    let etag = Etag::parse(target.file_name()?.to_str()?).ok()?;
-    let meta = fs::metadata(&target).ok()?;
-    meta.is_file().then_some(Blob {
-        path: target,
-        etag,
-        size: meta.len(),
+/// The blob a snapshot entry resolves to, if it keeps the cache rule (the same rule loads use:
+/// a regular file directly inside the repo's own `blobs/`, see `RepoCache::resolve_entry`).
+fn blob_of(repo: &RepoCache, entry: &Path) -> Option<Blob> {
+    let (blob, size) = repo.resolve_entry(entry).ok()?;
+    Some(Blob {
+        path: blob.path,
+        etag: blob.etag,
+        size,
     })
 }
 
@@ -705,7 +691,7 @@ fn served_files(
     repo: &RepoCache,
     commit: &CommitHash,
 ) -> std::result::Result<Vec<(RepoFilePath, Blob)>, Reply> {
-    let files = repo.snapshot_files(commit).map_err(|error| {
+    let listing = repo.snapshot_listing(commit).map_err(|error| {
         eprintln!("mirror: cannot list {}: {error}", repo.dir().display());
         Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -713,16 +699,21 @@ fn served_files(
             "the cached snapshot cannot be listed",
         )
     })?;
-    let Some(blobs) = blobs_dir(repo) else {
-        return Ok(Vec::new());
-    };
-    let mut served = Vec::new();
-    for file in files {
-        match blob_of(&blobs, &file.local_path) {
-            Some(blob) => served.push((file.path, blob)),
-            None => refused_entry(repo, commit, &file.path),
-        }
+    for refused in &listing.refused {
+        refused_entry(repo, commit, &refused.path);
     }
+    let served = listing
+        .files
+        .into_iter()
+        .map(|file| {
+            let blob = Blob {
+                path: file.blob.path,
+                etag: file.blob.etag,
+                size: file.size,
+            };
+            (file.path, blob)
+        })
+        .collect();
     Ok(served)
 }
 
@@ -989,14 +980,16 @@ fn resolve(repo: &RepoCache, revision: &str, path: &str, range: Option<&str>) ->
     let commit = resolve_commit(repo, revision)?;
     let file_path = RepoFilePath::parse(path).map_err(|error| Reply::bad_request(&error))?;
     let entry = repo.snapshot_file(&commit, &file_path);
-    let blob = blobs_dir(repo).and_then(|blobs| blob_of(&blobs, &entry));
+    let blob = blob_of(repo, &entry);
     let Some(blob) = blob else {
         if fs::symlink_metadata(&entry).is_ok() {
             refused_entry(repo, &commit, &file_path);
         }
         return Err(Reply::entry_not_found(&commit, path));
     };
-    let mut file = File::open(&blob.path).map_err(|_| Reply::entry_not_found(&commit, path))?;
+    // The one opener: a blob swapped for a FIFO after the check is refused, never waited on.
+    let mut file = safeformers_files::open_regular(&blob.path)
+        .map_err(|_| Reply::entry_not_found(&commit, path))?;
     // The size of what was opened, not of what was looked at before.
     let size = match file.metadata() {
         Ok(meta) if meta.is_file() => meta.len(),

@@ -71,7 +71,8 @@ impl HubSettings {
                 let path = non_empty("HF_TOKEN_PATH")
                     .map(PathBuf::from)
                     .unwrap_or_else(|| hf_home.join("token"));
-                std::fs::read_to_string(path)
+                // A token file that is not a small regular file is no token (never a hang).
+                safeformers_files::read_capped_string(&path, safeformers_files::caps::TOKEN_FILE)
                     .ok()
                     .map(|token| token.trim().to_string())
                     .filter(|token| !token.is_empty())

@@ -90,7 +90,8 @@ fn tree_lists_files_and_folders_like_the_hub() {
     let (cache, snapshot) = model_cache("tree");
     let mirror = start(&cache);
     let addr = mirror.local_addr();
-    let config_sha = sha256_file(&snapshot.dir.join("config.json")).unwrap();
+    let config_sha = git_blob_sha1_file(&snapshot.dir.join("config.json")).unwrap();
+    let weights_sha = sha256_file(&snapshot.dir.join("model.safetensors")).unwrap();
 
     let root = get(addr, "/api/models/org/name/tree/main").json();
     let paths: Vec<(&str, &str)> = root
@@ -112,13 +113,22 @@ fn tree_lists_files_and_folders_like_the_hub() {
             ("file", "model.safetensors")
         ]
     );
+    // A config is a plain git file (imported under its git blob SHA-1, as the Hub stores it):
+    // no LFS fields, its oid is that SHA-1.
     let config = &root[1];
     assert_eq!(config["size"], 22);
-    assert_eq!(config["lfs"]["oid"], config_sha.as_str());
-    assert_eq!(config["lfs"]["size"], 22);
-    // The LFS pointer: "version https://git-lfs.github.com/spec/v1\noid sha256:<64>\nsize 22\n".
-    assert_eq!(config["lfs"]["pointerSize"], 127);
-    assert_eq!(config["oid"].as_str().unwrap().len(), 40);
+    assert!(config.get("lfs").is_none(), "{config}");
+    assert_eq!(config["oid"], config_sha.as_str());
+    let weights = &root[2];
+    let weights_size = weights["size"].as_u64().unwrap();
+    assert_eq!(weights["lfs"]["oid"], weights_sha.as_str());
+    assert_eq!(weights["lfs"]["size"], weights_size);
+    // The LFS pointer: "version https://git-lfs.github.com/spec/v1\noid sha256:<64>\nsize N\n".
+    assert_eq!(
+        weights["lfs"]["pointerSize"],
+        125 + weights_size.to_string().len()
+    );
+    assert_eq!(weights["oid"].as_str().unwrap().len(), 40);
     assert_eq!(root[0]["oid"].as_str().unwrap().len(), 40);
 
     let recursive = get(

@@ -11,7 +11,6 @@
 //! what a load may do.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -78,22 +77,18 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Reads `path` (a `config.json`), refusing files over [`MAX_CONFIG_BYTES`].
     pub fn from_file(path: &Path) -> Result<ModelConfig> {
-        let io_error = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
+        let cap = safeformers_files::ReadCap::new("a model config", MAX_CONFIG_BYTES);
+        let text = match safeformers_files::read_capped_string(path, cap) {
+            Ok(text) => text,
+            Err(safeformers_files::FileError::TooLarge { size, .. }) => {
+                return Err(Error::ConfigTooLarge {
+                    path: path.to_path_buf(),
+                    size: size.unwrap_or(MAX_CONFIG_BYTES + 1),
+                    limit: MAX_CONFIG_BYTES,
+                });
+            }
+            Err(error) => return Err(error.into()),
         };
-        let file = std::fs::File::open(path).map_err(io_error)?;
-        let mut text = String::new();
-        file.take(MAX_CONFIG_BYTES + 1)
-            .read_to_string(&mut text)
-            .map_err(io_error)?;
-        if text.len() as u64 > MAX_CONFIG_BYTES {
-            return Err(Error::ConfigTooLarge {
-                path: path.to_path_buf(),
-                size: text.len() as u64,
-                limit: MAX_CONFIG_BYTES,
-            });
-        }
         ModelConfig::from_json_str(&text, path)
     }
 

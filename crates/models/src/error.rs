@@ -12,6 +12,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A file that is not a regular file (a FIFO, a device, a directory), is over the cap for its
+    /// kind, or could not be read: the one opener of `safeformers-files` says which.
+    #[error(transparent)]
+    File(#[from] safeformers_files::FileError),
+
     /// A file could not be read.
     #[error("{}: {source}", path.display())]
     Io {

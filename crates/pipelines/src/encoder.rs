@@ -267,24 +267,17 @@ pub(crate) fn read_json_capped<T: serde::de::DeserializeOwned>(
     path: &Path,
     limit: u64,
 ) -> Result<T> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|source| PipelineError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut bytes = Vec::new();
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(|source| PipelineError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if bytes.len() as u64 > limit {
-        return Err(PipelineError::FileTooLarge {
-            path: path.to_path_buf(),
-            limit,
-        });
-    }
+    let cap = safeformers_files::ReadCap::new("a configuration file", limit);
+    let bytes = match safeformers_files::read_capped(path, cap) {
+        Ok(bytes) => bytes,
+        Err(safeformers_files::FileError::TooLarge { .. }) => {
+            return Err(PipelineError::FileTooLarge {
+                path: path.to_path_buf(),
+                limit,
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
     serde_json::from_slice(&bytes).map_err(|source| PipelineError::Json {
         path: path.to_path_buf(),
         source,

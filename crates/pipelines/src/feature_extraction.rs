@@ -147,7 +147,7 @@ impl SentenceTransformerConfig {
     /// module paths must stay inside `dir`.
     pub fn from_dir(dir: &Path) -> Result<Option<SentenceTransformerConfig>> {
         let modules_path = dir.join("modules.json");
-        if !modules_path.is_file() {
+        if !modules_path.exists() {
             return Ok(None);
         }
         let modules: Vec<ModuleEntry> = read_json(&modules_path)?;
@@ -188,7 +188,7 @@ impl SentenceTransformerConfig {
         })?;
 
         let bert_config_path = transformer_dir.join("sentence_bert_config.json");
-        let bert_config: SentenceBertConfig = if bert_config_path.is_file() {
+        let bert_config: SentenceBertConfig = if bert_config_path.exists() {
             read_json(&bert_config_path)?
         } else {
             SentenceBertConfig::default()

@@ -6,7 +6,6 @@
 //! are ignored, and `tokenizer_class` is informational only.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
@@ -124,37 +123,18 @@ pub struct TokenizerConfig {
 
 /// Reads a whole file of at most `limit` bytes; `Ok(None)` if it does not exist.
 pub(crate) fn read_capped(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
-    let io_err = |source| TokenizeError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(io_err(e)),
-    };
-    let size = file.metadata().map_err(io_err)?.len();
-    if size > limit {
-        return Err(TokenizeError::FileTooLarge {
-            path: path.to_path_buf(),
-            size,
-            limit,
-        });
+    let cap = safeformers_files::ReadCap::new("a tokenizer file", limit);
+    match safeformers_files::read_capped_if_exists(path, cap) {
+        Ok(bytes) => Ok(bytes),
+        Err(safeformers_files::FileError::TooLarge { size, .. }) => {
+            Err(TokenizeError::FileTooLarge {
+                path: path.to_path_buf(),
+                size: size.unwrap_or(limit.saturating_add(1)),
+                limit,
+            })
+        }
+        Err(error) => Err(error.into()),
     }
-    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-    // `take` guards against a file that grows between the size check and the read.
-    file.take(limit.saturating_add(1))
-        .read_to_end(&mut bytes)
-        .map_err(io_err)?;
-    let read = bytes.len() as u64;
-    if read > limit {
-        return Err(TokenizeError::FileTooLarge {
-            path: path.to_path_buf(),
-            size: read,
-            limit,
-        });
-    }
-    Ok(Some(bytes))
 }
 
 fn read_json_object(path: &Path) -> Result<Option<Map<String, Value>>> {

@@ -19,6 +19,11 @@ pub enum TokenizeError {
         path: PathBuf,
     },
 
+    /// A file that is not a regular file (a FIFO, a device, a directory), is over the cap for its
+    /// kind, or could not be read: the one opener of `safeformers-files` says which.
+    #[error(transparent)]
+    File(#[from] safeformers_files::FileError),
+
     /// A file could not be opened or read.
     #[error("{}: {source}", path.display())]
     Io {

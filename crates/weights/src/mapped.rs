@@ -20,14 +20,15 @@ pub struct MappedFile {
 }
 
 impl MappedFile {
-    /// Maps `path` read-only. Empty files are not mapped (mapping zero bytes is an error on
-    /// some platforms) and read as an empty slice.
+    /// Maps `path` read-only, if it is a regular file (a FIFO, a device or a directory is
+    /// refused without blocking: see `safeformers_files::open_regular`). Empty files are not
+    /// mapped (mapping zero bytes is an error on some platforms) and read as an empty slice.
     pub fn open(path: &Path) -> Result<MappedFile> {
         let io_error = |source| Error::Io {
             path: path.to_path_buf(),
             source,
         };
-        let file = File::open(path).map_err(io_error)?;
+        let file: File = safeformers_files::open_regular(path)?;
         let len = file.metadata().map_err(io_error)?.len();
         if len == 0 {
             return Ok(MappedFile {

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::format::{FileFormat, detect_format};
 use crate::mapped::MappedFile;
 use crate::pickle::scanner::{ScanOptions, scan_pickles};
@@ -173,6 +174,19 @@ fn unreadable(path: &Path, reason: String) -> FileReport {
 pub fn scan_file(path: &Path) -> FileReport {
     let file = match MappedFile::open(path) {
         Ok(file) => file,
+        // A FIFO, a device, a socket: reported and never opened (or waited on).
+        Err(Error::File(error @ safeformers_files::FileError::NotRegular { .. })) => {
+            return FileReport {
+                path: path.display().to_string(),
+                format: FileFormat::Unknown,
+                verdict: Verdict::Invalid,
+                findings: vec![Finding::new(
+                    Severity::Info,
+                    "not_a_regular_file",
+                    error.to_string(),
+                )],
+            };
+        }
         Err(error) => return unreadable(path, error.to_string()),
     };
     let (format, mut findings, invalid) = scan_bytes(file.bytes(), Some(path));

@@ -8,7 +8,6 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -141,29 +140,20 @@ impl ShardIndex {
 /// Reads and checks an index file: size cap, strict JSON (no duplicate keys, no unknown
 /// top-level fields), and every shard path plain, relative and inside the index's folder.
 pub fn read_index(index_path: &Path) -> Result<ShardIndex> {
-    let io_error = |source| Error::Io {
-        path: index_path.to_path_buf(),
-        source,
-    };
     let index_error = |source| Error::ShardIndex {
         path: index_path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::open(index_path).map_err(io_error)?;
-    let len = file.metadata().map_err(io_error)?.len();
-    if len > MAX_INDEX_LEN {
-        return Err(index_error(IndexError::TooLarge { len }));
-    }
-    let mut bytes = Vec::new();
-    // `take` guards against a file that grows after the size check.
-    file.take(MAX_INDEX_LEN + 1)
-        .read_to_end(&mut bytes)
-        .map_err(io_error)?;
-    if bytes.len() as u64 > MAX_INDEX_LEN {
-        return Err(index_error(IndexError::TooLarge {
-            len: bytes.len() as u64,
-        }));
-    }
+    let cap = safeformers_files::ReadCap::new("a shard index", MAX_INDEX_LEN);
+    let bytes = match safeformers_files::read_capped(index_path, cap) {
+        Ok(bytes) => bytes,
+        Err(safeformers_files::FileError::TooLarge { size, .. }) => {
+            return Err(index_error(IndexError::TooLarge {
+                len: size.unwrap_or(MAX_INDEX_LEN + 1),
+            }));
+        }
+        Err(error) => return Err(error.into()),
+    };
     let (metadata, weight_map) = parse_index(&bytes).map_err(index_error)?;
     Ok(ShardIndex {
         path: index_path.to_path_buf(),

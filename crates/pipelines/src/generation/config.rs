@@ -166,7 +166,7 @@ impl GenerationConfig {
         config_path: &Path,
     ) -> Result<GenerationConfig> {
         let path = dir.join("generation_config.json");
-        if path.is_file() {
+        if path.exists() {
             GenerationConfig::from_file(&path)
         } else {
             GenerationConfig::from_model_config(config, config_path)
