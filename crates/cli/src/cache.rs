@@ -223,7 +223,7 @@ fn verify(cache: &HubCache, repo: Option<&str>) -> anyhow::Result<ExitCode> {
     for repo_cache in &repos {
         for commit in repo_cache.snapshots()? {
             let checked = repo_cache.verify(&commit)?;
-            let verdict = if checked.is_ok() { "ok" } else { "BAD" };
+            let verdict = if checked.is_ok() { "ok" } else { "CORRUPT" };
             let _ = writeln!(
                 report,
                 "{verdict:<7}  {}@{}  {} files",
@@ -252,11 +252,7 @@ fn verify(cache: &HubCache, repo: Option<&str>) -> anyhow::Result<ExitCode> {
             }
             for line in lines {
                 let _ = writeln!(report, "         {line}");
-                problems.push(format!(
-                    "{}@{}: {line}",
-                    repo_cache.repo(),
-                    short(commit.as_str())
-                ));
+                problems.push(format!("{}: {line}", repo_cache.repo()));
             }
         }
     }

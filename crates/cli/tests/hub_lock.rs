@@ -106,12 +106,10 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     std::fs::write(&blob, &original).unwrap();
     assert_code(&run(sf(), &inspect_locked), 0, "restored");
 
-    // A file the load would read that the lockfile does not list: refused.
-    std::fs::copy(
-        model.join("model.safetensors"),
-        first.join("extra.safetensors"),
-    )
-    .unwrap();
+    // A file the load would read that the lockfile does not list (a well-formed cache entry,
+    // linked to a blob as huggingface_hub would link it): refused.
+    let weights_blob = std::fs::canonicalize(first.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink(&weights_blob, first.join("extra.safetensors")).unwrap();
     let refused = run(sf(), &inspect_locked);
     assert_code(&refused, 3, "--locked load with an unlisted file");
     assert!(

@@ -191,7 +191,7 @@ pub enum HubError {
     },
 
     /// A cached file no longer matches its blob name (its content was changed on disk).
-    #[error("{}: cached content has sha256 {actual} but its blob name promises {expected}", path.display())]
+    #[error("{}: cached content hashes to {actual} but its blob name promises {expected}", path.display())]
     CorruptCache {
         /// The blob.
         path: PathBuf,

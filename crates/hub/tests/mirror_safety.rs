@@ -249,3 +249,55 @@ fn hostile_requests_get_answers_not_crashes() {
     // The server is still up.
     assert_eq!(get(addr, "/api/models/org/name").status, 200);
 }
+
+fn make_fifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A FIFO or a device where the mirror reads a ref or a blob: each request is answered at once
+/// (the client gives up after 60 s, which fails the test), never left waiting on a writer, and
+/// `/dev/zero` is never read until memory runs out.
+#[cfg(unix)]
+#[test]
+fn special_files_in_the_cache_never_block_a_request() {
+    let (cache, snapshot) = model_cache("special-files");
+    let repo = cache.repo(&RepoId::parse("org/name").unwrap());
+    let mirror = start(&cache);
+    let addr = mirror.local_addr();
+    let commit = snapshot.commit.as_str();
+
+    let blob = fs::canonicalize(snapshot.dir.join("config.json")).unwrap();
+    fs::remove_file(&blob).unwrap();
+    make_fifo(&blob);
+    let reply = get(addr, &format!("/org/name/resolve/{commit}/config.json"));
+    assert_eq!(reply.status, 404, "a FIFO blob");
+    fs::remove_file(&blob).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &blob).unwrap();
+    let reply = get(addr, &format!("/org/name/resolve/{commit}/config.json"));
+    assert_eq!(reply.status, 404, "a /dev/zero blob");
+
+    let main = repo.dir().join("refs/main");
+    fs::remove_file(&main).unwrap();
+    make_fifo(&main);
+    let reply = get(addr, "/api/models/org/name/revision/main");
+    assert!(reply.status >= 400, "a FIFO ref: HTTP {}", reply.status);
+    fs::remove_file(&main).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", &main).unwrap();
+    let reply = get(addr, "/org/name/resolve/main/model.safetensors");
+    assert!(
+        reply.status >= 400,
+        "a /dev/zero ref: HTTP {}",
+        reply.status
+    );
+    // The pinned commit still serves what is a blob.
+    let reply = get(
+        addr,
+        &format!("/org/name/resolve/{commit}/model.safetensors"),
+    );
+    assert_eq!(reply.status, 200);
+    mirror.shutdown().unwrap();
+}

@@ -260,3 +260,75 @@ impl ConnectionCounter {
         self.count.load(Ordering::SeqCst)
     }
 }
+
+/// Runs `command` with `args`, failing the test (and killing the child) if it has not finished
+/// after `seconds`: what these tests prove is that nothing waits forever on a hostile file, so a
+/// hang must be a failure, not a stuck suite. The deadline is generous: a debug build on a loaded
+/// machine finishes these commands in well under a second.
+pub fn run_within<S: AsRef<OsStr>>(mut command: Command, args: &[S], seconds: u64) -> Output {
+    use std::io::Read as _;
+    let mut child = command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the safeformers binary runs");
+    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_thread = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = out.read_to_end(&mut bytes);
+        bytes
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = err.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`safeformers {}` did not finish within {seconds} s (it blocked)",
+                args.iter()
+                    .map(|arg| arg.as_ref().to_string_lossy().into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    Output {
+        status,
+        stdout: out_thread.join().unwrap(),
+        stderr: err_thread.join().unwrap(),
+    }
+}
+
+/// Makes a named pipe (FIFO) at `path`: opening it for reading blocks until a writer comes.
+pub fn make_fifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().unwrap();
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// The real all-MiniLM-L6-v2 folder, fetched by `scripts/test.sh`.
+pub fn minilm_dir() -> PathBuf {
+    let dir = std::env::var_os("SAFEFORMERS_MINILM_DIR")
+        .map(PathBuf::from)
+        .expect(
+            "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, or export \
+             SAFEFORMERS_MINILM_DIR=$(scripts/fetch-minilm.sh | tail -n 1)",
+        );
+    assert!(
+        dir.join("model.safetensors").is_file(),
+        "{} has no model.safetensors: rerun scripts/fetch-minilm.sh",
+        dir.display()
+    );
+    dir
+}
