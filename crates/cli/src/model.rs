@@ -226,6 +226,11 @@ pub fn resolve_model(
     allow_pickle: bool,
 ) -> anyhow::Result<PathBuf> {
     if spec.exists() {
+        // A folder the user named is the root its files may come from: links out of it (a
+        // cloned repo's `config.json -> ~/.ssh/id_rsa`) are refused before anything is read.
+        if spec.is_dir() {
+            safeformers_hub::cache::check_local_folder(spec)?;
+        }
         return Ok(spec.to_path_buf());
     }
     let Some(text) = spec.to_str().filter(|text| looks_like_repo_id(text)) else {

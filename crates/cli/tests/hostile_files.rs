@@ -28,7 +28,8 @@ fn symlink(target: impl AsRef<Path>, link: impl AsRef<Path>) {
     std::os::unix::fs::symlink(target, link).unwrap();
 }
 
-/// A copy of MiniLM made of links to the real files, except `replaced`, which the caller then
+/// A copy of MiniLM (hard links to the real files where the filesystem allows, else copies: a
+/// symbolic link out of a model folder is refused), except `replaced`, which the caller then
 /// puts in place.
 fn minilm_links(sandbox: &Sandbox, label: &str, replaced: &str) -> PathBuf {
     let source = minilm_dir();
@@ -48,9 +49,11 @@ fn minilm_links(sandbox: &Sandbox, label: &str, replaced: &str) -> PathBuf {
         if name == replaced {
             continue;
         }
-        let link = dir.join(name);
-        std::fs::create_dir_all(link.parent().unwrap()).unwrap();
-        symlink(source.join(name), link);
+        let copy = dir.join(name);
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        if std::fs::hard_link(source.join(name), &copy).is_err() {
+            std::fs::copy(source.join(name), &copy).unwrap();
+        }
     }
     std::fs::create_dir_all(dir.join(replaced).parent().unwrap()).unwrap();
     dir
@@ -102,9 +105,24 @@ fn a_fifo_in_a_model_folder_is_an_error_not_a_hang() {
 }
 
 #[test]
-fn a_device_in_a_model_folder_is_refused_before_it_is_read() {
-    let sandbox = Sandbox::new("device-folder");
+fn a_device_is_refused_before_it_is_read() {
+    let sandbox = Sandbox::new("device");
     let cache = sandbox.root.join("cache");
+    // Named directly on the command line: the opener refuses the device.
+    let zero = sandbox.root.join("model.safetensors");
+    symlink("/dev/zero", &zero);
+    let output = run_within(
+        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+        &["inspect", zero.to_str().unwrap()],
+        DEADLINE_SECONDS,
+    );
+    assert_code(&output, 1, "inspect /dev/zero");
+    assert!(
+        stderr(&output).contains("a character device"),
+        "{}",
+        stderr(&output)
+    );
+    // Inside a model folder, a link to it leaves the folder: refused before anything is read.
     for name in ["config.json", "tokenizer.json", "model.safetensors"] {
         let dir = minilm_links(&sandbox, &format!("zero-{name}"), name);
         symlink("/dev/zero", dir.join(name));
@@ -119,13 +137,70 @@ fn a_device_in_a_model_folder_is_refused_before_it_is_read() {
             ],
             DEADLINE_SECONDS,
         );
-        assert_code(&output, 1, name);
+        assert_code(&output, 3, name);
         assert!(
-            stderr(&output).contains("a character device"),
+            stderr(&output).contains("/dev/zero"),
             "{name}: {}",
             stderr(&output)
         );
     }
+}
+
+#[test]
+fn a_link_out_of_a_model_folder_is_refused() {
+    let sandbox = Sandbox::new("folder-escape");
+    let cache = sandbox.root.join("cache");
+    let secret = sandbox.root.join("id_rsa");
+    std::fs::write(&secret, "-----BEGIN OPENSSH PRIVATE KEY-----").unwrap();
+    for name in ["config.json", "tokenizer.json", "1_Pooling/config.json"] {
+        let dir = minilm_links(
+            &sandbox,
+            &format!("escape-{}", name.replace('/', "-")),
+            name,
+        );
+        symlink(&secret, dir.join(name));
+        let output = run_within(
+            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+            &[
+                "run",
+                "feature-extraction",
+                "--model",
+                dir.to_str().unwrap(),
+                "hello",
+            ],
+            DEADLINE_SECONDS,
+        );
+        assert_code(&output, 3, name);
+        let message = stderr(&output);
+        assert!(
+            message.contains(name) && message.contains("id_rsa"),
+            "{message}"
+        );
+    }
+    // A link that stays inside the folder is fine.
+    let dir = minilm_links(&sandbox, "inside", "vocab.txt");
+    std::fs::copy(minilm_dir().join("vocab.txt"), dir.join("vocab-real.txt")).unwrap();
+    symlink("vocab-real.txt", dir.join("vocab.txt"));
+    let output = run_within(
+        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+        &[
+            "run",
+            "feature-extraction",
+            "--model",
+            dir.to_str().unwrap(),
+            "hello",
+        ],
+        DEADLINE_SECONDS,
+    );
+    assert_code(&output, 0, "a link inside the folder");
+    // A cache snapshot folder named by its path links into its repo's blobs/: fine.
+    let snapshot = imported_tiny(&sandbox, &cache);
+    let output = run_within(
+        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+        &["inspect", "--json", snapshot.to_str().unwrap()],
+        DEADLINE_SECONDS,
+    );
+    assert_code(&output, 0, "inspect SNAPSHOT_DIR");
 }
 
 #[test]

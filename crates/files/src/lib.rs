@@ -351,6 +351,55 @@ pub fn resolve_within(path: &Path, root: &Path) -> Result<PathBuf, FileError> {
     }
 }
 
+/// Deepest folder nesting [`links_leaving`] walks, and the most entries it looks at.
+const MAX_LINK_WALK_DEPTH: usize = 32;
+const MAX_LINK_WALK_ENTRIES: usize = 100_000;
+
+/// The first symbolic link under `dir` (at any depth, links to folders included) that resolves
+/// outside every one of `roots`, as [`FileError::OutsideRoot`]; `Ok(())` when there is none.
+/// Dangling links are not reported (nothing can be read through them). The walk never follows a
+/// link, is bounded in depth and entries, and opens no file.
+pub fn links_leaving(dir: &Path, roots: &[PathBuf]) -> Result<(), FileError> {
+    let resolved_roots: Vec<PathBuf> = roots
+        .iter()
+        .filter_map(|root| std::fs::canonicalize(root).ok())
+        .collect();
+    let mut pending = vec![(dir.to_path_buf(), 0usize)];
+    let mut seen = 0usize;
+    while let Some((folder, depth)) = pending.pop() {
+        let entries = std::fs::read_dir(&folder).map_err(|error| FileError::io(&folder, error))?;
+        for entry in entries {
+            let entry = entry.map_err(|error| FileError::io(&folder, error))?;
+            seen += 1;
+            let path = entry.path();
+            if seen > MAX_LINK_WALK_ENTRIES || depth >= MAX_LINK_WALK_DEPTH {
+                return Err(FileError::TooLarge {
+                    path: dir.to_path_buf(),
+                    what: "a model folder (entries, or folder depth)",
+                    cap: MAX_LINK_WALK_ENTRIES as u64,
+                    size: None,
+                });
+            }
+            let file_type = entry
+                .file_type()
+                .map_err(|error| FileError::io(&path, error))?;
+            if file_type.is_dir() {
+                pending.push((path, depth + 1));
+            } else if file_type.is_symlink()
+                && let Ok(target) = std::fs::canonicalize(&path)
+                && !resolved_roots.iter().any(|root| target.starts_with(root))
+            {
+                return Err(FileError::OutsideRoot {
+                    path,
+                    target,
+                    root: dir.to_path_buf(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Where a symbolic link points, for messages: its target as written, else the path itself.
 pub fn link_target_for_message(path: &Path) -> PathBuf {
     std::fs::read_link(path).unwrap_or_else(|_| path.to_path_buf())

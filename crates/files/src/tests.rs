@@ -157,3 +157,23 @@ fn links_are_followed_only_within_the_root() {
     assert!(matches!(error, FileError::OutsideRoot { .. }), "{error}");
     assert!(error.to_string().contains("outside"), "{error}");
 }
+
+#[cfg(unix)]
+#[test]
+fn links_leaving_a_folder_are_found_at_any_depth() {
+    let dir = temp_dir("leaving");
+    let model = dir.join("model");
+    std::fs::create_dir_all(model.join("1_Pooling")).unwrap();
+    std::fs::write(model.join("config.json"), b"{}").unwrap();
+    std::os::unix::fs::symlink("config.json", model.join("inside.json")).unwrap();
+    std::os::unix::fs::symlink("../gone", model.join("dangling")).unwrap();
+    let roots = [model.clone()];
+    links_leaving(&model, &roots).unwrap();
+    std::fs::write(dir.join("secret"), b"x").unwrap();
+    std::os::unix::fs::symlink("../../secret", model.join("1_Pooling/config.json")).unwrap();
+    let error = links_leaving(&model, &roots).unwrap_err();
+    assert!(matches!(error, FileError::OutsideRoot { .. }), "{error}");
+    assert!(error.to_string().contains("1_Pooling"), "{error}");
+    // Another allowed root (a cache snapshot's blobs/) admits it.
+    links_leaving(&model, &[model.clone(), dir.clone()]).unwrap();
+}

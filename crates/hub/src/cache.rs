@@ -664,6 +664,39 @@ fn copy_regular(from: &Path, to: &Path) -> Result<()> {
     target.sync_all().map_err(HubError::io(to))
 }
 
+/// Checks a model folder that the user named before anything is read from it: every link in it
+/// must resolve inside the folder, or, for a cache snapshot folder named directly
+/// (`models--org--name/snapshots/<commit>`), inside that repo's `blobs/`. A folder cloned from a
+/// hostile git repo can hold `config.json -> ~/.ssh/id_rsa`; such a link is refused
+/// ([`HubError::FolderLinkOutside`], a policy refusal) instead of read.
+pub fn check_local_folder(dir: &Path) -> Result<()> {
+    let mut roots = vec![dir.to_path_buf()];
+    let resolved = fs::canonicalize(dir).map_err(HubError::io(dir))?;
+    let is_snapshot = resolved
+        .parent()
+        .filter(|parent| parent.file_name().is_some_and(|name| name == "snapshots"))
+        .and_then(Path::parent)
+        .filter(|repo| {
+            repo.file_name()
+                .and_then(|name| name.to_str())
+                .and_then(RepoId::from_cache_folder_name)
+                .is_some()
+        });
+    if let Some(repo) = is_snapshot {
+        roots.push(repo.join("blobs"));
+    }
+    safeformers_files::links_leaving(dir, &roots).map_err(|error| match error {
+        safeformers_files::FileError::OutsideRoot { path, target, root } => {
+            HubError::FolderLinkOutside {
+                entry: path,
+                target,
+                root,
+            }
+        }
+        other => other.into(),
+    })
+}
+
 /// Lowercase hex of a digest.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

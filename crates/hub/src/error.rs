@@ -248,6 +248,23 @@ pub enum HubError {
         problems: usize,
     },
 
+    /// A model folder holds a link that leaves it.
+    #[error(
+        "{}: refused, it links to {}, outside the model folder {}; copy the file into the \
+         folder if it belongs to the model",
+        entry.display(),
+        target.display(),
+        root.display()
+    )]
+    FolderLinkOutside {
+        /// The link.
+        entry: PathBuf,
+        /// Where it resolves to.
+        target: PathBuf,
+        /// The model folder.
+        root: PathBuf,
+    },
+
     /// A folder being imported into the cache holds a link that leaves it.
     #[error(
         "{}: refused, it links to {}, outside the folder being imported ({}); copy the file \
@@ -299,6 +316,7 @@ impl HubError {
                 | HubError::CacheEntryRefused { .. }
                 | HubError::CacheVerifyFailed { .. }
                 | HubError::ImportLinkOutside { .. }
+                | HubError::FolderLinkOutside { .. }
         )
     }
 
