@@ -664,4 +664,185 @@ mod tests {
             }
         }
     }
+
+    /// A config setting only `field` to `value` (and `do_sample` as given).
+    fn with_float(field: &str, value: f64, do_sample: Option<bool>) -> GenerationConfig {
+        let mut config = GenerationConfig {
+            do_sample,
+            ..GenerationConfig::default()
+        };
+        match field {
+            "temperature" => config.temperature = Some(value),
+            "top_p" => config.top_p = Some(value),
+            "min_p" => config.min_p = Some(value),
+            "repetition_penalty" => config.repetition_penalty = Some(value),
+            other => panic!("no float setting {other}"),
+        }
+        config
+    }
+
+    #[test]
+    fn validate_refuses_every_out_of_range_float_and_never_accepts_nan_or_infinity() {
+        let not_finite = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e39, -1e39];
+        for field in ["temperature", "top_p", "min_p", "repetition_penalty"] {
+            for do_sample in [None, Some(false), Some(true)] {
+                for value in not_finite {
+                    let invalid = with_float(field, value, do_sample).validate().unwrap_err();
+                    assert_eq!(invalid.field, field, "{value}");
+                    assert!(invalid.reason.contains("must be"), "{invalid}");
+                }
+                let below_zero = with_float(field, -0.5, do_sample).validate();
+                assert_eq!(below_zero.unwrap_err().field, field);
+            }
+        }
+        for field in ["top_p", "min_p"] {
+            for value in [1.0000001, 2.0, 100.0] {
+                assert_eq!(
+                    with_float(field, value, Some(true))
+                        .validate()
+                        .unwrap_err()
+                        .field,
+                    field
+                );
+            }
+            // Transformers' TopPLogitsWarper / MinPLogitsWarper take both ends.
+            for value in [0.0, 0.5, 1.0] {
+                assert_eq!(with_float(field, value, Some(true)).validate(), Ok(()));
+            }
+        }
+        assert!(
+            with_float("repetition_penalty", 0.0, None)
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            with_float("repetition_penalty", 1.3, None).validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_zero_temperature_is_refused_only_when_sampling() {
+        assert_eq!(with_float("temperature", 0.0, None).validate(), Ok(()));
+        assert_eq!(
+            with_float("temperature", 0.0, Some(false)).validate(),
+            Ok(())
+        );
+        let invalid = with_float("temperature", 0.0, Some(true))
+            .validate()
+            .unwrap_err();
+        assert_eq!(invalid.field, "temperature");
+        assert!(invalid.reason.contains("when sampling"), "{invalid}");
+        assert_eq!(
+            with_float("temperature", 1e-6, Some(true)).validate(),
+            Ok(())
+        );
+        // resolve() knows whether generation samples: do_sample unset means greedy.
+        assert!(with_float("temperature", 0.0, None).resolve().is_ok());
+        assert!(matches!(
+            with_float("temperature", 0.0, Some(true)).resolve(),
+            Err(PipelineError::InvalidGenerationConfig {
+                field: "temperature",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn counts_are_checked_for_zero_only_and_huge_lengths_pass_to_the_loop() {
+        let zero = GenerationConfig {
+            max_new_tokens: Some(0),
+            ..GenerationConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().field, "max_new_tokens");
+        let huge = GenerationConfig {
+            max_new_tokens: Some(usize::MAX),
+            max_length: Some(usize::MAX),
+            min_new_tokens: Some(usize::MAX),
+            top_k: Some(usize::MAX),
+            ..GenerationConfig::default()
+        };
+        assert_eq!(huge.validate(), Ok(()));
+        assert_eq!(
+            huge.resolve().unwrap().length,
+            LengthLimit::NewTokens(usize::MAX)
+        );
+    }
+
+    /// A scratch file holding `text`, removed by the caller.
+    fn scratch_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sf-generation-config-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("generation_config.json");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_out_of_range_names_the_file_and_the_setting() {
+        for (text, field) in [
+            (r#"{"top_p": 2}"#, "top_p"),
+            (r#"{"top_p": 1.5, "do_sample": false}"#, "top_p"),
+            (r#"{"temperature": -1}"#, "temperature"),
+            (r#"{"min_p": 1e39}"#, "min_p"),
+            (r#"{"repetition_penalty": 0}"#, "repetition_penalty"),
+            (r#"{"max_new_tokens": 0}"#, "max_new_tokens"),
+        ] {
+            let path = scratch_file("range", text);
+            match GenerationConfig::from_file(&path) {
+                Err(PipelineError::InvalidGenerationFile {
+                    path: named,
+                    field: got,
+                    ..
+                }) => {
+                    assert_eq!(named, path, "{text}");
+                    assert_eq!(got, field, "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
+        // Whether the model samples is settled by the merge: a zero temperature loads.
+        let path = scratch_file("temperature", r#"{"temperature": 0.0, "do_sample": true}"#);
+        assert!(GenerationConfig::from_file(&path).is_ok());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        // The fallback to config.json is checked the same way, naming config.json.
+        let raw: Map<String, Value> = serde_json::from_str(r#"{"top_p": 2.5}"#).unwrap();
+        let config_path = Path::new("model/config.json");
+        match GenerationConfig::from_model_config(&raw, config_path) {
+            Err(PipelineError::InvalidGenerationFile { path, field, .. }) => {
+                assert_eq!((path.as_path(), field), (config_path, "top_p"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_one_json_object_is_an_error_naming_it() {
+        let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_unknown = format!(
+            r#"{{"max_new_tokens": 3, "x": {}1{}}}"#,
+            r#"{"a":"#.repeat(100_000),
+            "}".repeat(100_000)
+        );
+        for text in [
+            "[]".to_string(),
+            "[3]".to_string(),
+            "[3, 5, 2]".to_string(),
+            "\"max_new_tokens\"".to_string(),
+            "null".to_string(),
+            deep_array,
+            deep_unknown,
+        ] {
+            let path = scratch_file("shape", &text);
+            match GenerationConfig::from_file(&path) {
+                Err(PipelineError::Json { path: named, .. }) => assert_eq!(named, path),
+                other => panic!("{}: {other:?}", text.get(..40).unwrap_or(&text)),
+            }
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
+    }
 }
