@@ -99,8 +99,9 @@ pub enum PipelineError {
         reason: String,
     },
 
-    /// A generation setting (from `generation_config.json`, `config.json` or the caller) has a
-    /// value generation cannot use.
+    /// A generation setting of the caller, or of the merged settings, has a value generation
+    /// cannot use (a model's file is named instead, by [`PipelineError::InvalidGenerationFile`],
+    /// when the value came from it).
     #[error("generation setting `{field}` {reason}")]
     InvalidGenerationConfig {
         /// The setting's name, as in `generation_config.json`.
