@@ -77,6 +77,21 @@ fn parse_rows(flag: &str, rows: &[String]) -> anyhow::Result<Vec<Vec<u32>>> {
         .collect()
 }
 
+/// An attention mask holds 1 (attend) and 0 (padding) only. Models read any non-zero value as
+/// 1, as Transformers' `mask.bool()` does; on the command line another value is a mistake.
+fn check_mask_values(mask: &[Vec<u32>]) -> anyhow::Result<()> {
+    for (row, values) in mask.iter().enumerate() {
+        if let Some(value) = values.iter().find(|&&value| value > 1) {
+            return Err(UsageError(format!(
+                "--attention-mask row {row}: `{value}` is not 0 or 1 (1 for a token to attend \
+                 to, 0 for padding)"
+            ))
+            .into());
+        }
+    }
+    Ok(())
+}
+
 fn tensor(rows: &[Vec<u32>], seq: usize) -> anyhow::Result<Tensor> {
     let flat: Vec<u32> = rows.iter().flatten().copied().collect();
     Ok(Tensor::from_vec(flat, (rows.len(), seq), &Device::Cpu)?)
@@ -109,6 +124,7 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     };
     let mask = parse_rows("--attention-mask", &args.attention_mask)?;
     check("--attention-mask", &mask)?;
+    check_mask_values(&mask)?;
     let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
     check("--token-type-ids", &types)?;
 
@@ -129,6 +145,14 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
             &Device::Cpu,
             options,
         )?;
+        // Positions past the context window are not ones the model was built for (GPT-2 has
+        // no embedding for them; rotary models would attend over any length, quadratically).
+        if let Some(context) = model.context_length().filter(|&context| seq > context) {
+            anyhow::bail!(
+                "--input-ids: rows of {seq} tokens are longer than the model's context window of \
+                 {context} tokens"
+            );
+        }
         let mask = if mask.is_empty() {
             vec![vec![1u32; seq]; ids.len()]
         } else {

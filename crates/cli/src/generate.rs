@@ -57,12 +57,15 @@ pub struct GenerationArgs {
 
 impl GenerationArgs {
     /// The caller's generation settings. Any sampling flag turns sampling on; `--greedy` off.
+    /// Every value is checked by the library's own check of generation settings
+    /// ([`GenerationConfig::validate`], the one a model's `generation_config.json` gets): an
+    /// out-of-range value, NaN or infinity is a usage error naming the flag.
     pub fn config(&self, top_k: Option<usize>) -> anyhow::Result<GenerationConfig> {
         if self.greedy && top_k.is_some() {
             return Err(UsageError("--greedy and --top-k contradict each other".into()).into());
         }
-        if self.max_new_tokens == Some(0) {
-            return Err(UsageError("--max-new-tokens must be at least 1".into()).into());
+        if top_k == Some(0) {
+            return Err(UsageError("--top-k must be at least 1".into()).into());
         }
         let samples = self.temperature.is_some()
             || top_k.is_some()
@@ -76,7 +79,7 @@ impl GenerationArgs {
         } else {
             None
         };
-        Ok(GenerationConfig {
+        let config = GenerationConfig {
             max_new_tokens: self.max_new_tokens,
             min_new_tokens: self.min_new_tokens,
             do_sample,
@@ -87,7 +90,15 @@ impl GenerationArgs {
             repetition_penalty: self.repetition_penalty,
             stop_strings: (!self.stop.is_empty()).then(|| self.stop.clone()),
             ..GenerationConfig::default()
-        })
+        };
+        config.validate().map_err(|invalid| {
+            UsageError(format!(
+                "--{}: {}",
+                invalid.field.replace('_', "-"),
+                invalid.reason
+            ))
+        })?;
+        Ok(config)
     }
 
     /// The pipeline options of one call.

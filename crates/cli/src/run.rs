@@ -26,26 +26,69 @@ use crate::output;
 /// `--threads N`: the size of the thread pool the model runs in.
 #[derive(Debug, Clone, Args)]
 pub struct ThreadArgs {
-    /// Threads for the model's tensor operations (default: `RAYON_NUM_THREADS` when set, else
-    /// one per core).
-    #[arg(long, value_name = "N")]
+    /// Threads for the model's tensor operations, 1 to 4 per core (default:
+    /// `RAYON_NUM_THREADS` when set, else one per core).
+    #[arg(long, value_name = "N", value_parser = parse_thread_count)]
     threads: Option<usize>,
+}
+
+/// Threads per available core that `--threads` may ask for. More only costs stacks and
+/// switching (each thread reserves its stack up front: 100,000 of them exhaust the memory).
+const THREADS_PER_CORE: usize = 4;
+
+/// The most threads a pool may have here: [`THREADS_PER_CORE`] per core the process may use.
+fn max_threads() -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    (cores.saturating_mul(THREADS_PER_CORE), cores)
+}
+
+/// Checks a thread count: 1 to [`max_threads`]; the error says the bound.
+fn check_thread_count(count: usize) -> Result<usize, String> {
+    let (max, cores) = max_threads();
+    if count == 0 {
+        return Err("the thread pool needs at least 1 thread".into());
+    }
+    if count > max {
+        return Err(format!(
+            "{count} threads is more than the limit of {max} ({THREADS_PER_CORE} per core, \
+             {cores} available)"
+        ));
+    }
+    Ok(count)
+}
+
+/// clap's parser of `--threads`: a count out of bounds is a usage error before anything runs.
+fn parse_thread_count(text: &str) -> Result<usize, String> {
+    let count = text
+        .trim()
+        .parse::<usize>()
+        .map_err(|_| format!("`{text}` is not a whole number of threads"))?;
+    check_thread_count(count)
 }
 
 impl ThreadArgs {
     /// Runs `work` inside a rayon pool of `--threads` threads: our CPU kernels, candle's and
     /// gemm's matrix products split their work over the pool they are called from, so this caps
     /// them all without touching the environment. Without `--threads`, rayon sizes the pool
-    /// (from `RAYON_NUM_THREADS`, else the number of cores).
+    /// (from `RAYON_NUM_THREADS`, else the number of cores); a `RAYON_NUM_THREADS` over the
+    /// bound of `--threads` is a usage error too.
     pub fn install<T: Send>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
         let mut builder = rayon::ThreadPoolBuilder::new();
         if let Some(threads) = self.threads {
-            if threads == 0 {
-                return Err(UsageError("--threads must be at least 1".into()).into());
-            }
+            let threads = check_thread_count(threads)
+                .map_err(|reason| UsageError(format!("--threads: {reason}")))?;
+            builder = builder.num_threads(threads);
+        } else if let Some(threads) = std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|value| value.trim().parse::<usize>().ok())
+            .filter(|&threads| threads > 0)
+        {
+            // rayon reads the variable itself (0 or a non-number: one per core); bound it.
+            let threads = check_thread_count(threads)
+                .map_err(|reason| UsageError(format!("RAYON_NUM_THREADS={threads}: {reason}")))?;
             builder = builder.num_threads(threads);
         }
         let pool = builder.build().context("starting the thread pool")?;

@@ -427,7 +427,7 @@ fn contradictory_or_misplaced_flags_are_usage_errors() {
         ],
         None,
     );
-    assert_one_line_error(&out, 1, "temperature");
+    assert_one_line_error(&out, 2, "--temperature");
 }
 
 /// A copy of the tiny GPT-2 (in a fresh folder named by `tag`) whose chat template is `template`.

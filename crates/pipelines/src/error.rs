@@ -7,7 +7,8 @@ pub type Result<T, E = PipelineError> = std::result::Result<T, E>;
 
 /// Why a pipeline could not be loaded or run.
 ///
-/// Refusals by security policy (pickle weights without permission, remote code) are told apart
+/// Refusals by security policy (pickle weights without permission, remote code, custom
+/// sentence-transformers modules) are told apart
 /// by [`PipelineError::is_policy_refusal`], which the CLI maps to exit code 3.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -44,15 +45,31 @@ pub enum PipelineError {
         source: serde_json::Error,
     },
 
-    /// `modules.json` names a sentence-transformers module we do not implement. The name is an
-    /// identifier only: sentence-transformers would import and run that Python class, we never do.
+    /// `modules.json` names a module of sentence-transformers itself that we do not implement
+    /// (`sentence_transformers.models.Dense`): unsupported, not unsafe.
     #[error(
         "{}: module type `{module_type}` is not implemented (safeformers implements \
-         sentence_transformers.models.Transformer, .Pooling and .Normalize); running it would need \
-         its Python code, which safeformers never imports from a model folder",
+         sentence_transformers.models.Transformer, .Pooling and .Normalize)",
         path.display()
     )]
     UnsupportedModule {
+        /// `modules.json`.
+        path: PathBuf,
+        /// The module's `type` string.
+        module_type: String,
+    },
+
+    /// `modules.json` names a module class from outside sentence-transformers
+    /// (`evil_pkg.Backdoor`): sentence-transformers would import and run that Python code (from
+    /// the folder with `trust_remote_code`, or from any installed package). A refusal by
+    /// policy: the name is an identifier only, and safeformers never runs a model's code.
+    #[error(
+        "{}: module type `{module_type}` is custom Python code, which sentence-transformers \
+         would import and run; safeformers never runs code named by a model folder (it \
+         implements sentence_transformers.models.Transformer, .Pooling and .Normalize)",
+        path.display()
+    )]
+    CustomModule {
         /// `modules.json`.
         path: PathBuf,
         /// The module's `type` string.
@@ -82,11 +99,24 @@ pub enum PipelineError {
         reason: String,
     },
 
-    /// A generation setting (from `generation_config.json`, `config.json` or the caller) has a
-    /// value generation cannot use.
-    #[error("generation setting `{field}`: {reason}")]
+    /// A generation setting of the caller, or of the merged settings, has a value generation
+    /// cannot use (a model's file is named instead, by [`PipelineError::InvalidGenerationFile`],
+    /// when the value came from it).
+    #[error("generation setting `{field}` {reason}")]
     InvalidGenerationConfig {
         /// The setting's name, as in `generation_config.json`.
+        field: &'static str,
+        /// What is wrong with its value.
+        reason: String,
+    },
+
+    /// A generation setting in a model's file (`generation_config.json`, or the generation
+    /// fields of `config.json`) has a value generation cannot use.
+    #[error("{}: generation setting `{field}` {reason}", path.display())]
+    InvalidGenerationFile {
+        /// The file.
+        path: PathBuf,
+        /// The setting's name, as in the file.
         field: &'static str,
         /// What is wrong with its value.
         reason: String,
@@ -126,6 +156,7 @@ impl PipelineError {
     pub fn is_policy_refusal(&self) -> bool {
         match self {
             PipelineError::Model(source) => source.is_policy_refusal(),
+            PipelineError::CustomModule { .. } => true,
             _ => false,
         }
     }

@@ -135,6 +135,8 @@ struct SentenceBertConfig {
     do_lower_case: bool,
 }
 
+/// The prefix of the module types sentence-transformers itself defines.
+const SENTENCE_TRANSFORMERS_PACKAGE: &str = "sentence_transformers.";
 const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
 const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
@@ -156,12 +158,19 @@ impl SentenceTransformerConfig {
             reason,
         };
         for module in &modules {
-            if ![TRANSFORMER, POOLING, NORMALIZE].contains(&module.module_type.as_str()) {
-                return Err(PipelineError::UnsupportedModule {
-                    path: modules_path.clone(),
-                    module_type: module.module_type.clone(),
-                });
+            let module_type = module.module_type.as_str();
+            if [TRANSFORMER, POOLING, NORMALIZE].contains(&module_type) {
+                continue;
             }
+            let path = modules_path.clone();
+            let module_type = module_type.to_string();
+            // sentence-transformers imports any other dotted name as Python code: its own
+            // modules from the installed package, anything else from wherever it is found.
+            return Err(if module_type.starts_with(SENTENCE_TRANSFORMERS_PACKAGE) {
+                PipelineError::UnsupportedModule { path, module_type }
+            } else {
+                PipelineError::CustomModule { path, module_type }
+            });
         }
         let types: Vec<&str> = modules.iter().map(|m| m.module_type.as_str()).collect();
         let (transformer, pooling, normalize) = match (modules.as_slice(), types.as_slice()) {
@@ -293,10 +302,14 @@ impl FeatureExtraction {
         };
         pooling.sort();
         pooling.dedup();
+        // The folder's `Normalize` module normalises the sentence embedding only: token
+        // embeddings (`encode(output_value="token_embeddings")`) come out as the model gives
+        // them. `options.normalize` normalises whatever is returned.
         let normalize = options.normalize
-            || sentence_transformer
-                .as_ref()
-                .is_some_and(|config| config.normalize);
+            || (!pooling.is_empty()
+                && sentence_transformer
+                    .as_ref()
+                    .is_some_and(|config| config.normalize));
         let max_length = sentence_transformer
             .as_ref()
             .and_then(|config| config.max_seq_length)
@@ -615,12 +628,41 @@ mod tests {
             r#"{"pooling_mode_mean_tokens":true}"#,
         );
         let error = SentenceTransformerConfig::from_dir(&dir).err();
+        assert!(
+            matches!(error, Some(PipelineError::UnsupportedModule { .. })),
+            "{error:?}"
+        );
+        assert!(!error.as_ref().is_some_and(PipelineError::is_policy_refusal));
         let message = error.map(|e| e.to_string()).unwrap_or_default();
         assert!(
             message.contains("sentence_transformers.models.Dense"),
             "{message}"
         );
-        assert!(message.contains("never imports"), "{message}");
+        assert!(message.contains("not implemented"), "{message}");
+
+        // A class from outside sentence-transformers would be Python code it imports and runs:
+        // refused by policy, whatever its place in the list.
+        for custom in [
+            "evil_pkg.Backdoor",
+            "sentence_transformers_evil.X",
+            "Backdoor",
+        ] {
+            let module = format!(r#"{{"idx":0,"name":"0","path":"","type":"{custom}"}}"#);
+            write_modules(
+                &dir,
+                &format!("[{module},{pooling}]"),
+                r#"{"pooling_mode_mean_tokens":true}"#,
+            );
+            let error = SentenceTransformerConfig::from_dir(&dir).err();
+            assert!(
+                matches!(error, Some(PipelineError::CustomModule { .. })),
+                "{custom}: {error:?}"
+            );
+            assert!(error.as_ref().is_some_and(PipelineError::is_policy_refusal));
+            let message = error.map(|e| e.to_string()).unwrap_or_default();
+            assert!(message.contains(custom), "{message}");
+            assert!(message.contains("never runs code"), "{message}");
+        }
 
         let escaping =
             r#"{"idx":1,"name":"1","path":"../x","type":"sentence_transformers.models.Pooling"}"#;

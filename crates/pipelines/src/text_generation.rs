@@ -97,6 +97,8 @@ pub struct TextGeneration {
     tokenizer: Tokenizer,
     model: Box<dyn CausalLm>,
     model_generation: GenerationConfig,
+    /// The file `model_generation` was read from (named in errors about its values).
+    model_generation_path: PathBuf,
     device: Device,
     chat_renderer: Option<ChatRenderer>,
 }
@@ -149,11 +151,13 @@ impl TextGeneration {
     ) -> Result<TextGeneration> {
         let config = model.config();
         let model_generation = GenerationConfig::for_model(dir, config.raw(), config.path())?;
+        let model_generation_path = GenerationConfig::model_source(dir, config.path());
         Ok(TextGeneration {
             dir: dir.to_path_buf(),
             tokenizer,
             model,
             model_generation,
+            model_generation_path,
             device,
             chat_renderer: None,
         })
@@ -187,6 +191,26 @@ impl TextGeneration {
         let mut defaults = GenerationConfig::text_generation_pipeline_defaults();
         defaults.pad_token_id = self.tokenizer.pad_token_id();
         GenerationConfig::for_pipeline(&self.model_generation, &defaults, caller)
+    }
+
+    /// The checked settings of a call with `caller` ([`GenerationConfig::resolve`]). A value
+    /// that only turns out unusable once merged (a zero temperature from the model's file when
+    /// the call samples) is reported against the model's file when the caller did not set it.
+    pub fn generation_params(&self, caller: &GenerationConfig) -> Result<GenerationParams> {
+        self.generation_config(caller)
+            .resolve()
+            .map_err(|error| match error {
+                PipelineError::InvalidGenerationConfig { field, reason }
+                    if !caller.sets(field) && self.model_generation.sets(field) =>
+                {
+                    PipelineError::InvalidGenerationFile {
+                        path: self.model_generation_path.clone(),
+                        field,
+                        reason,
+                    }
+                }
+                other => other,
+            })
     }
 
     /// The prompt's token ids: text with the tokenizer's special tokens, a chat rendered by the
@@ -247,7 +271,7 @@ impl TextGeneration {
         options: &TextGenerationOptions,
         on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
     ) -> Result<Vec<GeneratedText>> {
-        let params = self.generation_config(&options.generation).resolve()?;
+        let params = self.generation_params(&options.generation)?;
         let mut results = Vec::with_capacity(inputs.len());
         let batch_size = options.batch_size.max(1);
         for (chunk_index, chunk) in inputs.chunks(batch_size).enumerate() {

@@ -391,6 +391,64 @@ fn a_prompt_longer_than_the_context_is_an_error_or_truncated_on_request() {
 }
 
 #[test]
+fn a_length_limit_of_usize_max_is_bounded_by_the_context_and_preallocates_nothing() {
+    // From a flag or a model file, as max_new_tokens or as max_length: an error naming the
+    // context window, with or without truncation, before the model runs.
+    for config in [
+        GenerationConfig {
+            max_new_tokens: Some(usize::MAX),
+            ..GenerationConfig::default()
+        },
+        GenerationConfig {
+            max_length: Some(usize::MAX),
+            ..GenerationConfig::default()
+        },
+    ] {
+        let params = config.resolve().unwrap();
+        for truncate in [false, true] {
+            let model = FakeLm::new(Some(64));
+            let options = GenerateOptions {
+                truncate,
+                ..GenerateOptions::default()
+            };
+            let error =
+                generate(&model, &[vec![1, 2]], &params, &options, &mut |_, _| Ok(())).unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    PipelineError::PromptTooLong {
+                        context_length: 64,
+                        ..
+                    }
+                ),
+                "{config:?}: {error:?}"
+            );
+            assert!(model.calls().is_empty(), "nothing ran");
+        }
+    }
+    // A model that states no context window: the loop runs until a stop (here EOS on the
+    // third token) without reserving room for usize::MAX tokens first.
+    let model = FakeLm::new(None);
+    let probe = run(&model, &[vec![5, 1, 9]], &greedy(3));
+    let eos = probe[0].tokens[2];
+    assert!(
+        !probe[0].tokens[..2].contains(&eos),
+        "choose another fixture"
+    );
+    let params = GenerationConfig {
+        max_new_tokens: Some(usize::MAX),
+        min_new_tokens: Some(2),
+        eos_token_id: Some(vec![eos]),
+        ..GenerationConfig::default()
+    }
+    .resolve()
+    .unwrap();
+    let rows = run(&FakeLm::new(None), &[vec![5, 1, 9]], &params);
+    assert_eq!(rows[0].stop_reason, StopReason::Eos);
+    assert_eq!(rows[0].tokens, probe[0].tokens);
+}
+
+#[test]
 fn an_empty_prompt_starts_from_bos_or_is_an_error() {
     let error = generate(
         &FakeLm::new(None),

@@ -34,7 +34,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -134,15 +134,22 @@ const MODEL_CONFIG_KEYS: &[&str] = &[
 ];
 
 impl GenerationConfig {
-    /// Reads a `generation_config.json`, refusing files over [`MAX_GENERATION_CONFIG_BYTES`].
+    /// Reads a `generation_config.json`, refusing files over [`MAX_GENERATION_CONFIG_BYTES`],
+    /// anything but a JSON object at the top (an array, a string, nesting past serde_json's
+    /// depth limit), a known key of the wrong type and a value out of its range
+    /// ([`GenerationConfig::validate`]); every error names the file.
     pub fn from_file(path: &Path) -> Result<GenerationConfig> {
-        read_json_capped(path, MAX_GENERATION_CONFIG_BYTES)
+        // A map first: a struct would also accept a JSON array, its items taken as the fields
+        // in declaration order; and parsing into values bounds the depth of unknown keys too.
+        let raw: Map<String, Value> = read_json_capped(path, MAX_GENERATION_CONFIG_BYTES)?;
+        GenerationConfig::from_json_object(raw, path)
     }
 
     /// The generation fields of a parsed `config.json` (its `eos_token_id`, one id or a list,
     /// `bos_token_id`, `pad_token_id`, and legacy sampling fields), as Transformers'
-    /// `GenerationConfig.from_model_config` takes them; `path` names the file in errors.
-    /// `null` values count as unset.
+    /// `GenerationConfig.from_model_config` takes them, checked as
+    /// [`GenerationConfig::from_file`] checks them; `path` names the file in errors. `null`
+    /// values count as unset.
     pub fn from_model_config(raw: &Map<String, Value>, path: &Path) -> Result<GenerationConfig> {
         let picked: Map<String, Value> = MODEL_CONFIG_KEYS
             .iter()
@@ -152,10 +159,39 @@ impl GenerationConfig {
                     .map(|value| ((*key).to_string(), value.clone()))
             })
             .collect();
-        serde_json::from_value(Value::Object(picked)).map_err(|source| PipelineError::Json {
-            path: path.to_path_buf(),
-            source,
-        })
+        GenerationConfig::from_json_object(picked, path)
+    }
+
+    /// The settings of a model file's JSON object, each value checked; `path` names the file.
+    fn from_json_object(raw: Map<String, Value>, path: &Path) -> Result<GenerationConfig> {
+        let config: GenerationConfig =
+            serde_json::from_value(Value::Object(raw)).map_err(|source| PipelineError::Json {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        // Whether the model samples is only known once the caller's settings are merged in
+        // (`GenerationConfig::resolve` checks the temperature then): Transformers, too, only
+        // refuses a zero temperature when it samples.
+        GenerationConfig {
+            do_sample: None,
+            ..config.clone()
+        }
+        .validate()
+        .map_err(|invalid| invalid.in_file(path))?;
+        Ok(config)
+    }
+
+    /// The file a model's generation settings are read from: `dir/generation_config.json` when
+    /// present, else `config_path` (its `config.json`).
+    pub fn model_source(dir: &Path, config_path: &Path) -> PathBuf {
+        let path = dir.join("generation_config.json");
+        // Present at all (a FIFO or a directory too): the opener then refuses what is not a
+        // regular file, rather than falling back silently.
+        if path.exists() {
+            path
+        } else {
+            config_path.to_path_buf()
+        }
     }
 
     /// The model's own generation settings: `dir/generation_config.json` when present, else
@@ -165,11 +201,85 @@ impl GenerationConfig {
         config: &Map<String, Value>,
         config_path: &Path,
     ) -> Result<GenerationConfig> {
-        let path = dir.join("generation_config.json");
-        if path.exists() {
-            GenerationConfig::from_file(&path)
-        } else {
+        let source = GenerationConfig::model_source(dir, config_path);
+        if source == config_path {
             GenerationConfig::from_model_config(config, config_path)
+        } else {
+            GenerationConfig::from_file(&source)
+        }
+    }
+
+    /// Checks every value this layer sets against the range generation accepts, the same
+    /// check for the caller's settings (the CLI's flags), a model's files and the merged
+    /// settings ([`GenerationConfig::resolve`]). The ranges are those of Transformers'
+    /// `GenerationConfig.validate` and logits processors:
+    ///
+    /// - `max_new_tokens` at least 1;
+    /// - `temperature` at least 0, and above 0 when this layer samples (`do_sample: true`);
+    /// - `top_p` and `min_p` from 0 to 1;
+    /// - `repetition_penalty` above 0.
+    ///
+    /// NaN and infinities are never valid, nor is a number too large for the `f32` the
+    /// processors run in. Counts (`top_k`, lengths) take any value: the generation loop bounds
+    /// the length by the model's context window and preallocates nothing from it.
+    ///
+    /// ```
+    /// use safeformers_pipelines::generation::GenerationConfig;
+    ///
+    /// let config = GenerationConfig { top_p: Some(f64::NAN), ..GenerationConfig::default() };
+    /// assert_eq!(config.validate().unwrap_err().field, "top_p");
+    /// ```
+    pub fn validate(&self) -> std::result::Result<(), InvalidSetting> {
+        if self.max_new_tokens == Some(0) {
+            return Err(InvalidSetting::new(
+                "max_new_tokens",
+                "must be at least 1, got 0",
+            ));
+        }
+        let sampling = self.do_sample == Some(true);
+        let float_settings = [
+            (
+                "temperature",
+                self.temperature,
+                FloatRange::Temperature { sampling },
+            ),
+            ("top_p", self.top_p, FloatRange::Probability),
+            ("min_p", self.min_p, FloatRange::Probability),
+            (
+                "repetition_penalty",
+                self.repetition_penalty,
+                FloatRange::Positive,
+            ),
+        ];
+        for (field, value, range) in float_settings {
+            if let Some(value) = value {
+                range
+                    .check(value)
+                    .map_err(|reason| InvalidSetting::new(field, reason))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether this layer sets the setting named `field` (its name in
+    /// `generation_config.json`).
+    pub fn sets(&self, field: &str) -> bool {
+        match field {
+            "max_new_tokens" => self.max_new_tokens.is_some(),
+            "max_length" => self.max_length.is_some(),
+            "min_new_tokens" => self.min_new_tokens.is_some(),
+            "min_length" => self.min_length.is_some(),
+            "do_sample" => self.do_sample.is_some(),
+            "temperature" => self.temperature.is_some(),
+            "top_k" => self.top_k.is_some(),
+            "top_p" => self.top_p.is_some(),
+            "min_p" => self.min_p.is_some(),
+            "repetition_penalty" => self.repetition_penalty.is_some(),
+            "eos_token_id" => self.eos_token_id.is_some(),
+            "bos_token_id" => self.bos_token_id.is_some(),
+            "pad_token_id" => self.pad_token_id.is_some(),
+            "stop_strings" => self.stop_strings.is_some(),
+            _ => false,
         }
     }
 
@@ -256,40 +366,28 @@ impl GenerationConfig {
         model.updated_with(&added).updated_with(caller)
     }
 
-    /// Applies `generate()`'s global defaults to the unset fields and checks every value.
+    /// Applies `generate()`'s global defaults to the unset fields and checks every value
+    /// ([`GenerationConfig::validate`], knowing by now whether generation samples).
     pub fn resolve(&self) -> Result<GenerationParams> {
+        let do_sample = self.do_sample.unwrap_or(false);
+        GenerationConfig {
+            do_sample: Some(do_sample),
+            ..self.clone()
+        }
+        .validate()?;
         let length = match (self.max_new_tokens, self.max_length) {
             (Some(new), _) => LengthLimit::NewTokens(new),
             (None, Some(total)) => LengthLimit::Total(total),
             (None, None) => LengthLimit::Total(DEFAULT_MAX_LENGTH),
         };
-        if length == LengthLimit::NewTokens(0) {
-            return Err(invalid("max_new_tokens", "must be at least 1"));
-        }
         let eos_token_ids = self.eos_token_id.clone().unwrap_or_default();
-        let do_sample = self.do_sample.unwrap_or(false);
         let mut processors = Vec::new();
         // Transformers' `_get_logits_processor` order, for the processors implemented here.
         if let Some(penalty) = self.repetition_penalty.filter(|p| *p != 1.0) {
-            if !(penalty > 0.0 && penalty.is_finite()) {
-                return Err(invalid(
-                    "repetition_penalty",
-                    format!("must be a strictly positive number, got {penalty}"),
-                ));
-            }
             processors.push(LogitsProcessor::RepetitionPenalty(penalty as f32));
         }
         if do_sample {
             if let Some(temperature) = self.temperature.filter(|t| *t != 1.0) {
-                if !(temperature > 0.0 && temperature.is_finite()) {
-                    return Err(invalid(
-                        "temperature",
-                        format!(
-                            "must be strictly positive when sampling, got {temperature} (use \
-                             greedy decoding for deterministic output)"
-                        ),
-                    ));
-                }
                 processors.push(LogitsProcessor::Temperature(temperature as f32));
             }
             // Transformers' default top_k of 50 applies when sampling and nothing sets it.
@@ -297,21 +395,9 @@ impl GenerationConfig {
                 processors.push(LogitsProcessor::TopK(top_k));
             }
             if let Some(top_p) = self.top_p.filter(|p| *p < 1.0) {
-                if !(0.0..=1.0).contains(&top_p) {
-                    return Err(invalid(
-                        "top_p",
-                        format!("must be between 0 and 1, got {top_p}"),
-                    ));
-                }
                 processors.push(LogitsProcessor::TopP(top_p as f32));
             }
             if let Some(min_p) = self.min_p {
-                if !(0.0..=1.0).contains(&min_p) {
-                    return Err(invalid(
-                        "min_p",
-                        format!("must be between 0 and 1, got {min_p}"),
-                    ));
-                }
                 processors.push(LogitsProcessor::MinP(min_p as f32));
             }
         }
@@ -334,10 +420,84 @@ impl GenerationConfig {
     }
 }
 
-fn invalid(field: &'static str, reason: impl Into<String>) -> PipelineError {
-    PipelineError::InvalidGenerationConfig {
-        field,
-        reason: reason.into(),
+/// A generation setting with a value generation cannot use (from
+/// [`GenerationConfig::validate`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidSetting {
+    /// The setting's name, as in `generation_config.json` (`top_p`).
+    pub field: &'static str,
+    /// What is wrong with its value, the value included.
+    pub reason: String,
+}
+
+impl InvalidSetting {
+    fn new(field: &'static str, reason: impl Into<String>) -> InvalidSetting {
+        InvalidSetting {
+            field,
+            reason: reason.into(),
+        }
+    }
+
+    /// The error for this setting read from the model file `path`.
+    pub fn in_file(self, path: &Path) -> PipelineError {
+        PipelineError::InvalidGenerationFile {
+            path: path.to_path_buf(),
+            field: self.field,
+            reason: self.reason,
+        }
+    }
+}
+
+impl std::fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "`{}` {}", self.field, self.reason)
+    }
+}
+
+impl std::error::Error for InvalidSetting {}
+
+impl From<InvalidSetting> for PipelineError {
+    fn from(invalid: InvalidSetting) -> PipelineError {
+        PipelineError::InvalidGenerationConfig {
+            field: invalid.field,
+            reason: invalid.reason,
+        }
+    }
+}
+
+/// The values a floating-point setting accepts (always finite, and finite as an `f32`).
+#[derive(Debug, Clone, Copy)]
+enum FloatRange {
+    /// At least 0; above 0 when sampling (`TemperatureLogitsWarper`).
+    Temperature { sampling: bool },
+    /// From 0 to 1 (`TopPLogitsWarper`, `MinPLogitsWarper`).
+    Probability,
+    /// Above 0 (`RepetitionPenaltyLogitsProcessor`).
+    Positive,
+}
+
+impl FloatRange {
+    /// `Ok` when `value` is in range, else what is wrong with it.
+    fn check(self, value: f64) -> std::result::Result<(), String> {
+        let in_range = match self {
+            FloatRange::Temperature { sampling: true } | FloatRange::Positive => value > 0.0,
+            FloatRange::Temperature { sampling: false } => value >= 0.0,
+            FloatRange::Probability => (0.0..=1.0).contains(&value),
+        };
+        if in_range && value.is_finite() && (value as f32).is_finite() {
+            return Ok(());
+        }
+        Err(match self {
+            FloatRange::Temperature { sampling: true } => format!(
+                "must be a number above 0 when sampling, got {value} (use greedy decoding for \
+                 deterministic output)"
+            ),
+            FloatRange::Temperature { sampling: false } => {
+                format!("must be a number from 0 up, got {value}")
+            }
+            FloatRange::Probability => format!("must be a number from 0 to 1, got {value}"),
+            FloatRange::Positive => format!("must be a number above 0, got {value}"),
+        })
     }
 }
 
@@ -502,6 +662,187 @@ mod tests {
                 }
                 other => panic!("{field}: {other:?}"),
             }
+        }
+    }
+
+    /// A config setting only `field` to `value` (and `do_sample` as given).
+    fn with_float(field: &str, value: f64, do_sample: Option<bool>) -> GenerationConfig {
+        let mut config = GenerationConfig {
+            do_sample,
+            ..GenerationConfig::default()
+        };
+        match field {
+            "temperature" => config.temperature = Some(value),
+            "top_p" => config.top_p = Some(value),
+            "min_p" => config.min_p = Some(value),
+            "repetition_penalty" => config.repetition_penalty = Some(value),
+            other => panic!("no float setting {other}"),
+        }
+        config
+    }
+
+    #[test]
+    fn validate_refuses_every_out_of_range_float_and_never_accepts_nan_or_infinity() {
+        let not_finite = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e39, -1e39];
+        for field in ["temperature", "top_p", "min_p", "repetition_penalty"] {
+            for do_sample in [None, Some(false), Some(true)] {
+                for value in not_finite {
+                    let invalid = with_float(field, value, do_sample).validate().unwrap_err();
+                    assert_eq!(invalid.field, field, "{value}");
+                    assert!(invalid.reason.contains("must be"), "{invalid}");
+                }
+                let below_zero = with_float(field, -0.5, do_sample).validate();
+                assert_eq!(below_zero.unwrap_err().field, field);
+            }
+        }
+        for field in ["top_p", "min_p"] {
+            for value in [1.0000001, 2.0, 100.0] {
+                assert_eq!(
+                    with_float(field, value, Some(true))
+                        .validate()
+                        .unwrap_err()
+                        .field,
+                    field
+                );
+            }
+            // Transformers' TopPLogitsWarper / MinPLogitsWarper take both ends.
+            for value in [0.0, 0.5, 1.0] {
+                assert_eq!(with_float(field, value, Some(true)).validate(), Ok(()));
+            }
+        }
+        assert!(
+            with_float("repetition_penalty", 0.0, None)
+                .validate()
+                .is_err()
+        );
+        assert_eq!(
+            with_float("repetition_penalty", 1.3, None).validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_zero_temperature_is_refused_only_when_sampling() {
+        assert_eq!(with_float("temperature", 0.0, None).validate(), Ok(()));
+        assert_eq!(
+            with_float("temperature", 0.0, Some(false)).validate(),
+            Ok(())
+        );
+        let invalid = with_float("temperature", 0.0, Some(true))
+            .validate()
+            .unwrap_err();
+        assert_eq!(invalid.field, "temperature");
+        assert!(invalid.reason.contains("when sampling"), "{invalid}");
+        assert_eq!(
+            with_float("temperature", 1e-6, Some(true)).validate(),
+            Ok(())
+        );
+        // resolve() knows whether generation samples: do_sample unset means greedy.
+        assert!(with_float("temperature", 0.0, None).resolve().is_ok());
+        assert!(matches!(
+            with_float("temperature", 0.0, Some(true)).resolve(),
+            Err(PipelineError::InvalidGenerationConfig {
+                field: "temperature",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn counts_are_checked_for_zero_only_and_huge_lengths_pass_to_the_loop() {
+        let zero = GenerationConfig {
+            max_new_tokens: Some(0),
+            ..GenerationConfig::default()
+        };
+        assert_eq!(zero.validate().unwrap_err().field, "max_new_tokens");
+        let huge = GenerationConfig {
+            max_new_tokens: Some(usize::MAX),
+            max_length: Some(usize::MAX),
+            min_new_tokens: Some(usize::MAX),
+            top_k: Some(usize::MAX),
+            ..GenerationConfig::default()
+        };
+        assert_eq!(huge.validate(), Ok(()));
+        assert_eq!(
+            huge.resolve().unwrap().length,
+            LengthLimit::NewTokens(usize::MAX)
+        );
+    }
+
+    /// A scratch file holding `text`, removed by the caller.
+    fn scratch_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "sf-generation-config-{name}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("generation_config.json");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_file_out_of_range_names_the_file_and_the_setting() {
+        for (text, field) in [
+            (r#"{"top_p": 2}"#, "top_p"),
+            (r#"{"top_p": 1.5, "do_sample": false}"#, "top_p"),
+            (r#"{"temperature": -1}"#, "temperature"),
+            (r#"{"min_p": 1e39}"#, "min_p"),
+            (r#"{"repetition_penalty": 0}"#, "repetition_penalty"),
+            (r#"{"max_new_tokens": 0}"#, "max_new_tokens"),
+        ] {
+            let path = scratch_file("range", text);
+            match GenerationConfig::from_file(&path) {
+                Err(PipelineError::InvalidGenerationFile {
+                    path: named,
+                    field: got,
+                    ..
+                }) => {
+                    assert_eq!(named, path, "{text}");
+                    assert_eq!(got, field, "{text}");
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
+        // Whether the model samples is settled by the merge: a zero temperature loads.
+        let path = scratch_file("temperature", r#"{"temperature": 0.0, "do_sample": true}"#);
+        assert!(GenerationConfig::from_file(&path).is_ok());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        // The fallback to config.json is checked the same way, naming config.json.
+        let raw: Map<String, Value> = serde_json::from_str(r#"{"top_p": 2.5}"#).unwrap();
+        let config_path = Path::new("model/config.json");
+        match GenerationConfig::from_model_config(&raw, config_path) {
+            Err(PipelineError::InvalidGenerationFile { path, field, .. }) => {
+                assert_eq!((path.as_path(), field), (config_path, "top_p"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_one_json_object_is_an_error_naming_it() {
+        let deep_array = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let deep_unknown = format!(
+            r#"{{"max_new_tokens": 3, "x": {}1{}}}"#,
+            r#"{"a":"#.repeat(100_000),
+            "}".repeat(100_000)
+        );
+        for text in [
+            "[]".to_string(),
+            "[3]".to_string(),
+            "[3, 5, 2]".to_string(),
+            "\"max_new_tokens\"".to_string(),
+            "null".to_string(),
+            deep_array,
+            deep_unknown,
+        ] {
+            let path = scratch_file("shape", &text);
+            match GenerationConfig::from_file(&path) {
+                Err(PipelineError::Json { path: named, .. }) => assert_eq!(named, path),
+                other => panic!("{}: {other:?}", text.get(..40).unwrap_or(&text)),
+            }
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
         }
     }
 }

@@ -163,7 +163,9 @@ pub fn generate(
                 mask,
                 real_tokens: prompt.len(),
                 prompt,
-                tokens: Vec::with_capacity(max_new_tokens),
+                // Grown as tokens come: `max_new_tokens` may be any number the caller or the
+                // model's files give, when the model states no context window to bound it.
+                tokens: Vec::new(),
                 generated: 0,
                 stop_reason: None,
                 text: String::new(),
@@ -209,7 +211,8 @@ pub fn generate(
     )?;
 
     for step in 0..max_new_tokens {
-        let suppress_eos = step < params.min_new_tokens || longest + step < params.min_length;
+        let suppress_eos =
+            step < params.min_new_tokens || longest.saturating_add(step) < params.min_length;
         let suppressed: &[u32] = if suppress_eos {
             &params.eos_token_ids
         } else {
@@ -298,7 +301,8 @@ fn fit_context(
     let Some(context) = model.context_length() else {
         return Ok(longest);
     };
-    if longest + max_new_tokens <= context {
+    // `max_new_tokens` may be as large as `usize::MAX` (from a flag or a model's file).
+    if longest.saturating_add(max_new_tokens) <= context {
         return Ok(longest);
     }
     let keep = context.saturating_sub(max_new_tokens);
