@@ -1,7 +1,7 @@
 //! Text generation on the command line: the flags `run text-generation` and `chat` share, and
 //! `safeformers chat --model M`, a conversation read from stdin line by line.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -296,14 +296,15 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         }
         let interactive = std::io::stdin().is_terminal();
         let stdin = std::io::stdin();
-        let mut lines = stdin.lock().lines();
+        let mut stdin = stdin.lock();
         loop {
             if interactive {
                 eprint!("> ");
                 std::io::stderr().flush().ok();
             }
-            let Some(line) = lines.next() else { break };
-            let line = line.context("reading a user turn from stdin")?;
+            let Some(line) = read_turn(&mut stdin)? else {
+                break;
+            };
             if line.trim().is_empty() {
                 continue;
             }
@@ -329,4 +330,32 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The most bytes of one user turn (one stdin line of `chat`): stdin may be endless.
+const MAX_TURN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// One line of stdin, without its newline, or `None` at the end; a line over [`MAX_TURN_BYTES`]
+/// or not UTF-8 is an error.
+fn read_turn(stdin: &mut impl std::io::BufRead) -> anyhow::Result<Option<String>> {
+    let mut bytes = Vec::new();
+    let read = stdin
+        .take(MAX_TURN_BYTES + 1)
+        .read_until(b'\n', &mut bytes)
+        .context("reading a user turn from stdin")?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if bytes.len() as u64 > MAX_TURN_BYTES {
+        anyhow::bail!("a user turn on stdin is longer than {MAX_TURN_BYTES} bytes");
+    }
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    String::from_utf8(bytes)
+        .map(Some)
+        .context("a user turn on stdin is not valid UTF-8")
 }

@@ -373,6 +373,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The most bytes of inputs read from stdin (`run ... -`): stdin may be endless (`< /dev/zero`).
+pub const MAX_STDIN_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The inputs: the arguments, or stdin's lines for a lone `-`.
 fn read_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
     if inputs != ["-"] {
@@ -384,8 +387,14 @@ fn read_inputs(inputs: &[String]) -> anyhow::Result<Vec<String>> {
     let mut bytes = Vec::new();
     std::io::stdin()
         .lock()
+        .take(MAX_STDIN_BYTES + 1)
         .read_to_end(&mut bytes)
         .context("reading the inputs from stdin")?;
+    if bytes.len() as u64 > MAX_STDIN_BYTES {
+        anyhow::bail!(
+            "stdin holds more than {MAX_STDIN_BYTES} bytes of inputs: split them over several runs"
+        );
+    }
     let text = String::from_utf8(bytes).map_err(|error| {
         let offset = error.utf8_error().valid_up_to();
         anyhow::anyhow!(

@@ -572,3 +572,28 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
         stderr(&output)
     );
 }
+
+#[test]
+fn endless_stdin_is_read_up_to_a_cap() {
+    let sandbox = Sandbox::new("stdin");
+    let mut command = sandbox.safeformers(&sandbox.root.join("cache"), "http://127.0.0.1:9");
+    command.stdin(std::fs::File::open("/dev/zero").unwrap());
+    let model = minilm_dir();
+    let output = run_within(
+        command,
+        &[
+            "run",
+            "feature-extraction",
+            "--model",
+            model.to_str().unwrap(),
+            "-",
+        ],
+        DEADLINE_SECONDS,
+    );
+    assert_code(&output, 1, "run - < /dev/zero");
+    assert!(
+        stderr(&output).contains("more than 268435456 bytes"),
+        "{}",
+        stderr(&output)
+    );
+}
