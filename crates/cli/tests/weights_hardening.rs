@@ -83,3 +83,29 @@ fn a_pickle_named_checkpoint_is_a_policy_refusal_whatever_its_bytes() {
         assert_code(&output, 1, &format!("{what}: inspect --allow-pickle"));
     }
 }
+
+#[test]
+fn scan_names_the_import_after_a_mark_bomb() {
+    let sandbox = Sandbox::new("mark-bomb");
+    // PROTO 2, 200,000 MARKs, then os.system('id') and STOP.
+    let mut pickle = vec![0x80, 0x02];
+    pickle.extend(std::iter::repeat_n(b'(', 200_000));
+    pickle.extend_from_slice(b"cos\nsystem\nS'id'\n\x85R.");
+    let path = sandbox.dir("scan").join("model.pkl");
+    std::fs::write(&path, &pickle).unwrap();
+    let output = safeformers_offline(&["scan", "--json", path.to_str().unwrap()], None);
+    assert_code(&output, 1, "scan of a MARK bomb hiding os.system");
+    let report = common::stdout_json(&output);
+    let file = &report["files"][0];
+    assert_eq!(file["verdict"], "unsafe", "{report}");
+    let findings = file["findings"].as_array().unwrap();
+    let has = |severity: &str, kind: &str, needle: &str| {
+        findings.iter().any(|finding| {
+            finding["severity"] == severity
+                && finding["kind"] == kind
+                && finding["detail"].as_str().unwrap().contains(needle)
+        })
+    };
+    assert!(has("suspicious", "resource_limit", "MARK"), "{report}");
+    assert!(has("dangerous", "import", "os.system"), "{report}");
+}
