@@ -109,3 +109,71 @@ fn scan_names_the_import_after_a_mark_bomb() {
     assert!(has("suspicious", "resource_limit", "MARK"), "{report}");
     assert!(has("dangerous", "import", "os.system"), "{report}");
 }
+
+/// A safetensors file whose data section starts one byte past a multiple of 8: `w` (F32) and
+/// `d` (F64) are misaligned there, `u` (U8) is not (a byte is always aligned).
+fn misaligned_safetensors() -> Vec<u8> {
+    let mut header = r#"{"__metadata__":{"format":"pt"},"d":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},"u":{"dtype":"U8","shape":[2],"data_offsets":[8,10]},"w":{"dtype":"F32","shape":[2],"data_offsets":[10,18]}}"#.to_string();
+    while header.len() % 8 != 1 {
+        header.push(' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(header.as_bytes());
+    file.extend_from_slice(&0.125f64.to_le_bytes());
+    file.extend_from_slice(&[1, 2]);
+    for value in [1.5f32, -2.0] {
+        file.extend_from_slice(&value.to_le_bytes());
+    }
+    file
+}
+
+#[test]
+fn inspect_reads_misaligned_safetensors_and_says_which_tensors_were_copied() {
+    let sandbox = Sandbox::new("misaligned");
+    let dir = sandbox.dir("model");
+    std::fs::write(dir.join("model.safetensors"), misaligned_safetensors()).unwrap();
+    let dir = dir.to_str().unwrap();
+
+    let output = safeformers_offline(&["inspect", "--json", dir], None);
+    assert_code(
+        &output,
+        0,
+        "inspect --json of a misaligned safetensors file",
+    );
+    let report = common::stdout_json(&output);
+    assert_eq!(report["format"], "safetensors");
+    assert_eq!(report["metadata"]["format"], "pt");
+    let copied: Vec<(&str, bool)> = report["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|tensor| {
+            (
+                tensor["name"].as_str().unwrap(),
+                tensor["copied_for_alignment"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(copied, [("d", true), ("u", false), ("w", true)]);
+
+    let output = safeformers_offline(&["inspect", dir], None);
+    assert_code(&output, 0, "inspect of a misaligned safetensors file");
+    let text = common::stdout(&output);
+    assert!(text.contains("note: 2 tensor(s) are not aligned"), "{text}");
+    let marked: Vec<&str> = text
+        .lines()
+        .filter(|line| line.ends_with("(copied for alignment)"))
+        .map(|line| line.split_whitespace().next().unwrap())
+        .collect();
+    assert_eq!(marked, ["d", "w"], "{text}");
+
+    // An aligned file: nothing copied, nothing said.
+    let aligned = sandbox.dir("aligned");
+    common::tiny_model(&aligned, 0);
+    let output = safeformers_offline(&["inspect", "--json", aligned.to_str().unwrap()], None);
+    assert_code(&output, 0, "inspect --json of an aligned file");
+    let report = common::stdout_json(&output);
+    for tensor in report["tensors"].as_array().unwrap() {
+        assert_eq!(tensor["copied_for_alignment"], false, "{tensor}");
+    }
+}
