@@ -715,7 +715,7 @@ def make_benign_safetensors() -> None:
     # F6_E2M3 / F6_E3M2 cannot be made by torch: a hand-written header. Every tensor's bit
     # count is a multiple of 8 (F6 x4 = 3 bytes, F4 x2 = 1 byte).
     # Ordered by alignment (8-byte types first), as the reference writer does, so that every
-    # tensor starts at a multiple of its element size: safeformers refuses misaligned data.
+    # tensor starts at a multiple of its element size (safeformers would copy misaligned data).
     raw = [
         ("C64", "C64", [2], 16), ("U64", "U64", [1], 8),
         ("scalar_F32", "F32", [], 4), ("empty_F32", "F32", [0, 5], 0),
@@ -1458,9 +1458,9 @@ def make_hostile_safetensors() -> None:
     hdr = valid_hdr.encode()
     hdr += b" " * ((8 - len(hdr) % 8) % 8 + 1)
     hs("misaligned_f32", struct.pack("<Q", len(hdr)) + hdr + struct.pack("<3f", 1.0, 2.0, 3.0), "6.3#41",
-       f"header length {len(hdr)} (odd) so F32 data starts at odd offset {8 + len(hdr)}: we refuse "
-       "misaligned tensor data (stricter than the reference); the error says to re-save with a "
-       "current safetensors", strict=True)
+       f"header length {len(hdr)} (odd) so F32 data starts at odd offset {8 + len(hdr)}: read as the "
+       "reference reads it, the misaligned tensor copied into aligned memory (inspect says so)",
+       load="ok", scan="safe", strict=True)
 
 
 # --------------------------------------------------------------------------------------------

@@ -28,7 +28,9 @@ pub struct InspectArgs {
     /// The same as the positional MODEL.
     #[arg(long, value_name = "M")]
     model: Option<PathBuf>,
-    /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape"}]}.
+    /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape",
+    /// "copied_for_alignment"}]}; `copied_for_alignment` is true for a tensor whose data in
+    /// the file is not aligned for its dtype, read through an aligned copy.
     #[arg(long)]
     json: bool,
     /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
@@ -52,6 +54,9 @@ struct TensorLine<'a> {
     name: &'a str,
     dtype: &'static str,
     shape: &'a [usize],
+    /// The tensor's data is not aligned for its dtype in the file; it was copied into aligned
+    /// memory to be read.
+    copied_for_alignment: bool,
 }
 
 /// Runs `inspect`.
@@ -76,6 +81,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                 name: tensor.name,
                 dtype: tensor.dtype.name(),
                 shape: tensor.shape,
+                copied_for_alignment: checkpoint.is_copied_for_alignment(tensor.name),
             })
             .collect(),
     };
@@ -110,6 +116,18 @@ fn render_table(output: &InspectOutput<'_>) -> String {
     for (key, value) in output.metadata {
         let _ = writeln!(text, "metadata: {key} = {value}");
     }
+    let copied = output
+        .tensors
+        .iter()
+        .filter(|tensor| tensor.copied_for_alignment)
+        .count();
+    if copied > 0 {
+        let _ = writeln!(
+            text,
+            "note: {copied} tensor(s) are not aligned for their dtype in the file and were copied \
+             into aligned memory (marked below); re-saving with a current safetensors aligns them"
+        );
+    }
     let name_width = output
         .tensors
         .iter()
@@ -118,9 +136,14 @@ fn render_table(output: &InspectOutput<'_>) -> String {
         .unwrap_or(4)
         .min(80);
     for tensor in &output.tensors {
+        let marker = if tensor.copied_for_alignment {
+            "  (copied for alignment)"
+        } else {
+            ""
+        };
         let _ = writeln!(
             text,
-            "{:<name_width$}  {:<11}  {:?}",
+            "{:<name_width$}  {:<11}  {:?}{marker}",
             tensor.name, tensor.dtype, tensor.shape
         );
     }

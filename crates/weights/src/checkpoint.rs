@@ -14,7 +14,8 @@ use crate::mapped::MappedFile;
 ///
 /// A safetensors tensor (and a contiguous PyTorch tensor) borrows straight from the memory
 /// map; a strided PyTorch view is copied once into contiguous bytes when the checkpoint is
-/// opened. Either way consumers see the same thing.
+/// opened, and so is a safetensors tensor whose data is not aligned for its dtype in the file
+/// (see [`Checkpoint::is_copied_for_alignment`]). Either way consumers see the same thing.
 #[derive(Debug, Clone, Copy)]
 pub struct TensorView<'a> {
     /// The tensor's name in the checkpoint (`bert.embeddings.word_embeddings.weight`).
@@ -43,6 +44,38 @@ pub(crate) enum TensorBytes {
     /// big-endian storage).
     #[allow(dead_code, reason = "constructed by the PyTorch loader (torch.rs)")]
     Owned(Vec<u8>),
+    /// A byte range of a mapped file that is not aligned for the tensor's dtype there, copied
+    /// into memory that is.
+    CopiedForAlignment(AlignedBytes),
+}
+
+/// Bytes in owned memory whose first byte lies on a multiple of a chosen alignment.
+///
+/// A `Vec<u8>` promises no alignment, so the buffer is over-allocated by `alignment - 1` bytes
+/// and the data starts at the first aligned address inside it. The buffer is never grown after
+/// that, so its allocation (and the alignment) never moves.
+#[derive(Debug)]
+pub(crate) struct AlignedBytes {
+    buffer: Vec<u8>,
+    start: usize,
+}
+
+impl AlignedBytes {
+    /// A copy of `bytes` starting on a multiple of `alignment` (a power of two).
+    pub(crate) fn copy_of(bytes: &[u8], alignment: usize) -> AlignedBytes {
+        let alignment = alignment.max(1);
+        let mut buffer: Vec<u8> = Vec::with_capacity(bytes.len().saturating_add(alignment - 1));
+        let start = (alignment - buffer.as_ptr().addr() % alignment) % alignment;
+        buffer.resize(start, 0);
+        // Within the capacity reserved above: the allocation does not move.
+        buffer.extend_from_slice(bytes);
+        AlignedBytes { buffer, start }
+    }
+
+    /// The copied bytes.
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.buffer.get(self.start..).unwrap_or(&[])
+    }
 }
 
 #[derive(Debug)]
@@ -108,6 +141,7 @@ impl Checkpoint {
         let actual = match &bytes {
             TensorBytes::Mapped { range, .. } => range.len() as u64,
             TensorBytes::Owned(data) => data.len() as u64,
+            TensorBytes::CopiedForAlignment(data) => data.bytes().len() as u64,
         };
         if expected != Some(actual) {
             return Err(Error::TensorSizeMismatch {
@@ -191,6 +225,16 @@ impl Checkpoint {
             .map(|(name, entry)| self.view(name, entry))
     }
 
+    /// Whether the tensor `name` was copied out of its file into aligned memory, because its
+    /// data there does not start on a multiple of its element size (at most 8). Such
+    /// safetensors files exist (the reference reads them); every other tensor is served
+    /// straight from the memory map, or was assembled by the PyTorch loader.
+    pub fn is_copied_for_alignment(&self, name: &str) -> bool {
+        self.tensors
+            .get(name)
+            .is_some_and(|entry| matches!(entry.bytes, TensorBytes::CopiedForAlignment(_)))
+    }
+
     /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)
@@ -199,6 +243,7 @@ impl Checkpoint {
     fn view<'a>(&'a self, name: &'a str, entry: &'a TensorEntry) -> TensorView<'a> {
         let data = match &entry.bytes {
             TensorBytes::Owned(data) => data.as_slice(),
+            TensorBytes::CopiedForAlignment(data) => data.bytes(),
             // `insert` checked that the range lies inside the mapped file.
             TensorBytes::Mapped { source, range } => self
                 .sources
@@ -211,6 +256,29 @@ impl Checkpoint {
             dtype: entry.dtype,
             shape: &entry.shape,
             data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aligned_copies_start_on_their_alignment_and_hold_the_bytes() {
+        let source: Vec<u8> = (0..=255u8).collect();
+        for alignment in [1, 2, 4, 8] {
+            for start in 0..9 {
+                for len in [0, 1, 7, 8, 9, 100] {
+                    let bytes = &source[start..start + len];
+                    let copy = AlignedBytes::copy_of(bytes, alignment);
+                    assert_eq!(copy.bytes(), bytes);
+                    assert_eq!(copy.bytes().as_ptr().addr() % alignment, 0);
+                    // Moving the owner does not move the allocation.
+                    let moved = [copy];
+                    assert_eq!(moved[0].bytes().as_ptr().addr() % alignment, 0);
+                }
+            }
         }
     }
 }

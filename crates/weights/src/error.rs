@@ -121,6 +121,22 @@ pub enum Error {
         format: FileFormat,
     },
 
+    /// A file named like a pickle-based checkpoint (`pytorch_model.bin`, `*.pt`, ...) whose
+    /// content is not safetensors, under the safetensors-only policy. The name says what the
+    /// file is meant to be; reading it is what the user did not allow, whatever its bytes.
+    #[error(
+        "{}: refusing a file named as a pickle-based checkpoint (content detected as \
+         {content}, not safetensors) under the safetensors-only policy; pass --allow-pickle to \
+         read pickle-based weights with the restricted (non-executing) unpickler",
+        path.display()
+    )]
+    PickleNamedNotAllowed {
+        /// The file.
+        path: PathBuf,
+        /// What its content looks like.
+        content: FileFormat,
+    },
+
     /// A shard index lists shards of more than one format, or pickle shards under the
     /// safetensors-only policy.
     #[error("{}: {reason}", path.display())]
@@ -157,7 +173,9 @@ impl Error {
     /// malformed or unreadable input (exit code 1).
     pub fn is_policy_refusal(&self) -> bool {
         match self {
-            Error::PickleNotAllowed { .. } | Error::ShardFormatRefused { .. } => true,
+            Error::PickleNotAllowed { .. }
+            | Error::PickleNamedNotAllowed { .. }
+            | Error::ShardFormatRefused { .. } => true,
             Error::Torch { source, .. } => source.is_policy_refusal(),
             Error::Pickle { source, .. } => source.is_policy_refusal(),
             _ => false,

@@ -65,6 +65,52 @@ impl LoadPolicy {
         }
         Ok(())
     }
+
+    /// Refuses the weights file `path`, whose content was detected as `content`, unless this
+    /// policy lets it be read. This runs before any parser sees the content, so that what the
+    /// policy forbids is refused whatever its bytes.
+    ///
+    /// Under [`WeightsPolicy::SafetensorsOnly`] that is any pickle-based content, and any file
+    /// named like a pickle-based checkpoint ([`is_pickle_named`]) whose content is not
+    /// safetensors: a `pytorch_model.bin` that is a malformed zip, a gzip or a tar is a
+    /// checkpoint the user did not allow, not a format error. A pickle-named file holding
+    /// safetensors is read, strictly, as safetensors (no pickle is involved).
+    pub fn check_weights_file(&self, path: &Path, content: FileFormat) -> Result<()> {
+        self.check_format(path, content)?;
+        if self.weights == WeightsPolicy::SafetensorsOnly
+            && content != FileFormat::Safetensors
+            && is_pickle_named(path)
+        {
+            return Err(Error::PickleNamedNotAllowed {
+                path: path.to_path_buf(),
+                content,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Extensions that name a pickle-based checkpoint (compared without regard to case).
+const PICKLE_NAMED_EXTENSIONS: [&str; 7] = ["bin", "pt", "pth", "ckpt", "pkl", "pickle", "joblib"];
+
+/// Whether `path`'s file name says it is a pickle-based checkpoint (`pytorch_model.bin`,
+/// `*.pt`, `*.pth`, `*.ckpt`, `*.pkl`, `*.pickle`, `*.joblib`, in any case).
+///
+/// ```
+/// use std::path::Path;
+/// use safeformers_weights::policy::is_pickle_named;
+/// assert!(is_pickle_named(Path::new("snapshots/abc/pytorch_model.bin")));
+/// assert!(is_pickle_named(Path::new("model.PTH")));
+/// assert!(!is_pickle_named(Path::new("model.safetensors")));
+/// ```
+pub fn is_pickle_named(path: &Path) -> bool {
+    path.extension()
+        .and_then(|extension| extension.to_str())
+        .is_some_and(|extension| {
+            PICKLE_NAMED_EXTENSIONS
+                .iter()
+                .any(|known| extension.eq_ignore_ascii_case(known))
+        })
 }
 
 /// safetensors file names, in the order Transformers looks for them.
@@ -196,18 +242,15 @@ pub fn open_checkpoint(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> {
     }
 }
 
-/// Opens one weights file whatever its name says, by its content, under `policy`.
+/// Opens one weights file by its content, under `policy`: the policy judges the name and the
+/// detected format before any parser reads the content.
 fn open_file_by_content(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> {
     let file = MappedFile::open(path)?;
     let format = detect_format(file.bytes());
+    policy.check_weights_file(path, format)?;
     match format {
         FileFormat::Safetensors => crate::safetensors::open(path),
-        FileFormat::PytorchZip | FileFormat::PytorchLegacy => {
-            policy.check_format(path, format)?;
-            crate::torch::open(path)
-        }
-        FileFormat::Pickle => {
-            policy.check_format(path, format)?;
+        FileFormat::PytorchZip | FileFormat::PytorchLegacy | FileFormat::Pickle => {
             crate::torch::open(path)
         }
         FileFormat::Zip | FileFormat::Gguf | FileFormat::Unknown => Err(Error::UnsupportedFormat {
@@ -297,6 +340,110 @@ mod tests {
         let error =
             open_checkpoint(&dir.join("pytorch_model.bin"), &LoadPolicy::default()).unwrap_err();
         assert!(error.is_policy_refusal(), "{error}");
+    }
+
+    /// Contents a `pytorch_model.bin` may hold that no weights reader accepts.
+    fn unreadable_checkpoint_contents() -> Vec<(&'static str, Vec<u8>)> {
+        // A tar: a 512-byte header with the `ustar` magic at offset 257, then the member.
+        let mut tar = vec![0u8; 1024];
+        tar[..8].copy_from_slice(b"data.pkl");
+        tar[257..263].copy_from_slice(b"ustar\0");
+        vec![
+            (
+                "malformed zip",
+                b"PK\x03\x04\x14\x00 truncated central directory".to_vec(),
+            ),
+            (
+                "gzip",
+                b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03garbage".to_vec(),
+            ),
+            ("tar", tar),
+            ("empty", Vec::new()),
+            ("GGUF", b"GGUF\x03\x00\x00\x00".to_vec()),
+        ]
+    }
+
+    #[test]
+    fn a_pickle_named_file_is_refused_by_policy_whatever_its_bytes() {
+        for (what, bytes) in unreadable_checkpoint_contents() {
+            let dir = folder_with(&["config.json"]);
+            std::fs::write(dir.join("pytorch_model.bin"), &bytes).unwrap();
+            for path in [dir.clone(), dir.join("pytorch_model.bin")] {
+                let error = open_checkpoint(&path, &LoadPolicy::default()).unwrap_err();
+                assert!(error.is_policy_refusal(), "{what}: {error}");
+                assert!(
+                    error.to_string().contains("--allow-pickle"),
+                    "{what}: {error}"
+                );
+                // Allowed, the content decides: none of these is a checkpoint.
+                let error = open_checkpoint(&path, &LoadPolicy::allowing_pickle()).unwrap_err();
+                assert!(!error.is_policy_refusal(), "{what}: {error}");
+            }
+            for name in ["model.pt", "model.PTH", "last.ckpt", "state.pkl"] {
+                std::fs::write(dir.join(name), &bytes).unwrap();
+                let error = open_checkpoint(&dir.join(name), &LoadPolicy::default()).unwrap_err();
+                assert!(error.is_policy_refusal(), "{what} as {name}: {error}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_pickle_named_shard_is_refused_by_policy_whatever_its_bytes() {
+        for (what, bytes) in unreadable_checkpoint_contents() {
+            let dir = folder_with(&[]);
+            std::fs::write(
+                dir.join("pytorch_model.bin.index.json"),
+                br#"{"weight_map": {"a": "pytorch_model-00001-of-00001.bin"}}"#,
+            )
+            .unwrap();
+            std::fs::write(dir.join("pytorch_model-00001-of-00001.bin"), &bytes).unwrap();
+            let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
+            assert!(error.is_policy_refusal(), "{what}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_pickle_named_file_holding_safetensors_is_read_as_safetensors() {
+        let data = 2.5f32.to_le_bytes();
+        let view = crate::TensorView {
+            name: "w",
+            dtype: crate::Dtype::F32,
+            shape: &[1],
+            data: &data,
+        };
+        let bytes = crate::safetensors::serialize(&[view], &Default::default()).unwrap();
+        let dir = folder_with(&[]);
+        std::fs::write(dir.join("pytorch_model.bin"), bytes).unwrap();
+        let checkpoint = open_checkpoint(&dir, &LoadPolicy::default()).unwrap();
+        assert_eq!(checkpoint.format(), FileFormat::Safetensors);
+        assert_eq!(checkpoint.tensor("w").unwrap().data, data);
+        // A broken safetensors file is a format error, not a refusal: nothing pickle is read.
+        std::fs::write(dir.join("pytorch_model.bin"), b"\x10\0\0\0\0\0\0\0{\"a\":").unwrap();
+        let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
+        assert!(matches!(error, Error::Safetensors { .. }), "{error}");
+    }
+
+    #[test]
+    fn pickle_names_are_recognised_in_any_case() {
+        for name in [
+            "pytorch_model.bin",
+            "a.PT",
+            "b.Pth",
+            "c.ckpt",
+            "d.pkl",
+            "e.pickle",
+        ] {
+            assert!(is_pickle_named(Path::new(name)), "{name}");
+        }
+        for name in [
+            "model.safetensors",
+            "config.json",
+            "bin",
+            "model.bin.index.json",
+            "x.gguf",
+        ] {
+            assert!(!is_pickle_named(Path::new(name)), "{name}");
+        }
     }
 
     #[test]

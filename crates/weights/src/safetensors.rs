@@ -8,8 +8,12 @@
 //!
 //! We are stricter than the reference crate (see `shared/research/pickle-safetensors.md` §3):
 //! duplicate JSON keys, unknown fields, leading whitespace or anything but spaces after the
-//! JSON object, absurd ranks, hostile names, shapes whose strides overflow, and tensor data not
-//! aligned to its element size are all errors. [`serialize`] writes files that pass every rule.
+//! JSON object, absurd ranks, hostile names and shapes whose strides overflow are all errors.
+//! Tensor data that is not aligned to its element size (at most 8) in the file is read, as the
+//! reference reads it: [`open`] copies just those tensors into aligned memory (the tensors are
+//! disjoint, so the copies never exceed the file's size) and says so through
+//! [`Checkpoint::is_copied_for_alignment`]. [`serialize`] writes files that pass every rule, with
+//! every tensor aligned.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -21,7 +25,7 @@ use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
 
-use crate::checkpoint::{Checkpoint, TensorBytes, TensorView};
+use crate::checkpoint::{AlignedBytes, Checkpoint, TensorBytes, TensorView};
 use crate::dtype::Dtype;
 use crate::error::{Error, Result};
 use crate::format::FileFormat;
@@ -42,9 +46,6 @@ const METADATA_KEY: &str = "__metadata__";
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 /// How much of an attacker-chosen string goes into an error message.
 const QUOTE_LIMIT: usize = 80;
-/// What to do about a misaligned tensor.
-const ALIGNMENT_FIX: &str = "re-save the file with a current safetensors release, \
-     which pads the header to 8 bytes and orders tensors by alignment";
 
 /// A rule a safetensors file broke. Each variant is one rule and says where it was broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -383,22 +384,6 @@ pub enum SafetensorsError {
         /// Length of the data section.
         data_len: u64,
     },
-
-    /// A tensor's data does not start on a multiple of its element size (at most 8).
-    #[error(
-        "tensor `{tensor}` ({dtype}) starts at file offset {file_offset}, not a multiple of \
-         {alignment}; {ALIGNMENT_FIX}"
-    )]
-    Misaligned {
-        /// The tensor.
-        tensor: String,
-        /// Its dtype.
-        dtype: Dtype,
-        /// Absolute file offset of its first byte.
-        file_offset: u64,
-        /// The required alignment.
-        alignment: u64,
-    },
 }
 
 /// One tensor of a validated header.
@@ -484,7 +469,8 @@ pub fn parse_header(file: &[u8]) -> Result<Header, SafetensorsError> {
 }
 
 /// Opens one safetensors file: maps it, validates the whole header, and serves its tensors
-/// zero-copy.
+/// zero-copy, except those not aligned for their dtype in the file, which are copied into
+/// aligned memory.
 pub fn open(path: &Path) -> Result<Checkpoint> {
     let file = Arc::new(MappedFile::open(path)?);
     let mut checkpoint = Checkpoint::new(FileFormat::Safetensors);
@@ -498,6 +484,7 @@ pub(crate) fn load_into(checkpoint: &mut Checkpoint, file: Arc<MappedFile>) -> R
         path: file.path().to_path_buf(),
         source,
     })?;
+    let map = Arc::clone(&file);
     let source = checkpoint.add_source(file);
     let Header {
         tensors, metadata, ..
@@ -506,18 +493,23 @@ pub(crate) fn load_into(checkpoint: &mut Checkpoint, file: Arc<MappedFile>) -> R
         checkpoint.insert_metadata(key, value);
     }
     for tensor in tensors {
-        checkpoint.insert(
-            tensor.name,
-            tensor.dtype,
-            tensor.shape,
-            TensorBytes::Mapped {
-                source,
-                range: tensor.range,
-            },
-            source,
-        )?;
+        let bytes = tensor_bytes(map.bytes(), source, tensor.range, tensor.dtype);
+        checkpoint.insert(tensor.name, tensor.dtype, tensor.shape, bytes, source)?;
     }
     Ok(())
+}
+
+/// Where a validated tensor's bytes are served from: the map itself when its first byte is
+/// aligned for `dtype` in memory (the map starts on a page, so that is its file offset's
+/// alignment), else an aligned copy of just those bytes.
+fn tensor_bytes(file: &[u8], source: usize, range: Range<usize>, dtype: Dtype) -> TensorBytes {
+    let alignment = alignment(dtype) as usize;
+    match file.get(range.clone()) {
+        Some(data) if !data.is_empty() && !data.as_ptr().addr().is_multiple_of(alignment) => {
+            TensorBytes::CopiedForAlignment(AlignedBytes::copy_of(data, alignment))
+        }
+        _ => TensorBytes::Mapped { source, range },
+    }
 }
 
 /// Serializes `tensors` and `metadata` into a complete safetensors file.
@@ -655,7 +647,7 @@ fn serialized_header<'v, 'a>(
     Ok((header, order))
 }
 
-/// The alignment we require of a dtype's data: its element size, capped at 8 (sub-byte: 1).
+/// The alignment a dtype's data is served with: its element size, capped at 8 (sub-byte: 1).
 fn alignment(dtype: Dtype) -> u64 {
     (dtype.bits() / 8).clamp(1, 8)
 }
@@ -1304,7 +1296,8 @@ impl<'de> Visitor<'de> for UintSeed<'_, '_> {
 
 // --- layout -----------------------------------------------------------------------------------
 
-/// Checks sizes, contiguity, coverage and alignment, and makes the ranges absolute.
+/// Checks sizes, contiguity and coverage, and makes the ranges absolute. Alignment is not a
+/// rule: a misaligned tensor is copied when it is served (see [`open`]).
 fn validate_layout(
     mut tensors: Vec<RawTensor>,
     data_len: u64,
@@ -1361,17 +1354,6 @@ fn validate_layout(
                 tensor: tensor.name.clone(),
                 end: tensor.end,
                 data_len,
-            });
-        }
-        // An empty tensor has no bytes to misalign.
-        let file_offset = data_start as u64 + tensor.begin;
-        let alignment = alignment(tensor.dtype);
-        if tensor.end > tensor.begin && !file_offset.is_multiple_of(alignment) {
-            return Err(SafetensorsError::Misaligned {
-                tensor: tensor.name.clone(),
-                dtype: tensor.dtype,
-                file_offset,
-                alignment,
             });
         }
         cursor = tensor.end;

@@ -361,6 +361,8 @@ pub fn open_sharded(index_path: &Path, policy: &LoadPolicy) -> Result<Checkpoint
             format,
             FileFormat::Zip | FileFormat::Gguf | FileFormat::Unknown
         ) {
+            // A pickle-named shard the policy refuses is refused whatever its bytes.
+            policy.check_weights_file(&path, format)?;
             return Err(Error::UnsupportedFormat { path, format });
         }
         shards.push((shard, file, format));

@@ -114,6 +114,51 @@ proptest! {
         exercise(&bytes);
     }
 
+    /// Caps so small that nearly every stream hits one never hide a `GLOBAL` import: each one
+    /// the default limits name is named under tiny limits too (the linear pass after a cap),
+    /// and the pass stays within the findings bound.
+    #[test]
+    fn caps_never_hide_a_global_import(
+        chunks in proptest::collection::vec(
+            prop_oneof![
+                Just(&b"("[..]), Just(&b"N"[..]), Just(&b"0"[..]), Just(&b"]"[..]),
+                Just(&b"a"[..]), Just(&b"t"[..]), Just(&b"R"[..]), Just(&b"q\x00"[..]),
+                Just(&b"h\x00"[..]), Just(&b"\x85"[..]), Just(&b"\x94"[..]),
+                Just(&b"\x8c\x02os"[..]), Just(&b"\x8c\x06system"[..]), Just(&b"\x93"[..]),
+                Just(&b"cos\nsystem\n"[..]), Just(&b"cbuiltins\neval\n"[..]),
+                Just(&b"ctorch\nFloatStorage\n"[..]), Just(&b"S'x'\n"[..]),
+            ],
+            0..200,
+        ),
+    ) {
+        let mut bytes = vec![0x80, 4];
+        bytes.extend(chunks.concat());
+        bytes.push(b'.');
+        let tiny = Limits {
+            max_ops: 6,
+            max_memo: 1,
+            max_stack: 3,
+            max_mark_depth: 1,
+            max_values: 4,
+            max_depth: 2,
+            max_string_bytes: 4,
+        };
+        let options = |limits| ScanOptions { max_streams: None, limits, nested_depth: 0 };
+        let globals = |limits| -> std::collections::BTreeSet<String> {
+            scan_pickles(&bytes, &options(limits))
+                .findings
+                .into_iter()
+                .filter(|f| f.kind == "import" && f.detail.contains("imported by GLOBAL"))
+                .map(|f| f.detail)
+                .collect()
+        };
+        let capped = scan_pickles(&bytes, &options(tiny));
+        prop_assert!(capped.findings.len() <= MAX_FINDINGS + 1);
+        let missing: Vec<String> =
+            globals(Limits::default()).difference(&globals(tiny)).cloned().collect();
+        prop_assert!(missing.is_empty(), "hidden by a cap: {:?}", missing);
+    }
+
     #[test]
     fn mutated_torch_output_never_panics(
         seed in 0usize..SEEDS.len(),

@@ -710,6 +710,216 @@ fn resource_caps_hold() {
     has(&s, Severity::Suspicious, "truncated", "more than");
 }
 
+/// `ScanOptions` with `limits` changed by `edit`.
+fn with_limits(edit: impl Fn(&mut Limits)) -> ScanOptions {
+    let mut limits = Limits::default();
+    edit(&mut limits);
+    ScanOptions {
+        limits,
+        ..ScanOptions::default()
+    }
+}
+
+/// The resource-limit finding whose detail contains `needle`, and the dangerous import `name`
+/// after it: a cap never hides an import.
+fn cap_then_import(scan: &PickleScan, needle: &str, name: &str) {
+    has(scan, Severity::Suspicious, "resource_limit", needle);
+    has(scan, Severity::Dangerous, "import", name);
+    assert_eq!(scan.worst(), Some(Severity::Dangerous));
+    let position = |kind: &str, text: &str| {
+        scan.findings
+            .iter()
+            .position(|f| f.kind == kind && f.detail.contains(text))
+            .unwrap()
+    };
+    assert!(position("resource_limit", needle) < position("import", name));
+}
+
+#[test]
+fn a_mark_bomb_does_not_hide_the_import_after_it() {
+    // 200,000 MARKs (the loader allows 1,000), then os.system('id').
+    let p = Asm::new()
+        .proto(2)
+        .raw(&vec![b'('; 200_000])
+        .global("os", "system")
+        .string("id")
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes();
+    let s = scan(&p);
+    cap_then_import(&s, "MARK", "os.system");
+    has(&s, Severity::Dangerous, "import", "imported by GLOBAL");
+    // Protocol 4 spelling: STACK_GLOBAL of two literal strings, memoized in between.
+    let p = Asm::new()
+        .proto(4)
+        .raw(&vec![b'('; 200_000])
+        .short_binunicode("posix")
+        .memoize()
+        .short_binunicode("system")
+        .memoize()
+        .stack_global()
+        .stop()
+        .bytes();
+    cap_then_import(&scan(&p), "MARK", "posix.system");
+}
+
+#[test]
+fn stack_memo_and_opcode_caps_do_not_hide_the_import_after_them() {
+    // The stack cap (default: a million entries).
+    let mut p = vec![0x80, 2];
+    p.extend(std::iter::repeat_n(b'N', 1_000_001));
+    let p = Asm::new()
+        .raw(&p)
+        .global("subprocess", "Popen")
+        .stop()
+        .bytes();
+    cap_then_import(&scan(&p), "stack entries", "subprocess.Popen");
+    // The memo cap (made small): later PUTs are not tracked, imports still are.
+    let mut asm = Asm::new().proto(2).none();
+    for slot in 0..20 {
+        asm = asm.binput(slot);
+    }
+    let p = asm.global("builtins", "eval").stop().bytes();
+    let s = scan_pickles(&p, &with_limits(|limits| limits.max_memo = 4));
+    cap_then_import(&s, "memo entries", "builtins.eval");
+    // The opcode cap (made small), with the import as the very opcode that crosses it and
+    // another one after.
+    let p = Asm::new()
+        .proto(2)
+        .raw(&[b'N', b'0'].repeat(5))
+        .global("os", "system")
+        .global("posix", "execv")
+        .stop()
+        .bytes();
+    let s = scan_pickles(&p, &with_limits(|limits| limits.max_ops = 11));
+    cap_then_import(&s, "opcodes", "os.system");
+    cap_then_import(&s, "opcodes", "posix.execv");
+}
+
+#[test]
+fn deep_nesting_does_not_hide_a_literal_stack_global() {
+    // Lists nested 5,000 deep (MARK, EMPTY_LIST, ...), then STACK_GLOBAL of literal operands.
+    let p = Asm::new()
+        .proto(4)
+        .raw(&b"(]".repeat(5_000))
+        .sglobal("builtins", "exec")
+        .stop()
+        .bytes();
+    let s = scan(&p);
+    cap_then_import(&s, "MARK", "builtins.exec");
+    has(
+        &s,
+        Severity::Dangerous,
+        "import",
+        "STACK_GLOBAL (literal operands)",
+    );
+    // Tuples nested deeper than the loader allows, then the same.
+    let mut asm = Asm::new().proto(4).none();
+    for _ in 0..300 {
+        asm = asm.tuple1();
+    }
+    let p = asm.sglobal("builtins", "exec").stop().bytes();
+    cap_then_import(&scan(&p), "nested deeper", "builtins.exec");
+}
+
+#[test]
+fn after_a_cap_unresolvable_stack_global_operands_are_said_to_be_unknown() {
+    // Operands from the memo, or separated from STACK_GLOBAL by a POP, are not guessed.
+    for tail in [
+        Asm::new()
+            .short_binunicode("os")
+            .binput(0)
+            .short_binunicode("system")
+            .binput(1)
+            .pop()
+            .pop()
+            .binget(0)
+            .binget(1)
+            .stack_global(),
+        Asm::new()
+            .short_binunicode("os")
+            .short_binunicode("system")
+            .none()
+            .pop()
+            .stack_global(),
+    ] {
+        let p = Asm::new()
+            .proto(4)
+            .raw(&vec![b'('; 2_000])
+            .then(tail)
+            .stop()
+            .bytes();
+        let s = scan(&p);
+        has(&s, Severity::Suspicious, "resource_limit", "MARK");
+        has(&s, Severity::Dangerous, "unknown_import", "unresolved");
+        assert!(
+            !s.findings.iter().any(|f| f.kind == "import"),
+            "{:#?}",
+            s.findings
+        );
+    }
+}
+
+#[test]
+fn a_string_cap_does_not_hide_a_literal_stack_global() {
+    // Past the string-bytes cap the simulation keeps no text; the literal pushes still name it.
+    let p = Asm::new()
+        .proto(4)
+        .short_binunicode(&"x".repeat(100))
+        .pop()
+        .sglobal("os", "system")
+        .stop()
+        .bytes();
+    let s = scan_pickles(&p, &with_limits(|limits| limits.max_string_bytes = 50));
+    has(&s, Severity::Dangerous, "import", "os.system");
+}
+
+#[test]
+fn the_pass_after_a_cap_is_bounded_and_keeps_reading_the_stacked_streams() {
+    // Findings stay capped.
+    let mut asm = Asm::new().proto(2).raw(&vec![b'('; 2_000]);
+    for _ in 0..3000 {
+        asm = asm.global("os", "system");
+    }
+    let s = scan(&asm.stop().bytes());
+    assert_eq!(
+        s.findings.len(),
+        safeformers_weights::pickle::scanner::MAX_FINDINGS + 1
+    );
+    has(&s, Severity::Suspicious, "truncated", "more than");
+    // A STOP ends the pass; the next stacked pickle is scanned in full.
+    let p = Asm::new()
+        .proto(2)
+        .raw(&vec![b'('; 2_000])
+        .stop()
+        .proto(2)
+        .global("posix", "system")
+        .string("id")
+        .tuple1()
+        .reduce()
+        .stop()
+        .bytes();
+    let s = scan(&p);
+    assert_eq!(s.streams, 2);
+    has(&s, Severity::Dangerous, "import", "posix.system");
+    has(&s, Severity::Dangerous, "call", "REDUCE calls posix.system");
+    // The shared decoder still enforces frames after the cap.
+    let p = Asm::new()
+        .proto(4)
+        .raw(&vec![b'('; 2_000])
+        .frame(2)
+        .sglobal("os", "system")
+        .stop()
+        .bytes();
+    has(
+        &scan(&p),
+        Severity::Dangerous,
+        "frame_violation",
+        "crosses the end",
+    );
+}
+
 #[test]
 fn looks_like_pickle_by_content() {
     assert!(looks_like_pickle(include_bytes!(

@@ -716,24 +716,133 @@ fn metadata_must_be_a_map() {
 
 // --- alignment --------------------------------------------------------------------------------
 
+/// A file from header text padded with spaces so that the data section starts one byte past a
+/// multiple of 8 (misaligned for every dtype wider than a byte), and data.
+fn off_by_one(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = header.to_string();
+    while header.len() % 8 != 1 {
+        header.push(' ');
+    }
+    raw(&header, data)
+}
+
+/// Opens `file` (written as `model.safetensors` in a fresh directory) through the public loader.
+fn open_bytes(label: &str, file: &[u8]) -> safeformers_weights::Checkpoint {
+    let dir = scratch(label);
+    let path = write(&dir, "model.safetensors", file);
+    open_checkpoint(&path, &LoadPolicy::default()).unwrap_or_else(|e| panic!("{label}: {e}"))
+}
+
+/// Same names, dtypes, shapes and bytes; every tensor of `loaded` aligned for its dtype.
+fn assert_same_tensors(loaded: &safeformers_weights::Checkpoint, twin: &[TensorView<'_>]) {
+    assert_eq!(loaded.len(), twin.len());
+    for expected in twin {
+        let tensor = loaded.tensor(expected.name).unwrap();
+        assert_eq!(
+            (tensor.dtype, tensor.shape, tensor.data),
+            (expected.dtype, expected.shape, expected.data),
+            "{}",
+            expected.name
+        );
+        let alignment = usize::try_from(tensor.dtype.bits() / 8)
+            .unwrap()
+            .clamp(1, 8);
+        assert_eq!(
+            tensor.data.as_ptr().addr() % alignment,
+            0,
+            "{} is not aligned",
+            tensor.name
+        );
+    }
+}
+
 #[test]
-fn misaligned_tensor_data() {
-    // Header of odd length: data starts at an odd file offset.
-    let header = one("F32", "[1]", "[0,4]") + " ";
-    let file = raw(&header, &[0; 4]);
-    assert_ne!((8 + header.len()) % 4, 0);
-    let error = err(&file);
-    assert!(matches!(
-        error,
-        SafetensorsError::Misaligned { alignment: 4, .. }
-    ));
-    assert!(error.to_string().contains("re-save"));
-    // A U8 tensor first, then an F64 at data offset 1.
-    let header = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F64","shape":[1],"data_offsets":[1,9]}}"#;
-    assert!(matches!(
-        err(&padded(header, &[0; 9])),
-        SafetensorsError::Misaligned { alignment: 8, .. }
-    ));
+fn misaligned_tensor_data_is_read_by_copying_just_those_tensors() {
+    // Header of odd length: the F32 data starts at an odd file offset.
+    let values: Vec<u8> = [1.0f32, -2.5, 3.25]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let file = off_by_one(&one("F32", "[3]", "[0,12]"), &values);
+    let header = parse_header(&file).unwrap();
+    assert_eq!(header.data_start() % 8, 1);
+    let twin = [view("t", Dtype::F32, &[3], &values)];
+    let loaded = open_bytes("misaligned-f32", &file);
+    assert_same_tensors(&loaded, &twin);
+    assert!(loaded.is_copied_for_alignment("t"));
+    // The aligned twin written by our serializer is served from the map.
+    let aligned = open_bytes(
+        "aligned-f32",
+        &safetensors::serialize(&twin, &BTreeMap::new()).unwrap(),
+    );
+    assert_same_tensors(&aligned, &twin);
+    assert!(!aligned.is_copied_for_alignment("t"));
+
+    // A U8 tensor first, then an F64 at data offset 1 (misaligned) and a BF16 at data offset 9
+    // (misaligned for 2), then a U8 (any offset is aligned for it) and an F32 at 12 (aligned).
+    let (a, b, c, d, e) = (
+        [7u8],
+        6.5f64.to_le_bytes(),
+        [0x80u8, 0x3f],
+        [9u8],
+        4.0f32.to_le_bytes(),
+    );
+    let header = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"b":{"dtype":"F64","shape":[1],"data_offsets":[1,9]},"c":{"dtype":"BF16","shape":[1],"data_offsets":[9,11]},"d":{"dtype":"U8","shape":[1],"data_offsets":[11,12]},"e":{"dtype":"F32","shape":[1],"data_offsets":[12,16]}}"#;
+    let data = [&a[..], &b, &c, &d, &e].concat();
+    let file = padded(header, &data);
+    let twin = [
+        view("a", Dtype::U8, &[1], &a),
+        view("b", Dtype::F64, &[1], &b),
+        view("c", Dtype::BF16, &[1], &c),
+        view("d", Dtype::U8, &[1], &d),
+        view("e", Dtype::F32, &[1], &e),
+    ];
+    let loaded = open_bytes("misaligned-mixed", &file);
+    assert_same_tensors(&loaded, &twin);
+    let copied: Vec<&str> = loaded
+        .names()
+        .filter(|name| loaded.is_copied_for_alignment(name))
+        .collect();
+    assert_eq!(copied, ["b", "c"]);
+}
+
+#[test]
+fn misaligned_files_keep_every_other_rule() {
+    // The data section starts at an odd offset in each; each breaks one other rule.
+    let cases = [
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}"#,
+            8,
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[5,9]}}"#,
+            9,
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}} "#,
+            5,
+        ),
+        (
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}} "#,
+            4,
+        ),
+    ];
+    let errors: Vec<SafetensorsError> = cases
+        .iter()
+        .map(|(header, data_len)| err(&off_by_one(header, &vec![0; *data_len])))
+        .collect();
+    assert!(
+        matches!(
+            errors.as_slice(),
+            [
+                SafetensorsError::OverlappingTensors { .. },
+                SafetensorsError::GapBetweenTensors { .. },
+                SafetensorsError::TrailingData { .. },
+                SafetensorsError::SizeMismatch { .. },
+            ]
+        ),
+        "{errors:?}"
+    );
 }
 
 // --- errors through `open` name the file ------------------------------------------------------

@@ -11,6 +11,10 @@
 //! error are kept (the nullifAI shape). Stacked pickles are scanned one after another; a pickle
 //! nested in a byte-string argument of a call is scanned too, up to `nested_depth` levels.
 //!
+//! A resource cap (opcodes, stack entries, open `MARK`s) stops the simulation, never the
+//! reading: the rest of the stream is decoded linearly and every import in it is still named
+//! (a MARK bomb in front of `os.system` yields both the resource-limit finding and the import).
+//!
 //! Severity follows the loader: a global the allowlist admits, used in its role, is
 //! [`Severity::Info`]; anything the loader would refuse is [`Severity::Dangerous`]; structural
 //! oddities that parsers disagree on are [`Severity::Suspicious`] (frame violations, which hide
@@ -353,32 +357,22 @@ impl<'o> Stream<'o> {
     }
 
     /// Scans one stream; `Some(consumed)` when it ended with `STOP`.
+    ///
+    /// When a cap on the simulation is hit (opcodes, stack entries, open `MARK`s), the rest of
+    /// the stream is still read, linearly and for imports only ([`Stream::read_imports_only`]),
+    /// so that a bomb in front of a payload cannot hide the payload's name.
     fn run(&mut self, bytes: &[u8], report: &mut Report) -> Option<usize> {
         let mut decoder = Decoder::new(bytes);
+        let mut recent = RecentPushes::default();
         loop {
             let Some(item) = decoder.next() else {
-                report.add(
-                    Severity::Suspicious,
-                    "parse_error",
-                    format!(
-                        "offset {}: the stream ends without a STOP opcode",
-                        self.base + decoder.position()
-                    ),
-                );
+                self.missing_stop(&decoder, report);
                 return None;
             };
             let (offset, op) = match item {
                 Ok(item) => item,
                 Err(error) => {
-                    let at = self.base + error.offset;
-                    let (severity, kind) = if error.is_frame_violation() {
-                        (Severity::Dangerous, "frame_violation")
-                    } else if matches!(error.kind, DecodeErrorKind::UnknownOpcode(_)) {
-                        (Severity::Suspicious, "invalid_opcode")
-                    } else {
-                        (Severity::Suspicious, "parse_error")
-                    };
-                    report.add(severity, kind, format!("offset {at}: {}", error.kind));
+                    self.decode_failure(&error, report);
                     return None;
                 }
             };
@@ -389,17 +383,22 @@ impl<'o> Stream<'o> {
                     Severity::Suspicious,
                     "resource_limit",
                     format!(
-                        "offset {}: more than {} opcodes; scanning stopped",
+                        "offset {}: more than {} opcodes; {IMPORTS_ONLY}",
                         self.base + offset,
                         limits.max_ops
                     ),
                 );
-                return None;
+                return self.read_imports_only(Some((offset, op)), &mut decoder, recent, report);
             }
             if let Op::Stop = op {
                 return Some(decoder.position());
             }
-            self.step(self.base + offset, op, report);
+            if let Op::StackGlobal = op {
+                self.stack_global(self.base + offset, &recent, report);
+            } else {
+                self.step(self.base + offset, op, report);
+            }
+            recent.observe(op);
             if self.too_deep && !self.too_deep_reported {
                 self.too_deep_reported = true;
                 report.add(
@@ -418,15 +417,101 @@ impl<'o> Stream<'o> {
                     Severity::Suspicious,
                     "resource_limit",
                     format!(
-                        "offset {}: more than {} stack entries or {} open MARKs; scanning stopped",
+                        "offset {}: more than {} stack entries or {} open MARKs; {IMPORTS_ONLY}",
                         self.base + offset,
                         limits.max_stack,
                         limits.max_mark_depth
                     ),
                 );
-                return None;
+                // The simulated stack is dropped: the linear pass needs none of it.
+                self.stack = Vec::new();
+                self.marks = Vec::new();
+                return self.read_imports_only(None, &mut decoder, recent, report);
             }
         }
+    }
+
+    /// The rest of a stream after a cap: opcodes are decoded (by the same [`Decoder`], so frames
+    /// are still enforced) but not simulated, and every import is reported: `GLOBAL` and `INST`
+    /// by name, `STACK_GLOBAL` by the two literal strings pushed just before it, or as
+    /// unresolved, and `EXT*` by code. Its work is one decode per opcode, bounded by the
+    /// stream's bytes, and it stops once the findings are full. `pending` is an opcode already
+    /// decoded but not yet handled. `Some(consumed)` when the stream ends with `STOP`.
+    fn read_imports_only<'a>(
+        &mut self,
+        mut pending: Option<(usize, Op<'a>)>,
+        decoder: &mut Decoder<'a>,
+        mut recent: RecentPushes<'a>,
+        report: &mut Report,
+    ) -> Option<usize> {
+        loop {
+            if report.truncated {
+                return None;
+            }
+            let (offset, op) = match pending.take().map(Ok).or_else(|| decoder.next()) {
+                None => {
+                    self.missing_stop(decoder, report);
+                    return None;
+                }
+                Some(Err(error)) => {
+                    self.decode_failure(&error, report);
+                    return None;
+                }
+                Some(Ok(item)) => item,
+            };
+            let offset = self.base + offset;
+            match op {
+                Op::Stop => return Some(Decoder::position(decoder)),
+                Op::Global { module, name } => {
+                    self.import(offset, module, name, "GLOBAL", report);
+                }
+                Op::Inst { module, name } => {
+                    self.import(offset, module, name, "INST", report);
+                }
+                Op::StackGlobal => match recent.literal_operands() {
+                    Some((module, name)) => {
+                        self.import(offset, &module, &name, LITERAL_STACK_GLOBAL, report);
+                    }
+                    None => report.add(
+                        Severity::Dangerous,
+                        "unknown_import",
+                        format!(
+                            "offset {offset}: STACK_GLOBAL with unresolved operands (read after \
+                             a resource limit, and not two literal strings pushed just before \
+                             it); the real import is unknown"
+                        ),
+                    ),
+                },
+                Op::Ext1(code) => report_ext(offset, "EXT1", i64::from(code), report),
+                Op::Ext2(code) => report_ext(offset, "EXT2", i64::from(code), report),
+                Op::Ext4(code) => report_ext(offset, "EXT4", i64::from(code), report),
+                _ => {}
+            }
+            recent.observe(op);
+        }
+    }
+
+    fn missing_stop(&self, decoder: &Decoder<'_>, report: &mut Report) {
+        report.add(
+            Severity::Suspicious,
+            "parse_error",
+            format!(
+                "offset {}: the stream ends without a STOP opcode",
+                self.base + decoder.position()
+            ),
+        );
+    }
+
+    fn decode_failure(&self, error: &opcodes::DecodeError, report: &mut Report) {
+        let at = self.base + error.offset;
+        let (severity, kind) = if error.is_frame_violation() {
+            (Severity::Dangerous, "frame_violation")
+        } else if matches!(error.kind, DecodeErrorKind::UnknownOpcode(_)) {
+            (Severity::Suspicious, "invalid_opcode")
+        } else {
+            (Severity::Suspicious, "parse_error")
+        };
+        report.add(severity, kind, format!("offset {at}: {}", error.kind));
     }
 
     fn fence(&self) -> usize {
@@ -827,52 +912,8 @@ impl<'o> Stream<'o> {
                 self.nested(&args, report);
                 self.push(result);
             }
-            Op::StackGlobal => {
-                let name = self.pop();
-                let module = self.pop();
-                let sym = match (&module, &name) {
-                    (
-                        Sym::Str {
-                            text: m,
-                            origin: mo,
-                        },
-                        Sym::Str {
-                            text: n,
-                            origin: no,
-                        },
-                    ) => {
-                        let how = if *mo == Origin::Literal && *no == Origin::Literal {
-                            "STACK_GLOBAL (literal operands)"
-                        } else {
-                            "STACK_GLOBAL (operands from the memo)"
-                        };
-                        let (m, n) = (m.clone(), n.clone());
-                        self.import(offset, &m, &n, how, report)
-                    }
-                    _ => {
-                        let part = |sym: &Sym| match sym {
-                            Sym::Str { text, .. } => truncate(text),
-                            _ => "?".to_string(),
-                        };
-                        let qualified = format!("{}.{}", part(&module), part(&name));
-                        report.add(
-                            Severity::Dangerous,
-                            "unknown_import",
-                            format!(
-                                "offset {offset}: STACK_GLOBAL imports {qualified} with computed \
-                                 operands (module: {}; name: {}); the real import is unknown",
-                                module.describe(),
-                                name.describe()
-                            ),
-                        );
-                        Sym::Global {
-                            name: Rc::from(qualified),
-                            allowed: None,
-                        }
-                    }
-                };
-                self.push(sym);
-            }
+            // Handled by `stack_global`, which also sees the recent literal pushes.
+            Op::StackGlobal => {}
             Op::Reduce => {
                 let args = self.pop();
                 let callable = self.pop();
@@ -988,15 +1029,61 @@ impl<'o> Stream<'o> {
         }
     }
 
+    /// `STACK_GLOBAL`: module and name from the simulated stack; when they are not strings
+    /// there (a string past the string-bytes cap is not kept), the two literal strings pushed
+    /// just before it, if that is what they were.
+    fn stack_global(&mut self, offset: usize, recent: &RecentPushes<'_>, report: &mut Report) {
+        let name = self.pop();
+        let module = self.pop();
+        let sym = match (&module, &name) {
+            (
+                Sym::Str {
+                    text: m,
+                    origin: mo,
+                },
+                Sym::Str {
+                    text: n,
+                    origin: no,
+                },
+            ) => {
+                let how = if *mo == Origin::Literal && *no == Origin::Literal {
+                    LITERAL_STACK_GLOBAL
+                } else {
+                    "STACK_GLOBAL (operands from the memo)"
+                };
+                let (m, n) = (m.clone(), n.clone());
+                self.import(offset, &m, &n, how, report)
+            }
+            _ => match recent.literal_operands() {
+                Some((m, n)) => self.import(offset, &m, &n, LITERAL_STACK_GLOBAL, report),
+                None => {
+                    let part = |sym: &Sym| match sym {
+                        Sym::Str { text, .. } => truncate(text),
+                        _ => "?".to_string(),
+                    };
+                    let qualified = format!("{}.{}", part(&module), part(&name));
+                    report.add(
+                        Severity::Dangerous,
+                        "unknown_import",
+                        format!(
+                            "offset {offset}: STACK_GLOBAL imports {qualified} with computed \
+                             operands (module: {}; name: {}); the real import is unknown",
+                            module.describe(),
+                            name.describe()
+                        ),
+                    );
+                    Sym::Global {
+                        name: Rc::from(qualified),
+                        allowed: None,
+                    }
+                }
+            },
+        };
+        self.push(sym);
+    }
+
     fn ext(&mut self, offset: usize, opcode: &str, code: i64, report: &mut Report) {
-        report.add(
-            Severity::Dangerous,
-            "extension_import",
-            format!(
-                "offset {offset}: {opcode} {code} imports whatever the copyreg extension registry \
-                 maps code {code} to (unknown import)"
-            ),
-        );
+        report_ext(offset, opcode, code, report);
         self.push(Sym::Global {
             name: Rc::from(format!("<extension {code}>")),
             allowed: None,
@@ -1091,6 +1178,109 @@ impl<'o> Stream<'o> {
                 ),
             );
         }
+    }
+}
+
+/// How a `STACK_GLOBAL` with two literal string operands is named in findings.
+const LITERAL_STACK_GLOBAL: &str = "STACK_GLOBAL (literal operands)";
+
+/// What a resource-limit finding says happens next.
+const IMPORTS_ONLY: &str =
+    "the stack is no longer simulated; the rest of the stream is read for imports only";
+
+fn report_ext(offset: usize, opcode: &str, code: i64, report: &mut Report) {
+    report.add(
+        Severity::Dangerous,
+        "extension_import",
+        format!(
+            "offset {offset}: {opcode} {code} imports whatever the copyreg extension registry \
+             maps code {code} to (unknown import)"
+        ),
+    );
+}
+
+/// The two values on top of the stack, as far as the opcodes just read tell without a
+/// simulated stack: each is the literal string opcode that pushed it, or `None` (not a string,
+/// or not known). Opcodes that leave the stack as it is (`PUT`, `MEMOIZE`, `FRAME`, ...) keep
+/// them; an opcode that pops, or whose effect is not a plain push, forgets both. So when both
+/// are `Some`, they are exactly the operands a `STACK_GLOBAL` would pop.
+#[derive(Debug, Clone, Copy, Default)]
+struct RecentPushes<'a> {
+    below_top: Option<Op<'a>>,
+    top: Option<Op<'a>>,
+}
+
+impl<'a> RecentPushes<'a> {
+    fn observe(&mut self, op: Op<'a>) {
+        match op {
+            Op::String(_)
+            | Op::BinString(_)
+            | Op::ShortBinString(_)
+            | Op::Unicode(_)
+            | Op::ShortBinUnicode(_)
+            | Op::BinUnicode(_)
+            | Op::BinUnicode8(_) => self.push(Some(op)),
+            Op::Put(_)
+            | Op::BinPut(_)
+            | Op::LongBinPut(_)
+            | Op::Memoize
+            | Op::Frame(_)
+            | Op::Proto(_) => {}
+            Op::Dup => self.below_top = self.top,
+            Op::None
+            | Op::NewTrue
+            | Op::NewFalse
+            | Op::Int(_)
+            | Op::IntBool(_)
+            | Op::BinInt(_)
+            | Op::BinInt1(_)
+            | Op::BinInt2(_)
+            | Op::Long(_)
+            | Op::Long1(_)
+            | Op::Long4(_)
+            | Op::Float(_)
+            | Op::BinFloat(_)
+            | Op::ShortBinBytes(_)
+            | Op::BinBytes(_)
+            | Op::BinBytes8(_)
+            | Op::ByteArray8(_)
+            | Op::EmptyTuple
+            | Op::EmptyList
+            | Op::EmptyDict
+            | Op::EmptySet
+            | Op::Get(_)
+            | Op::BinGet(_)
+            | Op::LongBinGet(_)
+            | Op::Global { .. }
+            | Op::PersId(_)
+            | Op::NextBuffer => self.push(None),
+            _ => *self = RecentPushes::default(),
+        }
+    }
+
+    fn push(&mut self, value: Option<Op<'a>>) {
+        self.below_top = self.top;
+        self.top = value;
+    }
+
+    /// `(module, name)` when the two values on top are literal strings (decoded as the
+    /// simulation decodes them: UTF-8, or the protocol-0 escapes).
+    fn literal_operands(&self) -> Option<(String, String)> {
+        Some((literal_text(self.below_top?)?, literal_text(self.top?)?))
+    }
+}
+
+/// The text a string-pushing opcode pushes, when it is valid text.
+fn literal_text(op: Op<'_>) -> Option<String> {
+    match op {
+        Op::String(escaped) => String::from_utf8(opcodes::decode_string_escape(escaped)?).ok(),
+        Op::Unicode(escaped) => opcodes::decode_raw_unicode_escape(escaped),
+        Op::BinString(bytes)
+        | Op::ShortBinString(bytes)
+        | Op::ShortBinUnicode(bytes)
+        | Op::BinUnicode(bytes)
+        | Op::BinUnicode8(bytes) => std::str::from_utf8(bytes).ok().map(str::to_string),
+        _ => None,
     }
 }
 
