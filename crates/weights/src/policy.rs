@@ -229,11 +229,25 @@ pub fn open_checkpoint(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> {
         .and_then(|name| name.to_str())
         .is_some_and(|name| name.ends_with(".index.json"))
     {
-        WeightsSource::SafetensorsIndex(path.to_path_buf())
+        if is_pickle_named(&path.with_extension("").with_extension("")) {
+            WeightsSource::PickleIndex(path.to_path_buf())
+        } else {
+            WeightsSource::SafetensorsIndex(path.to_path_buf())
+        }
     } else {
         WeightsSource::Pickle(path.to_path_buf())
     };
     match source {
+        // The policy decides first: a pickle checkpoint's index is refused before it is parsed,
+        // whatever its bytes.
+        WeightsSource::PickleIndex(index) if policy.weights == WeightsPolicy::SafetensorsOnly => {
+            Err(Error::ShardFormatRefused {
+                path: index,
+                reason: "the shard index of a pickle-based checkpoint, and pickle is not \
+                         allowed (use --allow-pickle to read it with the restricted unpickler)"
+                    .to_string(),
+            })
+        }
         WeightsSource::SafetensorsIndex(index) | WeightsSource::PickleIndex(index) => {
             crate::sharded::open_sharded(&index, policy)
         }
@@ -400,6 +414,20 @@ mod tests {
             let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
             assert!(error.is_policy_refusal(), "{what}: {error}");
         }
+    }
+
+    #[test]
+    fn a_malformed_pickle_index_is_refused_by_policy_before_it_is_parsed() {
+        let dir = folder_with(&[]);
+        std::fs::write(dir.join("pytorch_model.bin.index.json"), b"{not json").unwrap();
+        let error = open_checkpoint(&dir, &LoadPolicy::default()).unwrap_err();
+        assert!(error.is_policy_refusal(), "{error}");
+        let named = dir.join("pytorch_model.bin.index.json");
+        let error = open_checkpoint(&named, &LoadPolicy::default()).unwrap_err();
+        assert!(error.is_policy_refusal(), "{error}");
+        // With pickle allowed it is parsed, and a malformed index is a format error.
+        let error = open_checkpoint(&dir, &LoadPolicy::allowing_pickle()).unwrap_err();
+        assert!(!error.is_policy_refusal(), "{error}");
     }
 
     #[test]
