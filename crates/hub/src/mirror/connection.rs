@@ -255,7 +255,9 @@ impl ClockState {
 struct ConnectionClock {
     limits: MirrorLimits,
     state: Mutex<ClockState>,
-    /// Woken when the deadline may have moved earlier (a request's head started).
+    /// Woken when the deadline may have moved earlier: a request's head started, or a request
+    /// started or finished (which switches between the header, idle and stall deadlines).
+    /// Bytes moving only ever push the deadline later.
     changed: Notify,
 }
 
@@ -287,6 +289,16 @@ impl ConnectionClock {
         self.state().bytes_written(Instant::now());
     }
 
+    fn request_started(&self) {
+        self.state().request_started(Instant::now());
+        self.changed.notify_one();
+    }
+
+    fn request_finished(&self) {
+        self.state().request_finished(Instant::now());
+        self.changed.notify_one();
+    }
+
     /// Completes when the connection has passed a deadline.
     async fn expired(&self) -> Expiry {
         loop {
@@ -310,14 +322,14 @@ struct RequestInFlight {
 
 impl RequestInFlight {
     fn start(clock: Arc<ConnectionClock>) -> RequestInFlight {
-        clock.state().request_started(Instant::now());
+        clock.request_started();
         RequestInFlight { clock }
     }
 }
 
 impl Drop for RequestInFlight {
     fn drop(&mut self) {
-        self.clock.state().request_finished(Instant::now());
+        self.clock.request_finished();
     }
 }
 
@@ -480,5 +492,28 @@ mod tests {
             .expect("the watchdog fired well before the idle deadline")
             .unwrap();
         assert_eq!(expiry, Expiry::SlowHeaders);
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_wakes_when_a_request_ends() {
+        // A head started (header deadline an hour away), then the request ran and finished:
+        // the watchdog must move to the 50 ms idle deadline.
+        let clock = Arc::new(ConnectionClock::new(MirrorLimits {
+            header_timeout: Duration::from_secs(3600),
+            idle_timeout: Duration::from_millis(50),
+            ..MirrorLimits::default()
+        }));
+        clock.bytes_read();
+        let watchdog = tokio::spawn({
+            let clock = clock.clone();
+            async move { clock.expired().await }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        drop(RequestInFlight::start(clock.clone()));
+        let expiry = tokio::time::timeout(Duration::from_secs(60), watchdog)
+            .await
+            .expect("the watchdog fired well before the header deadline")
+            .unwrap();
+        assert_eq!(expiry, Expiry::Idle);
     }
 }
