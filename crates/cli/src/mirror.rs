@@ -26,8 +26,8 @@ pub struct MirrorArgs {
     /// Address to listen on. Loopback by default; anything else serves the cache to the network.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
-    /// Drop a client that has not sent a request's complete headers this long after its first
-    /// byte (slowloris). A duration: `10s`, `500ms`, `2m`.
+    /// Drop a client that has not sent a request's complete headers this long after their first
+    /// byte, or after connecting (slowloris). A duration: `10s`, `500ms`, `2m`.
     #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_timeout)]
     header_timeout: Duration,
     /// Close a connection that has no request for this long, or whose request moves no byte for

@@ -8,6 +8,9 @@
 //! | `GET /api/{models,datasets,spaces}/{repo}[/revision/{rev}]` | repo info: `id`, `sha`, `siblings` |
 //! | `GET /api/{type}s/{repo}/tree/{rev}[/{path}][?recursive=true]` | files and folders |
 //! | `HEAD`/`GET /[{datasets,spaces}/]{repo}/resolve/{rev}/{path}` | the file, `Range` supported |
+//! | `GET /api/{type}s/{repo}/refs`, `.../commits/{rev}`, `.../auth-check` | see [`api`] |
+//! | `POST /api/{type}s/{repo}/paths-info/{rev}` (read-only) | see [`api`] |
+//! | `GET /api/{type}s?search=&author=&limit=` | the cached repos, see [`api`] |
 //!
 //! A repo id is `name` or `org/name`; a revision is a 40-hex commit that has a snapshot folder, or
 //! a ref (`main`, `v1`, `refs%2Fpr%2F1`) cached under `refs/`. Errors are answered as the Hub
@@ -24,6 +27,16 @@
 //! `blobs/` folder with a blob name (40 or 64 hex digits): a tampered cache whose snapshot symlink
 //! points at `/etc/passwd` gets a 404, and the entry is left out of listings. (A cache written with
 //! copies instead of symlinks, as on Windows without developer mode, is therefore not served.)
+//!
+//! # Bounds
+//!
+//! Each client gets bounded resources ([`MirrorLimits`], flags of `safeformers mirror`): its
+//! request headers must be complete within `header_timeout` (10 s) of their first byte (of the
+//! connection's opening, for its first request); a
+//! connection with no request, or whose request moves no byte, is closed after `idle_timeout`
+//! (60 s); at most `max_connections` (256) are held, more wait in the listen backlog; a request
+//! is answered within `request_timeout` (60 s) of its headers, or gets 503. Request paths and
+//! queries are at most [`MAX_PATH_LEN`] bytes (414), bodies at most [`MAX_REQUEST_BODY`] (413).
 //!
 //! # Blob ids
 //!
@@ -56,7 +69,7 @@ use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 
-mod api;
+pub mod api;
 mod connection;
 
 pub use connection::{

@@ -53,8 +53,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// defaults of `safeformers mirror`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MirrorLimits {
-    /// From the first byte of a request until its headers are complete; a client slower than
-    /// this is disconnected.
+    /// From the first byte of a request (from the connection's opening, for its first request)
+    /// until its headers are complete; a client slower than this is disconnected.
     pub header_timeout: Duration,
     /// How long a connection may stay open with no request on it, and how long a request in
     /// progress may move no byte in either direction (a client that stopped reading its
@@ -195,18 +195,22 @@ struct ClockState {
     in_flight: usize,
     /// When the connection last had no request (accepted, or its last response finished).
     idle_since: Instant,
-    /// When the first byte of the next request arrived, until its headers are complete.
+    /// When the next request's head started (its first byte arrived, or the connection was
+    /// accepted), until its headers are complete.
     head_started: Option<Instant>,
     /// When bytes last moved, either way.
     last_progress: Instant,
 }
 
 impl ClockState {
+    /// A connection just accepted: its first request is due within the header timeout, as if
+    /// its first byte had come (a client that connects and says nothing is no better than one
+    /// that trickles; the idle timeout is for connections that have been used).
     fn new(now: Instant) -> ClockState {
         ClockState {
             in_flight: 0,
             idle_since: now,
-            head_started: None,
+            head_started: Some(now),
             last_progress: now,
         }
     }
@@ -442,30 +446,34 @@ mod tests {
         let opened = Instant::now();
         let at = |seconds: u64| opened + Duration::from_secs(seconds);
         let mut state = ClockState::new(opened);
-        assert_eq!(state.deadline(&limits), (opened + IDLE, Expiry::Idle));
-        // The first byte of a request starts the header clock, which is shorter.
-        assert!(state.bytes_read(at(5)));
+        // The first request is due within the header timeout of the connection's opening.
         assert_eq!(
             state.deadline(&limits),
-            (at(5) + HEADER, Expiry::SlowHeaders)
+            (opened + HEADER, Expiry::SlowHeaders)
         );
-        // More bytes of the same head (a slowloris trickle) do not extend it.
-        assert!(!state.bytes_read(at(9)));
+        // Its bytes (a slowloris trickle) do not extend it.
+        assert!(!state.bytes_read(at(5)));
         assert_eq!(
             state.deadline(&limits),
-            (at(5) + HEADER, Expiry::SlowHeaders)
+            (opened + HEADER, Expiry::SlowHeaders)
         );
         // Complete headers: the request is bounded by its progress.
-        state.request_started(at(11));
-        state.bytes_written(at(12));
-        assert_eq!(state.deadline(&limits), (at(12) + IDLE, Expiry::Stalled));
+        state.request_started(at(6));
+        state.bytes_written(at(7));
+        assert_eq!(state.deadline(&limits), (at(7) + IDLE, Expiry::Stalled));
         // Bytes read while a request is in flight (its body) are not the next request's head.
-        assert!(!state.bytes_read(at(13)));
-        assert_eq!(state.deadline(&limits), (at(13) + IDLE, Expiry::Stalled));
-        // The response is finished: idle again, until the next request's first byte.
+        assert!(!state.bytes_read(at(8)));
+        assert_eq!(state.deadline(&limits), (at(8) + IDLE, Expiry::Stalled));
+        // The response is finished: idle, until the next request's first byte starts the
+        // header clock, which is shorter.
         state.request_finished(at(20));
         assert_eq!(state.deadline(&limits), (at(20) + IDLE, Expiry::Idle));
         assert!(state.bytes_read(at(30)));
+        assert_eq!(
+            state.deadline(&limits),
+            (at(30) + HEADER, Expiry::SlowHeaders)
+        );
+        assert!(!state.bytes_read(at(35)));
         assert_eq!(
             state.deadline(&limits),
             (at(30) + HEADER, Expiry::SlowHeaders)
@@ -474,13 +482,15 @@ mod tests {
 
     #[tokio::test]
     async fn the_watchdog_wakes_for_an_earlier_deadline() {
-        // An idle deadline an hour away, then a request head starts: the watchdog, asleep until
-        // the idle deadline, must wake for the 50 ms header deadline.
+        // After a first request, an idle deadline an hour away; then the next request's head
+        // starts: the watchdog, asleep until the idle deadline, must wake for the 500 ms header
+        // deadline.
         let clock = Arc::new(ConnectionClock::new(MirrorLimits {
-            header_timeout: Duration::from_millis(50),
+            header_timeout: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3600),
             ..MirrorLimits::default()
         }));
+        drop(RequestInFlight::start(clock.clone()));
         let watchdog = tokio::spawn({
             let clock = clock.clone();
             async move { clock.expired().await }
