@@ -30,13 +30,15 @@
 //!
 //! # Bounds
 //!
-//! Each client gets bounded resources ([`MirrorLimits`], flags of `safeformers mirror`): its
-//! request headers must be complete within `header_timeout` (10 s) of their first byte (of the
-//! connection's opening, for its first request); a
-//! connection with no request, or whose request moves no byte, is closed after `idle_timeout`
-//! (60 s); at most `max_connections` (256) are held, more wait in the listen backlog; a request
-//! is answered within `request_timeout` (60 s) of its headers, or gets 503. Request paths and
-//! queries are at most [`MAX_PATH_LEN`] bytes (414), bodies at most [`MAX_REQUEST_BODY`] (413).
+//! Each client gets bounded resources ([`MirrorLimits`], flags of `safeformers mirror`):
+//! - a request's headers must be complete within `header_timeout` (10 s) of their first byte, or
+//!   of the connection's opening for its first request;
+//! - a connection with no request, or whose request moves no byte, is closed after
+//!   `idle_timeout` (60 s);
+//! - at most `max_connections` (256) are held; more wait in the listen backlog;
+//! - a request is answered within `request_timeout` (60 s) of its headers, or gets 503;
+//! - request paths and queries are at most [`MAX_PATH_LEN`] bytes (414), bodies at most
+//!   [`MAX_REQUEST_BODY`] (413), `paths-info` at most [`api::MAX_PATHS_PER_REQUEST`] paths.
 //!
 //! # Blob ids
 //!
@@ -1389,6 +1391,39 @@ mod tests {
                 }
             ]
         );
+        assert_eq!(
+            parse_route("/api/models/org/name/refs", Some("include_prs=1")).unwrap(),
+            [Route::Refs {
+                repo: id("org/name"),
+                include_prs: true
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/gpt2/commits/refs%2Fpr%2F1", None).unwrap(),
+            [Route::Commits {
+                repo: id("gpt2"),
+                revision: "refs/pr/1".into()
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/org/name/paths-info/refs/pr/2", None).unwrap(),
+            [Route::PathsInfo {
+                repo: id("org/name"),
+                revision: "refs/pr/2".into()
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/org/name/auth-check/write", None).unwrap(),
+            [Route::AuthCheck {
+                repo: id("org/name"),
+                write: true
+            }]
+        );
+        // `org/refs` the repo, or `org` and its refs.
+        assert_eq!(parse_route("/api/models/org/refs", None).unwrap().len(), 2);
+        assert_eq!(listing_type("/api/models"), Some(RepoType::Model));
+        assert_eq!(listing_type("/api/datasets/"), Some(RepoType::Dataset));
+        assert_eq!(listing_type("/api/models/x"), None);
         let dataset = parse_route("/datasets/org/data/resolve/main/x.csv", None).unwrap();
         assert_eq!(dataset[0].repo().repo_type(), RepoType::Dataset);
         for bad in [
