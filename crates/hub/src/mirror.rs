@@ -8,6 +8,9 @@
 //! | `GET /api/{models,datasets,spaces}/{repo}[/revision/{rev}]` | repo info: `id`, `sha`, `siblings` |
 //! | `GET /api/{type}s/{repo}/tree/{rev}[/{path}][?recursive=true]` | files and folders |
 //! | `HEAD`/`GET /[{datasets,spaces}/]{repo}/resolve/{rev}/{path}` | the file, `Range` supported |
+//! | `GET /api/{type}s/{repo}/refs`, `.../commits/{rev}`, `.../auth-check` | see [`api`] |
+//! | `POST /api/{type}s/{repo}/paths-info/{rev}` (read-only) | see [`api`] |
+//! | `GET /api/{type}s?search=&author=&limit=` | the cached repos, see [`api`] |
 //!
 //! A repo id is `name` or `org/name`; a revision is a 40-hex commit that has a snapshot folder, or
 //! a ref (`main`, `v1`, `refs%2Fpr%2F1`) cached under `refs/`. Errors are answered as the Hub
@@ -25,6 +28,18 @@
 //! points at `/etc/passwd` gets a 404, and the entry is left out of listings. (A cache written with
 //! copies instead of symlinks, as on Windows without developer mode, is therefore not served.)
 //!
+//! # Bounds
+//!
+//! Each client gets bounded resources ([`MirrorLimits`], flags of `safeformers mirror`):
+//! - a request's headers must be complete within `header_timeout` (10 s) of their first byte, or
+//!   of the connection's opening for its first request;
+//! - a connection with no request, or whose request moves no byte, is closed after
+//!   `idle_timeout` (60 s);
+//! - at most `max_connections` (256) are held; more wait in the listen backlog;
+//! - a request is answered within `request_timeout` (60 s) of its headers, or gets 503;
+//! - request paths and queries are at most [`MAX_PATH_LEN`] bytes (414), bodies at most
+//!   [`MAX_REQUEST_BODY`] (413), `paths-info` at most [`api::MAX_PATHS_PER_REQUEST`] paths.
+//!
 //! # Blob ids
 //!
 //! For a file stored as `blobs/<sha256>` (an LFS file), `ETag` and `X-Linked-Etag` are that
@@ -40,21 +55,29 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::Request;
 use axum::http::header::{self, HeaderName, HeaderValue};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use percent_encoding::percent_decode_str;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
+
+pub mod api;
+mod connection;
+
+pub use connection::{
+    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
+    MirrorLimits,
+};
 
 use crate::cache::{HubCache, RepoCache, hex};
 use crate::error::{HubError, Result};
@@ -63,6 +86,9 @@ use crate::repo::{RepoId, RepoType, Revision};
 
 /// Longest request path served, in bytes; longer ones get 414.
 pub const MAX_PATH_LEN: usize = 8 * 1024;
+
+/// Largest request body read, in bytes (only `paths-info` takes a body: a list of paths).
+pub const MAX_REQUEST_BODY: usize = 1024 * 1024;
 
 /// Bytes read from a file per body chunk.
 const CHUNK_LEN: usize = 256 * 1024;
@@ -77,7 +103,8 @@ pub struct MirrorServer;
 
 impl MirrorServer {
     /// Binds `addr` (port 0 picks a free port) and serves `cache` from a background thread running
-    /// its own tokio runtime, until the returned handle is shut down or dropped.
+    /// its own tokio runtime, until the returned handle is shut down or dropped. Uses the default
+    /// [`MirrorLimits`].
     ///
     /// ```no_run
     /// use safeformers_hub::HubCache;
@@ -88,6 +115,29 @@ impl MirrorServer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn start(cache: HubCache, addr: SocketAddr) -> Result<MirrorHandle> {
+        MirrorServer::start_with_limits(cache, addr, MirrorLimits::default())
+    }
+
+    /// [`MirrorServer::start`] with the given timeouts and connection cap.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use safeformers_hub::HubCache;
+    /// use safeformers_hub::mirror::{MirrorLimits, MirrorServer};
+    ///
+    /// let limits = MirrorLimits { max_connections: 64, ..MirrorLimits::default() };
+    /// let mirror = MirrorServer::start_with_limits(
+    ///     HubCache::new("/data/hf-cache"),
+    ///     "127.0.0.1:0".parse()?,
+    ///     limits,
+    /// )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_with_limits(
+        cache: HubCache,
+        addr: SocketAddr,
+        limits: MirrorLimits,
+    ) -> Result<MirrorHandle> {
         let error = |source| HubError::Io {
             path: PathBuf::from(format!("mirror at {addr}")),
             source,
@@ -102,15 +152,16 @@ impl MirrorServer {
             .build()
             .map_err(error)?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let state = Arc::new(MirrorState { cache });
+        let state = Arc::new(MirrorState { cache, limits });
+        let open_connections = Arc::new(AtomicUsize::new(0));
+        let open = open_connections.clone();
         let thread = std::thread::Builder::new()
             .name("safeformers-mirror".to_string())
             .spawn(move || {
                 let served = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
-                    let app = Router::new().fallback(handle).with_state(state);
                     tokio::select! {
-                        served = axum::serve(listener, app).into_future() => served,
+                        served = connection::accept_loop(listener, state, open) => served,
                         _ = stopped => Ok(()),
                     }
                 });
@@ -120,13 +171,15 @@ impl MirrorServer {
             .map_err(error)?;
         Ok(MirrorHandle {
             local_addr,
+            open_connections,
             stop: Some(stop),
             thread: Some(thread),
         })
     }
 }
 
-/// Serves `cache` at `addr` until the process is killed (or the server fails).
+/// Serves `cache` at `addr` with the default [`MirrorLimits`] until the process is killed (or the
+/// server fails).
 pub fn serve_forever(cache: HubCache, addr: SocketAddr) -> Result<()> {
     MirrorServer::start(cache, addr)?.wait()
 }
@@ -135,6 +188,7 @@ pub fn serve_forever(cache: HubCache, addr: SocketAddr) -> Result<()> {
 #[derive(Debug)]
 pub struct MirrorHandle {
     local_addr: SocketAddr,
+    open_connections: Arc<AtomicUsize>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<io::Result<()>>>,
 }
@@ -143,6 +197,12 @@ impl MirrorHandle {
     /// The address the server is bound to (with the real port when port 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// How many connections the server holds open right now (never more than
+    /// [`MirrorLimits::max_connections`]).
+    pub fn open_connections(&self) -> usize {
+        self.open_connections.load(Ordering::SeqCst)
     }
 
     /// `http://<local_addr>`: the value for `HF_ENDPOINT`.
@@ -191,45 +251,23 @@ impl Drop for MirrorHandle {
 #[derive(Debug)]
 struct MirrorState {
     cache: HubCache,
+    limits: MirrorLimits,
 }
 
-/// Every request lands here: the routes (repo ids of one or two segments, revisions that may
-/// hold `/`) are parsed by hand, on the raw path, so that percent-decoding happens exactly once
-/// and before every check.
-async fn handle(
-    State(state): State<Arc<MirrorState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-) -> Response {
-    let path = uri.path().to_string();
-    let reply = if method != Method::GET && method != Method::HEAD {
-        let mut reply = Reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
+/// Every request lands here (from [`connection`]): the routes (repo ids of one or two segments,
+/// revisions that may hold `/`) are parsed by hand, on the raw path, so that percent-decoding
+/// happens exactly once and before every check.
+async fn handle(state: Arc<MirrorState>, request: Request<Body>) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let limit = state.limits.request_timeout;
+    let reply = match tokio::time::timeout(limit, reply_to(state, request)).await {
+        Ok(reply) => reply,
+        Err(_) => Reply::error(
+            StatusCode::SERVICE_UNAVAILABLE,
             None,
-            "the mirror is read-only",
-        );
-        reply.header(header::ALLOW, "GET, HEAD");
-        reply
-    } else if path.len() > MAX_PATH_LEN {
-        Reply::error(
-            StatusCode::URI_TOO_LONG,
-            None,
-            "the request path is too long",
-        )
-    } else {
-        let cache = state.cache.clone();
-        let query = uri.query().map(str::to_string);
-        let range = headers
-            .get(header::RANGE)
-            .and_then(|value| value.to_str().ok())
-            .map(str::to_string);
-        let target = path.clone();
-        tokio::task::spawn_blocking(move || {
-            answer(&cache, &target, query.as_deref(), range.as_deref())
-        })
-        .await
-        .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"))
+            &format!("the request took longer than {limit:?}"),
+        ),
     };
     // One line per request; never headers (they may hold a token).
     eprintln!(
@@ -239,6 +277,111 @@ async fn handle(
         reply.status.as_u16()
     );
     reply.into_response(method == Method::HEAD)
+}
+
+/// The answer to one request, its body read only for the one route that takes one.
+async fn reply_to(state: Arc<MirrorState>, request: Request<Body>) -> Reply {
+    let (parts, body) = request.into_parts();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().map(str::to_string);
+    if path.len() > MAX_PATH_LEN || query.as_ref().is_some_and(|q| q.len() > MAX_PATH_LEN) {
+        return Reply::error(
+            StatusCode::URI_TOO_LONG,
+            None,
+            "the request path is too long",
+        );
+    }
+    if parts.method != Method::GET && parts.method != Method::HEAD && parts.method != Method::POST {
+        return Reply::method_not_allowed("GET, HEAD");
+    }
+    let cache = state.cache.clone();
+    if let Some(repo_type) = listing_type(&path) {
+        if parts.method == Method::POST {
+            return Reply::method_not_allowed("GET, HEAD");
+        }
+        return run_blocking(move || {
+            api::list_repos(&cache, repo_type, query.as_deref()).unwrap_or_else(|reply| reply)
+        })
+        .await;
+    }
+    let routes = match parse_route(&path, query.as_deref()) {
+        Ok(routes) => routes,
+        Err(reply) => return reply,
+    };
+    let (allowed, refused): (Vec<Route>, Vec<Route>) = routes
+        .into_iter()
+        .partition(|route| route.allows(&parts.method));
+    if allowed.is_empty() {
+        let allow = refused.first().map_or("GET, HEAD", Route::allow_header);
+        return Reply::method_not_allowed(allow);
+    }
+    let paths = if parts.method == Method::POST {
+        let content_type = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_string);
+        let parsed = read_body(&parts.headers, body)
+            .await
+            .and_then(|bytes| api::PathsRequest::parse(content_type.as_deref(), &bytes));
+        match parsed {
+            Ok(paths) => paths,
+            Err(reply) => return reply,
+        }
+    } else {
+        api::PathsRequest::default()
+    };
+    let range = parts
+        .headers
+        .get(header::RANGE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string);
+    run_blocking(move || answer(&cache, allowed, range.as_deref(), &paths)).await
+}
+
+/// Runs blocking filesystem work off the async workers.
+async fn run_blocking(work: impl FnOnce() -> Reply + Send + 'static) -> Reply {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|_| Reply::error(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error"))
+}
+
+/// A request body of at most [`MAX_REQUEST_BODY`] bytes; a longer one is refused with 413 as soon
+/// as its `Content-Length`, or the bytes received, say so.
+async fn read_body(headers: &HeaderMap, mut body: Body) -> Parsed<Vec<u8>> {
+    let too_large = || {
+        Reply::error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            None,
+            &format!("the request body is over {MAX_REQUEST_BODY} bytes"),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|len| len > MAX_REQUEST_BODY as u64) {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+    {
+        let frame = frame.map_err(|_| {
+            Reply::error(
+                StatusCode::BAD_REQUEST,
+                None,
+                "the request body could not be read",
+            )
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > MAX_REQUEST_BODY {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
 }
 
 /// An answer, built without touching the network so that it can be tested with plain values.
@@ -280,6 +423,16 @@ impl Reply {
             reply.header(HeaderName::from_static("x-error-code"), code);
         }
         reply.header(HeaderName::from_static("x-error-message"), message);
+        reply
+    }
+
+    fn method_not_allowed(allow: &str) -> Reply {
+        let mut reply = Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            "the mirror is read-only",
+        );
+        reply.header(header::ALLOW, allow);
         reply
     }
 
@@ -441,14 +594,42 @@ enum Route {
         revision: String,
         path: String,
     },
+    /// `/api/{type}s/{repo}/refs[?include_prs=1]`.
+    Refs { repo: RepoId, include_prs: bool },
+    /// `/api/{type}s/{repo}/commits/{rev}`.
+    Commits { repo: RepoId, revision: String },
+    /// `POST /api/{type}s/{repo}/paths-info/{rev}`, the paths in the body.
+    PathsInfo { repo: RepoId, revision: String },
+    /// `/api/{type}s/{repo}/auth-check[/write]`.
+    AuthCheck { repo: RepoId, write: bool },
 }
 
 impl Route {
     fn repo(&self) -> &RepoId {
         match self {
-            Route::Info { repo, .. } | Route::Tree { repo, .. } | Route::Resolve { repo, .. } => {
-                repo
-            }
+            Route::Info { repo, .. }
+            | Route::Tree { repo, .. }
+            | Route::Resolve { repo, .. }
+            | Route::Refs { repo, .. }
+            | Route::Commits { repo, .. }
+            | Route::PathsInfo { repo, .. }
+            | Route::AuthCheck { repo, .. } => repo,
+        }
+    }
+
+    /// The methods the route answers, as an `Allow` header.
+    fn allow_header(&self) -> &'static str {
+        match self {
+            // A read-only POST: the paths to look up are in the body.
+            Route::PathsInfo { .. } => "POST",
+            _ => "GET, HEAD",
+        }
+    }
+
+    fn allows(&self, method: &Method) -> bool {
+        match self {
+            Route::PathsInfo { .. } => method == Method::POST,
+            _ => method == Method::GET || method == Method::HEAD,
         }
     }
 }
@@ -513,6 +694,23 @@ fn repo_type_of(plural: &str) -> Option<RepoType> {
     }
 }
 
+/// The words that may follow a repo id under `/api/{type}s/`; `""` is the id alone.
+const API_KEYWORDS: &[&str] = &[
+    "revision",
+    "tree",
+    "refs",
+    "commits",
+    "paths-info",
+    "auth-check",
+    "",
+];
+
+/// The repo type of a listing, `/api/{models,datasets,spaces}` (with or without a final `/`).
+fn listing_type(path: &str) -> Option<RepoType> {
+    let rest = path.strip_prefix("/api/")?;
+    repo_type_of(rest.strip_suffix('/').unwrap_or(rest))
+}
+
 /// Parses a request path (still percent-encoded) into the routes it can mean, best first. A
 /// repo id has one or two segments, so `org/resolve/resolve/main/x` reads both as repo
 /// `org/resolve` and as repo `org`; the two-segment reading comes first, and the first whose repo
@@ -527,7 +725,7 @@ fn parse_route(path: &str, query: Option<&str>) -> Parsed<Vec<Route>> {
         Some(repo_type) => (
             repo_type,
             segments.get(2..).unwrap_or_default(),
-            &["revision", "tree", ""],
+            API_KEYWORDS,
         ),
         None => match segments.first().and_then(|first| repo_type_of(first)) {
             Some(repo_type @ (RepoType::Dataset | RepoType::Space)) => (
@@ -589,6 +787,24 @@ fn route_for(repo: RepoId, keyword: &str, tail: &[&str], query: Option<&str>) ->
                 recursive: wants_recursive(query),
             })
         }
+        "refs" if tail.is_empty() => Ok(Route::Refs {
+            repo,
+            include_prs: query_flag(query, "include_prs"),
+        }),
+        "commits" => Ok(Route::Commits {
+            repo,
+            revision: revision_alone(tail)?,
+        }),
+        "paths-info" => Ok(Route::PathsInfo {
+            repo,
+            revision: revision_alone(tail)?,
+        }),
+        "auth-check" => match tail {
+            [] => Ok(Route::AuthCheck { repo, write: false }),
+            ["write"] => Ok(Route::AuthCheck { repo, write: true }),
+            _ => Err(Reply::not_found()),
+        },
+        "refs" => Err(Reply::not_found()),
         _ => {
             let (revision, path) = split_revision(tail)?;
             Ok(Route::Resolve {
@@ -598,6 +814,24 @@ fn route_for(repo: RepoId, keyword: &str, tail: &[&str], query: Option<&str>) ->
             })
         }
     }
+}
+
+/// A tail that is a revision and nothing more (`main`, `refs%2Fpr%2F1` or `refs/pr/1`).
+fn revision_alone(tail: &[&str]) -> Parsed<String> {
+    let (revision, rest) = split_revision(tail)?;
+    if rest.iter().all(|segment| segment.is_empty()) {
+        Ok(revision)
+    } else {
+        Err(Reply::not_found())
+    }
+}
+
+/// Whether the query sets `name` to a true value (`1`, `true`, `True`).
+fn query_flag(query: Option<&str>, name: &str) -> bool {
+    query.unwrap_or_default().split('&').any(|pair| {
+        pair.split_once('=')
+            .is_some_and(|(key, value)| key == name && matches!(value, "1" | "true" | "True"))
+    })
 }
 
 /// The first route whose repo has a folder in the cache, with that folder.
@@ -717,20 +951,27 @@ fn served_files(
     Ok(served)
 }
 
-/// Answers one request (blocking filesystem work; run off the async workers).
-fn answer(cache: &HubCache, path: &str, query: Option<&str>, range: Option<&str>) -> Reply {
-    let outcome = parse_route(path, query)
-        .and_then(|routes| pick_route(cache, routes))
-        .and_then(|(route, repo)| match route {
-            Route::Info { revision, .. } => repo_info(&repo, &revision),
-            Route::Tree {
-                revision,
-                path,
-                recursive,
-                ..
-            } => tree(&repo, &revision, &path, recursive),
-            Route::Resolve { revision, path, .. } => resolve(&repo, &revision, &path, range),
-        });
+/// Answers one request for a repo (blocking filesystem work; run off the async workers).
+fn answer(
+    cache: &HubCache,
+    routes: Vec<Route>,
+    range: Option<&str>,
+    paths: &api::PathsRequest,
+) -> Reply {
+    let outcome = pick_route(cache, routes).and_then(|(route, repo)| match route {
+        Route::Info { revision, .. } => repo_info(&repo, &revision),
+        Route::Tree {
+            revision,
+            path,
+            recursive,
+            ..
+        } => tree(&repo, &revision, &path, recursive),
+        Route::Resolve { revision, path, .. } => resolve(&repo, &revision, &path, range),
+        Route::Refs { include_prs, .. } => api::refs(&repo, include_prs),
+        Route::Commits { revision, .. } => api::commits(&repo, &revision),
+        Route::PathsInfo { revision, .. } => api::paths_info(&repo, &revision, paths),
+        Route::AuthCheck { write, .. } => Ok(api::auth_check(&repo, write)),
+    });
     outcome.unwrap_or_else(|reply| reply)
 }
 
@@ -803,6 +1044,16 @@ fn file_entry(path: &str, blob: &Blob) -> serde_json::Value {
         );
     }
     entry
+}
+
+/// One folder entry of a tree listing; `children` are the files under it, relative to it.
+fn folder_entry(path: &str, children: &[(&str, &Blob)]) -> serde_json::Value {
+    serde_json::json!({
+        "type": "directory",
+        "oid": git_tree_id(children),
+        "size": 0,
+        "path": path,
+    })
 }
 
 /// The git tree id of the files `files` (paths relative to the folder), all mode 100644.
@@ -898,15 +1149,8 @@ fn tree(repo: &RepoCache, revision: &str, path: &str, recursive: bool) -> Parsed
             .filter_map(|&(rel, blob)| rel.strip_prefix(&inside).map(|rest| (rest, blob)))
             .collect();
         let full = format!("{prefix}{folder}");
-        entries.push((
-            full.clone(),
-            serde_json::json!({
-                "type": "directory",
-                "oid": git_tree_id(&children),
-                "size": 0,
-                "path": full,
-            }),
-        ));
+        let entry = folder_entry(&full, &children);
+        entries.push((full, entry));
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let listing: Vec<serde_json::Value> = entries.into_iter().map(|(_, entry)| entry).collect();
@@ -1140,6 +1384,39 @@ mod tests {
                 }
             ]
         );
+        assert_eq!(
+            parse_route("/api/models/org/name/refs", Some("include_prs=1")).unwrap(),
+            [Route::Refs {
+                repo: id("org/name"),
+                include_prs: true
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/gpt2/commits/refs%2Fpr%2F1", None).unwrap(),
+            [Route::Commits {
+                repo: id("gpt2"),
+                revision: "refs/pr/1".into()
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/org/name/paths-info/refs/pr/2", None).unwrap(),
+            [Route::PathsInfo {
+                repo: id("org/name"),
+                revision: "refs/pr/2".into()
+            }]
+        );
+        assert_eq!(
+            parse_route("/api/models/org/name/auth-check/write", None).unwrap(),
+            [Route::AuthCheck {
+                repo: id("org/name"),
+                write: true
+            }]
+        );
+        // `org/refs` the repo, or `org` and its refs.
+        assert_eq!(parse_route("/api/models/org/refs", None).unwrap().len(), 2);
+        assert_eq!(listing_type("/api/models"), Some(RepoType::Model));
+        assert_eq!(listing_type("/api/datasets/"), Some(RepoType::Dataset));
+        assert_eq!(listing_type("/api/models/x"), None);
         let dataset = parse_route("/datasets/org/data/resolve/main/x.csv", None).unwrap();
         assert_eq!(dataset[0].repo().repo_type(), RepoType::Dataset);
         for bad in [

@@ -83,6 +83,29 @@ pub fn request(
     target: &str,
     headers: &[(&str, &str)],
 ) -> HttpReply {
+    request_with_body(addr, method, target, headers, &[])
+}
+
+/// `POST` of `body` with its `Content-Type` (and `Content-Length`).
+pub fn post(addr: SocketAddr, target: &str, content_type: &str, body: &[u8]) -> HttpReply {
+    let length = body.len().to_string();
+    request_with_body(
+        addr,
+        "POST",
+        target,
+        &[("Content-Type", content_type), ("Content-Length", &length)],
+        body,
+    )
+}
+
+/// [`request`] followed by `body` (the headers must announce it).
+pub fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> HttpReply {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -93,6 +116,7 @@ pub fn request(
     }
     head.push_str("\r\n");
     stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let split = raw
