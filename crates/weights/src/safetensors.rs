@@ -399,6 +399,14 @@ pub struct HeaderTensor {
     pub range: Range<usize>,
 }
 
+impl HeaderTensor {
+    /// Whether its data starts, in the file, on a multiple of its element size (at most 8):
+    /// otherwise [`open`] serves an aligned copy of it.
+    pub fn is_aligned_in_file(&self) -> bool {
+        (self.range.start as u64).is_multiple_of(alignment(self.dtype))
+    }
+}
+
 /// A validated safetensors header: every rule of this module holds for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {

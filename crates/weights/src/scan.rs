@@ -221,14 +221,31 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
     let mut invalid = false;
     match format {
         FileFormat::Safetensors => match crate::safetensors::parse_header(bytes) {
-            Ok(header) => findings.push(Finding::new(
-                Severity::Info,
-                "safetensors",
-                format!(
-                    "{} tensors; data-only format, nothing to execute",
-                    header.tensors().len()
-                ),
-            )),
+            Ok(header) => {
+                findings.push(Finding::new(
+                    Severity::Info,
+                    "safetensors",
+                    format!(
+                        "{} tensors; data-only format, nothing to execute",
+                        header.tensors().len()
+                    ),
+                ));
+                let misaligned = header
+                    .tensors()
+                    .iter()
+                    .filter(|tensor| !tensor.is_aligned_in_file())
+                    .count();
+                if misaligned > 0 {
+                    findings.push(Finding::new(
+                        Severity::Info,
+                        "misaligned_tensors",
+                        format!(
+                            "{misaligned} tensor(s) not aligned to their element size in the \
+                             file; loads read them through an aligned copy"
+                        ),
+                    ));
+                }
+            }
             Err(error) => {
                 invalid = true;
                 findings.push(Finding::new(

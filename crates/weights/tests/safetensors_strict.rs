@@ -804,6 +804,23 @@ fn misaligned_tensor_data_is_read_by_copying_just_those_tensors() {
         .filter(|name| loaded.is_copied_for_alignment(name))
         .collect();
     assert_eq!(copied, ["b", "c"]);
+    // The header says the same, and `scan` tells.
+    let header = parse_header(&file).unwrap();
+    let misaligned: Vec<&str> = header
+        .tensors()
+        .iter()
+        .filter(|tensor| !tensor.is_aligned_in_file())
+        .map(|tensor| tensor.name.as_str())
+        .collect();
+    assert_eq!(misaligned, ["b", "c"]);
+    let (_, findings, invalid) = safeformers_weights::scan::scan_bytes(&file, None);
+    assert!(!invalid);
+    assert!(
+        findings
+            .iter()
+            .any(|finding| finding.kind == "misaligned_tensors" && finding.detail.starts_with('2')),
+        "{findings:?}"
+    );
 }
 
 #[test]
