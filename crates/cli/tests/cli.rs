@@ -19,24 +19,12 @@ fn safeformers(args: &[&str]) -> Output {
         .expect("the safeformers binary runs")
 }
 
+mod common;
+
+use common::minilm_dir;
+
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/weights")
-}
-
-/// The real all-MiniLM-L6-v2 folder, fetched by `scripts/test.sh`.
-fn minilm_dir() -> PathBuf {
-    let dir = std::env::var_os("SAFEFORMERS_MINILM_DIR")
-        .map(PathBuf::from)
-        .expect(
-            "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, or export \
-         SAFEFORMERS_MINILM_DIR=$(scripts/fetch-minilm.sh | tail -n 1)",
-        );
-    assert!(
-        dir.join("model.safetensors").is_file(),
-        "{} has no model.safetensors: rerun scripts/fetch-minilm.sh",
-        dir.display()
-    );
-    dir
 }
 
 fn stdout_json(output: &Output) -> serde_json::Value {

@@ -16,8 +16,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, last_line, make_fifo, minilm_dir, run, run_within,
-    stderr, stdout, stdout_json, tiny_model,
+    Sandbox, assert_code, last_line, make_fifo, minilm_dir, run, run_within, stderr, stdout,
+    stdout_json, tiny_model,
 };
 
 /// How long a command may take before it counts as blocked.
@@ -59,11 +59,25 @@ fn minilm_links(sandbox: &Sandbox, label: &str, replaced: &str) -> PathBuf {
     dir
 }
 
+/// `run feature-extraction --model DIR hello`, within the deadline.
+fn embed_with(sandbox: &Sandbox, cache: &Path, dir: &Path) -> std::process::Output {
+    run_within(
+        sandbox.safeformers(cache, "http://127.0.0.1:9"),
+        &[
+            "run",
+            "feature-extraction",
+            "--model",
+            dir.to_str().unwrap(),
+            "hello",
+        ],
+        DEADLINE_SECONDS,
+    )
+}
+
 #[test]
 fn a_fifo_in_a_model_folder_is_an_error_not_a_hang() {
     let sandbox = Sandbox::new("fifo-folder");
     let cache = sandbox.root.join("cache");
-    let counter = ConnectionCounter::start();
     for name in [
         "config.json",
         "model.safetensors",
@@ -75,12 +89,7 @@ fn a_fifo_in_a_model_folder_is_an_error_not_a_hang() {
         let label = name.replace('/', "-");
         let dir = minilm_links(&sandbox, &label, name);
         make_fifo(&dir.join(name));
-        let model = dir.to_str().unwrap();
-        let output = run_within(
-            sandbox.safeformers(&cache, &counter.url()),
-            &["run", "feature-extraction", "--model", model, "hello"],
-            DEADLINE_SECONDS,
-        );
+        let output = embed_with(&sandbox, &cache, &dir);
         assert_code(&output, 1, name);
         let message = stderr(&output);
         assert!(message.contains("named pipe (FIFO)"), "{name}: {message}");
@@ -91,7 +100,7 @@ fn a_fifo_in_a_model_folder_is_an_error_not_a_hang() {
         let dir = minilm_links(&sandbox, &format!("inspect-{name}"), name);
         make_fifo(&dir.join(name));
         let output = run_within(
-            sandbox.safeformers(&cache, &counter.url()),
+            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
             &["inspect", dir.join(name).to_str().unwrap()],
             DEADLINE_SECONDS,
         );
@@ -126,17 +135,7 @@ fn a_device_is_refused_before_it_is_read() {
     for name in ["config.json", "tokenizer.json", "model.safetensors"] {
         let dir = minilm_links(&sandbox, &format!("zero-{name}"), name);
         symlink("/dev/zero", dir.join(name));
-        let output = run_within(
-            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-            &[
-                "run",
-                "feature-extraction",
-                "--model",
-                dir.to_str().unwrap(),
-                "hello",
-            ],
-            DEADLINE_SECONDS,
-        );
+        let output = embed_with(&sandbox, &cache, &dir);
         assert_code(&output, 3, name);
         assert!(
             stderr(&output).contains("/dev/zero"),
@@ -159,17 +158,7 @@ fn a_link_out_of_a_model_folder_is_refused() {
             name,
         );
         symlink(&secret, dir.join(name));
-        let output = run_within(
-            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-            &[
-                "run",
-                "feature-extraction",
-                "--model",
-                dir.to_str().unwrap(),
-                "hello",
-            ],
-            DEADLINE_SECONDS,
-        );
+        let output = embed_with(&sandbox, &cache, &dir);
         assert_code(&output, 3, name);
         let message = stderr(&output);
         assert!(
@@ -181,17 +170,7 @@ fn a_link_out_of_a_model_folder_is_refused() {
     let dir = minilm_links(&sandbox, "inside", "vocab.txt");
     std::fs::copy(minilm_dir().join("vocab.txt"), dir.join("vocab-real.txt")).unwrap();
     symlink("vocab-real.txt", dir.join("vocab.txt"));
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-        &[
-            "run",
-            "feature-extraction",
-            "--model",
-            dir.to_str().unwrap(),
-            "hello",
-        ],
-        DEADLINE_SECONDS,
-    );
+    let output = embed_with(&sandbox, &cache, &dir);
     assert_code(&output, 0, "a link inside the folder");
     // A cache snapshot folder named by its path links into its repo's blobs/: fine.
     let snapshot = imported_tiny(&sandbox, &cache);
