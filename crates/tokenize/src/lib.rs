@@ -35,8 +35,11 @@ mod chat_template;
 mod config;
 mod encoding;
 mod error;
+pub mod input_bounds;
+mod panic_guard;
 mod stream;
 mod tokenizer;
+pub mod tokenizer_bounds;
 
 pub use chat_template::{
     ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest,
@@ -44,7 +47,11 @@ pub use chat_template::{
     DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES, render_chat_template,
 };
 pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
-pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
+pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TokenBudget, TruncationStrategy};
 pub use error::{Result, TokenizeError};
+pub use input_bounds::{DEFAULT_MAX_INPUT_BYTES, MAX_NORMALIZED_CHARS};
 pub use stream::StreamDecoder;
-pub use tokenizer::{DEFAULT_MAX_TOKENIZER_JSON_BYTES, Tokenizer, TokenizerOptions};
+pub use tokenizer::{
+    DEFAULT_MAX_TOKENIZER_JSON_BYTES, MAX_OVERFLOW_TOKENS, Tokenizer, TokenizerOptions,
+};
+pub use tokenizer_bounds::{BoundsViolation, check_tokenizer_json};
