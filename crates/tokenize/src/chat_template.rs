@@ -228,7 +228,7 @@ pub fn render_chat_template(
     let rendered = crate::panic_guard::catch_quietly(|| render(&source, context, limits))
         .unwrap_or_else(|payload| {
             Err(ChatTemplateProblem::Render(format!(
-                "the template engine failed (it panicked: {})",
+                "the template engine failed (internal error: {})",
                 crate::panic_guard::panic_text(payload.as_ref())
             )))
         });

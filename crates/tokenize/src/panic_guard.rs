@@ -67,7 +67,7 @@ pub(crate) fn panic_text(payload: &(dyn Any + Send)) -> &str {
 /// An error message for a panic of the `tokenizers` library while doing `what`.
 pub(crate) fn panic_message(what: &str, payload: &(dyn Any + Send)) -> String {
     format!(
-        "the tokenizers library failed while {what} (it panicked: {})",
+        "the tokenizers library failed while {what} (internal error: {})",
         panic_text(payload)
     )
 }
@@ -75,6 +75,46 @@ pub(crate) fn panic_message(what: &str, payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const CHILD: &str = "SAFEFORMERS_PANIC_GUARD_CHILD";
+
+    /// Run in a child process (the hook is process-wide): panics caught in zones on rayon
+    /// workers print nothing; a panic outside any zone still reaches the previous hook.
+    #[test]
+    fn panics_caught_on_rayon_workers_print_nothing_and_others_still_do() {
+        use rayon::prelude::*;
+        if std::env::var_os(CHILD).is_some() {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(2)
+                .build()
+                .unwrap();
+            let caught = pool.install(|| {
+                (0..16)
+                    .into_par_iter()
+                    .map(|i| catch_quietly(|| -> usize { panic!("quiet panic {i}") }).is_err())
+                    .filter(|&caught| caught)
+                    .count()
+            });
+            assert_eq!(caught, 16);
+            let outside = std::thread::spawn(|| panic!("loud panic outside a zone")).join();
+            assert!(outside.is_err());
+            return;
+        }
+        let exe = std::env::current_exe().unwrap();
+        let out = std::process::Command::new(exe)
+            .args([
+                "--exact",
+                "panic_guard::tests::panics_caught_on_rayon_workers_print_nothing_and_others_still_do",
+                "--nocapture",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains("quiet panic"), "{stderr}");
+        assert!(stderr.contains("loud panic outside a zone"), "{stderr}");
+    }
 
     #[test]
     fn a_caught_panic_comes_back_as_its_message_and_the_zone_is_left() {
