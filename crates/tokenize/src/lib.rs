@@ -27,9 +27,14 @@
 //! hostile `tokenizer.json` with a catastrophic pattern therefore cannot hang encoding; when the
 //! limit is hit, the `tokenizers` library stops matching and leaves the rest of that piece of
 //! text unsplit (no error is reported), so such a tokenizer gives odd tokens, bounded in time.
-//! Each input can still cost up to that many steps per pre-tokenized piece: callers that take
-//! tokenizers from strangers should cap input length too (truncation happens after
-//! tokenization, as in Transformers).
+//!
+//! Everything else a `tokenizer.json` could make the `tokenizers` library allocate or loop
+//! over is checked before the library sees the file ([`tokenizer_bounds`]): charsmap sizes
+//! against the bytes present, the worst-case growth of normalizer, pre-tokenizer and decoder
+//! chains, per-word limits, counts. Every encode call is bounded too ([`input_bounds`]): with
+//! truncation or a [`TokenBudget`], a long text is cut to what can matter before it is
+//! tokenized; otherwise a text over [`TokenizerOptions::max_input_bytes`] is refused. A panic
+//! inside the library is caught and becomes an error saying what failed, with nothing printed.
 
 mod chat_template;
 mod config;

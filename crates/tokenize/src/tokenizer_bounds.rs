@@ -27,14 +27,15 @@ use serde_json::{Map, Value};
 /// normalizer and the pre-tokenizer (a per-piece constant, such as a prepended `▁`, counts as
 /// one more character per input character, since a piece has at least one).
 ///
-/// Real pipelines stay far below: BERT's normalizer is at most 54 (Unicode normalization
-/// closure 18, times 3 for the spaces around CJK characters), GPT-2's byte-level
-/// pre-tokenizer 5, Llama's `Prepend` + `Replace` 2, T5's charsmap 19; ALBERT's chain (two
-/// `Replace`, NFKD, lowercase, a charsmap, a `Replace` regex) is the largest we know, 649,
-/// because every step is charged its own worst case. Twenty chained `Replace a -> aa` are
-/// 1,048,576. How long an input may be is then scaled by this growth (see
-/// [`crate::TokenizerOptions::max_input_bytes`]), so an allowed growth costs time and memory
-/// in proportion, never more.
+/// Real pipelines stay below: BERT's normalizer is 54 (Unicode normalization closure 18,
+/// times 3 for the spaces around CJK characters), GPT-2's byte-level pre-tokenizer 5, Llama's
+/// `Prepend` + `Replace` 2, T5's charsmap (sentencepiece's `nmt_nfkc`, whose longest entry is
+/// the 18 characters of U+FDFA) with `Metaspace` 19; ALBERT's chain (two `Replace`, NFKD,
+/// accents, lowercase, the same charsmap, a `Replace` regex, `Metaspace`) is the largest we
+/// know, 325, because the charsmap is charged its own worst case after the Unicode steps.
+/// Twenty chained `Replace a -> aa` are 1,048,576. How long an input may be is then scaled by
+/// this growth (see [`crate::MAX_NORMALIZED_CHARS`]), so an allowed growth costs time and
+/// memory in proportion, never more.
 pub const MAX_TEXT_GROWTH: f64 = 1024.0;
 
 /// Largest worst-case growth of a token's text through the decoder (characters out per
