@@ -7,9 +7,9 @@
 //!
 //! - when only the first (or last) `L` tokens can matter (truncation without overflowing rows,
 //!   or a [`crate::TokenBudget`]), the text is cut to a window of characters that holds more
-//!   than `L` tokens: [`window_chars`] allows [`CUT_MARGIN_TOKENS`] more than `L`, each as long
+//!   than `L` tokens: the window allows [`CUT_MARGIN_TOKENS`] more than `L`, each as long
 //!   as the longest token of the vocabulary, and doubles that so the cut can move back to a
-//!   whitespace; see [`cut_text`];
+//!   whitespace;
 //! - whatever is tokenized, cut or not, must fit [`crate::TokenizerOptions::max_input_bytes`]
 //!   and [`MAX_NORMALIZED_CHARS`] once grown by the tokenizer's worst-case normalizer growth.
 //!
