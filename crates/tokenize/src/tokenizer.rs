@@ -150,6 +150,14 @@ impl Tokenizer {
             message,
         };
         let to_add = tokens_to_register(&inner, &config);
+        let added_chars = to_add.iter().map(|t| t.content.chars().count()).sum();
+        crate::tokenizer_bounds::check_added_text(added_chars, growth.input).map_err(
+            |problem| TokenizeError::InvalidConfig {
+                path: path.with_file_name("tokenizer_config.json"),
+                field: "added_tokens_decoder".into(),
+                message: problem,
+            },
+        )?;
         if !to_add.is_empty() {
             catch_quietly(|| inner.add_tokens(to_add))
                 .map_err(|payload| invalid(panic_message("adding tokens", payload.as_ref())))?

@@ -233,7 +233,7 @@ pub fn check_tokenizer_json(json: &Value) -> Checked<TextGrowth> {
         check_model(model)?;
     }
     if let Some(added) = root.get("added_tokens") {
-        check_added_tokens(added)?;
+        check_added_tokens(added, input)?;
     }
     Ok(TextGrowth { input, decode })
 }
@@ -795,10 +795,18 @@ fn check_id(id: &Value, field: &str) -> Checked<()> {
     }
 }
 
-fn check_added_tokens(added: &Value) -> Checked<()> {
+/// Checks `added_tokens`: their count, their ids, and the text their normalization at load
+/// time produces (the `tokenizers` library normalizes every token's content when it is loaded).
+fn check_added_tokens(added: &Value, growth: Growth) -> Checked<()> {
     let Some(tokens) = added.as_array() else {
         return Ok(());
     };
+    let chars: usize = tokens
+        .iter()
+        .filter_map(|token| token.get("content").and_then(Value::as_str))
+        .map(|content| content.chars().count())
+        .sum();
+    check_added_text(chars, growth).or_else(|problem| violation("added_tokens", problem))?;
     if tokens.len() > MAX_ADDED_TOKENS {
         return violation(
             "added_tokens",
@@ -809,6 +817,20 @@ fn check_added_tokens(added: &Value) -> Checked<()> {
         if let Some(id) = token.get("id") {
             check_id(id, &format!("added_tokens[{i}].id"))?;
         }
+    }
+    Ok(())
+}
+
+/// Refuses added tokens whose contents, `chars` characters in all, the normalizer could grow
+/// past [`crate::MAX_NORMALIZED_CHARS`] when they are registered.
+pub(crate) fn check_added_text(chars: usize, growth: Growth) -> std::result::Result<(), String> {
+    let grown = chars as f64 * growth.total();
+    if grown > crate::input_bounds::MAX_NORMALIZED_CHARS {
+        return Err(format!(
+            "{chars} characters of added tokens, normalized when loaded, could grow to {grown:.0} \
+             (at most {} allowed)",
+            crate::input_bounds::MAX_NORMALIZED_CHARS
+        ));
     }
     Ok(())
 }

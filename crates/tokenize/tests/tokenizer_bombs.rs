@@ -352,6 +352,17 @@ fn counts_ids_and_post_processor_tokens_are_bounded() {
 }
 
 #[test]
+fn added_tokens_that_normalization_would_blow_up_at_load_are_refused() {
+    // Each added token is normalized when the tokenizer is loaded: 100,000 characters grown 500
+    // times would be 50 million characters before a single input is seen.
+    let mut bomb = with(word_piece(), "normalizer", replace("a", &"a".repeat(500)));
+    bomb["added_tokens"][0]["content"] = json!("a".repeat(100_000));
+    bomb["added_tokens"][0]["normalized"] = json!(true);
+    let violation = refused("added-token-growth", &bomb);
+    assert_eq!(violation.field, "added_tokens");
+}
+
+#[test]
 fn deep_and_long_chains_are_refused() {
     let mut nested = json!({"type": "Lowercase"});
     for _ in 0..=MAX_CHAIN_DEPTH {
