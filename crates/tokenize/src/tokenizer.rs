@@ -623,7 +623,11 @@ impl Tokenizer {
                 return Ok((self.tokenize(index, text)?, None));
             }
         }
-        self.check_input_size(index, text, "without truncation")?;
+        let context = match plan {
+            None => "without truncation",
+            Some(_) => "(what truncation keeps of it is too long)",
+        };
+        self.check_input_size(index, text, context)?;
         Ok((self.tokenize(index, text)?, None))
     }
 

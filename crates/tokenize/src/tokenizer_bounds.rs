@@ -215,9 +215,13 @@ pub fn check_tokenizer_json(json: &Value) -> Checked<TextGrowth> {
         );
     }
     if let Some(processor) = root.get("post_processor").filter(|v| !v.is_null()) {
-        let mut chain = Chain::new("post_processor");
         for pair in [false, true] {
-            let added = chain.post_processor_tokens(processor, "post_processor", 0, pair)?;
+            let added = Chain::new("post_processor").post_processor_tokens(
+                processor,
+                "post_processor",
+                0,
+                pair,
+            )?;
             if added > MAX_POST_PROCESSOR_TOKENS {
                 return violation(
                     "post_processor",
