@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use safeformers_models::{AutoModelForCausalLM, CausalLm};
 use safeformers_tokenize::{
-    ChatTemplateOptions, ChatTemplateRequest, EncodeOptions, Tokenizer, TokenizerOptions,
+    ChatTemplateOptions, ChatTemplateRequest, EncodeOptions, TokenBudget, Tokenizer,
+    TokenizerOptions,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -217,12 +218,28 @@ impl TextGeneration {
     /// template (with the assistant's header, or continuing a final assistant message) and
     /// tokenized without adding special tokens, as Transformers does.
     pub fn prompt_ids(&self, input: &GenerationInput) -> Result<Vec<u32>> {
+        self.prompt_ids_for(input, false)
+    }
+
+    /// [`TextGeneration::prompt_ids`]; with `keep_end`, only the prompt's last context
+    /// window's worth of tokens, for prompts that are left-truncated anyway.
+    fn prompt_ids_for(&self, input: &GenerationInput, keep_end: bool) -> Result<Vec<u32>> {
         let (text, add_special_tokens) = match input {
             GenerationInput::Text(text) => (text.clone(), true),
             GenerationInput::Chat(messages) => (self.render_chat(messages)?, false),
         };
+        // Only the context window's worth of tokens can be used: the tokenizer stops reading a
+        // longer prompt (refusing it, or keeping its end when prompts are left-truncated).
+        let token_budget = self.model.context_length().map(|context| {
+            if keep_end {
+                TokenBudget::KeepLast(context)
+            } else {
+                TokenBudget::AtMost(context)
+            }
+        });
         let options = EncodeOptions {
             add_special_tokens,
+            token_budget,
             ..EncodeOptions::default()
         };
         let encodings = self.tokenizer.encode(&text, &options)?;
@@ -278,7 +295,7 @@ impl TextGeneration {
             let first = options.first_index + chunk_index * batch_size;
             let prompts = chunk
                 .iter()
-                .map(|input| self.prompt_ids(input))
+                .map(|input| self.prompt_ids_for(input, options.truncate))
                 .collect::<Result<Vec<_>>>()?;
             let in_call = chunk_index * batch_size;
             let rows = self.generate_ids(&prompts, &params, options, first, &mut |row, text| {

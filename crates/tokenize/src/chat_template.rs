@@ -22,7 +22,6 @@
 //! process under operating-system limits; the `safeformers` CLI always does so.
 
 use std::io::Write;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use minijinja::value::{Kwargs, Rest, Value as JinjaValue, ValueKind};
 use minijinja::{AutoEscape, Environment, Error as JinjaError, ErrorKind, State};
@@ -226,15 +225,11 @@ pub fn render_chat_template(
         template_context(messages, options, special_tokens).map_err(&fail)?;
     let source = rewrite_generation_tags(source);
     let limits = options.limits;
-    let rendered = catch_unwind(AssertUnwindSafe(|| render(&source, context, limits)))
+    let rendered = crate::panic_guard::catch_quietly(|| render(&source, context, limits))
         .unwrap_or_else(|payload| {
-            let message = payload
-                .downcast_ref::<&str>()
-                .map(|s| (*s).to_owned())
-                .or_else(|| payload.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
             Err(ChatTemplateProblem::Render(format!(
-                "the template engine panicked: {message}"
+                "the template engine failed (internal error: {})",
+                crate::panic_guard::panic_text(payload.as_ref())
             )))
         });
     let rendered = rendered.map_err(&fail)?;

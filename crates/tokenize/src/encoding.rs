@@ -43,6 +43,22 @@ impl TruncationStrategy {
     }
 }
 
+/// A bound on the tokens of each row that a caller has a use for, which lets the tokenizer
+/// stop reading a long text early (see [`EncodeOptions::token_budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenBudget {
+    /// Rows longer than this many tokens (special tokens included) are of no use: a text so
+    /// long that it certainly has more is refused with
+    /// [`crate::TokenizeError::TooManyTokens`] after tokenizing only a part of it. A text that
+    /// is tokenized in full comes back as it is, even when longer: the caller checks it (with
+    /// its own message).
+    AtMost(usize),
+    /// Only the last this-many tokens of each row are kept (special tokens included), the
+    /// others dropped from the start, as a decoder's prompt is cut to fit its context window.
+    /// Only the end of a long text is tokenized.
+    KeepLast(usize),
+}
+
 /// Options of one encode call, with Transformers' defaults (`EncodeOptions::default()` is
 /// `tokenizer(texts)` in Python: special tokens, no padding, no truncation).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +81,12 @@ pub struct EncodeOptions {
     pub return_overflowing_tokens: bool,
     /// Round the padded length up to a multiple of this (only when padding).
     pub pad_to_multiple_of: Option<usize>,
+    /// Tokens per row the caller has a use for, besides truncation. Default none.
+    ///
+    /// Every encode call is bounded: with truncation (and no overflowing rows) or a budget, a
+    /// long text is cut before it is tokenized to what can matter; otherwise a text longer than
+    /// [`crate::TokenizerOptions::max_input_bytes`] is refused before any tokenization.
+    pub token_budget: Option<TokenBudget>,
 }
 
 impl Default for EncodeOptions {
@@ -77,6 +99,7 @@ impl Default for EncodeOptions {
             stride: 0,
             return_overflowing_tokens: false,
             pad_to_multiple_of: None,
+            token_budget: None,
         }
     }
 }
@@ -131,6 +154,35 @@ impl Encoding {
             sequence_ids: encoding.get_sequence_ids(),
             tokens: encoding.get_tokens().to_vec(),
             sample_index,
+        }
+    }
+
+    /// Drops tokens from the start so that at most `keep` remain.
+    pub(crate) fn keep_last(&mut self, keep: usize) {
+        let Some(cut) = self.len().checked_sub(keep).filter(|&n| n > 0) else {
+            return;
+        };
+        self.input_ids.drain(..cut);
+        self.attention_mask.drain(..cut);
+        self.token_type_ids.drain(..cut);
+        self.special_tokens_mask.drain(..cut);
+        self.offsets.drain(..cut);
+        self.word_ids.drain(..cut);
+        self.sequence_ids.drain(..cut);
+        self.tokens.drain(..cut);
+    }
+
+    /// Moves the offsets of the tokens of sequence `sequence` right by `chars`: that sequence
+    /// was tokenized without its first `chars` characters.
+    pub(crate) fn shift_offsets(&mut self, sequence: usize, chars: usize) {
+        if chars == 0 {
+            return;
+        }
+        for (offsets, seq) in self.offsets.iter_mut().zip(&self.sequence_ids) {
+            if *seq == Some(sequence) {
+                offsets.0 = offsets.0.saturating_add(chars);
+                offsets.1 = offsets.1.saturating_add(chars);
+            }
         }
     }
 

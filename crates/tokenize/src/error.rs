@@ -62,6 +62,49 @@ pub enum TokenizeError {
         message: String,
     },
 
+    /// `tokenizer.json` breaks a bound checked before the `tokenizers` library sees it: a size
+    /// that does not fit the data present, a text pipeline that can blow up its input, a
+    /// per-word limit that makes the work superlinear, too many entries (see
+    /// [`crate::check_tokenizer_json`]).
+    #[error("{}: refused: {violation}", path.display())]
+    TokenizerBounds {
+        /// The file.
+        path: PathBuf,
+        /// The field and what is wrong with it.
+        violation: crate::tokenizer_bounds::BoundsViolation,
+    },
+
+    /// An input is longer than this tokenizer accepts in one call, refused before any
+    /// tokenization (see [`crate::TokenizerOptions::max_input_bytes`]).
+    #[error(
+        "input {index}: {length} {unit} is more than the {limit} this tokenizer accepts {why}; \
+         shorten the input or split it"
+    )]
+    InputTooLong {
+        /// Position of the input in the batch.
+        index: usize,
+        /// Its length.
+        length: usize,
+        /// The limit it exceeds.
+        limit: usize,
+        /// What `length` and `limit` count (`bytes`, `characters`).
+        unit: &'static str,
+        /// Why the limit applies.
+        why: String,
+    },
+
+    /// An input has more tokens than [`crate::EncodeOptions::token_budget`] allows. When the
+    /// text was long, only a part of it was tokenized to find this out.
+    #[error("input {index}: more than the {budget} tokens this call allows (at least {found})")]
+    TooManyTokens {
+        /// Position of the input in the batch.
+        index: usize,
+        /// The budget.
+        budget: usize,
+        /// How many tokens were found (a lower bound when only a part was tokenized).
+        found: usize,
+    },
+
     /// A field of `tokenizer_config.json` or `special_tokens_map.json` has a value we cannot use.
     #[error("{}: field `{field}`: {message}", path.display())]
     InvalidConfig {

@@ -27,16 +27,24 @@
 //! hostile `tokenizer.json` with a catastrophic pattern therefore cannot hang encoding; when the
 //! limit is hit, the `tokenizers` library stops matching and leaves the rest of that piece of
 //! text unsplit (no error is reported), so such a tokenizer gives odd tokens, bounded in time.
-//! Each input can still cost up to that many steps per pre-tokenized piece: callers that take
-//! tokenizers from strangers should cap input length too (truncation happens after
-//! tokenization, as in Transformers).
+//!
+//! Everything else a `tokenizer.json` could make the `tokenizers` library allocate or loop
+//! over is checked before the library sees the file ([`tokenizer_bounds`]): charsmap sizes
+//! against the bytes present, the worst-case growth of normalizer, pre-tokenizer and decoder
+//! chains, per-word limits, counts. Every encode call is bounded too ([`input_bounds`]): with
+//! truncation or a [`TokenBudget`], a long text is cut to what can matter before it is
+//! tokenized; otherwise a text over [`TokenizerOptions::max_input_bytes`] is refused. A panic
+//! inside the library is caught and becomes an error saying what failed, with nothing printed.
 
 mod chat_template;
 mod config;
 mod encoding;
 mod error;
+pub mod input_bounds;
+mod panic_guard;
 mod stream;
 mod tokenizer;
+pub mod tokenizer_bounds;
 
 pub use chat_template::{
     ChatTemplateLimits, ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest,
@@ -44,7 +52,11 @@ pub use chat_template::{
     DEFAULT_MAX_CHAT_TEMPLATE_OUTPUT_BYTES, render_chat_template,
 };
 pub use config::{AddedTokenConfig, MAX_CONFIG_BYTES, Side, SpecialTokens, TokenizerConfig};
-pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
+pub use encoding::{EncodeOptions, Encoding, Encodings, Padding, TokenBudget, TruncationStrategy};
 pub use error::{Result, TokenizeError};
+pub use input_bounds::{DEFAULT_MAX_INPUT_BYTES, MAX_NORMALIZED_CHARS};
 pub use stream::StreamDecoder;
-pub use tokenizer::{DEFAULT_MAX_TOKENIZER_JSON_BYTES, Tokenizer, TokenizerOptions};
+pub use tokenizer::{
+    DEFAULT_MAX_TOKENIZER_JSON_BYTES, MAX_OVERFLOW_TOKENS, Tokenizer, TokenizerOptions,
+};
+pub use tokenizer_bounds::{BoundsViolation, check_tokenizer_json};

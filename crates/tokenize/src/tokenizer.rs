@@ -2,7 +2,6 @@
 //! Transformers' `tokenizer(texts, ...)` does.
 
 use std::collections::HashSet;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
@@ -13,13 +12,26 @@ use tokenizers::{AddedToken, PostProcessor, PostProcessorWrapper};
 
 use crate::chat_template::{ChatTemplateOptions, ChatTemplateProblem, ChatTemplateRequest};
 use crate::config::{Side, SpecialTokens, TokenizerConfig, read_capped};
-use crate::encoding::{EncodeOptions, Encoding, Encodings, Padding, TruncationStrategy};
+use crate::encoding::{
+    EncodeOptions, Encoding, Encodings, Padding, TokenBudget, TruncationStrategy,
+};
 use crate::error::{Result, TokenizeError};
+use crate::input_bounds::{
+    CUT_MARGIN_TOKENS, Cut, DEFAULT_MAX_INPUT_BYTES, cut_text, max_input_chars, window_chars,
+};
+use crate::panic_guard::{catch_quietly, panic_message};
 use crate::stream::StreamDecoder;
+use crate::tokenizer_bounds::{TextGrowth, check_tokenizer_json};
 
 /// Default size limit for `tokenizer.json` (the largest common ones, with 250k-token
 /// vocabularies, are around 20 MB).
 pub const DEFAULT_MAX_TOKENIZER_JSON_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most tokens in all the overflowing rows of one input (`return_overflowing_tokens`): a long
+/// text with a stride close to the window, or a pair whose two sequences both overflow (every
+/// window of one is paired with every window of the other), would otherwise make a number of
+/// rows quadratic in the text.
+pub const MAX_OVERFLOW_TOKENS: usize = 1 << 22;
 
 /// How a [`Tokenizer`] is loaded and run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +41,11 @@ pub struct TokenizerOptions {
     pub threads: usize,
     /// Refuse a `tokenizer.json` larger than this.
     pub max_tokenizer_json_bytes: u64,
+    /// Refuse to tokenize a text (or the part of it that truncation keeps) longer than this
+    /// many bytes; see [`crate::EncodeOptions::token_budget`] for how a long text is cut first.
+    /// A tokenizer whose normalizer can grow text a lot accepts less (see
+    /// [`crate::MAX_NORMALIZED_CHARS`]).
+    pub max_input_bytes: usize,
 }
 
 impl Default for TokenizerOptions {
@@ -36,6 +53,7 @@ impl Default for TokenizerOptions {
         Self {
             threads: 1,
             max_tokenizer_json_bytes: DEFAULT_MAX_TOKENIZER_JSON_BYTES,
+            max_input_bytes: DEFAULT_MAX_INPUT_BYTES,
         }
     }
 }
@@ -54,6 +72,11 @@ pub struct Tokenizer {
     config: TokenizerConfig,
     pool: Option<rayon::ThreadPool>,
     path: PathBuf,
+    /// Worst-case growth of text through the normalizer and pre-tokenizer.
+    growth: TextGrowth,
+    /// Characters of the longest token, added ones included (at least 1).
+    max_token_chars: usize,
+    max_input_bytes: usize,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -64,16 +87,6 @@ impl std::fmt::Debug for Tokenizer {
             .field("config", &self.config)
             .finish_non_exhaustive()
     }
-}
-
-/// Message of a panic payload, for errors that replace a panic inside the `tokenizers` library.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
-    let text = payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("(no message)");
-    format!("the tokenizers library panicked: {text}")
 }
 
 impl Tokenizer {
@@ -102,49 +115,52 @@ impl Tokenizer {
         let Some(bytes) = read_capped(&path, options.max_tokenizer_json_bytes)? else {
             return Err(TokenizeError::MissingTokenizerJson { path });
         };
+        let (inner, growth) = parse_tokenizer_json(&path, &bytes)?;
+        let config = TokenizerConfig::from_dir(dir)?;
+        Self::from_parts(path, inner, growth, config, options)
+    }
+
+    /// A tokenizer from the bytes of a `tokenizer.json` alone, with default Transformers
+    /// settings (no `tokenizer_config.json`): for tests and fuzzing. `path` only names the
+    /// file in errors. The bytes go through the same checks as in [`Tokenizer::from_dir`].
+    pub fn from_tokenizer_json(
+        path: &Path,
+        bytes: &[u8],
+        options: &TokenizerOptions,
+    ) -> Result<Self> {
+        let (inner, growth) = parse_tokenizer_json(path, bytes)?;
+        Self::from_parts(
+            path.to_path_buf(),
+            inner,
+            growth,
+            TokenizerConfig::default(),
+            options,
+        )
+    }
+
+    fn from_parts(
+        path: PathBuf,
+        mut inner: tokenizers::Tokenizer,
+        growth: TextGrowth,
+        config: TokenizerConfig,
+        options: &TokenizerOptions,
+    ) -> Result<Self> {
         let invalid = |message: String| TokenizeError::InvalidTokenizer {
             path: path.clone(),
             message,
         };
-        // `tokenizers::Tokenizer::from_bytes` is this same serde_json call; made here, its error
-        // keeps the line and column, and tells broken JSON from JSON that is not a tokenizer.
-        let parsed = catch_unwind(|| serde_json::from_slice::<tokenizers::Tokenizer>(&bytes))
-            .map_err(|payload| invalid(panic_message(payload.as_ref())))?;
-        let mut inner = match parsed {
-            Ok(tokenizer) => tokenizer,
-            Err(source) if source.is_data() => return Err(invalid(source.to_string())),
-            Err(source) => return Err(TokenizeError::Json { path, source }),
-        };
-        let config = TokenizerConfig::from_dir(dir)?;
-
-        // Transformers' PreTrainedTokenizerFast.__init__ registers the tokens of
-        // `added_tokens_decoder` and the special tokens with the backend tokenizer when it does
-        // not know them as added tokens yet, so that they are never split.
-        let known: HashSet<String> = inner
-            .get_added_tokens_decoder()
-            .into_values()
-            .map(|t| t.content)
-            .collect();
-        let mut to_add: Vec<AddedToken> = Vec::new();
-        for token in config.added_tokens_decoder.values() {
-            if !known.contains(&token.content) {
-                to_add.push(
-                    AddedToken::from(token.content.clone(), token.special)
-                        .single_word(token.single_word)
-                        .lstrip(token.lstrip)
-                        .rstrip(token.rstrip)
-                        .normalized(token.normalized),
-                );
-            }
-        }
-        for token in config.special_tokens.all() {
-            if !known.contains(token) && !to_add.iter().any(|t| t.content == token) {
-                to_add.push(AddedToken::from(token, true));
-            }
-        }
+        let to_add = tokens_to_register(&inner, &config);
+        let added_chars = to_add.iter().map(|t| t.content.chars().count()).sum();
+        crate::tokenizer_bounds::check_added_text(added_chars, growth.input).map_err(
+            |problem| TokenizeError::InvalidConfig {
+                path: path.with_file_name("tokenizer_config.json"),
+                field: "added_tokens_decoder".into(),
+                message: problem,
+            },
+        )?;
         if !to_add.is_empty() {
-            inner
-                .add_tokens(to_add)
+            catch_quietly(|| inner.add_tokens(to_add))
+                .map_err(|payload| invalid(panic_message("adding tokens", payload.as_ref())))?
                 .map_err(|e| invalid(format!("cannot add tokens: {e}")))?;
         }
 
@@ -154,6 +170,13 @@ impl Tokenizer {
         inner
             .with_truncation(None)
             .map_err(|e| invalid(format!("cannot disable truncation: {e}")))?;
+        let max_token_chars = inner
+            .get_vocab(true)
+            .keys()
+            .map(|token| token.chars().count())
+            .max()
+            .unwrap_or(1)
+            .max(1);
 
         let pool = match options.threads {
             1 => None,
@@ -174,6 +197,9 @@ impl Tokenizer {
             config,
             pool,
             path,
+            growth,
+            max_token_chars,
+            max_input_bytes: options.max_input_bytes,
         })
     }
 
@@ -420,46 +446,34 @@ impl Tokenizer {
         F: Fn(usize) -> (&'t str, Option<&'t str>) + Sync,
     {
         let pad = self.padding_plan(options)?;
+        // The catch zone is entered inside the closure, on the thread that runs it (a worker
+        // of the pool for batches), so that the panic hook stays quiet there.
         let encode = |i: usize| {
             let (first, second) = input(i);
-            catch_unwind(AssertUnwindSafe(|| {
-                self.encode_one(i, first, second, options)
-            }))
-            .unwrap_or_else(|payload| {
+            catch_quietly(|| self.encode_one(i, first, second, options)).unwrap_or_else(|payload| {
                 Err(TokenizeError::Encode {
                     index: i,
-                    message: panic_message(payload.as_ref()),
+                    message: panic_message("encoding this input", payload.as_ref()),
                 })
             })
         };
-        let encoded: Vec<tokenizers::Encoding> = match &self.pool {
+        let encoded: Vec<(tokenizers::Encoding, [usize; 2])> = match &self.pool {
             Some(pool) if n > 1 => {
                 pool.install(|| (0..n).into_par_iter().map(encode).collect::<Result<_>>())?
             }
             _ => (0..n).map(encode).collect::<Result<_>>()?,
         };
 
-        // Padding target: over the rows of the inputs, as the `tokenizers` library computes it
-        // (overflow rows are never longer than the row they continue).
-        let target = match pad {
-            None => None,
-            Some((length, multiple)) => {
-                let longest = encoded
-                    .iter()
-                    .map(tokenizers::Encoding::len)
-                    .max()
-                    .unwrap_or(0);
-                let length = length.unwrap_or(longest);
-                Some(match multiple {
-                    Some(m) if length % m != 0 => length + (m - length % m),
-                    _ => length,
-                })
-            }
-        };
-
         let mut rows = Vec::with_capacity(n);
-        for (sample, encoding) in encoded.iter().enumerate() {
-            rows.push(Encoding::from_tokenizers(encoding, sample));
+        for (sample, (encoding, skipped)) in encoded.iter().enumerate() {
+            let mut row = Encoding::from_tokenizers(encoding, sample);
+            for (sequence, &chars) in skipped.iter().enumerate() {
+                row.shift_offsets(sequence, chars);
+            }
+            if let Some(TokenBudget::KeepLast(keep)) = options.token_budget {
+                row.keep_last(keep);
+            }
+            rows.push(row);
             if options.return_overflowing_tokens {
                 rows.extend(
                     encoding
@@ -469,7 +483,16 @@ impl Tokenizer {
                 );
             }
         }
-        if let Some(target) = target {
+
+        // Padding target: over the rows (overflow rows are never longer than the row they
+        // continue), as the `tokenizers` library computes it.
+        if let Some((length, multiple)) = pad {
+            let longest = rows.iter().map(Encoding::len).max().unwrap_or(0);
+            let length = length.unwrap_or(longest);
+            let target = match multiple {
+                Some(m) if length % m != 0 => length + (m - length % m),
+                _ => length,
+            };
             let pad_id = self.pad_token_id().ok_or(TokenizeError::NoPadToken)?;
             let pad_token = self
                 .config
@@ -501,6 +524,13 @@ impl Tokenizer {
                 "truncation to 0 tokens".into(),
             ));
         }
+        if options.return_overflowing_tokens
+            && matches!(options.token_budget, Some(TokenBudget::KeepLast(_)))
+        {
+            return Err(TokenizeError::InvalidOptions(
+                "overflowing rows cannot be returned when only the last tokens are kept".into(),
+            ));
+        }
         let length = match options.padding {
             Padding::None => return Ok(None),
             Padding::Longest => None,
@@ -528,52 +558,213 @@ impl Tokenizer {
             })
     }
 
+    /// Refuses a text longer than this tokenizer takes in one piece (see
+    /// [`TokenizerOptions::max_input_bytes`] and [`crate::MAX_NORMALIZED_CHARS`]).
+    fn check_input_size(&self, index: usize, text: &str, context: &str) -> Result<()> {
+        let too_long = |length, limit, unit, why: String| TokenizeError::InputTooLong {
+            index,
+            length,
+            limit,
+            unit,
+            why,
+        };
+        if text.len() > self.max_input_bytes {
+            return Err(too_long(
+                text.len(),
+                self.max_input_bytes,
+                "bytes",
+                context.to_owned(),
+            ));
+        }
+        let growth = self.growth.input.total();
+        let limit = max_input_chars(growth);
+        let chars = text.chars().count();
+        if chars > limit {
+            return Err(too_long(
+                chars,
+                limit,
+                "characters",
+                format!(
+                    "{context} (its normalizer and pre-tokenizer can grow a text {growth:.0} times)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Tokenizes one sequence, or only the part of it that can give the `plan.keep` tokens
+    /// kept on `plan.side` (see [`crate::input_bounds`]). Returns the encoding and the
+    /// characters skipped before the part tokenized.
+    fn tokenize_bounded(
+        &self,
+        index: usize,
+        text: &str,
+        plan: Option<CutPlan>,
+    ) -> Result<(tokenizers::Encoding, Option<usize>)> {
+        if let Some(plan) = plan {
+            let window = window_chars(plan.keep, self.max_token_chars);
+            if let Some(Cut {
+                text: part,
+                skipped_chars,
+            }) = cut_text(text, window, plan.side)
+            {
+                self.check_input_size(index, part, "after cutting it to what truncation keeps")?;
+                let encoding = self.tokenize(index, part)?;
+                if encoding.len() >= plan.keep.saturating_add(CUT_MARGIN_TOKENS) {
+                    return Ok((encoding, Some(skipped_chars)));
+                }
+                // The normalizer removed characters: the window holds too few tokens to know
+                // which ones are kept. Tokenize the whole text, if it is within bounds.
+                self.check_input_size(
+                    index,
+                    text,
+                    "(it could not be cut before tokenizing: this tokenizer's normalizer drops characters)",
+                )?;
+                return Ok((self.tokenize(index, text)?, None));
+            }
+        }
+        let context = match plan {
+            None => "without truncation",
+            Some(_) => "(what truncation keeps of it is too long)",
+        };
+        self.check_input_size(index, text, context)?;
+        Ok((self.tokenize(index, text)?, None))
+    }
+
+    /// Which sequences may be cut before tokenizing, keeping how many tokens on which side.
+    fn cut_plans(&self, options: &EncodeOptions, pair: bool) -> [Option<CutPlan>; 2] {
+        if options.return_overflowing_tokens {
+            return [None, None];
+        }
+        if let Some(keep) = options.truncation {
+            let plan = Some(CutPlan {
+                keep,
+                side: self.config.truncation_side,
+            });
+            return match (options.truncation_strategy, pair) {
+                (_, false) => [plan, None],
+                (TruncationStrategy::OnlyFirst, true) => [plan, None],
+                (TruncationStrategy::OnlySecond, true) => [None, plan],
+                (TruncationStrategy::LongestFirst, true) => [plan, plan],
+            };
+        }
+        let plan = match options.token_budget {
+            // One more than the budget, to know that a text is over it.
+            Some(TokenBudget::AtMost(budget)) => Some(CutPlan {
+                keep: budget.saturating_add(1),
+                side: Side::Right,
+            }),
+            Some(TokenBudget::KeepLast(keep)) => Some(CutPlan {
+                keep,
+                side: Side::Left,
+            }),
+            None => None,
+        };
+        [plan, plan]
+    }
+
     /// The `tokenizers` library's `encode` + `post_process`, with our per-call truncation.
+    /// Also returns, per sequence, the characters skipped before the part that was tokenized.
     fn encode_one(
         &self,
         index: usize,
         first: &str,
         second: Option<&str>,
         options: &EncodeOptions,
-    ) -> Result<tokenizers::Encoding> {
-        let first = self.tokenize(index, first)?;
-        let second = match second {
-            Some(text) => {
-                let mut encoding = self.tokenize(index, text)?;
-                // As `encode_single_sequence(pair, type_id = 1)` leaves it.
-                encoding.set_type_ids(vec![1; encoding.len()]);
-                Some(encoding)
-            }
+    ) -> Result<(tokenizers::Encoding, [usize; 2])> {
+        let [plan_first, plan_second] = self.cut_plans(options, second.is_some());
+        let (mut first_encoding, mut first_cut) =
+            self.tokenize_bounded(index, first, plan_first)?;
+        let mut second_encoding = match second {
+            Some(text) => Some(self.tokenize_bounded(index, text, plan_second)?),
             None => None,
         };
+        if let Some(TokenBudget::AtMost(budget)) = options.token_budget
+            && options.truncation.is_none()
+        {
+            // A cut sequence has more tokens than the budget (that is when a cut is kept).
+            let cut_len = [
+                first_cut.map(|_| first_encoding.len()),
+                second_encoding
+                    .as_ref()
+                    .and_then(|(e, cut)| cut.map(|_| e.len())),
+            ];
+            if let Some(found) = cut_len.into_iter().flatten().max() {
+                return Err(TokenizeError::TooManyTokens {
+                    index,
+                    budget,
+                    found,
+                });
+            }
+        }
+        if let (Some(text), Some((encoding, second_cut))) = (second, second_encoding.as_mut())
+            && options.truncation.is_some()
+            && options.truncation_strategy == TruncationStrategy::LongestFirst
+            && !cut_keeps_the_longer(first_cut, first_encoding.len(), *second_cut, encoding.len())
+        {
+            // Which sequence is longer decides who loses tokens: tokenize both whole.
+            self.check_input_size(
+                index,
+                first,
+                "(a pair is cut only when that cannot change which sequence is longer)",
+            )?;
+            self.check_input_size(
+                index,
+                text,
+                "(a pair is cut only when that cannot change which sequence is longer)",
+            )?;
+            first_encoding = self.tokenize(index, first)?;
+            first_cut = None;
+            *encoding = self.tokenize(index, text)?;
+            *second_cut = None;
+        }
+        let skipped = [
+            first_cut.unwrap_or(0),
+            second_encoding
+                .as_ref()
+                .and_then(|(_, cut)| *cut)
+                .unwrap_or(0),
+        ];
+        let second = second_encoding.map(|(mut encoding, _)| {
+            // As `encode_single_sequence(pair, type_id = 1)` leaves it.
+            encoding.set_type_ids(vec![1; encoding.len()]);
+            encoding
+        });
+        let first = first_encoding;
 
-        let (first, second) = match options.truncation {
+        let (mut first, mut second) = match options.truncation {
             None => (first, second),
             Some(max_length) => self.truncate(index, first, second, max_length, options)?,
         };
-
-        let add_special = options.add_special_tokens;
-        match &self.post_processor {
-            Some(processor) => {
-                processor
-                    .process(first, second, add_special)
-                    .map_err(|e| TokenizeError::Encode {
-                        index,
-                        message: e.to_string(),
-                    })
-            }
-            None => {
-                let encodings = std::iter::once(first).chain(second).collect();
-                let merged =
-                    <dyn PostProcessor>::default_process(encodings, add_special).map_err(|e| {
-                        TokenizeError::Encode {
-                            index,
-                            message: e.to_string(),
-                        }
-                    })?;
-                Ok(tokenizers::Encoding::merge(merged, false))
+        if !options.return_overflowing_tokens {
+            // Unused, and the post-processor would pair every window of one sequence with
+            // every window of the other.
+            first.set_overflowing(Vec::new());
+            if let Some(second) = second.as_mut() {
+                second.set_overflowing(Vec::new());
             }
         }
+
+        let add_special = options.add_special_tokens;
+        let encoding =
+            match &self.post_processor {
+                Some(processor) => processor.process(first, second, add_special).map_err(|e| {
+                    TokenizeError::Encode {
+                        index,
+                        message: e.to_string(),
+                    }
+                })?,
+                None => {
+                    let encodings = std::iter::once(first).chain(second).collect();
+                    let merged = <dyn PostProcessor>::default_process(encodings, add_special)
+                        .map_err(|e| TokenizeError::Encode {
+                            index,
+                            message: e.to_string(),
+                        })?;
+                    tokenizers::Encoding::merge(merged, false)
+                }
+            };
+        Ok((encoding, skipped))
     }
 
     fn truncate(
@@ -620,6 +811,25 @@ impl Tokenizer {
                 )));
             }
         }
+        if options.return_overflowing_tokens {
+            // Each truncated sequence becomes windows of `after` tokens moving by `after -
+            // stride`; a pair gives every window of one with every window of the other.
+            let windows = |before: usize, after: usize| {
+                if after >= before || after == 0 {
+                    1
+                } else {
+                    (before - options.stride).div_ceil(after - options.stride)
+                }
+            };
+            let rows = windows(first.len(), lengths.0)
+                .saturating_mul(windows(second.as_ref().map_or(0, |s| s.len()), lengths.1));
+            if rows.saturating_mul(max_length) > MAX_OVERFLOW_TOKENS {
+                return Err(error(format!(
+                    "{rows} overflowing rows of up to {max_length} tokens would be more than \
+                     {MAX_OVERFLOW_TOKENS} tokens"
+                )));
+            }
+        }
         let params = TruncationParams {
             direction: match self.config.truncation_side {
                 Side::Left => TruncationDirection::Left,
@@ -639,11 +849,9 @@ impl Tokenizer {
     /// Decodes ids to text (`tokenizer.decode(ids, skip_special_tokens=..)`). Ids outside the
     /// vocabulary are skipped.
     pub fn decode(&self, ids: &[u32], skip_special_tokens: bool) -> Result<String> {
-        let text = catch_unwind(AssertUnwindSafe(|| {
-            self.inner.decode(ids, skip_special_tokens)
-        }))
-        .map_err(|payload| TokenizeError::Decode(panic_message(payload.as_ref())))?
-        .map_err(|e| TokenizeError::Decode(e.to_string()))?;
+        let text = catch_quietly(|| self.inner.decode(ids, skip_special_tokens))
+            .map_err(|payload| TokenizeError::Decode(panic_message("decoding", payload.as_ref())))?
+            .map_err(|e| TokenizeError::Decode(e.to_string()))?;
         Ok(if self.config.clean_up_tokenization_spaces {
             clean_up_tokenization(&text)
         } else {
@@ -664,8 +872,8 @@ impl Tokenizer {
         let Some(decoder) = self.inner.get_decoder() else {
             return Ok(tokens.join(" "));
         };
-        catch_unwind(AssertUnwindSafe(|| decoder.decode(tokens)))
-            .map_err(|payload| TokenizeError::Decode(panic_message(payload.as_ref())))?
+        catch_quietly(|| decoder.decode(tokens))
+            .map_err(|payload| TokenizeError::Decode(panic_message("decoding", payload.as_ref())))?
             .map_err(|e| TokenizeError::Decode(e.to_string()))
     }
 
@@ -680,6 +888,91 @@ impl Tokenizer {
         };
         prefix.filter(|prefix| !prefix.is_empty())
     }
+}
+
+/// How much of one sequence can matter: the `keep` tokens on `side` (the side truncation
+/// removes from, so the other end is kept).
+#[derive(Debug, Clone, Copy)]
+struct CutPlan {
+    keep: usize,
+    side: Side,
+}
+
+/// Whether cutting one sequence of a pair left `longest_first` truncation as it would be on
+/// the whole texts: it splits the budget by which sequence is longer, and a cut sequence is at
+/// least as long as its part; so at most one may be cut, and its part must already be longer.
+fn cut_keeps_the_longer(
+    first_cut: Option<usize>,
+    first_len: usize,
+    second_cut: Option<usize>,
+    second_len: usize,
+) -> bool {
+    match (first_cut, second_cut) {
+        (None, None) => true,
+        (Some(_), None) => first_len > second_len,
+        (None, Some(_)) => second_len > first_len,
+        (Some(_), Some(_)) => false,
+    }
+}
+
+/// Checks `tokenizer.json` against [`crate::tokenizer_bounds`], then parses it with the
+/// `tokenizers` library.
+fn parse_tokenizer_json(path: &Path, bytes: &[u8]) -> Result<(tokenizers::Tokenizer, TextGrowth)> {
+    let json_error = |source| TokenizeError::Json {
+        path: path.to_path_buf(),
+        source,
+    };
+    let invalid = |message: String| TokenizeError::InvalidTokenizer {
+        path: path.to_path_buf(),
+        message,
+    };
+    // Plain JSON first (the file size is capped), so that nothing the `tokenizers` library
+    // would allocate or loop over is taken on trust.
+    let json: serde_json::Value = serde_json::from_slice(bytes).map_err(json_error)?;
+    let growth =
+        check_tokenizer_json(&json).map_err(|violation| TokenizeError::TokenizerBounds {
+            path: path.to_path_buf(),
+            violation,
+        })?;
+    drop(json);
+    // `tokenizers::Tokenizer::from_bytes` is this same serde_json call; made here, its error
+    // keeps the line and column, and tells broken JSON from JSON that is not a tokenizer.
+    let parsed = catch_quietly(|| serde_json::from_slice::<tokenizers::Tokenizer>(bytes))
+        .map_err(|payload| invalid(panic_message("reading tokenizer.json", payload.as_ref())))?;
+    match parsed {
+        Ok(tokenizer) => Ok((tokenizer, growth)),
+        Err(source) if source.is_data() => Err(invalid(source.to_string())),
+        Err(source) => Err(json_error(source)),
+    }
+}
+
+/// Transformers' PreTrainedTokenizerFast.__init__ registers the tokens of
+/// `added_tokens_decoder` and the special tokens with the backend tokenizer when it does not
+/// know them as added tokens yet, so that they are never split.
+fn tokens_to_register(inner: &tokenizers::Tokenizer, config: &TokenizerConfig) -> Vec<AddedToken> {
+    let known: HashSet<String> = inner
+        .get_added_tokens_decoder()
+        .into_values()
+        .map(|t| t.content)
+        .collect();
+    let mut to_add: Vec<AddedToken> = Vec::new();
+    for token in config.added_tokens_decoder.values() {
+        if !known.contains(&token.content) {
+            to_add.push(
+                AddedToken::from(token.content.clone(), token.special)
+                    .single_word(token.single_word)
+                    .lstrip(token.lstrip)
+                    .rstrip(token.rstrip)
+                    .normalized(token.normalized),
+            );
+        }
+    }
+    for token in config.special_tokens.all() {
+        if !known.contains(token) && !to_add.iter().any(|t| t.content == token) {
+            to_add.push(AddedToken::from(token, true));
+        }
+    }
+    to_add
 }
 
 /// The lengths the `tokenizers` library's `truncate_encodings` will cut the sequences to

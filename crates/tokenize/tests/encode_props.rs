@@ -51,6 +51,7 @@ fn options() -> impl Strategy<Value = EncodeOptions> {
                 stride,
                 return_overflowing_tokens: overflow,
                 pad_to_multiple_of: multiple,
+                token_budget: None,
             },
         )
 }
