@@ -711,6 +711,19 @@ fn listing_type(path: &str) -> Option<RepoType> {
     repo_type_of(rest.strip_suffix('/').unwrap_or(rest))
 }
 
+/// Runs the mirror's parsers of untrusted request text on one request, as the server would before
+/// answering: the path and query into routes, and a `paths-info` body. Returns how many routes
+/// the path can mean. For fuzzing (`fuzz/fuzz_targets/hub_parsers.rs`): nothing is looked up.
+pub fn parse_request_for_fuzzing(
+    path: &str,
+    query: Option<&str>,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> usize {
+    let _ = api::PathsRequest::parse(content_type, body);
+    parse_route(path, query).map_or(0, |routes| routes.len())
+}
+
 /// Parses a request path (still percent-encoded) into the routes it can mean, best first. A
 /// repo id has one or two segments, so `org/resolve/resolve/main/x` reads both as repo
 /// `org/resolve` and as repo `org`; the two-segment reading comes first, and the first whose repo
