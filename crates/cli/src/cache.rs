@@ -129,19 +129,17 @@ fn list(cache: &HubCache, json: bool) -> anyhow::Result<ExitCode> {
                     .collect(),
             });
         }
-        let mut refs = BTreeMap::new();
-        let mut invalid_refs = BTreeMap::new();
-        for name in repo_cache.ref_names()? {
-            match repo_cache.read_ref(&name) {
-                Ok(Some(commit)) => {
-                    refs.insert(name, commit.to_string());
-                }
-                Ok(None) => {}
-                Err(error) => {
-                    invalid_refs.insert(name, error.to_string());
-                }
-            }
-        }
+        let ref_listing = repo_cache.ref_listing()?;
+        let refs = ref_listing
+            .refs
+            .into_iter()
+            .map(|(name, commit)| (name, commit.to_string()))
+            .collect();
+        let invalid_refs = ref_listing
+            .invalid
+            .into_iter()
+            .map(|(name, error)| (name, error.to_string()))
+            .collect();
         repos.push(RepoListing {
             repo: repo_cache.repo().to_string(),
             size: blobs_size(&repo_cache)?,

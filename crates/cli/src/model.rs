@@ -15,7 +15,8 @@ use safeformers_hub::glob::{glob_match, matches_any};
 use safeformers_hub::lockfile::{Lockfile, lockfile_path};
 use safeformers_hub::settings::is_truthy;
 use safeformers_hub::{
-    CommitHash, HubError, HubSettings, RepoCache, RepoFilePath, RepoId, Revision, Snapshot,
+    CommitHash, HubCache, HubError, HubSettings, RepoCache, RepoFilePath, RepoId, Revision,
+    Snapshot,
 };
 
 use crate::UsageError;
@@ -240,8 +241,7 @@ pub fn resolve_model(
     let snapshot = fetch(&request, hub, lock, &Want::Load { allow_pickle })?;
     // The cache rule, before anything is read from the snapshot: every entry must link to a
     // regular file in the repo's own blobs/ (a policy refusal naming the entry otherwise).
-    hub.client()?
-        .cache()
+    HubCache::new(hub.settings().cache_dir)
         .repo(&request.repo)
         .snapshot_files(&snapshot.commit)?;
     Ok(snapshot.dir)

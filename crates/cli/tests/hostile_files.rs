@@ -59,10 +59,21 @@ fn minilm_links(sandbox: &Sandbox, label: &str, replaced: &str) -> PathBuf {
     dir
 }
 
-/// `run feature-extraction --model DIR hello`, within the deadline.
-fn embed_with(sandbox: &Sandbox, cache: &Path, dir: &Path) -> std::process::Output {
+/// `safeformers ARGS` with the sandbox's environment and `cache`, no reachable endpoint, within
+/// the deadline.
+fn safeformers_within(sandbox: &Sandbox, cache: &Path, args: &[&str]) -> std::process::Output {
     run_within(
         sandbox.safeformers(cache, "http://127.0.0.1:9"),
+        args,
+        DEADLINE_SECONDS,
+    )
+}
+
+/// `run feature-extraction --model DIR hello`, within the deadline.
+fn embed_with(sandbox: &Sandbox, cache: &Path, dir: &Path) -> std::process::Output {
+    safeformers_within(
+        sandbox,
+        cache,
         &[
             "run",
             "feature-extraction",
@@ -70,7 +81,6 @@ fn embed_with(sandbox: &Sandbox, cache: &Path, dir: &Path) -> std::process::Outp
             dir.to_str().unwrap(),
             "hello",
         ],
-        DEADLINE_SECONDS,
     )
 }
 
@@ -99,10 +109,10 @@ fn a_fifo_in_a_model_folder_is_an_error_not_a_hang() {
     for name in ["model.safetensors", "config.json"] {
         let dir = minilm_links(&sandbox, &format!("inspect-{name}"), name);
         make_fifo(&dir.join(name));
-        let output = run_within(
-            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+        let output = safeformers_within(
+            &sandbox,
+            &cache,
             &["inspect", dir.join(name).to_str().unwrap()],
-            DEADLINE_SECONDS,
         );
         assert_ne!(output.status.code(), Some(0), "inspect {name}");
         assert!(
@@ -120,11 +130,7 @@ fn a_device_is_refused_before_it_is_read() {
     // Named directly on the command line: the opener refuses the device.
     let zero = sandbox.root.join("model.safetensors");
     symlink("/dev/zero", &zero);
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-        &["inspect", zero.to_str().unwrap()],
-        DEADLINE_SECONDS,
-    );
+    let output = safeformers_within(&sandbox, &cache, &["inspect", zero.to_str().unwrap()]);
     assert_code(&output, 1, "inspect /dev/zero");
     assert!(
         stderr(&output).contains("a character device"),
@@ -174,10 +180,10 @@ fn a_link_out_of_a_model_folder_is_refused() {
     assert_code(&output, 0, "a link inside the folder");
     // A cache snapshot folder named by its path links into its repo's blobs/: fine.
     let snapshot = imported_tiny(&sandbox, &cache);
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+    let output = safeformers_within(
+        &sandbox,
+        &cache,
         &["inspect", "--json", snapshot.to_str().unwrap()],
-        DEADLINE_SECONDS,
     );
     assert_code(&output, 0, "inspect SNAPSHOT_DIR");
 }
@@ -235,19 +241,15 @@ fn repo_dir(cache: &Path) -> PathBuf {
 }
 
 fn inspect_offline(sandbox: &Sandbox, cache: &Path) -> std::process::Output {
-    run_within(
-        sandbox.safeformers(cache, "http://127.0.0.1:9"),
+    safeformers_within(
+        sandbox,
+        cache,
         &["inspect", "--json", "--offline", "org/tiny"],
-        DEADLINE_SECONDS,
     )
 }
 
 fn verify(sandbox: &Sandbox, cache: &Path) -> std::process::Output {
-    run_within(
-        sandbox.safeformers(cache, "http://127.0.0.1:9"),
-        &["cache", "verify"],
-        DEADLINE_SECONDS,
-    )
+    safeformers_within(sandbox, cache, &["cache", "verify"])
 }
 
 #[test]
@@ -290,11 +292,7 @@ fn refs_that_are_special_or_huge_are_refused_with_their_cap() {
 
     // `cache ls` names a malformed ref as a cache problem, with no server in the story.
     std::fs::write(&main, "not a commit\n").unwrap();
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-        &["cache", "ls", "--json"],
-        DEADLINE_SECONDS,
-    );
+    let output = safeformers_within(&sandbox, &cache, &["cache", "ls", "--json"]);
     assert_code(&output, 0, "cache ls");
     let listing = stdout_json(&output);
     let reason = listing["repos"][0]["invalid_refs"]["main"]
@@ -320,8 +318,9 @@ fn lockfiles_that_are_special_or_huge_are_refused_with_their_cap() {
         (&zero, "a character device"),
         (&huge, "cap for a lockfile"),
     ] {
-        let output = run_within(
-            sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+        let output = safeformers_within(
+            &sandbox,
+            &cache,
             &[
                 "inspect",
                 "--offline",
@@ -330,7 +329,6 @@ fn lockfiles_that_are_special_or_huge_are_refused_with_their_cap() {
                 lockfile.to_str().unwrap(),
                 "org/tiny",
             ],
-            DEADLINE_SECONDS,
         );
         assert_code(&output, 1, expected);
         assert!(stderr(&output).contains(expected), "{}", stderr(&output));
@@ -428,11 +426,7 @@ fn cache_verify_reports_every_tampered_entry() {
         3,
         "load of a tampered snapshot",
     );
-    let listing = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
-        &["cache", "ls", "--json"],
-        DEADLINE_SECONDS,
-    );
+    let listing = safeformers_within(&sandbox, &cache, &["cache", "ls", "--json"]);
     assert_code(&listing, 0, "cache ls");
     let listing = stdout_json(&listing);
     let refused = listing["repos"][0]["snapshots"][0]["refused"]
@@ -495,8 +489,9 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     let secret = sandbox.root.join("secret.txt");
     std::fs::write(&secret, "the secret").unwrap();
     symlink(&secret, model.join("notes.txt"));
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+    let output = safeformers_within(
+        &sandbox,
+        &cache,
         &[
             "cache",
             "import",
@@ -504,7 +499,6 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
             "--repo",
             "org/tiny",
         ],
-        DEADLINE_SECONDS,
     );
     assert_code(&output, 3, "import with a link outside");
     let message = stderr(&output);
@@ -520,8 +514,9 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     // A link inside the folder is fine, and a FIFO is refused without blocking.
     std::fs::remove_file(model.join("notes.txt")).unwrap();
     symlink("vocab.txt", model.join("notes.txt"));
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+    let output = safeformers_within(
+        &sandbox,
+        &cache,
         &[
             "cache",
             "import",
@@ -529,12 +524,12 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
             "--repo",
             "org/tiny",
         ],
-        DEADLINE_SECONDS,
     );
     assert_code(&output, 0, "import with a link inside");
     make_fifo(&model.join("pipe.json"));
-    let output = run_within(
-        sandbox.safeformers(&cache, "http://127.0.0.1:9"),
+    let output = safeformers_within(
+        &sandbox,
+        &cache,
         &[
             "cache",
             "import",
@@ -542,7 +537,6 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
             "--repo",
             "org/tiny",
         ],
-        DEADLINE_SECONDS,
     );
     assert_code(&output, 1, "import with a FIFO");
     assert!(

@@ -195,6 +195,15 @@ pub struct SnapshotListing {
     pub refused: Vec<RefusedEntry>,
 }
 
+/// The refs of a cached repo ([`RepoCache::ref_listing`]).
+#[derive(Debug, Default)]
+pub struct RefListing {
+    /// Refs that point to a commit, sorted by name.
+    pub refs: Vec<(String, CommitHash)>,
+    /// Refs whose file cannot be read as a commit, with why, sorted by name.
+    pub invalid: Vec<(String, HubError)>,
+}
+
 /// What `cache verify` finds in one snapshot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VerifyReport {
@@ -382,17 +391,28 @@ impl RepoCache {
             .collect())
     }
 
-    /// Every cached ref and the commit it points to, sorted by name; the first ref that cannot
-    /// be read (not a regular file, over 256 bytes, not a commit hash) is an error.
-    pub fn refs(&self) -> Result<Vec<(String, CommitHash)>> {
-        let mut refs = Vec::new();
+    /// Every cached ref, sorted by name: those that point to a commit, and those whose file
+    /// cannot be read as one (not a regular file, over 256 bytes, not a commit hash), with why.
+    pub fn ref_listing(&self) -> Result<RefListing> {
+        let mut listing = RefListing::default();
         for name in self.ref_names()? {
-            if let Some(commit) = self.read_ref(&name)? {
-                refs.push((name, commit));
+            match self.read_ref(&name) {
+                Ok(Some(commit)) => listing.refs.push((name, commit)),
+                Ok(None) => {}
+                Err(error) => listing.invalid.push((name, error)),
             }
         }
-        refs.sort();
-        Ok(refs)
+        Ok(listing)
+    }
+
+    /// Every cached ref and the commit it points to, sorted by name; the first ref that cannot
+    /// be read is an error.
+    pub fn refs(&self) -> Result<Vec<(String, CommitHash)>> {
+        let listing = self.ref_listing()?;
+        match listing.invalid.into_iter().next() {
+            Some((_, error)) => Err(error),
+            None => Ok(listing.refs),
+        }
     }
 
     /// Whether `.no_exist/<commit>/<path>` records that the file is absent at that commit.

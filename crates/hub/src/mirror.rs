@@ -79,7 +79,7 @@ pub use connection::{
     MirrorLimits,
 };
 
-use crate::cache::{HubCache, RepoCache, hex};
+use crate::cache::{CachedBlob, HubCache, RepoCache, hex};
 use crate::error::{HubError, Result};
 use crate::names::{CommitHash, Etag, RepoFilePath, printable};
 use crate::repo::{RepoId, RepoType, Revision};
@@ -892,6 +892,15 @@ struct Blob {
 }
 
 impl Blob {
+    /// A blob the cache rule resolved, with its size.
+    fn from_cached(blob: CachedBlob, size: u64) -> Blob {
+        Blob {
+            path: blob.path,
+            etag: blob.etag,
+            size,
+        }
+    }
+
     /// The git blob id: the name of a SHA-1 blob, or the git SHA-1 of an LFS blob's pointer.
     fn git_oid(&self) -> String {
         if self.etag.is_sha256() {
@@ -918,11 +927,7 @@ impl Blob {
 /// a regular file directly inside the repo's own `blobs/`, see `RepoCache::resolve_entry`).
 fn blob_of(repo: &RepoCache, entry: &Path) -> Option<Blob> {
     let (blob, size) = repo.resolve_entry(entry).ok()?;
-    Some(Blob {
-        path: blob.path,
-        etag: blob.etag,
-        size,
-    })
+    Some(Blob::from_cached(blob, size))
 }
 
 fn refused_entry(repo: &RepoCache, commit: &CommitHash, path: &RepoFilePath) {
@@ -952,14 +957,7 @@ fn served_files(
     let served = listing
         .files
         .into_iter()
-        .map(|file| {
-            let blob = Blob {
-                path: file.blob.path,
-                etag: file.blob.etag,
-                size: file.size,
-            };
-            (file.path, blob)
-        })
+        .map(|file| (file.path, Blob::from_cached(file.blob, file.size)))
         .collect();
     Ok(served)
 }

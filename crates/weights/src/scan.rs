@@ -162,11 +162,16 @@ fn walk(path: &Path, depth: usize, files: &mut Vec<FileReport>) {
 }
 
 fn unreadable(path: &Path, reason: String) -> FileReport {
+    invalid_report(path, "unreadable", reason)
+}
+
+/// An `invalid` report of a file that could not be scanned, with one finding of `kind`.
+fn invalid_report(path: &Path, kind: &str, reason: String) -> FileReport {
     FileReport {
         path: path.display().to_string(),
         format: FileFormat::Unknown,
         verdict: Verdict::Invalid,
-        findings: vec![Finding::new(Severity::Info, "unreadable", reason)],
+        findings: vec![Finding::new(Severity::Info, kind, reason)],
     }
 }
 
@@ -176,16 +181,7 @@ pub fn scan_file(path: &Path) -> FileReport {
         Ok(file) => file,
         // A FIFO, a device, a socket: reported and never opened (or waited on).
         Err(Error::File(error @ safeformers_files::FileError::NotRegular { .. })) => {
-            return FileReport {
-                path: path.display().to_string(),
-                format: FileFormat::Unknown,
-                verdict: Verdict::Invalid,
-                findings: vec![Finding::new(
-                    Severity::Info,
-                    "not_a_regular_file",
-                    error.to_string(),
-                )],
-            };
+            return invalid_report(path, "not_a_regular_file", error.to_string());
         }
         Err(error) => return unreadable(path, error.to_string()),
     };

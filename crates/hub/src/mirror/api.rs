@@ -144,7 +144,7 @@ fn form_decode(raw: &str) -> Parsed<String> {
 
 /// `list_repo_refs`: every cached ref whose commit has a snapshot, by kind.
 pub(super) fn refs(repo: &RepoCache, include_prs: bool) -> Parsed<Reply> {
-    let names = repo.ref_names().map_err(|error| {
+    let listing = repo.ref_listing().map_err(|error| {
         eprintln!("mirror: cannot list the refs of {}: {error}", repo.repo());
         Reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -153,14 +153,10 @@ pub(super) fn refs(repo: &RepoCache, include_prs: bool) -> Parsed<Reply> {
         )
     })?;
     // A ref that cannot be read (a FIFO, over its cap, not a commit) is left out, not fatal.
-    let mut cached = Vec::new();
-    for name in names {
-        match repo.read_ref(&name) {
-            Ok(Some(commit)) => cached.push((name, commit)),
-            Ok(None) => {}
-            Err(error) => eprintln!("mirror: not listing a ref of {}: {error}", repo.repo()),
-        }
+    for (_, error) in &listing.invalid {
+        eprintln!("mirror: not listing a ref of {}: {error}", repo.repo());
     }
+    let cached = listing.refs;
     // Keyed by full ref, so that `main` and `refs/heads/main` are one branch.
     let mut kinds: BTreeMap<(&str, String), (String, String)> = BTreeMap::new();
     for (name, commit) in &cached {
