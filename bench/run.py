@@ -12,8 +12,8 @@ figures, the numerics checks and the exact commands. See bench/README.md.
 
 Environment: ROUNDS (3), THREADS (2), SAFEFORMERS_BENCH_VENV (~/.cache/safeformers/venv-torch),
 SAFEFORMERS_BENCH_WORK (~/.cache/safeformers/bench: corpus, prompt ids, 500 MB file), MINILM_DIR
-(default: what scripts/fetch-minilm.sh prints), GPT2_124M_DIR (~/.cache/safeformers/gpt2-124m-random),
-SMOLLM2_DIR (~/.cache/safeformers/smollm2-135m-instruct: written from scripts/fetch-smollm2.sh's
+(default: what scripts/fetch-minilm.sh prints), GPT2_124M_DIR
+(~/.cache/safeformers/gpt2-124m-random), SMOLLM2_DIR (~/.cache/safeformers/smollm2-135m-instruct: written from scripts/fetch-smollm2.sh's
 GGUF file by bench/convert_smollm2.py when it has no model.safetensors), CARGO_TARGET_DIR (where
 the release binaries are built), BENCH_RESULTS (output file).
 """
