@@ -19,7 +19,7 @@
 //! `--quantize q8` stores them as 8-bit blocks. Both are load options of
 //! [`AutoModelForCausalLM::load_with_options`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -131,7 +131,7 @@ fn generate(model: &dyn CausalLm, prompt: &[u32], new_tokens: usize) -> Result<V
 
 /// The prompt: the first `count` ids of the file, or the synthetic ids when there is no file.
 fn prompt_ids(
-    file: Option<&PathBuf>,
+    file: Option<&Path>,
     count: usize,
     vocab: u64,
 ) -> std::result::Result<Vec<u32>, String> {
@@ -194,7 +194,7 @@ fn run(options: &Options) -> std::result::Result<(), Box<dyn std::error::Error>>
     )?;
     let load_seconds = load_start.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u64;
-    let prompt = prompt_ids(options.prompt_ids.as_ref(), options.prompt_tokens, vocab)?;
+    let prompt = prompt_ids(options.prompt_ids.as_deref(), options.prompt_tokens, vocab)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".to_string());
     // Warm-up (page faults of the weights, allocator).
     generate(model.as_ref(), &prompt, options.new_tokens.min(8))?;
