@@ -47,7 +47,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(args.model, attn_implementation=args.attn,
-                                                 torch_dtype=torch.float32).eval()
+                                                 dtype=torch.float32).eval()
     load_seconds = time.perf_counter() - start
     # Greedy for exactly new_tokens: no EOS stop (the Rust side does not stop either).
     model.generation_config.eos_token_id = None
