@@ -83,6 +83,22 @@ impl Linear {
         Ok(y.reshape(out_shape)?)
     }
 
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]`: a few rows
+    /// through the few-row kernel, many (a prefill) through one GEMM.
+    pub fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        if rows <= crate::weight_storage::FEW_ROWS {
+            return self.forward_values(x, rows);
+        }
+        let input = Tensor::from_slice(x, (rows, self.in_features()), &candle_core::Device::Cpu)?;
+        let y = self.weight.matmul(&input, self.bias.as_deref())?;
+        Ok(y.flatten_all()?.to_vec1::<f32>()?)
+    }
+
     /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]` (the decoding
     /// path, no tensors).
     pub fn forward_values(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {

@@ -35,11 +35,13 @@ pub mod auto;
 pub mod bert;
 pub mod causal_lm;
 pub mod config;
+pub mod decoder;
 pub mod distilbert;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
 pub mod kernels;
+pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod output;
@@ -52,8 +54,9 @@ pub use auto::{
     Architecture, AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, Head, LoadedModel,
     SUPPORTED_MODEL_TYPES,
 };
-pub use causal_lm::{CausalLm, KvCache};
+pub use causal_lm::{CausalLm, KvCache, SequenceCache, SequenceInput};
 pub use config::{ModelConfig, ProblemType};
+pub use decoder::LogitsAt;
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel, TokenSequence};
 pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

@@ -26,7 +26,7 @@ pub struct CacheSlab<'a> {
 
 impl<'a> CacheSlab<'a> {
     /// Positions `0..len` of head `head`, `[len, head_dim]`.
-    fn head(&self, head: usize) -> Option<&'a [f32]> {
+    pub(crate) fn head(&self, head: usize) -> Option<&'a [f32]> {
         let start = head
             .checked_mul(self.capacity)?
             .checked_mul(self.head_dim)?;

@@ -16,6 +16,8 @@
 //! - [`few_rows`]: `x Wᵀ` for one to a few dozen rows of `x` (decoding), with weights stored as
 //!   f32, f16, bf16 or 8-bit blocks.
 //! - [`decode_attention`]: attention of one new query row per sequence over a KV cache.
+//! - [`cached_attention`]: causal attention of a sequence's new queries (prefill or one step)
+//!   over its KV cache slabs, read in place; [`rms_norm`], [`rotary`] in place.
 //!
 //! Threads: every kernel splits its work over the rayon pool it is called from (the CLI's
 //! `--threads` pool, or rayon's global pool sized by `RAYON_NUM_THREADS` or the core count).
@@ -24,12 +26,15 @@
 
 pub mod activation;
 mod aligned;
+pub mod cached_attention;
 pub mod decode_attention;
 pub mod encoder_attention;
 pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
 pub mod packed_gemm;
+pub mod rms_norm;
+pub mod rotary;
 
 use crate::error::{Error, Result};
 
