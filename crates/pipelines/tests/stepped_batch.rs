@@ -11,15 +11,18 @@
     clippy::indexing_slicing
 )]
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use safeformers_models::CausalLm;
 use safeformers_pipelines::generation::{
-    Batch, GenerationConfig, GenerationParams, SequenceId, SequenceOptions, StopReason,
-    TokenChooser,
+    Batch, GenerationConfig, GenerationParams, PromptCache, SequenceId, SequenceOptions,
+    StopReason, TokenChooser,
 };
-use safeformers_pipelines::{LoadOptions, TextGeneration};
+use safeformers_pipelines::{
+    GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
+};
 
 const MODELS: &[&str] = &[
     "gpt2",
@@ -176,5 +179,42 @@ fn members_joining_and_leaving_get_the_tokens_they_get_alone() {
             assert_eq!(got, want, "{model_name}, sampling {do_sample}");
             assert!(want.iter().all(|tokens| tokens.len() == 7));
         }
+    }
+}
+
+/// A chat's turns continue one KV cache: the second prompt shares the first one's beginning
+/// (and the tokens generated after it), and what it generates is what a fresh run generates.
+#[test]
+fn a_continued_prompt_cache_gives_what_a_fresh_run_gives() {
+    for model_name in ["gpt2", "llama", "mistral"] {
+        let pipeline = pipeline(model_name);
+        let options = TextGenerationOptions {
+            generation: GenerationConfig {
+                max_new_tokens: Some(5),
+                do_sample: Some(false),
+                ..GenerationConfig::default()
+            },
+            ..TextGenerationOptions::default()
+        };
+        let held = RefCell::new(PromptCache::default());
+        let first = GenerationInput::Text("the quick brown fox".into());
+        let reply = pipeline
+            .run_streaming_continuing(&first, &options, &held, &mut |_| Ok(()))
+            .unwrap();
+        assert_eq!(reply, pipeline.run(&[first], &options).unwrap()[0]);
+        let prompt_tokens = pipeline
+            .prompt_ids(&GenerationInput::Text("the quick brown fox".into()))
+            .unwrap()
+            .len();
+        assert!(held.borrow().len() >= prompt_tokens, "{model_name}");
+        let GeneratedContent::Text(text) = &reply.generated_text else {
+            panic!("text in, text out");
+        };
+        let second = GenerationInput::Text(format!("{text} jumps over"));
+        let continued = pipeline
+            .run_streaming_continuing(&second, &options, &held, &mut |_| Ok(()))
+            .unwrap();
+        let fresh = pipeline.run(&[second], &options).unwrap();
+        assert_eq!(continued, fresh[0], "{model_name}");
     }
 }

@@ -21,8 +21,10 @@ pub mod sampling;
 pub mod step;
 pub mod stopping;
 
+use std::cell::RefCell;
+
 use candle_core::Device;
-use safeformers_models::CausalLm;
+use safeformers_models::{CausalLm, SequenceCache};
 
 use crate::error::{PipelineError, Result};
 
@@ -50,6 +52,10 @@ pub struct GenerateOptions<'a> {
     pub decode: Option<DecodeFn<'a>>,
     /// Where the model's inputs are placed.
     pub device: Device,
+    /// The KV cache of an earlier call (a chat's previous turn), continued where its tokens are
+    /// a prefix of the prompt and left holding this call's sequence; used when there is one
+    /// prompt.
+    pub prompt_cache: Option<&'a RefCell<PromptCache>>,
 }
 
 impl Default for GenerateOptions<'_> {
@@ -60,7 +66,52 @@ impl Default for GenerateOptions<'_> {
             first_index: 0,
             decode: None,
             device: Device::Cpu,
+            prompt_cache: None,
         }
+    }
+}
+
+/// Token ids and the KV cache that holds them, kept from one [`generate`] call for the next
+/// (a chat keeps its conversation's cache across turns: only what changed is computed).
+#[derive(Debug, Default)]
+pub struct PromptCache {
+    ids: Vec<u32>,
+    cache: Option<SequenceCache>,
+}
+
+impl PromptCache {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The cache to continue for `prompt`: what it holds up to the first token that differs.
+    fn take_for(&mut self, prompt: &[u32]) -> Option<SequenceCache> {
+        let mut cache = self.cache.take()?;
+        let common = self
+            .ids
+            .iter()
+            .zip(prompt)
+            .take_while(|(held, wanted)| held == wanted)
+            .count();
+        cache.truncate(common);
+        self.ids.clear();
+        Some(cache)
+    }
+
+    /// Keeps `sequence`'s cache and the ids it holds.
+    fn keep(&mut self, sequence: Sequence) {
+        let mut ids = sequence.prompt().to_vec();
+        ids.extend_from_slice(sequence.tokens());
+        let cache = sequence.into_cache();
+        ids.truncate(cache.len());
+        self.ids = ids;
+        self.cache = Some(cache);
     }
 }
 
@@ -72,6 +123,7 @@ impl std::fmt::Debug for GenerateOptions<'_> {
             .field("first_index", &self.first_index)
             .field("decode", &self.decode.is_some())
             .field("device", &self.device)
+            .field("prompt_cache", &self.prompt_cache.is_some())
             .finish()
     }
 }
@@ -145,7 +197,8 @@ pub fn generate(
     let decode = options.decode.filter(|_| !params.stop_strings.is_empty());
     let seed = options.seed.unwrap_or_else(clock_seed);
     let mut batch = Batch::new(model, params);
-    let mut rows = Vec::with_capacity(prompts.len());
+    let count = prompts.len();
+    let mut rows = Vec::with_capacity(count);
     for (index, prompt) in prompts.into_iter().enumerate() {
         let chooser = if params.do_sample {
             TokenChooser::seeded_stream(seed, options.first_index + index as u64)
@@ -159,7 +212,14 @@ pub fn generate(
             processor_padding: longest - prompt.len(),
             pad_token_id: pad,
         };
-        rows.push(batch.join(prompt, sequence_options, decode)?);
+        let reused = match options.prompt_cache {
+            Some(held) if count == 1 => held.borrow_mut().take_for(&prompt),
+            _ => None,
+        };
+        rows.push(match reused {
+            Some(cache) => batch.join_with_cache(prompt, cache, sequence_options, decode)?,
+            None => batch.join(prompt, sequence_options, decode)?,
+        });
     }
     while batch.is_running() {
         for chosen in batch.step(decode)? {
@@ -168,26 +228,38 @@ pub fn generate(
         }
     }
     let sequences: Vec<Sequence> = rows.iter().filter_map(|&id| batch.leave(id)).collect();
-    // Rows that finished early are filled up with the pad token, as Transformers returns them.
+    Ok(finish_rows(sequences, pad, options.prompt_cache))
+}
+
+/// The rows of finished sequences; rows that finished early are filled up with the pad token,
+/// as Transformers returns them. A single sequence's cache goes to `prompt_cache`.
+fn finish_rows(
+    sequences: Vec<Sequence>,
+    pad: u32,
+    prompt_cache: Option<&RefCell<PromptCache>>,
+) -> Vec<GeneratedRow> {
     let steps = sequences
         .iter()
         .map(|sequence| sequence.tokens().len())
         .max()
         .unwrap_or(0);
-    Ok(sequences
-        .into_iter()
-        .map(|sequence| {
-            let mut tokens = sequence.tokens().to_vec();
-            let generated = tokens.len();
-            tokens.resize(steps, pad);
-            GeneratedRow {
-                prompt: sequence.prompt().to_vec(),
-                generated,
-                tokens,
-                stop_reason: sequence.stop_reason().unwrap_or(StopReason::Length),
-            }
-        })
-        .collect())
+    let single = sequences.len() == 1;
+    let mut rows = Vec::with_capacity(sequences.len());
+    for sequence in sequences {
+        let mut tokens = sequence.tokens().to_vec();
+        let generated = tokens.len();
+        tokens.resize(steps, pad);
+        rows.push(GeneratedRow {
+            prompt: sequence.prompt().to_vec(),
+            generated,
+            tokens,
+            stop_reason: sequence.stop_reason().unwrap_or(StopReason::Length),
+        });
+        if let (true, Some(held)) = (single, prompt_cache) {
+            held.borrow_mut().keep(sequence);
+        }
+    }
+    rows
 }
 
 /// Checks that the longest prompt plus `max_new_tokens` fits the model's context window;
