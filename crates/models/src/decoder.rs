@@ -420,6 +420,12 @@ impl DecoderStack {
     /// Runs every sequence's new tokens, appends them to its cache, and returns the logits each
     /// run asked for, packed in order (`[Σ rows asked, vocab]`).
     pub fn forward(&self, runs: &mut [SequenceRun<'_>]) -> Result<Vec<f32>> {
+        // One hop onto the thread pool per call: the kernels' parallel loops then start from a
+        // pool thread (work-stealing) instead of each handing its work over from outside.
+        rayon::scope(|_| self.forward_in_pool(runs))
+    }
+
+    fn forward_in_pool(&self, runs: &mut [SequenceRun<'_>]) -> Result<Vec<f32>> {
         let rows: usize = runs.iter().map(|run| run.tokens.len()).sum();
         if rows == 0 {
             return Ok(Vec::new());
@@ -591,5 +597,31 @@ impl DecoderStack {
             start += rows;
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rms_norms_match_transformers() -> Result<()> {
+        let x = [1f32, -2.0, 3.0, 0.5];
+        let weight = [0.5f32, 1.5, -1.0, 2.0];
+        // LlamaRMSNorm / GemmaRMSNorm(4, eps=1e-6) with this weight, from Transformers 5.23.
+        for (offset, expected) in [
+            (0.0, [0.264_906_44, -1.589_438_7, -1.589_438_7, 0.529_812_9]),
+            (1.0, [0.794_719_34, -2.649_064_3, 0.0, 0.794_719_34]),
+        ] {
+            let norm = Norm::Rms {
+                scale: weight.iter().map(|w| w + offset).collect(),
+                eps: 1e-6,
+            };
+            let got = norm.apply(&x)?;
+            for (got, want) in got.iter().zip(expected) {
+                assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+            }
+        }
+        Ok(())
     }
 }
