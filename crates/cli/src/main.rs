@@ -3,6 +3,8 @@
 //! Exit codes (shared/CLI.md): 0 success, 1 error (for `scan`: something unsafe or invalid was
 //! found), 2 usage error, 3 refused by security policy.
 
+#![forbid(unsafe_code)]
+
 mod cache;
 mod chat_sandbox;
 mod download;

@@ -6,7 +6,7 @@
 //!   cache), so model code works on values it can trust.
 //!
 //! The attention itself is [`crate::decoder::Attention`], over each sequence's cache slabs
-//! ([`crate::kernels::cached_attention`]): causality is by index in the cache (Transformers'
+//! ([`safeformers_kernels::cached_attention`]): causality is by index in the cache (Transformers'
 //! `cache_position`), not by position id.
 
 use candle_core::Tensor;

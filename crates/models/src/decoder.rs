@@ -5,7 +5,7 @@
 //! A forward call runs a set of sequences that may differ in length, each with its own
 //! [`SequenceCache`]: the new tokens of all sequences are packed into one `[rows, hidden]`
 //! matrix for every projection (no padding work), and attention runs per sequence over its
-//! cache slabs in place ([`crate::kernels::cached_attention`]) — the prefill (many new tokens)
+//! cache slabs in place ([`safeformers_kernels::cached_attention`]) — the prefill (many new tokens)
 //! and the decoding step (one) are the same code. The LM head runs only on the positions asked
 //! for ([`LogitsAt`]).
 //!
@@ -16,15 +16,15 @@ use candle_core::{Device, Tensor};
 
 use crate::attention::DecoderInputs;
 use crate::error::{Error, Result};
-use crate::kernels::activation::activation_in_place;
-use crate::kernels::cached_attention::{CausalView, attend_cached};
-use crate::kernels::layer_norm::layer_norm_in_place;
-use crate::kernels::rms_norm::rms_norm_in_place;
-use crate::kernels::rotary::rotate_heads_in_place;
 use crate::kv_cache::{KvCache, SequenceCache};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::RotaryEmbedding;
 use crate::weights::Weights;
+use safeformers_kernels::activation::activation_in_place;
+use safeformers_kernels::cached_attention::{CausalView, attend_cached};
+use safeformers_kernels::layer_norm::layer_norm_in_place;
+use safeformers_kernels::rms_norm::rms_norm_in_place;
+use safeformers_kernels::rotary::rotate_heads_in_place;
 
 /// Which positions of a call's new tokens get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! A sequence's cache holds, per layer, two slabs `[kv_heads, capacity, head_dim]` (keys,
 //! values). Prefill and decoding write the new positions in place and attention reads the slabs
-//! in place ([`crate::kernels::cached_attention`]); nothing already cached is copied again. A
+//! in place ([`safeformers_kernels::cached_attention`]); nothing already cached is copied again. A
 //! slab reserves what [`SequenceCache::reserve`] asks for (generation reserves prompt plus new
 //! tokens up front), and only grows, by doubling, beyond that.
 //!
@@ -13,7 +13,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::kernels::decode_attention::CacheSlab;
+use safeformers_kernels::decode_attention::CacheSlab;
 
 /// Positions reserved when a slab is first written and nothing was reserved.
 const INITIAL_CAPACITY: usize = 64;

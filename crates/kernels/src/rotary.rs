@@ -2,8 +2,7 @@
 //! the first `rotary_dim` values of each head are rotated as pairs `(i, i + rotary_dim / 2)`,
 //! the rest (partial rotary) pass through.
 
-use super::check_len;
-use crate::error::Result;
+use crate::{Result, check_len};
 
 /// Rotates every `head_dim`-wide head of `row` by `cos`/`sin` (`rotary_dim / 2` values each,
 /// the attention scaling already multiplied in): `x₁' = x₁·cos − x₂·sin`,
@@ -46,7 +45,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
-    use crate::kernels::{max_abs_diff, random_values};
+    use crate::{max_abs_diff, random_values};
 
     /// `x · cat(cos, cos) + rotate_half(x) · cat(sin, sin)` over the rotated part.
     #[test]

@@ -18,8 +18,9 @@ pub struct CacheSlab<'a> {
 }
 
 impl<'a> CacheSlab<'a> {
-    /// Positions `0..len` of head `head`, `[len, head_dim]`.
-    pub(crate) fn head(&self, head: usize) -> Option<&'a [f32]> {
+    /// Positions `0..len` of head `head`, `[len, head_dim]` (`None` when the slab is shorter
+    /// than its shape says).
+    pub fn head(&self, head: usize) -> Option<&'a [f32]> {
         let start = head
             .checked_mul(self.capacity)?
             .checked_mul(self.head_dim)?;

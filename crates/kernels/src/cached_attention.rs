@@ -10,8 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::decode_attention::CacheSlab;
-use crate::error::{Error, Result};
+use crate::decode_attention::CacheSlab;
+use crate::{KernelError, Result};
 
 /// Which keys the queries of one call may see.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +56,7 @@ pub fn attend_cached(
         || kv_width == 0
         || !row_len.is_multiple_of(kv_width)
     {
-        return Err(Error::Kernel {
+        return Err(KernelError {
             kernel: "attend_cached",
             reason: format!(
                 "{width} query values for {rows} new positions, {} key heads × {} positions × \
@@ -183,7 +183,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
-    use crate::kernels::{max_abs_diff, random_values};
+    use crate::{max_abs_diff, random_values};
 
     /// The plain definition: `softmax(q kᵀ · scale + bias) v` with the additive mask (0 or the
     /// most negative f32), keys laid out `[kv_heads, len, head_dim]`.

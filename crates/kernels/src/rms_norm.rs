@@ -4,11 +4,10 @@
 
 use rayon::prelude::*;
 
-use super::{check_len, rows_per_task};
-use crate::error::Result;
+use crate::{Result, check_len, rows_per_task};
 
 /// Values per parallel task.
-const MIN_VALUES_PER_TASK: usize = super::MIN_ROWS_TO_SPLIT * 384;
+const MIN_VALUES_PER_TASK: usize = crate::MIN_ROWS_TO_SPLIT * 384;
 
 /// Normalizes each `scale.len()`-wide row of `values` in place.
 pub fn rms_norm_in_place(values: &mut [f32], scale: &[f32], eps: f32) -> Result<()> {
@@ -52,7 +51,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
     use super::*;
-    use crate::kernels::{max_abs_diff, random_values};
+    use crate::{max_abs_diff, random_values};
 
     #[test]
     fn matches_the_plain_formula() {
