@@ -12,10 +12,12 @@
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
 //!   [`heads`].
-//! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
-//!   [`gpt2`], and [`llama`] (Llama, Mistral, Qwen2, Gemma, Phi-3 as config differences);
-//!   causal masks and grouped-query attention shared in [`attention`], rotary embeddings with
-//!   every scaling in [`rotary`], RMSNorm in [`layers`].
+//! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
+//!   (Llama, Mistral, Qwen2, Gemma, Phi-3: one row of family defaults each), all built from the
+//!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
+//!   grouped-query heads, `DecoderStack`) over per-sequence KV cache slabs ([`kv_cache`]);
+//!   rotary embeddings with every scaling in [`rotary`], the tensor interface's input checks in
+//!   [`attention`].
 //!
 //! ```no_run
 //! use std::path::Path;

@@ -14,6 +14,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use safeformers_models::CausalLm;
 use safeformers_pipelines::generation::{
@@ -61,17 +62,14 @@ fn prompts() -> Vec<Vec<u32>> {
 }
 
 fn options(params: &GenerationParams, index: usize) -> SequenceOptions {
-    SequenceOptions {
-        chooser: if params.do_sample {
-            TokenChooser::seeded_stream(SEED, index as u64)
-        } else {
-            TokenChooser::Greedy
-        },
-        max_new_tokens: 7,
-        counted_prompt_len: prompts()[index].len(),
-        processor_padding: 0,
-        pad_token_id: 0,
-    }
+    let options = SequenceOptions::new(
+        Arc::new(params.clone()),
+        prompts()[index].len(),
+        SEED,
+        index as u64,
+    );
+    assert_eq!(options.max_new_tokens, 7);
+    options
 }
 
 /// Each prompt generated in a batch of its own.
@@ -80,7 +78,7 @@ fn alone(model: &dyn CausalLm, params: &GenerationParams) -> Vec<Vec<u32>> {
         .into_iter()
         .enumerate()
         .map(|(index, prompt)| {
-            let mut batch = Batch::new(model, params);
+            let mut batch = Batch::new(model);
             let id = batch.join(prompt, options(params, index), None).unwrap();
             while batch.is_running() {
                 batch.step(None).unwrap();
@@ -97,7 +95,7 @@ fn alone(model: &dyn CausalLm, params: &GenerationParams) -> Vec<Vec<u32>> {
 /// cache) one step later; everyone else runs to the end.
 fn staggered(model: &dyn CausalLm, params: &GenerationParams) -> Vec<Vec<u32>> {
     let prompts = prompts();
-    let mut batch = Batch::new(model, params);
+    let mut batch = Batch::new(model);
     let mut index_of: BTreeMap<SequenceId, usize> = BTreeMap::new();
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); prompts.len()];
     let mut record = |chosen: Vec<safeformers_pipelines::generation::StepToken>,

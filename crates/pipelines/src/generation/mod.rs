@@ -22,6 +22,7 @@ pub mod step;
 pub mod stopping;
 
 use std::cell::RefCell;
+use std::sync::Arc;
 
 use candle_core::Device;
 use safeformers_models::{CausalLm, SequenceCache};
@@ -196,7 +197,8 @@ pub fn generate(
     let pad = params.pad_token_id.unwrap_or(0);
     let decode = options.decode.filter(|_| !params.stop_strings.is_empty());
     let seed = options.seed.unwrap_or_else(clock_seed);
-    let mut batch = Batch::new(model, params);
+    let mut batch = Batch::new(model);
+    let shared = Arc::new(params.clone());
     let count = prompts.len();
     let mut rows = Vec::with_capacity(count);
     for (index, prompt) in prompts.into_iter().enumerate() {
@@ -206,6 +208,7 @@ pub fn generate(
             TokenChooser::Greedy
         };
         let sequence_options = SequenceOptions {
+            params: Arc::clone(&shared),
             chooser,
             max_new_tokens,
             counted_prompt_len: longest,

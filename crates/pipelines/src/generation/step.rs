@@ -5,6 +5,8 @@
 //! ([`CausalLm::forward_sequences`]), with no padding. What a sequence generates does not depend
 //! on the other members: its scores come from its own cache, its draws from its own stream.
 
+use std::sync::Arc;
+
 use safeformers_models::{CausalLm, LogitsAt, SequenceCache, SequenceInput};
 
 use super::DecodeFn;
@@ -17,9 +19,11 @@ use crate::error::{PipelineError, Result};
 /// Identifies a member of a [`Batch`] (given by [`Batch::join`], never reused).
 pub type SequenceId = u64;
 
-/// Per-sequence settings for [`Batch::join`].
+/// Per-sequence settings for [`Batch::join`]: each member has its own generation parameters.
 #[derive(Debug, Clone)]
 pub struct SequenceOptions {
+    /// Processors, EOS ids, length limits, stop strings.
+    pub params: Arc<GenerationParams>,
     /// Greedy or a seeded sampling stream.
     pub chooser: TokenChooser,
     /// New tokens at most.
@@ -32,6 +36,31 @@ pub struct SequenceOptions {
     pub processor_padding: usize,
     /// The pad token id (for `processor_padding`).
     pub pad_token_id: u32,
+}
+
+impl SequenceOptions {
+    /// The settings of a sequence on its own: greedy or sampling from stream `stream` of
+    /// `seed` as `params` say, `params`' length limit for a prompt of `prompt_len` tokens, no
+    /// padding.
+    pub fn new(
+        params: Arc<GenerationParams>,
+        prompt_len: usize,
+        seed: u64,
+        stream: u64,
+    ) -> SequenceOptions {
+        SequenceOptions {
+            chooser: if params.do_sample {
+                TokenChooser::seeded_stream(seed, stream)
+            } else {
+                TokenChooser::Greedy
+            },
+            max_new_tokens: params.length.new_tokens(prompt_len),
+            counted_prompt_len: prompt_len,
+            processor_padding: 0,
+            pad_token_id: params.pad_token_id.unwrap_or(0),
+            params,
+        }
+    }
 }
 
 /// One member's state.
@@ -96,7 +125,6 @@ pub struct StepToken {
 /// A set of sequences generated together, one token per member per [`Batch::step`].
 pub struct Batch<'m> {
     model: &'m dyn CausalLm,
-    params: &'m GenerationParams,
     members: Vec<(SequenceId, Sequence)>,
     next_id: SequenceId,
 }
@@ -111,11 +139,10 @@ impl std::fmt::Debug for Batch<'_> {
 }
 
 impl<'m> Batch<'m> {
-    /// An empty batch generating with `model` under `params`.
-    pub fn new(model: &'m dyn CausalLm, params: &'m GenerationParams) -> Batch<'m> {
+    /// An empty batch generating with `model`.
+    pub fn new(model: &'m dyn CausalLm) -> Batch<'m> {
         Batch {
             model,
-            params,
             members: Vec::new(),
             next_id: 0,
         }
@@ -156,14 +183,13 @@ impl<'m> Batch<'m> {
             .unwrap_or(prompt.len().saturating_add(1024))
             .min(prompt.len().saturating_add(options.max_new_tokens));
         cache.reserve(reserve)?;
-        let stop_strings = match decode {
-            Some(decode) if !self.params.stop_strings.is_empty() => Some(StopStringState::new(
-                &prompt,
-                &self.params.stop_strings,
-                decode,
-            )?),
-            _ => None,
-        };
+        let stop_strings =
+            match decode {
+                Some(decode) if !options.params.stop_strings.is_empty() => Some(
+                    StopStringState::new(&prompt, &options.params.stop_strings, decode)?,
+                ),
+                _ => None,
+            };
         let mut history = vec![options.pad_token_id; options.processor_padding];
         history.extend_from_slice(&prompt);
         let id = self.next_id;
@@ -248,8 +274,8 @@ impl<'m> Batch<'m> {
         }
         let mut chosen = Vec::with_capacity(running.len());
         for ((id, sequence), mut scores) in running.into_iter().zip(logits) {
-            let token = choose(self.params, *id, sequence, &mut scores)?;
-            let stopped = advance(self.params, sequence, token, decode)?;
+            let token = choose(*id, sequence, &mut scores)?;
+            let stopped = advance(sequence, token, decode)?;
             chosen.push(StepToken {
                 id: *id,
                 token,
@@ -261,12 +287,8 @@ impl<'m> Batch<'m> {
 }
 
 /// The member's next token from its scores.
-fn choose(
-    params: &GenerationParams,
-    id: SequenceId,
-    sequence: &mut Sequence,
-    scores: &mut [f32],
-) -> Result<u32> {
+fn choose(id: SequenceId, sequence: &mut Sequence, scores: &mut [f32]) -> Result<u32> {
+    let params = Arc::clone(&sequence.options.params);
     let step = sequence.tokens.len();
     let suppress_eos = step < params.min_new_tokens
         || sequence.options.counted_prompt_len.saturating_add(step) < params.min_length;
@@ -286,11 +308,11 @@ fn choose(
 
 /// Appends `token` to the member and decides whether it stops.
 fn advance(
-    params: &GenerationParams,
     sequence: &mut Sequence,
     token: u32,
     decode: Option<DecodeFn<'_>>,
 ) -> Result<Option<StopReason>> {
+    let params = Arc::clone(&sequence.options.params);
     sequence.history.push(token);
     sequence.tokens.push(token);
     sequence.pending.clear();

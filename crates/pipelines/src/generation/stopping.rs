@@ -141,4 +141,50 @@ mod tests {
         assert_eq!(common_prefix_len("ab\u{FFFD}", "abé"), 2);
         assert_eq!(common_prefix_len("ab", "abc"), 2);
     }
+
+    /// The windowed check finds exactly what decoding the whole sequence finds, also after the
+    /// window has moved many times.
+    #[test]
+    fn the_window_agrees_with_decoding_everything() {
+        // Token t decodes to one letter, 26 to "", 27 to "xy" (tokens of several lengths).
+        let decode = |ids: &[u32]| -> crate::error::Result<String> {
+            Ok(ids
+                .iter()
+                .map(|&t| match t {
+                    26 => String::new(),
+                    27 => "xy".to_string(),
+                    t => char::from(b'a' + (t % 26) as u8).to_string(),
+                })
+                .collect())
+        };
+        let stops = vec!["xyz".to_string(), "qq".to_string()];
+        let prompt: Vec<u32> = (0..40).map(|i| (i * 7) % 26).collect();
+        let generated: Vec<u32> = (0..300u32)
+            .map(|i| match i % 37 {
+                5 => 27,
+                6 => 25,
+                11 => 26,
+                20 | 21 => 16,
+                _ => (i * 5 + 1) % 23,
+            })
+            .collect();
+        let mut state = StopStringState::new(&prompt, &stops, &decode).unwrap();
+        let mut previous = decode(&prompt).unwrap();
+        let mut hits = 0;
+        for end in 1..=generated.len() {
+            let tokens = &generated[..end];
+            let mut all = prompt.clone();
+            all.extend_from_slice(tokens);
+            let text = decode(&all).unwrap();
+            let want = ends_in_stop_string(&text, common_prefix_len(&previous, &text), &stops);
+            previous = text;
+            assert_eq!(
+                state.push(&prompt, tokens, &decode).unwrap(),
+                want,
+                "token {end}"
+            );
+            hits += usize::from(want);
+        }
+        assert!(hits > 10, "the fixture must hit the stop strings: {hits}");
+    }
 }
