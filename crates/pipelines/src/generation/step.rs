@@ -16,6 +16,9 @@ use super::sampling::TokenChooser;
 use super::stopping::{StopReason, StopStringState};
 use crate::error::{PipelineError, Result};
 
+/// New tokens a member's cache reserves room for when it joins, at most.
+const MAX_RESERVED_NEW_TOKENS: usize = 2048;
+
 /// Identifies a member of a [`Batch`] (given by [`Batch::join`], never reused).
 pub type SequenceId = u64;
 
@@ -177,11 +180,16 @@ impl<'m> Batch<'m> {
         // At least the last prompt token runs: its logits choose the first new token.
         let reused = cache.len().min(prompt.len() - 1);
         cache.truncate(reused);
+        // Room for the whole sequence up front, so that no step moves the cache; a limit of
+        // more than `MAX_RESERVED_NEW_TOKENS` new tokens grows by doubling past that instead of
+        // reserving memory it may never use.
+        let reserve = prompt
+            .len()
+            .saturating_add(options.max_new_tokens.min(MAX_RESERVED_NEW_TOKENS));
         let reserve = self
             .model
             .context_length()
-            .unwrap_or(prompt.len().saturating_add(1024))
-            .min(prompt.len().saturating_add(options.max_new_tokens));
+            .map_or(reserve, |c| reserve.min(c));
         cache.reserve(reserve)?;
         let stop_strings =
             match decode {
