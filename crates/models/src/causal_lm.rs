@@ -138,7 +138,7 @@ fn padded_call<M: CausalLm + ?Sized>(
         .unwrap_or(0);
     let batch = picked.len();
     let (mut ids, mut positions, mut mask) = (Vec::new(), Vec::new(), Vec::new());
-    let mut all_logits = true;
+    let mut all_logits = false;
     for input in &picked {
         let cache = &input.cache;
         let (cached, padding) = (cache.len(), cache.left_padding.min(cache.len()));
@@ -151,7 +151,7 @@ fn padded_call<M: CausalLm + ?Sized>(
         mask.extend(std::iter::repeat_n(1u32, cached - padding));
         mask.extend(std::iter::repeat_n(0u32, pad));
         mask.extend(std::iter::repeat_n(1u32, input.tokens.len()));
-        all_logits &= input.logits == LogitsAt::All;
+        all_logits |= input.logits == LogitsAt::All;
     }
     let past = picked.first().map_or(0, |input| input.cache.len());
     let device = Device::Cpu;
