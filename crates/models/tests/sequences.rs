@@ -15,7 +15,7 @@
     clippy::indexing_slicing
 )]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use safeformers_models::{
@@ -43,14 +43,14 @@ fn fixtures() -> Vec<PathBuf> {
 }
 
 /// Whether the rotary frequencies depend on the call's longest position.
-fn length_dependent(dir: &PathBuf) -> bool {
+fn length_dependent(dir: &Path) -> bool {
     let config = std::fs::read_to_string(dir.join("config.json")).unwrap();
     config.contains("\"dynamic\"") || config.contains("\"longrope\"")
 }
 
 /// Each real row of the fixture's `padded` case (or, for length-dependent rotary scaling, its
 /// `single` case) and its golden logits `[len][vocab]`.
-fn golden_rows(dir: &PathBuf) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
+fn golden_rows(dir: &Path) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
     let outputs: Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap()).unwrap();
     let length_dependent = length_dependent(dir);
