@@ -178,7 +178,7 @@ TARGETS = {
     "minilm-b1": ("safeformers-pipelines", "--example", "embed_speed"),
     "minilm-b32": ("safeformers-pipelines", "--example", "embed_speed"),
     "peak-rss": ("safeformers-pipelines", "--example", "embed_speed"),
-    "first-embedding": ("safeformers", "--bin", "safeformers"),
+    "first-embedding": ("safeformers-cli", "--bin", "safeformers"),
     "gpt2-f32": ("safeformers-models", "--example", "greedy_speed"),
     "gpt2-f16": ("safeformers-models", "--example", "greedy_speed"),
     "gpt2-q8": ("safeformers-models", "--example", "greedy_speed"),

@@ -2,22 +2,22 @@
 //! `safeformers chat --model M`, a conversation read from stdin line by line.
 
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
-use safeformers_pipelines::generation::GenerationConfig;
-use safeformers_pipelines::{
-    GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
+use safeformers::{
+    GeneratedContent, GenerationConfig, GenerationInput, Output, TextGeneration,
+    TextGenerationOptions,
 };
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::model::{HubArgs, LockArgs};
 use crate::output;
-use crate::run::{ThreadArgs, WeightArgs, policy};
+use crate::run::{ThreadArgs, WeightArgs};
 
 /// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
 #[derive(Debug, Clone, Args)]
@@ -183,14 +183,11 @@ pub fn generation_inputs(inputs: Vec<String>, chat: bool) -> anyhow::Result<Vec<
 /// (`[{"generated_text": ...}]`, Transformers' output for that input), or with `--stream` the
 /// text as it comes.
 pub fn run_text_generation(
-    dir: &Path,
-    load: &LoadOptions,
+    pipeline: &TextGeneration,
     inputs: &[GenerationInput],
     options: &TextGenerationOptions,
     switches: &TextGenerationArgs,
 ) -> anyhow::Result<()> {
-    let pipeline = TextGeneration::from_dir(dir, load)?
-        .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
     if !switches.stream {
         // Inputs go through in batches; each line is printed when its batch is done.
         let batch_size = options.batch_size.max(1);
@@ -199,11 +196,8 @@ pub fn run_text_generation(
                 first_index: index * batch_size,
                 ..options.clone()
             };
-            for result in pipeline.run(chunk, &chunk_options)? {
-                let mut line = serde_json::to_string(&[result])?;
-                line.push('\n');
-                output::print(&line)?;
-            }
+            let results = pipeline.run(chunk, &chunk_options)?;
+            output::print(&Output::TextGeneration(results).to_json()?)?;
         }
         return Ok(());
     }
@@ -280,16 +274,14 @@ pub struct ChatArgs {
 /// Ends at the end of stdin. Works the same when stdin is not a terminal (then no prompt is
 /// shown).
 pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
-    let options = args.generation.options(args.top_k, 1, true)?;
-    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-    let load = LoadOptions {
-        policy: policy(args.allow_pickle),
-        weights: args.weights.load_options()?,
-        ..LoadOptions::default()
-    };
-    args.threads.install(|| {
-        let pipeline = TextGeneration::from_dir(&dir, &load)?
-            .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
+    let settings = args.generation.options(args.top_k, 1, true)?;
+    let options = args
+        .threads
+        .apply(args.hub.options(&args.lock))
+        .allow_pickle(args.allow_pickle)
+        .weights(args.weights.load_options()?);
+    let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
+    {
         let mut messages: Vec<Value> = Vec::new();
         if let Some(system) = &args.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -311,7 +303,7 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
             messages.push(json!({"role": "user", "content": line}));
             let results = pipeline.run_streaming(
                 &[GenerationInput::Chat(messages.clone())],
-                &options,
+                &settings,
                 &mut |_, text| print_piece(text),
             )?;
             output::print("\n")?;
@@ -327,8 +319,7 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
                 .context("the pipeline returned no reply")?;
             messages.push(reply);
         }
-        Ok(())
-    })?;
+    }
     Ok(ExitCode::SUCCESS)
 }
 
