@@ -12,6 +12,7 @@ use std::process::ExitCode;
 
 use safeformers::{GenerationConfig, Input, Options, Task, TextGenerationOptions};
 
+/// Runs the pipeline and prints its JSON (public: the CLI's parity test runs this `main`).
 pub fn main() -> ExitCode {
     // Chat templates render in an isolated child of this program.
     safeformers::chat_sandbox::serve_if_requested();
