@@ -2,7 +2,7 @@
 # Benchmark: greedy decoding speed of a randomly initialised GPT-2 small (124M, GPT2Config()),
 # 32-token prompt, 128 new tokens, KV cache, CPU, 1 and 2 threads: safeformers
 # (crates/models/examples/greedy_speed.rs, release build) vs PyTorch `model.generate(...,
-# do_sample=False)` (bench/gpt2_generate.py) on the same model folder. Not part of CI.
+# do_sample=False)` (bench/greedy_generate.py) on the same model folder. Not part of CI.
 #
 # The model folder is written once by scripts/make_decoder_fixtures.py --gpt2-124m (never
 # committed). Python side: the venv of scripts/make_model_fixtures.py.
@@ -29,7 +29,7 @@ for threads in ${THREADS:-1 2}; do
       q8) storage=(--quantize q8) ;;
       *) storage=(--dtype "$weights") ;;
     esac
-    "$venv/bin/python" bench/gpt2_generate.py "$model" --threads "$threads" \
+    "$venv/bin/python" bench/greedy_generate.py "$model" --threads "$threads" \
       --prompt-tokens 32 --new-tokens 128 --runs "$runs" 2>/dev/null
     RAYON_NUM_THREADS=$threads "$bin" "$model" --prompt-tokens 32 --new-tokens 128 \
       --runs "$runs" "${storage[@]}"

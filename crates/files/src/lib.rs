@@ -27,6 +27,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::fs::{File, FileType};
 use std::io::{self, Read as _};

@@ -12,6 +12,8 @@
 //! - [`lockfile`]: `safeformers.lock`, Cargo.lock for models.
 //! - [`mirror`] (feature `mirror`): serves a cache as a Hub endpoint for air-gapped clusters.
 
+#![forbid(unsafe_code)]
+
 pub mod cache;
 pub mod client;
 pub mod error;

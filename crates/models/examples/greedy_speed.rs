@@ -8,14 +8,18 @@
 //!     ~/.cache/safeformers/gpt2-124m-random --prompt-tokens 32 --new-tokens 128 --runs 3
 //! ```
 //!
-//! The prompt ids are `(i * 7919 + 13) % vocab` for `i` in `0..prompt_tokens` (the Python side
-//! uses the same), so both decode the same sequence; the generated ids are printed for a check.
+//! The prompt ids are the first `--prompt-tokens` ids of `--prompt-ids FILE` (whitespace-separated
+//! token ids, written by `bench/make_prompt_ids.py`), or without it `(i * 7919 + 13) % vocab` for
+//! `i` in `0..prompt_tokens`; the Python side (`bench/greedy_generate.py`) uses the same, so both
+//! decode the same sequence; the generated ids are printed for a check. A run's `seconds` covers
+//! the cache, the prefill and every step; with `--new-tokens 1` it is the time to the first token
+//! (prefill up to the first new token's logits, plus the argmax).
 //!
 //! `--dtype f32|f16|bf16` stores the linear layers' weights in that type (compute stays f32);
 //! `--quantize q8` stores them as 8-bit blocks. Both are load options of
 //! [`AutoModelForCausalLM::load_with_options`].
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -30,6 +34,7 @@ struct Options {
     prompt_tokens: usize,
     new_tokens: usize,
     runs: usize,
+    prompt_ids: Option<PathBuf>,
     load: WeightOptions,
 }
 
@@ -40,6 +45,7 @@ fn parse_args() -> std::result::Result<Options, String> {
         prompt_tokens: 32,
         new_tokens: 128,
         runs: 3,
+        prompt_ids: None,
         load: WeightOptions::default(),
     };
     let mut model = None;
@@ -54,6 +60,11 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--prompt-tokens" => options.prompt_tokens = number("--prompt-tokens")?,
             "--new-tokens" => options.new_tokens = number("--new-tokens")?,
             "--runs" => options.runs = number("--runs")?,
+            "--prompt-ids" => {
+                options.prompt_ids = Some(PathBuf::from(
+                    args.next().ok_or("--prompt-ids needs a file")?,
+                ));
+            }
             "--dtype" => {
                 dtype = args
                     .next()
@@ -76,8 +87,8 @@ fn parse_args() -> std::result::Result<Options, String> {
         }
     }
     options.model = model.ok_or(
-        "usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--new-tokens N] [--runs N] \
-         [--dtype f32|f16|bf16] [--quantize q8]",
+        "usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--prompt-ids FILE] [--new-tokens N] \
+         [--runs N] [--dtype f32|f16|bf16] [--quantize q8]",
     )?;
     options.load = WeightOptions::new(dtype, quantize).map_err(|error| error.to_string())?;
     Ok(options)
@@ -118,6 +129,43 @@ fn generate(model: &dyn CausalLm, prompt: &[u32], new_tokens: usize) -> Result<V
     Ok(generated)
 }
 
+/// The prompt: the first `count` ids of the file, or the synthetic ids when there is no file.
+fn prompt_ids(
+    file: Option<&Path>,
+    count: usize,
+    vocab: u64,
+) -> std::result::Result<Vec<u32>, String> {
+    let Some(file) = file else {
+        return Ok((0..count as u64)
+            .map(|i| ((i * 7919 + 13) % vocab) as u32)
+            .collect());
+    };
+    let text = std::fs::read_to_string(file)
+        .map_err(|error| format!("{}: cannot read: {error}", file.display()))?;
+    let ids = text
+        .split_whitespace()
+        .take(count)
+        .map(|word| {
+            word.parse::<u32>()
+                .map_err(|_| format!("{}: {word:?} is not a token id", file.display()))
+        })
+        .collect::<std::result::Result<Vec<u32>, String>>()?;
+    if ids.len() < count {
+        return Err(format!(
+            "{}: {} ids, fewer than --prompt-tokens {count}",
+            file.display(),
+            ids.len()
+        ));
+    }
+    if let Some(id) = ids.iter().find(|&&id| u64::from(id) >= vocab) {
+        return Err(format!(
+            "{}: id {id} is not below the vocabulary size {vocab}",
+            file.display()
+        ));
+    }
+    Ok(ids)
+}
+
 fn main() -> ExitCode {
     let options = match parse_args() {
         Ok(options) => options,
@@ -135,7 +183,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(options: &Options) -> Result<()> {
+/// Loads, warms up and times the runs.
+fn run(options: &Options) -> std::result::Result<(), Box<dyn std::error::Error>> {
     let load_start = Instant::now();
     let model = AutoModelForCausalLM::load_with_options(
         &options.model,
@@ -145,13 +194,12 @@ fn run(options: &Options) -> Result<()> {
     )?;
     let load_seconds = load_start.elapsed().as_secs_f64();
     let vocab = model.vocab_size() as u64;
-    let prompt: Vec<u32> = (0..options.prompt_tokens as u64)
-        .map(|i| ((i * 7919 + 13) % vocab) as u32)
-        .collect();
+    let prompt = prompt_ids(options.prompt_ids.as_deref(), options.prompt_tokens, vocab)?;
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "default".to_string());
     // Warm-up (page faults of the weights, allocator).
     generate(model.as_ref(), &prompt, options.new_tokens.min(8))?;
     let mut rates = Vec::new();
+    let mut times = Vec::new();
     let mut ids = Vec::new();
     for run in 0..options.runs {
         let start = Instant::now();
@@ -159,6 +207,7 @@ fn run(options: &Options) -> Result<()> {
         let seconds = start.elapsed().as_secs_f64();
         let rate = options.new_tokens as f64 / seconds;
         rates.push(rate);
+        times.push(seconds);
         println!(
             "{{\"side\":\"safeformers\",\"run\":{run},\"threads\":\"{threads}\",\"prompt_tokens\":{},\"new_tokens\":{},\"seconds\":{seconds:.4},\"tokens_per_second\":{rate:.2}}}",
             options.prompt_tokens, options.new_tokens
@@ -166,8 +215,10 @@ fn run(options: &Options) -> Result<()> {
     }
     rates.sort_by(f64::total_cmp);
     let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+    times.sort_by(f64::total_cmp);
+    let median_seconds = times.get(times.len() / 2).copied().unwrap_or(0.0);
     println!(
-        "{{\"side\":\"safeformers\",\"summary\":true,\"threads\":\"{threads}\",\"dtype\":\"{:?}\",\"quantize\":\"{:?}\",\"load_seconds\":{load_seconds:.3},\"median_tokens_per_second\":{median:.2},\"generated\":{ids:?}}}",
+        "{{\"side\":\"safeformers\",\"summary\":true,\"threads\":\"{threads}\",\"dtype\":\"{:?}\",\"quantize\":\"{:?}\",\"load_seconds\":{load_seconds:.3},\"median_tokens_per_second\":{median:.2},\"median_seconds\":{median_seconds:.4},\"generated\":{ids:?}}}",
         options.load.dtype(),
         options.load.quantize()
     );

@@ -13,14 +13,13 @@ use serde::Deserialize;
 use crate::config::{ModelConfig, defaults};
 use crate::error::{Error, Result};
 use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
-use crate::kernels;
-use crate::kernels::encoder_attention::{
-    AttentionShape, encoder_attention, encoder_attention_packed,
-};
-use crate::kernels::matmul::DenseWeights;
-use crate::layers::{Activation, Embedding, Inputs, LayerNorm, Linear};
+use crate::layers::{Activation, ActivationForward, Embedding, Inputs, LayerNorm, Linear};
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::weights::Weights;
+use safeformers_kernels::encoder_attention::{
+    AttentionShape, encoder_attention, encoder_attention_packed,
+};
+use safeformers_kernels::matmul::DenseWeights;
 
 /// `BertConfig`: the `config.json` fields of BERT (and RoBERTa / XLM-RoBERTa, whose configs
 /// are BERT's), with Transformers' defaults.
@@ -378,13 +377,13 @@ impl NormWeights {
     }
 
     fn apply(&self, rows: &mut [f32]) -> Result<()> {
-        kernels::layer_norm::layer_norm_in_place(
+        Ok(safeformers_kernels::layer_norm::layer_norm_in_place(
             rows,
             self.weight.len(),
             &self.weight,
             &self.bias,
             self.eps,
-        )
+        )?)
     }
 }
 
@@ -402,7 +401,12 @@ fn load_dense(
 ) -> Result<DenseWeights> {
     let weight = values(&weights.get(&[out_features, in_features], "weight")?)?;
     let bias = values(&weights.get(&[out_features], "bias")?)?;
-    DenseWeights::from_torch_layout(weight, bias, in_features, out_features)
+    Ok(DenseWeights::from_torch_layout(
+        weight,
+        bias,
+        in_features,
+        out_features,
+    )?)
 }
 
 /// Buffers one forward pass reuses across layers.

@@ -21,7 +21,7 @@ use candle_core::Tensor;
 
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::kernels::decode_attention::CacheSlab;
+use safeformers_kernels::decode_attention::CacheSlab;
 
 /// A decoder-only language model with an LM head (`AutoModelForCausalLM`).
 pub trait CausalLm: Debug + Send + Sync {

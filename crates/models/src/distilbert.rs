@@ -14,7 +14,8 @@ use crate::config::{ModelConfig, defaults};
 use crate::error::Result;
 use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
 use crate::layers::{
-    Activation, Embedding, Inputs, LayerNorm, Linear, attention, attention_bias, split_heads,
+    Activation, ActivationForward, Embedding, Inputs, LayerNorm, Linear, attention, attention_bias,
+    split_heads,
 };
 use crate::output::{ModelOutput, TaskModel};
 use crate::weights::Weights;

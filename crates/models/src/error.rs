@@ -183,13 +183,8 @@ pub enum Error {
 
     /// A CPU kernel was handed buffers whose sizes disagree with the shape it was told (a bug
     /// in the caller, never bad input: inputs are checked before any kernel runs).
-    #[error("kernel `{kernel}`: {reason}")]
-    Kernel {
-        /// The kernel function.
-        kernel: &'static str,
-        /// What disagreed.
-        reason: String,
-    },
+    #[error(transparent)]
+    Kernel(#[from] safeformers_kernels::KernelError),
 
     /// A tensor operation failed (a bug or an exhausted resource, not bad input).
     #[error("tensor operation failed: {0}")]

@@ -16,9 +16,9 @@ use crate::attention::{DecoderInputs, scaled_dot_product_attention};
 use crate::causal_lm::{CausalLm, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::kernels::decode_attention::attend_one_query;
-use crate::layers::{Activation, Embedding, LayerNorm, Linear, split_heads};
+use crate::layers::{Activation, ActivationForward, Embedding, LayerNorm, Linear, split_heads};
 use crate::weights::Weights;
+use safeformers_kernels::decode_attention::attend_one_query;
 
 /// `GPT2Config`: the `config.json` fields of GPT-2, with Transformers' defaults (those of
 /// `GPT2Config()`, the 124M model).

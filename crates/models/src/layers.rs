@@ -197,53 +197,16 @@ impl Embedding {
     }
 }
 
-/// Activation functions, by their Transformers names (`ACT2FN`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu` / `gelu_python`: the exact erf GELU.
-    GeluErf,
-    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
-    GeluTanh,
-    /// `quick_gelu`: `x · σ(1.702 x)`.
-    QuickGelu,
-    /// `relu`.
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-    /// `tanh`.
-    Tanh,
+pub use safeformers_kernels::Activation;
+
+/// An activation applied to a tensor (the kernels apply [`Activation`] to slices).
+pub trait ActivationForward {
+    /// Applies the function elementwise.
+    fn forward(self, x: &Tensor) -> Result<Tensor>;
 }
 
-impl Activation {
-    /// Parses a `hidden_act` / `activation` value; unknown names give `None`.
-    pub fn from_name(name: &str) -> Option<Activation> {
-        Some(match name {
-            "gelu" | "gelu_python" => Activation::GeluErf,
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "quick_gelu" => Activation::QuickGelu,
-            "relu" => Activation::Relu,
-            "silu" | "swish" => Activation::Silu,
-            "tanh" => Activation::Tanh,
-            _ => return None,
-        })
-    }
-
-    /// The names [`Activation::from_name`] accepts.
-    pub const NAMES: &'static [&'static str] = &[
-        "gelu",
-        "gelu_python",
-        "gelu_new",
-        "gelu_pytorch_tanh",
-        "gelu_fast",
-        "quick_gelu",
-        "relu",
-        "silu",
-        "swish",
-        "tanh",
-    ];
-
-    /// Applies the function elementwise.
-    pub fn forward(self, x: &Tensor) -> Result<Tensor> {
+impl ActivationForward for Activation {
+    fn forward(self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::GeluErf => x.gelu_erf()?,
             Activation::GeluTanh => x.gelu()?,

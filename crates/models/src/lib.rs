@@ -1,5 +1,8 @@
 //! Transformer models on candle-core, loaded from weights that strangers uploaded.
 //!
+//! The hot loops run on [`safeformers_kernels`], the only crate with `unsafe` code; this one
+//! forbids it.
+//!
 //! - [`config`]: `config.json` (Transformers 4 and 5), read strictly, size-capped; per-model
 //!   config structs mirror Transformers' with the same defaults.
 //! - [`auto`]: the Auto dispatch from `model_type` and `architectures`; refuses models that need
@@ -30,6 +33,8 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod attention;
 pub mod auto;
 pub mod bert;
@@ -39,7 +44,6 @@ pub mod distilbert;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
-pub mod kernels;
 pub mod layers;
 pub mod llama;
 pub mod output;

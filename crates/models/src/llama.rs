@@ -32,7 +32,7 @@ use crate::attention::{DecoderInputs, scaled_dot_product_attention};
 use crate::causal_lm::{CausalLm, KvCache};
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
-use crate::layers::{Activation, Embedding, Linear, RmsNorm};
+use crate::layers::{Activation, ActivationForward, Embedding, Linear, RmsNorm};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
 

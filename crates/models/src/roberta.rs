@@ -17,7 +17,7 @@ use crate::bert::{
 };
 use crate::config::ModelConfig;
 use crate::error::Result;
-use crate::layers::{Activation, LayerNorm, Linear};
+use crate::layers::{Activation, ActivationForward, LayerNorm, Linear};
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::weights::Weights;
 

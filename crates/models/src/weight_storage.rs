@@ -1,6 +1,6 @@
 //! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
 //! or 8-bit blocks, chosen by [`WeightOptions`] and converted once at load. Products with one to a
-//! few rows (decoding) go through [`crate::kernels::few_rows`], which reads every weight once;
+//! few rows (decoding) go through [`safeformers_kernels::few_rows`], which reads every weight once;
 //! products with many rows (a prefill) run as one candle GEMM, on f32 weights as they are or on
 //! 16-/8-bit weights widened to f32 for that call.
 
@@ -10,8 +10,8 @@ use candle_core::Tensor;
 use half::{bf16, f16};
 
 use crate::error::{Error, Result};
-use crate::kernels::few_rows::{self, MatrixData, MatrixRef};
 use crate::weights::{Quantization, WeightDtype, WeightOptions};
+use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
 
 /// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
 /// beyond it candle's GEMM is faster.
@@ -104,7 +104,7 @@ impl StoredMatrix {
             // Many rows (a prefill): widen the weights to f32 once and run one GEMM, which
             // reuses each weight across rows far better than the few-row kernel.
             let mut widened = vec![0.0f32; self.rows * self.cols];
-            self.with_matrix(|matrix| few_rows::decode_matrix(matrix, &mut widened))?;
+            self.with_matrix(|matrix| Ok(few_rows::decode_matrix(matrix, &mut widened)?))?;
             let weight = Tensor::from_vec(widened, (self.rows, self.cols), x.device())?;
             let y = x.matmul(&weight.t()?)?;
             return match bias {
@@ -123,7 +123,7 @@ impl StoredMatrix {
     /// few-row kernel whatever the storage.
     pub fn matmul_values(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; rows * self.rows];
-        self.with_matrix(|matrix| few_rows::matmul_transposed(matrix, x, rows, &mut out))?;
+        self.with_matrix(|matrix| Ok(few_rows::matmul_transposed(matrix, x, rows, &mut out)?))?;
         if let Some(bias) = bias {
             if bias.len() != self.rows {
                 return Err(storage_error(

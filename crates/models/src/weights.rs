@@ -47,7 +47,7 @@ impl WeightDtype {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Quantization {
     /// 8-bit weights, one f32 scale per block of 32 inputs of an output row (see
-    /// [`crate::kernels::few_rows`]), quantized from the f32 (or f16/bf16) checkpoint values.
+    /// [`safeformers_kernels::few_rows`]), quantized from the f32 (or f16/bf16) checkpoint values.
     Q8,
 }
 

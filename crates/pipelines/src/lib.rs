@@ -19,6 +19,8 @@
 //!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
 
+#![forbid(unsafe_code)]
+
 mod encoder;
 mod error;
 mod feature_extraction;

@@ -36,6 +36,8 @@
 //! tokenized; otherwise a text over [`TokenizerOptions::max_input_bytes`] is refused. A panic
 //! inside the library is caught and becomes an error saying what failed, with nothing printed.
 
+#![forbid(unsafe_code)]
+
 mod chat_template;
 mod config;
 mod encoding;

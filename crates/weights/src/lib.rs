@@ -13,6 +13,10 @@
 //!   a model folder can widen it.
 //! - [`scan`]: the `safeformers scan` report, with the format of each file detected by content.
 
+// `deny`, not `forbid`: the one memory map (`mapped.rs`) is the single documented exception;
+// every other line of this crate is safe code.
+#![deny(unsafe_code)]
+
 pub mod checkpoint;
 pub mod convert;
 pub mod dtype;

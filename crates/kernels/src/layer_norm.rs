@@ -10,7 +10,7 @@
 use rayon::prelude::*;
 
 use super::{check_len, rows_per_task};
-use crate::error::Result;
+use crate::Result;
 
 /// Values per parallel task.
 const MIN_VALUES_PER_TASK: usize = super::MIN_ROWS_TO_SPLIT * 384;
@@ -94,7 +94,7 @@ fn lane_sum(row: &[f32], f: impl Fn(f32) -> f32) -> f32 {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::kernels::random_values;
+    use crate::random_values;
 
     fn plain_layer_norm(x: &[f32], width: usize, w: &[f32], b: &[f32], eps: f64) -> Vec<f32> {
         let mut out = Vec::with_capacity(x.len());
@@ -126,7 +126,7 @@ mod tests {
             let mut got = x.clone();
             layer_norm_in_place(&mut got, width, &w, &b, 1e-12).unwrap();
             let want = plain_layer_norm(&x, width, &w, &b, 1e-12);
-            let worst = crate::kernels::max_abs_diff(&got, &want);
+            let worst = crate::max_abs_diff(&got, &want);
             // Outputs are O(1); f32 against an f64 reference: measured below 1e-6.
             eprintln!("measured error: {}", worst);
             assert!(worst < 2e-6, "{rows}x{width}: {worst}");

@@ -28,7 +28,7 @@ use rayon::prelude::*;
 
 use super::aligned::AlignedValues;
 use super::check_len;
-use crate::error::{Error, Result};
+use crate::{KernelError, Result};
 
 /// Output columns per panel: two 16-lane vectors.
 const PANEL_WIDTH: usize = 32;
@@ -113,7 +113,7 @@ impl PackedWeights {
         const KERNEL: &str = "PackedWeights::pack";
         let expected = in_features
             .checked_mul(out_features)
-            .ok_or_else(|| Error::Kernel {
+            .ok_or_else(|| KernelError {
                 kernel: KERNEL,
                 reason: format!("{out_features}×{in_features} weights overflow"),
             })?;
@@ -157,7 +157,7 @@ impl PackedWeights {
 
     /// `output += input·Wᵀ` for `rows` rows (`input` `[rows, in]`, `output` `[rows, out]`),
     /// split over the calling rayon pool from [`MIN_ROWS_TO_SPLIT`] rows on.
-    /// Fails with [`Error::Kernel`] on wrong lengths or a CPU without AVX-512F.
+    /// Fails with [`KernelError`] on wrong lengths or a CPU without AVX-512F.
     pub fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
         self.multiply(input, rows, output, Start::Output, Epilogue::None)
     }
@@ -181,7 +181,7 @@ impl PackedWeights {
             check_len(KERNEL, "bias", bias.len(), n)?;
         }
         if !is_available() {
-            return Err(Error::Kernel {
+            return Err(KernelError {
                 kernel: KERNEL,
                 reason: "this CPU has no AVX-512F".into(),
             });
@@ -656,7 +656,7 @@ unsafe fn tile_avx512<const R: usize>(tile: &Tile<'_>) {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::kernels::random_values;
+    use crate::random_values;
 
     /// `out + input·Wᵀ` in f64.
     fn plain(input: &[f32], weight: &[f32], out: &[f32], rows: usize, k: usize) -> Vec<f64> {
@@ -783,7 +783,7 @@ mod tests {
         let mut out = vec![0.0; 5];
         assert!(matches!(
             packed.accumulate(&[1.0; 4], 2, &mut out),
-            Err(Error::Kernel { .. })
+            Err(KernelError { .. })
         ));
         let mut out = vec![0.0; 6];
         assert!(matches!(
@@ -794,7 +794,7 @@ mod tests {
                 Start::Bias(&[0.0; 2]),
                 Epilogue::None
             ),
-            Err(Error::Kernel { .. })
+            Err(KernelError { .. })
         ));
     }
 }

@@ -6,7 +6,7 @@
 //! f32 for hidden ones (see `attention::causal_attention_bias`): hidden keys get weight 0, and a
 //! query that sees no key at all gets uniform weights over every key, as the additive mask gives.
 
-use crate::error::{Error, Result};
+use crate::{KernelError, Result};
 
 /// One sequence's cached keys or values for one layer: `[kv_heads, capacity, head_dim]`, of which
 /// the first `len` positions of every head are filled.
@@ -58,12 +58,15 @@ pub fn attend_one_query(
         && (values.kv_heads, values.len, values.head_dim) == (keys.kv_heads, keys.len, head_dim)
         && visible.is_none_or(|mask| mask.len() == keys.len);
     if !fits {
-        return Err(Error::Candle(candle_core::Error::Msg(format!(
-            "decode attention: query {} values, head_dim {head_dim}, {} key heads × {} positions",
-            query.len(),
-            keys.kv_heads,
-            keys.len
-        ))));
+        return Err(KernelError {
+            kernel: "decode attention",
+            reason: format!(
+                "query {} values, head_dim {head_dim}, {} key heads × {} positions",
+                query.len(),
+                keys.kv_heads,
+                keys.len
+            ),
+        });
     }
     let groups = heads / keys.kv_heads;
     let any_visible = visible.is_none_or(|mask| mask.iter().any(|&seen| seen));
@@ -76,9 +79,10 @@ pub fn attend_one_query(
         let kv_head = head / groups;
         let (Some(head_keys), Some(head_values)) = (keys.head(kv_head), values.head(kv_head))
         else {
-            return Err(Error::Candle(candle_core::Error::Msg(
-                "decode attention: cache slab shorter than its shape".to_string(),
-            )));
+            return Err(KernelError {
+                kernel: "decode attention",
+                reason: "cache slab shorter than its shape".to_string(),
+            });
         };
         let mut max = f32::NEG_INFINITY;
         for (position, (weight, key)) in weights
@@ -142,89 +146,75 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
 
-    use candle_core::{Device, Tensor};
-
     use super::*;
-    use crate::attention::{causal_attention_bias, scaled_dot_product_attention};
-    use crate::causal_lm::KvCache;
+    use crate::reference::attend;
 
     fn ramp(n: usize, step: f32) -> Vec<f32> {
         (0..n).map(|i| ((i as f32) * step).sin() * 2.0).collect()
     }
 
-    /// The fused step equals the tensor attention (`scaled_dot_product_attention` with
-    /// `causal_attention_bias`) over the same cache: grouped-query heads, left padding, a row
-    /// whose only visible key is the new one, and a cache that grew past its first capacity.
+    /// The fused step equals plain attention over the same slab: grouped-query heads, left
+    /// padding, a row whose only visible key is the new one, a fully hidden row, and slabs with
+    /// spare capacity beyond the filled positions.
     #[test]
-    fn fused_step_matches_tensor_attention() {
-        let device = Device::Cpu;
-        let (batch, heads, kv_heads, dim) = (3, 4, 2, 8);
-        for past in [0usize, 5, 300] {
-            let total = past + 1;
-            let mut cache = KvCache::new(1);
-            let keys = ramp(batch * kv_heads * past * dim, 0.37);
-            let values = ramp(batch * kv_heads * past * dim, 0.53);
-            if past > 0 {
-                let shape = (batch, kv_heads, past, dim);
-                cache
-                    .append(
-                        0,
-                        &Tensor::from_vec(keys, shape, &device).unwrap(),
-                        &Tensor::from_vec(values, shape, &device).unwrap(),
-                    )
-                    .unwrap();
-            }
-            let step_keys = ramp(batch * kv_heads * dim, 0.71);
-            let step_values = ramp(batch * kv_heads * dim, 0.29);
-            cache
-                .append_step(0, batch, kv_heads, dim, &step_keys, &step_values)
-                .unwrap();
-            assert_eq!(cache.seq_len(), total);
-            let query = ramp(batch * heads * dim, 0.11);
-            let mask: Vec<Vec<bool>> = vec![
-                vec![true; total],
-                (0..total).map(|j| j >= past.min(2)).collect(),
-                (0..total).map(|j| j == past).collect(),
-            ];
-
-            // The tensor path over the cache's own tensors.
-            let (all_keys, all_values) = {
-                let mut copy = cache.clone();
-                let empty =
-                    Tensor::zeros((batch, kv_heads, 0, dim), candle_core::DType::F32, &device)
-                        .unwrap();
-                copy.append(0, &empty, &empty).unwrap()
+    fn fused_step_matches_plain_attention() {
+        let (heads, kv_heads, dim, scale) = (4, 2, 8, 0.3);
+        for len in [1usize, 6, 301] {
+            let capacity = len + 7;
+            let keys = ramp(kv_heads * capacity * dim, 0.37);
+            let values = ramp(kv_heads * capacity * dim, 0.53);
+            let slab = |data| CacheSlab {
+                data,
+                kv_heads,
+                capacity,
+                len,
+                head_dim: dim,
             };
-            let bias = causal_attention_bias(&mask, 1, None, &device).unwrap();
-            let q = Tensor::from_vec(query.clone(), (batch, heads, 1, dim), &device).unwrap();
-            let expected =
-                scaled_dot_product_attention(&q, &all_keys, &all_values, Some(&bias), 0.3)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
-
-            let mut got = vec![0.0f32; batch * heads * dim];
-            for b in 0..batch {
-                let (k, v) = cache.slabs(0, b).unwrap();
-                let visible = Some(mask[b].as_slice()).filter(|m| !m.iter().all(|&s| s));
+            let query = ramp(heads * dim, 0.11);
+            let masks: Vec<Option<Vec<bool>>> = vec![
+                None,
+                Some((0..len).map(|j| j >= 2.min(len - 1)).collect()),
+                Some((0..len).map(|j| j == len - 1).collect()),
+                Some(vec![false; len]),
+            ];
+            for mask in masks {
+                let mut got = vec![0.0f32; heads * dim];
                 attend_one_query(
-                    &query[b * heads * dim..(b + 1) * heads * dim],
-                    k,
-                    v,
-                    visible,
-                    0.3,
-                    &mut got[b * heads * dim..(b + 1) * heads * dim],
+                    &query,
+                    slab(&keys),
+                    slab(&values),
+                    mask.as_deref(),
+                    scale,
+                    &mut got,
                 )
                 .unwrap();
+                let visible = mask.clone().unwrap_or_else(|| vec![true; len]);
+                let position = |data: &'_ [f32], head: usize, j: usize| {
+                    let start = (head * capacity + j) * dim;
+                    data[start..start + dim].to_vec()
+                };
+                for head in 0..heads {
+                    let kv_head = head / (heads / kv_heads);
+                    let head_keys: Vec<Vec<f32>> =
+                        (0..len).map(|j| position(&keys, kv_head, j)).collect();
+                    let head_values: Vec<Vec<f32>> =
+                        (0..len).map(|j| position(&values, kv_head, j)).collect();
+                    let key_refs: Vec<&[f32]> = head_keys.iter().map(Vec::as_slice).collect();
+                    let value_refs: Vec<&[f32]> = head_values.iter().map(Vec::as_slice).collect();
+                    let want = attend(
+                        &query[head * dim..(head + 1) * dim],
+                        &key_refs,
+                        &value_refs,
+                        &visible,
+                        scale,
+                    );
+                    let worst = crate::max_abs_diff(&got[head * dim..(head + 1) * dim], &want);
+                    assert!(
+                        worst < 1e-5,
+                        "len {len} head {head} mask {mask:?}: error {worst:e}"
+                    );
+                }
             }
-            let worst = got
-                .iter()
-                .zip(&expected)
-                .map(|(g, e)| (g - e).abs() / e.abs().max(1.0))
-                .fold(0.0f32, f32::max);
-            assert!(worst < 1e-5, "past {past}: relative error {worst:e}");
         }
     }
 

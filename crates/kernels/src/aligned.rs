@@ -11,7 +11,7 @@
 use std::alloc::{Layout, alloc, dealloc};
 use std::ptr::NonNull;
 
-use crate::error::{Error, Result};
+use crate::{KernelError, Result};
 
 /// Bytes per huge page (x86-64, aarch64 with 4 KiB base pages).
 const HUGE_PAGE: usize = 2 << 20;
@@ -107,8 +107,8 @@ impl Drop for AlignedValues {
     }
 }
 
-fn too_large(len: usize) -> Error {
-    Error::Kernel {
+fn too_large(len: usize) -> KernelError {
+    KernelError {
         kernel: "AlignedValues::zeroed",
         reason: format!("cannot allocate {len} values"),
     }

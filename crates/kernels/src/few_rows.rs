@@ -15,7 +15,7 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::{KernelError, Result};
 
 /// Inputs per 8-bit block (one f32 scale per block).
 pub const Q8_BLOCK: usize = 32;
@@ -233,8 +233,11 @@ pub fn decode_matrix(weights: MatrixRef<'_>, out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-fn shape_error(message: String) -> Error {
-    Error::Candle(candle_core::Error::Msg(message))
+fn shape_error(reason: String) -> KernelError {
+    KernelError {
+        kernel: "few-row matmul",
+        reason,
+    }
 }
 
 /// Which inner loops this CPU can run.

@@ -9,7 +9,52 @@
 use rayon::prelude::*;
 
 use super::rows_per_task;
-use crate::layers::Activation;
+
+/// Activation functions, by their Transformers names (`ACT2FN`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu` / `gelu_python`: the exact erf GELU.
+    GeluErf,
+    /// `gelu_new` / `gelu_pytorch_tanh` / `gelu_fast`: the tanh approximation.
+    GeluTanh,
+    /// `quick_gelu`: `x · σ(1.702 x)`.
+    QuickGelu,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    /// `tanh`.
+    Tanh,
+}
+
+impl Activation {
+    /// Parses a `hidden_act` / `activation` value; unknown names give `None`.
+    pub fn from_name(name: &str) -> Option<Activation> {
+        Some(match name {
+            "gelu" | "gelu_python" => Activation::GeluErf,
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
+            "quick_gelu" => Activation::QuickGelu,
+            "relu" => Activation::Relu,
+            "silu" | "swish" => Activation::Silu,
+            "tanh" => Activation::Tanh,
+            _ => return None,
+        })
+    }
+
+    /// The names [`Activation::from_name`] accepts.
+    pub const NAMES: &'static [&'static str] = &[
+        "gelu",
+        "gelu_python",
+        "gelu_new",
+        "gelu_pytorch_tanh",
+        "gelu_fast",
+        "quick_gelu",
+        "relu",
+        "silu",
+        "swish",
+        "tanh",
+    ];
+}
 
 // Abramowitz & Stegun 7.1.26.
 const ERF_P: f32 = 0.327_591_1;
@@ -264,7 +309,7 @@ pub(crate) fn exp_avx512(x: std::arch::x86_64::__m512) -> std::arch::x86_64::__m
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::kernels::random_values;
+    use crate::random_values;
     use candle_core::{Device, Tensor};
 
     fn inputs() -> Vec<f32> {
@@ -329,7 +374,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn gelu_paths_agree_bit_for_bit() {
-        if !(crate::kernels::packed_gemm::is_available() && crate::kernels::has_avx2_fma()) {
+        if !(crate::packed_gemm::is_available() && crate::has_avx2_fma()) {
             eprintln!("no AVX-512F here: only one vector path to compare");
             return;
         }
@@ -375,10 +420,27 @@ mod tests {
         assert!(x.iter().all(|v| (0.0..=1.0).contains(v)));
     }
 
+    /// The textbook formula of each activation, in f64.
+    fn plain_activation(activation: Activation, x: f32) -> f32 {
+        let x = f64::from(x);
+        let sigmoid = |v: f64| 1.0 / (1.0 + (-v).exp());
+        let y = match activation {
+            Activation::GeluErf => unreachable!("compared with candle's erf GELU above"),
+            Activation::GeluTanh => {
+                let inner = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044_715 * x.powi(3));
+                0.5 * x * (1.0 + inner.tanh())
+            }
+            Activation::QuickGelu => x * sigmoid(1.702 * x),
+            Activation::Relu => x.max(0.0),
+            Activation::Silu => x * sigmoid(x),
+            Activation::Tanh => x.tanh(),
+        };
+        y as f32
+    }
+
     #[test]
-    fn other_activations_match_candle() {
+    fn other_activations_match_their_formulas() {
         let x: Vec<f32> = random_values(9, 5000).iter().map(|v| v * 8.0).collect();
-        let tensor = Tensor::new(x.as_slice(), &Device::Cpu).unwrap();
         for activation in [
             Activation::GeluTanh,
             Activation::QuickGelu,
@@ -386,17 +448,25 @@ mod tests {
             Activation::Silu,
             Activation::Tanh,
         ] {
-            let want = activation
-                .forward(&tensor)
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap();
+            let want: Vec<f32> = x.iter().map(|&v| plain_activation(activation, v)).collect();
             let mut got = x.clone();
             activation_in_place(activation, &mut got);
-            let worst = crate::kernels::max_abs_diff(&got, &want);
-            // Same formulas in f32: a few ulp of values up to 8.
+            let worst = crate::max_abs_diff(&got, &want);
+            // f32 formulas against f64 ones: a few ulp of values up to 8.
             eprintln!("measured error: {}", worst);
             assert!(worst < 2e-6, "{activation:?}: {worst}");
         }
+    }
+
+    #[test]
+    fn names_are_transformers_names() {
+        for name in Activation::NAMES {
+            assert!(Activation::from_name(name).is_some(), "{name}");
+        }
+        assert_eq!(
+            Activation::from_name("gelu_new"),
+            Some(Activation::GeluTanh)
+        );
+        assert_eq!(Activation::from_name("GELU"), None);
     }
 }

@@ -1,7 +1,11 @@
-//! Hand-written CPU kernels on plain `f32` slices: the one place (besides the weights crate's
-//! memory map) where `unsafe` code is allowed, for the `gemm` crate's raw-pointer interface and
-//! for `std::arch` SIMD behind run-time feature detection. Every kernel has a portable path and
-//! is tested against a plain implementation on random inputs.
+//! Hand-written CPU kernels on plain `f32` slices: the one crate of safeformers (besides the
+//! weights crate's single memory map) where `unsafe` code is allowed, for the `gemm` crate's
+//! raw-pointer interface and for `std::arch` SIMD behind run-time feature detection. Every kernel
+//! has a portable path and is tested against a plain implementation on random inputs.
+//!
+//! The API is the boundary: every public function takes slices and shapes, checks that the
+//! slices hold what the shapes say ([`KernelError`] otherwise), and never reads or writes outside
+//! them. Nothing here knows about tensors, models or files.
 //!
 //! The encoder's hot loop (see [`crate::bert`]) runs on these:
 //! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights kept in
@@ -30,10 +34,26 @@ pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
 pub mod packed_gemm;
+#[cfg(test)]
+mod reference;
 
-use crate::error::{Error, Result};
+pub use activation::Activation;
 
-/// Fails with [`Error::Kernel`] unless `slice` holds exactly `expected` values.
+/// A kernel was called with slices that do not match the shapes it was given, or asked for a
+/// buffer it cannot allocate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("kernel {kernel}: {reason}")]
+pub struct KernelError {
+    /// The kernel that refused its arguments.
+    pub kernel: &'static str,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// The result of a kernel call.
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// Fails with [`KernelError`] unless `slice` holds exactly `expected` values.
 pub(crate) fn check_len(
     kernel: &'static str,
     what: &str,
@@ -43,7 +63,7 @@ pub(crate) fn check_len(
     if slice_len == expected {
         Ok(())
     } else {
-        Err(Error::Kernel {
+        Err(KernelError {
             kernel,
             reason: format!("{what} holds {slice_len} values, the shape needs {expected}"),
         })

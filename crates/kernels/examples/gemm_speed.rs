@@ -4,14 +4,14 @@
 //! GFLOP/s.
 //!
 //! ```text
-//! cargo run --release -p safeformers-models --example gemm_speed -- --reps 30
+//! cargo run --release -p safeformers-kernels --example gemm_speed -- --reps 30
 //! ```
 
 use std::time::Instant;
 
-use safeformers_models::Result;
-use safeformers_models::kernels::matmul::matmul_transposed_accumulate;
-use safeformers_models::kernels::packed_gemm::{self, PackedWeights};
+use safeformers_kernels::Result;
+use safeformers_kernels::matmul::matmul_transposed_accumulate;
+use safeformers_kernels::packed_gemm::{self, PackedWeights};
 
 fn main() -> Result<()> {
     let reps: usize = std::env::args()
@@ -23,7 +23,7 @@ fn main() -> Result<()> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .build()
-            .map_err(|error| safeformers_models::Error::Kernel {
+            .map_err(|error| safeformers_kernels::KernelError {
                 kernel: "gemm_speed",
                 reason: error.to_string(),
             })?;

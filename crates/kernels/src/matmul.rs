@@ -12,8 +12,8 @@ use gemm::Parallelism;
 use super::activation::activation_in_place;
 use super::check_len;
 use super::packed_gemm::{self, Epilogue, PackedWeights, Start};
-use crate::error::{Error, Result};
-use crate::layers::Activation;
+use crate::Activation;
+use crate::{KernelError, Result};
 
 /// A linear layer's weights for [`DenseWeights::forward`], with the bias.
 #[derive(Debug, Clone)]
@@ -195,7 +195,7 @@ pub fn matmul_transposed_accumulate(
         return Ok(());
     }
     let (Ok(k_stride), Ok(n_stride)) = (isize::try_from(k), isize::try_from(n)) else {
-        return Err(Error::Kernel {
+        return Err(KernelError {
             kernel: KERNEL,
             reason: format!("strides {k} and {n} do not fit in isize"),
         });
@@ -242,7 +242,7 @@ pub fn matmul_transposed_accumulate(
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::kernels::random_values;
+    use crate::random_values;
 
     fn plain_linear(
         input: &[f32],
@@ -321,7 +321,7 @@ mod tests {
                 .unwrap();
             let want = plain_linear(&input, &weight, &zeros, rows, k);
             let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-            let worst = crate::kernels::max_abs_diff(&got, &want);
+            let worst = crate::max_abs_diff(&got, &want);
             eprintln!("gemm crate: measured error {worst} of {scale}");
             assert!(worst / scale < 2e-6, "{rows}x{k}x{n}: {worst} of {scale}");
         }
@@ -356,7 +356,7 @@ mod tests {
         let mut out = vec![0.0; 5];
         assert!(matches!(
             dense.forward(&[1.0; 4], 2, &mut out),
-            Err(Error::Kernel { .. })
+            Err(KernelError { .. })
         ));
         assert!(DenseWeights::from_torch_layout(vec![1.0; 5], vec![0.0; 3], 2, 3).is_err());
         let mut dst = vec![0.0; 4];

@@ -15,7 +15,7 @@
 use rayon::prelude::*;
 
 use super::check_len;
-use crate::error::{Error, Result};
+use crate::{KernelError, Result};
 
 /// The sizes of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +121,7 @@ pub fn encoder_attention_packed(
             qkv_rest.split_at_checked(seq * 3 * hidden),
             output_rest.split_at_mut_checked(seq * hidden),
         ) else {
-            return Err(Error::Kernel {
+            return Err(KernelError {
                 kernel: KERNEL,
                 reason: format!("lengths {lengths:?} do not add up to the buffers"),
             });
@@ -538,36 +538,49 @@ fn slice_at(values: &[f32], start: usize, len: usize) -> &[f32] {
 mod tests {
     #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
-    use crate::kernels::random_values;
-    use crate::layers::{attention, attention_bias, split_heads};
-    use candle_core::{Device, Tensor};
+    use crate::random_values;
+    use crate::reference::attend;
 
-    /// The candle implementation the BERT encoder used before (split heads, scores with an
-    /// additive finfo.min bias, softmax, weighted sum, merge).
+    /// Attention of every query row and head through the plain reference: the packed
+    /// `[batch, seq, 3·hidden]` buffer split into q, k and v, keys hidden by the mask.
     fn plain_attention(qkv: &[f32], mask: Option<&[u8]>, shape: AttentionShape) -> Vec<f32> {
         let AttentionShape {
-            batch, seq, heads, ..
+            batch,
+            seq,
+            heads,
+            head_dim,
         } = shape;
         let hidden = shape.hidden();
-        let packed =
-            Tensor::from_vec(qkv.to_vec(), (batch, seq, 3 * hidden), &Device::Cpu).unwrap();
-        let part = |index: usize| {
-            split_heads(&packed.narrow(2, index * hidden, hidden).unwrap(), heads).unwrap()
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let part = |row: usize, which: usize, head: usize| {
+            let start = row * 3 * hidden + which * hidden + head * head_dim;
+            &qkv[start..start + head_dim]
         };
-        let bias = mask.map(|mask| {
-            attention_bias(&Tensor::from_vec(mask.to_vec(), (batch, seq), &Device::Cpu).unwrap())
-                .unwrap()
-        });
-        attention(&part(0), &part(1), &part(2), bias.as_ref())
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap()
+        let mut out = Vec::with_capacity(batch * seq * hidden);
+        for b in 0..batch {
+            let visible: Vec<bool> = (0..seq)
+                .map(|j| mask.is_none_or(|m| m[b * seq + j] != 0))
+                .collect();
+            for i in 0..seq {
+                for head in 0..heads {
+                    let keys: Vec<&[f32]> = (0..seq).map(|j| part(b * seq + j, 1, head)).collect();
+                    let values: Vec<&[f32]> =
+                        (0..seq).map(|j| part(b * seq + j, 2, head)).collect();
+                    out.extend(attend(
+                        part(b * seq + i, 0, head),
+                        &keys,
+                        &values,
+                        &visible,
+                        scale,
+                    ));
+                }
+            }
+        }
+        out
     }
 
     #[test]
-    fn fused_attention_matches_candle_attention() {
+    fn fused_attention_matches_plain_attention() {
         let shapes = [
             AttentionShape {
                 batch: 1,
@@ -652,7 +665,7 @@ mod tests {
                     .unwrap();
                 pool.install(|| encoder_attention(&qkv, mask, shape, &mut got))
                     .unwrap();
-                let worst = crate::kernels::max_abs_diff(&got, &want);
+                let worst = crate::max_abs_diff(&got, &want);
                 // Outputs are averages of values in [-2, 2): measured up to 1.1e-6.
                 eprintln!("measured error: {}", worst);
                 assert!(worst < 2e-6, "{shape:?} mask {}: {worst}", mask.is_some());
