@@ -55,6 +55,9 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An output could not be written as JSON.
+    #[error("writing the output as JSON: {0}")]
+    Json(serde_json::Error),
     /// The thread pool of [`crate::Options::threads`] could not start.
     #[error("starting the thread pool: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
@@ -74,6 +77,7 @@ impl Error {
             | Error::InvalidOption { .. }
             | Error::UnknownTask { .. }
             | Error::InvalidInput { .. }
+            | Error::Json(_)
             | Error::ThreadPool(_) => false,
         }
     }

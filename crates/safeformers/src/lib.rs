@@ -50,7 +50,7 @@ pub use options::{ChatTemplateIsolation, Options, THREADS_PER_CORE, check_thread
 pub use tasks::{
     Classification, Embeddings, FILL_MASK_TOP_K, FeatureExtraction, FeatureExtractionSettings,
     FillMask, OneOrMany, QuestionAnswering, SentenceSimilarity, TextClassification, TextGeneration,
-    TokenClassification, snapshot_dir,
+    TokenClassification,
 };
 
 pub use safeformers_hub as hub;
@@ -172,39 +172,29 @@ impl Output {
     /// Exactly what `safeformers run TASK` prints: one line of compact JSON, or for
     /// question-answering and text-generation one line per input (`[{"generated_text"}]` each).
     pub fn to_json(&self) -> Result<String> {
-        let lines = |values: Vec<String>| values.into_iter().map(|v| v + "\n").collect::<String>();
-        let json = |value: &dyn erased::Json| value.compact();
-        Ok(match self {
+        let mut text = String::new();
+        match self {
             Output::QuestionAnswering(answers) => {
-                lines(answers.iter().map(|a| json(a)).collect::<Result<_>>()?)
+                for answer in answers {
+                    text += &compact_line(answer)?;
+                }
             }
-            Output::TextGeneration(results) => lines(
-                results
-                    .iter()
-                    .map(|result| json(&[result]))
-                    .collect::<Result<_>>()?,
-            ),
-            other => json(other)? + "\n",
-        })
+            Output::TextGeneration(results) => {
+                for result in results {
+                    text += &compact_line(&[result])?;
+                }
+            }
+            other => text = compact_line(other)?,
+        }
+        Ok(text)
     }
 }
 
-/// Compact JSON of any serializable value behind a `dyn`.
-mod erased {
-    /// A value serializable as compact JSON.
-    pub trait Json {
-        /// Its compact JSON.
-        fn compact(&self) -> crate::Result<String>;
-    }
-
-    impl<T: serde::Serialize + ?Sized> Json for T {
-        fn compact(&self) -> crate::Result<String> {
-            serde_json::to_string(self).map_err(|error| crate::Error::InvalidInput {
-                index: 0,
-                reason: format!("the output could not be written as JSON: {error}"),
-            })
-        }
-    }
+/// `value` as one line of compact JSON (vectors are long; pretty-printing them helps nobody).
+fn compact_line<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    let mut line = serde_json::to_string(value).map_err(Error::Json)?;
+    line.push('\n');
+    Ok(line)
 }
 
 /// An input of [`Pipeline::run`].
@@ -292,38 +282,30 @@ impl Pipeline {
     /// Runs the task on `inputs` with its defaults. Question-answering takes
     /// [`Input::QuestionContext`]; text-generation texts or chats; the other tasks texts.
     pub fn run(&self, inputs: &[Input]) -> Result<Output> {
-        if let Pipeline::QuestionAnswering(pipeline) = self {
-            let pairs = question_context_pairs(inputs)?;
-            let answers = pipeline.run(&pairs, 1, &QuestionAnsweringOptions::default())?;
-            return Ok(Output::QuestionAnswering(answers));
-        }
-        if let Pipeline::TextGeneration(pipeline, settings) = self {
-            let inputs: Vec<GenerationInput> =
-                inputs.iter().map(generation_input).collect::<Result<_>>()?;
-            return Ok(Output::TextGeneration(pipeline.run(&inputs, settings)?));
-        }
-        let texts = texts(inputs)?;
         Ok(match self {
             Pipeline::FeatureExtraction(pipeline) => {
-                Output::FeatureExtraction(pipeline.run(&texts)?)
+                Output::FeatureExtraction(pipeline.run(&texts(inputs)?)?)
             }
             Pipeline::SentenceSimilarity(pipeline) => {
-                Output::SentenceSimilarity(pipeline.run(&texts)?)
+                Output::SentenceSimilarity(pipeline.run(&texts(inputs)?)?)
             }
             Pipeline::TextClassification(pipeline) => {
-                Output::TextClassification(pipeline.run(&texts, None)?)
+                Output::TextClassification(pipeline.run(&texts(inputs)?, None)?)
             }
             Pipeline::TokenClassification(pipeline) => {
-                Output::TokenClassification(pipeline.run(&texts, Aggregation::None)?)
+                Output::TokenClassification(pipeline.run(&texts(inputs)?, Aggregation::None)?)
             }
             Pipeline::FillMask(pipeline) => {
-                Output::FillMask(pipeline.run(&texts, FILL_MASK_TOP_K)?)
+                Output::FillMask(pipeline.run(&texts(inputs)?, FILL_MASK_TOP_K)?)
             }
-            Pipeline::QuestionAnswering(_) | Pipeline::TextGeneration(..) => {
-                return Err(Error::InvalidInput {
-                    index: 0,
-                    reason: "unreachable: handled above".into(),
-                });
+            Pipeline::QuestionAnswering(pipeline) => {
+                let pairs = question_context_pairs(inputs)?;
+                let settings = QuestionAnsweringOptions::default();
+                Output::QuestionAnswering(pipeline.run(&pairs, 1, &settings)?)
+            }
+            Pipeline::TextGeneration(pipeline, settings) => {
+                let inputs = generation_inputs(inputs)?;
+                Output::TextGeneration(pipeline.run(&inputs, settings)?)
             }
         })
     }
@@ -361,14 +343,18 @@ fn question_context_pairs(inputs: &[Input]) -> Result<Vec<(&str, &str)>> {
         .collect()
 }
 
-/// A text-generation input.
-fn generation_input(input: &Input) -> Result<GenerationInput> {
-    match input {
-        Input::Text(text) => Ok(GenerationInput::Text(text.clone())),
-        Input::Chat(messages) => Ok(GenerationInput::Chat(messages.clone())),
-        Input::QuestionContext { .. } => Err(Error::InvalidInput {
-            index: 0,
-            reason: "text-generation takes a prompt or chat messages".into(),
-        }),
-    }
+/// The prompts or chats of text-generation.
+fn generation_inputs(inputs: &[Input]) -> Result<Vec<GenerationInput>> {
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(index, input)| match input {
+            Input::Text(text) => Ok(GenerationInput::Text(text.clone())),
+            Input::Chat(messages) => Ok(GenerationInput::Chat(messages.clone())),
+            Input::QuestionContext { .. } => Err(Error::InvalidInput {
+                index: index + 1,
+                reason: "text-generation takes a prompt or chat messages".into(),
+            }),
+        })
+        .collect()
 }

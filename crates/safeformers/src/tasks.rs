@@ -1,7 +1,7 @@
 //! One type per task, each loaded with `from_pretrained(model, &options)` and returning outputs
 //! that serialize to exactly the JSON `safeformers run TASK` prints.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rayon::ThreadPool;
 use serde::Serialize;
@@ -402,9 +402,4 @@ fn check_top_k(top_k: Option<usize>) -> Result<()> {
         return Err(Error::option("top_k", "must be at least 1"));
     }
     Ok(())
-}
-
-/// The folder a model argument resolves to under `options` (see [`resolve_model`]).
-pub fn snapshot_dir(model: impl AsRef<Path>, options: &Options) -> Result<PathBuf> {
-    resolve_model(model.as_ref(), options)
 }
