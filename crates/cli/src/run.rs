@@ -219,6 +219,48 @@ pub struct RunArgs {
 
 /// Runs `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    check_flags(args)?;
+    let options = args
+        .threads
+        .apply(args.hub.options(&args.lock))
+        .allow_pickle(args.allow_pickle)
+        .batch_size(args.batch_size)
+        .weights(args.weights.load_options()?);
+    if args.task == Task::QuestionAnswering {
+        let pairs = question_context_pairs(args)?;
+        let pipeline = safeformers::QuestionAnswering::from_pretrained(&args.model, &options)?;
+        let defaults = QuestionAnsweringOptions::default();
+        let settings = QuestionAnsweringOptions {
+            max_answer_len: args.max_answer_len.unwrap_or(defaults.max_answer_len),
+            handle_impossible_answer: args.handle_impossible_answer,
+            ..defaults
+        };
+        let answers = pipeline.run(&pairs, args.top_k.unwrap_or(1), &settings)?;
+        return print_output(&Output::QuestionAnswering(answers));
+    }
+    if args.task == Task::TextGeneration {
+        let settings = args.generation.options(
+            args.top_k,
+            args.batch_size,
+            !args.text_generation.new_text_only,
+        )?;
+        let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
+        let pipeline = safeformers::TextGeneration::from_pretrained(&args.model, &options)?;
+        run_text_generation(&pipeline, &inputs, &settings, &args.text_generation)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inputs = read_inputs(&args.inputs)?;
+    if args.task == Task::SentenceSimilarity && inputs.len() < 2 {
+        return Err(UsageError(
+            "sentence-similarity needs a source sentence and at least one other".into(),
+        )
+        .into());
+    }
+    print_output(&encoder_output(args, &options, &inputs)?)
+}
+
+/// Refuses flags that do not apply to the task, and out-of-range values (usage errors).
+fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }
@@ -286,74 +328,43 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Task::QuestionAnswering,
         )?;
     }
-    let options = args
-        .threads
-        .apply(args.hub.options(&args.lock))
-        .allow_pickle(args.allow_pickle)
-        .batch_size(args.batch_size)
-        .weights(args.weights.load_options()?);
-    if args.task == Task::QuestionAnswering {
-        let pairs = question_context_pairs(args)?;
-        let pipeline = safeformers::QuestionAnswering::from_pretrained(&args.model, &options)?;
-        let defaults = QuestionAnsweringOptions::default();
-        let settings = QuestionAnsweringOptions {
-            max_answer_len: args.max_answer_len.unwrap_or(defaults.max_answer_len),
-            handle_impossible_answer: args.handle_impossible_answer,
-            ..defaults
-        };
-        let answers = pipeline.run(&pairs, args.top_k.unwrap_or(1), &settings)?;
-        return print_output(&Output::QuestionAnswering(answers));
-    }
-    if args.task == Task::TextGeneration {
-        let settings = args.generation.options(
-            args.top_k,
-            args.batch_size,
-            !args.text_generation.new_text_only,
-        )?;
-        let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
-        let pipeline = safeformers::TextGeneration::from_pretrained(&args.model, &options)?;
-        run_text_generation(&pipeline, &inputs, &settings, &args.text_generation)?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let inputs = read_inputs(&args.inputs)?;
-    if args.task == Task::SentenceSimilarity && inputs.len() < 2 {
-        return Err(UsageError(
-            "sentence-similarity needs a source sentence and at least one other".into(),
-        )
-        .into());
-    }
+    Ok(())
+}
+
+/// The output of the tasks that run an encoder on text inputs.
+fn encoder_output(args: &RunArgs, options: &Options, inputs: &[String]) -> anyhow::Result<Output> {
     let model = &args.model;
-    let output = match args.task {
+    Ok(match args.task {
         Task::FeatureExtraction => {
             let settings = FeatureExtractionSettings {
                 pooling: pooling_modes(args.pooling),
                 normalize: args.normalize,
             };
-            let pipeline = FeatureExtraction::from_pretrained_with(model, &options, &settings)?;
-            Output::FeatureExtraction(pipeline.run(&inputs)?)
+            let pipeline = FeatureExtraction::from_pretrained_with(model, options, &settings)?;
+            Output::FeatureExtraction(pipeline.run(inputs)?)
         }
         Task::SentenceSimilarity => {
             let pooling = pooling_modes(args.pooling);
-            let pipeline = SentenceSimilarity::from_pretrained(model, &options, pooling)?;
-            Output::SentenceSimilarity(pipeline.run(&inputs)?)
+            let pipeline = SentenceSimilarity::from_pretrained(model, options, pooling)?;
+            Output::SentenceSimilarity(pipeline.run(inputs)?)
         }
         Task::TextClassification => {
-            let pipeline = TextClassification::from_pretrained(model, &options)?;
-            Output::TextClassification(pipeline.run(&inputs, args.top_k)?)
+            let pipeline = TextClassification::from_pretrained(model, options)?;
+            Output::TextClassification(pipeline.run(inputs, args.top_k)?)
         }
         Task::FillMask => {
-            let pipeline = FillMask::from_pretrained(model, &options)?;
+            let pipeline = FillMask::from_pretrained(model, options)?;
             let top_k = args.top_k.unwrap_or(safeformers::FILL_MASK_TOP_K);
-            Output::FillMask(pipeline.run(&inputs, top_k)?)
+            Output::FillMask(pipeline.run(inputs, top_k)?)
         }
         Task::TokenClassification => {
-            let pipeline = TokenClassification::from_pretrained(model, &options)?;
-            Output::TokenClassification(pipeline.run(&inputs, aggregation(args.aggregation))?)
+            let pipeline = TokenClassification::from_pretrained(model, options)?;
+            Output::TokenClassification(pipeline.run(inputs, aggregation(args.aggregation))?)
         }
-        // Handled above: their inputs and outputs differ.
-        Task::QuestionAnswering | Task::TextGeneration => return Ok(ExitCode::SUCCESS),
-    };
-    print_output(&output)
+        Task::QuestionAnswering | Task::TextGeneration => {
+            anyhow::bail!("{:?} does not run on plain text inputs", args.task)
+        }
+    })
 }
 
 /// Prints `output` as the library writes it (compact JSON lines).
