@@ -281,44 +281,40 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         .allow_pickle(args.allow_pickle)
         .weights(args.weights.load_options()?);
     let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
-    {
-        let mut messages: Vec<Value> = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(json!({"role": "system", "content": system}));
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush().ok();
         }
-        let interactive = std::io::stdin().is_terminal();
-        let stdin = std::io::stdin();
-        let mut stdin = stdin.lock();
-        loop {
-            if interactive {
-                eprint!("> ");
-                std::io::stderr().flush().ok();
-            }
-            let Some(line) = read_turn(&mut stdin)? else {
-                break;
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            messages.push(json!({"role": "user", "content": line}));
-            let results = pipeline.run_streaming(
-                &[GenerationInput::Chat(messages.clone())],
-                &settings,
-                &mut |_, text| print_piece(text),
-            )?;
-            output::print("\n")?;
-            let reply = results
-                .into_iter()
-                .next()
-                .and_then(|result| match result.generated_text {
-                    GeneratedContent::Chat(mut chat) => chat.pop(),
-                    GeneratedContent::Text(text) => {
-                        Some(json!({"role": "assistant", "content": text}))
-                    }
-                })
-                .context("the pipeline returned no reply")?;
-            messages.push(reply);
+        let Some(line) = read_turn(&mut stdin)? else {
+            break;
+        };
+        if line.trim().is_empty() {
+            continue;
         }
+        messages.push(json!({"role": "user", "content": line}));
+        let results = pipeline.run_streaming(
+            &[GenerationInput::Chat(messages.clone())],
+            &settings,
+            &mut |_, text| print_piece(text),
+        )?;
+        output::print("\n")?;
+        let reply = results
+            .into_iter()
+            .next()
+            .and_then(|result| match result.generated_text {
+                GeneratedContent::Chat(mut chat) => chat.pop(),
+                GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
+            })
+            .context("the pipeline returned no reply")?;
+        messages.push(reply);
     }
     Ok(ExitCode::SUCCESS)
 }
