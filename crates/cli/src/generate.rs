@@ -1,6 +1,7 @@
 //! Text generation on the command line: the flags `run text-generation` and `chat` share, and
 //! `safeformers chat --model M`, a conversation read from stdin line by line.
 
+use std::cell::RefCell;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
+use safeformers::pipelines::generation::PromptCache;
 use safeformers::{
     GeneratedContent, GenerationConfig, GenerationInput, Output, TextGeneration,
     TextGenerationOptions,
@@ -281,6 +283,9 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         .allow_pickle(args.allow_pickle)
         .weights(args.weights.load_options()?);
     let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
+    // The conversation's KV cache, continued turn by turn (it travels into the pipeline's
+    // thread pool and back with each turn).
+    let mut prompt_cache = RefCell::new(PromptCache::default());
     let mut messages: Vec<Value> = Vec::new();
     if let Some(system) = &args.system {
         messages.push(json!({"role": "system", "content": system}));
@@ -300,20 +305,25 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         messages.push(json!({"role": "user", "content": line}));
-        let results = pipeline.run_streaming(
-            &[GenerationInput::Chat(messages.clone())],
-            &settings,
-            &mut |_, text| print_piece(text),
-        )?;
+        let input = GenerationInput::Chat(messages.clone());
+        let (result, cache) = pipeline.install(|pipeline| {
+            // Only the new turn is computed.
+            let result = pipeline.run_streaming_continuing(
+                &input,
+                &settings,
+                &prompt_cache,
+                &mut print_piece,
+            );
+            (result, prompt_cache)
+        });
+        prompt_cache = cache;
+        let result = result?;
         output::print("\n")?;
-        let reply = results
-            .into_iter()
-            .next()
-            .and_then(|result| match result.generated_text {
-                GeneratedContent::Chat(mut chat) => chat.pop(),
-                GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
-            })
-            .context("the pipeline returned no reply")?;
+        let reply = match result.generated_text {
+            GeneratedContent::Chat(mut chat) => chat.pop(),
+            GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
+        }
+        .context("the pipeline returned no reply")?;
         messages.push(reply);
     }
     Ok(ExitCode::SUCCESS)

@@ -12,10 +12,12 @@
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
 //!   [`heads`].
-//! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
-//!   [`gpt2`], and [`llama`] (Llama, Mistral, Qwen2, Gemma, Phi-3 as config differences);
-//!   causal masks and grouped-query attention shared in [`attention`], rotary embeddings with
-//!   every scaling in [`rotary`], RMSNorm in [`layers`].
+//! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
+//!   (Llama, Mistral, Qwen2, Gemma, Phi-3: one row of family defaults each), all built from the
+//!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
+//!   grouped-query heads, `DecoderStack`) over per-sequence KV cache slabs ([`kv_cache`]);
+//!   rotary embeddings with every scaling in [`rotary`], the tensor interface's input checks in
+//!   [`attention`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -40,10 +42,12 @@ pub mod auto;
 pub mod bert;
 pub mod causal_lm;
 pub mod config;
+pub mod decoder;
 pub mod distilbert;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
+pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod output;
@@ -56,8 +60,9 @@ pub use auto::{
     Architecture, AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, Head, LoadedModel,
     SUPPORTED_MODEL_TYPES,
 };
-pub use causal_lm::{CausalLm, KvCache};
+pub use causal_lm::{CausalLm, KvCache, SequenceCache, SequenceInput};
 pub use config::{ModelConfig, ProblemType};
+pub use decoder::LogitsAt;
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel, TokenSequence};
 pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

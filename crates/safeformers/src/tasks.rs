@@ -390,6 +390,13 @@ impl TextGeneration {
             .run(|pipeline| Ok(pipeline.run_streaming(inputs, settings, on_text)?))
     }
 
+    /// Runs `work` on the pipeline underneath inside this pipeline's thread pool: for calls
+    /// this type does not wrap, such as a conversation whose KV cache is continued turn by turn
+    /// ([`pipelines::TextGeneration::run_streaming_continuing`]).
+    pub fn install<T: Send>(&self, work: impl FnOnce(&pipelines::TextGeneration) -> T + Send) -> T {
+        self.0.pool.install(|| work(&self.0.pipeline))
+    }
+
     /// The pipeline underneath.
     pub fn pipeline(&self) -> &pipelines::TextGeneration {
         &self.0.pipeline
