@@ -20,7 +20,8 @@ pub struct LoadOptions {
     /// Where the model runs.
     pub device: Device,
     /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks for the
-    /// text-generation pipeline's decoder).
+    /// text-generation pipeline's decoder). The encoder pipelines refuse anything but f32
+    /// ([`PipelineError::UnsupportedWeightStorage`]) rather than ignore it.
     pub weights: WeightOptions,
 }
 
@@ -31,6 +32,14 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             weights: WeightOptions::default(),
         }
+    }
+}
+
+/// The name of a weight storage, as the CLI's `--dtype` / `--quantize` spell it.
+fn weight_storage_name(weights: WeightOptions) -> String {
+    match weights.quantize() {
+        Some(quantization) => format!("{quantization:?}").to_lowercase(),
+        None => format!("{:?}", weights.dtype()).to_lowercase(),
     }
 }
 
@@ -46,7 +55,14 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads the tokenizer and the model (with `head`, whatever `architectures` says) in `dir`.
+    /// Weight storage other than f32 is refused ([`PipelineError::UnsupportedWeightStorage`]).
     pub fn load(dir: &Path, head: Head, options: &LoadOptions) -> Result<Encoder> {
+        if options.weights != WeightOptions::default() {
+            return Err(PipelineError::UnsupportedWeightStorage {
+                dir: dir.to_path_buf(),
+                storage: weight_storage_name(options.weights),
+            });
+        }
         let model = AutoModel::load_with_head(dir, head, &options.policy, &options.device)?;
         let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
         let max_length = max_length(&tokenizer, &model);
