@@ -5,6 +5,7 @@ use std::cell::RefCell;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -136,12 +137,42 @@ pub struct TextGenerationArgs {
     /// return_full_text=False).
     #[arg(long)]
     pub new_text_only: bool,
+    /// text-generation: after each input, one JSON line of timings on stderr:
+    /// {"load_s", "prompt_tokens", "prompt_s", "generated_tokens", "generation_s"}.
+    #[arg(long)]
+    pub stats: bool,
 }
 
 impl TextGenerationArgs {
     /// Whether any of these flags was given (they apply to text-generation only).
     pub fn any(&self) -> bool {
-        self.stream || self.chat || self.new_text_only
+        self.stream || self.chat || self.new_text_only || self.stats
+    }
+}
+
+/// Prints `--stats` lines: the load time, then each generation call's timings.
+#[derive(Debug, Clone, Copy)]
+pub struct StatsPrinter {
+    /// Seconds from the start of loading to the loaded pipeline (resolution included).
+    pub load_s: f64,
+}
+
+impl StatsPrinter {
+    /// One JSON line on stderr per input `pipeline` generated since the last print.
+    pub fn print(self, pipeline: &TextGeneration) -> anyhow::Result<()> {
+        for stats in pipeline.take_stats() {
+            let line = json!({
+                "load_s": self.load_s,
+                "prompt_tokens": stats.prompt_tokens,
+                "prompt_s": stats.prompt_s,
+                "generated_tokens": stats.generated_tokens,
+                "generation_s": stats.generation_s,
+            });
+            let mut stderr = std::io::stderr().lock();
+            writeln!(stderr, "{line}")?;
+            stderr.flush()?;
+        }
+        Ok(())
     }
 }
 
@@ -183,53 +214,49 @@ pub fn generation_inputs(inputs: Vec<String>, chat: bool) -> anyhow::Result<Vec<
 
 /// `run text-generation` once the model folder is known: one JSON line per input
 /// (`[{"generated_text": ...}]`, Transformers' output for that input), or with `--stream` the
-/// text as it comes.
+/// text as it comes; with `stats`, the timings of each input on stderr after its batch.
 pub fn run_text_generation(
     pipeline: &TextGeneration,
     inputs: &[GenerationInput],
     options: &TextGenerationOptions,
     switches: &TextGenerationArgs,
+    stats: Option<StatsPrinter>,
 ) -> anyhow::Result<()> {
+    let print_stats = || stats.map_or(Ok(()), |printer| printer.print(pipeline));
     if !switches.stream {
         // Inputs go through in batches; each line is printed when its batch is done.
         let batch_size = options.batch_size.max(1);
         for (index, chunk) in inputs.chunks(batch_size).enumerate() {
             let chunk_options = TextGenerationOptions {
-                first_index: index * batch_size,
+                first_index: options.first_index + index * batch_size,
                 ..options.clone()
             };
             let results = pipeline.run(chunk, &chunk_options)?;
             output::print(&Output::TextGeneration(results).to_json()?)?;
+            print_stats()?;
         }
         return Ok(());
     }
     // Streaming: one input at a time, each printed as it is generated: its prompt (when the
     // full text is asked for) before its first piece, a newline after its last.
-    let one_at_a_time = TextGenerationOptions {
-        batch_size: 1,
-        ..options.clone()
-    };
-    let mut opened = 0usize;
-    let mut open_through = |row: usize| -> safeformers_pipelines::Result<()> {
-        while opened <= row {
-            if opened > 0 {
-                print_piece("\n")?;
-            }
-            if let (Some(GenerationInput::Text(prompt)), true) =
-                (inputs.get(opened), options.return_full_text)
-            {
-                print_piece(prompt)?;
-            }
-            opened += 1;
+    for (index, input) in inputs.iter().enumerate() {
+        if index > 0 {
+            print_piece("\n")?;
         }
-        Ok(())
-    };
-    pipeline.run_streaming(inputs, &one_at_a_time, &mut |row, text| {
-        open_through(row)?;
-        print_piece(text)
-    })?;
-    if let Some(last) = inputs.len().checked_sub(1) {
-        open_through(last)?;
+        if let (GenerationInput::Text(prompt), true) = (input, options.return_full_text) {
+            print_piece(prompt)?;
+        }
+        let one = TextGenerationOptions {
+            batch_size: 1,
+            first_index: options.first_index + index,
+            ..options.clone()
+        };
+        pipeline.run_streaming(std::slice::from_ref(input), &one, &mut |_, text| {
+            print_piece(text)
+        })?;
+        print_stats()?;
+    }
+    if !inputs.is_empty() {
         output::print("\n")?;
     }
     Ok(())
@@ -269,6 +296,11 @@ pub struct ChatArgs {
     hub: HubArgs,
     #[command(flatten)]
     lock: LockArgs,
+    /// After each reply, one JSON line of timings on stderr: {"load_s", "prompt_tokens",
+    /// "prompt_s", "generated_tokens", "generation_s"} (the prompt tokens of the whole
+    /// conversation; only the new turn is computed).
+    #[arg(long)]
+    stats: bool,
 }
 
 /// Runs `chat`: each stdin line is a user turn; the reply is streamed to stdout and ends with
@@ -282,7 +314,11 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         .apply(args.hub.options(&args.lock))
         .allow_pickle(args.allow_pickle)
         .weights(args.weights.load_options()?);
+    let loading = Instant::now();
     let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
+    let stats = args.stats.then(|| StatsPrinter {
+        load_s: loading.elapsed().as_secs_f64(),
+    });
     // The conversation's KV cache, continued turn by turn (it travels into the pipeline's
     // thread pool and back with each turn).
     let mut prompt_cache = RefCell::new(PromptCache::default());
@@ -319,6 +355,9 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
         prompt_cache = cache;
         let result = result?;
         output::print("\n")?;
+        if let Some(printer) = stats {
+            printer.print(&pipeline)?;
+        }
         let reply = match result.generated_text {
             GeneratedContent::Chat(mut chat) => chat.pop(),
             GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),

@@ -17,7 +17,8 @@ use safeformers::{
 
 use crate::UsageError;
 use crate::generate::{
-    GenerationArgs, TextGenerationArgs, any_generation_flag, generation_inputs, run_text_generation,
+    GenerationArgs, StatsPrinter, TextGenerationArgs, any_generation_flag, generation_inputs,
+    run_text_generation,
 };
 use crate::model::{HubArgs, LockArgs};
 use crate::output;
@@ -245,8 +246,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             !args.text_generation.new_text_only,
         )?;
         let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
+        let loading = std::time::Instant::now();
         let pipeline = safeformers::TextGeneration::from_pretrained(&args.model, &options)?;
-        run_text_generation(&pipeline, &inputs, &settings, &args.text_generation)?;
+        let stats = args.text_generation.stats.then(|| StatsPrinter {
+            load_s: loading.elapsed().as_secs_f64(),
+        });
+        run_text_generation(&pipeline, &inputs, &settings, &args.text_generation, stats)?;
         return Ok(ExitCode::SUCCESS);
     }
     let inputs = read_inputs(&args.inputs)?;

@@ -572,3 +572,94 @@ fn weight_storage_flags_run_text_generation_and_are_refused_elsewhere() {
     );
     assert_one_line_error(&out, 2, "--quantize");
 }
+
+/// The `--stats` lines of a run's stderr, each checked to hold exactly the five timing keys
+/// with non-negative times.
+fn stats_lines(output: &Output) -> Vec<Value> {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    stderr
+        .lines()
+        .map(|line| {
+            let stats: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            let keys: Vec<&str> = stats
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(String::as_str)
+                .collect();
+            assert_eq!(
+                keys,
+                [
+                    "load_s",
+                    "prompt_tokens",
+                    "prompt_s",
+                    "generated_tokens",
+                    "generation_s"
+                ],
+                "{line}"
+            );
+            for time in ["load_s", "prompt_s", "generation_s"] {
+                assert!(stats[time].as_f64().unwrap() >= 0.0, "{line}");
+            }
+            stats
+        })
+        .collect()
+}
+
+#[test]
+fn stats_report_each_input_and_each_turn_on_stderr() {
+    let model = gpt2();
+    let greedy = ["--greedy", "--max-new-tokens", "6", "--min-new-tokens", "6"];
+    // One line per input, stdout unchanged; the prompt's tokens and the new ones counted.
+    let mut args = vec!["run", "text-generation", "--model", &model, "--stats"];
+    args.extend_from_slice(&greedy);
+    args.extend_from_slice(&["Hello world", "The capital of France is a city"]);
+    let with_stats = safeformers(&args, None);
+    args.retain(|arg| *arg != "--stats");
+    let without = safeformers(&args, None);
+    assert_eq!(stdout(&with_stats), stdout(&without));
+    assert!(without.stderr.is_empty());
+    let lines = stats_lines(&with_stats);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for line in &lines {
+        assert_eq!(line["generated_tokens"], 6, "{line}");
+        assert_eq!(line["load_s"], lines[0]["load_s"]);
+    }
+    let prompt_lengths: Vec<u64> = lines
+        .iter()
+        .map(|line| line["prompt_tokens"].as_u64().unwrap())
+        .collect();
+    assert!(prompt_lengths[1] > prompt_lengths[0], "{prompt_lengths:?}");
+
+    // Streaming gives the same lines.
+    let mut stream_args = vec![
+        "run",
+        "text-generation",
+        "--model",
+        &model,
+        "--stats",
+        "--stream",
+    ];
+    stream_args.extend_from_slice(&greedy);
+    stream_args.extend_from_slice(&["Hello world", "The capital of France is a city"]);
+    let streamed = stats_lines(&safeformers(&stream_args, None));
+    let counts = |lines: &[Value]| -> Vec<(Value, Value)> {
+        lines
+            .iter()
+            .map(|line| {
+                (
+                    line["prompt_tokens"].clone(),
+                    line["generated_tokens"].clone(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(counts(&streamed), counts(&lines));
+
+    // chat: one line per turn; the second turn's prompt holds the whole conversation.
+    let mut chat = vec!["chat", "--model", &model, "--stats"];
+    chat.extend_from_slice(&greedy);
+    let turns = stats_lines(&safeformers(&chat, Some(b"Paris?\nRome?\n")));
+    assert_eq!(turns.len(), 2, "{turns:?}");
+    assert!(turns[1]["prompt_tokens"].as_u64() > turns[0]["prompt_tokens"].as_u64());
+}

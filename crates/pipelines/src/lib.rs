@@ -41,8 +41,8 @@ pub use fill_mask::{FillMask, MaskFill};
 pub use question_answering::{Answer, QuestionAnswering, QuestionAnsweringOptions};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
 pub use text_generation::{
-    ChatRenderer, GeneratedContent, GeneratedText, GenerationInput, TextGeneration,
-    TextGenerationOptions,
+    ChatRenderer, GeneratedContent, GeneratedText, GenerationInput, GenerationStats,
+    TextGeneration, TextGenerationOptions,
 };
 pub use token_classification::{
     Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,

@@ -10,6 +10,8 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Instant;
 
 use candle_core::Device;
 use safeformers_models::{AutoModelForCausalLM, CausalLm};
@@ -104,6 +106,24 @@ pub struct TextGeneration {
     model_generation_path: PathBuf,
     device: Device,
     chat_renderer: Option<ChatRenderer>,
+    /// The timings of the inputs generated since [`TextGeneration::take_stats`] last ran.
+    stats: Mutex<Vec<GenerationStats>>,
+}
+
+/// What generating for one input cost, as llama.cpp's timings and Ollama's `--verbose` report
+/// it. The CLI's `--stats` prints it as one JSON line. Inputs generated in one batch share
+/// their prefill: `prompt_s` is the batch's.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize)]
+pub struct GenerationStats {
+    /// Prompt tokens of the input (special tokens included, after any truncation).
+    pub prompt_tokens: usize,
+    /// Seconds from the start of the call to the first new token chosen: the prefill, up to
+    /// the first new token's logits (and its choice).
+    pub prompt_s: f64,
+    /// New tokens generated for the input (EOS included, the batch's padding not).
+    pub generated_tokens: usize,
+    /// Seconds from the batch's first new token to the input's last one.
+    pub generation_s: f64,
 }
 
 /// Renders a chat template somewhere other than this process (see
@@ -163,7 +183,17 @@ impl TextGeneration {
             model_generation_path,
             device,
             chat_renderer: None,
+            stats: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The timings of each input generated since the last call of this method, in the order
+    /// the inputs were given.
+    pub fn take_stats(&self) -> Vec<GenerationStats> {
+        match self.stats.lock() {
+            Ok(mut stats) => std::mem::take(&mut *stats),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
     }
 
     /// Renders chat templates with `renderer` instead of in this process. The `safeformers`
@@ -372,12 +402,20 @@ impl TextGeneration {
             .iter()
             .map(|_| self.tokenizer.stream_decoder(true))
             .collect();
+        let started = Instant::now();
+        let mut first_token: Option<Instant> = None;
+        let mut last_tokens: Vec<Option<Instant>> = vec![None; prompts.len()];
         let rows = generate(
             self.model.as_ref(),
             prompts,
             params,
             &generate_options,
             &mut |row, token| {
+                let now = Instant::now();
+                first_token.get_or_insert(now);
+                if let Some(last) = last_tokens.get_mut(row) {
+                    *last = Some(now);
+                }
                 let Some(stream) = streams.get_mut(row) else {
                     return Ok(());
                 };
@@ -387,10 +425,28 @@ impl TextGeneration {
                 Ok(())
             },
         )?;
+        let finished = Instant::now();
         for (row, stream) in streams.iter_mut().enumerate() {
             if let Some(text) = stream.finish()? {
                 on_text(row, &text)?;
             }
+        }
+        let first_token = first_token.unwrap_or(finished);
+        let stats = rows
+            .iter()
+            .zip(&last_tokens)
+            .map(|(row, last)| GenerationStats {
+                prompt_tokens: row.prompt.len(),
+                prompt_s: first_token.duration_since(started).as_secs_f64(),
+                generated_tokens: row.new_tokens().len(),
+                generation_s: last
+                    .unwrap_or(first_token)
+                    .duration_since(first_token)
+                    .as_secs_f64(),
+            });
+        match self.stats.lock() {
+            Ok(mut kept) => kept.extend(stats),
+            Err(poisoned) => poisoned.into_inner().extend(stats),
         }
         Ok(rows)
     }

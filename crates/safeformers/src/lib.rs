@@ -60,8 +60,8 @@ pub use safeformers_pipelines as pipelines;
 pub use safeformers_pipelines::generation::GenerationConfig;
 pub use safeformers_pipelines::{
     Aggregation, Answer, Entities, EntityGroup, GeneratedContent, GeneratedText, GenerationInput,
-    LabelScore, MaskFill, PoolingMode, QuestionAnsweringOptions, TextGenerationOptions,
-    TokenEntity,
+    GenerationStats, LabelScore, MaskFill, PoolingMode, QuestionAnsweringOptions,
+    TextGenerationOptions, TokenEntity,
 };
 pub use safeformers_tokenize as tokenize;
 pub use safeformers_weights as weights;

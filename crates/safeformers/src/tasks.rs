@@ -397,6 +397,12 @@ impl TextGeneration {
         self.0.pool.install(|| work(&self.0.pipeline))
     }
 
+    /// The timings of each input generated since the last call of this method, in input order
+    /// (what `--stats` prints).
+    pub fn take_stats(&self) -> Vec<pipelines::GenerationStats> {
+        self.0.pipeline.take_stats()
+    }
+
     /// The pipeline underneath.
     pub fn pipeline(&self) -> &pipelines::TextGeneration {
         &self.0.pipeline
