@@ -17,24 +17,19 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
 
-use crate::bert::{
-    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, BertModel,
-};
+use crate::bert::{BertModel, Flavour, Pooling};
 use crate::causal_lm::CausalLm;
 use crate::config::{ModelConfig, ProblemType};
-use crate::distilbert::{
-    DistilBertForMaskedLM, DistilBertForQuestionAnswering, DistilBertForSequenceClassification,
-    DistilBertForTokenClassification, DistilBertModel,
-};
+use crate::distilbert;
 use crate::error::{Error, Result};
 use crate::gpt2::Gpt2LmHeadModel;
+use crate::heads::{
+    EncoderForTask, MaskedLmHead, QuestionAnsweringHead, SequenceClassificationHead,
+    TokenClassificationHead,
+};
 use crate::llama::LlamaForCausalLM;
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
-use crate::roberta::{
-    RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
-    load_token_classification,
-};
+use crate::roberta;
 use crate::weights::{WeightOptions, Weights};
 
 /// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
@@ -298,50 +293,34 @@ impl AutoModel {
     ) -> Result<LoadedModel> {
         let (architecture, head) = AutoModel::resolve(&config, head)?;
         let root = Weights::new(checkpoint, device).with_options(options);
-        let model: Box<dyn TaskModel> = match (architecture, head) {
-            (Architecture::Bert, Head::Base) => Box::new(BertModel::load(&root, &config)?),
-            (Architecture::Bert, Head::MaskedLm) => {
-                Box::new(BertForMaskedLM::load(&root, &config)?)
+        let flavour = match architecture {
+            Architecture::Bert => Flavour::BERT,
+            Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(&config)?,
+            Architecture::DistilBert => distilbert::flavour(&config)?,
+        };
+        let model: Box<dyn TaskModel> = match head {
+            Head::Base => {
+                let encoder = flavour.encoder_config(&config)?;
+                Box::new(BertModel::load_with(
+                    &root,
+                    &config,
+                    &encoder,
+                    flavour,
+                    Pooling::IfPresent,
+                )?)
             }
-            (Architecture::Bert, Head::SequenceClassification) => {
-                Box::new(BertForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::Bert, Head::TokenClassification) => {
-                Box::new(BertForTokenClassification::load(&root, &config)?)
-            }
-            (Architecture::Bert, Head::QuestionAnswering) => {
-                Box::new(BertForQuestionAnswering::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::Base) => {
-                Box::new(RobertaModel::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::MaskedLm) => {
-                Box::new(RobertaForMaskedLM::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::SequenceClassification) => {
-                Box::new(RobertaForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::TokenClassification) => {
-                Box::new(load_token_classification(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::QuestionAnswering) => {
-                Box::new(load_question_answering(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::Base) => {
-                Box::new(DistilBertModel::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::MaskedLm) => {
-                Box::new(DistilBertForMaskedLM::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::SequenceClassification) => {
-                Box::new(DistilBertForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::TokenClassification) => {
-                Box::new(DistilBertForTokenClassification::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::QuestionAnswering) => {
-                Box::new(DistilBertForQuestionAnswering::load(&root, &config)?)
-            }
+            Head::MaskedLm => Box::new(EncoderForTask::<MaskedLmHead>::load(
+                &root, &config, flavour,
+            )?),
+            Head::SequenceClassification => Box::new(
+                EncoderForTask::<SequenceClassificationHead>::load(&root, &config, flavour)?,
+            ),
+            Head::TokenClassification => Box::new(EncoderForTask::<TokenClassificationHead>::load(
+                &root, &config, flavour,
+            )?),
+            Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
+                &root, &config, flavour,
+            )?),
         };
         Ok(LoadedModel {
             config,

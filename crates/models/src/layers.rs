@@ -1,12 +1,15 @@
-//! Building blocks shared by the architectures: linear and layer-norm layers, embeddings,
-//! activations, softmax, and scaled dot-product attention with an additive padding mask.
+//! Building blocks shared by the architectures: the one linear layer ([`Linear`], over the
+//! storage enum of [`crate::weight_storage`]), the one norm ([`Norm`]: LayerNorm and RMSNorm,
+//! with Gemma's offset), embeddings, activations, softmax and the checked model inputs.
 //!
-//! Each matches the PyTorch module of the same name (`nn.Linear`, `nn.LayerNorm`, ...) in f32.
+//! Each matches the PyTorch module of the same name (`nn.Linear`, `nn.LayerNorm`, ...) in f32,
+//! and has a tensor entry point (`forward`) and a slice entry point for the fused row buffers
+//! the encoders and decode steps run on.
 
 use candle_core::{D, DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::weight_storage::{StoredMatrix, WeightStorage};
+use crate::weight_storage::{Destination, StoredMatrix, WeightStorage};
 use crate::weights::{WeightOptions, Weights};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]` in the storage the load options
@@ -65,9 +68,69 @@ impl Linear {
         })
     }
 
+    /// The same layer with f32 weights packed for the many-row kernel where the CPU has it
+    /// (encoder layers, which always run many rows); other storages are unchanged.
+    pub fn packed_for_many_rows(self) -> Result<Self> {
+        Ok(Linear {
+            weight: self.weight.packed_for_many_rows()?,
+            bias: self.bias,
+        })
+    }
+
     /// Output features.
     pub fn out_features(&self) -> usize {
         self.weight.rows()
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// `output = input Wᵀ + b` on row-major values, `input` `[rows, in]`, `output`
+    /// `[rows, out]` (overwritten); the kernel is picked by row count and storage.
+    pub fn forward_rows(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
+        self.weight.multiply_into(
+            input,
+            rows,
+            output,
+            self.bias.as_deref(),
+            Destination::Overwrite,
+        )
+    }
+
+    /// `output = activation(input Wᵀ + b)` (the erf GELU fused into the packed kernel).
+    pub fn forward_rows_activated(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        activation: Activation,
+    ) -> Result<()> {
+        self.weight.multiply_into(
+            input,
+            rows,
+            output,
+            self.bias.as_deref(),
+            Destination::Activated(activation),
+        )
+    }
+
+    /// `output += input Wᵀ + b`: `output` holds the residual on entry, the block's output on
+    /// return.
+    pub fn forward_rows_onto_residual(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+    ) -> Result<()> {
+        self.weight.multiply_into(
+            input,
+            rows,
+            output,
+            self.bias.as_deref(),
+            Destination::OntoResidual,
+        )
     }
 
     /// Applies the layer to `[..., in]`.
@@ -90,76 +153,165 @@ impl Linear {
     }
 }
 
-/// `nn.LayerNorm` over the last dimension, with the config's epsilon.
+/// The normalization layers: `nn.LayerNorm` and RMSNorm (`LlamaRMSNorm`, `T5LayerNorm`, and
+/// `GemmaRMSNorm`, which stores `w - 1` and multiplies by `(1 + w)`), over the last dimension
+/// with the config's epsilon, run by the kernels on plain rows ([`Norm::forward_rows`]) or on a
+/// tensor ([`Norm::forward`]).
 #[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+pub struct Norm {
+    kind: NormKind,
+    /// The multiplier per column (for Gemma, `1 + w` already added).
+    scale: Vec<f32>,
+    eps: f32,
 }
+
+/// Which normalization a [`Norm`] is.
+#[derive(Debug, Clone)]
+enum NormKind {
+    /// `(x - mean) / √(var + ε) · w + b`.
+    Layer {
+        /// `b`, one per column.
+        bias: Vec<f32>,
+    },
+    /// `x / √(mean(x²) + ε) · w`, without centring or bias.
+    Rms,
+}
+
+impl Norm {
+    /// A LayerNorm with `weight` and `bias` (equally long).
+    pub fn layer_norm(weight: Vec<f32>, bias: Vec<f32>, eps: f64) -> Result<Norm> {
+        if weight.len() != bias.len() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "layer norm weight has {} values but bias {}",
+                weight.len(),
+                bias.len()
+            ))));
+        }
+        Ok(Norm {
+            kind: NormKind::Layer { bias },
+            scale: weight,
+            eps: eps as f32,
+        })
+    }
+
+    /// Loads a LayerNorm's `weight` and `bias` (or the legacy TF-era `gamma` and `beta`).
+    pub fn load_layer_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Norm> {
+        Norm::layer_norm(
+            tensor_values(&weights.get_any(&[size], &["weight", "gamma"])?)?,
+            tensor_values(&weights.get_any(&[size], &["bias", "beta"])?)?,
+            eps,
+        )
+    }
+
+    /// An RMSNorm multiplying by `offset + weight`: offset 0 for Llama, Mistral, Qwen2 and
+    /// Phi-3, 1 for Gemma.
+    pub fn rms(weight: &[f32], offset: f32, eps: f64) -> Norm {
+        Norm {
+            kind: NormKind::Rms,
+            scale: weight.iter().map(|w| w + offset).collect(),
+            eps: eps as f32,
+        }
+    }
+
+    /// Loads an RMSNorm's `weight` `[size]`, applied as `offset + weight`.
+    pub fn load_rms(weights: &Weights<'_>, size: usize, offset: f32, eps: f64) -> Result<Norm> {
+        Ok(Norm::rms(
+            &tensor_values(&weights.get(&[size], "weight")?)?,
+            offset,
+            eps,
+        ))
+    }
+
+    /// Width of the rows it normalizes.
+    pub fn width(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// Normalizes every `width`-wide row of `rows` in place.
+    pub fn forward_rows(&self, rows: &mut [f32]) -> Result<()> {
+        let width = self.scale.len();
+        match &self.kind {
+            NormKind::Layer { bias } => safeformers_kernels::layer_norm::layer_norm_in_place(
+                rows,
+                width,
+                &self.scale,
+                bias,
+                self.eps,
+            )?,
+            NormKind::Rms => safeformers_kernels::layer_norm::rms_norm_in_place(
+                rows,
+                width,
+                &self.scale,
+                self.eps,
+            )?,
+        }
+        Ok(())
+    }
+
+    /// Normalizes `[..., size]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+        self.forward_rows(&mut values)?;
+        Ok(Tensor::from_vec(values, x.shape(), x.device())?)
+    }
+}
+
+/// `nn.LayerNorm` under the name the models load it by: a [`Norm`] of the LayerNorm kind.
+#[derive(Debug, Clone)]
+pub struct LayerNorm(Norm);
 
 impl LayerNorm {
     /// Loads `weight` and `bias` (or the legacy TF-era `gamma` and `beta`).
     pub fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: weights.get_any(&[size], &["weight", "gamma"])?,
-            bias: weights.get_any(&[size], &["bias", "beta"])?,
-            eps,
-        })
+        Ok(LayerNorm(Norm::load_layer_norm(weights, size, eps)?))
     }
 
     /// Normalizes `[..., size]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normalized
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+        self.0.forward(x)
     }
 }
 
-/// Root-mean-square layer norm (`LlamaRMSNorm`, `T5LayerNorm`): `x / √(mean(x²) + ε) · w`,
-/// without centring or bias. Gemma stores `w - 1` and multiplies by `(1 + w)`
-/// ([`RmsNorm::load_gemma`]).
+/// RMSNorm under the names the decoders load it by: a [`Norm`] of the RMS kind.
 #[derive(Debug, Clone)]
-pub struct RmsNorm {
-    /// The multiplier (for Gemma, `1 + w` already added).
-    scale: Tensor,
-    eps: f64,
-}
+pub struct RmsNorm(Norm);
 
 impl RmsNorm {
     /// `LlamaRMSNorm` with `weight` `[size]`.
-    pub fn new(weight: Tensor, eps: f64) -> Self {
-        RmsNorm { scale: weight, eps }
+    pub fn new(weight: Tensor, eps: f64) -> Result<Self> {
+        Ok(RmsNorm(Norm::rms(&tensor_values(&weight)?, 0.0, eps)))
     }
 
     /// `GemmaRMSNorm` with `weight` `[size]`, applied as `(1 + weight)`.
     pub fn new_gemma(weight: &Tensor, eps: f64) -> Result<Self> {
-        Ok(RmsNorm {
-            scale: (weight + 1.0)?,
-            eps,
-        })
+        Ok(RmsNorm(Norm::rms(&tensor_values(weight)?, 1.0, eps)))
     }
 
     /// Loads `weight` `[size]` (Llama, Mistral, Qwen2, Phi-3).
     pub fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
-        Ok(RmsNorm::new(weights.get(&[size], "weight")?, eps))
+        Ok(RmsNorm(Norm::load_rms(weights, size, 0.0, eps)?))
     }
 
     /// Loads Gemma's `weight` `[size]`, applied as `(1 + weight)` (`GemmaRMSNorm`).
     pub fn load_gemma(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
-        RmsNorm::new_gemma(&weights.get(&[size], "weight")?, eps)
+        Ok(RmsNorm(Norm::load_rms(weights, size, 1.0, eps)?))
+    }
+
+    /// The norm itself (its slice entry point).
+    pub fn norm(&self) -> &Norm {
+        &self.0
     }
 
     /// Normalizes `[..., size]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean_square = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalized = x.broadcast_mul(&(mean_square + self.eps)?.sqrt()?.recip()?)?;
-        Ok(normalized.broadcast_mul(&self.scale)?)
+        self.0.forward(x)
     }
+}
+
+/// A tensor's values, flattened (the tensor, a copy of the checkpoint's bytes, is dropped after
+/// this, so the weights are not held twice).
+pub(crate) fn tensor_values(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// `nn.Embedding`: rows of a `[num, dim]` table picked by index.
@@ -230,41 +382,12 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Ok(exp.broadcast_div(&sum)?)
 }
 
-/// The additive attention bias for a `[batch, seq]` padding mask: 0 where the mask is
-/// non-zero (attend), the most negative f32 where it is zero (padding) — Transformers adds
-/// `torch.finfo(dtype).min` the same way. Shape `[batch, 1, 1, seq]`, broadcast over heads and
-/// queries.
-pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
-    let (batch, seq) = mask.dims2()?;
-    let padding = mask.eq(0u8)?.to_dtype(DType::F32)?;
-    Ok(padding
-        .affine(f64::from(f32::MIN), 0.0)?
-        .reshape((batch, 1, 1, seq))?)
-}
-
 /// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
 pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
     let (batch, seq, hidden) = x.dims3()?;
     Ok(x.reshape((batch, seq, heads, hidden / heads))?
         .transpose(1, 2)?
         .contiguous()?)
-}
-
-/// Scaled dot-product attention: `softmax(q kᵀ / √d + bias) v`, heads merged back to
-/// `[batch, seq, hidden]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (batch, heads, seq, head_dim) = q.dims4()?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
-    }
-    let probs = softmax_last_dim(&scores)?;
-    let context = probs.matmul(v)?;
-    Ok(context
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((batch, seq, heads * head_dim))?)
 }
 
 /// The checked model inputs: ids as u32 (in vocabulary range), and the optional mask and token
@@ -414,14 +537,23 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn softmax_rows_sum_to_one_and_mask_zeroes_padding() -> Result<()> {
+    fn softmax_rows_sum_to_one() -> Result<()> {
         let scores = Tensor::new(&[[[[1f32, 2.0, 3.0]]]], &Device::Cpu)?;
-        let mask = Tensor::new(&[[1u8, 1, 0]], &Device::Cpu)?;
-        let bias = attention_bias(&mask)?;
-        let probs = softmax_last_dim(&scores.broadcast_add(&bias)?)?;
-        let values = probs.flatten_all()?.to_vec1::<f32>()?;
+        let values = softmax_last_dim(&scores)?.flatten_all()?.to_vec1::<f32>()?;
         assert!((values.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(values.get(2), Some(&0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_matches_plain_formula() -> Result<()> {
+        let x = Tensor::new(&[[1f32, -2.0, 3.0, 0.5]], &Device::Cpu)?;
+        let norm = Norm::layer_norm(vec![0.5, 1.5, -1.0, 2.0], vec![0.1, 0.0, 0.2, -0.1], 1e-5)?;
+        // (x - mean) / sqrt(var + 1e-5) * w + b, computed in f64.
+        let expected = [0.205_279_2, -2.210_863, -1.133_536_5, -0.240_372_26];
+        let got = norm.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        for (got, want) in got.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
         Ok(())
     }
 
@@ -432,7 +564,7 @@ mod tests {
         // LlamaRMSNorm / GemmaRMSNorm(4, eps=1e-6) with this weight, from Transformers 5.23.
         for (norm, expected) in [
             (
-                RmsNorm::new(weight.clone(), 1e-6),
+                RmsNorm::new(weight.clone(), 1e-6)?,
                 [0.264_906_44, -1.589_438_7, -1.589_438_7, 0.529_812_9],
             ),
             (

@@ -10,8 +10,9 @@
 //! - [`weights`]: tensors from a [`safeformers_weights::Checkpoint`], converted to f32 and
 //!   shape-checked, under name prefixes.
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
-//!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
-//!   [`heads`].
+//!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
+//!   ([`encoder`]) with the generic task heads of [`heads`]; the block layers ([`layers::Linear`]
+//!   over the storage enum of [`weight_storage`], [`layers::Norm`]) in [`layers`].
 //! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
 //!   [`gpt2`], and [`llama`] (Llama, Mistral, Qwen2, Gemma, Phi-3 as config differences);
 //!   causal masks and grouped-query attention shared in [`attention`], rotary embeddings with
@@ -41,6 +42,7 @@ pub mod bert;
 pub mod causal_lm;
 pub mod config;
 pub mod distilbert;
+pub mod encoder;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
