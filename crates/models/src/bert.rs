@@ -91,27 +91,17 @@ impl BertConfig {
     }
 
     fn validate(&self, config: &ModelConfig) -> Result<()> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
+        check_encoder_sizes(
+            config,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("intermediate_size", self.intermediate_size),
+                ("max_position_embeddings", self.max_position_embeddings),
+                ("type_vocab_size", self.type_vocab_size),
+            ],
             ("hidden_size", self.hidden_size),
             ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
-        ] {
-            if value == 0 {
-                return Err(config.invalid_field(field, "must be positive"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(config.invalid_field(
-                "num_attention_heads",
-                &format!(
-                    "hidden_size {} is not a multiple of {} heads",
-                    self.hidden_size, self.num_attention_heads
-                ),
-            ));
-        }
+        )?;
         self.activation(config)?;
         if let Some(kind) = self.position_embedding_type.as_deref()
             && kind != "absolute"
@@ -132,17 +122,47 @@ impl BertConfig {
 
     /// The parsed `hidden_act`.
     pub(crate) fn activation(&self, config: &ModelConfig) -> Result<Activation> {
-        Activation::from_name(&self.hidden_act).ok_or_else(|| {
-            config.invalid_field(
-                "hidden_act",
-                &format!(
-                    "`{}` is not one of {}",
-                    self.hidden_act,
-                    Activation::NAMES.join(", ")
-                ),
-            )
-        })
+        parse_activation(config, "hidden_act", &self.hidden_act)
     }
+}
+
+/// Checks an encoder config's sizes: every field of `positive` above zero, and the hidden
+/// width (`width`, with its field name) a positive multiple of the head count (`heads`).
+pub(crate) fn check_encoder_sizes(
+    config: &ModelConfig,
+    positive: &[(&str, usize)],
+    width: (&str, usize),
+    heads: (&str, usize),
+) -> Result<()> {
+    for &(field, value) in positive.iter().chain([&width, &heads]) {
+        if value == 0 {
+            return Err(config.invalid_field(field, "must be positive"));
+        }
+    }
+    if !width.1.is_multiple_of(heads.1) {
+        return Err(config.invalid_field(
+            heads.0,
+            &format!(
+                "{} {} is not a multiple of {} heads",
+                width.0, width.1, heads.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The activation `name` that the config's `field` names, or an error listing the known ones.
+pub(crate) fn parse_activation(
+    config: &ModelConfig,
+    field: &str,
+    name: &str,
+) -> Result<Activation> {
+    Activation::from_name(name).ok_or_else(|| {
+        config.invalid_field(
+            field,
+            &format!("`{name}` is not one of {}", Activation::NAMES.join(", ")),
+        )
+    })
 }
 
 /// How position ids are made from the input ids.

@@ -12,7 +12,9 @@
 use candle_core::{Device, Tensor};
 use serde::Deserialize;
 
-use crate::bert::{BertConfig, BertModel, Family, Flavour, PositionIds};
+use crate::bert::{
+    BertConfig, BertModel, Family, Flavour, PositionIds, check_encoder_sizes, parse_activation,
+};
 use crate::config::{ModelConfig, defaults};
 use crate::error::Result;
 use crate::heads::{
@@ -62,26 +64,16 @@ impl DistilBertConfig {
     /// Reads and checks the DistilBERT fields of `config`.
     pub fn from_model_config(config: &ModelConfig) -> Result<DistilBertConfig> {
         let distil: DistilBertConfig = config.architecture_config(REQUIRED_FIELDS)?;
-        for (field, value) in [
-            ("vocab_size", distil.vocab_size),
+        check_encoder_sizes(
+            config,
+            &[
+                ("vocab_size", distil.vocab_size),
+                ("hidden_dim", distil.hidden_dim),
+                ("max_position_embeddings", distil.max_position_embeddings),
+            ],
             ("dim", distil.dim),
             ("n_heads", distil.n_heads),
-            ("hidden_dim", distil.hidden_dim),
-            ("max_position_embeddings", distil.max_position_embeddings),
-        ] {
-            if value == 0 {
-                return Err(config.invalid_field(field, "must be positive"));
-            }
-        }
-        if !distil.dim.is_multiple_of(distil.n_heads) {
-            return Err(config.invalid_field(
-                "n_heads",
-                &format!(
-                    "dim {} is not a multiple of {} heads",
-                    distil.dim, distil.n_heads
-                ),
-            ));
-        }
+        )?;
         distil.activation(config)?;
         Ok(distil)
     }
@@ -110,16 +102,7 @@ impl DistilBertConfig {
     }
 
     fn activation(&self, config: &ModelConfig) -> Result<Activation> {
-        Activation::from_name(&self.activation).ok_or_else(|| {
-            config.invalid_field(
-                "activation",
-                &format!(
-                    "`{}` is not one of {}",
-                    self.activation,
-                    Activation::NAMES.join(", ")
-                ),
-            )
-        })
+        parse_activation(config, "activation", &self.activation)
     }
 }
 

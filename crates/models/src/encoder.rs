@@ -12,7 +12,7 @@
 use candle_core::Tensor;
 
 use crate::error::Result;
-use crate::layers::{Activation, Linear, Norm};
+use crate::layers::{Activation, Destination, Linear, Norm};
 use crate::weights::Weights;
 use safeformers_kernels::encoder_attention::{
     AttentionShape, encoder_attention, encoder_attention_packed,
@@ -176,18 +176,26 @@ impl EncoderLayer {
             )?,
         }
         // Output projection onto the residual, layer norm.
-        self.attention_output
-            .forward_rows_onto_residual(&scratch.context, rows, hidden)?;
+        self.attention_output.forward_rows_to(
+            &scratch.context,
+            rows,
+            hidden,
+            Destination::OntoResidual,
+        )?;
         self.attention_norm.forward_rows(hidden)?;
         // Feed-forward block.
-        self.intermediate.forward_rows_activated(
+        self.intermediate.forward_rows_to(
             hidden,
             rows,
             &mut scratch.intermediate,
-            self.activation,
+            Destination::Activated(self.activation),
         )?;
-        self.output
-            .forward_rows_onto_residual(&scratch.intermediate, rows, hidden)?;
+        self.output.forward_rows_to(
+            &scratch.intermediate,
+            rows,
+            hidden,
+            Destination::OntoResidual,
+        )?;
         self.output_norm.forward_rows(hidden)
     }
 }

@@ -15,16 +15,25 @@ use crate::layers::{Activation, ActivationForward, Linear, Norm};
 use crate::output::{ModelOutput, TaskModel};
 use crate::weights::Weights;
 
+/// What a head is loaded from.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadSource<'a, 'w> {
+    /// The checkpoint root.
+    pub root: &'a Weights<'w>,
+    /// The parsed `config.json`.
+    pub config: &'a ModelConfig,
+    /// The family's config as the shared encoder's.
+    pub encoder: &'a BertConfig,
+    /// The family.
+    pub flavour: Flavour,
+    /// The base model already loaded (the tied word embeddings).
+    pub base: &'a BertModel,
+}
+
 /// A head over the encoder's last hidden state.
 pub trait EncoderHead: Debug + Send + Sync + Sized {
-    /// Loads the head from the checkpoint `root` (`base` supplies the tied word embeddings).
-    fn load(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        encoder: &BertConfig,
-        flavour: Flavour,
-        base: &BertModel,
-    ) -> Result<Self>;
+    /// Loads the head.
+    fn load(source: &HeadSource<'_, '_>) -> Result<Self>;
 
     /// The head's output for `hidden` `[batch, seq, hidden]`.
     fn forward(&self, hidden: &Tensor) -> Result<ModelOutput>;
@@ -42,7 +51,13 @@ impl<H: EncoderHead> EncoderForTask<H> {
     pub fn load(root: &Weights<'_>, config: &ModelConfig, flavour: Flavour) -> Result<Self> {
         let encoder = flavour.encoder_config(config)?;
         let base = BertModel::load_with(root, config, &encoder, flavour, Pooling::None)?;
-        let head = H::load(root, config, &encoder, flavour, &base)?;
+        let head = H::load(&HeadSource {
+            root,
+            config,
+            encoder: &encoder,
+            flavour,
+            base: &base,
+        })?;
         Ok(EncoderForTask { base, head })
     }
 }
@@ -75,13 +90,14 @@ pub struct MaskedLmHead {
 }
 
 impl EncoderHead for MaskedLmHead {
-    fn load(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        encoder: &BertConfig,
-        flavour: Flavour,
-        base: &BertModel,
-    ) -> Result<Self> {
+    fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
+        let HeadSource {
+            root,
+            config,
+            encoder,
+            flavour,
+            base,
+        } = *source;
         let (hidden, vocab) = (encoder.hidden_size, encoder.vocab_size);
         let (weights, dense, norm, decoder, activation) = match flavour.family {
             Family::Bert => (
@@ -149,13 +165,14 @@ pub struct SequenceClassificationHead {
 }
 
 impl EncoderHead for SequenceClassificationHead {
-    fn load(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        encoder: &BertConfig,
-        flavour: Flavour,
-        _base: &BertModel,
-    ) -> Result<Self> {
+    fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
+        let HeadSource {
+            root,
+            config,
+            encoder,
+            flavour,
+            ..
+        } = *source;
         let (dense, activation, out) = match flavour.family {
             Family::Bert => (
                 base_weights(root, flavour.prefix()).pp("pooler.dense"),
@@ -197,13 +214,13 @@ pub struct TokenClassificationHead {
 }
 
 impl EncoderHead for TokenClassificationHead {
-    fn load(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        encoder: &BertConfig,
-        _flavour: Flavour,
-        _base: &BertModel,
-    ) -> Result<Self> {
+    fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
+        let HeadSource {
+            root,
+            config,
+            encoder,
+            ..
+        } = *source;
         Ok(TokenClassificationHead {
             classifier: Linear::load(
                 &root.pp("classifier"),
@@ -229,13 +246,13 @@ pub struct QuestionAnsweringHead {
 
 impl EncoderHead for QuestionAnsweringHead {
     /// The config must have two labels (start, end), as Transformers' QA models assume.
-    fn load(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        encoder: &BertConfig,
-        _flavour: Flavour,
-        _base: &BertModel,
-    ) -> Result<Self> {
+    fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
+        let HeadSource {
+            root,
+            config,
+            encoder,
+            ..
+        } = *source;
         if config.num_labels != 2 {
             return Err(config.invalid_field(
                 "num_labels",

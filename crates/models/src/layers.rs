@@ -9,7 +9,8 @@
 use candle_core::{D, DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::weight_storage::{Destination, StoredMatrix, WeightStorage};
+pub use crate::weight_storage::Destination;
+use crate::weight_storage::{StoredMatrix, WeightStorage};
 use crate::weights::{WeightOptions, Weights};
 
 /// `nn.Linear`: `y = x Wᵀ + b`, with `W` stored `[out, in]` in the storage the load options
@@ -99,38 +100,18 @@ impl Linear {
         )
     }
 
-    /// `output = activation(input Wᵀ + b)` (the erf GELU fused into the packed kernel).
-    pub fn forward_rows_activated(
+    /// `x Wᵀ + b` on row-major values written into `output` as `destination` says: onto the
+    /// residual `output` holds, or through an activation (the erf GELU fused into the packed
+    /// kernel).
+    pub fn forward_rows_to(
         &self,
         input: &[f32],
         rows: usize,
         output: &mut [f32],
-        activation: Activation,
+        destination: Destination,
     ) -> Result<()> {
-        self.weight.multiply_into(
-            input,
-            rows,
-            output,
-            self.bias.as_deref(),
-            Destination::Activated(activation),
-        )
-    }
-
-    /// `output += input Wᵀ + b`: `output` holds the residual on entry, the block's output on
-    /// return.
-    pub fn forward_rows_onto_residual(
-        &self,
-        input: &[f32],
-        rows: usize,
-        output: &mut [f32],
-    ) -> Result<()> {
-        self.weight.multiply_into(
-            input,
-            rows,
-            output,
-            self.bias.as_deref(),
-            Destination::OntoResidual,
-        )
+        self.weight
+            .multiply_into(input, rows, output, self.bias.as_deref(), destination)
     }
 
     /// Applies the layer to `[..., in]`.
