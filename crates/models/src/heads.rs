@@ -91,13 +91,8 @@ pub struct MaskedLmHead {
 
 impl EncoderHead for MaskedLmHead {
     fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
-        let HeadSource {
-            root,
-            config,
-            encoder,
-            flavour,
-            base,
-        } = *source;
+        let (root, config, encoder) = (source.root, source.config, source.encoder);
+        let (flavour, base) = (source.flavour, source.base);
         let (hidden, vocab) = (encoder.hidden_size, encoder.vocab_size);
         let (weights, dense, norm, decoder, activation) = match flavour.family {
             Family::Bert => (
@@ -166,13 +161,8 @@ pub struct SequenceClassificationHead {
 
 impl EncoderHead for SequenceClassificationHead {
     fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
-        let HeadSource {
-            root,
-            config,
-            encoder,
-            flavour,
-            ..
-        } = *source;
+        let (root, config, encoder) = (source.root, source.config, source.encoder);
+        let flavour = source.flavour;
         let (dense, activation, out) = match flavour.family {
             Family::Bert => (
                 base_weights(root, flavour.prefix()).pp("pooler.dense"),
@@ -215,17 +205,11 @@ pub struct TokenClassificationHead {
 
 impl EncoderHead for TokenClassificationHead {
     fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
-        let HeadSource {
-            root,
-            config,
-            encoder,
-            ..
-        } = *source;
         Ok(TokenClassificationHead {
             classifier: Linear::load(
-                &root.pp("classifier"),
-                encoder.hidden_size,
-                config.num_labels,
+                &source.root.pp("classifier"),
+                source.encoder.hidden_size,
+                source.config.num_labels,
             )?,
         })
     }
@@ -247,12 +231,7 @@ pub struct QuestionAnsweringHead {
 impl EncoderHead for QuestionAnsweringHead {
     /// The config must have two labels (start, end), as Transformers' QA models assume.
     fn load(source: &HeadSource<'_, '_>) -> Result<Self> {
-        let HeadSource {
-            root,
-            config,
-            encoder,
-            ..
-        } = *source;
+        let config = source.config;
         if config.num_labels != 2 {
             return Err(config.invalid_field(
                 "num_labels",
@@ -263,7 +242,7 @@ impl EncoderHead for QuestionAnsweringHead {
             ));
         }
         Ok(QuestionAnsweringHead {
-            qa_outputs: Linear::load(&root.pp("qa_outputs"), encoder.hidden_size, 2)?,
+            qa_outputs: Linear::load(&source.root.pp("qa_outputs"), source.encoder.hidden_size, 2)?,
         })
     }
 
