@@ -247,6 +247,11 @@ impl LayerNorm {
         Ok(LayerNorm(Norm::load_layer_norm(weights, size, eps)?))
     }
 
+    /// The norm itself (its slice entry point, for decode steps on plain rows).
+    pub fn norm(&self) -> &Norm {
+        &self.0
+    }
+
     /// Normalizes `[..., size]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         self.0.forward(x)
