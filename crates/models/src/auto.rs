@@ -227,7 +227,7 @@ impl AutoModel {
     /// The architecture is decided (and remote code refused) before any weight file is opened;
     /// weights are opened under `policy`.
     pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<LoadedModel> {
-        AutoModel::load_dir(dir, None, policy, device)
+        AutoModel::load_dir(dir, None, policy, device, WeightOptions::default())
     }
 
     /// Loads the model in folder `dir` with the given head, whatever `architectures` says
@@ -238,7 +238,7 @@ impl AutoModel {
         policy: &LoadPolicy,
         device: &Device,
     ) -> Result<LoadedModel> {
-        AutoModel::load_dir(dir, Some(head), policy, device)
+        AutoModel::load_dir(dir, Some(head), policy, device, WeightOptions::default())
     }
 
     /// As [`AutoModel::load`], with the linear layers' weights stored as `options` say.
@@ -248,10 +248,19 @@ impl AutoModel {
         device: &Device,
         options: WeightOptions,
     ) -> Result<LoadedModel> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        AutoModel::resolve(&config, None)?;
-        let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModel::from_checkpoint_with_options(config, &checkpoint, None, device, options)
+        AutoModel::load_dir(dir, None, policy, device, options)
+    }
+
+    /// As [`AutoModel::load_with_head`], with the linear layers' weights stored as `options`
+    /// say (`head` `None`: the one `architectures` names).
+    pub fn load_with_head_and_options(
+        dir: &Path,
+        head: Option<Head>,
+        policy: &LoadPolicy,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<LoadedModel> {
+        AutoModel::load_dir(dir, head, policy, device, options)
     }
 
     fn load_dir(
@@ -259,11 +268,12 @@ impl AutoModel {
         head: Option<Head>,
         policy: &LoadPolicy,
         device: &Device,
+        options: WeightOptions,
     ) -> Result<LoadedModel> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         AutoModel::resolve(&config, head)?;
         let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModel::from_checkpoint(config, &checkpoint, head, device)
+        AutoModel::from_checkpoint_with_options(config, &checkpoint, head, device, options)
     }
 
     /// Builds the model from a parsed config and an opened checkpoint; `head` as in

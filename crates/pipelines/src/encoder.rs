@@ -19,8 +19,8 @@ pub struct LoadOptions {
     pub policy: LoadPolicy,
     /// Where the model runs.
     pub device: Device,
-    /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks for the
-    /// text-generation pipeline's decoder).
+    /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks), for the
+    /// encoders and the text-generation pipeline's decoder alike.
     pub weights: WeightOptions,
 }
 
@@ -47,7 +47,13 @@ pub struct Encoder {
 impl Encoder {
     /// Loads the tokenizer and the model (with `head`, whatever `architectures` says) in `dir`.
     pub fn load(dir: &Path, head: Head, options: &LoadOptions) -> Result<Encoder> {
-        let model = AutoModel::load_with_head(dir, head, &options.policy, &options.device)?;
+        let model = AutoModel::load_with_head_and_options(
+            dir,
+            Some(head),
+            &options.policy,
+            &options.device,
+            options.weights,
+        )?;
         let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
         let max_length = max_length(&tokenizer, &model);
         Ok(Encoder {
