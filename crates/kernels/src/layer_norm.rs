@@ -1,7 +1,7 @@
 //! Layer norm and RMS norm of rows in place (`nn.LayerNorm` over the last dimension,
-//! `LlamaRMSNorm`), split over the rayon pool. In the encoder the residual has already been added by the GEMM that wrote the rows
-//! ([`super::matmul::DenseWeights::forward_onto_residual`]), so "residual + layer norm" is this
-//! one pass over data still in cache.
+//! `LlamaRMSNorm`), split over the rayon pool. In the encoder the residual has already been
+//! added by the GEMM that wrote the rows (the packed kernel's `Start::OutputAndBias`), so
+//! "residual + layer norm" is this one pass over data still in cache.
 //!
 //! Mean and variance are two passes over the row (as PyTorch computes them, no
 //! `E[x²] - E[x]²` cancellation), each summed over 8 independent lanes; the row loop is
