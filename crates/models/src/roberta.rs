@@ -6,8 +6,8 @@
 //! [`crate::bert`]; the heads are [`crate::heads`]' generic ones): RoBERTa differs only in its
 //! position ids, which count non-padding tokens from `padding_idx + 1` and give padding tokens
 //! `padding_idx` (`create_position_ids_from_input_ids`), in its masked-LM head (`lm_head`:
-//! dense, erf GELU, layer norm, decoder), and in its sequence classification head (dense + tanh
-//! + `out_proj` over `<s>`, no pooler). XLM-RoBERTa is the same code with another config.
+//! dense, erf GELU, layer norm, decoder), and in its sequence classification head (dense, tanh,
+//! `out_proj` over `<s>`, no pooler). XLM-RoBERTa is the same code with another config.
 
 use crate::bert::{BertConfig, BertModel, Family, Flavour, PositionIds};
 use crate::config::ModelConfig;
