@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
-use safeformers_pipelines::generation::GenerationConfig;
+use safeformers_pipelines::generation::{GenerationConfig, PromptCache};
 use safeformers_pipelines::{
     GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
 };
@@ -290,6 +290,7 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     args.threads.install(|| {
         let pipeline = TextGeneration::from_dir(&dir, &load)?
             .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
+        let prompt_cache = std::cell::RefCell::new(PromptCache::default());
         let mut messages: Vec<Value> = Vec::new();
         if let Some(system) = &args.system {
             messages.push(json!({"role": "system", "content": system}));
@@ -309,22 +310,19 @@ pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
                 continue;
             }
             messages.push(json!({"role": "user", "content": line}));
-            let results = pipeline.run_streaming(
-                &[GenerationInput::Chat(messages.clone())],
+            // The conversation's KV cache is continued: only the new turn is computed.
+            let result = pipeline.run_streaming_continuing(
+                &GenerationInput::Chat(messages.clone()),
                 &options,
-                &mut |_, text| print_piece(text),
+                &prompt_cache,
+                &mut print_piece,
             )?;
             output::print("\n")?;
-            let reply = results
-                .into_iter()
-                .next()
-                .and_then(|result| match result.generated_text {
-                    GeneratedContent::Chat(mut chat) => chat.pop(),
-                    GeneratedContent::Text(text) => {
-                        Some(json!({"role": "assistant", "content": text}))
-                    }
-                })
-                .context("the pipeline returned no reply")?;
+            let reply = match result.generated_text {
+                GeneratedContent::Chat(mut chat) => chat.pop(),
+                GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
+            }
+            .context("the pipeline returned no reply")?;
             messages.push(reply);
         }
         Ok(())

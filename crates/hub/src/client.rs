@@ -97,6 +97,17 @@ struct FileMetadata {
 }
 
 /// Which request an error answers, to name it in the error.
+/// Where a download stands, for [`HubClient::copy_body`].
+struct Progress<'a> {
+    /// Bytes already in the partial file.
+    have: u64,
+    /// The file's full size.
+    size: u64,
+    bar: &'a Option<indicatif::ProgressBar>,
+    /// The URL that answered (for errors).
+    answered: &'a str,
+}
+
 struct Context<'a> {
     repo: &'a RepoId,
     revision: &'a str,
@@ -614,57 +625,14 @@ impl HubClient {
                 .http
                 .send(Method::Get, url, headers, Follow::All)
                 .map_err(AttemptError::Retry)?;
-            let status = response.status().as_u16();
-            match status {
-                206 if have > 0 => {
-                    let content_range = header(response.headers(), "content-range");
-                    let expected_start = format!("bytes {have}-");
-                    if !content_range.is_some_and(|range| range.starts_with(&expected_start)) {
-                        file.set_len(0).map_err(fatal_io)?;
-                        return Err(AttemptError::Retry(HubError::Network {
-                            url: redact_url(&answered),
-                            reason: "the server resumed at another offset".to_string(),
-                        }));
-                    }
-                }
-                200 => {
-                    if have > 0 {
-                        // The server ignored the Range: start over.
-                        file.set_len(0).map_err(fatal_io)?;
-                        have = 0;
-                        hasher = ContentHasher::new(etag, size);
-                        if let Some(bar) = bar {
-                            bar.set_position(0);
-                        }
-                    }
-                }
-                416 => {
-                    file.set_len(0).map_err(fatal_io)?;
-                    return Err(AttemptError::Retry(HubError::Http {
-                        url: redact_url(&answered),
-                        status,
-                        message: "range not satisfiable; starting over".to_string(),
-                    }));
-                }
-                429 | 500..=599 => {
-                    let context = Context {
-                        repo: repo_cache.repo(),
-                        revision: "",
-                        path: Some(path),
-                    };
-                    return Err(AttemptError::Retry(
-                        self.status_error(&context, &answered, &response),
-                    ));
-                }
-                _ => {
-                    let context = Context {
-                        repo: repo_cache.repo(),
-                        revision: "",
-                        path: Some(path),
-                    };
-                    return Err(AttemptError::Fatal(
-                        self.status_error(&context, &answered, &response),
-                    ));
+            if self.check_resume_status(
+                repo_cache, path, have, &answered, &response, &mut file, partial,
+            )? {
+                // The server ignored the Range: start over.
+                have = 0;
+                hasher = ContentHasher::new(etag, size);
+                if let Some(bar) = bar {
+                    bar.set_position(0);
                 }
             }
             let remaining = size - have;
@@ -674,42 +642,19 @@ impl HubClient {
             {
                 return Err(mismatch(have + length));
             }
-            let mut reader = response.body_mut().as_reader();
-            let mut buffer = vec![0u8; 256 * 1024];
-            let mut received = 0u64;
-            loop {
-                let read = match reader.read(&mut buffer) {
-                    Ok(read) => read,
-                    Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(error) => {
-                        file.flush().map_err(fatal_io)?;
-                        return Err(AttemptError::Retry(HubError::Network {
-                            url: redact_url(&answered),
-                            reason: format!(
-                                "{} after {} of {size} bytes",
-                                self.http.scrub(&error.to_string()),
-                                have + received
-                            ),
-                        }));
-                    }
-                };
-                if read == 0 {
-                    break;
-                }
-                let room = usize::try_from(remaining - received).unwrap_or(usize::MAX);
-                if read > room {
-                    // Never a byte beyond the announced size: a server streaming on is cut off.
-                    drop(file);
-                    return Err(mismatch(have + received + read as u64));
-                }
-                let chunk = buffer.get(..read).unwrap_or_default();
-                file.write_all(chunk).map_err(fatal_io)?;
-                hasher.update(chunk);
-                received += read as u64;
-                if let Some(bar) = bar {
-                    bar.inc(read as u64);
-                }
-            }
+            let received = self.copy_body(
+                &mut response,
+                &mut file,
+                &mut hasher,
+                Progress {
+                    have,
+                    size,
+                    bar,
+                    answered: &answered,
+                },
+                partial,
+                &mismatch,
+            )?;
             file.flush().map_err(fatal_io)?;
             if received < remaining {
                 return Err(AttemptError::Retry(HubError::Network {
@@ -734,6 +679,130 @@ impl HubClient {
             }));
         }
         Ok(())
+    }
+
+    /// Checks the status of a (ranged) download response. `Ok(true)`: the server answered a
+    /// ranged request with the whole file, so the partial file was emptied and the download
+    /// starts over.
+    #[allow(clippy::too_many_arguments)]
+    fn check_resume_status(
+        &self,
+        repo_cache: &RepoCache,
+        path: &RepoFilePath,
+        have: u64,
+        answered: &str,
+        response: &Response<Body>,
+        file: &mut File,
+        partial: &Path,
+    ) -> std::result::Result<bool, AttemptError> {
+        let fatal_io = |error| AttemptError::Fatal(HubError::io(partial)(error));
+        let status = response.status().as_u16();
+        match status {
+            206 if have > 0 => {
+                let content_range = header(response.headers(), "content-range");
+                let expected_start = format!("bytes {have}-");
+                if !content_range.is_some_and(|range| range.starts_with(&expected_start)) {
+                    file.set_len(0).map_err(fatal_io)?;
+                    return Err(AttemptError::Retry(HubError::Network {
+                        url: redact_url(answered),
+                        reason: "the server resumed at another offset".to_string(),
+                    }));
+                }
+            }
+            200 => {
+                if have > 0 {
+                    file.set_len(0).map_err(fatal_io)?;
+                    return Ok(true);
+                }
+            }
+            416 => {
+                file.set_len(0).map_err(fatal_io)?;
+                return Err(AttemptError::Retry(HubError::Http {
+                    url: redact_url(answered),
+                    status,
+                    message: "range not satisfiable; starting over".to_string(),
+                }));
+            }
+            429 | 500..=599 => {
+                let context = Context {
+                    repo: repo_cache.repo(),
+                    revision: "",
+                    path: Some(path),
+                };
+                return Err(AttemptError::Retry(
+                    self.status_error(&context, answered, response),
+                ));
+            }
+            _ => {
+                let context = Context {
+                    repo: repo_cache.repo(),
+                    revision: "",
+                    path: Some(path),
+                };
+                return Err(AttemptError::Fatal(
+                    self.status_error(&context, answered, response),
+                ));
+            }
+        }
+        Ok(false)
+    }
+
+    /// Streams the response body into `file` and `hasher`, never past the announced size;
+    /// returns how many bytes were received.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_body(
+        &self,
+        response: &mut Response<Body>,
+        file: &mut File,
+        hasher: &mut ContentHasher,
+        progress: Progress<'_>,
+        partial: &Path,
+        mismatch: &dyn Fn(u64) -> AttemptError,
+    ) -> std::result::Result<u64, AttemptError> {
+        let Progress {
+            have,
+            size,
+            bar,
+            answered,
+        } = progress;
+        let fatal_io = |error| AttemptError::Fatal(HubError::io(partial)(error));
+        let remaining = size - have;
+        let mut reader = response.body_mut().as_reader();
+        let mut buffer = vec![0u8; 256 * 1024];
+        let mut received = 0u64;
+        loop {
+            let read = match reader.read(&mut buffer) {
+                Ok(read) => read,
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(error) => {
+                    file.flush().map_err(fatal_io)?;
+                    return Err(AttemptError::Retry(HubError::Network {
+                        url: redact_url(answered),
+                        reason: format!(
+                            "{} after {} of {size} bytes",
+                            self.http.scrub(&error.to_string()),
+                            have + received
+                        ),
+                    }));
+                }
+            };
+            if read == 0 {
+                break;
+            }
+            let room = usize::try_from(remaining - received).unwrap_or(usize::MAX);
+            if read > room {
+                // Never a byte beyond the announced size: a server streaming on is cut off.
+                return Err(mismatch(have + received + read as u64));
+            }
+            let chunk = buffer.get(..read).unwrap_or_default();
+            file.write_all(chunk).map_err(fatal_io)?;
+            hasher.update(chunk);
+            received += read as u64;
+            if let Some(bar) = bar {
+                bar.inc(read as u64);
+            }
+        }
+        Ok(received)
     }
 
     /// A progress bar on stderr when asked for and stderr is a terminal.

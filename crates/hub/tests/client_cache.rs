@@ -11,16 +11,8 @@ mod support;
 
 use std::fs;
 
-use safeformers_hub::{CommitHash, HubError, HubSettings, RepoFilePath, RepoId, Revision};
+use safeformers_hub::{CommitHash, HubError, HubSettings, RepoId, Revision};
 use support::*;
-
-fn repo() -> RepoId {
-    RepoId::parse("org/model").unwrap()
-}
-
-fn path(name: &str) -> RepoFilePath {
-    RepoFilePath::parse(name).unwrap()
-}
 
 fn pinned(commit: &str) -> Revision {
     Revision::Commit(CommitHash::parse(commit).unwrap())

@@ -14,16 +14,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use safeformers_hub::client::RetryPolicy;
-use safeformers_hub::{CommitHash, HubClient, HubError, RepoFilePath, RepoId, Revision};
+use safeformers_hub::{CommitHash, HubClient, HubError, RepoId, Revision};
 use support::*;
-
-fn repo() -> RepoId {
-    RepoId::parse("org/model").unwrap()
-}
-
-fn path(name: &str) -> RepoFilePath {
-    RepoFilePath::parse(name).unwrap()
-}
 
 fn model_bytes(len: usize) -> Vec<u8> {
     (0..len).map(|i| (i * 31 % 251) as u8).collect()

@@ -9,16 +9,8 @@
 
 mod support;
 
-use safeformers_hub::{CommitHash, HubError, RepoFilePath, RepoId, Revision};
+use safeformers_hub::{CommitHash, HubError, Revision};
 use support::*;
-
-fn repo() -> RepoId {
-    RepoId::parse("org/model").unwrap()
-}
-
-fn path(name: &str) -> RepoFilePath {
-    RepoFilePath::parse(name).unwrap()
-}
 
 /// Serves `announced` in the HEAD but `served` in the GET.
 fn serve_substituted(server: &TestServer, commit: &str, announced: &FakeFile, served: Vec<u8>) {

@@ -260,34 +260,7 @@ fn attend_block_avx512<const DV: usize>(
                 }
             }
             // Softmax per row over the real keys.
-            let mut inverses = [0.0f32; QUERY_GROUP];
-            for (row_weights, inverse) in weights.chunks_exact_mut(padded_keys).zip(&mut inverses) {
-                let ptr = row_weights.as_mut_ptr();
-                let last = (panel_count - 1) * 16;
-                let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-                // SAFETY: `row_weights` holds `padded_keys` = 16·panel_count values.
-                unsafe {
-                    for start in (0..last).step_by(16) {
-                        max = _mm512_max_ps(max, _mm512_loadu_ps(ptr.add(start)));
-                    }
-                    max = _mm512_max_ps(max, _mm512_mask_loadu_ps(max, tail_mask, ptr.add(last)));
-                }
-                let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
-                let mut total = _mm512_setzero_ps();
-                for start in (0..padded_keys).step_by(16) {
-                    // SAFETY: as above; masked-off lanes of the last panel become 0.
-                    unsafe {
-                        let x = _mm512_sub_ps(_mm512_loadu_ps(ptr.add(start)), max);
-                        let mut e = super::activation::exp_avx512(x);
-                        if start == last {
-                            e = _mm512_maskz_mov_ps(tail_mask, e);
-                        }
-                        total = _mm512_add_ps(total, e);
-                        _mm512_storeu_ps(ptr.add(start), e);
-                    }
-                }
-                *inverse = 1.0 / _mm512_reduce_add_ps(total);
-            }
+            let inverses = softmax_rows_avx512(&mut weights, padded_keys, tail_mask);
             // Weighted sum of the values, four rows at once.
             let mut sums = [[_mm512_setzero_ps(); DV]; QUERY_GROUP];
             for (j, &key) in keys.iter().enumerate() {
@@ -328,6 +301,52 @@ fn attend_block_avx512<const DV: usize>(
             }
         }
     }
+}
+
+/// Softmax in place of each row of `weights` (`QUERY_GROUP` rows of `padded_keys` scores, the
+/// last panel of 16 holding only the keys `tail_mask` selects); returns each row's
+/// `1 / Σ exp`, by which the weighted sum is scaled (the rows are left unnormalised).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn softmax_rows_avx512(
+    weights: &mut [f32],
+    padded_keys: usize,
+    tail_mask: std::arch::x86_64::__mmask16,
+) -> [f32; QUERY_GROUP] {
+    use std::arch::x86_64::*;
+    let panel_count = padded_keys / 16;
+    let mut inverses = [0.0f32; QUERY_GROUP];
+    if panel_count == 0 {
+        return inverses;
+    }
+    for (row_weights, inverse) in weights.chunks_exact_mut(padded_keys).zip(&mut inverses) {
+        let ptr = row_weights.as_mut_ptr();
+        let last = (panel_count - 1) * 16;
+        let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+        // SAFETY: `row_weights` holds `padded_keys` = 16·panel_count values.
+        unsafe {
+            for start in (0..last).step_by(16) {
+                max = _mm512_max_ps(max, _mm512_loadu_ps(ptr.add(start)));
+            }
+            max = _mm512_max_ps(max, _mm512_mask_loadu_ps(max, tail_mask, ptr.add(last)));
+        }
+        let max = _mm512_set1_ps(_mm512_reduce_max_ps(max));
+        let mut total = _mm512_setzero_ps();
+        for start in (0..padded_keys).step_by(16) {
+            // SAFETY: as above; masked-off lanes of the last panel become 0.
+            unsafe {
+                let x = _mm512_sub_ps(_mm512_loadu_ps(ptr.add(start)), max);
+                let mut e = super::activation::exp_avx512(x);
+                if start == last {
+                    e = _mm512_maskz_mov_ps(tail_mask, e);
+                }
+                total = _mm512_add_ps(total, e);
+                _mm512_storeu_ps(ptr.add(start), e);
+            }
+        }
+        *inverse = 1.0 / _mm512_reduce_add_ps(total);
+    }
+    inverses
 }
 
 /// The AVX2/FMA path (`head_dim` a multiple of 8, at least one attended key), with the

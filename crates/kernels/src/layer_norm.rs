@@ -1,7 +1,7 @@
-//! Layer norm and RMS norm of rows in place (`nn.LayerNorm` over the last dimension,
-//! `LlamaRMSNorm`), split over the rayon pool. In the encoder the residual has already been
-//! added by the GEMM that wrote the rows (the packed kernel's `Start::OutputAndBias`), so
-//! "residual + layer norm" is this one pass over data still in cache.
+//! Layer norm of rows in place (`nn.LayerNorm` over the last dimension), split over the rayon
+//! pool. In the encoder the residual has already been added by the GEMM that wrote the rows
+//! (the packed kernel's `Start::OutputAndBias`), so "residual + layer norm" is this one pass
+//! over data still in cache.
 //!
 //! Mean and variance are two passes over the row (as PyTorch computes them, no
 //! `E[x²] - E[x]²` cancellation), each summed over 8 independent lanes; the row loop is
@@ -36,54 +36,6 @@ pub fn layer_norm_in_place(
         .par_chunks_mut(chunk_rows * width)
         .for_each(|part| normalize_rows(part, width, weight, bias, eps));
     Ok(())
-}
-
-/// Normalizes each `width`-wide row of `values` by its root mean square (`LlamaRMSNorm`):
-/// `x / √(mean(x²) + eps) · scale`, no centring, no bias. Gemma's `(1 + weight)` is passed as
-/// `scale` already offset.
-pub fn rms_norm_in_place(values: &mut [f32], width: usize, scale: &[f32], eps: f32) -> Result<()> {
-    const KERNEL: &str = "rms_norm_in_place";
-    check_len(KERNEL, "scale", scale.len(), width)?;
-    if width == 0 {
-        return Ok(());
-    }
-    check_len(KERNEL, "values", values.len(), values.len() / width * width)?;
-    let rows = values.len() / width;
-    let chunk_rows = rows_per_task(rows, width, MIN_VALUES_PER_TASK);
-    values
-        .par_chunks_mut(chunk_rows * width)
-        .for_each(|part| rms_rows(part, width, scale, eps));
-    Ok(())
-}
-
-fn rms_rows(values: &mut [f32], width: usize, scale: &[f32], eps: f32) {
-    #[cfg(target_arch = "x86_64")]
-    if super::has_avx2_fma() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked just above), the only requirement of
-        // this `target_feature` function.
-        unsafe { rms_rows_avx2(values, width, scale, eps) };
-        return;
-    }
-    rms_rows_portable(values, width, scale, eps);
-}
-
-/// The same loop compiled with AVX2/FMA available to the vectorizer.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn rms_rows_avx2(values: &mut [f32], width: usize, scale: &[f32], eps: f32) {
-    rms_rows_portable(values, width, scale, eps);
-}
-
-#[inline(always)]
-fn rms_rows_portable(values: &mut [f32], width: usize, scale: &[f32], eps: f32) {
-    let inverse_width = 1.0 / width as f32;
-    for row in values.chunks_exact_mut(width) {
-        let mean_square = lane_sum(row, |x| x * x) * inverse_width;
-        let inverse = 1.0 / (mean_square + eps).sqrt();
-        for (x, s) in row.iter_mut().zip(scale) {
-            *x = *x * inverse * s;
-        }
-    }
 }
 
 fn normalize_rows(values: &mut [f32], width: usize, weight: &[f32], bias: &[f32], eps: f32) {
@@ -181,41 +133,9 @@ mod tests {
         }
     }
 
-    fn plain_rms_norm(x: &[f32], width: usize, scale: &[f32], eps: f64) -> Vec<f32> {
-        let mut out = Vec::with_capacity(x.len());
-        for row in x.chunks(width) {
-            let mean_square = row.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / width as f64;
-            let inverse = 1.0 / (mean_square + eps).sqrt();
-            for (i, &v) in row.iter().enumerate() {
-                out.push((f64::from(v) * inverse * f64::from(scale[i])) as f32);
-            }
-        }
-        out
-    }
-
-    #[test]
-    fn rms_norm_matches_plain_implementation() {
-        for (rows, width) in [(1, 1), (3, 7), (97, 576), (5, 768)] {
-            let x: Vec<f32> = random_values(21, rows * width)
-                .iter()
-                .map(|v| v * 4.0 + 1.0)
-                .collect();
-            let scale = random_values(22, width);
-            let mut got = x.clone();
-            rms_norm_in_place(&mut got, width, &scale, 1e-6).unwrap();
-            let want = plain_rms_norm(&x, width, &scale, 1e-6);
-            let worst = crate::max_abs_diff(&got, &want);
-            // Outputs are O(1); f32 against an f64 reference: measured below 1e-6.
-            eprintln!("measured error: {}", worst);
-            assert!(worst < 2e-6, "{rows}x{width}: {worst}");
-        }
-    }
-
     #[test]
     fn ragged_buffers_are_errors() {
         let mut x = vec![0.0; 10];
-        assert!(rms_norm_in_place(&mut x, 4, &[1.0; 4], 1e-5).is_err());
-        assert!(rms_norm_in_place(&mut x, 5, &[1.0; 4], 1e-5).is_err());
         assert!(layer_norm_in_place(&mut x, 4, &[1.0; 4], &[0.0; 4], 1e-5).is_err());
         assert!(layer_norm_in_place(&mut x, 5, &[1.0; 4], &[0.0; 5], 1e-5).is_err());
     }

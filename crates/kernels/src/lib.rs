@@ -19,7 +19,9 @@
 //! The decoder's hot loop runs on:
 //! - [`few_rows`]: `x Wᵀ` for one to a few dozen rows of `x` (decoding), with weights stored as
 //!   f32, f16, bf16 or 8-bit blocks.
-//! - [`decode_attention`]: attention of one new query row per sequence over a KV cache.
+//! - [`cached_attention`]: causal attention of a sequence's new queries (prefill or one step)
+//!   over its KV cache slabs ([`decode_attention::CacheSlab`]), read in place; [`rms_norm`] and
+//!   [`rotary`] embeddings in place.
 //!
 //! Threads: every kernel splits its work over the rayon pool it is called from (the CLI's
 //! `--threads` pool, or rayon's global pool sized by `RAYON_NUM_THREADS` or the core count).
@@ -28,6 +30,7 @@
 
 pub mod activation;
 mod aligned;
+pub mod cached_attention;
 pub mod decode_attention;
 pub mod encoder_attention;
 pub mod few_rows;
@@ -36,6 +39,8 @@ pub mod matmul;
 pub mod packed_gemm;
 #[cfg(test)]
 mod reference;
+pub mod rms_norm;
+pub mod rotary;
 
 pub use activation::Activation;
 

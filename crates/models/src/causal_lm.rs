@@ -14,14 +14,21 @@
 //!   the cached tokens and the new ones. The model adds causality (and a sliding window where the
 //!   config has one) itself.
 //! - Returns logits `f32` `[batch, new, vocab_size]`.
+//!
+//! Generation runs on the other interface, [`CausalLm::forward_sequences`]: a set of
+//! sequences of any lengths, each with its own [`SequenceCache`], no padding. The decoders of
+//! this crate run it natively (packed rows, attention over each cache in place); for a model
+//! that only implements the tensor interface, the default method groups the sequences into
+//! left-padded tensor calls, as Transformers' batched `generate` would.
 
 use std::fmt::Debug;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 
 use crate::config::ModelConfig;
-use crate::error::Result;
-use safeformers_kernels::decode_attention::CacheSlab;
+use crate::decoder::LogitsAt;
+use crate::error::{Error, Result};
+pub use crate::kv_cache::{KvCache, SequenceCache};
 
 /// A decoder-only language model with an LM head (`AutoModelForCausalLM`).
 pub trait CausalLm: Debug + Send + Sync {
@@ -62,235 +69,138 @@ pub trait CausalLm: Debug + Send + Sync {
         let last = logits.dim(1)?.saturating_sub(1);
         Ok(logits.narrow(1, last, 1)?)
     }
-}
 
-/// Keys and values of every layer for the tokens seen so far.
-///
-/// Each layer keeps two preallocated buffers `[batch, kv_heads, capacity, head_dim]` that grow by
-/// doubling, so a decoding step writes its token in place instead of concatenating tensors.
-/// [`KvCache::append`] serves tensor-based attention (prefill, Llama); decoders with a fused
-/// one-token path use [`KvCache::append_step`] and read [`KvCache::slabs`] in place.
-#[derive(Debug, Clone, Default)]
-pub struct KvCache {
-    layers: Vec<Option<LayerCache>>,
-}
-
-/// One layer's buffers.
-#[derive(Debug, Clone)]
-struct LayerCache {
-    keys: Vec<f32>,
-    values: Vec<f32>,
-    batch: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    len: usize,
-    capacity: usize,
-}
-
-/// Positions reserved when a layer's cache is first written (more are added by doubling).
-const INITIAL_CAPACITY: usize = 256;
-
-impl LayerCache {
-    fn new(batch: usize, kv_heads: usize, head_dim: usize) -> LayerCache {
-        LayerCache {
-            keys: Vec::new(),
-            values: Vec::new(),
-            batch,
-            kv_heads,
-            head_dim,
-            len: 0,
-            capacity: 0,
-        }
+    /// An empty cache for one sequence.
+    fn new_sequence_cache(&self) -> SequenceCache {
+        SequenceCache::new(self.new_cache().num_layers())
     }
 
-    /// Makes room for `needed` positions per head.
-    fn reserve(&mut self, needed: usize) -> Result<()> {
-        if needed <= self.capacity {
-            return Ok(());
+    /// Runs each sequence's new tokens (at positions `cache.len()..`), appends them to its
+    /// cache, and returns per sequence the logits it asked for (`[rows, vocab]` row-major).
+    ///
+    /// The default runs the tensor interface: sequences with empty caches together, left-padded
+    /// to the longest (positions `cumsum(mask) - 1`, padding at 1, as Transformers' batched
+    /// `generate`), and the others grouped by cache and input length.
+    fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+        for (index, input) in inputs.iter().enumerate() {
+            let key = if input.cache.is_empty() {
+                (0, 0)
+            } else {
+                (input.cache.len(), input.tokens.len())
+            };
+            match groups.iter_mut().find(|(group, _)| *group == key) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((key, vec![index])),
+            }
         }
-        let capacity = needed.max(self.capacity * 2).max(INITIAL_CAPACITY);
-        let size = [self.batch, self.kv_heads, capacity, self.head_dim]
-            .iter()
-            .try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
-            .ok_or_else(|| cache_error(format!("a cache of {capacity} positions is too large")))?;
-        let mut keys = vec![0.0f32; size];
-        let mut values = vec![0.0f32; size];
-        let old_stride = self.capacity * self.head_dim;
-        let new_stride = capacity * self.head_dim;
-        let filled = self.len * self.head_dim;
-        if old_stride > 0 {
-            for (old, new) in [(&self.keys, &mut keys), (&self.values, &mut values)] {
-                for (old_head, new_head) in old
-                    .chunks_exact(old_stride)
-                    .zip(new.chunks_exact_mut(new_stride))
-                {
-                    if let (Some(dst), Some(src)) =
-                        (new_head.get_mut(..filled), old_head.get(..filled))
-                    {
-                        dst.copy_from_slice(src);
-                    }
+        let mut logits = vec![Vec::new(); inputs.len()];
+        for (_, members) in groups {
+            let group_logits = padded_call(self, inputs, &members)?;
+            for (index, values) in members.into_iter().zip(group_logits) {
+                if let Some(slot) = logits.get_mut(index) {
+                    *slot = values;
                 }
             }
         }
-        self.keys = keys;
-        self.values = values;
-        self.capacity = capacity;
-        Ok(())
-    }
-
-    /// Writes `new` positions from `[batch, kv_heads, new, head_dim]` row-major `keys`/`values`.
-    fn write(&mut self, keys: &[f32], values: &[f32], new: usize) -> Result<()> {
-        let expected = self.batch * self.kv_heads * new * self.head_dim;
-        if keys.len() != expected || values.len() != expected {
-            return Err(cache_error(format!(
-                "{} keys and {} values for {new} new positions, expected {expected}",
-                keys.len(),
-                values.len()
-            )));
-        }
-        self.reserve(self.len + new)?;
-        let chunk = new * self.head_dim;
-        let stride = self.capacity * self.head_dim;
-        let offset = self.len * self.head_dim;
-        if chunk > 0 {
-            for (src, dst) in [(keys, &mut self.keys), (values, &mut self.values)] {
-                for (src, head) in src.chunks_exact(chunk).zip(dst.chunks_exact_mut(stride)) {
-                    if let Some(dst) = head.get_mut(offset..offset + chunk) {
-                        dst.copy_from_slice(src);
-                    }
-                }
-            }
-        }
-        self.len += new;
-        Ok(())
-    }
-
-    /// The filled part as `[batch, kv_heads, len, head_dim]` tensors (a copy).
-    fn tensors(&self, device: &candle_core::Device) -> Result<(Tensor, Tensor)> {
-        let stride = self.capacity * self.head_dim;
-        let filled = self.len * self.head_dim;
-        let gather = |buffer: &[f32]| -> Vec<f32> {
-            let mut out = Vec::with_capacity(self.batch * self.kv_heads * filled);
-            for head in buffer.chunks_exact(stride.max(1)) {
-                out.extend_from_slice(head.get(..filled).unwrap_or_default());
-            }
-            out
-        };
-        let shape = (self.batch, self.kv_heads, self.len, self.head_dim);
-        Ok((
-            Tensor::from_vec(gather(&self.keys), shape, device)?,
-            Tensor::from_vec(gather(&self.values), shape, device)?,
-        ))
+        Ok(logits)
     }
 }
 
-fn cache_error(message: String) -> crate::error::Error {
-    crate::error::Error::Candle(candle_core::Error::Msg(format!("KV cache: {message}")))
+/// One sequence's part of a [`CausalLm::forward_sequences`] call.
+#[derive(Debug)]
+pub struct SequenceInput<'a> {
+    /// The new token ids.
+    pub tokens: &'a [u32],
+    /// The sequence's cache: the new tokens continue it.
+    pub cache: &'a mut SequenceCache,
+    /// Which of the new tokens get logits.
+    pub logits: LogitsAt,
 }
 
-impl KvCache {
-    /// An empty cache for `num_layers` layers.
-    pub fn new(num_layers: usize) -> KvCache {
-        KvCache {
-            layers: vec![None; num_layers],
+/// The default [`CausalLm::forward_sequences`] for the `members` of one group (equal cache
+/// lengths, or all empty): one left-padded tensor call.
+fn padded_call<M: CausalLm + ?Sized>(
+    model: &M,
+    inputs: &mut [SequenceInput<'_>],
+    members: &[usize],
+) -> Result<Vec<Vec<f32>>> {
+    let picked: Vec<&mut SequenceInput<'_>> = inputs
+        .iter_mut()
+        .enumerate()
+        .filter(|(index, _)| members.contains(index))
+        .map(|(_, input)| input)
+        .collect();
+    let longest = picked
+        .iter()
+        .map(|input| input.tokens.len())
+        .max()
+        .unwrap_or(0);
+    let batch = picked.len();
+    let (mut ids, mut positions, mut mask) = (Vec::new(), Vec::new(), Vec::new());
+    let mut all_logits = false;
+    for input in &picked {
+        let cache = &input.cache;
+        let (cached, padding) = (cache.len(), cache.left_padding.min(cache.len()));
+        let pad = longest - input.tokens.len();
+        ids.extend(std::iter::repeat_n(0u32, pad).chain(input.tokens.iter().copied()));
+        let real_so_far = (cached - padding) as i64;
+        positions.extend(std::iter::repeat_n(1i64, pad));
+        positions.extend((0..input.tokens.len() as i64).map(|i| real_so_far + i));
+        mask.extend(std::iter::repeat_n(0u32, padding));
+        mask.extend(std::iter::repeat_n(1u32, cached - padding));
+        mask.extend(std::iter::repeat_n(0u32, pad));
+        mask.extend(std::iter::repeat_n(1u32, input.tokens.len()));
+        all_logits |= input.logits == LogitsAt::All;
+    }
+    let past = picked.first().map_or(0, |input| input.cache.len());
+    let device = Device::Cpu;
+    let ids = Tensor::from_vec(ids, (batch, longest), &device)?;
+    let positions = Tensor::from_vec(positions, (batch, longest), &device)?;
+    let mask = Tensor::from_vec(mask, (batch, past + longest), &device)?;
+    let num_layers = model.new_cache().num_layers();
+    let mut rows = Vec::with_capacity(batch);
+    let mut pads = Vec::with_capacity(batch);
+    let mut picked = picked;
+    for input in picked.iter_mut() {
+        pads.push(longest - input.tokens.len());
+        rows.push(std::mem::take(input.cache));
+    }
+    let mut cache = KvCache::from_sequences(num_layers, rows);
+    let result = if all_logits {
+        model.forward(&ids, &positions, &mask, &mut cache)
+    } else {
+        model.forward_last(&ids, &positions, &mask, &mut cache)
+    };
+    for ((input, mut row), pad) in picked.iter_mut().zip(cache.into_sequences()).zip(pads) {
+        if past == 0 {
+            row.left_padding = pad;
         }
+        *input.cache = row;
     }
-
-    /// Tokens cached so far (0 when empty).
-    pub fn seq_len(&self) -> usize {
-        self.layers
-            .first()
-            .and_then(|layer| layer.as_ref())
-            .map_or(0, |layer| layer.len)
+    let logits = result?;
+    let (out_batch, out_rows, vocab) = logits.dims3()?;
+    if out_batch != batch || vocab != model.vocab_size() {
+        return Err(Error::Cache {
+            reason: format!(
+                "the model returned logits {:?} for {batch} sequences",
+                logits.dims()
+            ),
+        });
     }
-
-    /// Forgets every cached token.
-    pub fn clear(&mut self) {
-        for layer in &mut self.layers {
-            *layer = None;
-        }
-    }
-
-    /// The layer's buffers, created for this shape when empty; a shape change is an error.
-    fn layer_mut(
-        &mut self,
-        layer: usize,
-        batch: usize,
-        kv_heads: usize,
-        head_dim: usize,
-    ) -> Result<&mut LayerCache> {
-        let slot = self
-            .layers
-            .get_mut(layer)
-            .ok_or(crate::error::Error::CacheLayer { layer })?;
-        let cache = slot.get_or_insert_with(|| LayerCache::new(batch, kv_heads, head_dim));
-        if (cache.batch, cache.kv_heads, cache.head_dim) != (batch, kv_heads, head_dim) {
-            return Err(cache_error(format!(
-                "layer {layer} holds [{}, {}, _, {}], new keys are [{batch}, {kv_heads}, _, {head_dim}]",
-                cache.batch, cache.kv_heads, cache.head_dim
-            )));
-        }
-        Ok(cache)
-    }
-
-    /// Appends this step's keys and values (`[batch, kv_heads, new, head_dim]`) to layer `layer`
-    /// and returns all of that layer's keys and values so far, as tensors of the same layout.
-    pub fn append(
-        &mut self,
-        layer: usize,
-        keys: &Tensor,
-        values: &Tensor,
-    ) -> Result<(Tensor, Tensor)> {
-        let (batch, kv_heads, new, head_dim) = keys.dims4()?;
-        if values.dims() != keys.dims() {
-            return Err(cache_error(format!(
-                "keys {:?} and values {:?} differ in shape",
-                keys.dims(),
-                values.dims()
-            )));
-        }
-        let key_values = keys.flatten_all()?.to_vec1::<f32>()?;
-        let value_values = values.flatten_all()?.to_vec1::<f32>()?;
-        let cache = self.layer_mut(layer, batch, kv_heads, head_dim)?;
-        cache.write(&key_values, &value_values, new)?;
-        cache.tensors(keys.device())
-    }
-
-    /// Appends one new position per sequence to layer `layer`: `keys` and `values` are
-    /// `[batch, kv_heads * head_dim]` row-major.
-    pub fn append_step(
-        &mut self,
-        layer: usize,
-        batch: usize,
-        kv_heads: usize,
-        head_dim: usize,
-        keys: &[f32],
-        values: &[f32],
-    ) -> Result<()> {
-        self.layer_mut(layer, batch, kv_heads, head_dim)?
-            .write(keys, values, 1)
-    }
-
-    /// Layer `layer`'s keys and values of sequence `row`, read in place.
-    pub fn slabs<'a>(&'a self, layer: usize, row: usize) -> Result<(CacheSlab<'a>, CacheSlab<'a>)> {
-        let cache = self
-            .layers
-            .get(layer)
-            .and_then(Option::as_ref)
-            .ok_or(crate::error::Error::CacheLayer { layer })?;
-        let size = cache.kv_heads * cache.capacity * cache.head_dim;
-        let start = row * size;
-        let slab = |buffer: &'a [f32]| -> Result<CacheSlab<'a>> {
-            Ok(CacheSlab {
-                data: buffer
-                    .get(start..start + size)
-                    .ok_or_else(|| cache_error(format!("no sequence {row} in layer {layer}")))?,
-                kv_heads: cache.kv_heads,
-                capacity: cache.capacity,
-                len: cache.len,
-                head_dim: cache.head_dim,
-            })
-        };
-        Ok((slab(&cache.keys)?, slab(&cache.values)?))
-    }
+    let values: Vec<Vec<Vec<f32>>> = logits.to_vec3::<f32>()?;
+    Ok(values
+        .into_iter()
+        .zip(&picked)
+        .map(|(rows, input)| {
+            let keep = match input.logits {
+                LogitsAt::Last => 1,
+                LogitsAt::All => input.tokens.len(),
+            };
+            rows.into_iter()
+                .skip(out_rows.saturating_sub(keep))
+                .flatten()
+                .collect()
+        })
+        .collect())
 }

@@ -146,8 +146,12 @@ impl EncoderLayer {
         let width = self.attention_output.out_features();
         let head_dim = width / self.num_heads.max(1);
         // Self-attention: one projection for q, k, v, then attention per head.
-        self.query_key_value
-            .forward_rows(hidden, rows, &mut scratch.query_key_value)?;
+        self.query_key_value.forward_rows_to(
+            hidden,
+            rows,
+            &mut scratch.query_key_value,
+            Destination::Overwrite,
+        )?;
         match *layout {
             RowLayout::Padded {
                 batch,

@@ -181,6 +181,13 @@ pub enum Error {
         limit: usize,
     },
 
+    /// A KV cache was written or read with a shape it does not hold.
+    #[error("KV cache: {reason}")]
+    Cache {
+        /// What was wrong.
+        reason: String,
+    },
+
     /// A CPU kernel was handed buffers whose sizes disagree with the shape it was told (a bug
     /// in the caller, never bad input: inputs are checked before any kernel runs).
     #[error(transparent)]

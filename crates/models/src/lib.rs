@@ -11,12 +11,15 @@
 //!   shape-checked, under name prefixes.
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
-//!   ([`encoder`]) with the generic task heads of [`heads`]; the block layers ([`layers::Linear`]
-//!   over the storage enum of [`weight_storage`], [`layers::Norm`]) in [`layers`].
-//! - Decoders behind [`CausalLm`] (with a [`KvCache`]), loaded by [`AutoModelForCausalLM`]:
-//!   [`gpt2`], and [`llama`] (Llama, Mistral, Qwen2, Gemma, Phi-3 as config differences);
-//!   causal masks and grouped-query attention shared in [`attention`], rotary embeddings with
-//!   every scaling in [`rotary`], RMSNorm in [`layers`].
+//!   ([`encoder`]) with the generic task heads of [`heads`]; the shared block layers
+//!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
+//!   [`layers`].
+//! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
+//!   (Llama, Mistral, Qwen2, Gemma, Phi-3: one row of family defaults each), all built from the
+//!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
+//!   grouped-query heads, `DecoderStack`) over per-sequence KV cache slabs ([`kv_cache`]);
+//!   rotary embeddings with every scaling in [`rotary`], the tensor interface's input checks in
+//!   [`attention`].
 //!
 //! ```no_run
 //! use std::path::Path;
@@ -41,11 +44,13 @@ pub mod auto;
 pub mod bert;
 pub mod causal_lm;
 pub mod config;
+pub mod decoder;
 pub mod distilbert;
 pub mod encoder;
 pub mod error;
 pub mod gpt2;
 pub mod heads;
+pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod output;
@@ -58,8 +63,9 @@ pub use auto::{
     Architecture, AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, Head, LoadedModel,
     SUPPORTED_MODEL_TYPES,
 };
-pub use causal_lm::{CausalLm, KvCache};
+pub use causal_lm::{CausalLm, KvCache, SequenceCache, SequenceInput};
 pub use config::{ModelConfig, ProblemType};
+pub use decoder::LogitsAt;
 pub use error::{Error, Result};
 pub use output::{ModelOutput, TaskModel, TokenSequence};
 pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};

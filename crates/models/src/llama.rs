@@ -24,15 +24,18 @@
 //! caller's padding mask, over cache indices, as Transformers' `create_causal_mask` /
 //! `create_sliding_window_causal_mask` do.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::attention::{DecoderInputs, scaled_dot_product_attention};
-use crate::causal_lm::{CausalLm, KvCache};
+use crate::attention::DecoderInputs;
+use crate::causal_lm::{CausalLm, KvCache, SequenceInput};
 use crate::config::ModelConfig;
+use crate::decoder::{
+    Attention, DecoderLayer, DecoderStack, HeadShape, LogitsAt, Mlp, Norm, PositionEncoding,
+};
 use crate::error::{Error, Result};
-use crate::layers::{Activation, ActivationForward, Embedding, Linear, RmsNorm};
+use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
 
@@ -171,6 +174,130 @@ pub struct LlamaConfig {
     pub rope: RopeParameters,
 }
 
+/// How a family's layers choose a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlidingRule {
+    /// Never (full causal attention).
+    Never,
+    /// Every layer, when the config has a `sliding_window`.
+    AllLayers,
+    /// Qwen2: only with `use_sliding_window`, on the layers `layer_types` marks or from
+    /// `max_window_layers` on.
+    Qwen2,
+}
+
+/// Which projections carry a bias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BiasRule {
+    /// None.
+    Never,
+    /// `attention_bias` on q/k/v and o, `mlp_bias` on the MLP (Llama).
+    Configured,
+    /// `attention_bias` on q/k/v and o, never on the MLP (Gemma).
+    AttentionConfigured,
+    /// Always on q/k/v, never elsewhere (Qwen2).
+    QkvAlways,
+}
+
+/// What a family does differently from Llama: its config class's defaults and the flags of its
+/// checkpoint layout, one row per family (see [`Family::defaults`] and the table in the module
+/// documentation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FamilyDefaults {
+    /// `num_key_value_heads` when the key is absent (`None`: as many as the heads).
+    pub kv_heads: Option<usize>,
+    /// `head_dim` when the key is absent (`None`: `hidden_size / num_attention_heads`).
+    pub head_dim: Option<usize>,
+    /// `hidden_act` when absent.
+    pub activation: &'static str,
+    /// The legacy `hidden_act: "gelu"` means the tanh approximation (Gemma).
+    pub gelu_means_tanh: bool,
+    /// `max_position_embeddings` when absent.
+    pub max_position_embeddings: usize,
+    /// `rms_norm_eps` when absent.
+    pub rms_norm_eps: f64,
+    /// `tie_word_embeddings` when absent or null.
+    pub tie_word_embeddings: bool,
+    /// `sliding_window` when the key is absent.
+    pub sliding_window: Option<usize>,
+    /// Which layers slide.
+    pub sliding: SlidingRule,
+    /// Which projections have a bias.
+    pub bias: BiasRule,
+    /// RMSNorm multiplies by `(1 + w)` (Gemma).
+    pub norm_plus_one: bool,
+    /// Embeddings are multiplied by `√hidden` (Gemma).
+    pub scale_embeddings: bool,
+    /// Fused `qkv_proj` and `gate_up_proj` tensors (Phi-3).
+    pub fused_projections: bool,
+    /// Phi-3's rope config rules (LongRoPE checks).
+    pub phi3_rope: bool,
+}
+
+/// Llama's row; the others are Llama with a few fields changed.
+const LLAMA: FamilyDefaults = FamilyDefaults {
+    kv_heads: None,
+    head_dim: None,
+    activation: "silu",
+    gelu_means_tanh: false,
+    max_position_embeddings: 2048,
+    rms_norm_eps: 1e-6,
+    tie_word_embeddings: false,
+    sliding_window: None,
+    sliding: SlidingRule::Never,
+    bias: BiasRule::Configured,
+    norm_plus_one: false,
+    scale_embeddings: false,
+    fused_projections: false,
+    phi3_rope: false,
+};
+
+impl Family {
+    /// The family's row of defaults and flags.
+    pub fn defaults(self) -> FamilyDefaults {
+        match self {
+            Family::Llama => LLAMA,
+            Family::Mistral => FamilyDefaults {
+                kv_heads: Some(8),
+                max_position_embeddings: 4096 * 32,
+                sliding_window: Some(4096),
+                sliding: SlidingRule::AllLayers,
+                bias: BiasRule::Never,
+                ..LLAMA
+            },
+            Family::Qwen2 => FamilyDefaults {
+                kv_heads: Some(32),
+                max_position_embeddings: 32768,
+                sliding_window: Some(4096),
+                sliding: SlidingRule::Qwen2,
+                bias: BiasRule::QkvAlways,
+                ..LLAMA
+            },
+            Family::Gemma => FamilyDefaults {
+                kv_heads: Some(16),
+                head_dim: Some(256),
+                activation: "gelu_pytorch_tanh",
+                gelu_means_tanh: true,
+                max_position_embeddings: 8192,
+                tie_word_embeddings: true,
+                bias: BiasRule::AttentionConfigured,
+                norm_plus_one: true,
+                scale_embeddings: true,
+                ..LLAMA
+            },
+            Family::Phi3 => FamilyDefaults {
+                max_position_embeddings: 4096,
+                rms_norm_eps: 1e-5,
+                sliding: SlidingRule::AllLayers,
+                bias: BiasRule::Never,
+                fused_projections: true,
+                phi3_rope: true,
+                ..LLAMA
+            },
+        }
+    }
+}
+
 impl LlamaConfig {
     /// Reads and checks the config of any [`Family`] (picked by `model_type`).
     ///
@@ -183,6 +310,7 @@ impl LlamaConfig {
                 model_type: config.model_type.clone(),
             }
         })?;
+        let defaults = family.defaults();
         let raw: RawConfig = config.architecture_config(REQUIRED_FIELDS)?;
         for (field, value) in [
             ("vocab_size", raw.vocab_size),
@@ -195,170 +323,41 @@ impl LlamaConfig {
                 return Err(config.invalid_field(field, "must be positive"));
             }
         }
-        let heads = raw.num_attention_heads;
-        // Mistral, Qwen2 and Gemma declare a number as the default; Llama and Phi-3 copy the
-        // heads. A `null` always means "as many as the heads".
-        let kv_heads = match (config.raw().get("num_key_value_heads"), family) {
-            (None, Family::Mistral) => 8,
-            (None, Family::Qwen2) => 32,
-            (None, Family::Gemma) => 16,
-            _ => raw.num_key_value_heads.unwrap_or(heads),
-        };
-        if kv_heads == 0 {
-            return Err(config.invalid_field("num_key_value_heads", "must be positive"));
-        }
-        if !heads.is_multiple_of(kv_heads) {
-            return Err(config.invalid_field(
-                "num_key_value_heads",
-                &format!("{kv_heads} does not divide num_attention_heads {heads}"),
-            ));
-        }
-        let head_dim = match (raw.head_dim, family) {
-            (Some(head_dim), _) if head_dim > 0 => head_dim,
-            (Some(_), _) => return Err(config.invalid_field("head_dim", "must be positive")),
-            (None, Family::Gemma) if config.raw().get("head_dim").is_none() => 256,
-            (None, _) => {
-                if !raw.hidden_size.is_multiple_of(heads) {
-                    return Err(config.invalid_field(
-                        "num_attention_heads",
-                        &format!(
-                            "hidden_size {} is not a multiple of {heads} heads (and no head_dim)",
-                            raw.hidden_size
-                        ),
-                    ));
-                }
-                raw.hidden_size / heads
-            }
-        };
-        if !head_dim.is_multiple_of(2) {
-            return Err(config.invalid_field(
-                "head_dim",
-                &format!("{head_dim} is odd; rotary embeddings rotate pairs"),
-            ));
-        }
-        // Projection widths: heads·head_dim + 2·kv_heads·head_dim and 2·intermediate must be
-        // representable (a hostile config could overflow them).
-        let projection_width = kv_heads
-            .checked_mul(2)
-            .and_then(|kv_rows| kv_rows.checked_add(heads))
-            .and_then(|rows| rows.checked_mul(head_dim));
-        if projection_width.is_none() {
-            return Err(config.invalid_field(
-                "head_dim",
-                &format!("{head_dim} × {heads} heads is too large"),
-            ));
-        }
-        if raw.intermediate_size.checked_mul(2).is_none() {
-            return Err(config.invalid_field("intermediate_size", "is too large"));
-        }
-        let activation_name = match (raw.hidden_act.as_deref(), family) {
-            // Gemma's legacy `gelu` means the tanh approximation (GemmaConfig.__post_init__).
-            (None | Some("gelu"), Family::Gemma) => "gelu_pytorch_tanh",
-            (None, _) => "silu",
-            (Some(name), _) => name,
-        };
-        let activation = Activation::from_name(activation_name).ok_or_else(|| {
-            config.invalid_field(
-                "hidden_act",
-                &format!(
-                    "`{activation_name}` is not one of {}",
-                    Activation::NAMES.join(", ")
-                ),
-            )
-        })?;
-        let max_position_embeddings = raw.max_position_embeddings.unwrap_or(match family {
-            Family::Llama => 2048,
-            Family::Mistral => 4096 * 32,
-            Family::Qwen2 => 32768,
-            Family::Gemma => 8192,
-            Family::Phi3 => 4096,
-        });
+        let (kv_heads, head_dim) = heads(config, &raw, &defaults)?;
+        let max_position_embeddings = raw
+            .max_position_embeddings
+            .unwrap_or(defaults.max_position_embeddings);
         if max_position_embeddings == 0 {
             return Err(config.invalid_field("max_position_embeddings", "must be positive"));
         }
-        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(match family {
-            Family::Phi3 => 1e-5,
-            _ => 1e-6,
-        });
+        let rms_norm_eps = raw.rms_norm_eps.unwrap_or(defaults.rms_norm_eps);
         if !(rms_norm_eps.is_finite() && rms_norm_eps >= 0.0) {
             return Err(config.invalid_field("rms_norm_eps", "must be a non-negative number"));
         }
         let tie_word_embeddings = match config.raw().get("tie_word_embeddings") {
-            None | Some(Value::Null) => family == Family::Gemma,
+            None | Some(Value::Null) => defaults.tie_word_embeddings,
             Some(Value::Bool(tie)) => *tie,
             Some(_) => {
                 return Err(config.invalid_field("tie_word_embeddings", "must be a boolean"));
             }
         };
         let attention_bias = raw.attention_bias.unwrap_or(false);
-        let (qkv_bias, o_bias, mlp_bias) = match family {
-            Family::Llama => (
+        let (qkv_bias, o_bias, mlp_bias) = match defaults.bias {
+            BiasRule::Configured => (
                 attention_bias,
                 attention_bias,
                 raw.mlp_bias.unwrap_or(false),
             ),
-            Family::Gemma => (attention_bias, attention_bias, false),
-            Family::Qwen2 => (true, false, false),
-            Family::Mistral | Family::Phi3 => (false, false, false),
+            BiasRule::AttentionConfigured => (attention_bias, attention_bias, false),
+            BiasRule::QkvAlways => (true, false, false),
+            BiasRule::Never => (false, false, false),
         };
-
-        let sliding_window = sliding_window(config, family)?;
-        let layers = raw.num_hidden_layers;
-        // Which layers slide: a rule, not a per-layer list, so a config claiming 10¹² layers
-        // costs nothing before the checkpoint proves otherwise.
-        let sliding_layers = match family {
-            Family::Llama | Family::Gemma => SlidingLayers::None,
-            Family::Mistral | Family::Phi3 => match sliding_window {
-                Some(window) => SlidingLayers::From { first: 0, window },
-                None => SlidingLayers::None,
-            },
-            Family::Qwen2 => {
-                let window = if raw.use_sliding_window.unwrap_or(false) {
-                    sliding_window
-                } else {
-                    None
-                };
-                match (&raw.layer_types, window) {
-                    (Some(types), _) => {
-                        if types.len() != layers {
-                            return Err(config.invalid_field(
-                                "layer_types",
-                                &format!("has {} entries for {layers} layers", types.len()),
-                            ));
-                        }
-                        let sliding = types
-                            .iter()
-                            .map(|kind| match kind.as_str() {
-                                "full_attention" => Ok(false),
-                                "sliding_attention" => Ok(true),
-                                other => Err(config.invalid_field(
-                                    "layer_types",
-                                    &format!(
-                                        "`{other}` is not full_attention or sliding_attention"
-                                    ),
-                                )),
-                            })
-                            .collect::<Result<Vec<_>>>()?;
-                        match window {
-                            Some(window) => SlidingLayers::Listed { sliding, window },
-                            None => SlidingLayers::None,
-                        }
-                    }
-                    (None, Some(window)) => SlidingLayers::From {
-                        first: raw.max_window_layers.unwrap_or(28),
-                        window,
-                    },
-                    (None, None) => SlidingLayers::None,
-                }
-            }
-        };
-
         let rope = RopeParameters::from_config(
             config,
             max_position_embeddings,
             head_dim,
             RopeConfigRules {
-                phi3: family == Family::Phi3,
+                phi3: defaults.phi3_rope,
             },
         )?;
         Ok(LlamaConfig {
@@ -366,21 +365,158 @@ impl LlamaConfig {
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
-            num_hidden_layers: layers,
-            num_attention_heads: heads,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
             num_key_value_heads: kv_heads,
             head_dim,
-            activation,
+            activation: activation(config, &raw, &defaults)?,
             max_position_embeddings,
             rms_norm_eps,
             tie_word_embeddings,
             qkv_bias,
             o_bias,
             mlp_bias,
-            sliding_layers,
+            sliding_layers: sliding_layers(config, &raw, &defaults)?,
             rope,
         })
     }
+}
+
+/// `num_key_value_heads` and `head_dim`, checked: the key/value heads divide the heads, the
+/// head width is even, and the projection widths are representable.
+fn heads(
+    config: &ModelConfig,
+    raw: &RawConfig,
+    defaults: &FamilyDefaults,
+) -> Result<(usize, usize)> {
+    let heads = raw.num_attention_heads;
+    // An absent key takes the family's default; a `null` always means "as many as the heads".
+    let kv_heads = match (config.raw().get("num_key_value_heads"), defaults.kv_heads) {
+        (None, Some(default)) => default,
+        _ => raw.num_key_value_heads.unwrap_or(heads),
+    };
+    if kv_heads == 0 {
+        return Err(config.invalid_field("num_key_value_heads", "must be positive"));
+    }
+    if !heads.is_multiple_of(kv_heads) {
+        return Err(config.invalid_field(
+            "num_key_value_heads",
+            &format!("{kv_heads} does not divide num_attention_heads {heads}"),
+        ));
+    }
+    let head_dim = match (raw.head_dim, defaults.head_dim) {
+        (Some(head_dim), _) if head_dim > 0 => head_dim,
+        (Some(_), _) => return Err(config.invalid_field("head_dim", "must be positive")),
+        (None, Some(default)) if config.raw().get("head_dim").is_none() => default,
+        (None, _) => {
+            if !raw.hidden_size.is_multiple_of(heads) {
+                return Err(config.invalid_field(
+                    "num_attention_heads",
+                    &format!(
+                        "hidden_size {} is not a multiple of {heads} heads (and no head_dim)",
+                        raw.hidden_size
+                    ),
+                ));
+            }
+            raw.hidden_size / heads
+        }
+    };
+    if !head_dim.is_multiple_of(2) {
+        return Err(config.invalid_field(
+            "head_dim",
+            &format!("{head_dim} is odd; rotary embeddings rotate pairs"),
+        ));
+    }
+    // Projection widths: heads·head_dim + 2·kv_heads·head_dim and 2·intermediate must be
+    // representable (a hostile config could overflow them).
+    let projection_width = kv_heads
+        .checked_mul(2)
+        .and_then(|kv_rows| kv_rows.checked_add(heads))
+        .and_then(|rows| rows.checked_mul(head_dim));
+    if projection_width.is_none() {
+        return Err(config.invalid_field(
+            "head_dim",
+            &format!("{head_dim} × {heads} heads is too large"),
+        ));
+    }
+    if raw.intermediate_size.checked_mul(2).is_none() {
+        return Err(config.invalid_field("intermediate_size", "is too large"));
+    }
+    Ok((kv_heads, head_dim))
+}
+
+/// `hidden_act`, or the family's default.
+fn activation(
+    config: &ModelConfig,
+    raw: &RawConfig,
+    defaults: &FamilyDefaults,
+) -> Result<Activation> {
+    let name = match raw.hidden_act.as_deref() {
+        None => defaults.activation,
+        // Gemma's legacy `gelu` means the tanh approximation (GemmaConfig.__post_init__).
+        Some("gelu") if defaults.gelu_means_tanh => "gelu_pytorch_tanh",
+        Some(name) => name,
+    };
+    Activation::from_name(name).ok_or_else(|| {
+        config.invalid_field(
+            "hidden_act",
+            &format!("`{name}` is not one of {}", Activation::NAMES.join(", ")),
+        )
+    })
+}
+
+/// Which layers slide: a rule, not a per-layer list, so a config claiming 10¹² layers costs
+/// nothing before the checkpoint proves otherwise.
+fn sliding_layers(
+    config: &ModelConfig,
+    raw: &RawConfig,
+    defaults: &FamilyDefaults,
+) -> Result<SlidingLayers> {
+    let window = sliding_window(config, defaults)?;
+    let layers = raw.num_hidden_layers;
+    match defaults.sliding {
+        SlidingRule::Never => Ok(SlidingLayers::None),
+        SlidingRule::AllLayers => Ok(match window {
+            Some(window) => SlidingLayers::From { first: 0, window },
+            None => SlidingLayers::None,
+        }),
+        SlidingRule::Qwen2 => {
+            let listed = match &raw.layer_types {
+                Some(types) => Some(listed_layers(config, types, layers)?),
+                None => None,
+            };
+            let window = window.filter(|_| raw.use_sliding_window.unwrap_or(false));
+            Ok(match (listed, window) {
+                (_, None) => SlidingLayers::None,
+                (Some(sliding), Some(window)) => SlidingLayers::Listed { sliding, window },
+                (None, Some(window)) => SlidingLayers::From {
+                    first: raw.max_window_layers.unwrap_or(28),
+                    window,
+                },
+            })
+        }
+    }
+}
+
+/// Qwen2's `layer_types`: one `full_attention` or `sliding_attention` per layer.
+fn listed_layers(config: &ModelConfig, types: &[String], layers: usize) -> Result<Vec<bool>> {
+    if types.len() != layers {
+        return Err(config.invalid_field(
+            "layer_types",
+            &format!("has {} entries for {layers} layers", types.len()),
+        ));
+    }
+    types
+        .iter()
+        .map(|kind| match kind.as_str() {
+            "full_attention" => Ok(false),
+            "sliding_attention" => Ok(true),
+            other => Err(config.invalid_field(
+                "layer_types",
+                &format!("`{other}` is not full_attention or sliding_attention"),
+            )),
+        })
+        .collect()
 }
 
 /// The layers that attend through a sliding window.
@@ -410,14 +546,11 @@ impl LlamaConfig {
     }
 }
 
-/// `sliding_window`: Mistral and Qwen2 default to 4096 when absent; `null` means none; it must
-/// be a positive integer.
-fn sliding_window(config: &ModelConfig, family: Family) -> Result<Option<usize>> {
+/// `sliding_window`: the family's default when absent (Mistral and Qwen2: 4096); `null` means
+/// none; it must be a positive integer.
+fn sliding_window(config: &ModelConfig, defaults: &FamilyDefaults) -> Result<Option<usize>> {
     match config.raw().get("sliding_window") {
-        None => Ok(match family {
-            Family::Mistral | Family::Qwen2 => Some(4096),
-            _ => None,
-        }),
+        None => Ok(defaults.sliding_window),
         Some(Value::Null) => Ok(None),
         Some(value) => match value.as_i64() {
             Some(window) if window > 0 => usize::try_from(window)
@@ -432,194 +565,103 @@ fn sliding_window(config: &ModelConfig, family: Family) -> Result<Option<usize>>
     }
 }
 
-/// A linear layer `[out, in]`, with `bias` `[out]` when `bias` is set.
-fn load_linear(
+/// A linear layer whose weight is the row-wise concatenation of `names`' `weight`s (each
+/// `[rows, in]`), with their `bias`es when `bias` is set: Llama's `q_proj`/`k_proj`/`v_proj`
+/// and `gate_proj`/`up_proj` become one projection each (one pass over the input).
+fn load_stacked(
     weights: &Weights<'_>,
+    names: &[(&str, usize)],
     in_features: usize,
-    out_features: usize,
     bias: bool,
 ) -> Result<Linear> {
-    if bias {
-        Linear::load(weights, in_features, out_features)
-    } else {
-        Linear::from_tensors(weights.get(&[out_features, in_features], "weight")?, None)?
-            .stored_as(weights.options())
+    let mut parts = Vec::with_capacity(names.len());
+    let mut biases = Vec::with_capacity(names.len());
+    for &(name, rows) in names {
+        let layer = weights.pp(name);
+        parts.push(layer.get(&[rows, in_features], "weight")?);
+        if bias {
+            biases.push(layer.get(&[rows], "bias")?);
+        }
     }
+    let weight = Tensor::cat(&parts, 0)?;
+    let bias = if bias {
+        Some(Tensor::cat(&biases, 0)?)
+    } else {
+        None
+    };
+    Linear::from_tensors(weight, bias)?.stored_as(weights.options())
 }
 
-/// `LlamaMLP`: `down(act(gate(x)) · up(x))`.
-#[derive(Debug, Clone)]
-struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-    activation: Activation,
-}
-
-impl Mlp {
-    fn load(weights: &Weights<'_>, config: &LlamaConfig) -> Result<Self> {
-        let (hidden, inner, bias) = (
-            config.hidden_size,
-            config.intermediate_size,
-            config.mlp_bias,
-        );
-        let (gate_proj, up_proj) = if config.family == Family::Phi3 {
-            // `gate_up_proj` `[2·inner, hidden]`: the gate is the first half (`chunk(2)`).
-            let fused = weights.get(&[2 * inner, hidden], "gate_up_proj.weight")?;
-            (
-                Linear::from_tensors(fused.narrow(0, 0, inner)?.contiguous()?, None)?
-                    .stored_as(weights.options())?,
-                Linear::from_tensors(fused.narrow(0, inner, inner)?.contiguous()?, None)?
-                    .stored_as(weights.options())?,
-            )
-        } else {
-            (
-                load_linear(&weights.pp("gate_proj"), hidden, inner, bias)?,
-                load_linear(&weights.pp("up_proj"), hidden, inner, bias)?,
-            )
-        };
-        Ok(Mlp {
-            gate_proj,
-            up_proj,
-            down_proj: load_linear(&weights.pp("down_proj"), inner, hidden, bias)?,
+/// `LlamaDecoderLayer` `layer`: `input_layernorm`, `self_attn` (`LlamaAttention`: grouped-query,
+/// rotary, `o_proj`), `post_attention_layernorm`, `mlp` (`LlamaMLP`: `down(act(gate(x)) ·
+/// up(x))`). Phi-3's fused `qkv_proj` and `gate_up_proj` are read as they are.
+fn load_layer(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Result<DecoderLayer> {
+    let (hidden, inner) = (config.hidden_size, config.intermediate_size);
+    let shape = HeadShape {
+        heads: config.num_attention_heads,
+        kv_heads: config.num_key_value_heads,
+        head_dim: config.head_dim,
+    };
+    let (q_width, kv_width) = (
+        shape.heads * shape.head_dim,
+        shape.kv_heads * shape.head_dim,
+    );
+    let attn = weights.pp("self_attn");
+    let mlp = weights.pp("mlp");
+    let fused = config.family.defaults().fused_projections;
+    let qkv = if fused {
+        load_stacked(
+            &attn,
+            &[("qkv_proj", q_width + 2 * kv_width)],
+            hidden,
+            false,
+        )?
+    } else {
+        let names = [
+            ("q_proj", q_width),
+            ("k_proj", kv_width),
+            ("v_proj", kv_width),
+        ];
+        load_stacked(&attn, &names, hidden, config.qkv_bias)?
+    };
+    let gate_up = if fused {
+        load_stacked(&mlp, &[("gate_up_proj", 2 * inner)], hidden, false)?
+    } else {
+        let names = [("gate_proj", inner), ("up_proj", inner)];
+        load_stacked(&mlp, &names, hidden, config.mlp_bias)?
+    };
+    let o_proj = load_stacked(&attn, &[("o_proj", hidden)], q_width, config.o_bias)?;
+    let scale = 1.0 / (config.head_dim as f64).sqrt();
+    Ok(DecoderLayer {
+        attention_norm: load_norm(&weights.pp("input_layernorm"), config)?,
+        attention: Attention::new(qkv, o_proj, shape, scale, config.layer_window(layer), layer)?,
+        mlp_norm: load_norm(&weights.pp("post_attention_layernorm"), config)?,
+        mlp: Mlp::Gated {
+            gate_up,
+            down: load_stacked(&mlp, &[("down_proj", hidden)], inner, config.mlp_bias)?,
             activation: config.activation,
-        })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.activation.forward(&self.gate_proj.forward(x)?)?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
-    }
+        },
+    })
 }
 
-/// `LlamaAttention`: grouped-query self-attention with rotary positions and a KV cache.
-#[derive(Debug, Clone)]
-struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    heads: usize,
-    kv_heads: usize,
-    head_dim: usize,
-    layer: usize,
-}
-
-impl Attention {
-    fn load(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Result<Self> {
-        let hidden = config.hidden_size;
-        let (heads, kv_heads, head_dim) = (
-            config.num_attention_heads,
-            config.num_key_value_heads,
-            config.head_dim,
-        );
-        let (q_width, kv_width) = (heads * head_dim, kv_heads * head_dim);
-        let (q_proj, k_proj, v_proj) = if config.family == Family::Phi3 {
-            // `qkv_proj` `[q + 2·kv, hidden]`: queries, then keys, then values.
-            let fused = weights.get(&[q_width + 2 * kv_width, hidden], "qkv_proj.weight")?;
-            let part = |start: usize, width: usize| -> Result<Linear> {
-                Linear::from_tensors(fused.narrow(0, start, width)?.contiguous()?, None)?
-                    .stored_as(weights.options())
-            };
-            (
-                part(0, q_width)?,
-                part(q_width, kv_width)?,
-                part(q_width + kv_width, kv_width)?,
-            )
-        } else {
-            let bias = config.qkv_bias;
-            (
-                load_linear(&weights.pp("q_proj"), hidden, q_width, bias)?,
-                load_linear(&weights.pp("k_proj"), hidden, kv_width, bias)?,
-                load_linear(&weights.pp("v_proj"), hidden, kv_width, bias)?,
-            )
-        };
-        Ok(Attention {
-            q_proj,
-            k_proj,
-            v_proj,
-            o_proj: load_linear(&weights.pp("o_proj"), q_width, hidden, config.o_bias)?,
-            heads,
-            kv_heads,
-            head_dim,
-            layer,
-        })
-    }
-
-    /// `x` `[batch, new, hidden]`; `bias` `[batch, 1, new, past + new]` (additive).
-    fn forward(
-        &self,
-        x: &Tensor,
-        rotary: &RotaryEmbedding,
-        cos_sin: &(Tensor, Tensor),
-        bias: &Tensor,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        let (batch, new, _) = x.dims3()?;
-        let split = |projected: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(projected
-                .reshape((batch, new, heads, self.head_dim))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = split(self.q_proj.forward(x)?, self.heads)?;
-        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
-        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
-        let (cos, sin) = cos_sin;
-        let q = rotary.apply(&q, cos, sin)?;
-        let k = rotary.apply(&k, cos, sin)?.contiguous()?;
-        let (keys, values) = cache.append(self.layer, &k, &v)?;
-        let scale = 1.0 / (self.head_dim as f64).sqrt();
-        let context = scaled_dot_product_attention(&q, &keys, &values, Some(bias), scale)?;
-        self.o_proj.forward(&context)
-    }
-}
-
-/// `LlamaDecoderLayer`: `x + attn(norm(x))`, then `x + mlp(norm(x))`.
-#[derive(Debug, Clone)]
-struct DecoderLayer {
-    input_layernorm: RmsNorm,
-    self_attn: Attention,
-    post_attention_layernorm: RmsNorm,
-    mlp: Mlp,
-    window: Option<usize>,
-}
-
-fn load_norm(weights: &Weights<'_>, config: &LlamaConfig) -> Result<RmsNorm> {
-    if config.family == Family::Gemma {
-        RmsNorm::load_gemma(weights, config.hidden_size, config.rms_norm_eps)
+/// `LlamaRMSNorm` (Gemma: `(1 + w)`).
+fn load_norm(weights: &Weights<'_>, config: &LlamaConfig) -> Result<Norm> {
+    let offset = if config.family.defaults().norm_plus_one {
+        1.0
     } else {
-        RmsNorm::load(weights, config.hidden_size, config.rms_norm_eps)
-    }
-}
-
-impl DecoderLayer {
-    fn load(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Result<Self> {
-        Ok(DecoderLayer {
-            input_layernorm: load_norm(&weights.pp("input_layernorm"), config)?,
-            self_attn: Attention::load(&weights.pp("self_attn"), config, layer)?,
-            post_attention_layernorm: load_norm(&weights.pp("post_attention_layernorm"), config)?,
-            mlp: Mlp::load(&weights.pp("mlp"), config)?,
-            window: config.layer_window(layer),
-        })
-    }
+        0.0
+    };
+    Norm::load_rms_norm(weights, config.hidden_size, config.rms_norm_eps, offset)
 }
 
 /// A Llama-family decoder with its LM head (`LlamaForCausalLM`, `MistralForCausalLM`,
-/// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`).
+/// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`), run by the shared
+/// [`DecoderStack`].
 #[derive(Debug)]
 pub struct LlamaForCausalLM {
     config: ModelConfig,
     llama: LlamaConfig,
-    embed_tokens: Embedding,
-    /// Gemma's `√hidden` (rounded to f32, the buffer's dtype), else `None`.
-    embed_scale: Option<f64>,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
-    lm_head: Linear,
-    rotary: RotaryEmbedding,
-    device: Device,
+    stack: DecoderStack,
 }
 
 impl LlamaForCausalLM {
@@ -642,17 +684,16 @@ impl LlamaForCausalLM {
             llama.hidden_size,
         )?;
         let layers = (0..llama.num_hidden_layers)
-            .map(|layer| DecoderLayer::load(&model.pp(&format!("layers.{layer}")), &llama, layer))
+            .map(|layer| load_layer(&model.pp(&format!("layers.{layer}")), &llama, layer))
             .collect::<Result<Vec<_>>>()?;
-        let norm = load_norm(&model.pp("norm"), &llama)?;
         let lm_head = if llama.tie_word_embeddings || !weights.contains("lm_head.weight") {
             Linear::from_tensors(embed_tokens.table().clone(), None)?
                 .stored_as(weights.options())?
         } else {
-            load_linear(
-                &weights.pp("lm_head"),
+            load_stacked(
+                weights,
+                &[("lm_head", llama.vocab_size)],
                 llama.hidden_size,
-                llama.vocab_size,
                 false,
             )?
         };
@@ -662,24 +703,51 @@ impl LlamaForCausalLM {
             llama.max_position_embeddings,
             &device,
         )?;
-        let embed_scale =
-            (llama.family == Family::Gemma).then(|| f64::from((llama.hidden_size as f32).sqrt()));
+        // Gemma's `√hidden`, rounded to f32 (the buffer's dtype).
+        let embed_scale = llama
+            .family
+            .defaults()
+            .scale_embeddings
+            .then(|| f64::from((llama.hidden_size as f32).sqrt()));
+        let stack = DecoderStack {
+            embed_tokens,
+            embed_scale,
+            positions: PositionEncoding::Rotary(rotary),
+            layers,
+            norm: load_norm(&model.pp("norm"), &llama)?,
+            lm_head,
+            hidden_size: llama.hidden_size,
+            device,
+        };
         Ok(LlamaForCausalLM {
             config,
             llama,
-            embed_tokens,
-            embed_scale,
-            layers,
-            norm,
-            lm_head,
-            rotary,
-            device,
+            stack,
         })
     }
 
     /// The resolved family configuration.
     pub fn llama_config(&self) -> &LlamaConfig {
         &self.llama
+    }
+
+    fn run_padded(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+        logits: LogitsAt,
+    ) -> Result<Tensor> {
+        let inputs = DecoderInputs::check(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache.seq_len(),
+            self.llama.vocab_size,
+            None,
+        )?;
+        self.stack.forward_padded(&inputs, cache, logits)
     }
 }
 
@@ -697,7 +765,7 @@ impl CausalLm for LlamaForCausalLM {
     }
 
     fn new_cache(&self) -> KvCache {
-        KvCache::new(self.layers.len())
+        KvCache::new(self.stack.layers.len())
     }
 
     fn forward(
@@ -707,46 +775,32 @@ impl CausalLm for LlamaForCausalLM {
         attention_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
+        self.run_padded(
             input_ids,
             position_ids,
             attention_mask,
-            cache.seq_len(),
-            self.llama.vocab_size,
-            None,
-        )?;
-        let mut hidden = self.embed_tokens.forward(&inputs.ids)?;
-        if let Some(scale) = self.embed_scale {
-            hidden = (hidden * scale)?;
-        }
-        let cos_sin = self.rotary.cos_sin(&inputs.position_ids)?;
-        let full_bias = inputs.attention_bias(None, &self.device)?;
-        // Every sliding layer has the config's one `sliding_window`.
-        let sliding_bias = match self.layers.iter().find_map(|layer| layer.window) {
-            Some(window) => Some(inputs.attention_bias(Some(window), &self.device)?),
-            None => None,
-        };
-        for layer in &self.layers {
-            let bias = match (layer.window, &sliding_bias) {
-                (Some(_), Some(sliding_bias)) => sliding_bias,
-                _ => &full_bias,
-            };
-            let residual = hidden.clone();
-            let attended = layer.self_attn.forward(
-                &layer.input_layernorm.forward(&hidden)?,
-                &self.rotary,
-                &cos_sin,
-                bias,
-                cache,
-            )?;
-            hidden = (residual + attended)?;
-            let residual = hidden.clone();
-            let transformed = layer
-                .mlp
-                .forward(&layer.post_attention_layernorm.forward(&hidden)?)?;
-            hidden = (residual + transformed)?;
-        }
-        let hidden = self.norm.forward(&hidden)?;
-        self.lm_head.forward(&hidden)
+            cache,
+            LogitsAt::All,
+        )
+    }
+
+    fn forward_last(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        self.run_padded(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache,
+            LogitsAt::Last,
+        )
+    }
+
+    fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {
+        self.stack.forward_sequences(inputs, None)
     }
 }

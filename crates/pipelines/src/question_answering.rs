@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use safeformers_models::{Architecture, Head, ModelOutput};
-use safeformers_tokenize::{EncodeOptions, Encoding, Side, TruncationStrategy};
+use safeformers_tokenize::{EncodeOptions, Encoding, Encodings, Side, TruncationStrategy};
 use serde::Serialize;
 
 use crate::encoder::{Encoder, LoadOptions, softmax};
@@ -147,6 +147,32 @@ impl QuestionAnswering {
         }
         // Transformers puts the question first unless the tokenizer pads on the left.
         let question_first = self.encoder.tokenizer().padding_side() == Side::Right;
+        let encodings = self.encode_windows(inputs, max_seq_len, doc_stride, question_first)?;
+        let rows = &encodings.rows;
+        let pre_top_k = if options.align_to_words {
+            top_k.saturating_mul(2).saturating_add(10)
+        } else {
+            top_k
+        };
+        let windows = self.score_windows(rows, question_first, pre_top_k, options)?;
+        let mut results = collect_answers(inputs, rows, &windows, question_first, options);
+        for answers in &mut results {
+            // Python's `sorted(..., reverse=True)` is stable.
+            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
+            answers.truncate(top_k);
+        }
+        Ok(results)
+    }
+
+    /// Every `(question, context)` pair as windows of at most `max_seq_len` tokens, the context
+    /// overlapping by `doc_stride`.
+    fn encode_windows<Q: AsRef<str> + Sync, C: AsRef<str> + Sync>(
+        &self,
+        inputs: &[(Q, C)],
+        max_seq_len: usize,
+        doc_stride: usize,
+        question_first: bool,
+    ) -> Result<Encodings> {
         let encode_options = EncodeOptions {
             truncation: Some(max_seq_len),
             truncation_strategy: if question_first {
@@ -183,15 +209,18 @@ impl QuestionAnswering {
                 row.token_type_ids.iter_mut().for_each(|id| *id = 0);
             }
         }
-        let rows = &encodings.rows;
-        let pre_top_k = if options.align_to_words {
-            top_k.saturating_mul(2).saturating_add(10)
-        } else {
-            top_k
-        };
+        Ok(encodings)
+    }
 
-        // Windows are not padded (Transformers runs them one by one): batches are made of
-        // windows of one length.
+    /// The best spans of every window. Windows are not padded (Transformers runs them one by
+    /// one): batches are made of windows of one length.
+    fn score_windows(
+        &self,
+        rows: &[Encoding],
+        question_first: bool,
+        pre_top_k: usize,
+        options: &QuestionAnsweringOptions,
+    ) -> Result<Vec<WindowSpans>> {
         let mut by_length: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, row) in rows.iter().enumerate() {
             by_length.entry(row.len()).or_default().push(index);
@@ -225,58 +254,7 @@ impl QuestionAnswering {
                 }
             }
         }
-
-        let mut results: Vec<Vec<Answer>> = vec![Vec::new(); inputs.len()];
-        let mut null_scores: Vec<f64> = vec![1_000_000.0; inputs.len()];
-        let context_index = usize::from(question_first);
-        for (row, window) in rows.iter().zip(&windows) {
-            let sample = row.sample_index;
-            let Some((_, context)) = inputs.get(sample) else {
-                continue;
-            };
-            let context: Vec<char> = context.as_ref().chars().collect();
-            if let Some(null) = null_scores.get_mut(sample) {
-                *null = null.min(f64::from(window.null_score));
-            }
-            let Some(answers) = results.get_mut(sample) else {
-                continue;
-            };
-            for span in &window.spans {
-                let (start, end) = char_span(row, span, context_index, options.align_to_words);
-                let text: String = context
-                    .get(start.min(context.len())..end.min(context.len()))
-                    .map(|chars| chars.iter().collect())
-                    .unwrap_or_default();
-                let lowered = text.to_lowercase();
-                // Transformers' `get_answer`: the same text (ignoring case) adds up.
-                match answers
-                    .iter_mut()
-                    .find(|answer| answer.answer.to_lowercase() == lowered)
-                {
-                    Some(answer) => answer.score += f64::from(span.score),
-                    None => answers.push(Answer {
-                        score: f64::from(span.score),
-                        start,
-                        end,
-                        answer: text,
-                    }),
-                }
-            }
-        }
-        for (answers, null) in results.iter_mut().zip(null_scores) {
-            if options.handle_impossible_answer {
-                answers.push(Answer {
-                    score: null,
-                    start: 0,
-                    end: 0,
-                    answer: String::new(),
-                });
-            }
-            // Python's `sorted(..., reverse=True)` is stable.
-            answers.sort_by(|a, b| b.score.total_cmp(&a.score));
-            answers.truncate(top_k);
-        }
-        Ok(results)
+        Ok(windows)
     }
 
     /// Validates the call; gives `(max_seq_len, doc_stride)`.
@@ -414,4 +392,63 @@ fn char_span(row: &Encoding, span: &Span, sequence: usize, align_to_words: bool)
         (Some((start, _)), Some((_, end))) => (start, end),
         _ => by_tokens,
     }
+}
+/// The answers of each input from the spans of its windows: the same text (ignoring case) adds
+/// up, as Transformers' `get_answer` does; with `handle_impossible_answer`, the empty answer
+/// scored by the best null score. Unsorted.
+fn collect_answers<Q: AsRef<str>, C: AsRef<str>>(
+    inputs: &[(Q, C)],
+    rows: &[Encoding],
+    windows: &[WindowSpans],
+    question_first: bool,
+    options: &QuestionAnsweringOptions,
+) -> Vec<Vec<Answer>> {
+    let mut results: Vec<Vec<Answer>> = vec![Vec::new(); inputs.len()];
+    let mut null_scores: Vec<f64> = vec![1_000_000.0; inputs.len()];
+    let context_index = usize::from(question_first);
+    for (row, window) in rows.iter().zip(windows) {
+        let sample = row.sample_index;
+        let Some((_, context)) = inputs.get(sample) else {
+            continue;
+        };
+        let context: Vec<char> = context.as_ref().chars().collect();
+        if let Some(null) = null_scores.get_mut(sample) {
+            *null = null.min(f64::from(window.null_score));
+        }
+        let Some(answers) = results.get_mut(sample) else {
+            continue;
+        };
+        for span in &window.spans {
+            let (start, end) = char_span(row, span, context_index, options.align_to_words);
+            let text: String = context
+                .get(start.min(context.len())..end.min(context.len()))
+                .map(|chars| chars.iter().collect())
+                .unwrap_or_default();
+            let lowered = text.to_lowercase();
+            // Transformers' `get_answer`: the same text (ignoring case) adds up.
+            match answers
+                .iter_mut()
+                .find(|answer| answer.answer.to_lowercase() == lowered)
+            {
+                Some(answer) => answer.score += f64::from(span.score),
+                None => answers.push(Answer {
+                    score: f64::from(span.score),
+                    start,
+                    end,
+                    answer: text,
+                }),
+            }
+        }
+    }
+    for (answers, null) in results.iter_mut().zip(null_scores) {
+        if options.handle_impossible_answer {
+            answers.push(Answer {
+                score: null,
+                start: 0,
+                end: 0,
+                answer: String::new(),
+            });
+        }
+    }
+    results
 }

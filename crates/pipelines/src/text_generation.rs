@@ -8,6 +8,7 @@
 //! model does not set, the model's `generation_config.json` (else `config.json`), and the
 //! caller's [`TextGenerationOptions::generation`].
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -22,7 +23,8 @@ use serde_json::Value;
 use crate::encoder::LoadOptions;
 use crate::error::{PipelineError, Result};
 use crate::generation::{
-    GenerateOptions, GeneratedRow, GenerationConfig, GenerationParams, StopReason, generate,
+    GenerateOptions, GeneratedRow, GenerationConfig, GenerationParams, PromptCache, StopReason,
+    generate,
 };
 
 /// One input of the pipeline.
@@ -319,6 +321,44 @@ impl TextGeneration {
         first_index: usize,
         on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
     ) -> Result<Vec<GeneratedRow>> {
+        self.generate_ids_continuing(prompts, params, options, first_index, None, on_text)
+    }
+
+    /// As [`TextGeneration::run_streaming`] for one input, continuing the KV cache of an
+    /// earlier call: the tokens `prompt_cache` holds that begin this input's prompt are not
+    /// computed again, and it is left holding this call's sequence (a chat's turns).
+    pub fn run_streaming_continuing(
+        &self,
+        input: &GenerationInput,
+        options: &TextGenerationOptions,
+        prompt_cache: &RefCell<PromptCache>,
+        on_text: &mut dyn FnMut(&str) -> Result<()>,
+    ) -> Result<GeneratedText> {
+        let params = self.generation_params(&options.generation)?;
+        let prompt = self.prompt_ids_for(input, options.truncate)?;
+        let rows = self.generate_ids_continuing(
+            &[prompt],
+            &params,
+            options,
+            options.first_index,
+            Some(prompt_cache),
+            &mut |_, text| on_text(text),
+        )?;
+        let row = rows.first().ok_or_else(|| {
+            PipelineError::InvalidInput("generation returned no row for the input".into())
+        })?;
+        self.output(input, row, options.return_full_text)
+    }
+
+    fn generate_ids_continuing(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &GenerationParams,
+        options: &TextGenerationOptions,
+        first_index: usize,
+        prompt_cache: Option<&RefCell<PromptCache>>,
+        on_text: &mut dyn FnMut(usize, &str) -> Result<()>,
+    ) -> Result<Vec<GeneratedRow>> {
         let decode = |ids: &[u32]| -> Result<String> { Ok(self.tokenizer.decode(ids, false)?) };
         let generate_options = GenerateOptions {
             truncate: options.truncate,
@@ -326,6 +366,7 @@ impl TextGeneration {
             first_index: first_index as u64,
             decode: Some(&decode),
             device: self.device.clone(),
+            prompt_cache,
         };
         let mut streams: Vec<_> = prompts
             .iter()

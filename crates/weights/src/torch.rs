@@ -720,10 +720,32 @@ fn load_legacy(bytes: &[u8]) -> Result<LoadedCheckpoint, TorchError> {
         }
     };
 
-    // Declared storages, from the persistent ids: key -> (dtype, numel).
+    let declared = declared_storages(&object)?;
+    let (slots, offset) = legacy_storages(bytes, offset, &keys, &declared)?;
+    if offset != bytes.len() {
+        return Err(TorchError::LegacyTrailingBytes {
+            offset: offset as u64,
+            len: bytes.len().saturating_sub(offset) as u64,
+        });
+    }
+    let mut storages = Storages {
+        slots,
+        views: HashMap::new(),
+    };
+    let tensors = materialize(&object, &mut storages, false, bytes.len())?;
+    storages.all_referenced()?;
+    Ok(LoadedCheckpoint {
+        format: FileFormat::PytorchLegacy,
+        tensors,
+    })
+}
+
+/// The storages a legacy checkpoint's tensors declare in their persistent ids:
+/// key -> (dtype, numel); one key declared twice with different types or sizes is an error.
+fn declared_storages(object: &Value) -> Result<HashMap<String, (Dtype, u64)>, TorchError> {
     let mut declared: HashMap<String, (Dtype, u64)> = HashMap::new();
     let mut conflict = None;
-    visit_tensors(&object, &mut |recipe| {
+    visit_tensors(object, &mut |recipe| {
         let storage = &recipe.storage;
         let entry = declared
             .entry(storage.key.clone())
@@ -743,9 +765,19 @@ fn load_legacy(bytes: &[u8]) -> Result<LoadedCheckpoint, TorchError> {
         return Err(error);
     }
 
-    // The raw section: per key, an 8-byte little-endian count and the bytes.
+    Ok(declared)
+}
+
+/// The raw section after the pickles: per key, an 8-byte little-endian element count and the
+/// bytes. Returns the storages and the offset where the section ends.
+fn legacy_storages<'a>(
+    bytes: &'a [u8],
+    mut offset: usize,
+    keys: &[Value],
+    declared: &HashMap<String, (Dtype, u64)>,
+) -> Result<(HashMap<String, Slot<'a>>, usize), TorchError> {
     let mut slots = HashMap::new();
-    for key in &keys {
+    for key in keys {
         let Value::Str(key) = key else {
             return Err(legacy_header(format!(
                 "a storage key is {}, not a str",
@@ -805,22 +837,7 @@ fn load_legacy(bytes: &[u8]) -> Result<LoadedCheckpoint, TorchError> {
         );
         offset = start + len;
     }
-    if offset != bytes.len() {
-        return Err(TorchError::LegacyTrailingBytes {
-            offset: offset as u64,
-            len: bytes.len().saturating_sub(offset) as u64,
-        });
-    }
-    let mut storages = Storages {
-        slots,
-        views: HashMap::new(),
-    };
-    let tensors = materialize(&object, &mut storages, false, bytes.len())?;
-    storages.all_referenced()?;
-    Ok(LoadedCheckpoint {
-        format: FileFormat::PytorchLegacy,
-        tensors,
-    })
+    Ok((slots, offset))
 }
 
 /// `sys_info`: `{"protocol_version": 1001, "little_endian": bool, "type_sizes": {...}}`.

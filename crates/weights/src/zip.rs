@@ -1163,7 +1163,29 @@ fn check_member<'a>(
     sink: &mut Sink<'_>,
 ) -> Result<ReadMember<'a>, ZipError> {
     let name = raw.display_name();
+    check_member_kind(&raw, &name, sink)?;
+    let local_offset = usize::try_from(raw.local_offset)
+        .ok()
+        .and_then(|offset| offset.checked_add(shift))
+        .filter(|&offset| offset < bytes.len())
+        .ok_or_else(|| ZipError::MissingLocalHeader {
+            name: name.clone(),
+            offset: raw.local_offset,
+        })?;
+    check_member_encoding(&raw, &name, local_offset as u64, sink)?;
+    let data_start = check_local_header(bytes, &raw, &name, local_offset, sink)?;
+    let data = check_member_data(bytes, &raw, name, local_offset, data_start, sink)?;
+    Ok(ReadMember {
+        raw,
+        local_offset,
+        data,
+    })
+}
+
+/// A member's name, and that it is a regular file (not a directory, link or device).
+fn check_member_kind(raw: &RawEntry<'_>, name: &str, sink: &mut Sink<'_>) -> Result<(), ZipError> {
     let central = raw.central_offset as u64;
+    let name = name.to_string();
     if let Some(reason) = name_problem(raw.name, raw.flags) {
         sink.report(ZipError::BadName {
             name: name.clone(),
@@ -1187,15 +1209,17 @@ fn check_member<'a>(
             mode,
         })?;
     }
-    let local_offset = usize::try_from(raw.local_offset)
-        .ok()
-        .and_then(|offset| offset.checked_add(shift))
-        .filter(|&offset| offset < bytes.len())
-        .ok_or_else(|| ZipError::MissingLocalHeader {
-            name: name.clone(),
-            offset: raw.local_offset,
-        })?;
-    let local = local_offset as u64;
+    Ok(())
+}
+
+/// The member is stored (not compressed), with only the flags we accept.
+fn check_member_encoding(
+    raw: &RawEntry<'_>,
+    name: &str,
+    local: u64,
+    sink: &mut Sink<'_>,
+) -> Result<(), ZipError> {
+    let name = name.to_string();
     if raw.flags & !ALLOWED_FLAGS != 0 {
         sink.report(ZipError::ForbiddenFlags {
             name: name.clone(),
@@ -1217,8 +1241,19 @@ fn check_member<'a>(
             uncompressed: raw.uncompressed_size,
         })?;
     }
+    Ok(())
+}
 
-    // The local header.
+/// The local header agrees with the central entry; returns where the member's data starts.
+fn check_local_header(
+    bytes: &[u8],
+    raw: &RawEntry<'_>,
+    name: &str,
+    local_offset: usize,
+    sink: &mut Sink<'_>,
+) -> Result<usize, ZipError> {
+    let local = local_offset as u64;
+    let name = name.to_string();
     let missing = || ZipError::MissingLocalHeader {
         name: name.clone(),
         offset: local,
@@ -1288,9 +1323,20 @@ fn check_member<'a>(
             sink.report(mismatch("the sizes"))?;
         }
     }
+    Ok(data_start)
+}
 
-    // The data: as every reader locates it, after the *local* name and extra field, with the
-    // central directory's compressed size.
+/// Where the member's data is: as every reader locates it, after the *local* name and extra
+/// field, with the central directory's compressed size; its CRC-32 checked in strict mode.
+fn check_member_data(
+    bytes: &[u8],
+    raw: &RawEntry<'_>,
+    name: String,
+    local_offset: usize,
+    data_start: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Option<Range<usize>>, ZipError> {
+    let local = local_offset as u64;
     let data = usize::try_from(raw.compressed_size)
         .ok()
         .and_then(|len| data_start.checked_add(len))
@@ -1315,11 +1361,7 @@ fn check_member<'a>(
             })?;
         }
     }
-    Ok(ReadMember {
-        raw,
-        local_offset,
-        data,
-    })
+    Ok(data)
 }
 
 /// No duplicate names, no names equal under ASCII case-folding.

@@ -74,6 +74,59 @@ fn compare_with_twin(loaded: &Checkpoint, twin: &Checkpoint, label: &str) -> Res
     Ok(())
 }
 
+/// The scanner's verdict on the entry's file is one the manifest accepts, and its findings name
+/// what the manifest says they must.
+fn check_scan(entry: &Value, relative: &str, path: &Path, failures: &mut Vec<String>) {
+    let report = scan_paths(&[path.to_path_buf()]);
+    let verdicts: Vec<Verdict> = report.files.iter().map(|file| file.verdict).collect();
+    let worst = if verdicts.contains(&Verdict::Unsafe) {
+        Verdict::Unsafe
+    } else if verdicts.contains(&Verdict::Invalid) {
+        Verdict::Invalid
+    } else {
+        Verdict::Safe
+    };
+    // `scan` is one verdict or a list of acceptable ones. "invalid" is met by "unsafe" too (a
+    // malformed file in which something dangerous was also seen).
+    let acceptable: Vec<&str> = match &entry["expect"]["scan"] {
+        Value::String(verdict) => vec![verdict.as_str()],
+        Value::Array(verdicts) => verdicts.iter().filter_map(Value::as_str).collect(),
+        other => panic!("{relative}: bad scan expectation {other}"),
+    };
+    let scan_ok = acceptable.iter().any(|expected| match *expected {
+        "safe" => worst == Verdict::Safe,
+        "unsafe" => worst == Verdict::Unsafe,
+        "invalid" => worst != Verdict::Safe,
+        other => panic!("{relative}: unknown scan expectation {other}"),
+    });
+    if !scan_ok {
+        failures.push(format!(
+            "{relative}: scan expected {acceptable:?}, got {:?}: {:?}",
+            verdicts,
+            report
+                .files
+                .iter()
+                .flat_map(|file| &file.findings)
+                .collect::<Vec<_>>()
+        ));
+    }
+    for name in entry["expect"]["scan_must_name"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = name.as_str().expect("names are strings");
+        let named = report
+            .files
+            .iter()
+            .flat_map(|file| &file.findings)
+            .any(|finding| finding.detail.contains(name));
+        if !named {
+            failures.push(format!("{relative}: no scan finding names {name}"));
+        }
+    }
+}
+
 #[test]
 fn every_manifest_entry_loads_and_scans_as_expected() {
     let root = fixtures();
@@ -138,55 +191,7 @@ fn every_manifest_entry_loads_and_scans_as_expected() {
             }
         }
 
-        // The scanner.
-        let report = scan_paths(std::slice::from_ref(&path));
-        let verdicts: Vec<Verdict> = report.files.iter().map(|file| file.verdict).collect();
-        let worst = if verdicts.contains(&Verdict::Unsafe) {
-            Verdict::Unsafe
-        } else if verdicts.contains(&Verdict::Invalid) {
-            Verdict::Invalid
-        } else {
-            Verdict::Safe
-        };
-        // `scan` is one verdict or a list of acceptable ones. "invalid" is met by "unsafe" too (a
-        // malformed file in which something dangerous was also seen).
-        let acceptable: Vec<&str> = match &entry["expect"]["scan"] {
-            Value::String(verdict) => vec![verdict.as_str()],
-            Value::Array(verdicts) => verdicts.iter().filter_map(Value::as_str).collect(),
-            other => panic!("{relative}: bad scan expectation {other}"),
-        };
-        let scan_ok = acceptable.iter().any(|expected| match *expected {
-            "safe" => worst == Verdict::Safe,
-            "unsafe" => worst == Verdict::Unsafe,
-            "invalid" => worst != Verdict::Safe,
-            other => panic!("{relative}: unknown scan expectation {other}"),
-        });
-        if !scan_ok {
-            failures.push(format!(
-                "{relative}: scan expected {acceptable:?}, got {:?}: {:?}",
-                verdicts,
-                report
-                    .files
-                    .iter()
-                    .flat_map(|file| &file.findings)
-                    .collect::<Vec<_>>()
-            ));
-        }
-        for name in entry["expect"]["scan_must_name"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            let name = name.as_str().expect("names are strings");
-            let named = report
-                .files
-                .iter()
-                .flat_map(|file| &file.findings)
-                .any(|finding| finding.detail.contains(name));
-            if !named {
-                failures.push(format!("{relative}: no scan finding names {name}"));
-            }
-        }
+        check_scan(&entry, relative, &path, &mut failures);
     }
     assert!(
         failures.is_empty(),

@@ -993,10 +993,9 @@ fn good_tail() -> Asm {
         .then(hooks())
 }
 
-#[test]
-fn rebuild_tensor_argument_schema() {
-    assert!(zip(&rebuild_with(good_tail(), "_rebuild_tensor_v2")).is_ok());
-    let bad_cases: Vec<(&str, Asm)> = vec![
+/// Argument tuples `_rebuild_tensor_v2` must refuse as malformed, each with what is wrong.
+fn malformed_rebuild_arguments() -> Vec<(&'static str, Asm)> {
+    vec![
         (
             "float offset",
             Asm::new()
@@ -1103,8 +1102,13 @@ fn rebuild_tensor_argument_schema() {
                 .newfalse()
                 .then(hooks()),
         ),
-    ];
-    for (what, args) in bad_cases {
+    ]
+}
+
+#[test]
+fn rebuild_tensor_argument_schema() {
+    assert!(zip(&rebuild_with(good_tail(), "_rebuild_tensor_v2")).is_ok());
+    for (what, args) in malformed_rebuild_arguments() {
         let err = malformed(zip(&rebuild_with(args, "_rebuild_tensor_v2")));
         assert!(
             matches!(err, PickleError::BadArguments { .. }),

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use safeformers_hub::client::RetryPolicy;
-use safeformers_hub::{HubClient, HubSettings};
+use safeformers_hub::{HubClient, HubSettings, RepoFilePath, RepoId};
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
@@ -476,4 +476,14 @@ pub fn files_under(dir: &std::path::Path) -> Vec<String> {
     }
     found.sort();
     found
+}
+
+/// The repository every client test downloads from.
+pub fn repo() -> RepoId {
+    RepoId::parse("org/model").unwrap()
+}
+
+/// A repository file path from a literal.
+pub fn path(name: &str) -> RepoFilePath {
+    RepoFilePath::parse(name).unwrap()
 }

@@ -8,25 +8,32 @@
 //! - [`sampling`]: greedy or seeded sampling.
 //! - [`stopping`]: EOS ids, the length limit, stop strings.
 //!
-//! The loop ([`generate`]) left-pads the prompts, passes positions `cumsum(mask) - 1` (1 on
-//! padding), runs the prompt once and then one token per step through the KV cache, and fills
-//! the rows that finished early with the pad token, as Transformers' `_sample` does. Each new
-//! token is handed to a callback as it is chosen, which is how text is streamed.
+//! - [`step`]: per-sequence state and a [`Batch`] that advances one token per
+//!   [`Batch::step`], members joining and leaving between steps (continuous batching).
+//!
+//! [`generate`] is a loop of [`Batch::step`] over one batch; it fills the rows that finished
+//! early with the pad token, as Transformers' `_sample` does. Each new token is handed to a
+//! callback as it is chosen, which is how text is streamed.
 
 pub mod config;
 pub mod logits;
 pub mod sampling;
+pub mod step;
 pub mod stopping;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
-use safeformers_models::CausalLm;
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use candle_core::Device;
+use safeformers_models::{CausalLm, SequenceCache};
 
 use crate::error::{PipelineError, Result};
 
 pub use config::{GenerationConfig, GenerationParams, LengthLimit};
 pub use logits::{LogitsProcessor, process_logits};
 pub use sampling::TokenChooser;
-pub use stopping::StopReason;
+pub use step::{Batch, Sequence, SequenceId, SequenceOptions, StepToken};
+pub use stopping::{StopReason, StopStringState};
 
 /// Turns token ids into text (special tokens kept), for stop strings.
 pub type DecodeFn<'a> = &'a dyn Fn(&[u32]) -> Result<String>;
@@ -46,6 +53,10 @@ pub struct GenerateOptions<'a> {
     pub decode: Option<DecodeFn<'a>>,
     /// Where the model's inputs are placed.
     pub device: Device,
+    /// The KV cache of an earlier call (a chat's previous turn), continued where its tokens are
+    /// a prefix of the prompt and left holding this call's sequence; used when there is one
+    /// prompt.
+    pub prompt_cache: Option<&'a RefCell<PromptCache>>,
 }
 
 impl Default for GenerateOptions<'_> {
@@ -56,7 +67,52 @@ impl Default for GenerateOptions<'_> {
             first_index: 0,
             decode: None,
             device: Device::Cpu,
+            prompt_cache: None,
         }
+    }
+}
+
+/// Token ids and the KV cache that holds them, kept from one [`generate`] call for the next
+/// (a chat keeps its conversation's cache across turns: only what changed is computed).
+#[derive(Debug, Default)]
+pub struct PromptCache {
+    ids: Vec<u32>,
+    cache: Option<SequenceCache>,
+}
+
+impl PromptCache {
+    /// Tokens held.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether nothing is held.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// The cache to continue for `prompt`: what it holds up to the first token that differs.
+    fn take_for(&mut self, prompt: &[u32]) -> Option<SequenceCache> {
+        let mut cache = self.cache.take()?;
+        let common = self
+            .ids
+            .iter()
+            .zip(prompt)
+            .take_while(|(held, wanted)| held == wanted)
+            .count();
+        cache.truncate(common);
+        self.ids.clear();
+        Some(cache)
+    }
+
+    /// Keeps `sequence`'s cache and the ids it holds.
+    fn keep(&mut self, sequence: Sequence) {
+        let mut ids = sequence.prompt().to_vec();
+        ids.extend_from_slice(sequence.tokens());
+        let cache = sequence.into_cache();
+        ids.truncate(cache.len());
+        self.ids = ids;
+        self.cache = Some(cache);
     }
 }
 
@@ -68,6 +124,7 @@ impl std::fmt::Debug for GenerateOptions<'_> {
             .field("first_index", &self.first_index)
             .field("decode", &self.decode.is_some())
             .field("device", &self.device)
+            .field("prompt_cache", &self.prompt_cache.is_some())
             .finish()
     }
 }
@@ -94,25 +151,13 @@ impl GeneratedRow {
     }
 }
 
-/// Per-row state of the loop.
-struct Row {
-    /// Padded prompt and every token appended so far: what the repetition penalty sees.
-    ids: Vec<u32>,
-    /// The attention mask of `ids`.
-    mask: Vec<u32>,
-    /// Real (unpadded) tokens so far: the next position is this minus one.
-    real_tokens: usize,
-    prompt: Vec<u32>,
-    tokens: Vec<u32>,
-    /// Tokens the row produced before it stopped.
-    generated: usize,
-    stop_reason: Option<StopReason>,
-    /// The row's text so far, kept only for stop strings.
-    text: String,
-}
-
 /// Generates for every prompt (token ids, special tokens included) with `params`, calling
 /// `on_token(row, token)` for each token a row produces, as soon as it is chosen.
+///
+/// A loop of [`Batch::step`] over one batch that nobody joins: each prompt is a member with
+/// the settings Transformers gives a row of a left-padded static batch (the length limits count
+/// the longest prompt, the processors see the row's left padding), so the outputs are those of
+/// Transformers' batched `generate`; the model itself runs no padding.
 ///
 /// Errors: an empty prompt without a `bos_token_id`; a prompt that, with the new tokens, does
 /// not fit the model's context window (unless `options.truncate`); a model output of the wrong
@@ -148,145 +193,76 @@ pub fn generate(
         )));
     }
     let longest = fit_context(model, &mut prompts, max_new_tokens, options.truncate)?;
-    // Padding is masked out; 0 stands in when the model defines no pad token.
+    // Padding is what the processors see of a static batch; 0 stands in without a pad token.
     let pad = params.pad_token_id.unwrap_or(0);
-    let mut rows: Vec<Row> = prompts
-        .into_iter()
-        .map(|prompt| {
-            let padding = longest - prompt.len();
-            let mut ids = vec![pad; padding];
-            ids.extend_from_slice(&prompt);
-            let mut mask = vec![0; padding];
-            mask.resize(longest, 1);
-            Row {
-                ids,
-                mask,
-                real_tokens: prompt.len(),
-                prompt,
-                // Grown as tokens come: `max_new_tokens` may be any number the caller or the
-                // model's files give, when the model states no context window to bound it.
-                tokens: Vec::new(),
-                generated: 0,
-                stop_reason: None,
-                text: String::new(),
-            }
-        })
-        .collect();
     let decode = options.decode.filter(|_| !params.stop_strings.is_empty());
-    if let Some(decode) = decode {
-        for row in &mut rows {
-            row.text = decode(&row.prompt)?;
-        }
-    }
     let seed = options.seed.unwrap_or_else(clock_seed);
-    let mut choosers: Vec<TokenChooser> = (0..rows.len() as u64)
-        .map(|row| {
-            if params.do_sample {
-                TokenChooser::seeded_stream(seed, options.first_index + row)
-            } else {
-                TokenChooser::Greedy
-            }
-        })
-        .collect();
-    let device = &options.device;
-    let batch = rows.len();
-    let mut cache = model.new_cache();
-
-    // Prefill: the whole padded prompt, positions cumsum(mask) - 1 with padding at 1.
-    let ids: Vec<u32> = rows
-        .iter()
-        .flat_map(|row| row.ids.iter().copied())
-        .collect();
-    let positions: Vec<i64> = rows
-        .iter()
-        .flat_map(|row| prefill_positions(&row.mask))
-        .collect();
-    let mut logits = last_logits(
-        model,
-        &Tensor::from_vec(ids, (batch, longest), device)?,
-        &Tensor::from_vec(positions, (batch, longest), device)?,
-        &rows,
-        &mut cache,
-        device,
-    )?;
-
-    for step in 0..max_new_tokens {
-        let suppress_eos =
-            step < params.min_new_tokens || longest.saturating_add(step) < params.min_length;
-        let suppressed: &[u32] = if suppress_eos {
-            &params.eos_token_ids
+    let mut batch = Batch::new(model);
+    let shared = Arc::new(params.clone());
+    let count = prompts.len();
+    let mut rows = Vec::with_capacity(count);
+    for (index, prompt) in prompts.into_iter().enumerate() {
+        let chooser = if params.do_sample {
+            TokenChooser::seeded_stream(seed, options.first_index + index as u64)
         } else {
-            &[]
+            TokenChooser::Greedy
         };
-        let mut next_tokens = Vec::with_capacity(batch);
-        for (index, ((row, scores), chooser)) in rows
-            .iter_mut()
-            .zip(logits.iter_mut())
-            .zip(choosers.iter_mut())
-            .enumerate()
-        {
-            if row.stop_reason.is_some() {
-                next_tokens.push(pad);
-                continue;
-            }
-            process_logits(&params.processors, &row.ids, suppressed, scores);
-            let token = chooser.choose(scores).ok_or_else(|| {
-                PipelineError::InvalidInput(format!(
-                    "row {index}, new token {step}: every token was ruled out (the model's \
-                     scores are all -inf or NaN after the logits processors)"
-                ))
-            })?;
-            next_tokens.push(token);
-        }
-        for (index, (row, &token)) in rows.iter_mut().zip(&next_tokens).enumerate() {
-            row.ids.push(token);
-            row.mask.push(1);
-            row.real_tokens += 1;
-            row.tokens.push(token);
-            if row.stop_reason.is_some() {
-                continue;
-            }
-            row.generated += 1;
-            on_token(index, token)?;
-            if params.eos_token_ids.contains(&token) {
-                row.stop_reason = Some(StopReason::Eos);
-            } else if let Some(decode) = decode {
-                let mut sequence = row.prompt.clone();
-                sequence.extend_from_slice(&row.tokens);
-                let text = decode(&sequence)?;
-                let boundary = stopping::common_prefix_len(&row.text, &text);
-                if stopping::ends_in_stop_string(&text, boundary, &params.stop_strings) {
-                    row.stop_reason = Some(StopReason::StopString);
-                }
-                row.text = text;
-            }
-        }
-        let last_step = step + 1 == max_new_tokens;
-        if last_step || rows.iter().all(|row| row.stop_reason.is_some()) {
-            break;
-        }
-        let positions: Vec<i64> = rows
-            .iter()
-            .map(|row| i64::try_from(row.real_tokens).unwrap_or(i64::MAX) - 1)
-            .collect();
-        logits = last_logits(
-            model,
-            &Tensor::from_vec(next_tokens, (batch, 1), device)?,
-            &Tensor::from_vec(positions, (batch, 1), device)?,
-            &rows,
-            &mut cache,
-            device,
-        )?;
+        let sequence_options = SequenceOptions {
+            params: Arc::clone(&shared),
+            chooser,
+            max_new_tokens,
+            counted_prompt_len: longest,
+            processor_padding: longest - prompt.len(),
+            pad_token_id: pad,
+        };
+        let reused = match options.prompt_cache {
+            Some(held) if count == 1 => held.borrow_mut().take_for(&prompt),
+            _ => None,
+        };
+        rows.push(match reused {
+            Some(cache) => batch.join_with_cache(prompt, cache, sequence_options, decode)?,
+            None => batch.join(prompt, sequence_options, decode)?,
+        });
     }
-    Ok(rows
-        .into_iter()
-        .map(|row| GeneratedRow {
-            prompt: row.prompt,
-            generated: row.generated,
-            tokens: row.tokens,
-            stop_reason: row.stop_reason.unwrap_or(StopReason::Length),
-        })
-        .collect())
+    while batch.is_running() {
+        for chosen in batch.step(decode)? {
+            let row = rows.iter().position(|&id| id == chosen.id).unwrap_or(0);
+            on_token(row, chosen.token)?;
+        }
+    }
+    let sequences: Vec<Sequence> = rows.iter().filter_map(|&id| batch.leave(id)).collect();
+    Ok(finish_rows(sequences, pad, options.prompt_cache))
+}
+
+/// The rows of finished sequences; rows that finished early are filled up with the pad token,
+/// as Transformers returns them. A single sequence's cache goes to `prompt_cache`.
+fn finish_rows(
+    sequences: Vec<Sequence>,
+    pad: u32,
+    prompt_cache: Option<&RefCell<PromptCache>>,
+) -> Vec<GeneratedRow> {
+    let steps = sequences
+        .iter()
+        .map(|sequence| sequence.tokens().len())
+        .max()
+        .unwrap_or(0);
+    let single = sequences.len() == 1;
+    let mut rows = Vec::with_capacity(sequences.len());
+    for sequence in sequences {
+        let mut tokens = sequence.tokens().to_vec();
+        let generated = tokens.len();
+        tokens.resize(steps, pad);
+        rows.push(GeneratedRow {
+            prompt: sequence.prompt().to_vec(),
+            generated,
+            tokens,
+            stop_reason: sequence.stop_reason().unwrap_or(StopReason::Length),
+        });
+        if let (true, Some(held)) = (single, prompt_cache) {
+            held.borrow_mut().keep(sequence);
+        }
+    }
+    rows
 }
 
 /// Checks that the longest prompt plus `max_new_tokens` fits the model's context window;
@@ -320,67 +296,10 @@ fn fit_context(
     Ok(prompts.iter().map(Vec::len).max().unwrap_or(0))
 }
 
-/// Transformers' prefill positions: `cumsum(mask) - 1`, with padding set to 1.
-fn prefill_positions(mask: &[u32]) -> Vec<i64> {
-    let mut seen = 0i64;
-    mask.iter()
-        .map(|&m| {
-            if m == 0 {
-                1
-            } else {
-                seen += 1;
-                seen - 1
-            }
-        })
-        .collect()
-}
-
-/// Runs the model on the new tokens and returns each row's scores for the last one.
-fn last_logits(
-    model: &dyn CausalLm,
-    input_ids: &Tensor,
-    position_ids: &Tensor,
-    rows: &[Row],
-    cache: &mut safeformers_models::KvCache,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>> {
-    let batch = rows.len();
-    let total = rows.first().map_or(0, |row| row.mask.len());
-    let mask: Vec<u32> = rows
-        .iter()
-        .flat_map(|row| row.mask.iter().copied())
-        .collect();
-    let mask = Tensor::from_vec(mask, (batch, total), device)?;
-    // Only the last position's logits: the model skips the LM head on the rest of a prefill.
-    let logits = model.forward_last(input_ids, position_ids, &mask, cache)?;
-    let (out_batch, new, vocab) = logits.dims3()?;
-    if out_batch != batch || new != 1 || vocab != model.vocab_size() {
-        return Err(PipelineError::InvalidInput(format!(
-            "the model returned last-token logits of shape {:?} for {batch} rows of {} new \
-             tokens and a vocabulary of {}",
-            logits.dims(),
-            input_ids.dim(1)?,
-            model.vocab_size()
-        )));
-    }
-    Ok(logits.i((.., 0, ..))?.to_dtype(DType::F32)?.to_vec2()?)
-}
-
 /// A seed for sampling without one: the clock's nanoseconds (not secret, only varied).
 fn clock_seed() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_nanos() as u64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefill_positions_count_real_tokens_and_put_padding_at_one() {
-        assert_eq!(prefill_positions(&[0, 0, 1, 1, 1]), vec![1, 1, 0, 1, 2]);
-        assert_eq!(prefill_positions(&[1, 1]), vec![0, 1]);
-    }
 }
