@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cargo build --release --quiet -p safeformers
+cargo build --release --quiet -p safeformers-cli
 bin="${CARGO_TARGET_DIR:-target}/release/safeformers"
 repo=sentence-transformers/all-MiniLM-L6-v2
 

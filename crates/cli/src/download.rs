@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch};
+use safeformers::resolve::{RepoRequest, Want, fetch};
+
+use crate::model::{HubArgs, LockArgs};
 
 /// Arguments of `download`.
 #[derive(Debug, Args)]
@@ -26,8 +28,7 @@ pub fn run(args: &DownloadArgs) -> anyhow::Result<ExitCode> {
     let request = RepoRequest::parse(&args.repo, args.hub.revision()?.as_ref())?;
     let snapshot = fetch(
         &request,
-        &args.hub,
-        &args.lock,
+        &args.hub.options(&args.lock),
         &Want::Files(args.include.clone()),
     )?;
     crate::output::print(&format!(

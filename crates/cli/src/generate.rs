@@ -1,23 +1,25 @@
 //! Text generation on the command line: the flags `run text-generation` and `chat` share, and
 //! `safeformers chat --model M`, a conversation read from stdin line by line.
 
+use std::cell::RefCell;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Args;
 use serde_json::{Value, json};
 
-use safeformers_pipelines::generation::{GenerationConfig, PromptCache};
-use safeformers_pipelines::{
-    GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
+use safeformers::pipelines::generation::PromptCache;
+use safeformers::{
+    GeneratedContent, GenerationConfig, GenerationInput, Output, TextGeneration,
+    TextGenerationOptions,
 };
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::model::{HubArgs, LockArgs};
 use crate::output;
-use crate::run::{ThreadArgs, WeightArgs, policy};
+use crate::run::{ThreadArgs, WeightArgs};
 
 /// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
 #[derive(Debug, Clone, Args)]
@@ -183,14 +185,11 @@ pub fn generation_inputs(inputs: Vec<String>, chat: bool) -> anyhow::Result<Vec<
 /// (`[{"generated_text": ...}]`, Transformers' output for that input), or with `--stream` the
 /// text as it comes.
 pub fn run_text_generation(
-    dir: &Path,
-    load: &LoadOptions,
+    pipeline: &TextGeneration,
     inputs: &[GenerationInput],
     options: &TextGenerationOptions,
     switches: &TextGenerationArgs,
 ) -> anyhow::Result<()> {
-    let pipeline = TextGeneration::from_dir(dir, load)?
-        .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
     if !switches.stream {
         // Inputs go through in batches; each line is printed when its batch is done.
         let batch_size = options.batch_size.max(1);
@@ -199,11 +198,8 @@ pub fn run_text_generation(
                 first_index: index * batch_size,
                 ..options.clone()
             };
-            for result in pipeline.run(chunk, &chunk_options)? {
-                let mut line = serde_json::to_string(&[result])?;
-                line.push('\n');
-                output::print(&line)?;
-            }
+            let results = pipeline.run(chunk, &chunk_options)?;
+            output::print(&Output::TextGeneration(results).to_json()?)?;
         }
         return Ok(());
     }
@@ -280,53 +276,56 @@ pub struct ChatArgs {
 /// Ends at the end of stdin. Works the same when stdin is not a terminal (then no prompt is
 /// shown).
 pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
-    let options = args.generation.options(args.top_k, 1, true)?;
-    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-    let load = LoadOptions {
-        policy: policy(args.allow_pickle),
-        weights: args.weights.load_options()?,
-        ..LoadOptions::default()
-    };
-    args.threads.install(|| {
-        let pipeline = TextGeneration::from_dir(&dir, &load)?
-            .with_chat_renderer(crate::chat_sandbox::isolated_renderer());
-        let prompt_cache = std::cell::RefCell::new(PromptCache::default());
-        let mut messages: Vec<Value> = Vec::new();
-        if let Some(system) = &args.system {
-            messages.push(json!({"role": "system", "content": system}));
+    let settings = args.generation.options(args.top_k, 1, true)?;
+    let options = args
+        .threads
+        .apply(args.hub.options(&args.lock))
+        .allow_pickle(args.allow_pickle)
+        .weights(args.weights.load_options()?);
+    let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
+    // The conversation's KV cache, continued turn by turn (it travels into the pipeline's
+    // thread pool and back with each turn).
+    let mut prompt_cache = RefCell::new(PromptCache::default());
+    let mut messages: Vec<Value> = Vec::new();
+    if let Some(system) = &args.system {
+        messages.push(json!({"role": "system", "content": system}));
+    }
+    let interactive = std::io::stdin().is_terminal();
+    let stdin = std::io::stdin();
+    let mut stdin = stdin.lock();
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush().ok();
         }
-        let interactive = std::io::stdin().is_terminal();
-        let stdin = std::io::stdin();
-        let mut stdin = stdin.lock();
-        loop {
-            if interactive {
-                eprint!("> ");
-                std::io::stderr().flush().ok();
-            }
-            let Some(line) = read_turn(&mut stdin)? else {
-                break;
-            };
-            if line.trim().is_empty() {
-                continue;
-            }
-            messages.push(json!({"role": "user", "content": line}));
-            // The conversation's KV cache is continued: only the new turn is computed.
+        let Some(line) = read_turn(&mut stdin)? else {
+            break;
+        };
+        if line.trim().is_empty() {
+            continue;
+        }
+        messages.push(json!({"role": "user", "content": line}));
+        let input = GenerationInput::Chat(messages.clone());
+        let (result, cache) = pipeline.install(|pipeline| {
+            // Only the new turn is computed.
             let result = pipeline.run_streaming_continuing(
-                &GenerationInput::Chat(messages.clone()),
-                &options,
+                &input,
+                &settings,
                 &prompt_cache,
                 &mut print_piece,
-            )?;
-            output::print("\n")?;
-            let reply = match result.generated_text {
-                GeneratedContent::Chat(mut chat) => chat.pop(),
-                GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
-            }
-            .context("the pipeline returned no reply")?;
-            messages.push(reply);
+            );
+            (result, prompt_cache)
+        });
+        prompt_cache = cache;
+        let result = result?;
+        output::print("\n")?;
+        let reply = match result.generated_text {
+            GeneratedContent::Chat(mut chat) => chat.pop(),
+            GeneratedContent::Text(text) => Some(json!({"role": "assistant", "content": text})),
         }
-        Ok(())
-    })?;
+        .context("the pipeline returned no reply")?;
+        messages.push(reply);
+    }
     Ok(ExitCode::SUCCESS)
 }
 

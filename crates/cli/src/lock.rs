@@ -9,7 +9,9 @@ use safeformers_hub::lockfile::{Lockfile, lock_snapshot_matching, lockfile_path}
 
 use safeformers_hub::glob::matches_any;
 
-use crate::model::{HubArgs, LockArgs, RepoRequest, Want, fetch};
+use safeformers::resolve::{RepoRequest, Want, fetch};
+
+use crate::model::{HubArgs, LockArgs};
 
 /// Arguments of `lock`.
 #[derive(Debug, Args)]
@@ -46,16 +48,13 @@ pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
     let patterns = want.patterns();
     let flag = args.hub.revision()?;
     // Locking resolves moving refs on purpose; it never goes through an old lock.
-    let unlocked = LockArgs {
-        locked: false,
-        lockfile: None,
-    };
+    let unlocked = args.hub.options(&LockArgs::unlocked());
     let client = args.hub.client()?;
     let mut report = String::new();
     for spec in &args.repos {
         let request = RepoRequest::parse(spec, flag.as_ref())?;
         let revision = request.revision_or_main();
-        let snapshot = fetch(&request, &args.hub, &unlocked, &want)
+        let snapshot = fetch(&request, &unlocked, &want)
             .with_context(|| format!("locking {}@{revision}", request.repo))?;
         let repo_cache = client.cache().repo(&request.repo);
         let is_included =

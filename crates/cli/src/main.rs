@@ -1,4 +1,5 @@
-//! The `safeformers` command line. Thin over the libraries: parse flags, call, print.
+//! The `safeformers` command line. Thin over the `safeformers` library: parse flags, call,
+//! print.
 //!
 //! Exit codes (shared/CLI.md): 0 success, 1 error (for `scan`: something unsafe or invalid was
 //! found), 2 usage error, 3 refused by security policy.
@@ -6,7 +7,6 @@
 #![forbid(unsafe_code)]
 
 mod cache;
-mod chat_sandbox;
 mod download;
 mod forward;
 mod generate;
@@ -78,6 +78,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Started as the isolated chat-template renderer: render the request on stdin and exit.
+    safeformers::chat_sandbox::serve_if_requested();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
@@ -89,7 +91,9 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => generate::chat(&args),
-        Command::RenderChatTemplate => chat_sandbox::serve_child(),
+        Command::RenderChatTemplate => safeformers::chat_sandbox::serve_child()
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(anyhow::Error::msg),
     };
     match result {
         Ok(code) => code,
@@ -101,7 +105,12 @@ fn main() -> ExitCode {
             eprintln!("error: {}", one_line(&error));
             if is_policy_refusal(&error) {
                 ExitCode::from(EXIT_POLICY_REFUSAL)
-            } else if error.chain().any(|cause| cause.is::<UsageError>()) {
+            } else if error.chain().any(|cause| {
+                cause.is::<UsageError>()
+                    || cause
+                        .downcast_ref::<safeformers::Error>()
+                        .is_some_and(safeformers::Error::is_usage_error)
+            }) {
                 ExitCode::from(EXIT_USAGE)
             } else {
                 ExitCode::FAILURE
@@ -117,7 +126,8 @@ fn one_line(error: &anyhow::Error) -> String {
     let mut parts = Vec::new();
     for cause in error.chain() {
         parts.push(cause.to_string());
-        if cause.is::<safeformers_weights::Error>()
+        if cause.is::<safeformers::Error>()
+            || cause.is::<safeformers_weights::Error>()
             || cause.is::<safeformers_hub::HubError>()
             || cause.is::<safeformers_models::Error>()
             || cause.is::<safeformers_pipelines::PipelineError>()
@@ -132,8 +142,11 @@ fn one_line(error: &anyhow::Error) -> String {
 fn is_policy_refusal(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
-            .downcast_ref::<safeformers_weights::Error>()
-            .is_some_and(safeformers_weights::Error::is_policy_refusal)
+            .downcast_ref::<safeformers::Error>()
+            .is_some_and(safeformers::Error::is_policy_refusal)
+            || cause
+                .downcast_ref::<safeformers_weights::Error>()
+                .is_some_and(safeformers_weights::Error::is_policy_refusal)
             || cause
                 .downcast_ref::<safeformers_hub::HubError>()
                 .is_some_and(safeformers_hub::HubError::is_policy_refusal)

@@ -2,25 +2,24 @@
 //! shaped like Transformers' pipeline outputs (shared/CLI.md).
 
 use std::io::Read as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
 
-use safeformers_models::{Quantization, WeightDtype, WeightOptions};
-use safeformers_pipelines::{
-    Aggregation, FeatureExtraction, FeatureExtractionOptions, Features, FillMask, LoadOptions,
-    PoolingMode, QuestionAnswering, QuestionAnsweringOptions, SentenceTransformerConfig,
-    TextClassification, TokenClassification, cosine_similarity,
+use safeformers::weights::LoadPolicy;
+use safeformers::{
+    Aggregation, FeatureExtraction, FeatureExtractionSettings, FillMask, Options, Output,
+    PoolingMode, Quantization, QuestionAnsweringOptions, SentenceSimilarity, TextClassification,
+    TokenClassification, WeightDtype, WeightOptions,
 };
-use safeformers_weights::LoadPolicy;
 
 use crate::UsageError;
 use crate::generate::{
     GenerationArgs, TextGenerationArgs, any_generation_flag, generation_inputs, run_text_generation,
 };
-use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::model::{HubArgs, LockArgs};
 use crate::output;
 
 /// `--threads N`: the size of the thread pool the model runs in.
@@ -32,66 +31,31 @@ pub struct ThreadArgs {
     threads: Option<usize>,
 }
 
-/// Threads per available core that `--threads` may ask for. More only costs stacks and
-/// switching (each thread reserves its stack up front: 100,000 of them exhaust the memory).
-const THREADS_PER_CORE: usize = 4;
-
-/// The most threads a pool may have here: [`THREADS_PER_CORE`] per core the process may use.
-fn max_threads() -> (usize, usize) {
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    (cores.saturating_mul(THREADS_PER_CORE), cores)
-}
-
-/// Checks a thread count: 1 to [`max_threads`]; the error says the bound.
-fn check_thread_count(count: usize) -> Result<usize, String> {
-    let (max, cores) = max_threads();
-    if count == 0 {
-        return Err("the thread pool needs at least 1 thread".into());
-    }
-    if count > max {
-        return Err(format!(
-            "{count} threads is more than the limit of {max} ({THREADS_PER_CORE} per core, \
-             {cores} available)"
-        ));
-    }
-    Ok(count)
-}
-
 /// clap's parser of `--threads`: a count out of bounds is a usage error before anything runs.
 fn parse_thread_count(text: &str) -> Result<usize, String> {
     let count = text
         .trim()
         .parse::<usize>()
         .map_err(|_| format!("`{text}` is not a whole number of threads"))?;
-    check_thread_count(count)
+    safeformers::check_thread_count(count)
 }
 
 impl ThreadArgs {
-    /// Runs `work` inside a rayon pool of `--threads` threads: our CPU kernels, candle's and
-    /// gemm's matrix products split their work over the pool they are called from, so this caps
-    /// them all without touching the environment. Without `--threads`, rayon sizes the pool
-    /// (from `RAYON_NUM_THREADS`, else the number of cores); a `RAYON_NUM_THREADS` over the
-    /// bound of `--threads` is a usage error too.
+    /// `options` with `--threads`.
+    pub fn apply(&self, options: Options) -> Options {
+        match self.threads {
+            Some(threads) => options.threads(threads),
+            None => options,
+        }
+    }
+
+    /// Runs `work` inside the thread pool of `--threads` (see
+    /// [`safeformers::Options::thread_pool`]).
     pub fn install<T: Send>(
         &self,
         work: impl FnOnce() -> anyhow::Result<T> + Send,
     ) -> anyhow::Result<T> {
-        let mut builder = rayon::ThreadPoolBuilder::new();
-        if let Some(threads) = self.threads {
-            let threads = check_thread_count(threads)
-                .map_err(|reason| UsageError(format!("--threads: {reason}")))?;
-            builder = builder.num_threads(threads);
-        } else if let Some(threads) = std::env::var("RAYON_NUM_THREADS")
-            .ok()
-            .and_then(|value| value.trim().parse::<usize>().ok())
-            .filter(|&threads| threads > 0)
-        {
-            // rayon reads the variable itself (0 or a non-number: one per core); bound it.
-            let threads = check_thread_count(threads)
-                .map_err(|reason| UsageError(format!("RAYON_NUM_THREADS={threads}: {reason}")))?;
-            builder = builder.num_threads(threads);
-        }
-        let pool = builder.build().context("starting the thread pool")?;
+        let pool = self.apply(Options::new()).thread_pool()?;
         pool.install(work)
     }
 }
@@ -136,11 +100,7 @@ impl WeightArgs {
 
 /// The load policy of `--allow-pickle`.
 pub fn policy(allow_pickle: bool) -> LoadPolicy {
-    if allow_pickle {
-        LoadPolicy::allowing_pickle()
-    } else {
-        LoadPolicy::default()
-    }
+    Options::new().allow_pickle(allow_pickle).load_policy()
 }
 
 /// The tasks of `run`.
@@ -259,6 +219,48 @@ pub struct RunArgs {
 
 /// Runs `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    check_flags(args)?;
+    let options = args
+        .threads
+        .apply(args.hub.options(&args.lock))
+        .allow_pickle(args.allow_pickle)
+        .batch_size(args.batch_size)
+        .weights(args.weights.load_options()?);
+    if args.task == Task::QuestionAnswering {
+        let pairs = question_context_pairs(args)?;
+        let pipeline = safeformers::QuestionAnswering::from_pretrained(&args.model, &options)?;
+        let defaults = QuestionAnsweringOptions::default();
+        let settings = QuestionAnsweringOptions {
+            max_answer_len: args.max_answer_len.unwrap_or(defaults.max_answer_len),
+            handle_impossible_answer: args.handle_impossible_answer,
+            ..defaults
+        };
+        let answers = pipeline.run(&pairs, args.top_k.unwrap_or(1), &settings)?;
+        return print_output(&Output::QuestionAnswering(answers));
+    }
+    if args.task == Task::TextGeneration {
+        let settings = args.generation.options(
+            args.top_k,
+            args.batch_size,
+            !args.text_generation.new_text_only,
+        )?;
+        let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
+        let pipeline = safeformers::TextGeneration::from_pretrained(&args.model, &options)?;
+        run_text_generation(&pipeline, &inputs, &settings, &args.text_generation)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inputs = read_inputs(&args.inputs)?;
+    if args.task == Task::SentenceSimilarity && inputs.len() < 2 {
+        return Err(UsageError(
+            "sentence-similarity needs a source sentence and at least one other".into(),
+        )
+        .into());
+    }
+    print_output(&encoder_output(args, &options, &inputs)?)
+}
+
+/// Refuses flags that do not apply to the task, and out-of-range values (usage errors).
+fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
     if args.batch_size == 0 {
         return Err(UsageError("--batch-size must be at least 1".into()).into());
     }
@@ -326,50 +328,48 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             Task::QuestionAnswering,
         )?;
     }
-    if args.task == Task::QuestionAnswering {
-        let pairs = question_context_pairs(args)?;
-        let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-        let load = LoadOptions {
-            policy: policy(args.allow_pickle),
-            ..LoadOptions::default()
-        };
-        args.threads
-            .install(|| question_answering(args, &dir, &load, &pairs))?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if args.task == Task::TextGeneration {
-        let options = args.generation.options(
-            args.top_k,
-            args.batch_size,
-            !args.text_generation.new_text_only,
-        )?;
-        let inputs = generation_inputs(read_inputs(&args.inputs)?, args.text_generation.chat)?;
-        let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-        let load = LoadOptions {
-            policy: policy(args.allow_pickle),
-            weights: args.weights.load_options()?,
-            ..LoadOptions::default()
-        };
-        args.threads.install(|| {
-            run_text_generation(&dir, &load, &inputs, &options, &args.text_generation)
-        })?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let inputs = read_inputs(&args.inputs)?;
-    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
-    let load = LoadOptions {
-        policy: policy(args.allow_pickle),
-        ..LoadOptions::default()
-    };
-    args.threads.install(|| match args.task {
-        Task::FeatureExtraction => feature_extraction(args, &dir, load, &inputs),
-        Task::SentenceSimilarity => sentence_similarity(args, &dir, load, &inputs),
-        Task::TextClassification => text_classification(args, &dir, &load, &inputs),
-        Task::FillMask => fill_mask(args, &dir, &load, &inputs),
-        Task::TokenClassification => token_classification(args, &dir, &load, &inputs),
-        // Handled above: their inputs and outputs differ.
-        Task::QuestionAnswering | Task::TextGeneration => Ok(()),
-    })?;
+    Ok(())
+}
+
+/// The output of the tasks that run an encoder on text inputs.
+fn encoder_output(args: &RunArgs, options: &Options, inputs: &[String]) -> anyhow::Result<Output> {
+    let model = &args.model;
+    Ok(match args.task {
+        Task::FeatureExtraction => {
+            let settings = FeatureExtractionSettings {
+                pooling: pooling_modes(args.pooling),
+                normalize: args.normalize,
+            };
+            let pipeline = FeatureExtraction::from_pretrained_with(model, options, &settings)?;
+            Output::FeatureExtraction(pipeline.run(inputs)?)
+        }
+        Task::SentenceSimilarity => {
+            let pooling = pooling_modes(args.pooling);
+            let pipeline = SentenceSimilarity::from_pretrained(model, options, pooling)?;
+            Output::SentenceSimilarity(pipeline.run(inputs)?)
+        }
+        Task::TextClassification => {
+            let pipeline = TextClassification::from_pretrained(model, options)?;
+            Output::TextClassification(pipeline.run(inputs, args.top_k)?)
+        }
+        Task::FillMask => {
+            let pipeline = FillMask::from_pretrained(model, options)?;
+            let top_k = args.top_k.unwrap_or(safeformers::FILL_MASK_TOP_K);
+            Output::FillMask(pipeline.run(inputs, top_k)?)
+        }
+        Task::TokenClassification => {
+            let pipeline = TokenClassification::from_pretrained(model, options)?;
+            Output::TokenClassification(pipeline.run(inputs, aggregation(args.aggregation))?)
+        }
+        Task::QuestionAnswering | Task::TextGeneration => {
+            anyhow::bail!("{:?} does not run on plain text inputs", args.task)
+        }
+    })
+}
+
+/// Prints `output` as the library writes it (compact JSON lines).
+fn print_output(output: &Output) -> anyhow::Result<ExitCode> {
+    output::print(&output.to_json()?)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -414,122 +414,14 @@ fn pooling_modes(pooling: Option<PoolingArg>) -> Option<Vec<PoolingMode>> {
     })
 }
 
-fn feature_extraction(
-    args: &RunArgs,
-    dir: &Path,
-    load: LoadOptions,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    let options = FeatureExtractionOptions {
-        load,
-        pooling: pooling_modes(args.pooling),
-        normalize: args.normalize,
-        batch_size: args.batch_size,
-    };
-    let pipeline = FeatureExtraction::from_dir(dir, &options)?;
-    match pipeline.run(inputs)? {
-        Features::Sentences(vectors) => print_compact(&vectors),
-        // Transformers' pipeline gives [1, seq, hidden] per input.
-        Features::Tokens(tokens) => {
-            let wrapped: Vec<[Vec<Vec<f32>>; 1]> = tokens.into_iter().map(|t| [t]).collect();
-            print_compact(&wrapped)
-        }
-    }
-}
-
-fn sentence_similarity(
-    args: &RunArgs,
-    dir: &Path,
-    load: LoadOptions,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    if inputs.len() < 2 {
-        return Err(UsageError(
-            "sentence-similarity needs a source sentence and at least one other".into(),
-        )
-        .into());
-    }
-    let mut pooling = pooling_modes(args.pooling);
-    if pooling.is_none() && SentenceTransformerConfig::from_dir(dir)?.is_none() {
-        // As sentence-transformers does for a plain Transformers folder: mean pooling.
-        pooling = Some(vec![PoolingMode::Mean]);
-    }
-    let options = FeatureExtractionOptions {
-        load,
-        pooling,
-        normalize: false,
-        batch_size: args.batch_size,
-    };
-    let pipeline = FeatureExtraction::from_dir(dir, &options)?;
-    let vectors = pipeline.embed(inputs)?;
-    let Some((source, others)) = vectors.split_first() else {
-        return Err(anyhow::anyhow!("no embeddings were computed"));
-    };
-    let scores: Vec<f32> = others
-        .iter()
-        .map(|other| cosine_similarity(source, other))
-        .collect();
-    print_compact(&scores)
-}
-
-fn text_classification(
-    args: &RunArgs,
-    dir: &Path,
-    load: &LoadOptions,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    let pipeline = TextClassification::from_dir(dir, load, args.batch_size)?;
-    let results = pipeline.run(inputs, Some(args.top_k.unwrap_or(1)))?;
-    if args.top_k.is_some() {
-        print_compact(&results)
-    } else {
-        // Transformers' default (top_k=1, legacy): the best label of each input.
-        let best: Vec<_> = results
-            .into_iter()
-            .filter_map(|r| r.into_iter().next())
-            .collect();
-        print_compact(&best)
-    }
-}
-
-fn fill_mask(
-    args: &RunArgs,
-    dir: &Path,
-    load: &LoadOptions,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    let pipeline = FillMask::from_dir(dir, load, args.batch_size)?;
-    let results = pipeline.run(inputs, args.top_k.unwrap_or(5))?;
-    // Transformers: one list of fills for a single mask, a list of such lists for several.
-    let shaped: Vec<OneOrMany<_>> = results
-        .into_iter()
-        .map(|mut masks| match (masks.pop(), masks.is_empty()) {
-            (Some(only), true) => OneOrMany::One(only),
-            (Some(last), false) => {
-                masks.push(last);
-                OneOrMany::Many(masks)
-            }
-            (None, _) => OneOrMany::Many(Vec::new()),
-        })
-        .collect();
-    print_compact(&shaped)
-}
-
-fn token_classification(
-    args: &RunArgs,
-    dir: &Path,
-    load: &LoadOptions,
-    inputs: &[String],
-) -> anyhow::Result<()> {
-    let aggregation = match args.aggregation.unwrap_or(AggregationArg::None) {
+fn aggregation(aggregation: Option<AggregationArg>) -> Aggregation {
+    match aggregation.unwrap_or(AggregationArg::None) {
         AggregationArg::None => Aggregation::None,
         AggregationArg::Simple => Aggregation::Simple,
         AggregationArg::First => Aggregation::First,
         AggregationArg::Max => Aggregation::Max,
         AggregationArg::Average => Aggregation::Average,
-    };
-    let pipeline = TokenClassification::from_dir(dir, load, args.batch_size)?;
-    print_compact(&pipeline.run(inputs, aggregation)?)
+    }
 }
 
 /// A question and its context, as Transformers' `{"question": .., "context": ..}` input.
@@ -568,47 +460,4 @@ fn question_context_pairs(args: &RunArgs) -> anyhow::Result<Vec<(String, String)
         )
         .into()),
     }
-}
-
-fn question_answering(
-    args: &RunArgs,
-    dir: &Path,
-    load: &LoadOptions,
-    pairs: &[(String, String)],
-) -> anyhow::Result<()> {
-    let pipeline = QuestionAnswering::from_dir(dir, load, args.batch_size)?;
-    let defaults = QuestionAnsweringOptions::default();
-    let options = QuestionAnsweringOptions {
-        max_answer_len: args.max_answer_len.unwrap_or(defaults.max_answer_len),
-        handle_impossible_answer: args.handle_impossible_answer,
-        ..defaults
-    };
-    let results = pipeline.run(pairs, args.top_k.unwrap_or(1), &options)?;
-    for mut answers in results {
-        // Transformers: a lone answer is an object, anything else a list.
-        if answers.len() == 1 {
-            if let Some(only) = answers.pop() {
-                print_compact(&only)?;
-            }
-        } else {
-            print_compact(&answers)?;
-        }
-    }
-    Ok(())
-}
-
-/// One value, or a list of them (Transformers' shape for one mask versus several).
-#[derive(Debug, serde::Serialize)]
-#[serde(untagged)]
-enum OneOrMany<T> {
-    One(T),
-    Many(Vec<T>),
-}
-
-/// One line of compact JSON (vectors are long; pretty-printing them helps nobody).
-fn print_compact<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    let mut text = serde_json::to_string(value)?;
-    text.push('\n');
-    output::print(&text)?;
-    Ok(())
 }

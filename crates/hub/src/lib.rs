@@ -20,6 +20,7 @@ pub mod error;
 pub mod glob;
 mod http;
 pub mod lfs;
+pub mod load_files;
 pub mod lockfile;
 #[cfg(feature = "mirror")]
 pub mod mirror;

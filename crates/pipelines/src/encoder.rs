@@ -46,6 +46,7 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads the tokenizer and the model (with `head`, whatever `architectures` says) in `dir`.
+    /// The linear layers' weights are stored as `options.weights` say.
     pub fn load(dir: &Path, head: Head, options: &LoadOptions) -> Result<Encoder> {
         let model = AutoModel::load_with_head_and_options(
             dir,

@@ -19,7 +19,7 @@
 //! template that doubles a list 33 times (`{% set ns.l = ns.l + ns.l %}` in a loop) allocates
 //! 2^33 items. Strings, repetition with `*`, loops, macros and output are bounded. For that gap
 //! (and any other the engine may have), a [`ChatTemplateRequest`] can be rendered in an isolated
-//! process under operating-system limits; the `safeformers` CLI always does so.
+//! process under operating-system limits; the `safeformers` library and CLI do so by default.
 
 use std::io::Write;
 
@@ -242,7 +242,7 @@ pub fn render_chat_template(
 /// One render of a chat template, with everything it needs and nothing else: the template's
 /// name and source, the messages, the options and the special tokens. It can be rendered here
 /// ([`ChatTemplateRequest::render`]) or, serialized as JSON, by an isolated renderer — a child
-/// process under operating-system memory and time limits, which is what the `safeformers` CLI
+/// process under operating-system memory and time limits, which is what the `safeformers` library
 /// does, as defence in depth against template-engine gaps that fuel does not cover.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ChatTemplateRequest {

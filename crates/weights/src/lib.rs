@@ -35,4 +35,4 @@ pub use checkpoint::{Checkpoint, TensorView};
 pub use dtype::Dtype;
 pub use error::{Error, Result};
 pub use format::{FileFormat, detect_format};
-pub use policy::{LoadPolicy, RemoteCodePolicy, WeightsPolicy, open_checkpoint};
+pub use policy::{LoadPolicy, WeightsPolicy, open_checkpoint};

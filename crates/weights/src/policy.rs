@@ -22,28 +22,16 @@ pub enum WeightsPolicy {
     AllowPickle,
 }
 
-/// Whether code shipped inside a model repo may run (later issues build the sandbox).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum RemoteCodePolicy {
-    /// Never (the default).
-    #[default]
-    Deny,
-    /// Only the code of this exact, pinned content.
-    Trust {
-        /// The 40-hex commit the code was reviewed at.
-        pinned_commit: String,
-    },
-}
-
-/// Everything a user decides about a load. The defaults are the safe choices.
+/// Everything a user decides about reading weights. The defaults are the safe choices.
+///
+/// Code shipped in a model repo never runs, so there is no setting for it: a config whose
+/// `auto_map` names code for an architecture we do not implement is refused by the models
+/// crate. Whether the network may be used (offline) is the Hub layer's setting
+/// (`HubSettings::offline`, `safeformers::Options::offline`): reading weights never touches it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct LoadPolicy {
     /// Which weight formats may be read.
     pub weights: WeightsPolicy,
-    /// Whether repo code may run.
-    pub remote_code: RemoteCodePolicy,
-    /// Never touch the network.
-    pub offline: bool,
 }
 
 impl LoadPolicy {
@@ -51,7 +39,6 @@ impl LoadPolicy {
     pub fn allowing_pickle() -> LoadPolicy {
         LoadPolicy {
             weights: WeightsPolicy::AllowPickle,
-            ..LoadPolicy::default()
         }
     }
 
@@ -506,6 +493,5 @@ mod tests {
     fn default_policy_is_the_safe_one() {
         let policy = LoadPolicy::default();
         assert_eq!(policy.weights, WeightsPolicy::SafetensorsOnly);
-        assert_eq!(policy.remote_code, RemoteCodePolicy::Deny);
     }
 }

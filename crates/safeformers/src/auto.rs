@@ -1,0 +1,68 @@
+//! `AutoModel`, `AutoModelForCausalLM` and `Tokenizer` with `from_pretrained`, as in
+//! Transformers: a repo id or a folder, resolved under [`Options`].
+
+use std::path::Path;
+
+use candle_core::Device;
+use safeformers_models::{CausalLm, LoadedModel};
+use safeformers_tokenize::TokenizerOptions;
+
+use crate::error::Result;
+use crate::options::Options;
+use crate::resolve::resolve_model;
+
+/// Loads a model with the head its `config.json` names (`architectures`), like Transformers'
+/// `AutoModel` / `AutoModelFor…` classes.
+#[derive(Debug, Clone, Copy)]
+pub struct AutoModel;
+
+impl AutoModel {
+    /// Resolves `model` (`org/name[@rev]` or a folder) and loads it on the CPU, with the
+    /// weight storage of [`Options::weights`].
+    pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<LoadedModel> {
+        let dir = resolve_model(model.as_ref(), options)?;
+        Ok(safeformers_models::AutoModel::load_with_options(
+            &dir,
+            &options.load_policy(),
+            &Device::Cpu,
+            options.weight_options(),
+        )?)
+    }
+}
+
+/// Loads a decoder-only language model (GPT-2, Llama, Mistral, Qwen2, Gemma, Phi-3).
+#[derive(Debug, Clone, Copy)]
+pub struct AutoModelForCausalLM;
+
+impl AutoModelForCausalLM {
+    /// Resolves `model` and loads it on the CPU, with the weight storage of
+    /// [`Options::weights`].
+    pub fn from_pretrained(
+        model: impl AsRef<Path>,
+        options: &Options,
+    ) -> Result<Box<dyn CausalLm>> {
+        let dir = resolve_model(model.as_ref(), options)?;
+        Ok(safeformers_models::AutoModelForCausalLM::load_with_options(
+            &dir,
+            &options.load_policy(),
+            &Device::Cpu,
+            options.weight_options(),
+        )?)
+    }
+}
+
+/// A tokenizer (`tokenizer.json` with `tokenizer_config.json`).
+pub use safeformers_tokenize::Tokenizer;
+
+/// `Tokenizer::from_pretrained`, as in Transformers' `AutoTokenizer`.
+pub trait FromPretrained: Sized {
+    /// Resolves `model` (`org/name[@rev]` or a folder) and loads from it.
+    fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self>;
+}
+
+impl FromPretrained for Tokenizer {
+    fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
+        let dir = resolve_model(model.as_ref(), options)?;
+        Ok(Tokenizer::from_dir(&dir, &TokenizerOptions::default())?)
+    }
+}
