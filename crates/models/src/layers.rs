@@ -322,14 +322,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     Ok(exp.broadcast_div(&sum)?)
 }
 
-/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
-pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (batch, seq, hidden) = x.dims3()?;
-    Ok(x.reshape((batch, seq, heads, hidden / heads))?
-        .transpose(1, 2)?
-        .contiguous()?)
-}
-
 /// The checked model inputs: ids as u32 (in vocabulary range), and the optional mask and token
 /// types, all `[batch, seq]`.
 #[derive(Debug)]
