@@ -1,7 +1,7 @@
 //! Layer norm of rows in place (`nn.LayerNorm` over the last dimension), split over the rayon
 //! pool. In the encoder the residual has already been added by the GEMM that wrote the rows
-//! ([`super::matmul::DenseWeights::forward_onto_residual`]), so "residual + layer norm" is this
-//! one pass over data still in cache.
+//! (the packed kernel's `Start::OutputAndBias`), so "residual + layer norm" is this one pass
+//! over data still in cache.
 //!
 //! Mean and variance are two passes over the row (as PyTorch computes them, no
 //! `E[x²] - E[x]²` cancellation), each summed over 8 independent lanes; the row loop is

@@ -17,24 +17,19 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
 
-use crate::bert::{
-    BertForMaskedLM, BertForQuestionAnswering, BertForSequenceClassification,
-    BertForTokenClassification, BertModel,
-};
+use crate::bert::{BertModel, Flavour, Pooling};
 use crate::causal_lm::CausalLm;
 use crate::config::{ModelConfig, ProblemType};
-use crate::distilbert::{
-    DistilBertForMaskedLM, DistilBertForQuestionAnswering, DistilBertForSequenceClassification,
-    DistilBertForTokenClassification, DistilBertModel,
-};
+use crate::distilbert;
 use crate::error::{Error, Result};
 use crate::gpt2::Gpt2LmHeadModel;
+use crate::heads::{
+    EncoderForTask, MaskedLmHead, QuestionAnsweringHead, SequenceClassificationHead,
+    TokenClassificationHead,
+};
 use crate::llama::LlamaForCausalLM;
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
-use crate::roberta::{
-    RobertaForMaskedLM, RobertaForSequenceClassification, RobertaModel, load_question_answering,
-    load_token_classification,
-};
+use crate::roberta;
 use crate::weights::{WeightOptions, Weights};
 
 /// The `model_type` values implemented here: the encoders ([`AutoModel`]) and the decoders
@@ -232,7 +227,7 @@ impl AutoModel {
     /// The architecture is decided (and remote code refused) before any weight file is opened;
     /// weights are opened under `policy`.
     pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<LoadedModel> {
-        AutoModel::load_dir(dir, None, policy, device)
+        AutoModel::load_dir(dir, None, policy, device, WeightOptions::default())
     }
 
     /// Loads the model in folder `dir` with the given head, whatever `architectures` says
@@ -243,7 +238,7 @@ impl AutoModel {
         policy: &LoadPolicy,
         device: &Device,
     ) -> Result<LoadedModel> {
-        AutoModel::load_dir(dir, Some(head), policy, device)
+        AutoModel::load_dir(dir, Some(head), policy, device, WeightOptions::default())
     }
 
     /// As [`AutoModel::load`], with the linear layers' weights stored as `options` say.
@@ -253,10 +248,19 @@ impl AutoModel {
         device: &Device,
         options: WeightOptions,
     ) -> Result<LoadedModel> {
-        let config = ModelConfig::from_file(&dir.join("config.json"))?;
-        AutoModel::resolve(&config, None)?;
-        let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModel::from_checkpoint_with_options(config, &checkpoint, None, device, options)
+        AutoModel::load_dir(dir, None, policy, device, options)
+    }
+
+    /// As [`AutoModel::load_with_head`], with the linear layers' weights stored as `options`
+    /// say (`head` `None`: the one `architectures` names).
+    pub fn load_with_head_and_options(
+        dir: &Path,
+        head: Option<Head>,
+        policy: &LoadPolicy,
+        device: &Device,
+        options: WeightOptions,
+    ) -> Result<LoadedModel> {
+        AutoModel::load_dir(dir, head, policy, device, options)
     }
 
     fn load_dir(
@@ -264,11 +268,12 @@ impl AutoModel {
         head: Option<Head>,
         policy: &LoadPolicy,
         device: &Device,
+        options: WeightOptions,
     ) -> Result<LoadedModel> {
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         AutoModel::resolve(&config, head)?;
         let checkpoint = open_checkpoint(dir, policy)?;
-        AutoModel::from_checkpoint(config, &checkpoint, head, device)
+        AutoModel::from_checkpoint_with_options(config, &checkpoint, head, device, options)
     }
 
     /// Builds the model from a parsed config and an opened checkpoint; `head` as in
@@ -298,50 +303,34 @@ impl AutoModel {
     ) -> Result<LoadedModel> {
         let (architecture, head) = AutoModel::resolve(&config, head)?;
         let root = Weights::new(checkpoint, device).with_options(options);
-        let model: Box<dyn TaskModel> = match (architecture, head) {
-            (Architecture::Bert, Head::Base) => Box::new(BertModel::load(&root, &config)?),
-            (Architecture::Bert, Head::MaskedLm) => {
-                Box::new(BertForMaskedLM::load(&root, &config)?)
+        let flavour = match architecture {
+            Architecture::Bert => Flavour::BERT,
+            Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(&config)?,
+            Architecture::DistilBert => distilbert::flavour(&config)?,
+        };
+        let model: Box<dyn TaskModel> = match head {
+            Head::Base => {
+                let encoder = flavour.encoder_config(&config)?;
+                Box::new(BertModel::load_with(
+                    &root,
+                    &config,
+                    &encoder,
+                    flavour,
+                    Pooling::IfPresent,
+                )?)
             }
-            (Architecture::Bert, Head::SequenceClassification) => {
-                Box::new(BertForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::Bert, Head::TokenClassification) => {
-                Box::new(BertForTokenClassification::load(&root, &config)?)
-            }
-            (Architecture::Bert, Head::QuestionAnswering) => {
-                Box::new(BertForQuestionAnswering::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::Base) => {
-                Box::new(RobertaModel::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::MaskedLm) => {
-                Box::new(RobertaForMaskedLM::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::SequenceClassification) => {
-                Box::new(RobertaForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::TokenClassification) => {
-                Box::new(load_token_classification(&root, &config)?)
-            }
-            (Architecture::Roberta | Architecture::XlmRoberta, Head::QuestionAnswering) => {
-                Box::new(load_question_answering(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::Base) => {
-                Box::new(DistilBertModel::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::MaskedLm) => {
-                Box::new(DistilBertForMaskedLM::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::SequenceClassification) => {
-                Box::new(DistilBertForSequenceClassification::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::TokenClassification) => {
-                Box::new(DistilBertForTokenClassification::load(&root, &config)?)
-            }
-            (Architecture::DistilBert, Head::QuestionAnswering) => {
-                Box::new(DistilBertForQuestionAnswering::load(&root, &config)?)
-            }
+            Head::MaskedLm => Box::new(EncoderForTask::<MaskedLmHead>::load(
+                &root, &config, flavour,
+            )?),
+            Head::SequenceClassification => Box::new(
+                EncoderForTask::<SequenceClassificationHead>::load(&root, &config, flavour)?,
+            ),
+            Head::TokenClassification => Box::new(EncoderForTask::<TokenClassificationHead>::load(
+                &root, &config, flavour,
+            )?),
+            Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
+                &root, &config, flavour,
+            )?),
         };
         Ok(LoadedModel {
             config,

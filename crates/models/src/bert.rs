@@ -1,25 +1,27 @@
 //! BERT: a bidirectional Transformer encoder (Devlin et al., 2018, "BERT: Pre-training of Deep
 //! Bidirectional Transformers for Language Understanding"), with its task heads.
 //!
-//! Follows Transformers' `models/bert/modeling_bert.py` piece by piece: `BertEmbeddings`,
-//! `BertSelfAttention`, `BertSelfOutput`, `BertAttention`, `BertIntermediate`, `BertOutput`,
-//! `BertLayer`, `BertEncoder`, `BertPooler`, `BertModel`, then the heads. Tensor names are the
-//! checkpoint's. MiniLM (sentence-transformers `all-MiniLM-L6-v2`) is a BERT with fewer, smaller
-//! layers. RoBERTa reuses this encoder with other position ids (see [`crate::roberta`]).
+//! Follows Transformers' `models/bert/modeling_bert.py`: `BertEmbeddings`, the layers
+//! (`BertSelfAttention` … `BertOutput`, in [`crate::encoder`], shared with the other encoder
+//! families), `BertPooler`, `BertModel`; the heads are [`crate::heads`]' generic
+//! [`EncoderForTask`]. Tensor names are the checkpoint's. MiniLM (sentence-transformers
+//! `all-MiniLM-L6-v2`) is a BERT with fewer, smaller layers. RoBERTa and DistilBERT run this
+//! same base model with their own [`Flavour`] (see [`crate::roberta`], [`crate::distilbert`]).
 
 use candle_core::Tensor;
 use serde::Deserialize;
 
 use crate::config::{ModelConfig, defaults};
+use crate::distilbert::{DistilBertConfig, sinusoidal_table};
+use crate::encoder::{Encoder, EncoderShape, LayerNames, RowLayout};
 use crate::error::{Error, Result};
-use crate::heads::{QuestionAnsweringHead, TokenClassificationHead};
-use crate::layers::{Activation, ActivationForward, Embedding, Inputs, LayerNorm, Linear};
+use crate::heads::{
+    EncoderForTask, MaskedLmHead, QuestionAnsweringHead, SequenceClassificationHead,
+    TokenClassificationHead,
+};
+use crate::layers::{Activation, Embedding, Inputs, Linear, Norm, tensor_values};
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::weights::Weights;
-use safeformers_kernels::encoder_attention::{
-    AttentionShape, encoder_attention, encoder_attention_packed,
-};
-use safeformers_kernels::matmul::DenseWeights;
 
 /// `BertConfig`: the `config.json` fields of BERT (and RoBERTa / XLM-RoBERTa, whose configs
 /// are BERT's), with Transformers' defaults.
@@ -89,27 +91,17 @@ impl BertConfig {
     }
 
     fn validate(&self, config: &ModelConfig) -> Result<()> {
-        for (field, value) in [
-            ("vocab_size", self.vocab_size),
+        check_encoder_sizes(
+            config,
+            &[
+                ("vocab_size", self.vocab_size),
+                ("intermediate_size", self.intermediate_size),
+                ("max_position_embeddings", self.max_position_embeddings),
+                ("type_vocab_size", self.type_vocab_size),
+            ],
             ("hidden_size", self.hidden_size),
             ("num_attention_heads", self.num_attention_heads),
-            ("intermediate_size", self.intermediate_size),
-            ("max_position_embeddings", self.max_position_embeddings),
-            ("type_vocab_size", self.type_vocab_size),
-        ] {
-            if value == 0 {
-                return Err(config.invalid_field(field, "must be positive"));
-            }
-        }
-        if !self.hidden_size.is_multiple_of(self.num_attention_heads) {
-            return Err(config.invalid_field(
-                "num_attention_heads",
-                &format!(
-                    "hidden_size {} is not a multiple of {} heads",
-                    self.hidden_size, self.num_attention_heads
-                ),
-            ));
-        }
+        )?;
         self.activation(config)?;
         if let Some(kind) = self.position_embedding_type.as_deref()
             && kind != "absolute"
@@ -130,23 +122,53 @@ impl BertConfig {
 
     /// The parsed `hidden_act`.
     pub(crate) fn activation(&self, config: &ModelConfig) -> Result<Activation> {
-        Activation::from_name(&self.hidden_act).ok_or_else(|| {
-            config.invalid_field(
-                "hidden_act",
-                &format!(
-                    "`{}` is not one of {}",
-                    self.hidden_act,
-                    Activation::NAMES.join(", ")
-                ),
-            )
-        })
+        parse_activation(config, "hidden_act", &self.hidden_act)
     }
+}
+
+/// Checks an encoder config's sizes: every field of `positive` above zero, and the hidden
+/// width (`width`, with its field name) a positive multiple of the head count (`heads`).
+pub(crate) fn check_encoder_sizes(
+    config: &ModelConfig,
+    positive: &[(&str, usize)],
+    width: (&str, usize),
+    heads: (&str, usize),
+) -> Result<()> {
+    for &(field, value) in positive.iter().chain([&width, &heads]) {
+        if value == 0 {
+            return Err(config.invalid_field(field, "must be positive"));
+        }
+    }
+    if !width.1.is_multiple_of(heads.1) {
+        return Err(config.invalid_field(
+            heads.0,
+            &format!(
+                "{} {} is not a multiple of {} heads",
+                width.0, width.1, heads.1
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The activation `name` that the config's `field` names, or an error listing the known ones.
+pub(crate) fn parse_activation(
+    config: &ModelConfig,
+    field: &str,
+    name: &str,
+) -> Result<Activation> {
+    Activation::from_name(name).ok_or_else(|| {
+        config.invalid_field(
+            field,
+            &format!("`{name}` is not one of {}", Activation::NAMES.join(", ")),
+        )
+    })
 }
 
 /// How position ids are made from the input ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PositionIds {
-    /// BERT: `0, 1, 2, ...` for every sequence.
+pub enum PositionIds {
+    /// BERT, DistilBERT: `0, 1, 2, ...` for every sequence.
     Absolute,
     /// RoBERTa (`create_position_ids_from_input_ids`): non-padding tokens count up from
     /// `padding_idx + 1`; padding tokens get `padding_idx`.
@@ -156,34 +178,71 @@ pub(crate) enum PositionIds {
     },
 }
 
-/// What differs between BERT and its RoBERTa re-use: the checkpoint prefix of the base model
-/// and the position ids.
+/// The encoder families that share this base model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT (and MiniLM).
+    Bert,
+    /// RoBERTa and XLM-RoBERTa.
+    Roberta,
+    /// DistilBERT.
+    DistilBert,
+}
+
+/// What differs between the families on the shared encoder: checkpoint names, position ids,
+/// token types.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Flavour {
-    /// `bert` or `roberta` (the base model's attribute name in the head classes).
-    pub prefix: &'static str,
+pub struct Flavour {
+    /// Which family.
+    pub family: Family,
     /// How positions are numbered.
     pub positions: PositionIds,
+    /// Compute DistilBERT's sinusoidal position table when the checkpoint lacks it.
+    pub sinusoidal_positions: bool,
 }
 
 impl Flavour {
     /// BERT's.
     pub const BERT: Flavour = Flavour {
-        prefix: "bert",
+        family: Family::Bert,
         positions: PositionIds::Absolute,
+        sinusoidal_positions: false,
     };
+
+    /// The base model's attribute name in the head classes (`bert`, `roberta`, `distilbert`).
+    pub fn prefix(self) -> &'static str {
+        match self.family {
+            Family::Bert => "bert",
+            Family::Roberta => "roberta",
+            Family::DistilBert => "distilbert",
+        }
+    }
+
+    /// The layers' checkpoint names.
+    pub(crate) fn layer_names(self) -> &'static LayerNames {
+        match self.family {
+            Family::Bert | Family::Roberta => &LayerNames::BERT,
+            Family::DistilBert => &LayerNames::DISTILBERT,
+        }
+    }
+
+    /// The family's config read as the shared encoder's [`BertConfig`].
+    pub fn encoder_config(self, config: &ModelConfig) -> Result<BertConfig> {
+        match self.family {
+            Family::Bert | Family::Roberta => BertConfig::from_model_config(config),
+            Family::DistilBert => Ok(DistilBertConfig::from_model_config(config)?.to_bert()),
+        }
+    }
 }
 
 /// Whether the base model gets a pooler (`add_pooling_layer` in Transformers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Pooling {
-    /// No pooler (MLM, token classification, QA heads).
+pub enum Pooling {
+    /// No pooler (every head: BERT's sequence classifier loads the pooler as its own part).
     None,
     /// A pooler when the checkpoint has one (`BertModel`: a checkpoint saved from a head model
     /// without pooler still loads).
     IfPresent,
-    /// A pooler, required (sequence classification).
-    Required,
 }
 
 /// The base model's weights: under the flavour's prefix (`bert.`) when the checkpoint was
@@ -199,38 +258,53 @@ pub(crate) fn base_weights<'a>(root: &Weights<'a>, prefix: &str) -> Weights<'a> 
     }
 }
 
-/// `BertEmbeddings`: word + token type + position embeddings, then layer norm.
+/// `BertEmbeddings` (DistilBERT's `Embeddings`): word + token type (none in DistilBERT) +
+/// position embeddings, then layer norm.
 #[derive(Debug)]
 pub struct BertEmbeddings {
     word_embeddings: Embedding,
     position_embeddings: Embedding,
-    token_type_embeddings: Embedding,
-    layer_norm: NormWeights,
+    token_type_embeddings: Option<Embedding>,
+    layer_norm: Norm,
     positions: PositionIds,
     max_positions: usize,
 }
 
 impl BertEmbeddings {
-    fn load(weights: &Weights<'_>, config: &BertConfig, positions: PositionIds) -> Result<Self> {
+    fn load(weights: &Weights<'_>, config: &BertConfig, flavour: Flavour) -> Result<Self> {
         let hidden = config.hidden_size;
+        let positions = weights.pp("position_embeddings");
+        let position_embeddings = if flavour.sinusoidal_positions && !positions.contains("weight") {
+            Embedding::from_table(sinusoidal_table(
+                config.max_position_embeddings,
+                hidden,
+                weights.device(),
+            )?)?
+        } else {
+            Embedding::load(&positions, config.max_position_embeddings, hidden)?
+        };
+        let token_type_embeddings = match flavour.family {
+            Family::DistilBert => None,
+            Family::Bert | Family::Roberta => Some(Embedding::load(
+                &weights.pp("token_type_embeddings"),
+                config.type_vocab_size,
+                hidden,
+            )?),
+        };
         Ok(BertEmbeddings {
             word_embeddings: Embedding::load(
                 &weights.pp("word_embeddings"),
                 config.vocab_size,
                 hidden,
             )?,
-            position_embeddings: Embedding::load(
-                &weights.pp("position_embeddings"),
-                config.max_position_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            layer_norm: Norm::load_layer_norm(
+                &weights.pp("LayerNorm"),
                 hidden,
+                config.layer_norm_eps,
             )?,
-            token_type_embeddings: Embedding::load(
-                &weights.pp("token_type_embeddings"),
-                config.type_vocab_size,
-                hidden,
-            )?,
-            layer_norm: NormWeights::load(&weights.pp("LayerNorm"), hidden, config.layer_norm_eps)?,
-            positions,
+            positions: flavour.positions,
             max_positions: config.max_position_embeddings,
         })
     }
@@ -285,31 +359,36 @@ impl BertEmbeddings {
         self.embed(&words, &types, &positions)
     }
 
-    /// Embedded rows for ids, token types and positions (equally long, already in range).
+    /// Embedded rows for ids, token types and positions (equally long, already in range),
+    /// summed in Transformers' order: `(word + type) + position`.
     fn embed(&self, words: &[u32], types: &[u32], positions: &[u32]) -> Result<Vec<f32>> {
-        let hidden = self.layer_norm.weight.len();
+        let hidden = self.layer_norm.width();
         let mut rows = vec![0.0f32; words.len() * hidden];
-        with_values(self.word_embeddings.table(), |word_table| {
-            with_values(self.token_type_embeddings.table(), |type_table| {
-                with_values(self.position_embeddings.table(), |position_table| {
-                    let ids = words.iter().zip(types).zip(positions);
-                    for (row, ((&word, &kind), &position)) in rows.chunks_exact_mut(hidden).zip(ids)
-                    {
-                        // Ids were range-checked by `Inputs::check` and `position_ids`.
-                        let sources = table_row(word_table, word, hidden)
-                            .iter()
-                            .zip(table_row(type_table, kind, hidden))
-                            .zip(table_row(position_table, position, hidden));
-                        for (value, ((w, t), p)) in row.iter_mut().zip(sources) {
-                            *value = w + t + p;
-                        }
-                    }
-                })
-            })
-        })???;
-        self.layer_norm.apply(&mut rows)?;
+        add_table_rows(&mut rows, hidden, self.word_embeddings.table(), words)?;
+        if let Some(type_embeddings) = &self.token_type_embeddings {
+            add_table_rows(&mut rows, hidden, type_embeddings.table(), types)?;
+        }
+        add_table_rows(
+            &mut rows,
+            hidden,
+            self.position_embeddings.table(),
+            positions,
+        )?;
+        self.layer_norm.forward_rows(&mut rows)?;
         Ok(rows)
     }
+}
+
+/// Adds row `ids[i]` of `table` (`[_, width]`) onto row `i` of `rows`, straight from the
+/// table's values (ids were range-checked by `Inputs::check` and `position_ids`).
+fn add_table_rows(rows: &mut [f32], width: usize, table: &Tensor, ids: &[u32]) -> Result<()> {
+    with_values(table, |table| {
+        for (row, &id) in rows.chunks_exact_mut(width).zip(ids) {
+            for (value, t) in row.iter_mut().zip(table_row(table, id, width)) {
+                *value += t;
+            }
+        }
+    })
 }
 
 /// Runs `f` on a contiguous f32 CPU tensor's values in place (no copy); other tensors are
@@ -324,7 +403,7 @@ fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
             return Ok(f(slice));
         }
     }
-    Ok(f(&values(tensor)?))
+    Ok(f(&tensor_values(tensor)?))
 }
 
 /// Row `index` of a `[rows, width]` table (empty when out of range, which the input checks
@@ -332,275 +411,6 @@ fn with_values<R>(tensor: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
 fn table_row(table: &[f32], index: u32, width: usize) -> &[f32] {
     let start = index as usize * width;
     table.get(start..start + width).unwrap_or(&[])
-}
-
-/// `BertLayer`: self-attention (`BertSelfAttention` + `BertSelfOutput`), then the feed-forward
-/// block (`BertIntermediate` + `BertOutput`), run on plain `f32` rows by the CPU kernels.
-///
-/// Laid out at load for the kernels: query, key and value stacked into one projection (one GEMM
-/// writes `[rows, 3·hidden]`, which attention reads in place).
-/// Each residual is written into the output buffer before its projection accumulates onto it,
-/// so "dense + residual + layer norm" is one GEMM and one pass.
-#[derive(Debug)]
-struct BertLayer {
-    /// `attention.self.{query,key,value}`, stacked.
-    query_key_value: DenseWeights,
-    /// `attention.output.dense`.
-    attention_output: DenseWeights,
-    /// `attention.output.LayerNorm`.
-    attention_norm: NormWeights,
-    /// `intermediate.dense`.
-    intermediate: DenseWeights,
-    activation: Activation,
-    /// `output.dense`.
-    output: DenseWeights,
-    /// `output.LayerNorm`.
-    output_norm: NormWeights,
-    num_heads: usize,
-}
-
-/// A layer norm's weight and bias as plain values.
-#[derive(Debug)]
-struct NormWeights {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    eps: f32,
-}
-
-impl NormWeights {
-    fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
-        Ok(NormWeights {
-            weight: values(&weights.get_any(&[size], &["weight", "gamma"])?)?,
-            bias: values(&weights.get_any(&[size], &["bias", "beta"])?)?,
-            eps: eps as f32,
-        })
-    }
-
-    fn apply(&self, rows: &mut [f32]) -> Result<()> {
-        Ok(safeformers_kernels::layer_norm::layer_norm_in_place(
-            rows,
-            self.weight.len(),
-            &self.weight,
-            &self.bias,
-            self.eps,
-        )?)
-    }
-}
-
-/// A tensor's values, flattened (the tensor, a copy of the checkpoint's bytes, is dropped
-/// after this, so the weights are not held twice).
-fn values(tensor: &Tensor) -> Result<Vec<f32>> {
-    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
-}
-
-/// `nn.Linear` weights `[out, in]` and bias `[out]` laid out for the kernels.
-fn load_dense(
-    weights: &Weights<'_>,
-    in_features: usize,
-    out_features: usize,
-) -> Result<DenseWeights> {
-    let weight = values(&weights.get(&[out_features, in_features], "weight")?)?;
-    let bias = values(&weights.get(&[out_features], "bias")?)?;
-    Ok(DenseWeights::from_torch_layout(
-        weight,
-        bias,
-        in_features,
-        out_features,
-    )?)
-}
-
-/// Buffers one forward pass reuses across layers.
-struct LayerScratch {
-    query_key_value: Vec<f32>,
-    context: Vec<f32>,
-    intermediate: Vec<f32>,
-}
-
-impl BertLayer {
-    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
-        let hidden = config.hidden_size;
-        let attention = weights.pp("attention");
-        let projections = attention.pp("self");
-        let mut stacked_weight = Vec::with_capacity(3 * hidden * hidden);
-        let mut stacked_bias = Vec::with_capacity(3 * hidden);
-        for name in ["query", "key", "value"] {
-            let projection = projections.pp(name);
-            stacked_weight.extend(values(&projection.get(&[hidden, hidden], "weight")?)?);
-            stacked_bias.extend(values(&projection.get(&[hidden], "bias")?)?);
-        }
-        Ok(BertLayer {
-            query_key_value: DenseWeights::from_torch_layout(
-                stacked_weight,
-                stacked_bias,
-                hidden,
-                3 * hidden,
-            )?,
-            attention_output: load_dense(&attention.pp("output.dense"), hidden, hidden)?,
-            attention_norm: NormWeights::load(
-                &attention.pp("output.LayerNorm"),
-                hidden,
-                config.layer_norm_eps,
-            )?,
-            intermediate: load_dense(
-                &weights.pp("intermediate.dense"),
-                hidden,
-                config.intermediate_size,
-            )?,
-            activation,
-            output: load_dense(
-                &weights.pp("output.dense"),
-                config.intermediate_size,
-                hidden,
-            )?,
-            output_norm: NormWeights::load(
-                &weights.pp("output.LayerNorm"),
-                hidden,
-                config.layer_norm_eps,
-            )?,
-            num_heads: config.num_attention_heads,
-        })
-    }
-
-    /// Runs the layer on `hidden` (the rows of `layout`, `[rows, hidden]`) in place.
-    fn forward(
-        &self,
-        hidden: &mut [f32],
-        scratch: &mut LayerScratch,
-        layout: &RowLayout<'_>,
-    ) -> Result<()> {
-        let rows = layout.rows();
-        let width = self.attention_output.out_features();
-        let head_dim = width / self.num_heads.max(1);
-        // BertSelfAttention: one projection for q, k, v, then attention per head.
-        self.query_key_value
-            .forward(hidden, rows, &mut scratch.query_key_value)?;
-        match *layout {
-            RowLayout::Padded {
-                batch,
-                seq,
-                key_mask,
-            } => {
-                let shape = AttentionShape {
-                    batch,
-                    seq,
-                    heads: self.num_heads,
-                    head_dim,
-                };
-                encoder_attention(
-                    &scratch.query_key_value,
-                    key_mask,
-                    shape,
-                    &mut scratch.context,
-                )?;
-            }
-            RowLayout::Packed { lengths } => encoder_attention_packed(
-                &scratch.query_key_value,
-                lengths,
-                self.num_heads,
-                head_dim,
-                &mut scratch.context,
-            )?,
-        }
-        // BertSelfOutput: dense onto the residual, layer norm.
-        self.attention_output
-            .forward_onto_residual(&scratch.context, rows, hidden)?;
-        self.attention_norm.apply(hidden)?;
-        // BertIntermediate, BertOutput.
-        self.intermediate.forward_activated(
-            hidden,
-            rows,
-            &mut scratch.intermediate,
-            self.activation,
-        )?;
-        self.output
-            .forward_onto_residual(&scratch.intermediate, rows, hidden)?;
-        self.output_norm.apply(hidden)
-    }
-}
-
-/// `BertEncoder`: the stack of layers.
-#[derive(Debug)]
-struct BertEncoder {
-    layers: Vec<BertLayer>,
-}
-
-impl BertEncoder {
-    fn load(weights: &Weights<'_>, config: &BertConfig, activation: Activation) -> Result<Self> {
-        let layers = (0..config.num_hidden_layers)
-            .map(|index| {
-                BertLayer::load(&weights.pp(&format!("layer.{index}")), config, activation)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(BertEncoder { layers })
-    }
-
-    /// Runs every layer over `hidden` (`[batch·seq, width]` rows, in place); `mask`
-    /// `[batch, seq]` (u8, non-zero = attend) hides padding keys.
-    fn forward(
-        &self,
-        hidden: &mut [f32],
-        batch: usize,
-        seq: usize,
-        mask: Option<&Tensor>,
-    ) -> Result<()> {
-        let key_mask = match mask {
-            Some(mask) => {
-                let flags = mask.flatten_all()?.to_vec1::<u8>()?;
-                // An all-ones mask is no mask: skip the bookkeeping.
-                flags.contains(&0).then_some(flags)
-            }
-            None => None,
-        };
-        let layout = RowLayout::Padded {
-            batch,
-            seq,
-            key_mask: key_mask.as_deref(),
-        };
-        self.forward_rows(hidden, &layout)
-    }
-
-    /// Runs every layer over the rows of `layout` (in place).
-    fn forward_rows(&self, hidden: &mut [f32], layout: &RowLayout<'_>) -> Result<()> {
-        let rows = layout.rows();
-        let (width, intermediate) = self.layers.first().map_or((0, 0), |layer| {
-            (
-                layer.attention_output.out_features(),
-                layer.intermediate.out_features(),
-            )
-        });
-        let mut scratch = LayerScratch {
-            query_key_value: vec![0.0; rows * 3 * width],
-            context: vec![0.0; rows * width],
-            intermediate: vec![0.0; rows * intermediate],
-        };
-        for layer in &self.layers {
-            layer.forward(hidden, &mut scratch, layout)?;
-        }
-        Ok(())
-    }
-}
-
-/// How the encoder's rows are laid out.
-#[derive(Debug, Clone, Copy)]
-enum RowLayout<'a> {
-    /// `batch` sequences padded to `seq` rows each; `key_mask` `[batch, seq]` (non-zero =
-    /// attend) hides the padding keys, whose rows are computed like Transformers does.
-    Padded {
-        batch: usize,
-        seq: usize,
-        key_mask: Option<&'a [u8]>,
-    },
-    /// Sequences of `lengths` rows one after another, no padding.
-    Packed { lengths: &'a [usize] },
-}
-
-impl RowLayout<'_> {
-    fn rows(&self) -> usize {
-        match self {
-            RowLayout::Padded { batch, seq, .. } => batch * seq,
-            RowLayout::Packed { lengths } => lengths.iter().sum(),
-        }
-    }
 }
 
 /// `BertPooler`: dense + tanh over the first token (`[CLS]`).
@@ -627,7 +437,7 @@ impl BertPooler {
 #[derive(Debug)]
 pub struct BertModel {
     embeddings: BertEmbeddings,
-    encoder: BertEncoder,
+    encoder: Encoder,
     pooler: Option<BertPooler>,
     vocab_size: usize,
     type_vocab_size: usize,
@@ -641,21 +451,29 @@ impl BertModel {
         BertModel::load_with(root, config, &bert, Flavour::BERT, Pooling::IfPresent)
     }
 
-    pub(crate) fn load_with(
+    /// Loads the base model of any encoder family (`flavour`) from `root` (under the family's
+    /// prefix or at the root), its config already read as `bert`.
+    pub fn load_with(
         root: &Weights<'_>,
         config: &ModelConfig,
         bert: &BertConfig,
         flavour: Flavour,
         pooling: Pooling,
     ) -> Result<Self> {
-        let activation = bert.activation(config)?;
-        let weights = base_weights(root, flavour.prefix);
+        let shape = EncoderShape {
+            hidden: bert.hidden_size,
+            intermediate: bert.intermediate_size,
+            heads: bert.num_attention_heads,
+            layers: bert.num_hidden_layers,
+            layer_norm_eps: bert.layer_norm_eps,
+            activation: bert.activation(config)?,
+        };
+        let weights = base_weights(root, flavour.prefix());
         let pooler = match pooling {
-            Pooling::None => None,
-            Pooling::IfPresent if !weights.contains("pooler.dense.weight") => None,
-            Pooling::IfPresent | Pooling::Required => {
+            Pooling::IfPresent if weights.contains("pooler.dense.weight") => {
                 Some(BertPooler::load(&weights.pp("pooler"), bert)?)
             }
+            Pooling::None | Pooling::IfPresent => None,
         };
         // The longest input the positions allow (RoBERTa's start after the padding index).
         let max_len = match flavour.positions {
@@ -665,8 +483,8 @@ impl BertModel {
                 .saturating_sub(padding_idx as usize + 1),
         };
         Ok(BertModel {
-            embeddings: BertEmbeddings::load(&weights.pp("embeddings"), bert, flavour.positions)?,
-            encoder: BertEncoder::load(&weights.pp("encoder"), bert, activation)?,
+            embeddings: BertEmbeddings::load(&weights.pp("embeddings"), bert, flavour)?,
+            encoder: Encoder::load(&weights, &shape, flavour.layer_names())?,
             pooler,
             vocab_size: bert.vocab_size,
             type_vocab_size: bert.type_vocab_size,
@@ -802,211 +620,14 @@ impl TaskModel for BertModel {
     }
 }
 
-/// `BertPredictionHeadTransform` + `BertLMPredictionHead`: dense, activation, layer norm, then
-/// the decoder (tied to the word embeddings unless `tie_word_embeddings` is false) plus a bias.
-#[derive(Debug)]
-struct BertLmPredictionHead {
-    dense: Linear,
-    activation: Activation,
-    layer_norm: LayerNorm,
-    decoder: Linear,
-}
+/// `BertForMaskedLM` (and RoBERTa's, DistilBERT's): the shared encoder with the masked-LM head.
+pub type BertForMaskedLM = EncoderForTask<MaskedLmHead>;
 
-impl BertLmPredictionHead {
-    fn load(
-        weights: &Weights<'_>,
-        config: &ModelConfig,
-        bert: &BertConfig,
-        word_embeddings: &Tensor,
-    ) -> Result<Self> {
-        let hidden = bert.hidden_size;
-        let transform = weights.pp("transform");
-        // `cls.predictions.bias` is tied to `cls.predictions.decoder.bias`; either may be saved.
-        let bias = weights.get_any(&[bert.vocab_size], &["bias", "decoder.bias"])?;
-        let decoder_weight = if config.tie_word_embeddings {
-            word_embeddings.clone()
-        } else {
-            weights.get(&[bert.vocab_size, hidden], "decoder.weight")?
-        };
-        Ok(BertLmPredictionHead {
-            dense: Linear::load(&transform.pp("dense"), hidden, hidden)?,
-            activation: bert.activation(config)?,
-            layer_norm: LayerNorm::load(&transform.pp("LayerNorm"), hidden, bert.layer_norm_eps)?,
-            decoder: Linear::from_tensors(decoder_weight, Some(bias))?,
-        })
-    }
+/// `BertForSequenceClassification` (and the twins): pooled first token, then `classifier`.
+pub type BertForSequenceClassification = EncoderForTask<SequenceClassificationHead>;
 
-    fn forward(&self, hidden: &Tensor) -> Result<Tensor> {
-        let transformed = self
-            .layer_norm
-            .forward(&self.activation.forward(&self.dense.forward(hidden)?)?)?;
-        self.decoder.forward(&transformed)
-    }
-}
+/// `BertForTokenClassification` (and the twins): `classifier` over every position.
+pub type BertForTokenClassification = EncoderForTask<TokenClassificationHead>;
 
-/// `BertForMaskedLM`: vocabulary logits `[batch, seq, vocab]` for every position.
-#[derive(Debug)]
-pub struct BertForMaskedLM {
-    bert: BertModel,
-    predictions: BertLmPredictionHead,
-}
-
-impl BertForMaskedLM {
-    /// Loads the model (`bert.*`) and the head (`cls.predictions.*`).
-    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
-        let bert_config = BertConfig::from_model_config(config)?;
-        let bert = BertModel::load_with(root, config, &bert_config, Flavour::BERT, Pooling::None)?;
-        let predictions = BertLmPredictionHead::load(
-            &root.pp("cls.predictions"),
-            config,
-            &bert_config,
-            bert.word_embeddings(),
-        )?;
-        Ok(BertForMaskedLM { bert, predictions })
-    }
-}
-
-impl TaskModel for BertForMaskedLM {
-    fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_type_ids: Option<&Tensor>,
-    ) -> Result<ModelOutput> {
-        let (hidden, _) = self
-            .bert
-            .forward(input_ids, attention_mask, token_type_ids)?;
-        Ok(ModelOutput::MaskedLm {
-            logits: self.predictions.forward(&hidden)?,
-        })
-    }
-}
-
-/// `BertForSequenceClassification`: the pooled `[CLS]` state through `classifier`, logits
-/// `[batch, num_labels]`.
-#[derive(Debug)]
-pub struct BertForSequenceClassification {
-    bert: BertModel,
-    classifier: Linear,
-}
-
-impl BertForSequenceClassification {
-    /// Loads the model with its pooler and `classifier`.
-    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
-        let bert_config = BertConfig::from_model_config(config)?;
-        let bert =
-            BertModel::load_with(root, config, &bert_config, Flavour::BERT, Pooling::Required)?;
-        let classifier = Linear::load(
-            &root.pp("classifier"),
-            bert_config.hidden_size,
-            config.num_labels,
-        )?;
-        Ok(BertForSequenceClassification { bert, classifier })
-    }
-}
-
-impl TaskModel for BertForSequenceClassification {
-    fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_type_ids: Option<&Tensor>,
-    ) -> Result<ModelOutput> {
-        let (_, pooled) = self
-            .bert
-            .forward(input_ids, attention_mask, token_type_ids)?;
-        let pooled = pooled.ok_or_else(|| Error::MissingTensor {
-            tensor: "bert.pooler.dense.weight".to_string(),
-            files: "(the loaded model)".to_string(),
-        })?;
-        Ok(ModelOutput::SequenceClassification {
-            logits: self.classifier.forward(&pooled)?,
-        })
-    }
-}
-
-/// `BertForTokenClassification` (and RoBERTa's, which is the same with another prefix):
-/// `classifier` over every position, logits `[batch, seq, num_labels]`.
-#[derive(Debug)]
-pub struct BertForTokenClassification {
-    bert: BertModel,
-    head: TokenClassificationHead,
-}
-
-impl BertForTokenClassification {
-    /// Loads the model (no pooler) and `classifier`.
-    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
-        BertForTokenClassification::load_with(root, config, Flavour::BERT)
-    }
-
-    pub(crate) fn load_with(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        flavour: Flavour,
-    ) -> Result<Self> {
-        let bert_config = BertConfig::from_model_config(config)?;
-        let bert = BertModel::load_with(root, config, &bert_config, flavour, Pooling::None)?;
-        let head = TokenClassificationHead::load(root, bert_config.hidden_size, config.num_labels)?;
-        Ok(BertForTokenClassification { bert, head })
-    }
-}
-
-impl TaskModel for BertForTokenClassification {
-    fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_type_ids: Option<&Tensor>,
-    ) -> Result<ModelOutput> {
-        let (hidden, _) = self
-            .bert
-            .forward(input_ids, attention_mask, token_type_ids)?;
-        Ok(ModelOutput::TokenClassification {
-            logits: self.head.forward(&hidden)?,
-        })
-    }
-}
-
-/// `BertForQuestionAnswering` (and RoBERTa's): `qa_outputs` over every position, split into
-/// start and end logits `[batch, seq]`.
-#[derive(Debug)]
-pub struct BertForQuestionAnswering {
-    bert: BertModel,
-    head: QuestionAnsweringHead,
-}
-
-impl BertForQuestionAnswering {
-    /// Loads the model (no pooler) and `qa_outputs`.
-    pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
-        BertForQuestionAnswering::load_with(root, config, Flavour::BERT)
-    }
-
-    pub(crate) fn load_with(
-        root: &Weights<'_>,
-        config: &ModelConfig,
-        flavour: Flavour,
-    ) -> Result<Self> {
-        let bert_config = BertConfig::from_model_config(config)?;
-        let bert = BertModel::load_with(root, config, &bert_config, flavour, Pooling::None)?;
-        let head = QuestionAnsweringHead::load(root, bert_config.hidden_size, config)?;
-        Ok(BertForQuestionAnswering { bert, head })
-    }
-}
-
-impl TaskModel for BertForQuestionAnswering {
-    fn forward(
-        &self,
-        input_ids: &Tensor,
-        attention_mask: Option<&Tensor>,
-        token_type_ids: Option<&Tensor>,
-    ) -> Result<ModelOutput> {
-        let (hidden, _) = self
-            .bert
-            .forward(input_ids, attention_mask, token_type_ids)?;
-        let (start_logits, end_logits) = self.head.forward(&hidden)?;
-        Ok(ModelOutput::QuestionAnswering {
-            start_logits,
-            end_logits,
-        })
-    }
-}
+/// `BertForQuestionAnswering` (and the twins): `qa_outputs`, start and end logits.
+pub type BertForQuestionAnswering = EncoderForTask<QuestionAnsweringHead>;

@@ -19,11 +19,8 @@ use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, SequenceCache};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::RotaryEmbedding;
-use crate::weights::Weights;
 use safeformers_kernels::activation::activation_in_place;
 use safeformers_kernels::cached_attention::{CausalView, attend_cached};
-use safeformers_kernels::layer_norm::layer_norm_in_place;
-use safeformers_kernels::rms_norm::rms_norm_in_place;
 use safeformers_kernels::rotary::rotate_heads_in_place;
 
 /// Which positions of a call's new tokens get logits.
@@ -35,65 +32,9 @@ pub enum LogitsAt {
     All,
 }
 
-/// A normalization layer over rows: `nn.LayerNorm` or RMSNorm (`LlamaRMSNorm`; Gemma's
-/// `(1 + w)` folded into the scale at load).
-#[derive(Debug, Clone)]
-pub enum Norm {
-    /// `(x - mean) / √(var + ε) · weight + bias`.
-    Layer {
-        /// Multiplier.
-        weight: Vec<f32>,
-        /// Offset.
-        bias: Vec<f32>,
-        /// ε.
-        eps: f32,
-    },
-    /// `x / √(mean(x²) + ε) · scale`.
-    Rms {
-        /// Multiplier (`1 + w` for Gemma).
-        scale: Vec<f32>,
-        /// ε.
-        eps: f32,
-    },
-}
-
-impl Norm {
-    /// Loads `nn.LayerNorm` `weight` and `bias` `[size]`.
-    pub fn load_layer_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Norm> {
-        Ok(Norm::Layer {
-            weight: weights.get(&[size], "weight")?.to_vec1::<f32>()?,
-            bias: weights.get(&[size], "bias")?.to_vec1::<f32>()?,
-            eps: eps as f32,
-        })
-    }
-
-    /// Loads RMSNorm `weight` `[size]`, applied as `offset + weight` (`offset` 1 for Gemma's
-    /// `(1 + w)`, else 0).
-    pub fn load_rms_norm(
-        weights: &Weights<'_>,
-        size: usize,
-        eps: f64,
-        offset: f32,
-    ) -> Result<Norm> {
-        let weight = weights.get(&[size], "weight")?.to_vec1::<f32>()?;
-        Ok(Norm::Rms {
-            scale: weight.into_iter().map(|w| w + offset).collect(),
-            eps: eps as f32,
-        })
-    }
-
-    /// The normalized copy of `x` (rows of the norm's width).
-    pub fn apply(&self, x: &[f32]) -> Result<Vec<f32>> {
-        let mut out = x.to_vec();
-        match self {
-            Norm::Layer { weight, bias, eps } => {
-                layer_norm_in_place(&mut out, weight.len(), weight, bias, *eps)?
-            }
-            Norm::Rms { scale, eps } => rms_norm_in_place(&mut out, scale, *eps)?,
-        }
-        Ok(out)
-    }
-}
+/// The normalization layer the decoders use: the one [`crate::layers::Norm`] (LayerNorm, or
+/// RMSNorm with Gemma's `(1 + w)` folded into the scale at load).
+pub use crate::layers::Norm;
 
 /// The feed-forward block: `down(act(up(x)))` (GPT-2) or the gated
 /// `down(act(gate(x)) · up(x))` (SwiGLU, GeGLU: the Llama families), gate and up fused in one
@@ -613,10 +554,7 @@ mod tests {
             (0.0, [0.264_906_44, -1.589_438_7, -1.589_438_7, 0.529_812_9]),
             (1.0, [0.794_719_34, -2.649_064_3, 0.0, 0.794_719_34]),
         ] {
-            let norm = Norm::Rms {
-                scale: weight.iter().map(|w| w + offset).collect(),
-                eps: 1e-6,
-            };
+            let norm = Norm::rms(&weight, offset, 1e-6);
             let got = norm.apply(&x)?;
             for (got, want) in got.iter().zip(expected) {
                 assert!((got - want).abs() < 1e-6, "{got} vs {want}");

@@ -1,11 +1,15 @@
-//! Building blocks shared by the architectures: linear and layer-norm layers, embeddings,
-//! activations, softmax, and scaled dot-product attention with an additive padding mask.
+//! Building blocks shared by the architectures: the one linear layer ([`Linear`], over the
+//! storage enum of [`crate::weight_storage`]), the one norm ([`Norm`]: LayerNorm and RMSNorm,
+//! with Gemma's offset), embeddings, activations, softmax and the checked model inputs.
 //!
-//! Each matches the PyTorch module of the same name (`nn.Linear`, `nn.LayerNorm`, ...) in f32.
+//! Each matches the PyTorch module of the same name (`nn.Linear`, `nn.LayerNorm`, ...) in f32,
+//! and has a tensor entry point (`forward`) and a slice entry point for the fused row buffers
+//! the encoders and decode steps run on.
 
 use candle_core::{D, DType, Tensor};
 
 use crate::error::{Error, Result};
+pub use crate::weight_storage::Destination;
 use crate::weight_storage::{StoredMatrix, WeightStorage};
 use crate::weights::{WeightOptions, Weights};
 
@@ -65,9 +69,39 @@ impl Linear {
         })
     }
 
+    /// The same layer with f32 weights packed for the many-row kernel where the CPU has it
+    /// (encoder layers, which always run many rows); other storages are unchanged.
+    pub fn packed_for_many_rows(self) -> Result<Self> {
+        Ok(Linear {
+            weight: self.weight.packed_for_many_rows()?,
+            bias: self.bias,
+        })
+    }
+
     /// Output features.
     pub fn out_features(&self) -> usize {
         self.weight.rows()
+    }
+
+    /// Input features.
+    pub fn in_features(&self) -> usize {
+        self.weight.cols()
+    }
+
+    /// `x Wᵀ + b` on row-major values written into the caller's `output` as `destination`
+    /// says: overwriting it, onto the residual it holds, or through an activation (the erf GELU
+    /// fused into the packed kernel). Packed weights take the packed kernel for every row count;
+    /// the others the few-row kernel up to [`crate::weight_storage::FEW_ROWS`] rows, one GEMM
+    /// beyond.
+    pub fn forward_rows_to(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        destination: Destination,
+    ) -> Result<()> {
+        self.weight
+            .multiply_into(input, rows, output, self.bias.as_deref(), destination)
     }
 
     /// Applies the layer to `[..., in]`.
@@ -81,11 +115,6 @@ impl Linear {
         let mut out_shape = lead.to_vec();
         out_shape.push(self.weight.rows());
         Ok(y.reshape(out_shape)?)
-    }
-
-    /// Input features.
-    pub fn in_features(&self) -> usize {
-        self.weight.cols()
     }
 
     /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]`: a few rows
@@ -106,34 +135,123 @@ impl Linear {
     }
 }
 
-/// `nn.LayerNorm` over the last dimension, with the config's epsilon.
+/// The normalization layers: `nn.LayerNorm` and RMSNorm (`LlamaRMSNorm`, `T5LayerNorm`, and
+/// `GemmaRMSNorm`, which stores `w - 1` and multiplies by `(1 + w)`), over the last dimension
+/// with the config's epsilon, run by the kernels on plain rows ([`Norm::forward_rows`]) or on a
+/// tensor ([`Norm::forward`]).
 #[derive(Debug, Clone)]
-pub struct LayerNorm {
-    weight: Tensor,
-    bias: Tensor,
-    eps: f64,
+pub struct Norm {
+    kind: NormKind,
+    /// The multiplier per column (for Gemma, `1 + w` already added).
+    scale: Vec<f32>,
+    eps: f32,
 }
 
-impl LayerNorm {
-    /// Loads `weight` and `bias` (or the legacy TF-era `gamma` and `beta`).
-    pub fn load(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: weights.get_any(&[size], &["weight", "gamma"])?,
-            bias: weights.get_any(&[size], &["bias", "beta"])?,
-            eps,
+/// Which normalization a [`Norm`] is.
+#[derive(Debug, Clone)]
+enum NormKind {
+    /// `(x - mean) / √(var + ε) · w + b`.
+    Layer {
+        /// `b`, one per column.
+        bias: Vec<f32>,
+    },
+    /// `x / √(mean(x²) + ε) · w`, without centring or bias.
+    Rms,
+}
+
+impl Norm {
+    /// A LayerNorm with `weight` and `bias` (equally long).
+    pub fn layer_norm(weight: Vec<f32>, bias: Vec<f32>, eps: f64) -> Result<Norm> {
+        if weight.len() != bias.len() {
+            return Err(Error::Candle(candle_core::Error::Msg(format!(
+                "layer norm weight has {} values but bias {}",
+                weight.len(),
+                bias.len()
+            ))));
+        }
+        Ok(Norm {
+            kind: NormKind::Layer { bias },
+            scale: weight,
+            eps: eps as f32,
         })
+    }
+
+    /// Loads a LayerNorm's `weight` and `bias` (or the legacy TF-era `gamma` and `beta`).
+    pub fn load_layer_norm(weights: &Weights<'_>, size: usize, eps: f64) -> Result<Norm> {
+        Norm::layer_norm(
+            tensor_values(&weights.get_any(&[size], &["weight", "gamma"])?)?,
+            tensor_values(&weights.get_any(&[size], &["bias", "beta"])?)?,
+            eps,
+        )
+    }
+
+    /// An RMSNorm multiplying by `offset + weight`: offset 0 for Llama, Mistral, Qwen2 and
+    /// Phi-3, 1 for Gemma.
+    pub fn rms(weight: &[f32], offset: f32, eps: f64) -> Norm {
+        Norm {
+            kind: NormKind::Rms,
+            scale: weight.iter().map(|w| w + offset).collect(),
+            eps: eps as f32,
+        }
+    }
+
+    /// Loads an RMSNorm's `weight` `[size]`, applied as `offset + weight` (`offset` 1 for
+    /// Gemma's `(1 + w)`, else 0).
+    pub fn load_rms_norm(
+        weights: &Weights<'_>,
+        size: usize,
+        eps: f64,
+        offset: f32,
+    ) -> Result<Norm> {
+        Ok(Norm::rms(
+            &tensor_values(&weights.get(&[size], "weight")?)?,
+            offset,
+            eps,
+        ))
+    }
+
+    /// Width of the rows it normalizes.
+    pub fn width(&self) -> usize {
+        self.scale.len()
+    }
+
+    /// Normalizes every `width`-wide row of `rows` in place.
+    pub fn forward_rows(&self, rows: &mut [f32]) -> Result<()> {
+        let width = self.scale.len();
+        match &self.kind {
+            NormKind::Layer { bias } => safeformers_kernels::layer_norm::layer_norm_in_place(
+                rows,
+                width,
+                &self.scale,
+                bias,
+                self.eps,
+            )?,
+            NormKind::Rms => {
+                safeformers_kernels::rms_norm::rms_norm_in_place(rows, &self.scale, self.eps)?
+            }
+        }
+        Ok(())
+    }
+
+    /// The normalized copy of `x` (rows of the norm's width).
+    pub fn apply(&self, x: &[f32]) -> Result<Vec<f32>> {
+        let mut out = x.to_vec();
+        self.forward_rows(&mut out)?;
+        Ok(out)
     }
 
     /// Normalizes `[..., size]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let mean = x.mean_keepdim(D::Minus1)?;
-        let centered = x.broadcast_sub(&mean)?;
-        let variance = centered.sqr()?.mean_keepdim(D::Minus1)?;
-        let normalized = centered.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normalized
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)?)
+        let mut values = x.flatten_all()?.to_vec1::<f32>()?;
+        self.forward_rows(&mut values)?;
+        Ok(Tensor::from_vec(values, x.shape(), x.device())?)
     }
+}
+
+/// A tensor's values, flattened (the tensor, a copy of the checkpoint's bytes, is dropped after
+/// this, so the weights are not held twice).
+pub(crate) fn tensor_values(tensor: &Tensor) -> Result<Vec<f32>> {
+    Ok(tensor.flatten_all()?.to_vec1::<f32>()?)
 }
 
 /// `nn.Embedding`: rows of a `[num, dim]` table picked by index.
@@ -202,43 +320,6 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     let exp = x.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;
     Ok(exp.broadcast_div(&sum)?)
-}
-
-/// The additive attention bias for a `[batch, seq]` padding mask: 0 where the mask is
-/// non-zero (attend), the most negative f32 where it is zero (padding) — Transformers adds
-/// `torch.finfo(dtype).min` the same way. Shape `[batch, 1, 1, seq]`, broadcast over heads and
-/// queries.
-pub fn attention_bias(mask: &Tensor) -> Result<Tensor> {
-    let (batch, seq) = mask.dims2()?;
-    let padding = mask.eq(0u8)?.to_dtype(DType::F32)?;
-    Ok(padding
-        .affine(f64::from(f32::MIN), 0.0)?
-        .reshape((batch, 1, 1, seq))?)
-}
-
-/// Splits `[batch, seq, heads * head_dim]` into `[batch, heads, seq, head_dim]`.
-pub fn split_heads(x: &Tensor, heads: usize) -> Result<Tensor> {
-    let (batch, seq, hidden) = x.dims3()?;
-    Ok(x.reshape((batch, seq, heads, hidden / heads))?
-        .transpose(1, 2)?
-        .contiguous()?)
-}
-
-/// Scaled dot-product attention: `softmax(q kᵀ / √d + bias) v`, heads merged back to
-/// `[batch, seq, hidden]`.
-pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
-    let (batch, heads, seq, head_dim) = q.dims4()?;
-    let scale = 1.0 / (head_dim as f64).sqrt();
-    let mut scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * scale)?;
-    if let Some(bias) = bias {
-        scores = scores.broadcast_add(bias)?;
-    }
-    let probs = softmax_last_dim(&scores)?;
-    let context = probs.matmul(v)?;
-    Ok(context
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((batch, seq, heads * head_dim))?)
 }
 
 /// The checked model inputs: ids as u32 (in vocabulary range), and the optional mask and token
@@ -388,14 +469,23 @@ mod tests {
     use candle_core::Device;
 
     #[test]
-    fn softmax_rows_sum_to_one_and_mask_zeroes_padding() -> Result<()> {
+    fn softmax_rows_sum_to_one() -> Result<()> {
         let scores = Tensor::new(&[[[[1f32, 2.0, 3.0]]]], &Device::Cpu)?;
-        let mask = Tensor::new(&[[1u8, 1, 0]], &Device::Cpu)?;
-        let bias = attention_bias(&mask)?;
-        let probs = softmax_last_dim(&scores.broadcast_add(&bias)?)?;
-        let values = probs.flatten_all()?.to_vec1::<f32>()?;
+        let values = softmax_last_dim(&scores)?.flatten_all()?.to_vec1::<f32>()?;
         assert!((values.iter().sum::<f32>() - 1.0).abs() < 1e-6);
-        assert_eq!(values.get(2), Some(&0.0));
+        Ok(())
+    }
+
+    #[test]
+    fn layer_norm_matches_plain_formula() -> Result<()> {
+        let x = Tensor::new(&[[1f32, -2.0, 3.0, 0.5]], &Device::Cpu)?;
+        let norm = Norm::layer_norm(vec![0.5, 1.5, -1.0, 2.0], vec![0.1, 0.0, 0.2, -0.1], 1e-5)?;
+        // (x - mean) / sqrt(var + 1e-5) * w + b, computed in f64.
+        let expected = [0.205_279_2, -2.210_863, -1.133_536_5, -0.240_372_26];
+        let got = norm.forward(&x)?.flatten_all()?.to_vec1::<f32>()?;
+        for (got, want) in got.iter().zip(expected) {
+            assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        }
         Ok(())
     }
 

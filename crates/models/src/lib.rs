@@ -10,8 +10,10 @@
 //! - [`weights`]: tensors from a [`safeformers_weights::Checkpoint`], converted to f32 and
 //!   shape-checked, under name prefixes.
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
-//!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`]; shared pieces in [`layers`] and
-//!   [`heads`].
+//!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
+//!   ([`encoder`]) with the generic task heads of [`heads`]; the shared block layers
+//!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
+//!   [`layers`].
 //! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
 //!   (Llama, Mistral, Qwen2, Gemma, Phi-3: one row of family defaults each), all built from the
 //!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
@@ -44,6 +46,7 @@ pub mod causal_lm;
 pub mod config;
 pub mod decoder;
 pub mod distilbert;
+pub mod encoder;
 pub mod error;
 pub mod gpt2;
 pub mod heads;

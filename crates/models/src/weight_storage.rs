@@ -1,8 +1,13 @@
-//! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor), f16, bf16,
-//! or 8-bit blocks, chosen by [`WeightOptions`] and converted once at load. Products with one to a
-//! few rows (decoding) go through [`safeformers_kernels::few_rows`], which reads every weight once;
-//! products with many rows (a prefill) run as one candle GEMM, on f32 weights as they are or on
-//! 16-/8-bit weights widened to f32 for that call.
+//! The storage of a linear layer's `[out, in]` weight matrix: f32 (a candle tensor, or packed for
+//! the AVX-512 GEMM), f16, bf16, or 8-bit blocks, chosen by [`WeightOptions`] and converted once
+//! at load. Products with one to a few rows (decoding) go through
+//! [`safeformers_kernels::few_rows`], which reads every weight once; products with many rows (a
+//! prefill, an encoder batch) run as one GEMM: the packed kernel on packed f32 weights, else the
+//! `gemm` crate (or candle's) on f32 weights as they are or on 16-/8-bit weights widened to f32
+//! for that call.
+//!
+//! A new storage format (the GGUF block formats) is a new [`WeightStorage`] arm with its
+//! [`MatrixData`] view for the few-row kernel; the many-row path widens it like the others.
 
 use std::sync::Arc;
 
@@ -11,7 +16,11 @@ use half::{bf16, f16};
 
 use crate::error::{Error, Result};
 use crate::weights::{Quantization, WeightDtype, WeightOptions};
+use safeformers_kernels::Activation;
+use safeformers_kernels::activation::activation_in_place;
 use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
+use safeformers_kernels::matmul::matmul_transposed_accumulate;
+use safeformers_kernels::packed_gemm::{self, Epilogue, PackedWeights, Start};
 
 /// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
 /// beyond it candle's GEMM is faster.
@@ -22,6 +31,9 @@ pub const FEW_ROWS: usize = 16;
 pub enum WeightStorage {
     /// f32, contiguous `[out, in]`.
     F32(Tensor),
+    /// f32 packed for the AVX-512 many-row kernel ([`PackedWeights`]); it serves every row
+    /// count (see [`StoredMatrix::packed_for_many_rows`]).
+    F32Packed(Arc<PackedWeights>),
     /// IEEE half precision.
     F16(Arc<[f16]>),
     /// bfloat16.
@@ -89,6 +101,12 @@ impl StoredMatrix {
     /// `x Wᵀ (+ bias)` for `x` `[rows, in]` → `[rows, out]`.
     pub fn matmul(&self, x: &Tensor, bias: Option<&[f32]>) -> Result<Tensor> {
         let (rows, _) = x.dims2()?;
+        if let WeightStorage::F32Packed(_) = &self.storage {
+            let values = x.flatten_all()?.to_vec1::<f32>()?;
+            let mut out = vec![0.0f32; rows * self.rows];
+            self.multiply_into(&values, rows, &mut out, bias, Destination::Overwrite)?;
+            return Ok(Tensor::from_vec(out, (rows, self.rows), x.device())?);
+        }
         if let WeightStorage::F32(weight) = &self.storage
             && rows > FEW_ROWS
         {
@@ -123,6 +141,10 @@ impl StoredMatrix {
     /// few-row kernel whatever the storage.
     pub fn matmul_values(&self, x: &[f32], rows: usize, bias: Option<&[f32]>) -> Result<Vec<f32>> {
         let mut out = vec![0.0f32; rows * self.rows];
+        if let WeightStorage::F32Packed(_) = &self.storage {
+            self.multiply_into(x, rows, &mut out, bias, Destination::Overwrite)?;
+            return Ok(out);
+        }
         self.with_matrix(|matrix| Ok(few_rows::matmul_transposed(matrix, x, rows, &mut out)?))?;
         if let Some(bias) = bias {
             if bias.len() != self.rows {
@@ -139,27 +161,176 @@ impl StoredMatrix {
         Ok(out)
     }
 
+    /// The same matrix packed for the many-row kernel when it is f32 and the CPU runs that
+    /// kernel ([`packed_gemm::is_available`]); unchanged otherwise. The packed copy replaces
+    /// the plain one (no second copy is kept).
+    pub fn packed_for_many_rows(self) -> Result<StoredMatrix> {
+        let WeightStorage::F32(weight) = &self.storage else {
+            return Ok(self);
+        };
+        if !packed_gemm::is_available() {
+            return Ok(self);
+        }
+        let packed = with_f32_slice(weight, |data| {
+            Ok(PackedWeights::pack(data, self.cols, self.rows)?)
+        })?;
+        Ok(StoredMatrix {
+            storage: WeightStorage::F32Packed(Arc::new(packed)),
+            ..self
+        })
+    }
+
+    /// `x Wᵀ (+ bias)` on plain row-major values, `input` `[rows, in]`, written as
+    /// `destination` says into `output` `[rows, out]` and then passed through `activation`.
+    /// The many-row GEMM (packed kernel, or the `gemm` crate on f32 or widened weights) runs
+    /// beyond [`FEW_ROWS`] rows, the few-row kernel up to it; packed weights always take the
+    /// packed kernel, which fuses the bias, the residual and the erf GELU.
+    pub fn multiply_into(
+        &self,
+        input: &[f32],
+        rows: usize,
+        output: &mut [f32],
+        bias: Option<&[f32]>,
+        destination: Destination,
+    ) -> Result<()> {
+        if output.len() != rows * self.rows || input.len() != rows * self.cols {
+            return Err(storage_error(
+                "input or output length differs from rows × features",
+            ));
+        }
+        if bias.is_some_and(|bias| bias.len() != self.rows) {
+            return Err(storage_error(
+                "bias length differs from the output features",
+            ));
+        }
+        if let WeightStorage::F32Packed(packed) = &self.storage {
+            return multiply_packed(packed, input, rows, output, bias, destination);
+        }
+        if destination != Destination::OntoResidual {
+            output.fill(0.0);
+        }
+        if let Some(bias) = bias {
+            for row in output.chunks_exact_mut(self.rows.max(1)) {
+                for (y, b) in row.iter_mut().zip(bias) {
+                    *y += b;
+                }
+            }
+        }
+        self.accumulate(input, rows, output)?;
+        if let Destination::Activated(activation) = destination {
+            activation_in_place(activation, output);
+        }
+        Ok(())
+    }
+
+    /// `output += input Wᵀ` for the storages other than packed f32.
+    fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
+        let (outs, cols) = (self.rows, self.cols);
+        if rows <= FEW_ROWS {
+            let mut product = vec![0.0f32; output.len()];
+            self.with_matrix(|matrix| {
+                Ok(few_rows::matmul_transposed(
+                    matrix,
+                    input,
+                    rows,
+                    &mut product,
+                )?)
+            })?;
+            for (y, p) in output.iter_mut().zip(&product) {
+                *y += p;
+            }
+            return Ok(());
+        }
+        let gemm = |weight: &[f32], output: &mut [f32]| -> Result<()> {
+            Ok(matmul_transposed_accumulate(
+                output, input, weight, rows, cols, outs,
+            )?)
+        };
+        match &self.storage {
+            WeightStorage::F32(weight) => with_f32_slice(weight, |data| gemm(data, output)),
+            _ => {
+                let mut widened = vec![0.0f32; outs * cols];
+                self.with_matrix(|matrix| Ok(few_rows::decode_matrix(matrix, &mut widened)?))?;
+                gemm(&widened, output)
+            }
+        }
+    }
+
     /// Runs `work` on a borrowed view of the values (for f32, the tensor's own storage).
     fn with_matrix<T>(&self, work: impl FnOnce(MatrixRef<'_>) -> Result<T>) -> Result<T> {
         let (rows, cols) = (self.rows, self.cols);
         let view = |data| MatrixRef { data, rows, cols };
         match &self.storage {
-            WeightStorage::F32(weight) => {
-                let (storage, layout) = weight.storage_and_layout();
-                let candle_core::Storage::Cpu(cpu) = &*storage else {
-                    return Err(storage_error("the few-row kernel runs on CPU tensors only"));
-                };
-                let data = layout
-                    .contiguous_offsets()
-                    .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
-                    .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
-                work(view(MatrixData::F32(data)))
-            }
+            WeightStorage::F32(weight) => with_f32_slice(weight, |data| {
+                work(MatrixRef {
+                    data: MatrixData::F32(data),
+                    rows,
+                    cols,
+                })
+            }),
+            WeightStorage::F32Packed(_) => Err(storage_error(
+                "packed weights are read by the packed kernel only",
+            )),
             WeightStorage::F16(values) => work(view(MatrixData::F16(values))),
             WeightStorage::Bf16(values) => work(view(MatrixData::Bf16(values))),
             WeightStorage::Q8 { values, scales } => work(view(MatrixData::Q8 { values, scales })),
         }
     }
+}
+
+/// Where [`StoredMatrix::multiply_into`] writes its product.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Destination {
+    /// `output = x Wᵀ + b`.
+    Overwrite,
+    /// `output += x Wᵀ + b`: `output` holds a residual (a block's skip connection).
+    OntoResidual,
+    /// `output = activation(x Wᵀ + b)`.
+    Activated(Activation),
+}
+
+/// The packed kernel's call for `destination`, the erf GELU fused into it.
+fn multiply_packed(
+    packed: &PackedWeights,
+    input: &[f32],
+    rows: usize,
+    output: &mut [f32],
+    bias: Option<&[f32]>,
+    destination: Destination,
+) -> Result<()> {
+    let start = match (bias, destination) {
+        (Some(bias), Destination::OntoResidual) => Start::OutputAndBias(bias),
+        (Some(bias), _) => Start::Bias(bias),
+        (None, Destination::OntoResidual) => Start::Output,
+        (None, _) => {
+            output.fill(0.0);
+            Start::Output
+        }
+    };
+    let epilogue = match destination {
+        Destination::Activated(Activation::GeluErf) => Epilogue::GeluErf,
+        _ => Epilogue::None,
+    };
+    packed.multiply(input, rows, output, start, epilogue)?;
+    if let Destination::Activated(activation) = destination
+        && activation != Activation::GeluErf
+    {
+        activation_in_place(activation, output);
+    }
+    Ok(())
+}
+
+/// Runs `work` on a contiguous f32 CPU tensor's own values (no copy).
+fn with_f32_slice<T>(weight: &Tensor, work: impl FnOnce(&[f32]) -> Result<T>) -> Result<T> {
+    let (storage, layout) = weight.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Err(storage_error("the CPU kernels run on CPU tensors only"));
+    };
+    let data = layout
+        .contiguous_offsets()
+        .and_then(|(start, end)| cpu.as_slice::<f32>().ok()?.get(start..end))
+        .ok_or_else(|| storage_error("weight tensor is not contiguous f32"))?;
+    work(data)
 }
 
 fn values_of(weight: &Tensor) -> Result<Vec<f32>> {

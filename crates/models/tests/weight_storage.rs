@@ -4,7 +4,8 @@
 //! 15 % (q8: measured 2–11 % here; widths of 32–64 average few rounding errors, and about
 //! four fifths of the difference is the weights' own rounding, the rest the 8-bit activations of
 //! the one-row integer product) of the largest logit; the measured numbers and the greedy-token agreement are printed (`--nocapture`).
-//! Also: `--quantize q8` with a 16-bit `--dtype` is refused.
+//! Also: `--quantize q8` with a 16-bit `--dtype` is refused, and the encoders honour the
+//! storage as well.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -16,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use safeformers_models::{
-    AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, ModelConfig, Quantization,
-    WeightDtype, WeightOptions,
+    AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, ModelConfig,
+    Quantization, WeightDtype, WeightOptions,
 };
 use safeformers_weights::LoadPolicy;
 
@@ -138,4 +139,55 @@ fn quantize_with_a_sixteen_bit_dtype_is_refused() {
     assert_eq!(WeightDtype::from_name("f16"), Some(WeightDtype::F16));
     assert_eq!(WeightDtype::from_name("fp8"), None);
     assert_eq!(Quantization::from_name("q4"), None);
+}
+
+/// The encoders (BERT, RoBERTa, DistilBERT fixtures) honour the weight storage too: every
+/// 16- and 8-bit storage changes the hidden states (the option is not ignored) and stays close
+/// to f32, on the few-row path (3 tokens) and the many-row GEMM path (24 tokens).
+#[test]
+fn encoders_honour_the_weight_storage() {
+    let storages = [
+        (WeightOptions::new(WeightDtype::F16, None).unwrap(), 0.01),
+        (WeightOptions::new(WeightDtype::Bf16, None).unwrap(), 0.05),
+        (
+            WeightOptions::new(WeightDtype::F32, Some(Quantization::Q8)).unwrap(),
+            0.15,
+        ),
+    ];
+    let hidden = |dir: &Path, options: WeightOptions, length: u32| -> Vec<f32> {
+        let model =
+            AutoModel::load_with_options(dir, &LoadPolicy::default(), &Device::Cpu, options)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        let ids: Vec<u32> = (0..length).map(|i| 3 + (i * 7) % 50).collect();
+        let ids = Tensor::from_vec(ids, (1, length as usize), &Device::Cpu).unwrap();
+        let output = model.forward(&ids, None, None).unwrap();
+        let state = output.last_hidden_state().expect("a base model");
+        state.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    for name in ["bert", "roberta", "distilbert"] {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models")
+            .join(name);
+        for length in [3, 24] {
+            let reference = hidden(&dir, WeightOptions::default(), length);
+            let largest = reference.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
+            for (options, limit) in &storages {
+                let stored = hidden(&dir, *options, length);
+                let worst = stored
+                    .iter()
+                    .zip(&reference)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0f32, f32::max);
+                println!("{name:<10} {length:>2} tokens {options:?}: max |Δ| {worst:.2e}");
+                assert!(
+                    worst > 0.0,
+                    "{name} {options:?}: the storage option was ignored"
+                );
+                assert!(
+                    worst <= limit * largest.max(1.0),
+                    "{name} {options:?}: max |Δ| {worst} > {limit} × {largest}"
+                );
+            }
+        }
+    }
 }

@@ -19,9 +19,8 @@ pub struct LoadOptions {
     pub policy: LoadPolicy,
     /// Where the model runs.
     pub device: Device,
-    /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks for the
-    /// text-generation pipeline's decoder). The encoder pipelines refuse anything but f32
-    /// ([`PipelineError::UnsupportedWeightStorage`]) rather than ignore it.
+    /// How linear-layer weights are stored (f32 by default; f16, bf16 or 8-bit blocks), for the
+    /// encoders and the text-generation pipeline's decoder alike.
     pub weights: WeightOptions,
 }
 
@@ -32,14 +31,6 @@ impl Default for LoadOptions {
             device: Device::Cpu,
             weights: WeightOptions::default(),
         }
-    }
-}
-
-/// The name of a weight storage, as the CLI's `--dtype` / `--quantize` spell it.
-fn weight_storage_name(weights: WeightOptions) -> String {
-    match weights.quantize() {
-        Some(quantization) => format!("{quantization:?}").to_lowercase(),
-        None => format!("{:?}", weights.dtype()).to_lowercase(),
     }
 }
 
@@ -55,15 +46,15 @@ pub struct Encoder {
 
 impl Encoder {
     /// Loads the tokenizer and the model (with `head`, whatever `architectures` says) in `dir`.
-    /// Weight storage other than f32 is refused ([`PipelineError::UnsupportedWeightStorage`]).
+    /// The linear layers' weights are stored as `options.weights` say.
     pub fn load(dir: &Path, head: Head, options: &LoadOptions) -> Result<Encoder> {
-        if options.weights != WeightOptions::default() {
-            return Err(PipelineError::UnsupportedWeightStorage {
-                dir: dir.to_path_buf(),
-                storage: weight_storage_name(options.weights),
-            });
-        }
-        let model = AutoModel::load_with_head(dir, head, &options.policy, &options.device)?;
+        let model = AutoModel::load_with_head_and_options(
+            dir,
+            Some(head),
+            &options.policy,
+            &options.device,
+            options.weights,
+        )?;
         let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
         let max_length = max_length(&tokenizer, &model);
         Ok(Encoder {

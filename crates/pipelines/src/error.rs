@@ -137,20 +137,6 @@ pub enum PipelineError {
         context_length: usize,
     },
 
-    /// Weight storage other than f32 was asked of a pipeline whose model keeps f32 weights
-    /// (the encoder pipelines: f16/bf16/q8 storage is for decoders).
-    #[error(
-        "{}: {storage} weight storage applies to text-generation decoders only; this pipeline \
-         keeps its encoder's weights in f32 (drop the dtype/quantize option)",
-        dir.display()
-    )]
-    UnsupportedWeightStorage {
-        /// The model folder.
-        dir: PathBuf,
-        /// The storage asked for (`f16`, `bf16`, `q8`).
-        storage: String,
-    },
-
     /// Tokenization failed, or the tokenizer files are invalid.
     #[error(transparent)]
     Tokenize(#[from] safeformers_tokenize::TokenizeError),

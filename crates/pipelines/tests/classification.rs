@@ -96,3 +96,29 @@ fn fill_mask_matches_transformers() -> Result<(), PipelineError> {
     assert_eq!(two[0].len(), 2);
     Ok(())
 }
+
+/// `LoadOptions.weights` reaches the encoders: with f16 weights every text-classification
+/// fixture gives scores that differ from f32 (the option is not ignored) by little.
+#[test]
+fn text_classification_honours_the_weight_storage() -> Result<(), PipelineError> {
+    let sixteen_bit = LoadOptions {
+        weights: safeformers_models::WeightOptions::new(safeformers_models::WeightDtype::F16, None)
+            .expect("f16 alone is valid"),
+        ..LoadOptions::default()
+    };
+    let mut changed = 0;
+    for entry in &common::entries("text-classification") {
+        let dir = common::model(entry["model"].as_str().expect("model"));
+        let input = entry["inputs"].as_str().expect("input");
+        let full =
+            TextClassification::from_dir(&dir, &LoadOptions::default(), 32)?.run(&[input], None)?;
+        let half = TextClassification::from_dir(&dir, &sixteen_bit, 32)?.run(&[input], None)?;
+        for (a, b) in full[0].iter().zip(&half[0]) {
+            let diff = (a.score - b.score).abs();
+            assert!(diff <= 1e-2, "{dir:?}: f16 score differs by {diff}");
+            changed += usize::from(diff > 0.0);
+        }
+    }
+    assert!(changed > 0, "f16 weights left every score unchanged");
+    Ok(())
+}
