@@ -307,9 +307,8 @@ fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
         )
         .into());
     }
-    if args.weights.load_options()? != WeightOptions::default() {
-        only_for("--dtype and --quantize", Task::TextGeneration)?;
-    }
+    // Checked here so that q8 with a 16-bit dtype is a usage error before anything loads.
+    args.weights.load_options()?;
     if any_generation_flag(&args.generation) || args.text_generation.any() {
         only_for(
             "--max-new-tokens, --greedy, --temperature, --top-p, --min-p, --seed, \

@@ -518,7 +518,7 @@ fn hostile_chat_templates_fail_fast_without_hurting_the_process() {
 }
 
 #[test]
-fn weight_storage_flags_run_text_generation_and_are_refused_elsewhere() {
+fn weight_storage_flags_apply_to_every_task() {
     let model = gpt2();
     for storage in [
         &["--dtype", "f16"][..],
@@ -543,21 +543,29 @@ fn weight_storage_flags_run_text_generation_and_are_refused_elsewhere() {
             .unwrap_or_else(|| panic!("{storage:?}: {lines:?}"));
         assert!(text.starts_with("Once upon a time"), "{storage:?}: {text}");
     }
-    // Encoder tasks have no 16-/8-bit path: a usage error, as is q8 with a 16-bit dtype.
-    let minilm_like = gpt2();
-    let out = safeformers(
-        &[
-            "run",
-            "feature-extraction",
-            "--model",
-            &minilm_like,
-            "--dtype",
-            "f16",
-            "hello",
-        ],
-        None,
-    );
-    assert_one_line_error(&out, 2, "--dtype");
+    // Encoder tasks store their weights as asked too: the scores move a little, not much.
+    let bert = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models/bert-seqcls")
+        .to_str()
+        .unwrap()
+        .to_string();
+    let classify = |storage: &[&str]| -> f64 {
+        let mut args = vec!["run", "text-classification", "--model", &bert];
+        args.extend_from_slice(storage);
+        args.push("hello world");
+        json_lines(&safeformers(&args, None))[0][0]["score"]
+            .as_f64()
+            .unwrap()
+    };
+    let full = classify(&[]);
+    for storage in [&["--dtype", "f16"][..], &["--quantize", "q8"]] {
+        let stored = classify(storage);
+        assert!(
+            stored != full && (stored - full).abs() < 1e-2,
+            "{storage:?}: {stored} vs {full}"
+        );
+    }
+    // q8 with a 16-bit dtype is a usage error.
     let out = safeformers(
         &[
             "chat",
