@@ -132,23 +132,7 @@ impl RopeParameters {
         head_dim: usize,
         rules: RopeConfigRules,
     ) -> Result<RopeParameters> {
-        let raw = config.raw();
-        // Transformers: `rope_scaling or rope_parameters` (a null or empty dict counts as absent).
-        let (field, dict) = match (raw.get("rope_scaling"), raw.get("rope_parameters")) {
-            (Some(Value::Object(dict)), _) if !dict.is_empty() => ("rope_scaling", dict.clone()),
-            (Some(Value::Object(_)) | None | Some(Value::Null), Some(Value::Object(dict))) => {
-                ("rope_parameters", dict.clone())
-            }
-            (Some(Value::Object(_)) | None | Some(Value::Null), None | Some(Value::Null)) => {
-                ("rope_parameters", Map::new())
-            }
-            (Some(Value::Object(_)) | None | Some(Value::Null), Some(_)) => {
-                return Err(config.invalid_field("rope_parameters", "must be an object"));
-            }
-            (Some(_), _) => {
-                return Err(config.invalid_field("rope_scaling", "must be an object"));
-            }
-        };
+        let (field, dict) = rope_dict(config)?;
         let reader = RopeDict {
             config,
             field,
@@ -198,24 +182,7 @@ impl RopeParameters {
             ));
         }
 
-        let mut rope_type = match (dict.get("rope_type"), dict.get("type")) {
-            (Some(Value::String(name)), _)
-            | (None | Some(Value::Null), Some(Value::String(name))) => name.clone(),
-            (None | Some(Value::Null), None | Some(Value::Null)) => "default".to_string(),
-            _ => return Err(reader.invalid("rope_type", "must be a string")),
-        };
-        if rules.phi3 {
-            if rope_type == "su" || rope_type == "yarn" {
-                rope_type = "longrope".to_string();
-            }
-            // Phi3Config.validate_rope accepts nothing else.
-            if rope_type != "default" && rope_type != "longrope" {
-                return Err(reader.invalid(
-                    "rope_type",
-                    &format!("`{rope_type}` is not default or longrope (the Phi-3 rope types)"),
-                ));
-            }
-        }
+        let rope_type = rope_type_name(&reader, rules)?;
         // Transformers moves the pretraining length into the dict for these types; Phi-3's
         // declared top-level field wins over the dict.
         let original_max = || -> Result<f64> {
@@ -228,99 +195,162 @@ impl RopeParameters {
                 .unwrap_or(max_position_embeddings as f64))
         };
 
-        let scaling = match rope_type.as_str() {
-            "default" => RopeScaling::Default,
-            "linear" => RopeScaling::Linear {
-                factor: reader.factor("factor")?,
-            },
-            "dynamic" => {
-                // The NTK exponent is `dim / (dim - 2)`.
-                if rotary_dim <= 2 {
-                    return Err(reader.invalid(
-                        "rope_type",
-                        &format!(
-                            "`dynamic` needs more than 2 rotated dimensions, not {rotary_dim}"
-                        ),
-                    ));
-                }
-                RopeScaling::Dynamic {
-                    factor: reader.factor("factor")?,
-                }
-            }
-            "llama3" => {
-                let low_freq_factor = reader.factor("low_freq_factor")?;
-                let high_freq_factor = reader.factor("high_freq_factor")?;
-                if high_freq_factor <= low_freq_factor {
-                    return Err(reader.invalid(
-                        "high_freq_factor",
-                        &format!(
-                            "{high_freq_factor} must be larger than low_freq_factor \
-                             {low_freq_factor}"
-                        ),
-                    ));
-                }
-                RopeScaling::Llama3 {
-                    factor: reader.factor("factor")?,
-                    low_freq_factor,
-                    high_freq_factor,
-                    original_max_position_embeddings: positive(
-                        &reader,
-                        "original_max_position_embeddings",
-                        original_max()?,
-                    )?,
-                }
-            }
-            "yarn" => {
-                let original =
-                    positive(&reader, "original_max_position_embeddings", original_max()?)?;
-                let factor = match reader.number("factor")? {
-                    Some(factor) => positive(&reader, "factor", factor)?,
-                    None => max_position_embeddings as f64 / original,
-                };
-                let beta_fast = optional_positive(&reader, "beta_fast")?.unwrap_or(32.0);
-                let beta_slow = optional_positive(&reader, "beta_slow")?.unwrap_or(1.0);
-                let truncate = match dict.get("truncate") {
-                    None | Some(Value::Null) => true,
-                    Some(Value::Bool(truncate)) => *truncate,
-                    Some(_) => return Err(reader.invalid("truncate", "must be a boolean")),
-                };
-                RopeScaling::Yarn {
-                    factor,
-                    attention_factor: optional_positive(&reader, "attention_factor")?,
-                    mscale: reader.number("mscale")?,
-                    mscale_all_dim: reader.number("mscale_all_dim")?,
-                    beta_fast,
-                    beta_slow,
-                    truncate,
-                    original_max_position_embeddings: original,
-                }
-            }
-            "longrope" => {
-                let original =
-                    positive(&reader, "original_max_position_embeddings", original_max()?)?;
-                let frequencies = rotary_dim / 2;
-                RopeScaling::LongRope {
-                    short_factor: reader.factor_list("short_factor", frequencies)?,
-                    long_factor: reader.factor_list("long_factor", frequencies)?,
-                    attention_factor: optional_positive(&reader, "attention_factor")?,
-                    factor: optional_positive(&reader, "factor")?,
-                    // A whole number of positions: the switch compares it with an integer.
-                    original_max_position_embeddings: original as usize,
-                }
-            }
-            other => {
-                return Err(reader.invalid(
-                    "rope_type",
-                    &format!("`{other}` is not one of {}", ROPE_TYPES.join(", ")),
-                ));
-            }
-        };
+        let scaling = rope_scaling(
+            &reader,
+            &rope_type,
+            rotary_dim,
+            original_max,
+            max_position_embeddings,
+        )?;
         Ok(RopeParameters {
             theta,
             partial_rotary_factor,
             scaling,
         })
     }
+}
+
+/// Transformers' `rope_scaling or rope_parameters` (a null or empty dict counts as absent):
+/// the field it came from and the dict.
+fn rope_dict(config: &ModelConfig) -> Result<(&'static str, Map<String, Value>)> {
+    let raw = config.raw();
+    Ok(
+        match (raw.get("rope_scaling"), raw.get("rope_parameters")) {
+            (Some(Value::Object(dict)), _) if !dict.is_empty() => ("rope_scaling", dict.clone()),
+            (Some(Value::Object(_)) | None | Some(Value::Null), Some(Value::Object(dict))) => {
+                ("rope_parameters", dict.clone())
+            }
+            (Some(Value::Object(_)) | None | Some(Value::Null), None | Some(Value::Null)) => {
+                ("rope_parameters", Map::new())
+            }
+            (Some(Value::Object(_)) | None | Some(Value::Null), Some(_)) => {
+                return Err(config.invalid_field("rope_parameters", "must be an object"));
+            }
+            (Some(_), _) => {
+                return Err(config.invalid_field("rope_scaling", "must be an object"));
+            }
+        },
+    )
+}
+
+/// The `rope_type` (or legacy `type`) named in the dict, `default` when none; Phi-3's
+/// aliases mapped and its limits applied.
+fn rope_type_name(reader: &RopeDict<'_>, rules: RopeConfigRules) -> Result<String> {
+    let dict = reader.dict;
+    let mut rope_type = match (dict.get("rope_type"), dict.get("type")) {
+        (Some(Value::String(name)), _) | (None | Some(Value::Null), Some(Value::String(name))) => {
+            name.clone()
+        }
+        (None | Some(Value::Null), None | Some(Value::Null)) => "default".to_string(),
+        _ => return Err(reader.invalid("rope_type", "must be a string")),
+    };
+    if rules.phi3 {
+        if rope_type == "su" || rope_type == "yarn" {
+            rope_type = "longrope".to_string();
+        }
+        // Phi3Config.validate_rope accepts nothing else.
+        if rope_type != "default" && rope_type != "longrope" {
+            return Err(reader.invalid(
+                "rope_type",
+                &format!("`{rope_type}` is not default or longrope (the Phi-3 rope types)"),
+            ));
+        }
+    }
+    Ok(rope_type)
+}
+
+/// The scaling of `rope_type` with its parameters from the dict, each checked.
+fn rope_scaling(
+    reader: &RopeDict<'_>,
+    rope_type: &str,
+    rotary_dim: usize,
+    original_max: impl Fn() -> Result<f64>,
+    max_position_embeddings: usize,
+) -> Result<RopeScaling> {
+    let dict = reader.dict;
+    Ok(match rope_type {
+        "default" => RopeScaling::Default,
+        "linear" => RopeScaling::Linear {
+            factor: reader.factor("factor")?,
+        },
+        "dynamic" => {
+            // The NTK exponent is `dim / (dim - 2)`.
+            if rotary_dim <= 2 {
+                return Err(reader.invalid(
+                    "rope_type",
+                    &format!("`dynamic` needs more than 2 rotated dimensions, not {rotary_dim}"),
+                ));
+            }
+            RopeScaling::Dynamic {
+                factor: reader.factor("factor")?,
+            }
+        }
+        "llama3" => {
+            let low_freq_factor = reader.factor("low_freq_factor")?;
+            let high_freq_factor = reader.factor("high_freq_factor")?;
+            if high_freq_factor <= low_freq_factor {
+                return Err(reader.invalid(
+                    "high_freq_factor",
+                    &format!(
+                        "{high_freq_factor} must be larger than low_freq_factor \
+                         {low_freq_factor}"
+                    ),
+                ));
+            }
+            RopeScaling::Llama3 {
+                factor: reader.factor("factor")?,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: positive(
+                    reader,
+                    "original_max_position_embeddings",
+                    original_max()?,
+                )?,
+            }
+        }
+        "yarn" => {
+            let original = positive(reader, "original_max_position_embeddings", original_max()?)?;
+            let factor = match reader.number("factor")? {
+                Some(factor) => positive(reader, "factor", factor)?,
+                None => max_position_embeddings as f64 / original,
+            };
+            let beta_fast = optional_positive(reader, "beta_fast")?.unwrap_or(32.0);
+            let beta_slow = optional_positive(reader, "beta_slow")?.unwrap_or(1.0);
+            let truncate = match dict.get("truncate") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(truncate)) => *truncate,
+                Some(_) => return Err(reader.invalid("truncate", "must be a boolean")),
+            };
+            RopeScaling::Yarn {
+                factor,
+                attention_factor: optional_positive(reader, "attention_factor")?,
+                mscale: reader.number("mscale")?,
+                mscale_all_dim: reader.number("mscale_all_dim")?,
+                beta_fast,
+                beta_slow,
+                truncate,
+                original_max_position_embeddings: original,
+            }
+        }
+        "longrope" => {
+            let original = positive(reader, "original_max_position_embeddings", original_max()?)?;
+            let frequencies = rotary_dim / 2;
+            RopeScaling::LongRope {
+                short_factor: reader.factor_list("short_factor", frequencies)?,
+                long_factor: reader.factor_list("long_factor", frequencies)?,
+                attention_factor: optional_positive(reader, "attention_factor")?,
+                factor: optional_positive(reader, "factor")?,
+                // A whole number of positions: the switch compares it with an integer.
+                original_max_position_embeddings: original as usize,
+            }
+        }
+        other => {
+            return Err(reader.invalid(
+                "rope_type",
+                &format!("`{other}` is not one of {}", ROPE_TYPES.join(", ")),
+            ));
+        }
+    })
 }
 
 /// `int(head_dim * partial_rotary_factor)`, as Transformers computes the rotated width.
