@@ -10,6 +10,7 @@
 mod common;
 
 use std::path::Path;
+use std::process::Command;
 
 use common::{ConnectionCounter, Sandbox, assert_code, last_line, run, stderr, tiny_model};
 use safeformers_hub::RepoId;
@@ -28,6 +29,70 @@ fn import(sandbox: &Sandbox, cache: &Path, endpoint: &str, model: &Path) -> std:
     );
     assert_code(&output, 0, "cache import");
     last_line(&output)
+}
+
+/// At the locked commit `first`: changed content, and a file the lockfile does not list, are
+/// refused.
+fn locked_loads_refuse_changed_or_unlisted_files(sf: &dyn Fn() -> Command, first: &Path) {
+    let inspect_locked = ["inspect", "--offline", "--locked", "org/tiny"];
+    // Content changed in the cache at the locked commit: refused, naming the file.
+    let blob = std::fs::canonicalize(first.join("tokenizer.json")).unwrap();
+    let original = std::fs::read(&blob).unwrap();
+    let mut tampered = original.clone();
+    tampered[0] = b' ';
+    std::fs::write(&blob, &tampered).unwrap();
+    let refused = run(sf(), &inspect_locked);
+    assert_code(&refused, 3, "--locked load of changed content");
+    let message = stderr(&refused);
+    assert_eq!(message.lines().count(), 1, "one line: {message}");
+    assert!(
+        message.contains("tokenizer.json") && message.contains("safeformers.lock"),
+        "{message}"
+    );
+    std::fs::write(&blob, &original).unwrap();
+    assert_code(&run(sf(), &inspect_locked), 0, "restored");
+
+    // A file the load would read that the lockfile does not list (a well-formed cache entry,
+    // linked to a blob as huggingface_hub would link it): refused.
+    let weights_blob = std::fs::canonicalize(first.join("model.safetensors")).unwrap();
+    std::os::unix::fs::symlink(&weights_blob, first.join("extra.safetensors")).unwrap();
+    let refused = run(sf(), &inspect_locked);
+    assert_code(&refused, 3, "--locked load with an unlisted file");
+    assert!(
+        stderr(&refused).contains("`extra.safetensors` is not in the lockfile"),
+        "{}",
+        stderr(&refused)
+    );
+    std::fs::remove_file(first.join("extra.safetensors")).unwrap();
+}
+
+/// Another revision than the locked one, a repo not in the lockfile, no lockfile at all: refused.
+fn locked_loads_refuse_other_revisions_and_repos(sf: &dyn Fn() -> Command, sandbox: &Sandbox) {
+    // Another revision than the locked one, a repo not in the lockfile, no lockfile at all.
+    assert_code(
+        &run(sf(), &["inspect", "--offline", "--locked", "org/tiny@v2"]),
+        3,
+        "--locked with another revision",
+    );
+    let missing = run(sf(), &["inspect", "--offline", "--locked", "org/other"]);
+    assert_code(&missing, 3, "--locked with a repo not in the lockfile");
+    assert!(stderr(&missing).contains("not in the lockfile"));
+    let elsewhere = sandbox.root.join("none.lock");
+    assert_code(
+        &run(
+            sf(),
+            &[
+                "inspect",
+                "--offline",
+                "--locked",
+                "--lockfile",
+                elsewhere.to_str().unwrap(),
+                "org/tiny",
+            ],
+        ),
+        3,
+        "--locked without a lockfile",
+    );
 }
 
 #[test]
@@ -89,61 +154,8 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     assert_code(&pinned, 0, "locked download --offline");
     assert_eq!(last_line(&pinned), first);
 
-    // Content changed in the cache at the locked commit: refused, naming the file.
-    let blob = std::fs::canonicalize(first.join("tokenizer.json")).unwrap();
-    let original = std::fs::read(&blob).unwrap();
-    let mut tampered = original.clone();
-    tampered[0] = b' ';
-    std::fs::write(&blob, &tampered).unwrap();
-    let refused = run(sf(), &inspect_locked);
-    assert_code(&refused, 3, "--locked load of changed content");
-    let message = stderr(&refused);
-    assert_eq!(message.lines().count(), 1, "one line: {message}");
-    assert!(
-        message.contains("tokenizer.json") && message.contains("safeformers.lock"),
-        "{message}"
-    );
-    std::fs::write(&blob, &original).unwrap();
-    assert_code(&run(sf(), &inspect_locked), 0, "restored");
-
-    // A file the load would read that the lockfile does not list (a well-formed cache entry,
-    // linked to a blob as huggingface_hub would link it): refused.
-    let weights_blob = std::fs::canonicalize(first.join("model.safetensors")).unwrap();
-    std::os::unix::fs::symlink(&weights_blob, first.join("extra.safetensors")).unwrap();
-    let refused = run(sf(), &inspect_locked);
-    assert_code(&refused, 3, "--locked load with an unlisted file");
-    assert!(
-        stderr(&refused).contains("`extra.safetensors` is not in the lockfile"),
-        "{}",
-        stderr(&refused)
-    );
-    std::fs::remove_file(first.join("extra.safetensors")).unwrap();
-
-    // Another revision than the locked one, a repo not in the lockfile, no lockfile at all.
-    assert_code(
-        &run(sf(), &["inspect", "--offline", "--locked", "org/tiny@v2"]),
-        3,
-        "--locked with another revision",
-    );
-    let missing = run(sf(), &["inspect", "--offline", "--locked", "org/other"]);
-    assert_code(&missing, 3, "--locked with a repo not in the lockfile");
-    assert!(stderr(&missing).contains("not in the lockfile"));
-    let elsewhere = sandbox.root.join("none.lock");
-    assert_code(
-        &run(
-            sf(),
-            &[
-                "inspect",
-                "--offline",
-                "--locked",
-                "--lockfile",
-                elsewhere.to_str().unwrap(),
-                "org/tiny",
-            ],
-        ),
-        3,
-        "--locked without a lockfile",
-    );
+    locked_loads_refuse_changed_or_unlisted_files(&sf, &first);
+    locked_loads_refuse_other_revisions_and_repos(&sf, &sandbox);
 
     // The locked commit gone from the cache (removed, then other content imported under the
     // same ref): refused, not silently replaced by the new commit.

@@ -10,12 +10,54 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::{
     ConnectionCounter, Sandbox, assert_code, files_under, last_line, run, stderr, stdout_json,
     tiny_model,
 };
 use safeformers_hub::HubCache;
 use safeformers_hub::mirror::MirrorServer;
+
+/// `download` through the mirror gives every file, byte for byte, at the source's commit, and
+/// `--include` only what matches.
+fn downloads_from_the_mirror_are_the_source_files(
+    sandbox: &Sandbox,
+    endpoint: &str,
+    model: &Path,
+    commit: &str,
+) {
+    let endpoint = endpoint.to_string();
+    let cache_b = sandbox.root.join("cache-b");
+    let downloaded = run(
+        sandbox.safeformers(&cache_b, &endpoint),
+        &["download", "org/tiny"],
+    );
+    assert_code(&downloaded, 0, "download from the mirror");
+    let snapshot = last_line(&downloaded);
+    assert_eq!(snapshot.file_name().unwrap().to_str().unwrap(), commit);
+    assert_eq!(files_under(&snapshot), files_under(model));
+    assert_code(
+        &run(
+            sandbox.safeformers(&cache_b, &endpoint),
+            &["cache", "verify"],
+        ),
+        0,
+        "cache verify of the downloaded repo",
+    );
+    // --include: only what matches.
+    let cache_i = sandbox.root.join("cache-i");
+    let partial = run(
+        sandbox.safeformers(&cache_i, &endpoint),
+        &["download", "org/tiny", "--include", "*.json"],
+    );
+    assert_code(&partial, 0, "download --include");
+    let names: Vec<String> = files_under(&last_line(&partial)).into_keys().collect();
+    assert_eq!(
+        names,
+        ["1_Pooling/config.json", "config.json", "tokenizer.json"]
+    );
+}
 
 #[test]
 fn download_inspect_and_pinned_loads_through_a_mirror() {
@@ -46,36 +88,7 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
         .expect("the mirror starts on loopback");
     let endpoint = mirror.url();
 
-    // download: every file, byte for byte, at the source's commit.
-    let cache_b = sandbox.root.join("cache-b");
-    let downloaded = run(
-        sandbox.safeformers(&cache_b, &endpoint),
-        &["download", "org/tiny"],
-    );
-    assert_code(&downloaded, 0, "download from the mirror");
-    let snapshot = last_line(&downloaded);
-    assert_eq!(snapshot.file_name().unwrap().to_str().unwrap(), commit);
-    assert_eq!(files_under(&snapshot), files_under(&model));
-    assert_code(
-        &run(
-            sandbox.safeformers(&cache_b, &endpoint),
-            &["cache", "verify"],
-        ),
-        0,
-        "cache verify of the downloaded repo",
-    );
-    // --include: only what matches.
-    let cache_i = sandbox.root.join("cache-i");
-    let partial = run(
-        sandbox.safeformers(&cache_i, &endpoint),
-        &["download", "org/tiny", "--include", "*.json"],
-    );
-    assert_code(&partial, 0, "download --include");
-    let names: Vec<String> = files_under(&last_line(&partial)).into_keys().collect();
-    assert_eq!(
-        names,
-        ["1_Pooling/config.json", "config.json", "tokenizer.json"]
-    );
+    downloads_from_the_mirror_are_the_source_files(&sandbox, &endpoint, &model, &commit);
 
     // inspect by repo id (endpoint given by flag): only what the policy may read is fetched.
     let cache_c = sandbox.root.join("cache-c");
