@@ -60,6 +60,18 @@ impl<P: Send> Loaded<P> {
         let pipeline = pool.install(|| load(&dir))?;
         Ok(Loaded { pipeline, pool })
     }
+
+    /// [`Loaded::load`] of a pipeline whose `from_dir` takes the load options and the batch
+    /// size.
+    fn load_batched(
+        model: &Path,
+        options: &Options,
+        from_dir: impl FnOnce(&Path, &pipelines::LoadOptions, usize) -> pipelines::Result<P> + Send,
+    ) -> Result<Loaded<P>> {
+        let load = options.pipeline_load_options();
+        let batch_size = options.checked_batch_size()?;
+        Loaded::load(model, options, |dir| Ok(from_dir(dir, &load, batch_size)?))
+    }
 }
 
 impl<P: Sync> Loaded<P> {
@@ -214,16 +226,10 @@ pub struct TextClassification(Loaded<pipelines::TextClassification>);
 impl TextClassification {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let load = options.pipeline_load_options();
-        let batch_size = options.checked_batch_size()?;
-        Ok(TextClassification(Loaded::load(
+        Ok(TextClassification(Loaded::load_batched(
             model.as_ref(),
             options,
-            |dir| {
-                Ok(pipelines::TextClassification::from_dir(
-                    dir, &load, batch_size,
-                )?)
-            },
+            pipelines::TextClassification::from_dir,
         )?))
     }
 
@@ -259,11 +265,11 @@ pub struct FillMask(Loaded<pipelines::FillMask>);
 impl FillMask {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let load = options.pipeline_load_options();
-        let batch_size = options.checked_batch_size()?;
-        Ok(FillMask(Loaded::load(model.as_ref(), options, |dir| {
-            Ok(pipelines::FillMask::from_dir(dir, &load, batch_size)?)
-        })?))
+        Ok(FillMask(Loaded::load_batched(
+            model.as_ref(),
+            options,
+            pipelines::FillMask::from_dir,
+        )?))
     }
 
     /// Per input, the `top_k` best fills of its mask (a list per mask when it has several).
@@ -285,16 +291,10 @@ pub struct TokenClassification(Loaded<pipelines::TokenClassification>);
 impl TokenClassification {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let load = options.pipeline_load_options();
-        let batch_size = options.checked_batch_size()?;
-        Ok(TokenClassification(Loaded::load(
+        Ok(TokenClassification(Loaded::load_batched(
             model.as_ref(),
             options,
-            |dir| {
-                Ok(pipelines::TokenClassification::from_dir(
-                    dir, &load, batch_size,
-                )?)
-            },
+            pipelines::TokenClassification::from_dir,
         )?))
     }
 
@@ -316,16 +316,10 @@ pub struct QuestionAnswering(Loaded<pipelines::QuestionAnswering>);
 impl QuestionAnswering {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let load = options.pipeline_load_options();
-        let batch_size = options.checked_batch_size()?;
-        Ok(QuestionAnswering(Loaded::load(
+        Ok(QuestionAnswering(Loaded::load_batched(
             model.as_ref(),
             options,
-            |dir| {
-                Ok(pipelines::QuestionAnswering::from_dir(
-                    dir, &load, batch_size,
-                )?)
-            },
+            pipelines::QuestionAnswering::from_dir,
         )?))
     }
 
