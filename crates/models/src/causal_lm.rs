@@ -45,19 +45,38 @@ pub trait CausalLm: Debug + Send + Sync {
     /// An empty cache for this model.
     fn new_cache(&self) -> KvCache;
 
-    /// Runs the new tokens, appends them to `cache`, and returns their logits (see the module
-    /// documentation for shapes).
+    /// Runs the new tokens, appends them to `cache`, and returns the logits of the positions
+    /// `logits` asks for (see the module documentation for shapes; `Last` gives
+    /// `[batch, 1, vocab_size]`). Models skip the LM head on the other positions; one that
+    /// computes them all can return `logits.select(all)`.
+    fn forward_at(
+        &self,
+        input_ids: &Tensor,
+        position_ids: &Tensor,
+        attention_mask: &Tensor,
+        cache: &mut KvCache,
+        logits: LogitsAt,
+    ) -> Result<Tensor>;
+
+    /// [`CausalLm::forward_at`] with the logits of every new token.
     fn forward(
         &self,
         input_ids: &Tensor,
         position_ids: &Tensor,
         attention_mask: &Tensor,
         cache: &mut KvCache,
-    ) -> Result<Tensor>;
+    ) -> Result<Tensor> {
+        self.forward_at(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache,
+            LogitsAt::All,
+        )
+    }
 
-    /// As [`CausalLm::forward`], but returns only the logits of the last new token of every
-    /// row, `[batch, 1, vocab_size]` — all generation needs. Models override it to skip the LM
-    /// head on the other positions of a prefill.
+    /// [`CausalLm::forward_at`] with only the last new token's logits of every row, all
+    /// generation needs.
     fn forward_last(
         &self,
         input_ids: &Tensor,
@@ -65,9 +84,13 @@ pub trait CausalLm: Debug + Send + Sync {
         attention_mask: &Tensor,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
-        let logits = self.forward(input_ids, position_ids, attention_mask, cache)?;
-        let last = logits.dim(1)?.saturating_sub(1);
-        Ok(logits.narrow(1, last, 1)?)
+        self.forward_at(
+            input_ids,
+            position_ids,
+            attention_mask,
+            cache,
+            LogitsAt::Last,
+        )
     }
 
     /// An empty cache for one sequence.

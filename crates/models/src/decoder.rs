@@ -32,6 +32,19 @@ pub enum LogitsAt {
     All,
 }
 
+impl LogitsAt {
+    /// The asked-for positions of `logits` `[batch, new, vocab]` computed at every position.
+    pub fn select(self, logits: Tensor) -> Result<Tensor> {
+        match self {
+            LogitsAt::All => Ok(logits),
+            LogitsAt::Last => {
+                let last = logits.dim(1)?.saturating_sub(1);
+                Ok(logits.narrow(1, last, 1)?)
+            }
+        }
+    }
+}
+
 /// The normalization layer the decoders use: the one [`crate::layers::Norm`] (LayerNorm, or
 /// RMSNorm with Gemma's `(1 + w)` folded into the scale at load).
 pub use crate::layers::Norm;

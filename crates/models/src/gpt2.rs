@@ -261,25 +261,6 @@ impl Gpt2LmHeadModel {
     pub fn gpt2_config(&self) -> &Gpt2Config {
         &self.gpt2
     }
-
-    fn run_padded(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-        logits: LogitsAt,
-    ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.seq_len(),
-            self.gpt2.vocab_size,
-            Some(self.gpt2.n_positions),
-        )?;
-        self.stack.forward_padded(&inputs, cache, logits)
-    }
 }
 
 impl CausalLm for Gpt2LmHeadModel {
@@ -299,36 +280,23 @@ impl CausalLm for Gpt2LmHeadModel {
         KvCache::new(self.gpt2.n_layer)
     }
 
-    fn forward(
+    fn forward_at(
         &self,
         input_ids: &Tensor,
         position_ids: &Tensor,
         attention_mask: &Tensor,
         cache: &mut KvCache,
+        logits: LogitsAt,
     ) -> Result<Tensor> {
-        self.run_padded(
+        let inputs = DecoderInputs::check(
             input_ids,
             position_ids,
             attention_mask,
-            cache,
-            LogitsAt::All,
-        )
-    }
-
-    fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        self.run_padded(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache,
-            LogitsAt::Last,
-        )
+            cache.seq_len(),
+            self.gpt2.vocab_size,
+            Some(self.gpt2.n_positions),
+        )?;
+        self.stack.forward_padded(&inputs, cache, logits)
     }
 
     fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {

@@ -730,25 +730,6 @@ impl LlamaForCausalLM {
     pub fn llama_config(&self) -> &LlamaConfig {
         &self.llama
     }
-
-    fn run_padded(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-        logits: LogitsAt,
-    ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.seq_len(),
-            self.llama.vocab_size,
-            None,
-        )?;
-        self.stack.forward_padded(&inputs, cache, logits)
-    }
 }
 
 impl CausalLm for LlamaForCausalLM {
@@ -768,36 +749,23 @@ impl CausalLm for LlamaForCausalLM {
         KvCache::new(self.stack.layers.len())
     }
 
-    fn forward(
+    fn forward_at(
         &self,
         input_ids: &Tensor,
         position_ids: &Tensor,
         attention_mask: &Tensor,
         cache: &mut KvCache,
+        logits: LogitsAt,
     ) -> Result<Tensor> {
-        self.run_padded(
+        let inputs = DecoderInputs::check(
             input_ids,
             position_ids,
             attention_mask,
-            cache,
-            LogitsAt::All,
-        )
-    }
-
-    fn forward_last(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-    ) -> Result<Tensor> {
-        self.run_padded(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache,
-            LogitsAt::Last,
-        )
+            cache.seq_len(),
+            self.llama.vocab_size,
+            None,
+        )?;
+        self.stack.forward_padded(&inputs, cache, logits)
     }
 
     fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {

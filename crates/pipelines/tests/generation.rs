@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
-use safeformers_models::{CausalLm, KvCache, ModelConfig};
+use safeformers_models::{CausalLm, KvCache, LogitsAt, ModelConfig};
 use safeformers_pipelines::PipelineError;
 use safeformers_pipelines::generation::{
     GenerateOptions, GenerationConfig, GenerationParams, LogitsProcessor, StopReason, generate,
@@ -93,12 +93,13 @@ impl CausalLm for FakeLm {
         KvCache::new(1)
     }
 
-    fn forward(
+    fn forward_at(
         &self,
         input_ids: &Tensor,
         position_ids: &Tensor,
         attention_mask: &Tensor,
         cache: &mut KvCache,
+        at: LogitsAt,
     ) -> safeformers_models::Result<Tensor> {
         let (batch, new) = input_ids.dims2()?;
         // The cache holds the token ids themselves, [batch, 1, seq, 1].
@@ -136,7 +137,7 @@ impl CausalLm for FakeLm {
             mask,
             last_logits: last,
         });
-        Ok(Tensor::from_vec(logits, (batch, new, VOCAB), &Device::Cpu)?)
+        at.select(Tensor::from_vec(logits, (batch, new, VOCAB), &Device::Cpu)?)
     }
 }
 
