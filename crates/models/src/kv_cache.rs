@@ -231,43 +231,42 @@ impl SequenceCache {
     pub fn append_rows(
         &mut self,
         layer: usize,
-        (kv_heads, head_dim): (usize, usize),
+        shape: (usize, usize),
         keys: &[f32],
         values: &[f32],
     ) -> Result<()> {
-        let width = kv_heads * head_dim;
-        let new = keys.len().checked_div(width).unwrap_or(0);
-        if width == 0 || keys.len() != new * width || values.len() != keys.len() {
-            return Err(Error::Cache {
-                reason: format!(
-                    "{} keys and {} values are not rows of {kv_heads} heads × {head_dim}",
-                    keys.len(),
-                    values.len()
-                ),
-            });
-        }
-        let reserved = self.reserved;
-        let slabs = self.layer_mut(layer)?;
-        slabs.shape(layer, kv_heads, head_dim)?;
-        slabs.grow(slabs.len + new, reserved)?;
-        slabs.write_rows(keys, values, new);
-        Ok(())
+        self.append(layer, shape, keys, values, Layout::TokenMajor)
     }
 
     /// Appends `new` positions to layer `layer`, given head-major: `[kv_heads, new, head_dim]`.
     pub fn append_heads(
         &mut self,
         layer: usize,
+        shape: (usize, usize),
+        keys: &[f32],
+        values: &[f32],
+    ) -> Result<()> {
+        self.append(layer, shape, keys, values, Layout::HeadMajor)
+    }
+
+    fn append(
+        &mut self,
+        layer: usize,
         (kv_heads, head_dim): (usize, usize),
         keys: &[f32],
         values: &[f32],
+        layout: Layout,
     ) -> Result<()> {
         let width = kv_heads * head_dim;
         let new = keys.len().checked_div(width).unwrap_or(0);
         if width == 0 || keys.len() != new * width || values.len() != keys.len() {
+            let expected = match layout {
+                Layout::TokenMajor => format!("rows of {kv_heads} heads × {head_dim}"),
+                Layout::HeadMajor => format!("[{kv_heads}, _, {head_dim}]"),
+            };
             return Err(Error::Cache {
                 reason: format!(
-                    "{} keys and {} values are not [{kv_heads}, _, {head_dim}]",
+                    "{} keys and {} values are not {expected}",
                     keys.len(),
                     values.len()
                 ),
@@ -277,7 +276,10 @@ impl SequenceCache {
         let slabs = self.layer_mut(layer)?;
         slabs.shape(layer, kv_heads, head_dim)?;
         slabs.grow(slabs.len + new, reserved)?;
-        slabs.write_heads(keys, values, new);
+        match layout {
+            Layout::TokenMajor => slabs.write_rows(keys, values, new),
+            Layout::HeadMajor => slabs.write_heads(keys, values, new),
+        }
         Ok(())
     }
 
@@ -431,6 +433,15 @@ impl KvCache {
             Tensor::from_vec(values, shape, device)?,
         ))
     }
+}
+
+/// How appended keys and values are laid out.
+#[derive(Debug, Clone, Copy)]
+enum Layout {
+    /// `[new, kv_heads · head_dim]`.
+    TokenMajor,
+    /// `[kv_heads, new, head_dim]`.
+    HeadMajor,
 }
 
 #[cfg(test)]
