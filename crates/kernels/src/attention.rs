@@ -155,6 +155,10 @@ impl KeyMask<'_> {
 
 /// Score work (query values × keys) below which a call stays on the calling thread.
 const MIN_WORK_TO_SPLIT: usize = 1 << 16;
+/// Fewest query rows per parallel block: every block copies the keys it sees once per
+/// key/value head, so short sequences (a sentence, which the pipelines already run side by
+/// side on the pool) stay whole.
+const MIN_BLOCK_ROWS: usize = 32;
 
 /// Attention of `queries` over `keys` and `values` (the same rows and heads; `queries.heads` a
 /// multiple of `keys.heads`), written to `out`, `[queries.rows, queries.heads · head_dim]`
@@ -181,13 +185,13 @@ pub fn attend(
     };
     let work = out.len().saturating_mul(keys.rows);
     let threads = rayon::current_num_threads().max(1);
-    if work < MIN_WORK_TO_SPLIT || threads < 2 {
+    if work < MIN_WORK_TO_SPLIT || queries.rows < 2 * MIN_BLOCK_ROWS || threads < 2 {
         call.block(0, out);
         return Ok(());
     }
     // Small blocks (eight per thread) so that a causal prefill, whose later rows see more
-    // keys, still spreads evenly.
-    let block_rows = queries.rows.div_ceil(threads * 8).max(1);
+    // keys, still spreads evenly; but not so small that copying each block's keys dominates.
+    let block_rows = queries.rows.div_ceil(threads * 8).max(MIN_BLOCK_ROWS);
     out.par_chunks_mut(block_rows * width)
         .enumerate()
         .for_each(|(block, out)| call.block(block * block_rows, out));
