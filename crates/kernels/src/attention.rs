@@ -299,7 +299,7 @@ impl Call<'_> {
                 let kernel: GroupKernel = if single {
                     group_avx2_entry::<1>
                 } else {
-                    group_avx2_entry::<4>
+                    group_avx2_entry::<8>
                 };
                 return Some((8, kernel));
             }
@@ -553,7 +553,7 @@ impl Call<'_> {
         }
         let groups = self.queries.heads / self.keys.heads.max(1);
         // The kernels' largest group of rows.
-        const MOST_ROWS: usize = 4;
+        const MOST_ROWS: usize = 8;
         let mut weights = vec![0.0f32; MOST_ROWS * panels.padded()];
         for kv_head in 0..self.keys.heads {
             panels.pack(&self.keys, kv_head);
@@ -681,8 +681,9 @@ impl Call<'_> {
         }
     }
     /// The AVX2 kernel for `head_dim` a multiple of 8, `G` rows: scores of 8 keys per register
-    /// (`G` rows share each key load), softmax over each row's range, then per row the
-    /// weighted sum of the values, 32 dimensions (four registers) at a time.
+    /// (`G` rows share each key load: eight independent FMA chains hide the FMA latency),
+    /// softmax over each row's range, then per row the weighted sum of the values, 64
+    /// dimensions (eight registers, eight chains) at a time.
     #[target_feature(enable = "avx2,fma")]
     fn group_avx2<const G: usize>(
         &self,
@@ -751,15 +752,15 @@ impl Call<'_> {
             let Some(out) = out.get_mut(start..start + head_dim) else {
                 continue;
             };
-            for (chunk, out32) in out.chunks_mut(32).enumerate() {
-                let blocks = out32.len() / 8;
-                let mut sums = [_mm256_setzero_ps(); 4];
+            for (chunk, out64) in out.chunks_mut(64).enumerate() {
+                let blocks = out64.len() / 8;
+                let mut sums = [_mm256_setzero_ps(); 8];
                 for j in range.0..range.1 {
                     let (Some(&weight), Some(&key)) = (row.get(j), panels.keys.get(j)) else {
                         continue;
                     };
                     let value = self.values.head(key, kv_head);
-                    let Some(value) = value.get(chunk * 32..chunk * 32 + blocks * 8) else {
+                    let Some(value) = value.get(chunk * 64..chunk * 64 + blocks * 8) else {
                         continue;
                     };
                     let w = _mm256_set1_ps(weight);
@@ -769,7 +770,7 @@ impl Call<'_> {
                         *sum = _mm256_fmadd_ps(w, x, *sum);
                     }
                 }
-                for (sum, out8) in sums.iter().zip(out32.chunks_exact_mut(8)) {
+                for (sum, out8) in sums.iter().zip(out64.chunks_exact_mut(8)) {
                     // SAFETY: `out8` is 8 values.
                     unsafe { _mm256_storeu_ps(out8.as_mut_ptr(), _mm256_mul_ps(*sum, inverse)) };
                 }
