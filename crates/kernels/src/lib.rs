@@ -37,6 +37,7 @@ pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
 pub mod packed_gemm;
+pub mod quantized;
 #[cfg(test)]
 mod reference;
 pub mod rms_norm;
