@@ -189,6 +189,16 @@ struct Unpacked {
     sub_len: usize,
 }
 
+impl Unpacked {
+    fn scale(&self, sub: usize) -> f32 {
+        self.subs.get(sub).map_or(0.0, |sub| sub.0)
+    }
+
+    fn minimum(&self, sub: usize) -> f32 {
+        self.subs.get(sub).map_or(0.0, |sub| sub.1)
+    }
+}
+
 fn half_at(block: &[u8], at: usize) -> f32 {
     match block.get(at..at + 2) {
         Some(&[low, high]) => f16::from_le_bytes([low, high]).to_f32(),
@@ -203,13 +213,24 @@ fn byte(bytes: &[u8], at: usize) -> u8 {
 /// Reads one block as `scale · u - minimum` per sub-block (the same values as
 /// [`crate::quantized::dequantize`]).
 fn unpack(format: BlockFormat, block: &[u8]) -> Unpacked {
+    let mut unpacked = unpack_scales(format, block);
+    let values = format.block_values();
+    let mut integer_values = [0.0f32; 256];
+    let integer_values = integer_values.get_mut(..values).unwrap_or_default();
+    integers(format, block, integer_values);
+    for (u, value) in unpacked.u.iter_mut().zip(integer_values.iter()) {
+        *u = *value as i16;
+    }
+    unpacked
+}
+
+/// The sub-blocks' scales and minimums of one block (`u` left at 0).
+fn unpack_scales(format: BlockFormat, block: &[u8]) -> Unpacked {
     let mut unpacked = Unpacked {
         u: [0; 256],
         subs: [(0.0, 0.0); 16],
         sub_len: 32,
     };
-    let values = format.block_values();
-    let mut integer_values = [0.0f32; 256];
     let d = |at: usize| half_at(block, at);
     match format {
         BlockFormat::Q4_0 | BlockFormat::Q5_0 | BlockFormat::Q8_0 => {
@@ -255,11 +276,6 @@ fn unpack(format: BlockFormat, block: &[u8]) -> Unpacked {
                 *sub = (scale, 32.0 * scale);
             }
         }
-    }
-    let integer_values = integer_values.get_mut(..values).unwrap_or_default();
-    integers(format, block, integer_values);
-    for (u, value) in unpacked.u.iter_mut().zip(integer_values.iter()) {
-        *u = *value as i16;
     }
     unpacked
 }
@@ -363,16 +379,25 @@ unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &
     let mut accumulators = vec![_mm256_setzero_ps(); sums.len()];
     let mut minimums = vec![0.0f32; sums.len()];
     for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
-        let unpacked = unpack_fast(format, block);
-        let scale = |s: usize| unpacked.subs.get(s).map_or(0.0, |sub| sub.0);
-        let minimum = |s: usize| unpacked.subs.get(s).map_or(0.0, |sub| sub.1);
+        let fast = has_register_unpacking(format);
+        let unpacked = if fast {
+            unpack_scales(format, block)
+        } else {
+            unpack(format, block)
+        };
+        let (scale, minimum) = (|s| unpacked.scale(s), |s| unpacked.minimum(s));
         for c in 0..values / BLOCK {
-            let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
-            for (slot, &u) in chunk.iter_mut().zip(u) {
-                *slot = u as u8;
-            }
-            // SAFETY: `chunk` holds 32 bytes.
-            let u_vector = unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) };
+            let u_vector = if fast {
+                // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
+                unsafe { register_unpack(format, block, c) }
+            } else {
+                let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
+                for (slot, &u) in chunk.iter_mut().zip(u) {
+                    *slot = u as u8;
+                }
+                // SAFETY: `chunk` holds 32 bytes.
+                unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
+            };
             // Lanes 0-3 of a product hold values 0-15 of the chunk, lanes 4-7 values 16-31.
             let (first_sub, second_sub) = if unpacked.sub_len == 16 {
                 (2 * c, 2 * c + 1)
@@ -432,9 +457,72 @@ unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &
     }
 }
 
-/// [`unpack`] (the fast per-format unpacking goes here).
-fn unpack_fast(format: BlockFormat, block: &[u8]) -> Unpacked {
-    unpack(format, block)
+/// Whether [`register_unpack`] reads `format`.
+fn has_register_unpacking(format: BlockFormat) -> bool {
+    matches!(
+        format,
+        BlockFormat::Q4_0
+            | BlockFormat::Q4_1
+            | BlockFormat::Q8_0
+            | BlockFormat::Q4K
+            | BlockFormat::Q6K
+    )
+}
+
+/// `u` of values `32c..32c + 32` of one block, in one register (the layouts of
+/// [`integers`]): nibbles, bytes, or `Q6_K`'s nibble plus two high bits.
+///
+/// # Safety
+/// AVX2 present; `block` is one whole block of `format` (a [`has_register_unpacking`] one)
+/// and `c` a chunk inside it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn register_unpack(
+    format: BlockFormat,
+    block: &[u8],
+    c: usize,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    let nibbles = _mm256_set1_epi8(0x0F);
+    let load = |at: usize| -> __m256i {
+        match block.get(at..at + 32) {
+            // SAFETY: 32 bytes from `at`.
+            Some(bytes) => unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) },
+            None => _mm256_setzero_si256(),
+        }
+    };
+    let shift_right = |v: __m256i, bits: usize| _mm256_srl_epi16(v, _mm_cvtsi32_si128(bits as i32));
+    match format {
+        BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
+            let at = if format == BlockFormat::Q4_0 { 2 } else { 4 };
+            let packed = match block.get(at..at + 16) {
+                // SAFETY: 16 bytes from `at`.
+                Some(bytes) => unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) },
+                None => _mm_setzero_si128(),
+            };
+            let low = _mm_and_si128(packed, _mm256_castsi256_si128(nibbles));
+            let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), _mm256_castsi256_si128(nibbles));
+            _mm256_set_m128i(high, low)
+        }
+        BlockFormat::Q8_0 => load(2),
+        BlockFormat::Q4K => {
+            let packed = load(16 + 32 * (c / 2));
+            _mm256_and_si256(shift_right(packed, 4 * (c % 2)), nibbles)
+        }
+        _ => {
+            // Q6_K: low nibble from ql, two high bits from qh.
+            let (half, quarter) = (c / 4, c % 4);
+            let low = _mm256_and_si256(
+                shift_right(load(64 * half + 32 * (quarter % 2)), 4 * (quarter / 2)),
+                nibbles,
+            );
+            let high = _mm256_and_si256(
+                shift_right(load(128 + 32 * half), 2 * quarter),
+                _mm256_set1_epi8(0x03),
+            );
+            _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
+        }
+    }
 }
 
 #[cfg(test)]
