@@ -23,8 +23,8 @@ const BLOCK: usize = 32;
 pub struct Q8Rows {
     values: Vec<i8>,
     scales: Vec<f32>,
-    /// `Σ q` of each half block (16 values).
-    half_sums: Vec<i32>,
+    /// `scale · Σ q` of each half block (16 values).
+    half_sums: Vec<f32>,
     cols: usize,
 }
 
@@ -56,7 +56,7 @@ impl Q8Rows {
                     sum += i32::from(q);
                     quantized.values.push(q);
                 }
-                quantized.half_sums.push(sum);
+                quantized.half_sums.push(scale * sum as f32);
             }
             quantized.scales.push(scale);
         }
@@ -171,25 +171,24 @@ pub fn matmul_quantized(
 /// One weight row (its blocks) against every activation row: `sums[r]`.
 fn dot_rows(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::has_avx2_fma() {
-        // SAFETY: the CPU has AVX2 and FMA (checked just above).
+    if crate::has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
+        // SAFETY: the CPU has AVX2, FMA and F16C (checked just above).
         unsafe { dot_rows_avx2(format, row, input, sums) };
         return;
     }
     dot_rows_portable(format, row, input, sums);
 }
 
-/// Sub-blocks of one weight block: `u` per value, and per sub-block its scale and minimum.
-struct Unpacked {
-    /// `u` of every value (signed for `Q8_0`).
-    u: [i16; 256],
+/// Per sub-block of one weight block, its scale and minimum.
+#[derive(Clone, Copy)]
+struct BlockScales {
     /// `(scale, minimum)` of each sub-block.
     subs: [(f32, f32); 16],
     /// Values per sub-block.
     sub_len: usize,
 }
 
-impl Unpacked {
+impl BlockScales {
     fn scale(&self, sub: usize) -> f32 {
         self.subs.get(sub).map_or(0.0, |sub| sub.0)
     }
@@ -197,6 +196,13 @@ impl Unpacked {
     fn minimum(&self, sub: usize) -> f32 {
         self.subs.get(sub).map_or(0.0, |sub| sub.1)
     }
+}
+
+/// One weight block read as `scale · u - minimum`: `u` per value and the sub-blocks' scales.
+struct Unpacked {
+    /// `u` of every value (signed for `Q8_0`).
+    u: [i16; 256],
+    scales: BlockScales,
 }
 
 fn half_at(block: &[u8], at: usize) -> f32 {
@@ -213,7 +219,10 @@ fn byte(bytes: &[u8], at: usize) -> u8 {
 /// Reads one block as `scale · u - minimum` per sub-block (the same values as
 /// [`crate::quantized::dequantize`]).
 fn unpack(format: BlockFormat, block: &[u8]) -> Unpacked {
-    let mut unpacked = unpack_scales(format, block);
+    let mut unpacked = Unpacked {
+        u: [0; 256],
+        scales: block_scales(format, block),
+    };
     let values = format.block_values();
     let mut integer_values = [0.0f32; 256];
     let integer_values = integer_values.get_mut(..values).unwrap_or_default();
@@ -224,10 +233,9 @@ fn unpack(format: BlockFormat, block: &[u8]) -> Unpacked {
     unpacked
 }
 
-/// The sub-blocks' scales and minimums of one block (`u` left at 0).
-fn unpack_scales(format: BlockFormat, block: &[u8]) -> Unpacked {
-    let mut unpacked = Unpacked {
-        u: [0; 256],
+/// The sub-blocks' scales and minimums of one block.
+fn block_scales(format: BlockFormat, block: &[u8]) -> BlockScales {
+    let mut unpacked = BlockScales {
         subs: [(0.0, 0.0); 16],
         sub_len: 32,
     };
@@ -338,18 +346,16 @@ fn dot_rows_portable(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut
         let unpacked = unpack(format, block);
         for (r, sum) in sums.iter_mut().enumerate() {
             let first = r * input.cols + b * values;
-            for (s, &(scale, minimum)) in unpacked
-                .subs
-                .iter()
-                .enumerate()
-                .take(values / unpacked.sub_len)
+            let scales = &unpacked.scales;
+            for (s, &(scale, minimum)) in
+                scales.subs.iter().enumerate().take(values / scales.sub_len)
             {
-                let start = s * unpacked.sub_len;
+                let start = s * scales.sub_len;
                 let at = first + start;
                 let activation_scale = input.scales.get(at / BLOCK).copied().unwrap_or(0.0);
                 let q = input
                     .values
-                    .get(at..at + unpacked.sub_len)
+                    .get(at..at + scales.sub_len)
                     .unwrap_or_default();
                 let dot: i32 = q
                     .iter()
@@ -363,97 +369,196 @@ fn dot_rows_portable(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut
     }
 }
 
+/// Activation rows one pass of [`dot_rows_avx2`] keeps accumulators for.
+const ROWS_PER_PASS: usize = 4;
+
 /// The AVX2 path: the same arithmetic, 32 values at a time: `u` unpacked into 32 bytes, the
 /// products summed in pairs by `maddubs` (unsigned × signed) and in fours by `madd`, scaled per
-/// sub-block into eight f32 lanes.
+/// sub-block into eight f32 lanes; up to [`ROWS_PER_PASS`] activation rows per pass over the
+/// weights.
 ///
 /// # Safety
-/// AVX2 and FMA present.
+/// AVX2, FMA and F16C present.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut [f32]) {
+    for (pass, sums) in sums.chunks_mut(ROWS_PER_PASS).enumerate() {
+        let first = pass * ROWS_PER_PASS;
+        // SAFETY: AVX2, FMA and F16C are enabled here.
+        unsafe {
+            match sums.len() {
+                1 => dot_pass_avx2::<1>(format, row, input, first, sums),
+                2 => dot_pass_avx2::<2>(format, row, input, first, sums),
+                3 => dot_pass_avx2::<3>(format, row, input, first, sums),
+                _ => dot_pass_avx2::<ROWS_PER_PASS>(format, row, input, first, sums),
+            }
+        }
+    }
+}
+
+/// Rows `first..first + R` of [`dot_rows_avx2`] (`sums` holds `R`).
+///
+/// # Safety
+/// AVX2, FMA and F16C present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_pass_avx2<const R: usize>(
+    format: BlockFormat,
+    row: &[u8],
+    input: &Q8Rows,
+    first: usize,
+    sums: &mut [f32],
+) {
     use std::arch::x86_64::*;
     let values = format.block_values();
+    let blocks_per_row = input.cols / BLOCK;
+    // Each row's activation blocks: values, scales and scaled half sums.
+    let rows: [(&[i8], &[f32], &[f32]); R] = std::array::from_fn(|r| {
+        let block = (first + r) * blocks_per_row;
+        (
+            input
+                .values
+                .get(block * BLOCK..(block + blocks_per_row) * BLOCK)
+                .unwrap_or_default(),
+            input
+                .scales
+                .get(block..block + blocks_per_row)
+                .unwrap_or_default(),
+            input
+                .half_sums
+                .get(2 * block..2 * (block + blocks_per_row))
+                .unwrap_or_default(),
+        )
+    });
+    if rows.iter().any(|(values, _, _)| values.len() != input.cols)
+        || row.len() * values != input.cols * format.block_bytes()
+    {
+        return;
+    }
     let ones = _mm256_set1_epi16(1);
     let mut chunk = [0u8; 32];
-    let mut accumulators = vec![_mm256_setzero_ps(); sums.len()];
-    let mut minimums = vec![0.0f32; sums.len()];
+    let mut accumulators = [_mm256_setzero_ps(); R];
+    let mut minimums = [_mm256_setzero_ps(); R];
+    let fast = has_register_unpacking(format);
+    let mut scales = BlockScales {
+        subs: [(0.0, 0.0); 16],
+        sub_len: 32,
+    };
     for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
-        let fast = has_register_unpacking(format);
-        let unpacked = if fast {
-            unpack_scales(format, block)
-        } else {
-            unpack(format, block)
-        };
-        let (scale, minimum) = (|s| unpacked.scale(s), |s| unpacked.minimum(s));
+        let slow = (!fast).then(|| unpack(format, block));
+        match &slow {
+            Some(unpacked) => scales = unpacked.scales,
+            // SAFETY: F16C is enabled here.
+            None if values == BLOCK => scales.subs[0] = unsafe { small_block_scale(format, block) },
+            None => scales = block_scales(format, block),
+        }
         for c in 0..values / BLOCK {
-            let u_vector = if fast {
+            let u_vector = match &slow {
                 // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
-                unsafe { register_unpack(format, block, c) }
-            } else {
-                let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
-                for (slot, &u) in chunk.iter_mut().zip(u) {
-                    *slot = u as u8;
+                None => unsafe { register_unpack(format, block, c) },
+                Some(unpacked) => {
+                    let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
+                    for (slot, &u) in chunk.iter_mut().zip(u) {
+                        *slot = u as u8;
+                    }
+                    // SAFETY: `chunk` holds 32 bytes.
+                    unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
                 }
-                // SAFETY: `chunk` holds 32 bytes.
-                unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
             };
             // Lanes 0-3 of a product hold values 0-15 of the chunk, lanes 4-7 values 16-31.
-            let (first_sub, second_sub) = if unpacked.sub_len == 16 {
+            let (first_sub, second_sub) = if scales.sub_len == 16 {
                 (2 * c, 2 * c + 1)
             } else {
                 (c, c)
             };
-            let lanes = _mm256_setr_m128(
-                _mm_set1_ps(scale(first_sub)),
-                _mm_set1_ps(scale(second_sub)),
+            let weight_scales = _mm256_setr_m128(
+                _mm_set1_ps(scales.scale(first_sub)),
+                _mm_set1_ps(scales.scale(second_sub)),
             );
-            for (r, (acc, minimum_sum)) in
-                accumulators.iter_mut().zip(minimums.iter_mut()).enumerate()
-            {
-                let at = r * input.cols + b * values + c * BLOCK;
-                let (Some(q), Some(&activation_scale)) = (
-                    input.values.get(at..at + BLOCK),
-                    input.scales.get(at / BLOCK),
-                ) else {
-                    continue;
-                };
-                // SAFETY: `q` holds 32 bytes.
-                let q_vector = unsafe { _mm256_loadu_si256(q.as_ptr().cast()) };
+            let weight_minimums = _mm_setr_ps(
+                scales.minimum(first_sub),
+                scales.minimum(second_sub),
+                0.0,
+                0.0,
+            );
+            let u_signs = _mm256_sign_epi8(u_vector, u_vector);
+            let activation_block = b * values / BLOCK + c;
+            for (r, (values, activation_scales, half_sums)) in rows.iter().enumerate() {
+                let at = activation_block * BLOCK;
+                // SAFETY: every row holds `cols` values, and `at + 32 ≤ cols`: the weight row
+                // has exactly `cols` values (checked above).
+                let q_vector = unsafe { _mm256_loadu_si256(values.as_ptr().add(at).cast()) };
                 let products = if format == BlockFormat::Q8_0 {
                     // Signed weights: |u| × (q with u's sign).
-                    _mm256_maddubs_epi16(
-                        _mm256_sign_epi8(u_vector, u_vector),
-                        _mm256_sign_epi8(q_vector, u_vector),
-                    )
+                    _mm256_maddubs_epi16(u_signs, _mm256_sign_epi8(q_vector, u_vector))
                 } else {
                     _mm256_maddubs_epi16(u_vector, q_vector)
                 };
                 let dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
-                *acc = _mm256_fmadd_ps(
-                    dots,
-                    _mm256_mul_ps(lanes, _mm256_set1_ps(activation_scale)),
-                    *acc,
-                );
-                let half_sum = |h: usize| {
-                    input
-                        .half_sums
-                        .get(2 * (at / BLOCK) + h)
-                        .copied()
-                        .unwrap_or(0) as f32
+                // SAFETY: block `activation_block` of the row exists (as above), and its two
+                // half sums.
+                let (activation_scale, sums_pair) = unsafe {
+                    (
+                        *activation_scales.get_unchecked(activation_block),
+                        _mm_castpd_ps(_mm_load_sd(
+                            half_sums.as_ptr().add(2 * activation_block).cast(),
+                        )),
+                    )
                 };
-                *minimum_sum += activation_scale
-                    * (minimum(first_sub) * half_sum(0) + minimum(second_sub) * half_sum(1));
+                let accumulator = &mut accumulators[r];
+                *accumulator = _mm256_fmadd_ps(
+                    dots,
+                    _mm256_mul_ps(weight_scales, _mm256_set1_ps(activation_scale)),
+                    *accumulator,
+                );
+                let minimum = &mut minimums[r];
+                *minimum = _mm256_fmadd_ps(
+                    _mm256_castps128_ps256(weight_minimums),
+                    _mm256_castps128_ps256(sums_pair),
+                    *minimum,
+                );
             }
         }
     }
-    for ((sum, acc), minimum_sum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
+    for ((sum, acc), minimum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
+        let total = _mm256_sub_ps(*acc, *minimum);
         // Sum the eight lanes.
-        let high = _mm256_extractf128_ps::<1>(*acc);
-        let quad = _mm_add_ps(_mm256_castps256_ps128(*acc), high);
+        let high = _mm256_extractf128_ps::<1>(total);
+        let quad = _mm_add_ps(_mm256_castps256_ps128(total), high);
         let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
         let single = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
-        *sum = _mm_cvtss_f32(single) - minimum_sum;
+        *sum = _mm_cvtss_f32(single);
+    }
+}
+
+/// `(scale, minimum)` of a 32-value block (`Q4_0` … `Q8_0`), its f16 fields converted by F16C.
+///
+/// # Safety
+/// F16C present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "f16c")]
+unsafe fn small_block_scale(format: BlockFormat, block: &[u8]) -> (f32, f32) {
+    use std::arch::x86_64::*;
+    let bits = |at: usize| u16::from_le_bytes([byte(block, at), byte(block, at + 1)]);
+    let fields = _mm_cvtph_ps(_mm_set_epi16(
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        bits(2) as i16,
+        bits(0) as i16,
+    ));
+    let mut pair = [0.0f32; 4];
+    // SAFETY: `pair` holds four f32.
+    unsafe { _mm_storeu_ps(pair.as_mut_ptr(), fields) };
+    let [d, m, _, _] = pair;
+    match format {
+        BlockFormat::Q4_0 => (d, 8.0 * d),
+        BlockFormat::Q5_0 => (d, 16.0 * d),
+        BlockFormat::Q4_1 | BlockFormat::Q5_1 => (d, -m),
+        _ => (d, 0.0),
     }
 }
 
