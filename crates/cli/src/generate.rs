@@ -3,12 +3,13 @@
 
 use std::cell::RefCell;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
+use safeformers_files::FileError;
 use serde_json::{Value, json};
 
 use safeformers::pipelines::generation::PromptCache;
@@ -265,10 +266,7 @@ pub fn run_text_generation(
 /// Prints a piece of streamed text; a closed stdout comes back as an I/O error (which `main`
 /// treats as a normal end).
 fn print_piece(text: &str) -> safeformers_pipelines::Result<()> {
-    output::print(text).map_err(|source| safeformers_pipelines::PipelineError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })
+    output::print(text).map_err(|source| FileError::io(Path::new("<stdout>"), source).into())
 }
 
 /// Arguments of `chat`.

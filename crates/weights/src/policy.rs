@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use safeformers_files::FileError;
+
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{FileFormat, detect_format};
@@ -138,10 +140,7 @@ impl WeightsSource {
 /// names first, then a lone `*.safetensors` or `*.safetensors.index.json`), pickle-based files
 /// only when there is no safetensors. This does not consult the policy; [`open_checkpoint`] does.
 pub fn choose_weights(dir: &Path) -> Result<WeightsSource> {
-    let io_error = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_error = |source| Error::from(FileError::io(dir, source));
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
         let entry = entry.map_err(io_error)?;
@@ -204,10 +203,7 @@ pub fn choose_weights(dir: &Path) -> Result<WeightsSource> {
 /// `.bin` that holds safetensors is read as safetensors.
 pub fn open_checkpoint(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> {
     let is_dir = std::fs::metadata(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| FileError::io(path, source))?
         .is_dir();
     let source = if is_dir {
         choose_weights(path)?
