@@ -1,12 +1,5 @@
 //! `safeformers cache ...` and offline loads by repo id, against temporary caches only.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod common;
 
 use common::{

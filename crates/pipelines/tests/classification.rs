@@ -1,6 +1,5 @@
 //! text-classification and fill-mask against Transformers' pipelines (`pipelines.json`, made by
 //! `scripts/make_model_fixtures.py`): identical labels and tokens, scores within 1e-4.
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,7 +1,6 @@
 //! feature-extraction against the goldens of `scripts/make_model_fixtures.py`: the real
 //! all-MiniLM-L6-v2 against sentence-transformers (`minilm-golden.json`), and the tiny base
 //! models against Transformers' `feature-extraction` pipeline (`pipelines.json`).
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 mod common;
 

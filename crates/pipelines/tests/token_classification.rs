@@ -1,7 +1,6 @@
 //! token-classification against Transformers' pipeline (`pipelines.json`, made by
 //! `scripts/make_model_fixtures.py`): every aggregation strategy, identical labels, words and
 //! offsets, scores within 1e-4.
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 mod common;
 

@@ -1,14 +1,6 @@
 //! The library's own surface: task names, `from_pretrained` on folders, options that must do
 //! what they say, and outputs shaped as the CLI prints them.
 
-// Test code: a failed expectation is a panic with a message.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 use std::path::{Path, PathBuf};
 
 use safeformers::{

@@ -3,12 +3,6 @@
 //! file-naming keys that must be ignored) against Python Transformers. Tokenizer and expected
 //! values: tests/data/bytelevel/ and tests/data/bytelevel_expected.json, made by
 //! scripts/make_tokenize_fixtures.py.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 mod common;
 

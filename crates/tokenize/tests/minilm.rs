@@ -1,12 +1,6 @@
 //! all-MiniLM-L6-v2 (BERT WordPiece, lowercasing, accent stripping) against Python
 //! Transformers. Expected values: tests/data/minilm_expected.json, made by
 //! scripts/make_tokenize_fixtures.py. Needs SAFEFORMERS_MINILM_DIR (scripts/test.sh sets it).
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 mod common;
 

@@ -1,5 +1,10 @@
 //! Fixture helpers: `tests/fixtures/models` (made by `scripts/make_model_fixtures.py`).
-#![allow(dead_code, clippy::panic, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
