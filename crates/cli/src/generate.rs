@@ -19,9 +19,8 @@ use safeformers::{
 };
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs};
 use crate::output;
-use crate::run::{ThreadArgs, WeightArgs};
+use crate::run::ModelLoadArgs;
 
 /// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
 #[derive(Debug, Clone, Args)]
@@ -283,17 +282,8 @@ pub struct ChatArgs {
     top_k: Option<usize>,
     #[command(flatten)]
     generation: GenerationArgs,
-    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
-    #[arg(long)]
-    allow_pickle: bool,
     #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    weights: WeightArgs,
-    #[command(flatten)]
-    hub: HubArgs,
-    #[command(flatten)]
-    lock: LockArgs,
+    load: ModelLoadArgs,
     /// After each reply, one JSON line of timings on stderr: {"load_s", "prompt_tokens",
     /// "prompt_s", "generated_tokens", "generation_s"} (the prompt tokens of the whole
     /// conversation; only the new turn is computed).
@@ -307,11 +297,7 @@ pub struct ChatArgs {
 /// shown).
 pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     let settings = args.generation.options(args.top_k, 1, true)?;
-    let options = args
-        .threads
-        .apply(args.hub.options(&args.lock))
-        .allow_pickle(args.allow_pickle)
-        .weights(args.weights.load_options()?);
+    let options = args.load.options()?;
     let loading = Instant::now();
     let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
     let stats = args.stats.then(|| StatsPrinter {

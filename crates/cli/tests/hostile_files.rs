@@ -16,8 +16,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Sandbox, assert_code, last_line, make_fifo, minilm_dir, run, run_within, stderr, stdout,
-    stdout_json, tiny_model,
+    Sandbox, assert_code, import_tiny, import_tiny_args, make_fifo, minilm_dir, run_within, stderr,
+    stdout, stdout_json, tiny_model,
 };
 
 /// How long a command may take before it counts as blocked.
@@ -222,18 +222,7 @@ fn scan_reports_a_special_file_as_invalid_and_goes_on() {
 fn imported_tiny(sandbox: &Sandbox, cache: &Path) -> PathBuf {
     let model = sandbox.dir("tiny");
     tiny_model(&model, 1);
-    let output = run(
-        sandbox.safeformers(cache, "http://127.0.0.1:9"),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&output, 0, "cache import");
-    last_line(&output)
+    import_tiny(sandbox, cache, "http://127.0.0.1:9", &model)
 }
 
 fn repo_dir(cache: &Path) -> PathBuf {
@@ -489,17 +478,7 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     let secret = sandbox.root.join("secret.txt");
     std::fs::write(&secret, "the secret").unwrap();
     symlink(&secret, model.join("notes.txt"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
     assert_code(&output, 3, "import with a link outside");
     let message = stderr(&output);
     assert!(message.contains("notes.txt"), "{message}");
@@ -514,30 +493,10 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     // A link inside the folder is fine, and a FIFO is refused without blocking.
     std::fs::remove_file(model.join("notes.txt")).unwrap();
     symlink("vocab.txt", model.join("notes.txt"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
     assert_code(&output, 0, "import with a link inside");
     make_fifo(&model.join("pipe.json"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
     assert_code(&output, 1, "import with a FIFO");
     assert!(
         stderr(&output).contains("named pipe"),

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, last_line, run, stderr, stdout, stdout_json,
+    ConnectionCounter, Sandbox, assert_code, import_tiny, run, stderr, stdout, stdout_json,
     tiny_model,
 };
 
@@ -16,18 +16,7 @@ fn import_list_inspect_offline_verify_tamper_and_remove() {
     let counter = ConnectionCounter::start();
     let sf = || sandbox.safeformers(&cache, &counter.url());
 
-    let imported = run(
-        sf(),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&imported, 0, "cache import");
-    let snapshot = last_line(&imported);
+    let snapshot = import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert!(snapshot.starts_with(&cache), "{}", snapshot.display());
     assert!(snapshot.join("1_Pooling/config.json").is_file());
 

@@ -12,24 +12,11 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ConnectionCounter, Sandbox, assert_code, last_line, run, stderr, tiny_model};
+use common::{
+    ConnectionCounter, Sandbox, assert_code, import_tiny, last_line, run, stderr, tiny_model,
+};
 use safeformers_hub::RepoId;
 use safeformers_hub::lockfile::Lockfile;
-
-fn import(sandbox: &Sandbox, cache: &Path, endpoint: &str, model: &Path) -> std::path::PathBuf {
-    let output = run(
-        sandbox.safeformers(cache, endpoint),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&output, 0, "cache import");
-    last_line(&output)
-}
 
 /// At the locked commit `first`: changed content, and a file the lockfile does not list, are
 /// refused.
@@ -103,7 +90,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     let cache = sandbox.root.join("cache");
     let counter = ConnectionCounter::start();
     let sf = || sandbox.safeformers(&cache, &counter.url());
-    let first = import(&sandbox, &cache, &counter.url(), &model);
+    let first = import_tiny(&sandbox, &cache, &counter.url(), &model);
 
     let locked = run(sf(), &["lock", "--offline", "org/tiny"]);
     assert_code(&locked, 0, "lock");
@@ -145,7 +132,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // New content under the same ref: an unlocked load follows the ref, a locked one keeps the
     // pinned commit (whose snapshot is still cached).
     tiny_model(&model, 2);
-    let second = import(&sandbox, &cache, &counter.url(), &model);
+    let second = import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert_ne!(first, second);
     let unlocked = run(sf(), &["download", "--offline", "org/tiny"]);
     assert_code(&unlocked, 0, "unlocked download --offline");
@@ -160,7 +147,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // The locked commit gone from the cache (removed, then other content imported under the
     // same ref): refused, not silently replaced by the new commit.
     assert_code(&run(sf(), &["cache", "rm", "org/tiny"]), 0, "cache rm");
-    import(&sandbox, &cache, &counter.url(), &model);
+    import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert_code(
         &run(sf(), &inspect_locked),
         3,

@@ -207,6 +207,28 @@ pub fn tiny_model(dir: &Path, variant: u32) {
     .unwrap();
 }
 
+/// The arguments of `cache import <model> --repo org/tiny`.
+pub fn import_tiny_args(model: &Path) -> [&str; 5] {
+    [
+        "cache",
+        "import",
+        model.to_str().unwrap(),
+        "--repo",
+        "org/tiny",
+    ]
+}
+
+/// `cache import`s `model` as `org/tiny` into `cache` (with `HF_ENDPOINT` = `endpoint`), and
+/// returns the snapshot folder it printed.
+pub fn import_tiny(sandbox: &Sandbox, cache: &Path, endpoint: &str, model: &Path) -> PathBuf {
+    let output = run(
+        sandbox.safeformers(cache, endpoint),
+        &import_tiny_args(model),
+    );
+    assert_code(&output, 0, "cache import");
+    last_line(&output)
+}
+
 /// Every regular file under `dir` (symlinks followed), as `relative path -> content`.
 pub fn files_under(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     fn walk(root: &Path, dir: &Path, found: &mut BTreeMap<String, Vec<u8>>) {
