@@ -129,6 +129,19 @@ pub fn assert_code(output: &Output, code: i32, what: &str) {
     );
 }
 
+/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing every one of
+/// `needles`.
+pub fn assert_one_line_error(output: &Output, code: i32, needles: &[&str]) {
+    let stderr = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+    }
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
@@ -337,6 +350,16 @@ pub fn run_within<S: AsRef<OsStr>>(mut command: Command, args: &[S], seconds: u6
 pub fn make_fifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().unwrap();
     assert!(status.success(), "mkfifo {}", path.display());
+}
+
+/// The repository's `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// `tests/fixtures/<path>`, as a command-line argument.
+pub fn fixture(path: &str) -> String {
+    fixtures().join(path).to_str().unwrap().to_string()
 }
 
 /// The real all-MiniLM-L6-v2 folder, fetched by `scripts/test.sh`.
