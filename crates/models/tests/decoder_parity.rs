@@ -25,6 +25,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::max_abs_diff;
 use safeformers_models::{AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache};
 use safeformers_weights::{LoadPolicy, convert, open_checkpoint};
 use serde_json::Value;
@@ -118,14 +119,6 @@ fn forward_all(model: &dyn CausalLm, ids: &[Vec<u32>], mask: &[Vec<u32>]) -> Vec
         .unwrap()
         .to_vec3::<f32>()
         .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "vocabulary sizes differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn argmax(values: &[f32]) -> u32 {

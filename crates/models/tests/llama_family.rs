@@ -11,6 +11,8 @@
     reason = "a test: a broken fixture or a mismatch should fail loudly"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -295,11 +297,7 @@ fn transformers4_rope_scaling_spelling_gives_the_same_logits() {
             })
             .collect();
         assert_eq!(logits.len(), want.len(), "{name}");
-        let worst = logits
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = common::max_abs_diff(&logits, &want);
         assert!(worst <= 1e-4, "{name} (v4 spelling): max abs diff {worst}");
     }
 }

@@ -15,6 +15,8 @@
     reason = "a test: a broken fixture or a mismatch should fail loudly"
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -88,11 +90,7 @@ fn every_scaling_matches_transformers() {
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let want = floats(want);
             assert_eq!(got.len(), want.len(), "{name}: {what} size");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = common::max_abs_diff(&got, &want);
             assert!(worst <= 2e-5, "{name}: {what} max abs diff {worst}");
         }
     }

@@ -46,6 +46,15 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     std::fs::write(path, bytes).expect("write safetensors");
 }
 
+/// The largest absolute difference between `a` and `b`, which must be of one length.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared slices differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
 /// Deterministic small values (a linear congruential sequence in [-0.1, 0.1)).
 pub fn values(count: usize, seed: u64) -> Vec<f32> {
     let mut state = seed
