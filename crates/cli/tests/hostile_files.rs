@@ -16,9 +16,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Sandbox, assert_code, import_tiny, import_tiny_args, make_fifo, minilm_dir, run_within, stderr,
-    stdout, stdout_json, tiny_model,
+    Sandbox, assert_code, import_tiny, import_tiny_args, minilm_dir, run_within, stderr, stdout,
+    stdout_json, tiny_model,
 };
+use safeformers_testkit::make_fifo;
 
 /// How long a command may take before it counts as blocked.
 const DEADLINE_SECONDS: u64 = 60;

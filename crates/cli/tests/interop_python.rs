@@ -27,23 +27,7 @@ use common::{
 };
 use safeformers_hub::HubCache;
 use safeformers_hub::mirror::MirrorServer;
-
-/// The venv's Python with `huggingface_hub`, from scripts/test.sh.
-fn hub_python() -> PathBuf {
-    let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "SAFEFORMERS_HUB_PYTHON is not set: run the tests with scripts/test.sh, which creates \
-             a venv with huggingface_hub (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) \
-             and exports SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
-        );
-    assert!(
-        python.exists(),
-        "SAFEFORMERS_HUB_PYTHON={} does not exist: rerun scripts/test.sh",
-        python.display()
-    );
-    python
-}
+use safeformers_testkit::hub_python;
 
 /// Runs a Python snippet with a Hub environment of the sandbox's own (never the user's cache,
 /// token or endpoint).

@@ -12,14 +12,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{Sandbox, assert_code, safeformers_offline, stderr};
 
 fn fixture_model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
+    safeformers_testkit::repo_fixture(&format!("models/{name}"))
 }
 
 /// A tar archive: a 512-byte header (name, mode, size, `ustar` magic at 257), then one block.

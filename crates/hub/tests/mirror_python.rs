@@ -15,28 +15,11 @@
 
 mod mirror_support;
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use mirror_support::{model_cache, start, temp_dir};
 use safeformers_hub::RepoId;
-
-/// The venv's Python with `huggingface_hub`, from scripts/test.sh.
-fn hub_python() -> PathBuf {
-    let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "SAFEFORMERS_HUB_PYTHON is not set: run the tests with scripts/test.sh, which creates \
-             a venv with huggingface_hub (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) \
-             and exports SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
-        );
-    assert!(
-        python.exists(),
-        "SAFEFORMERS_HUB_PYTHON={} does not exist: rerun scripts/test.sh",
-        python.display()
-    );
-    python
-}
+use safeformers_testkit::hub_python;
 
 /// Calls each `HfApi` method and prints what it returned, as JSON.
 const PY_HF_API_CALLS: &str = r#"

@@ -25,8 +25,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use common::max_abs_diff;
 use safeformers_models::{AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache};
+use safeformers_testkit::max_abs_diff;
 use safeformers_weights::{LoadPolicy, convert, open_checkpoint};
 use serde_json::Value;
 

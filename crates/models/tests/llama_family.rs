@@ -11,8 +11,6 @@
     reason = "a test: a broken fixture or a mismatch should fail loudly"
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -297,7 +295,7 @@ fn transformers4_rope_scaling_spelling_gives_the_same_logits() {
             })
             .collect();
         assert_eq!(logits.len(), want.len(), "{name}");
-        let worst = common::max_abs_diff(&logits, &want);
+        let worst = safeformers_testkit::max_abs_diff(&logits, &want);
         assert!(worst <= 1e-4, "{name} (v4 spelling): max abs diff {worst}");
     }
 }

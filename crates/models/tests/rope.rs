@@ -15,8 +15,6 @@
     reason = "a test: a broken fixture or a mismatch should fail loudly"
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -90,7 +88,7 @@ fn every_scaling_matches_transformers() {
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let want = floats(want);
             assert_eq!(got.len(), want.len(), "{name}: {what} size");
-            let worst = common::max_abs_diff(&got, &want);
+            let worst = safeformers_testkit::max_abs_diff(&got, &want);
             assert!(worst <= 2e-5, "{name}: {what} max abs diff {worst}");
         }
     }

@@ -15,8 +15,6 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -148,7 +146,7 @@ fn ragged_sequences_match_transformers() {
             for (row, ((_, want), got)) in rows.iter().zip(&got).enumerate() {
                 let want: Vec<f32> = want.concat();
                 assert_eq!(got.len(), want.len(), "{name} {how} row {row}");
-                let worst = common::max_abs_diff(got, &want);
+                let worst = safeformers_testkit::max_abs_diff(got, &want);
                 assert!(worst < TOLERANCE, "{name} {how} row {row}: {worst}");
             }
         }

@@ -13,8 +13,6 @@
     clippy::indexing_slicing
 )]
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -175,7 +173,7 @@ fn encoders_honour_the_weight_storage() {
             let largest = reference.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
             for (options, limit) in &storages {
                 let stored = hidden(&dir, *options, length);
-                let worst = common::max_abs_diff(&stored, &reference);
+                let worst = safeformers_testkit::max_abs_diff(&stored, &reference);
                 println!("{name:<10} {length:>2} tokens {options:?}: max |Δ| {worst:.2e}");
                 assert!(
                     worst > 0.0,

@@ -262,14 +262,7 @@ mod tests {
     use super::*;
 
     fn folder_with(files: &[&str]) -> PathBuf {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "safeformers-policy-{}-{unique}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = safeformers_testkit::scratch_dir("policy");
         for file in files {
             std::fs::write(dir.join(file), b"").unwrap();
         }

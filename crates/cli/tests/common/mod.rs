@@ -47,15 +47,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(label: &str) -> Sandbox {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!(
-            "safeformers-cli-{label}-{}-{unique}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        Sandbox { root }
+        Sandbox {
+            root: safeformers_testkit::scratch_dir(&format!("cli-{label}")),
+        }
     }
 
     /// `<root>/<name>`, created.
@@ -344,12 +338,6 @@ pub fn run_within<S: AsRef<OsStr>>(mut command: Command, args: &[S], seconds: u6
         stdout: out_thread.join().unwrap(),
         stderr: err_thread.join().unwrap(),
     }
-}
-
-/// Makes a named pipe (FIFO) at `path`: opening it for reading blocks until a writer comes.
-pub fn make_fifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().unwrap();
-    assert!(status.success(), "mkfifo {}", path.display());
 }
 
 /// The repository's `tests/fixtures`.

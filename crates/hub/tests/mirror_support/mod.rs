@@ -22,15 +22,7 @@ use safeformers_hub::{HubCache, RepoId, Snapshot};
 
 /// A fresh, empty temporary folder.
 pub fn temp_dir(label: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-mirror-{label}-{}-{unique}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("mirror-{label}"))
 }
 
 /// The bytes of `model.safetensors` in [`model_cache`]: big enough to span several body chunks.

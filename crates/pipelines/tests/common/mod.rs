@@ -58,12 +58,3 @@ pub fn flat_f32(value: &Value) -> Vec<f32> {
         other => panic!("not a number list: {other}"),
     }
 }
-
-/// Largest absolute difference (lengths must agree).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
