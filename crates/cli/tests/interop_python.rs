@@ -20,44 +20,25 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::{
     ConnectionCounter, Sandbox, assert_code, files_under, last_line, run, stdout_json, tiny_model,
 };
 use safeformers_hub::HubCache;
 use safeformers_hub::mirror::MirrorServer;
-use safeformers_testkit::hub_python;
+use safeformers_testkit::hub_python_command;
 
 /// Runs a Python snippet with a Hub environment of the sandbox's own (never the user's cache,
 /// token or endpoint).
 fn python(sandbox: &Sandbox, endpoint: &str, offline: bool, script: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(hub_python());
-    for variable in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-        .env("HF_HOME", sandbox.root.join("py-home"))
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+    let output = hub_python_command(&sandbox.root.join("py-home"), endpoint, offline)
         .arg("-c")
         .arg(script)
         .args(args)
         .current_dir(&sandbox.root)
-        .stdin(Stdio::null());
-    let output = command.output().expect("the venv's python runs");
+        .output()
+        .expect("the venv's python runs");
     assert_eq!(
         output.status.code(),
         Some(0),

@@ -13,6 +13,7 @@
 )]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh, empty folder under the system temp dir, unique to this process and call:
@@ -61,6 +62,45 @@ pub fn hub_python() -> PathBuf {
         python.display()
     );
     python
+}
+
+/// The variables of huggingface_hub, Transformers and safeformers that point a process at a
+/// cache, a token, an endpoint, offline mode or a lockfile: a test's child process must not
+/// inherit them from the developer's shell.
+pub const HUB_VARIABLES: &[&str] = &[
+    "HF_HOME",
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "HF_ENDPOINT",
+    "HF_TOKEN",
+    "HF_TOKEN_PATH",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "XDG_CACHE_HOME",
+    "SAFEFORMERS_LOCKED",
+];
+
+/// `command` without any of [`HUB_VARIABLES`] from this process's environment.
+pub fn without_hub_environment(command: &mut Command) -> &mut Command {
+    for variable in HUB_VARIABLES {
+        command.env_remove(variable);
+    }
+    command
+}
+
+/// The hub venv's Python ([`hub_python`]) set up to run a huggingface_hub snippet with
+/// `HF_HOME` = `home` against `endpoint`, offline or not, with telemetry and progress bars off,
+/// no stdin, and nothing inherited from the developer's Hub environment.
+pub fn hub_python_command(home: &Path, endpoint: &str, offline: bool) -> Command {
+    let mut command = Command::new(hub_python());
+    without_hub_environment(&mut command)
+        .env("HF_HOME", home)
+        .env("HF_ENDPOINT", endpoint)
+        .env("HF_HUB_DISABLE_TELEMETRY", "1")
+        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+        .stdin(Stdio::null());
+    command
 }
 
 /// The largest absolute difference between `a` and `b`, which must be of one length.

@@ -37,11 +37,6 @@ fn every_golden_case_is_tested() {
 }
 
 #[test]
-fn decodes_like_transformers() {
-    common::check_decodes(bytelevel(), expected());
-}
-
-#[test]
 fn config() {
     let t = bytelevel();
     // int(1e30) is Transformers' "no limit".

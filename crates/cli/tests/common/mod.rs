@@ -24,21 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use safeformers_weights::Dtype;
 use safeformers_weights::checkpoint::TensorView;
 
-/// Variables of `huggingface_hub` and ours that a test must not inherit from the developer's
-/// shell.
-const HUB_VARIABLES: &[&str] = &[
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HUGGINGFACE_HUB_CACHE",
-    "HF_ENDPOINT",
-    "HF_TOKEN",
-    "HF_TOKEN_PATH",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "XDG_CACHE_HOME",
-    "SAFEFORMERS_LOCKED",
-];
-
 /// A temporary folder for one test, deleted on drop: caches, model folders and the working
 /// directory of the commands it runs.
 pub struct Sandbox {
@@ -63,10 +48,7 @@ impl Sandbox {
     /// `HF_HUB_CACHE` = `cache`, `HF_ENDPOINT` = `endpoint`, run in the sandbox folder.
     pub fn safeformers(&self, cache: &Path, endpoint: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_safeformers"));
-        for variable in HUB_VARIABLES {
-            command.env_remove(variable);
-        }
-        command
+        safeformers_testkit::without_hub_environment(&mut command)
             .env("HF_HOME", self.root.join("hf-home"))
             .env("HF_HUB_CACHE", cache)
             .env("HF_ENDPOINT", endpoint)

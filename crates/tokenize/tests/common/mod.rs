@@ -242,8 +242,9 @@ pub fn scratch_dir(suite: &str, name: &str) -> PathBuf {
     dir
 }
 
-/// Defines `expected()`, the golden file `$file` of `tests/data` read once, and one `#[test]`
-/// per `name => "case"` that checks that case on `$tokenizer()`.
+/// Defines `expected()`, the golden file `$file` of `tests/data` read once, one `#[test]` per
+/// `name => "case"` that checks that case on `$tokenizer()`, and `decodes_like_transformers`,
+/// which checks the file's decode cases.
 macro_rules! golden_cases {
     ($tokenizer:path, $file:literal, { $($test:ident => $case:literal,)* }) => {
         fn expected() -> &'static serde_json::Value {
@@ -257,5 +258,10 @@ macro_rules! golden_cases {
                 common::check_named($tokenizer(), expected(), $case);
             }
         )*
+
+        #[test]
+        fn decodes_like_transformers() {
+            common::check_decodes($tokenizer(), expected());
+        }
     };
 }
