@@ -58,3 +58,36 @@ pub fn flat_f32(value: &Value) -> Vec<f32> {
         other => panic!("not a number list: {other}"),
     }
 }
+
+/// The golden entries of `task` and the tracker of their score differences.
+pub fn golden(task: &'static str) -> (Vec<Value>, ScoreDiffs) {
+    (entries(task), ScoreDiffs::new(task))
+}
+
+/// The score differences of one task's golden comparison: each must be within the goldens'
+/// 1e-4; the largest is reported at the end.
+pub struct ScoreDiffs {
+    task: &'static str,
+    worst: f64,
+}
+
+impl ScoreDiffs {
+    /// No differences yet for `task`.
+    pub fn new(task: &'static str) -> ScoreDiffs {
+        ScoreDiffs { task, worst: 0.0 }
+    }
+
+    /// Checks one score difference (`context` names the case) and keeps the largest.
+    pub fn check(&mut self, diff: f64, context: std::fmt::Arguments<'_>) {
+        assert!(diff <= 1e-4, "{context}: {diff}");
+        self.worst = self.worst.max(diff);
+    }
+
+    /// Prints the largest difference over `entries` golden entries.
+    pub fn report(&self, entries: usize) {
+        eprintln!(
+            "{}: {entries} entries, worst score diff {:e}",
+            self.task, self.worst
+        );
+    }
+}
