@@ -12,16 +12,12 @@
 
 mod common;
 
-use common::{assert_one_line_error, fixture, fixtures};
+use common::{assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
-
-fn safeformers(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
-}
 
 fn decoders() -> PathBuf {
     fixtures().join("decoders")

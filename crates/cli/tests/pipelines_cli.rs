@@ -12,7 +12,9 @@
 
 mod common;
 
-use common::{assert_one_line_error, fixture, fixtures};
+use common::{
+    assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers_with_stdin,
+};
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -21,10 +23,6 @@ use safeformers_weights::TensorView;
 
 fn safeformers(args: &[&str]) -> Output {
     safeformers_with_stdin(args, None)
-}
-
-fn safeformers_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
 }
 
 fn models() -> PathBuf {

@@ -12,13 +12,9 @@
 
 mod common;
 
-use common::{assert_one_line_error, fixture, fixtures};
+use common::{assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers};
 
 use std::process::Output;
-
-fn safeformers(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
-}
 
 fn model(name: &str) -> String {
     fixture(&format!("models/{name}"))

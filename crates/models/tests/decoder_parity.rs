@@ -42,18 +42,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn int_rows(value: &Value) -> Vec<Vec<u32>> {
-    value
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("a row")
-                .iter()
-                .map(|x| x.as_u64().expect("an id") as u32)
-                .collect()
-        })
-        .collect()
+    common::json_rows(value, |x| x.as_u64().expect("an id") as u32)
 }
 
 /// `[batch][seq][vocab]` floats.
@@ -62,19 +51,7 @@ fn logits_of(value: &Value) -> Vec<Vec<Vec<f32>>> {
         .as_array()
         .expect("batch")
         .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("positions")
-                .iter()
-                .map(|pos| {
-                    pos.as_array()
-                        .expect("vocab")
-                        .iter()
-                        .map(|x| x.as_f64().expect("a float") as f32)
-                        .collect()
-                })
-                .collect()
-        })
+        .map(|row| common::json_rows(row, |x| x.as_f64().expect("a float") as f32))
         .collect()
 }
 

@@ -37,6 +37,19 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     std::fs::write(path, bytes).expect("write safetensors");
 }
 
+/// A JSON list of lists as rows of `item(value)`.
+pub fn json_rows<T>(
+    value: &serde_json::Value,
+    item: impl Fn(&serde_json::Value) -> T,
+) -> Vec<Vec<T>> {
+    value
+        .as_array()
+        .expect("a list of rows")
+        .iter()
+        .map(|row| row.as_array().expect("a row").iter().map(&item).collect())
+        .collect()
+}
+
 /// Deterministic small values (a linear congruential sequence in [-0.1, 0.1)).
 pub fn values(count: usize, seed: u64) -> Vec<f32> {
     let mut state = seed
