@@ -26,15 +26,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use safeformers_models::{AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache};
-use safeformers_testkit::max_abs_diff;
+use safeformers_testkit::{max_abs_diff, repo_fixture};
 use safeformers_weights::{LoadPolicy, convert, open_checkpoint};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/decoders")
-}
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -268,7 +264,7 @@ fn check_fixture(dir: &Path, outputs: &Value) {
 
 #[test]
 fn every_supported_fixture_matches_transformers() {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_fixture("decoders"))
         .expect("tests/fixtures/decoders (run scripts/make_decoder_fixtures.py)")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.join("outputs.json").is_file())
@@ -312,7 +308,11 @@ fn every_supported_fixture_matches_transformers() {
 
 /// The tensors of the `gpt2` fixture as (name, shape, values).
 fn gpt2_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let checkpoint = open_checkpoint(&fixtures_dir().join("gpt2"), &LoadPolicy::default()).unwrap();
+    let checkpoint = open_checkpoint(
+        &repo_fixture("decoders").join("gpt2"),
+        &LoadPolicy::default(),
+    )
+    .unwrap();
     checkpoint
         .tensors()
         .map(|view| {
@@ -339,7 +339,7 @@ fn gpt2_variant(
         .collect();
     tensors.extend(extra.iter().cloned());
     common::write_safetensors(&dir.join("model.safetensors"), &tensors);
-    let mut config = read_json(&fixtures_dir().join("gpt2/config.json"));
+    let mut config = read_json(&repo_fixture("decoders").join("gpt2/config.json"));
     config_edit(config.as_object_mut().unwrap());
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     dir
@@ -347,7 +347,7 @@ fn gpt2_variant(
 
 /// The worst max abs diff over the `single` case of the `gpt2` fixture for the model in `dir`.
 fn single_case_diff(dir: &Path) -> Result<f32, Error> {
-    let outputs = read_json(&fixtures_dir().join("gpt2/outputs.json"));
+    let outputs = read_json(&repo_fixture("decoders").join("gpt2/outputs.json"));
     let model = AutoModelForCausalLM::load(dir, &LoadPolicy::default(), &Device::Cpu)?;
     let ids = int_rows(&outputs["single"]["input_ids"]);
     let ones: Vec<Vec<u32>> = ids.iter().map(|row| vec![1; row.len()]).collect();
@@ -414,7 +414,7 @@ fn untied_gpt2_reads_lm_head_or_names_it_missing() {
 #[test]
 fn bad_inputs_are_errors() {
     let model = AutoModelForCausalLM::load(
-        &fixtures_dir().join("gpt2"),
+        &repo_fixture("decoders").join("gpt2"),
         &LoadPolicy::default(),
         &Device::Cpu,
     )

@@ -20,9 +20,7 @@ use safeformers_weights::{LoadPolicy, open_checkpoint};
 use serde_json::Value;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/decoders")
-        .join(name)
+    safeformers_testkit::repo_fixture(&format!("decoders/{name}"))
 }
 
 #[test]
