@@ -40,11 +40,14 @@ pub fn make_fifo(path: &Path) {
     assert!(status.success(), "mkfifo {}", path.display());
 }
 
+/// The root of the repository (the workspace).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
 /// The repository's `tests/fixtures/<path>`.
 pub fn repo_fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(path)
+    repo_root().join("tests/fixtures").join(path)
 }
 
 /// The venv's Python with `huggingface_hub`, from `scripts/test.sh`.
