@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::Command;
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, import_tiny, last_line, run, stderr, tiny_model,
+    ConnectionCounter, Sandbox, assert_code, assert_error, import_tiny, last_line, run, stderr,
+    tiny_model,
 };
 use safeformers_hub::RepoId;
 use safeformers_hub::lockfile::Lockfile;
@@ -44,11 +45,11 @@ fn locked_loads_refuse_changed_or_unlisted_files(sf: &dyn Fn() -> Command, first
     let weights_blob = std::fs::canonicalize(first.join("model.safetensors")).unwrap();
     std::os::unix::fs::symlink(&weights_blob, first.join("extra.safetensors")).unwrap();
     let refused = run(sf(), &inspect_locked);
-    assert_code(&refused, 3, "--locked load with an unlisted file");
-    assert!(
-        stderr(&refused).contains("`extra.safetensors` is not in the lockfile"),
-        "{}",
-        stderr(&refused)
+    assert_error(
+        &refused,
+        3,
+        "--locked load with an unlisted file",
+        "`extra.safetensors` is not in the lockfile",
     );
     std::fs::remove_file(first.join("extra.safetensors")).unwrap();
 }
@@ -162,11 +163,6 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // A lockfile that is not strictly valid is an error, not a pass.
     std::fs::write(&lockfile_path, format!("{text}\nsurprise = 1\n")).unwrap();
     let invalid = run(sf(), &inspect_locked);
-    assert_code(&invalid, 1, "invalid lockfile");
-    assert!(
-        stderr(&invalid).contains("invalid lockfile"),
-        "{}",
-        stderr(&invalid)
-    );
+    assert_error(&invalid, 1, "invalid lockfile", "invalid lockfile");
     assert_eq!(counter.connections(), 0, "offline commands opened a socket");
 }

@@ -26,7 +26,7 @@ use common::{
     ConnectionCounter, Sandbox, assert_code, files_under, last_line, run, stdout_json, tiny_model,
 };
 use safeformers_hub::HubCache;
-use safeformers_hub::mirror::MirrorServer;
+use safeformers_hub::mirror::{MirrorHandle, MirrorServer};
 use safeformers_testkit::hub_python_command;
 
 /// Runs a Python snippet with a Hub environment of the sandbox's own (never the user's cache,
@@ -96,13 +96,18 @@ fn source_cache(sandbox: &Sandbox, models: &[(&str, PathBuf)]) -> PathBuf {
     source
 }
 
+/// A mirror on loopback serving the [`source_cache`] of `models`.
+fn start_mirror(sandbox: &Sandbox, models: &[(&'static str, PathBuf)]) -> MirrorHandle {
+    let source = source_cache(sandbox, models);
+    MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
+        .expect("the mirror starts on loopback")
+}
+
 #[test]
 fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
     let sandbox = Sandbox::new("interop-a");
     let models = models(&sandbox);
-    let source = source_cache(&sandbox, &models);
-    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
-        .expect("the mirror starts on loopback");
+    let mirror = start_mirror(&sandbox, &models);
     let cache_a = sandbox.root.join("cache-a");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {
@@ -144,9 +149,7 @@ fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
 fn we_download_from_our_mirror_and_python_reads_our_cache_offline() {
     let sandbox = Sandbox::new("interop-b");
     let models = models(&sandbox);
-    let source = source_cache(&sandbox, &models);
-    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
-        .expect("the mirror starts on loopback");
+    let mirror = start_mirror(&sandbox, &models);
     let cache_b = sandbox.root.join("cache-b");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {

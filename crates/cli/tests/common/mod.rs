@@ -118,6 +118,16 @@ pub fn assert_one_line_error(output: &Output, code: i32, needles: &[&str]) {
     }
 }
 
+/// Asserts exit code `code` (see [`assert_code`]) and that stderr contains `needle`.
+pub fn assert_error(output: &Output, code: i32, what: &str, needle: &str) {
+    assert_code(output, code, what);
+    let stderr = stderr(output);
+    assert!(
+        stderr.contains(needle),
+        "{what}: expected `{needle}` in: {stderr}"
+    );
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
