@@ -96,18 +96,19 @@ fn source_cache(sandbox: &Sandbox, models: &[(&str, PathBuf)]) -> PathBuf {
     source
 }
 
-/// A mirror on loopback serving the [`source_cache`] of `models`.
-fn start_mirror(sandbox: &Sandbox, models: &[(&'static str, PathBuf)]) -> MirrorHandle {
-    let source = source_cache(sandbox, models);
-    MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
-        .expect("the mirror starts on loopback")
+/// The [`models`] of the sandbox, and a mirror on loopback serving their [`source_cache`].
+fn mirrored_models(sandbox: &Sandbox) -> (Vec<(&'static str, PathBuf)>, MirrorHandle) {
+    let models = models(sandbox);
+    let source = source_cache(sandbox, &models);
+    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
+        .expect("the mirror starts on loopback");
+    (models, mirror)
 }
 
 #[test]
 fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
     let sandbox = Sandbox::new("interop-a");
-    let models = models(&sandbox);
-    let mirror = start_mirror(&sandbox, &models);
+    let (models, mirror) = mirrored_models(&sandbox);
     let cache_a = sandbox.root.join("cache-a");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {
@@ -148,8 +149,7 @@ fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
 #[test]
 fn we_download_from_our_mirror_and_python_reads_our_cache_offline() {
     let sandbox = Sandbox::new("interop-b");
-    let models = models(&sandbox);
-    let mirror = start_mirror(&sandbox, &models);
+    let (models, mirror) = mirrored_models(&sandbox);
     let cache_b = sandbox.root.join("cache-b");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {
