@@ -110,7 +110,7 @@ fn activation_chunk(activation: Activation, values: &mut [f32]) {
 
 fn gelu_erf_chunk(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if super::packed_gemm::is_available() {
+    if super::packed_gemm::has_avx512() {
         // SAFETY: the CPU supports AVX-512F (checked just above).
         unsafe { gelu_erf_avx512_in_place(values) };
         return;
@@ -374,7 +374,7 @@ mod tests {
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn gelu_paths_agree_bit_for_bit() {
-        if !(crate::packed_gemm::is_available() && crate::has_avx2_fma()) {
+        if !(crate::packed_gemm::has_avx512() && crate::has_avx2_fma()) {
             eprintln!("no AVX-512F here: only one vector path to compare");
             return;
         }

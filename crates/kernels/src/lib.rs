@@ -10,18 +10,20 @@
 //! The encoder's hot loop (see [`crate::bert`]) runs on these:
 //! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights kept in
 //!   PyTorch's `[out, in]` layout ([`matmul::DenseWeights`]).
-//! - [`encoder_attention`]: bidirectional attention from a packed `[rows, 3·hidden]` QKV buffer,
-//!   scores, key mask, softmax and weighted sum in one pass per query row and head; masked keys
-//!   cost nothing.
+//! - [`attention`]: the one attention kernel, bidirectional here, reading the packed
+//!   `[rows, 3·hidden]` QKV buffer in place; scores, key mask, softmax and weighted sum in one
+//!   pass per block of query rows and head; masked keys cost nothing.
 //! - [`layer_norm`]: layer norm of rows in place (the residual is already added by the GEMM).
 //! - [`activation`]: elementwise activations in place; the erf GELU with an AVX2/FMA path.
 //!
 //! The decoder's hot loop runs on:
 //! - [`few_rows`]: `x Wᵀ` for one to a few dozen rows of `x` (decoding), with weights stored as
 //!   f32, f16, bf16 or 8-bit blocks.
-//! - [`cached_attention`]: causal attention of a sequence's new queries (prefill or one step)
-//!   over its KV cache slabs ([`decode_attention::CacheSlab`]), read in place; [`rms_norm`] and
-//!   [`rotary`] embeddings in place.
+//! - [`packed_gemm`] for the layers' products whatever the row count, once the weights are
+//!   packed.
+//! - [`attention`], causal: a sequence's new queries (prefill or one step) over its KV cache
+//!   slabs, read in place ([`attention::HeadRows::head_major`]); [`rms_norm`] and [`rotary`]
+//!   embeddings in place.
 //!
 //! Threads: every kernel splits its work over the rayon pool it is called from (the CLI's
 //! `--threads` pool, or rayon's global pool sized by `RAYON_NUM_THREADS` or the core count).
@@ -30,9 +32,7 @@
 
 pub mod activation;
 mod aligned;
-pub mod cached_attention;
-pub mod decode_attention;
-pub mod encoder_attention;
+pub mod attention;
 pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;

@@ -45,6 +45,10 @@ const PREFETCH_STEPS: usize = 32;
 /// Rows packed and multiplied at a time (36 tiles: MiniLM's half batch of 16 sentences fits in
 /// one chunk; a 32 × 512-token batch does not allocate a 100 MB packing buffer).
 const CHUNK_ROWS: usize = 36 * TILE_ROWS;
+/// Fewest weights (`in · out`) for which fewer than [`MIN_ROWS_TO_SPLIT`] rows (a decoding
+/// step) are still split over threads by panels: a 576 × 576 projection (1.3 MB read from
+/// memory per call) gains from two threads streaming their halves.
+const MIN_WEIGHTS_TO_SPLIT: usize = 1 << 16;
 /// Fewest tiles of rows per thread for splitting by rows rather than by panels.
 const MIN_TILES_PER_THREAD: usize = 4;
 /// Weight bytes per group of panels: half of the 1 MiB L2, the rest for the input blocks.
@@ -97,6 +101,11 @@ pub enum Epilogue {
 
 /// Whether this CPU runs the packed kernel (AVX-512F, checked once by std, cached).
 pub fn is_available() -> bool {
+    has_avx512()
+}
+
+/// Whether this CPU has AVX-512F (checked once by std, cached).
+pub fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
@@ -190,7 +199,7 @@ impl PackedWeights {
             return Ok(());
         }
         let threads = rayon::current_num_threads();
-        if threads < 2 || rows < MIN_ROWS_TO_SPLIT {
+        if threads < 2 || (rows < MIN_ROWS_TO_SPLIT && k * n < MIN_WEIGHTS_TO_SPLIT) {
             with_packing_buffer(|buffer| {
                 self.accumulate_panels(input, rows, output, buffer, 1, (start, then));
             });

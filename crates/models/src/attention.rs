@@ -1,18 +1,252 @@
-//! The checked inputs of a decoder's tensor interface, shared by every [`crate::CausalLm`]
-//! architecture.
+//! The one attention block every architecture is built from, and the checked inputs of a
+//! decoder's tensor interface.
 //!
+//! - [`Attention`]: a fused query/key/value projection (queries, then keys, then values),
+//!   grouped-query heads, a causal mask with an optional sliding window (decoders) or a
+//!   bidirectional one (encoders), and an output projection, all on plain row buffers. Both
+//!   masks run the one kernel, [`safeformers_kernels::attention::attend`], which reads the keys
+//!   and values where they are: a decoder's cache slabs ([`Attention::forward_cached`], prefill
+//!   and decoding step alike; causality is by index in the cache, Transformers'
+//!   `cache_position`, not by position id), or an encoder's packed QKV rows
+//!   ([`Attention::forward_onto`], sequences packed without padding work).
 //! - [`DecoderInputs::check`]: validates the `input_ids`, `position_ids` and `attention_mask`
 //!   one [`crate::CausalLm::forward`] call receives (shapes, dtypes, ranges, agreement with the
 //!   cache), so model code works on values it can trust.
-//!
-//! The attention itself is [`crate::decoder::Attention`], over each sequence's cache slabs
-//! ([`safeformers_kernels::cached_attention`]): causality is by index in the cache (Transformers'
-//! `cache_position`), not by position id.
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
+use crate::decoder::{SequenceRun, run_error};
 use crate::error::{Error, Result};
-use crate::layers::{input_error, integer_matrix, to_u32_checked};
+use crate::layers::{Destination, Linear, input_error, integer_matrix, to_u32_checked};
+use safeformers_kernels::attention::{HeadRows, KeyMask, Visibility, attend};
+use safeformers_kernels::rotary::rotate_heads_in_place;
+
+/// Head counts and width of an attention block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadShape {
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (dividing `heads`).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+}
+
+impl HeadShape {
+    fn query_width(self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    fn kv_width(self) -> usize {
+        self.kv_heads * self.head_dim
+    }
+}
+
+/// Self-attention: a fused query/key/value projection, grouped-query heads, a causal (with an
+/// optional sliding window) or bidirectional mask, and an output projection. Its f32 weights
+/// are packed for the many-row kernel where the CPU has it.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    qkv: Linear,
+    o_proj: Linear,
+    shape: HeadShape,
+    scale: f32,
+    /// Causal (`Some(window)`) or bidirectional (`None`).
+    causal: Option<Option<usize>>,
+    layer: usize,
+}
+
+/// Sequences packed one after another in a row buffer, each attending only to itself.
+#[derive(Debug, Clone, Copy)]
+pub struct PackedSequences<'a> {
+    /// Rows of each sequence, in order.
+    pub lengths: &'a [usize],
+    /// Per row of all sequences, whether it is a real token (padding is never attended to);
+    /// `None`: all are.
+    pub padding: Option<&'a [bool]>,
+}
+
+impl PackedSequences<'_> {
+    /// Rows of all sequences.
+    pub fn rows(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+}
+
+impl Attention {
+    /// A causal attention block of layer `layer` (its index in the cache), seeing at most
+    /// `window` keys ending at each query when there is a sliding window.
+    pub fn new(
+        qkv: Linear,
+        o_proj: Linear,
+        shape: HeadShape,
+        scale: f64,
+        window: Option<usize>,
+        layer: usize,
+    ) -> Result<Attention> {
+        let width = shape.query_width() + 2 * shape.kv_width();
+        if qkv.out_features() != width
+            || shape.kv_heads == 0
+            || !shape.heads.is_multiple_of(shape.kv_heads)
+        {
+            return Err(Error::Cache {
+                reason: format!(
+                    "layer {layer}: a qkv projection of {} outputs for {shape:?}",
+                    qkv.out_features()
+                ),
+            });
+        }
+        Ok(Attention {
+            qkv: qkv.packed_for_many_rows()?,
+            o_proj: o_proj.packed_for_many_rows()?,
+            shape,
+            scale: scale as f32,
+            causal: Some(window),
+            layer,
+        })
+    }
+
+    /// A bidirectional attention block (encoders), every head its own key/value head.
+    pub fn bidirectional(
+        qkv: Linear,
+        o_proj: Linear,
+        heads: usize,
+        scale: f64,
+    ) -> Result<Attention> {
+        let head_dim = o_proj.out_features() / heads.max(1);
+        let shape = HeadShape {
+            heads,
+            kv_heads: heads,
+            head_dim,
+        };
+        Ok(Attention {
+            causal: None,
+            ..Attention::new(qkv, o_proj, shape, scale, None, 0)?
+        })
+    }
+
+    /// Width of the fused projection's rows.
+    fn qkv_width(&self) -> usize {
+        self.shape.query_width() + 2 * self.shape.kv_width()
+    }
+
+    /// Encoders: `hidden` (`[rows, hidden]`, the rows of `sequences`) plus the attention of
+    /// each sequence over itself, in place; `qkv` and `context` are scratch buffers of
+    /// `rows · qkv width` and `rows · query width` values. Sequences run side by side.
+    pub fn forward_onto(
+        &self,
+        hidden: &mut [f32],
+        sequences: PackedSequences<'_>,
+        qkv: &mut [f32],
+        context: &mut [f32],
+    ) -> Result<()> {
+        let rows = sequences.rows();
+        let (shape, width) = (self.shape, self.qkv_width());
+        let q_width = shape.query_width();
+        self.qkv
+            .forward_rows_to(hidden, rows, qkv, Destination::Overwrite)?;
+        let mut jobs = Vec::with_capacity(sequences.lengths.len());
+        let (mut start, mut rest) = (0, &mut *context);
+        for &length in sequences.lengths {
+            let (out, after) = rest
+                .split_at_mut_checked(length * q_width)
+                .ok_or_else(|| run_error("context rows"))?;
+            rest = after;
+            let padding = match sequences.padding {
+                Some(mask) => Some(
+                    mask.get(start..start + length)
+                        .ok_or_else(|| run_error("padding flags"))?,
+                ),
+                None => None,
+            };
+            jobs.push((start, length, padding, out));
+            start += length;
+        }
+        let qkv: &[f32] = qkv;
+        jobs.into_par_iter()
+            .try_for_each(|(start, length, padding, out)| {
+                let view = |offset| {
+                    HeadRows::interleaved(
+                        qkv,
+                        start * width + offset,
+                        length,
+                        (shape.heads, shape.head_dim),
+                        width,
+                    )
+                };
+                let mask = KeyMask {
+                    visibility: Visibility::Bidirectional,
+                    padding,
+                };
+                attend(
+                    view(0),
+                    view(q_width),
+                    view(2 * q_width),
+                    mask,
+                    self.scale,
+                    out,
+                )
+            })?;
+        self.o_proj
+            .forward_rows_to(context, rows, hidden, Destination::OntoResidual)
+    }
+
+    /// Decoders: `x` `[rows, hidden]` (the new tokens of every run, in order) →
+    /// `[rows, hidden]`, appending each run's keys and values to its cache and attending over
+    /// the cache in place.
+    pub(crate) fn forward_cached(
+        &self,
+        x: &[f32],
+        runs: &mut [SequenceRun<'_>],
+        rows: usize,
+    ) -> Result<Vec<f32>> {
+        let shape = self.shape;
+        let (q_width, kv_width) = (shape.query_width(), shape.kv_width());
+        let width = self.qkv_width();
+        let mut qkv = self.qkv.forward_rows(x, rows)?;
+        let mut context = vec![0.0f32; rows * q_width];
+        let mut start = 0;
+        for run in runs.iter_mut() {
+            let count = run.tokens.len();
+            let part = qkv
+                .get_mut(start * width..(start + count) * width)
+                .ok_or_else(|| run_error("qkv rows"))?;
+            let first = run.cache.layer_len(self.layer)?;
+            for (index, row) in part.chunks_exact_mut(width).enumerate() {
+                // `width` is exactly queries + keys + values.
+                let (queries_keys, row_values) = row.split_at_mut(q_width + kv_width);
+                if let Some(rope) = &run.rope {
+                    let (cos, sin) = rope.row(index);
+                    rotate_heads_in_place(queries_keys, shape.head_dim, cos, sin)?;
+                }
+                let row_keys = queries_keys.get(q_width..).unwrap_or_default();
+                run.cache.append_rows(
+                    self.layer,
+                    (shape.kv_heads, shape.head_dim),
+                    row_keys,
+                    row_values,
+                )?;
+            }
+            let (keys, values) = run.cache.slabs(self.layer)?;
+            let queries =
+                HeadRows::interleaved(part, 0, count, (shape.heads, shape.head_dim), width);
+            let mask = KeyMask {
+                visibility: Visibility::Causal {
+                    first,
+                    window: self.causal.flatten(),
+                },
+                padding: run.padding.as_deref(),
+            };
+            let out = context
+                .get_mut(start * q_width..(start + count) * q_width)
+                .ok_or_else(|| run_error("context rows"))?;
+            attend(queries, keys, values, mask, self.scale, out)?;
+            start += count;
+        }
+        self.o_proj.forward_rows(&context, rows)
+    }
+}
 
 /// The inputs of one decoder forward call, checked.
 #[derive(Debug)]

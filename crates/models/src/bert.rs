@@ -11,9 +11,10 @@
 use candle_core::Tensor;
 use serde::Deserialize;
 
+use crate::attention::PackedSequences;
 use crate::config::{ModelConfig, defaults};
 use crate::distilbert::{DistilBertConfig, sinusoidal_table};
-use crate::encoder::{Encoder, EncoderShape, LayerNames, RowLayout};
+use crate::encoder::{Encoder, EncoderShape, LayerNames};
 use crate::error::{Error, Result};
 use crate::heads::{
     EncoderForTask, MaskedLmHead, QuestionAnsweringHead, SequenceClassificationHead,
@@ -557,8 +558,13 @@ impl BertModel {
             .embeddings
             .position_ids(sequences.iter().map(|sequence| sequence.input_ids))?;
         let mut rows = self.embeddings.embed(&words, &types, &positions)?;
-        self.encoder
-            .forward_rows(&mut rows, &RowLayout::Packed { lengths: &lengths })?;
+        self.encoder.forward_rows(
+            &mut rows,
+            PackedSequences {
+                lengths: &lengths,
+                padding: None,
+            },
+        )?;
         let width = rows.len() / words.len().max(1);
         let mut states = Vec::with_capacity(lengths.len());
         let mut rest = rows.as_slice();

@@ -5,8 +5,8 @@
 //! A forward call runs a set of sequences that may differ in length, each with its own
 //! [`SequenceCache`]: the new tokens of all sequences are packed into one `[rows, hidden]`
 //! matrix for every projection (no padding work), and attention runs per sequence over its
-//! cache slabs in place ([`safeformers_kernels::cached_attention`]) — the prefill (many new tokens)
-//! and the decoding step (one) are the same code. The LM head runs only on the positions asked
+//! cache slabs in place (the one [`crate::attention::Attention`], causal here) — the prefill
+//! (many new tokens) and the decoding step (one) are the same code. The LM head runs only on the positions asked
 //! for ([`LogitsAt`]).
 //!
 //! Values are plain row-major `f32`; the linear layers' weights are stored as the load options
@@ -20,8 +20,6 @@ use crate::kv_cache::{KvCache, SequenceCache};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::RotaryEmbedding;
 use safeformers_kernels::activation::activation_in_place;
-use safeformers_kernels::cached_attention::{CausalView, attend_cached};
-use safeformers_kernels::rotary::rotate_heads_in_place;
 
 /// Which positions of a call's new tokens get logits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +42,9 @@ impl LogitsAt {
         }
     }
 }
+
+/// The one attention block, here causal ([`Attention::new`]).
+pub use crate::attention::{Attention, HeadShape};
 
 /// The normalization layer the decoders use: the one [`crate::layers::Norm`] (LayerNorm, or
 /// RMSNorm with Gemma's `(1 + w)` folded into the scale at load).
@@ -75,6 +76,25 @@ pub enum Mlp {
 }
 
 impl Mlp {
+    /// A plain MLP, its f32 weights packed for the many-row kernel where the CPU has it.
+    pub fn plain(up: Linear, down: Linear, activation: Activation) -> Result<Mlp> {
+        Ok(Mlp::Plain {
+            up: up.packed_for_many_rows()?,
+            down: down.packed_for_many_rows()?,
+            activation,
+        })
+    }
+
+    /// A gated MLP (gate rows then up rows in `gate_up`), its f32 weights packed for the
+    /// many-row kernel where the CPU has it.
+    pub fn gated(gate_up: Linear, down: Linear, activation: Activation) -> Result<Mlp> {
+        Ok(Mlp::Gated {
+            gate_up: gate_up.packed_for_many_rows()?,
+            down: down.packed_for_many_rows()?,
+            activation,
+        })
+    }
+
     /// `[rows, hidden]` → `[rows, hidden]`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
         match self {
@@ -110,120 +130,6 @@ impl Mlp {
                 down.forward_rows(&gated, rows)
             }
         }
-    }
-}
-
-/// Head counts and width of an attention block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HeadShape {
-    /// Query heads.
-    pub heads: usize,
-    /// Key/value heads (dividing `heads`).
-    pub kv_heads: usize,
-    /// Width of one head.
-    pub head_dim: usize,
-}
-
-impl HeadShape {
-    fn query_width(self) -> usize {
-        self.heads * self.head_dim
-    }
-
-    fn kv_width(self) -> usize {
-        self.kv_heads * self.head_dim
-    }
-}
-
-/// Causal self-attention over a KV cache: a fused query/key/value projection (queries, then
-/// keys, then values), rotary positions when the stack has them, grouped-query heads, an
-/// optional sliding window, and an output projection.
-#[derive(Debug, Clone)]
-pub struct Attention {
-    qkv: Linear,
-    o_proj: Linear,
-    shape: HeadShape,
-    scale: f32,
-    window: Option<usize>,
-    layer: usize,
-}
-
-impl Attention {
-    /// An attention block of layer `layer` (its index in the cache).
-    pub fn new(
-        qkv: Linear,
-        o_proj: Linear,
-        shape: HeadShape,
-        scale: f64,
-        window: Option<usize>,
-        layer: usize,
-    ) -> Result<Attention> {
-        let width = shape.query_width() + 2 * shape.kv_width();
-        if qkv.out_features() != width
-            || shape.kv_heads == 0
-            || !shape.heads.is_multiple_of(shape.kv_heads)
-        {
-            return Err(Error::Cache {
-                reason: format!(
-                    "layer {layer}: a qkv projection of {} outputs for {shape:?}",
-                    qkv.out_features()
-                ),
-            });
-        }
-        Ok(Attention {
-            qkv,
-            o_proj,
-            shape,
-            scale: scale as f32,
-            window,
-            layer,
-        })
-    }
-
-    /// `x` `[rows, hidden]` (the new tokens of every run, in order) → `[rows, hidden]`,
-    /// appending each run's keys and values to its cache.
-    fn forward(&self, x: &[f32], runs: &mut [SequenceRun<'_>], rows: usize) -> Result<Vec<f32>> {
-        let shape = self.shape;
-        let (q_width, kv_width) = (shape.query_width(), shape.kv_width());
-        let width = q_width + 2 * kv_width;
-        let mut qkv = self.qkv.forward_rows(x, rows)?;
-        let mut context = vec![0.0f32; rows * q_width];
-        let mut start = 0;
-        for run in runs.iter_mut() {
-            let count = run.tokens.len();
-            let part = qkv
-                .get_mut(start * width..(start + count) * width)
-                .ok_or_else(|| run_error("qkv rows"))?;
-            let first = run.cache.layer_len(self.layer)?;
-            let mut queries = Vec::with_capacity(count * q_width);
-            for (index, row) in part.chunks_exact_mut(width).enumerate() {
-                // `width` is exactly queries + keys + values.
-                let (queries_keys, row_values) = row.split_at_mut(q_width + kv_width);
-                if let Some(rope) = &run.rope {
-                    let (cos, sin) = rope.row(index);
-                    rotate_heads_in_place(queries_keys, shape.head_dim, cos, sin)?;
-                }
-                let (row_queries, row_keys) = queries_keys.split_at(q_width);
-                queries.extend_from_slice(row_queries);
-                run.cache.append_rows(
-                    self.layer,
-                    (shape.kv_heads, shape.head_dim),
-                    row_keys,
-                    row_values,
-                )?;
-            }
-            let (keys, values) = run.cache.slabs(self.layer)?;
-            let view = CausalView {
-                first,
-                window: self.window,
-                padding: run.padding.as_deref(),
-            };
-            let out = context
-                .get_mut(start * q_width..(start + count) * q_width)
-                .ok_or_else(|| run_error("context rows"))?;
-            attend_cached(&queries, keys, values, view, self.scale, out)?;
-            start += count;
-        }
-        self.o_proj.forward_rows(&context, rows)
     }
 }
 
@@ -284,7 +190,7 @@ pub struct SequenceRun<'a> {
     pub rope_length: usize,
     /// Which logits to return.
     pub logits: LogitsAt,
-    rope: Option<RopeRows>,
+    pub(crate) rope: Option<RopeRows>,
 }
 
 impl<'a> SequenceRun<'a> {
@@ -322,7 +228,7 @@ impl std::fmt::Debug for SequenceRun<'_> {
 /// `cos` and `sin` of each new row, `rotary_dim / 2` values each, the attention scaling
 /// multiplied in.
 #[derive(Debug, Clone)]
-struct RopeRows {
+pub(crate) struct RopeRows {
     half: usize,
     cos: Vec<f32>,
     sin: Vec<f32>,
@@ -344,7 +250,7 @@ impl RopeRows {
         RopeRows { half, cos, sin }
     }
 
-    fn row(&self, index: usize) -> (&[f32], &[f32]) {
+    pub(crate) fn row(&self, index: usize) -> (&[f32], &[f32]) {
         let range = index * self.half..(index + 1) * self.half;
         (
             self.cos.get(range.clone()).unwrap_or_default(),
@@ -353,7 +259,7 @@ impl RopeRows {
     }
 }
 
-fn run_error(what: &str) -> Error {
+pub(crate) fn run_error(what: &str) -> Error {
     Error::Cache {
         reason: format!("{what} do not match the sequences of the call"),
     }
@@ -392,7 +298,7 @@ impl DecoderStack {
         }
         for layer in &self.layers {
             let normed = layer.attention_norm.apply(&hidden)?;
-            let attended = layer.attention.forward(&normed, runs, rows)?;
+            let attended = layer.attention.forward_cached(&normed, runs, rows)?;
             add_in_place(&mut hidden, &attended);
             let normed = layer.mlp_norm.apply(&hidden)?;
             let fed_forward = layer.mlp.forward(&normed, rows)?;

@@ -2,8 +2,9 @@
 //! post-norm Transformer layer (self-attention + residual + LayerNorm, feed-forward + residual
 //! + LayerNorm) on plain `f32` row buffers, driven by the kernels.
 //!
-//! Laid out at load for the kernels: query, key and value stacked into one [`Linear`] (one GEMM
-//! writes `[rows, 3·hidden]`, which attention reads in place), every linear layer packed for the
+//! Laid out at load for the kernels: query, key and value stacked into one [`Linear`] of the
+//! one [`Attention`] (bidirectional here; one GEMM writes `[rows, 3·hidden]`, which attention
+//! reads in place), every linear layer packed for the
 //! many-row GEMM when its weights are f32 (other storages, chosen by `--dtype`/`--quantize`, run
 //! through the same [`Linear`]). Each residual is written into the output buffer before its
 //! projection accumulates onto it, so "dense + residual + layer norm" is one GEMM and one pass.
@@ -11,12 +12,10 @@
 
 use candle_core::Tensor;
 
+use crate::attention::{Attention, PackedSequences};
 use crate::error::Result;
 use crate::layers::{Activation, Destination, Linear, Norm};
 use crate::weights::Weights;
-use safeformers_kernels::encoder_attention::{
-    AttentionShape, encoder_attention, encoder_attention_packed,
-};
 
 /// The sizes of an encoder stack, from the family's config.
 #[derive(Debug, Clone, Copy)]
@@ -85,15 +84,13 @@ impl LayerNames {
 /// One encoder layer: attention, then feed-forward, each followed by residual + LayerNorm.
 #[derive(Debug)]
 struct EncoderLayer {
-    /// The query, key and value projections, stacked.
-    query_key_value: Linear,
-    attention_output: Linear,
+    /// Bidirectional self-attention, query, key and value projections stacked.
+    attention: Attention,
     attention_norm: Norm,
     intermediate: Linear,
     activation: Activation,
     output: Linear,
     output_norm: Norm,
-    num_heads: usize,
 }
 
 /// Buffers one forward pass reuses across layers.
@@ -123,68 +120,36 @@ impl EncoderLayer {
         };
         let norm =
             |name: &str| Norm::load_layer_norm(&weights.pp(name), hidden, shape.layer_norm_eps);
+        let head_dim = hidden / shape.heads.max(1);
         Ok(EncoderLayer {
-            query_key_value: query_key_value.stored_as(options)?.packed_for_many_rows()?,
-            attention_output: linear(names.attention_output, hidden, hidden)?,
+            attention: Attention::bidirectional(
+                query_key_value.stored_as(options)?,
+                Linear::load(&weights.pp(names.attention_output), hidden, hidden)?,
+                shape.heads,
+                1.0 / (head_dim as f64).sqrt(),
+            )?,
             attention_norm: norm(names.attention_norm)?,
             intermediate: linear(names.intermediate, hidden, shape.intermediate)?,
             activation: shape.activation,
             output: linear(names.output, shape.intermediate, hidden)?,
             output_norm: norm(names.output_norm)?,
-            num_heads: shape.heads,
         })
     }
 
-    /// Runs the layer on `hidden` (the rows of `layout`, `[rows, hidden]`) in place.
+    /// Runs the layer on `hidden` (the rows of `sequences`, `[rows, hidden]`) in place.
     fn forward(
         &self,
         hidden: &mut [f32],
         scratch: &mut LayerScratch,
-        layout: &RowLayout<'_>,
+        sequences: PackedSequences<'_>,
     ) -> Result<()> {
-        let rows = layout.rows();
-        let width = self.attention_output.out_features();
-        let head_dim = width / self.num_heads.max(1);
-        // Self-attention: one projection for q, k, v, then attention per head.
-        self.query_key_value.forward_rows_to(
+        let rows = sequences.rows();
+        // Self-attention onto the residual, then layer norm.
+        self.attention.forward_onto(
             hidden,
-            rows,
+            sequences,
             &mut scratch.query_key_value,
-            Destination::Overwrite,
-        )?;
-        match *layout {
-            RowLayout::Padded {
-                batch,
-                seq,
-                key_mask,
-            } => {
-                let shape = AttentionShape {
-                    batch,
-                    seq,
-                    heads: self.num_heads,
-                    head_dim,
-                };
-                encoder_attention(
-                    &scratch.query_key_value,
-                    key_mask,
-                    shape,
-                    &mut scratch.context,
-                )?;
-            }
-            RowLayout::Packed { lengths } => encoder_attention_packed(
-                &scratch.query_key_value,
-                lengths,
-                self.num_heads,
-                head_dim,
-                &mut scratch.context,
-            )?,
-        }
-        // Output projection onto the residual, layer norm.
-        self.attention_output.forward_rows_to(
-            &scratch.context,
-            rows,
-            hidden,
-            Destination::OntoResidual,
+            &mut scratch.context,
         )?;
         self.attention_norm.forward_rows(hidden)?;
         // Feed-forward block.
@@ -248,48 +213,27 @@ impl Encoder {
             }
             None => None,
         };
-        let layout = RowLayout::Padded {
-            batch,
-            seq,
-            key_mask: key_mask.as_deref(),
+        let padding: Option<Vec<bool>> =
+            key_mask.map(|flags| flags.iter().map(|&flag| flag != 0).collect());
+        let lengths = vec![seq; batch];
+        let sequences = PackedSequences {
+            lengths: &lengths,
+            padding: padding.as_deref(),
         };
-        self.forward_rows(hidden, &layout)
+        self.forward_rows(hidden, sequences)
     }
 
-    /// Runs every layer over the rows of `layout` (in place).
-    pub fn forward_rows(&self, hidden: &mut [f32], layout: &RowLayout<'_>) -> Result<()> {
-        let rows = layout.rows();
+    /// Runs every layer over the rows of `sequences` (in place).
+    pub fn forward_rows(&self, hidden: &mut [f32], sequences: PackedSequences<'_>) -> Result<()> {
+        let rows = sequences.rows();
         let mut scratch = LayerScratch {
             query_key_value: vec![0.0; rows * 3 * self.hidden],
             context: vec![0.0; rows * self.hidden],
             intermediate: vec![0.0; rows * self.intermediate],
         };
         for layer in &self.layers {
-            layer.forward(hidden, &mut scratch, layout)?;
+            layer.forward(hidden, &mut scratch, sequences)?;
         }
         Ok(())
-    }
-}
-
-/// How the encoder's rows are laid out.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum RowLayout<'a> {
-    /// `batch` sequences padded to `seq` rows each; `key_mask` `[batch, seq]` (non-zero =
-    /// attend) hides the padding keys, whose rows are computed like Transformers does.
-    Padded {
-        batch: usize,
-        seq: usize,
-        key_mask: Option<&'a [u8]>,
-    },
-    /// Sequences of `lengths` rows one after another, no padding.
-    Packed { lengths: &'a [usize] },
-}
-
-impl RowLayout<'_> {
-    fn rows(&self) -> usize {
-        match self {
-            RowLayout::Padded { batch, seq, .. } => batch * seq,
-            RowLayout::Packed { lengths } => lengths.iter().sum(),
-        }
     }
 }

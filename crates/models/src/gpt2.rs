@@ -189,11 +189,11 @@ fn load_block(
             layer,
         )?,
         mlp_norm: Norm::load_layer_norm(&weights.pp("ln_2"), hidden, eps)?,
-        mlp: Mlp::Plain {
-            up: Linear::load_transposed(&mlp.pp("c_fc"), hidden, inner)?,
-            down: Linear::load_transposed(&mlp.pp("c_proj"), inner, hidden)?,
+        mlp: Mlp::plain(
+            Linear::load_transposed(&mlp.pp("c_fc"), hidden, inner)?,
+            Linear::load_transposed(&mlp.pp("c_proj"), inner, hidden)?,
             activation,
-        },
+        )?,
     })
 }
 

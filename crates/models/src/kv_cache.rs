@@ -2,7 +2,7 @@
 //!
 //! A sequence's cache holds, per layer, two slabs `[kv_heads, capacity, head_dim]` (keys,
 //! values). Prefill and decoding write the new positions in place and attention reads the slabs
-//! in place ([`safeformers_kernels::cached_attention`]); nothing already cached is copied again. A
+//! in place ([`safeformers_kernels::attention`]); nothing already cached is copied again. A
 //! slab reserves what [`SequenceCache::reserve`] asks for (generation reserves prompt plus new
 //! tokens up front), and only grows, by doubling, beyond that.
 //!
@@ -13,7 +13,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
-use safeformers_kernels::decode_attention::CacheSlab;
+use safeformers_kernels::attention::HeadRows;
 
 /// Positions reserved when a slab is first written and nothing was reserved.
 const INITIAL_CAPACITY: usize = 64;
@@ -133,14 +133,12 @@ impl LayerSlabs {
         self.len += new;
     }
 
-    fn slab<'a>(&self, data: &'a [f32]) -> CacheSlab<'a> {
-        CacheSlab {
+    fn slab<'a>(&self, data: &'a [f32]) -> HeadRows<'a> {
+        HeadRows::head_major(
             data,
-            kv_heads: self.kv_heads,
-            capacity: self.capacity,
-            len: self.len,
-            head_dim: self.head_dim,
-        }
+            (self.kv_heads, self.capacity, self.head_dim),
+            self.len,
+        )
     }
 
     /// The filled part, head-major `[kv_heads, len, head_dim]` (a copy).
@@ -284,7 +282,7 @@ impl SequenceCache {
     }
 
     /// Layer `layer`'s keys and values, read in place.
-    pub fn slabs(&self, layer: usize) -> Result<(CacheSlab<'_>, CacheSlab<'_>)> {
+    pub fn slabs(&self, layer: usize) -> Result<(HeadRows<'_>, HeadRows<'_>)> {
         let slabs = self.layers.get(layer).ok_or(Error::CacheLayer { layer })?;
         Ok((slabs.slab(&slabs.keys), slabs.slab(&slabs.values)))
     }
@@ -408,7 +406,7 @@ impl KvCache {
     }
 
     /// Layer `layer`'s keys and values of sequence `row`, read in place.
-    pub fn slabs(&self, layer: usize, row: usize) -> Result<(CacheSlab<'_>, CacheSlab<'_>)> {
+    pub fn slabs(&self, layer: usize, row: usize) -> Result<(HeadRows<'_>, HeadRows<'_>)> {
         self.rows
             .get(row)
             .ok_or_else(|| Error::Cache {
@@ -473,7 +471,7 @@ mod tests {
         let (keys, _) = cache.slabs(0).unwrap();
         for token in 0..5 {
             for head in 0..kv_heads {
-                let start = head * keys.capacity * head_dim + token * head_dim;
+                let start = head * keys.head_stride + token * head_dim;
                 let want = &rows[token * 6 + head * 3..token * 6 + head * 3 + 3];
                 assert_eq!(&keys.data[start..start + 3], want);
             }

@@ -117,15 +117,13 @@ impl Linear {
         Ok(y.reshape(out_shape)?)
     }
 
-    /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]`: a few rows
-    /// through the few-row kernel, many (a prefill) through one GEMM.
+    /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]`: packed
+    /// weights through the packed kernel, others through the few-row kernel for a few rows and
+    /// one GEMM for many (a prefill).
     pub fn forward_rows(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
-        if rows <= crate::weight_storage::FEW_ROWS {
-            return self.forward_values(x, rows);
-        }
-        let input = Tensor::from_slice(x, (rows, self.in_features()), &candle_core::Device::Cpu)?;
-        let y = self.weight.matmul(&input, self.bias.as_deref())?;
-        Ok(y.flatten_all()?.to_vec1::<f32>()?)
+        let mut output = vec![0.0f32; rows * self.out_features()];
+        self.forward_rows_to(x, rows, &mut output, Destination::Overwrite)?;
+        Ok(output)
     }
 
     /// Applies the layer to plain row-major values `[rows, in]` → `[rows, out]` (the decoding

@@ -635,11 +635,11 @@ fn load_layer(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Resu
         attention_norm: load_norm(&weights.pp("input_layernorm"), config)?,
         attention: Attention::new(qkv, o_proj, shape, scale, config.layer_window(layer), layer)?,
         mlp_norm: load_norm(&weights.pp("post_attention_layernorm"), config)?,
-        mlp: Mlp::Gated {
+        mlp: Mlp::gated(
             gate_up,
-            down: load_stacked(&mlp, &[("down_proj", hidden)], inner, config.mlp_bias)?,
-            activation: config.activation,
-        },
+            load_stacked(&mlp, &[("down_proj", hidden)], inner, config.mlp_bias)?,
+            config.activation,
+        )?,
     })
 }
 
