@@ -483,7 +483,11 @@ unsafe fn dot_pass_avx2<const R: usize>(
             );
             let u_signs = _mm256_sign_epi8(u_vector, u_vector);
             let activation_block = b * values / BLOCK + c;
-            for (r, (values, activation_scales, half_sums)) in rows.iter().enumerate() {
+            for (((values, activation_scales, half_sums), accumulator), minimum) in rows
+                .iter()
+                .zip(accumulators.iter_mut())
+                .zip(minimums.iter_mut())
+            {
                 let at = activation_block * BLOCK;
                 // SAFETY: every row holds `cols` values, and `at + 32 ≤ cols`: the weight row
                 // has exactly `cols` values (checked above).
@@ -505,13 +509,11 @@ unsafe fn dot_pass_avx2<const R: usize>(
                         )),
                     )
                 };
-                let accumulator = &mut accumulators[r];
                 *accumulator = _mm256_fmadd_ps(
                     dots,
                     _mm256_mul_ps(weight_scales, _mm256_set1_ps(activation_scale)),
                     *accumulator,
                 );
-                let minimum = &mut minimums[r];
                 *minimum = _mm256_fmadd_ps(
                     _mm256_castps128_ps256(weight_minimums),
                     _mm256_castps128_ps256(sums_pair),
