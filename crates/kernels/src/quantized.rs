@@ -136,7 +136,7 @@ pub fn dequantize(format: BlockFormat, bytes: &[u8], out: &mut [f32]) -> Result<
 }
 
 /// The f16 at `at` (0 when outside the block, which the callers' lengths rule out).
-fn half_at(block: &[u8], at: usize) -> f32 {
+pub(crate) fn half_at(block: &[u8], at: usize) -> f32 {
     match block.get(at..at + 2) {
         Some(&[low, high]) => f16::from_le_bytes([low, high]).to_f32(),
         _ => 0.0,
@@ -144,7 +144,7 @@ fn half_at(block: &[u8], at: usize) -> f32 {
 }
 
 /// Byte `at` of a block (0 outside it, which the callers' lengths rule out).
-fn byte(bytes: &[u8], at: usize) -> u8 {
+pub(crate) fn byte(bytes: &[u8], at: usize) -> u8 {
     bytes.get(at).copied().unwrap_or(0)
 }
 

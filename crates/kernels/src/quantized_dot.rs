@@ -11,9 +11,8 @@
 
 use rayon::prelude::*;
 
-use crate::quantized::{BlockFormat, scale_min_k4};
+use crate::quantized::{BlockFormat, byte, half_at, scale_min_k4};
 use crate::{KernelError, Result};
-use half::f16;
 
 /// Activation values per 8-bit block.
 const BLOCK: usize = 32;
@@ -203,17 +202,6 @@ struct Unpacked {
     /// `u` of every value (signed for `Q8_0`).
     u: [i16; 256],
     scales: BlockScales,
-}
-
-fn half_at(block: &[u8], at: usize) -> f32 {
-    match block.get(at..at + 2) {
-        Some(&[low, high]) => f16::from_le_bytes([low, high]).to_f32(),
-        _ => 0.0,
-    }
-}
-
-fn byte(bytes: &[u8], at: usize) -> u8 {
-    bytes.get(at).copied().unwrap_or(0)
 }
 
 /// Reads one block as `scale · u - minimum` per sub-block (the same values as
@@ -654,7 +642,7 @@ mod tests {
         let scales = random_values(seed + 1, blocks * halves.len());
         for (b, block) in bytes.chunks_exact_mut(format.block_bytes()).enumerate() {
             for (h, &at) in halves.iter().enumerate() {
-                let value = f16::from_f32(scales[b * halves.len() + h] * 0.05);
+                let value = half::f16::from_f32(scales[b * halves.len() + h] * 0.05);
                 block[at..at + 2].copy_from_slice(&value.to_le_bytes());
             }
         }
