@@ -370,11 +370,19 @@ const ROWS_PER_PASS: usize = 4;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut [f32]) {
+    let small = matches!(
+        format,
+        BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q8_0
+    );
     for (pass, sums) in sums.chunks_mut(ROWS_PER_PASS).enumerate() {
         let first = pass * ROWS_PER_PASS;
         // SAFETY: AVX2, FMA and F16C are enabled here.
         unsafe {
             match sums.len() {
+                1 if small => dot_small_avx2::<1>(format, row, input, first, sums),
+                2 if small => dot_small_avx2::<2>(format, row, input, first, sums),
+                3 if small => dot_small_avx2::<3>(format, row, input, first, sums),
+                _ if small => dot_small_avx2::<ROWS_PER_PASS>(format, row, input, first, sums),
                 1 => dot_pass_avx2::<1>(format, row, input, first, sums),
                 2 => dot_pass_avx2::<2>(format, row, input, first, sums),
                 3 => dot_pass_avx2::<3>(format, row, input, first, sums),
@@ -382,6 +390,115 @@ unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &
             }
         }
     }
+}
+
+/// [`dot_pass_avx2`] for the 32-value formats `Q4_0`, `Q4_1` and `Q8_0`, with everything of a
+/// block in registers: its f16 scale and minimum converted together, its values unpacked
+/// in place, one FMA per activation row and block.
+///
+/// # Safety
+/// AVX2, FMA and F16C present.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot_small_avx2<const R: usize>(
+    format: BlockFormat,
+    row: &[u8],
+    input: &Q8Rows,
+    first: usize,
+    sums: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let blocks = input.cols / BLOCK;
+    let block_bytes = format.block_bytes();
+    let rows: [(&[i8], &[f32], &[f32]); R] = std::array::from_fn(|r| {
+        let block = (first + r) * blocks;
+        (
+            input
+                .values
+                .get(block * BLOCK..(block + blocks) * BLOCK)
+                .unwrap_or_default(),
+            input.scales.get(block..block + blocks).unwrap_or_default(),
+            input
+                .half_sums
+                .get(2 * block..2 * (block + blocks))
+                .unwrap_or_default(),
+        )
+    });
+    if rows.iter().any(|(values, _, _)| values.len() != input.cols)
+        || row.len() != blocks * block_bytes
+    {
+        return;
+    }
+    let ones = _mm256_set1_epi16(1);
+    let nibbles = _mm_set1_epi8(0x0F);
+    let mut accumulators = [_mm256_setzero_ps(); R];
+    let mut minimums = [0.0f32; R];
+    let weights = row.as_ptr();
+    for b in 0..blocks {
+        // SAFETY: block `b` lies inside `row` (its length was checked): 4 bytes of scales and
+        // the values from byte 2 (Q8_0: 32 bytes, 34 in all) or 4 (Q4_1: 16, 20 in all) or 2
+        // (Q4_0: 16, 18 in all).
+        let (scale_and_minimum, u) = unsafe {
+            let block = weights.add(b * block_bytes);
+            let halves = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
+            let u = match format {
+                BlockFormat::Q8_0 => _mm256_loadu_si256(block.add(2).cast()),
+                _ => {
+                    let at = if format == BlockFormat::Q4_0 { 2 } else { 4 };
+                    let packed = _mm_loadu_si128(block.add(at).cast());
+                    let low = _mm_and_si128(packed, nibbles);
+                    let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), nibbles);
+                    _mm256_set_m128i(high, low)
+                }
+            };
+            (halves, u)
+        };
+        let d = _mm_cvtss_f32(scale_and_minimum);
+        // Q4_0 and Q8_0 have values, not a minimum, in bytes 2 and 3.
+        let minimum = match format {
+            BlockFormat::Q4_0 => 8.0 * d,
+            BlockFormat::Q4_1 => -_mm_cvtss_f32(_mm_movehdup_ps(scale_and_minimum)),
+            _ => 0.0,
+        };
+        let u_signs = _mm256_sign_epi8(u, u);
+        for (((values, scales, half_sums), accumulator), minimum_sum) in rows
+            .iter()
+            .zip(accumulators.iter_mut())
+            .zip(minimums.iter_mut())
+        {
+            // SAFETY: every row holds `blocks` blocks of 32 values, a scale and two half
+            // sums each (checked above), and `b < blocks`.
+            let (q, scale, block_sum) = unsafe {
+                (
+                    _mm256_loadu_si256(values.as_ptr().add(b * BLOCK).cast()),
+                    *scales.get_unchecked(b),
+                    *half_sums.get_unchecked(2 * b) + *half_sums.get_unchecked(2 * b + 1),
+                )
+            };
+            let products = if format == BlockFormat::Q8_0 {
+                _mm256_maddubs_epi16(u_signs, _mm256_sign_epi8(q, u))
+            } else {
+                _mm256_maddubs_epi16(u, q)
+            };
+            let dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+            *accumulator = _mm256_fmadd_ps(dots, _mm256_set1_ps(d * scale), *accumulator);
+            *minimum_sum += minimum * block_sum;
+        }
+    }
+    for ((sum, acc), minimum_sum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
+        *sum = horizontal_sum(*acc) - minimum_sum;
+    }
+}
+
+/// The sum of the eight lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn horizontal_sum(vector: std::arch::x86_64::__m256) -> f32 {
+    use std::arch::x86_64::*;
+    let high = _mm256_extractf128_ps::<1>(vector);
+    let quad = _mm_add_ps(_mm256_castps256_ps128(vector), high);
+    let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
+    _mm_cvtss_f32(_mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair)))
 }
 
 /// Rows `first..first + R` of [`dot_rows_avx2`] (`sums` holds `R`).
@@ -511,13 +628,7 @@ unsafe fn dot_pass_avx2<const R: usize>(
         }
     }
     for ((sum, acc), minimum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
-        let total = _mm256_sub_ps(*acc, *minimum);
-        // Sum the eight lanes.
-        let high = _mm256_extractf128_ps::<1>(total);
-        let quad = _mm_add_ps(_mm256_castps256_ps128(total), high);
-        let pair = _mm_add_ps(quad, _mm_movehl_ps(quad, quad));
-        let single = _mm_add_ss(pair, _mm_shuffle_ps::<1>(pair, pair));
-        *sum = _mm_cvtss_f32(single);
+        *sum = horizontal_sum(_mm256_sub_ps(*acc, *minimum));
     }
 }
 
