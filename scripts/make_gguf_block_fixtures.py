@@ -10,6 +10,10 @@ Q6_K), the case holds a few blocks of deterministic pseudo-random bytes (hex) wh
 fields are overwritten with ordinary values (random bytes would make NaN and infinity), and the
 values the PyPI `gguf` package's `gguf.quants.dequantize` gives for them, as f32 bit patterns
 (exact comparison). The `gguf` version is written into the JSON.
+
+For the formats the package can quantize to (Q4_0, Q4_1, Q8_0: its quantizers are bit-exact
+with ggml's reference ones), `quantize` holds f32 inputs (bit patterns) and the bytes
+`gguf.quants.quantize` makes of them.
 """
 
 from __future__ import annotations
@@ -62,8 +66,19 @@ def main() -> int:
             "bytes": bytes(raw).hex(),
             "f32_bits": [int(bits) for bits in values.view(np.uint32)],
         }
+    quantized = {}
+    for name in ["Q4_0", "Q4_1", "Q8_0"]:
+        qtype = FORMATS[name][0]
+        inputs = np.array([rng.gauss(0.0, 1.0) for _ in range(4 * 32)], dtype=np.float32)
+        inputs[32:64] = 0.0  # an all-zero block
+        inputs[70] = 5.0  # an outlier
+        made = quants.quantize(inputs.reshape(1, -1), qtype)
+        quantized[name] = {
+            "f32_bits": [int(bits) for bits in inputs.view(np.uint32)],
+            "bytes": bytes(np.asarray(made, dtype=np.uint8).reshape(-1)).hex(),
+        }
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    document = {"gguf": version("gguf"), "formats": cases}
+    document = {"gguf": version("gguf"), "formats": cases, "quantize": quantized}
     OUT.write_text(json.dumps(document, indent=1) + "\n")
     print(f"wrote {OUT}: {', '.join(cases)}")
     return 0

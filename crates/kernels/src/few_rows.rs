@@ -15,6 +15,8 @@
 use half::{bf16, f16};
 use rayon::prelude::*;
 
+use crate::quantized::{BlockFormat, dequantize};
+use crate::quantized_dot::{Q8Rows, QuantizedMatrix, matmul_quantized};
 use crate::{KernelError, Result};
 
 /// Inputs per 8-bit block (one f32 scale per block).
@@ -38,6 +40,14 @@ pub enum MatrixData<'a> {
         values: &'a [i8],
         /// One scale per block of [`Q8_BLOCK`] inputs of a row.
         scales: &'a [f32],
+    },
+    /// A GGUF block format, row by row (see [`crate::quantized`]): multiplied as stored by
+    /// [`crate::quantized_dot`].
+    Blocks {
+        /// The format.
+        format: BlockFormat,
+        /// The blocks.
+        bytes: &'a [u8],
     },
 }
 
@@ -73,6 +83,12 @@ impl<'a> MatrixRef<'a> {
                 count == Some(values.len())
                     && self.rows.checked_mul(self.cols.div_ceil(Q8_BLOCK)) == Some(scales.len())
             }
+            MatrixData::Blocks { format, bytes } => {
+                format
+                    .bytes_for(self.cols)
+                    .and_then(|row| row.checked_mul(self.rows))
+                    == Some(bytes.len())
+            }
         }
     }
 
@@ -91,6 +107,8 @@ impl<'a> MatrixRef<'a> {
                     scales: scales.get(first..first.checked_add(blocks)?)?,
                 }
             }
+            // Block formats are read whole (see `matmul_transposed`, `decode_matrix`).
+            MatrixData::Blocks { .. } => return None,
         })
     }
 }
@@ -145,6 +163,16 @@ pub fn matmul_transposed(
     }
     if rows == 0 || outs == 0 {
         return Ok(());
+    }
+    if let MatrixData::Blocks { format, bytes } = weights.data {
+        let quantized = Q8Rows::quantize(x, rows, cols)?;
+        let matrix = QuantizedMatrix {
+            format,
+            bytes,
+            rows: outs,
+            cols,
+        };
+        return matmul_quantized(matrix, &quantized, out);
     }
     let simd = Simd::detect();
     let tasks = rayon::current_num_threads().max(1) * 4;
@@ -221,6 +249,13 @@ pub fn decode_matrix(weights: MatrixRef<'_>, out: &mut [f32]) -> Result<()> {
     }
     if weights.cols == 0 {
         return Ok(());
+    }
+    if let MatrixData::Blocks { format, bytes } = weights.data {
+        let row_bytes = format.bytes_for(weights.cols).unwrap_or(0);
+        return out
+            .par_chunks_mut(weights.cols)
+            .zip(bytes.par_chunks(row_bytes.max(1)))
+            .try_for_each(|(dst, row)| dequantize(format, row, dst));
     }
     let simd = Simd::detect();
     out.par_chunks_mut(weights.cols)
@@ -780,6 +815,7 @@ mod tests {
             MatrixData::F16(_) => "f16",
             MatrixData::Bf16(_) => "bf16",
             MatrixData::Q8 { .. } => "q8",
+            MatrixData::Blocks { format, .. } => format.name(),
         }
     }
 

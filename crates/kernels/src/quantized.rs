@@ -276,6 +276,159 @@ fn dequantize_q6k(block: &[u8], out: &mut [f32]) {
     }
 }
 
+/// Quantizes `values` (whole blocks) into `out` (their bytes) in `format`: `Q4_0`, `Q4_1` and
+/// `Q8_0` exactly as ggml's reference quantizers do (round to nearest from the f32 scale, the
+/// scale then stored as f16), `Q4_K` with each sub-block's range mapped onto 0..15 and the
+/// sub-block scales and minimums rounded to 6 bits of the super-block's. Other formats are an
+/// error naming the format.
+pub fn quantize(format: BlockFormat, values: &[f32], out: &mut [u8]) -> Result<()> {
+    const KERNEL: &str = "quantized::quantize";
+    if format.bytes_for(values.len()) != Some(out.len()) {
+        return Err(KernelError {
+            kernel: KERNEL,
+            reason: format!(
+                "{} values into {} bytes of {} blocks",
+                values.len(),
+                out.len(),
+                format.name()
+            ),
+        });
+    }
+    let quantize_block: fn(&[f32], &mut [u8]) = match format {
+        BlockFormat::Q4_0 => quantize_q4_0,
+        BlockFormat::Q4_1 => quantize_q4_1,
+        BlockFormat::Q8_0 => quantize_q8_0,
+        BlockFormat::Q4K => quantize_q4k,
+        other => {
+            return Err(KernelError {
+                kernel: KERNEL,
+                reason: format!("quantizing to {} is not supported", other.name()),
+            });
+        }
+    };
+    for (block, bytes) in values
+        .chunks_exact(format.block_values())
+        .zip(out.chunks_exact_mut(format.block_bytes()))
+    {
+        quantize_block(block, bytes);
+    }
+    Ok(())
+}
+
+/// Writes `value` as an f16 at `at`.
+fn put_half(bytes: &mut [u8], at: usize, value: f32) {
+    if let Some(slot) = bytes.get_mut(at..at + 2) {
+        slot.copy_from_slice(&f16::from_f32(value).to_le_bytes());
+    }
+}
+
+/// Packs 32 values of 0..15: value `i < 16` in the low nibble of byte `i`, `i + 16` in its high
+/// nibble.
+fn put_nibbles(bytes: &mut [u8], at: usize, nibbles: &[u8; 32]) {
+    let (low, high) = nibbles.split_at(16);
+    for ((slot, low), high) in bytes.iter_mut().skip(at).take(16).zip(low).zip(high) {
+        *slot = (low & 0x0F) | (high << 4);
+    }
+}
+
+/// The inverse of a scale, 0 for a zero scale.
+fn inverse(scale: f32) -> f32 {
+    if scale == 0.0 { 0.0 } else { 1.0 / scale }
+}
+
+fn quantize_q4_0(block: &[f32], bytes: &mut [u8]) {
+    // The value of largest magnitude, with its sign, maps to -8.
+    let max = block
+        .iter()
+        .copied()
+        .fold(0.0f32, |max, x| if x.abs() > max.abs() { x } else { max });
+    let d = max / -8.0;
+    let id = inverse(d);
+    let nibbles: [u8; 32] = std::array::from_fn(|i| {
+        let x = block.get(i).copied().unwrap_or(0.0);
+        (x * id + 8.5).trunc().clamp(0.0, 15.0) as u8
+    });
+    put_half(bytes, 0, d);
+    put_nibbles(bytes, 2, &nibbles);
+}
+
+fn quantize_q4_1(block: &[f32], bytes: &mut [u8]) {
+    let max = block.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let min = block.iter().copied().fold(f32::INFINITY, f32::min);
+    let d = (max - min) / 15.0;
+    let id = inverse(d);
+    let nibbles: [u8; 32] = std::array::from_fn(|i| {
+        let x = block.get(i).copied().unwrap_or(0.0);
+        ((x - min) * id + 0.5).trunc().clamp(0.0, 15.0) as u8
+    });
+    put_half(bytes, 0, d);
+    put_half(bytes, 2, min);
+    put_nibbles(bytes, 4, &nibbles);
+}
+
+fn quantize_q8_0(block: &[f32], bytes: &mut [u8]) {
+    let d = block.iter().fold(0.0f32, |max, x| max.max(x.abs())) / 127.0;
+    let id = inverse(d);
+    put_half(bytes, 0, d);
+    for (i, x) in block.iter().enumerate() {
+        if let Some(slot) = bytes.get_mut(2 + i) {
+            // `round` rounds halves away from zero, as ggml's `roundf`.
+            *slot = (x * id).round() as i8 as u8;
+        }
+    }
+}
+
+fn quantize_q4k(block: &[f32], bytes: &mut [u8]) {
+    // Per sub-block of 32: value ≈ scale·q − minimum, q in 0..15, minimum ≥ 0.
+    let mut scales = [0.0f32; 8];
+    let mut minimums = [0.0f32; 8];
+    for ((sub, scale), minimum) in block.chunks_exact(32).zip(&mut scales).zip(&mut minimums) {
+        let low = sub.iter().copied().fold(0.0f32, f32::min);
+        let high = sub.iter().copied().fold(low, f32::max);
+        *scale = (high - low) / 15.0;
+        *minimum = -low;
+    }
+    let d = scales.iter().copied().fold(0.0f32, f32::max) / 63.0;
+    let dmin = minimums.iter().copied().fold(0.0f32, f32::max) / 63.0;
+    // The 6-bit sub-block scales and minimums, as stored.
+    let six_bits = |value: f32, unit: f32| (value * inverse(unit)).round().clamp(0.0, 63.0) as u8;
+    let stored_scales = scales.map(|scale| six_bits(scale, d));
+    let stored_minimums = minimums.map(|minimum| six_bits(minimum, dmin));
+    put_half(bytes, 0, d);
+    put_half(bytes, 2, dmin);
+    // The f16 units, as the dequantizer will read them.
+    let (d, dmin) = (half_at(bytes, 0), half_at(bytes, 2));
+    let stored = |values: &[u8; 8], j: usize| values.get(j).copied().unwrap_or(0);
+    for j in 0..4 {
+        let (sc, m) = (stored(&stored_scales, j), stored(&stored_minimums, j));
+        let (sc_high, m_high) = (
+            stored(&stored_scales, j + 4),
+            stored(&stored_minimums, j + 4),
+        );
+        if let Some(slot) = bytes.get_mut(4 + j) {
+            *slot = sc | ((sc_high >> 4) << 6);
+        }
+        if let Some(slot) = bytes.get_mut(8 + j) {
+            *slot = m | ((m_high >> 4) << 6);
+        }
+        if let Some(slot) = bytes.get_mut(12 + j) {
+            *slot = (sc_high & 0x0F) | ((m_high & 0x0F) << 4);
+        }
+    }
+    // Value 64c + 32n + l is nibble n of qs[32c + l].
+    for (sub, values) in block.chunks_exact(32).enumerate() {
+        let scale = d * f32::from(stored(&stored_scales, sub));
+        let minimum = dmin * f32::from(stored(&stored_minimums, sub));
+        let id = inverse(scale);
+        for (l, x) in values.iter().enumerate() {
+            let q = ((x + minimum) * id).round().clamp(0.0, 15.0) as u8;
+            if let Some(slot) = bytes.get_mut(16 + 32 * (sub / 2) + l) {
+                *slot |= q << (4 * (sub % 2));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -322,6 +475,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn quantizers_match_the_gguf_package_bit_for_bit() {
+        let fixture = fixture();
+        for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0] {
+            let case = &fixture["quantize"][format.name()];
+            let values: Vec<f32> = case["f32_bits"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|bits| f32::from_bits(bits.as_u64().unwrap() as u32))
+                .collect();
+            let want = hex(case["bytes"].as_str().unwrap());
+            let mut got = vec![0u8; want.len()];
+            quantize(format, &values, &mut got).unwrap();
+            assert_eq!(got, want, "{format:?}");
+        }
+    }
+
+    #[test]
+    fn q4k_round_trips_within_its_steps() {
+        let values = crate::random_values(11, 3 * 256);
+        let mut bytes = vec![0u8; 3 * 144];
+        quantize(BlockFormat::Q4K, &values, &mut bytes).unwrap();
+        let mut back = vec![0.0f32; values.len()];
+        dequantize(BlockFormat::Q4K, &bytes, &mut back).unwrap();
+        // Sub-block ranges are at most 2 wide: 15 steps of ≤ 2/15, and 6-bit scales.
+        let worst = values
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 0.12, "worst error {worst}");
+        assert!(quantize(BlockFormat::Q6K, &values, &mut vec![0u8; 630]).is_err());
+        assert!(quantize(BlockFormat::Q4K, &values[..100], &mut bytes).is_err());
     }
 
     #[test]
