@@ -61,7 +61,7 @@ impl ThreadArgs {
     }
 }
 
-/// `--dtype f32|f16|bf16` and `--quantize q8`: how the linear layers' weights are stored (compute
+/// `--dtype f32|f16|bf16` and `--quantize q8|q8_0|q4_0|q4_k`: how the linear layers' weights are stored (compute
 /// stays f32). Default f32, the checkpoint's values exactly.
 #[derive(Debug, Clone, Args)]
 pub struct WeightArgs {
@@ -81,13 +81,14 @@ impl WeightArgs {
         let dtype = WeightDtype::from_name(&self.dtype).ok_or_else(|| {
             UsageError(format!("--dtype {}: expected f32, f16 or bf16", self.dtype))
         })?;
-        let quantize =
-            match &self.quantize {
-                None => None,
-                Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
-                    UsageError(format!("--quantize {name}: the only scheme is q8"))
-                })?),
-            };
+        let quantize = match &self.quantize {
+            None => None,
+            Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
+                UsageError(format!(
+                    "--quantize {name}: the schemes are q8, q8_0, q4_0 and q4_k"
+                ))
+            })?),
+        };
         WeightOptions::new(dtype, quantize).map_err(|_| {
             UsageError(format!(
                 "--quantize {} stores 8-bit weights; it cannot be combined with --dtype {}",

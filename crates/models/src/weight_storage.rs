@@ -21,6 +21,7 @@ use safeformers_kernels::activation::activation_in_place;
 use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
 use safeformers_kernels::matmul::matmul_transposed_accumulate;
 use safeformers_kernels::packed_gemm::{self, Epilogue, PackedWeights, Start};
+use safeformers_kernels::quantized::{self, BlockFormat};
 
 /// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
 /// beyond it candle's GEMM is faster.
@@ -38,6 +39,14 @@ pub enum WeightStorage {
     F16(Arc<[f16]>),
     /// bfloat16.
     Bf16(Arc<[bf16]>),
+    /// A GGUF block format ([`BlockFormat`]), rows of blocks as stored in a GGUF file or
+    /// quantized at load; multiplied as stored.
+    Blocks {
+        /// The format.
+        format: BlockFormat,
+        /// The blocks, row after row.
+        bytes: Arc<[u8]>,
+    },
     /// 8-bit blocks with their scales (see [`few_rows::quantize_q8`]).
     Q8 {
         /// Quantized weights, `[out, in]`.
@@ -75,6 +84,19 @@ impl StoredMatrix {
                     scales: scales.into(),
                 }
             }
+            (Some(scheme), _) => match block_format(scheme, cols) {
+                Some(format) => {
+                    let values = values_of(weight)?;
+                    let mut bytes = vec![0u8; format.bytes_for(values.len()).unwrap_or(0)];
+                    quantized::quantize(format, &values, &mut bytes)?;
+                    WeightStorage::Blocks {
+                        format,
+                        bytes: bytes.into(),
+                    }
+                }
+                // Rows that are not whole blocks stay f32.
+                None => WeightStorage::F32(weight.contiguous()?),
+            },
         };
         Ok(StoredMatrix {
             storage,
@@ -274,8 +296,26 @@ impl StoredMatrix {
             WeightStorage::F16(values) => work(view(MatrixData::F16(values))),
             WeightStorage::Bf16(values) => work(view(MatrixData::Bf16(values))),
             WeightStorage::Q8 { values, scales } => work(view(MatrixData::Q8 { values, scales })),
+            WeightStorage::Blocks { format, bytes } => work(view(MatrixData::Blocks {
+                format: *format,
+                bytes,
+            })),
         }
     }
+}
+
+/// The block format `scheme` stores a layer of `cols` inputs in: `Q4_K` falls back to `Q4_0`
+/// when `cols` is not a multiple of 256; `None` when not even 32 divides `cols`.
+fn block_format(scheme: Quantization, cols: usize) -> Option<BlockFormat> {
+    let format = match scheme {
+        Quantization::Q8_0 => BlockFormat::Q8_0,
+        Quantization::Q4K if cols.is_multiple_of(BlockFormat::Q4K.block_values()) => {
+            BlockFormat::Q4K
+        }
+        Quantization::Q4_0 | Quantization::Q4K => BlockFormat::Q4_0,
+        Quantization::Q8 => return None,
+    };
+    cols.is_multiple_of(format.block_values()).then_some(format)
 }
 
 /// Where [`StoredMatrix::multiply_into`] writes its product.
@@ -393,6 +433,48 @@ mod tests {
                 .map(|(a, b)| (a - b).abs() / (a.abs() + 1.0))
                 .fold(0.0f32, f32::max);
             assert!(worst < 1e-5, "{options:?}: {worst:e}");
+        }
+    }
+
+    /// GGUF block storage multiplies as its own dequantized weights do (the only difference:
+    /// the activations' 8-bit blocks), and `q4_k` falls back to `Q4_0` on rows that are not
+    /// whole super-blocks.
+    #[test]
+    fn block_storage_multiplies_as_its_dequantized_weights() {
+        for (scheme, cols, format) in [
+            (Quantization::Q8_0, 96, BlockFormat::Q8_0),
+            (Quantization::Q4_0, 96, BlockFormat::Q4_0),
+            (Quantization::Q4K, 512, BlockFormat::Q4K),
+            (Quantization::Q4K, 96, BlockFormat::Q4_0),
+        ] {
+            let (outs, rows) = (24, 3);
+            let w: Vec<f32> = (0..outs * cols)
+                .map(|i| ((i as f32) * 0.37).sin())
+                .collect();
+            let x: Vec<f32> = (0..rows * cols)
+                .map(|i| ((i as f32) * 0.11).cos())
+                .collect();
+            let weight = Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap();
+            let options = WeightOptions::new(WeightDtype::F32, Some(scheme)).unwrap();
+            let matrix = StoredMatrix::new(&weight, options).unwrap();
+            let WeightStorage::Blocks { format: stored, .. } = matrix.storage() else {
+                panic!("{scheme:?}: not stored as blocks");
+            };
+            assert_eq!(*stored, format);
+            let mut dequantized = vec![0.0f32; outs * cols];
+            matrix
+                .with_matrix(|view| Ok(few_rows::decode_matrix(view, &mut dequantized)?))
+                .unwrap();
+            let got = matrix.matmul_values(&x, rows, None).unwrap();
+            for r in 0..rows {
+                for o in 0..outs {
+                    let terms = (0..cols).map(|k| x[r * cols + k] * dequantized[o * cols + k]);
+                    let want: f32 = terms.clone().sum();
+                    let magnitude: f32 = terms.map(f32::abs).sum();
+                    let diff = (got[r * outs + o] - want).abs();
+                    assert!(diff <= 5e-3 * magnitude, "{scheme:?} [{r},{o}]: {diff}");
+                }
+            }
         }
     }
 }

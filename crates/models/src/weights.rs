@@ -49,12 +49,31 @@ pub enum Quantization {
     /// 8-bit weights, one f32 scale per block of 32 inputs of an output row (see
     /// [`safeformers_kernels::few_rows`]), quantized from the f32 (or f16/bf16) checkpoint values.
     Q8,
+    /// GGUF's `Q8_0`: 8-bit weights, one f16 scale per 32.
+    Q8_0,
+    /// GGUF's `Q4_0`: 4-bit weights, one f16 scale per 32.
+    Q4_0,
+    /// GGUF's `Q4_K`: 4-bit weights in super-blocks of 256 with 6-bit sub-block scales and
+    /// minimums. A layer whose input width is not a multiple of 256 is stored as `Q4_0`
+    /// instead (as llama.cpp's quantizer falls back).
+    Q4K,
 }
 
 impl Quantization {
-    /// Parses `q8`.
+    /// Every scheme, by name.
+    pub const NAMES: [(&'static str, Quantization); 4] = [
+        ("q8", Quantization::Q8),
+        ("q8_0", Quantization::Q8_0),
+        ("q4_0", Quantization::Q4_0),
+        ("q4_k", Quantization::Q4K),
+    ];
+
+    /// Parses `q8`, `q8_0`, `q4_0` or `q4_k`.
     pub fn from_name(name: &str) -> Option<Quantization> {
-        (name == "q8").then_some(Quantization::Q8)
+        Quantization::NAMES
+            .iter()
+            .find(|(known, _)| *known == name)
+            .map(|(_, scheme)| *scheme)
     }
 }
 
