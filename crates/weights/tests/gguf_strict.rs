@@ -15,6 +15,7 @@ use safeformers_weights::gguf::{
     self, GgmlType, GgufError, GgufFile, MAX_ARRAY_LEN, MAX_ARRAY_STRING_LEN, MAX_METADATA_KEYS,
     MAX_STRING_LEN, MAX_TENSORS, MetadataArray, MetadataValue, parse_header,
 };
+use safeformers_weights::scan::{Severity, scan_bytes};
 use safeformers_weights::{Error, FileFormat, detect_format};
 
 fn err(file: &[u8]) -> GgufError {
@@ -666,6 +667,35 @@ fn errors_name_what_is_wrong() {
         message.contains("element 1 of array `tokenizer.ggml.tokens`"),
         "{message}"
     );
+}
+
+#[test]
+fn scan_validates_gguf() {
+    let (format, findings, invalid) = scan_bytes(&valid(3).build(), None);
+    assert_eq!(format, FileFormat::Gguf);
+    assert!(!invalid, "{findings:?}");
+    let kinds: Vec<&str> = findings
+        .iter()
+        .map(|finding| finding.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["gguf", "chat_template"]);
+    assert!(
+        findings[0].detail.contains("Q4_1 x1"),
+        "{}",
+        findings[0].detail
+    );
+    assert!(
+        findings
+            .iter()
+            .all(|finding| finding.severity == Severity::Info)
+    );
+
+    let mut hostile = valid(3);
+    hostile.tensor_count = Some(u64::MAX);
+    let (format, findings, invalid) = scan_bytes(&hostile.build(), None);
+    assert_eq!(format, FileFormat::Gguf);
+    assert!(invalid);
+    assert_eq!(findings[0].kind, "invalid_gguf");
 }
 
 // --- properties -------------------------------------------------------------------------------

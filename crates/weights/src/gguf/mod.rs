@@ -340,6 +340,23 @@ impl GgufFile {
     }
 
     /// Validates a whole file held in memory; `path` names it in errors.
+    ///
+    /// ```
+    /// use safeformers_weights::gguf::GgufFile;
+    ///
+    /// // The smallest valid file: magic, version 3, no tensors, no metadata.
+    /// let mut bytes = b"GGUF".to_vec();
+    /// bytes.extend_from_slice(&3u32.to_le_bytes());
+    /// bytes.extend_from_slice(&0u64.to_le_bytes());
+    /// bytes.extend_from_slice(&0u64.to_le_bytes());
+    /// let file = GgufFile::from_bytes(bytes, "empty.gguf")?;
+    /// assert_eq!(file.header().version(), 3);
+    /// assert_eq!(file.tensors().len(), 0);
+    ///
+    /// let error = GgufFile::from_bytes(b"GGUF\x01\0\0\0".to_vec(), "old.gguf").unwrap_err();
+    /// assert!(error.to_string().starts_with("old.gguf: invalid GGUF file: GGUF version 1"));
+    /// # Ok::<(), safeformers_weights::Error>(())
+    /// ```
     pub fn from_bytes(bytes: Vec<u8>, path: impl Into<PathBuf>) -> Result<GgufFile> {
         GgufFile::validated(path.into(), FileBytes::Owned(bytes))
     }
