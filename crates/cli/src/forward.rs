@@ -15,9 +15,9 @@ use safeformers_models::{
 };
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::model::resolve_model;
 use crate::output;
-use crate::run::{ThreadArgs, WeightArgs, policy};
+use crate::run::{ModelLoadArgs, policy};
 
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
@@ -37,17 +37,8 @@ pub struct ForwardArgs {
     /// Print JSON: {"output", "shape", "data"} (data flat, row-major).
     #[arg(long)]
     json: bool,
-    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
-    #[arg(long)]
-    allow_pickle: bool,
     #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    weights: WeightArgs,
-    #[command(flatten)]
-    hub: HubArgs,
-    #[command(flatten)]
-    lock: LockArgs,
+    load: ModelLoadArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -99,7 +90,7 @@ fn tensor(rows: &[Vec<u32>], seq: usize) -> anyhow::Result<Tensor> {
 
 /// Runs `forward`.
 pub fn run(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
-    args.threads.install(|| forward(args))
+    args.load.threads.install(|| forward(args))
 }
 
 fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
@@ -128,8 +119,13 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
     check("--token-type-ids", &types)?;
 
-    let options = args.weights.load_options()?;
-    let dir = resolve_model(&args.model, &args.hub, &args.lock, args.allow_pickle)?;
+    let options = args.load.weights.load_options()?;
+    let dir = resolve_model(
+        &args.model,
+        &args.load.hub,
+        &args.load.lock,
+        args.load.allow_pickle,
+    )?;
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
         if !types.is_empty() {
@@ -141,7 +137,7 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
         }
         let model = AutoModelForCausalLM::load_with_options(
             &dir,
-            &policy(args.allow_pickle),
+            &policy(args.load.allow_pickle),
             &Device::Cpu,
             options,
         )?;
@@ -179,7 +175,7 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
         return print_output(args, "logits", logits, &class);
     }
     let model =
-        AutoModel::load_with_options(&dir, &policy(args.allow_pickle), &Device::Cpu, options)?;
+        AutoModel::load_with_options(&dir, &policy(args.load.allow_pickle), &Device::Cpu, options)?;
     let input_ids = tensor(&ids, seq)?;
     let mask = (!mask.is_empty()).then(|| tensor(&mask, seq)).transpose()?;
     let types = (!types.is_empty())

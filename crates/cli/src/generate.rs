@@ -3,12 +3,13 @@
 
 use std::cell::RefCell;
 use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Args;
+use safeformers_files::FileError;
 use serde_json::{Value, json};
 
 use safeformers::pipelines::generation::PromptCache;
@@ -18,9 +19,8 @@ use safeformers::{
 };
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs};
 use crate::output;
-use crate::run::{ThreadArgs, WeightArgs};
+use crate::run::ModelLoadArgs;
 
 /// Sampling and stopping flags (all but `--top-k`, which `run` shares with other tasks).
 #[derive(Debug, Clone, Args)]
@@ -265,10 +265,7 @@ pub fn run_text_generation(
 /// Prints a piece of streamed text; a closed stdout comes back as an I/O error (which `main`
 /// treats as a normal end).
 fn print_piece(text: &str) -> safeformers_pipelines::Result<()> {
-    output::print(text).map_err(|source| safeformers_pipelines::PipelineError::Io {
-        path: PathBuf::from("<stdout>"),
-        source,
-    })
+    output::print(text).map_err(|source| FileError::io(Path::new("<stdout>"), source).into())
 }
 
 /// Arguments of `chat`.
@@ -285,17 +282,8 @@ pub struct ChatArgs {
     top_k: Option<usize>,
     #[command(flatten)]
     generation: GenerationArgs,
-    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
-    #[arg(long)]
-    allow_pickle: bool,
     #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    weights: WeightArgs,
-    #[command(flatten)]
-    hub: HubArgs,
-    #[command(flatten)]
-    lock: LockArgs,
+    load: ModelLoadArgs,
     /// After each reply, one JSON line of timings on stderr: {"load_s", "prompt_tokens",
     /// "prompt_s", "generated_tokens", "generation_s"} (the prompt tokens of the whole
     /// conversation; only the new turn is computed).
@@ -309,11 +297,7 @@ pub struct ChatArgs {
 /// shown).
 pub fn chat(args: &ChatArgs) -> anyhow::Result<ExitCode> {
     let settings = args.generation.options(args.top_k, 1, true)?;
-    let options = args
-        .threads
-        .apply(args.hub.options(&args.lock))
-        .allow_pickle(args.allow_pickle)
-        .weights(args.weights.load_options()?);
+    let options = args.load.options()?;
     let loading = Instant::now();
     let pipeline = TextGeneration::from_pretrained(&args.model, &options)?;
     let stats = args.stats.then(|| StatsPrinter {

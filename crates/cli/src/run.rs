@@ -99,6 +99,34 @@ impl WeightArgs {
     }
 }
 
+/// How a model is found and loaded: `--allow-pickle`, `--threads`, `--dtype`/`--quantize`, the
+/// Hub flags and `--locked`; shared by `run`, `chat` and `forward`.
+#[derive(Debug, Clone, Args)]
+pub struct ModelLoadArgs {
+    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
+    #[arg(long)]
+    pub allow_pickle: bool,
+    #[command(flatten)]
+    pub threads: ThreadArgs,
+    #[command(flatten)]
+    pub weights: WeightArgs,
+    #[command(flatten)]
+    pub hub: HubArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
+}
+
+impl ModelLoadArgs {
+    /// The library options of these flags; a bad `--dtype`/`--quantize` is a usage error.
+    pub fn options(&self) -> anyhow::Result<Options> {
+        Ok(self
+            .threads
+            .apply(self.hub.options(&self.lock))
+            .allow_pickle(self.allow_pickle)
+            .weights(self.weights.load_options()?))
+    }
+}
+
 /// The load policy of `--allow-pickle`.
 pub fn policy(allow_pickle: bool) -> LoadPolicy {
     Options::new().allow_pickle(allow_pickle).load_policy()
@@ -201,32 +229,18 @@ pub struct RunArgs {
     /// Inputs per forward pass (sorted by length so that batches pad little).
     #[arg(long, value_name = "N", default_value_t = 32)]
     batch_size: usize,
-    /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
-    #[arg(long)]
-    allow_pickle: bool,
+    #[command(flatten)]
+    load: ModelLoadArgs,
     #[command(flatten)]
     generation: GenerationArgs,
     #[command(flatten)]
     text_generation: TextGenerationArgs,
-    #[command(flatten)]
-    threads: ThreadArgs,
-    #[command(flatten)]
-    weights: WeightArgs,
-    #[command(flatten)]
-    hub: HubArgs,
-    #[command(flatten)]
-    lock: LockArgs,
 }
 
 /// Runs `run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     check_flags(args)?;
-    let options = args
-        .threads
-        .apply(args.hub.options(&args.lock))
-        .allow_pickle(args.allow_pickle)
-        .batch_size(args.batch_size)
-        .weights(args.weights.load_options()?);
+    let options = args.load.options()?.batch_size(args.batch_size);
     if args.task == Task::QuestionAnswering {
         let pairs = question_context_pairs(args)?;
         let pipeline = safeformers::QuestionAnswering::from_pretrained(&args.model, &options)?;
@@ -308,7 +322,7 @@ fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
         .into());
     }
     // Checked here so that q8 with a 16-bit dtype is a usage error before anything loads.
-    args.weights.load_options()?;
+    args.load.weights.load_options()?;
     if any_generation_flag(&args.generation) || args.text_generation.any() {
         only_for(
             "--max-new-tokens, --greedy, --temperature, --top-p, --min-p, --seed, \

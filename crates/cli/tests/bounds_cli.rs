@@ -17,20 +17,14 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use common::{assert_one_line_error, fixture, fixtures};
+
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
 const USIZE_MAX: &str = "18446744073709551615";
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn fixture(name: &str) -> String {
-    fixtures().join(name).to_str().unwrap().to_string()
-}
 
 fn safeformers(args: &[&str]) -> Output {
     common::safeformers_offline(args, None)
@@ -52,18 +46,6 @@ fn safeformers_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing every needle.
-fn assert_one_line_error(output: &Output, code: i32, needles: &[&str]) {
-    let stderr = stderr(output);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert!(output.stdout.is_empty(), "{output:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    for needle in needles {
-        assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
-    }
 }
 
 /// A usage error from clap (several lines: the message, then where to find help) naming the

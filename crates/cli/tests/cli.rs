@@ -37,12 +37,17 @@ fn stdout_json(output: &Output) -> serde_json::Value {
     })
 }
 
+/// `safeformers <command> --json <the real MiniLM folder>`, which must succeed, as JSON.
+fn minilm_json(command: &str) -> serde_json::Value {
+    let dir = minilm_dir();
+    let output = safeformers(&[command, "--json", dir.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    stdout_json(&output)
+}
+
 #[test]
 fn scan_of_the_real_minilm_folder_is_safe() {
-    let dir = minilm_dir();
-    let output = safeformers(&["scan", "--json", dir.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let report = stdout_json(&output);
+    let report = minilm_json("scan");
     let files = report["files"].as_array().unwrap();
     let weights = files
         .iter()
@@ -62,10 +67,7 @@ fn scan_of_the_real_minilm_folder_is_safe() {
 
 #[test]
 fn inspect_of_the_real_minilm_weights_lists_every_tensor() {
-    let dir = minilm_dir();
-    let output = safeformers(&["inspect", "--json", dir.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
-    let report = stdout_json(&output);
+    let report = minilm_json("inspect");
     assert_eq!(report["format"], "safetensors");
     assert_eq!(report["metadata"]["format"], "pt");
     let tensors = report["tensors"].as_array().unwrap();

@@ -12,21 +12,19 @@
 
 mod common;
 
+use common::{assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers};
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use serde_json::{Value, json};
 
-fn safeformers(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
-}
-
 fn decoders() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/decoders")
+    fixtures().join("decoders")
 }
 
 fn gpt2() -> String {
-    decoders().join("gpt2").to_str().unwrap().to_string()
+    fixture("decoders/gpt2")
 }
 
 fn stdout(output: &Output) -> String {
@@ -45,16 +43,6 @@ fn json_lines(output: &Output) -> Vec<Value> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
-}
-
-/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing `needle`.
-fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert!(output.stdout.is_empty(), "{output:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
 
 /// The `pipelines.json` golden of gpt2 with these inputs and kwargs.
@@ -240,7 +228,7 @@ fn chat_input_matches_the_transformers_pipeline() {
         ],
         None,
     );
-    assert_one_line_error(&out, 2, "JSON list of messages");
+    assert_one_line_error(&out, 2, &["JSON list of messages"]);
 }
 
 #[test]
@@ -369,7 +357,7 @@ fn a_prompt_longer_than_the_context_window_is_a_clear_error_or_truncated() {
         &long,
     ];
     let out = safeformers(&args, None);
-    assert_one_line_error(&out, 1, "context window of 64 tokens");
+    assert_one_line_error(&out, 1, &["context window of 64 tokens"]);
     let mut truncated = args.to_vec();
     truncated.insert(2, "--truncate");
     let lines = json_lines(&safeformers(&truncated, None));
@@ -390,7 +378,7 @@ fn a_prompt_longer_than_the_context_window_is_a_clear_error_or_truncated() {
         ],
         Some(format!("{long}\n").as_bytes()),
     );
-    assert_one_line_error(&out, 1, "context window");
+    assert_one_line_error(&out, 1, &["context window"]);
 }
 
 #[test]
@@ -414,7 +402,7 @@ fn contradictory_or_misplaced_flags_are_usage_errors() {
         &["run", "fill-mask", "--model", &model, "--stream", "x"],
         None,
     );
-    assert_one_line_error(&out, 2, "text-generation");
+    assert_one_line_error(&out, 2, &["text-generation"]);
     let out = safeformers(
         &[
             "run",
@@ -427,7 +415,7 @@ fn contradictory_or_misplaced_flags_are_usage_errors() {
         ],
         None,
     );
-    assert_one_line_error(&out, 2, "--temperature");
+    assert_one_line_error(&out, 2, &["--temperature"]);
 }
 
 /// A copy of the tiny GPT-2 (in a fresh folder named by `tag`) whose chat template is `template`.
@@ -487,7 +475,7 @@ fn hostile_chat_templates_fail_fast_without_hurting_the_process() {
             None,
         );
         let elapsed = started.elapsed();
-        assert_one_line_error(&output, 1, needle);
+        assert_one_line_error(&output, 1, &[needle]);
         // Model load included; the render itself is cut at well under a second.
         assert!(elapsed.as_secs_f64() < 5.0, "{template}: took {elapsed:?}");
         std::fs::remove_dir_all(model).unwrap();
@@ -578,7 +566,7 @@ fn weight_storage_flags_apply_to_every_task() {
         ],
         Some(b"{\"role\":\"user\",\"content\":\"hi\"}\n"),
     );
-    assert_one_line_error(&out, 2, "--quantize");
+    assert_one_line_error(&out, 2, &["--quantize"]);
 }
 
 /// The `--stats` lines of a run's stderr, each checked to hold exactly the five timing keys

@@ -16,9 +16,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    Sandbox, assert_code, last_line, make_fifo, minilm_dir, run, run_within, stderr, stdout,
-    stdout_json, tiny_model,
+    Sandbox, assert_code, assert_error, import_tiny, import_tiny_args, minilm_dir, run_within,
+    stderr, stdout, stdout_json, tiny_model,
 };
+use safeformers_testkit::make_fifo;
 
 /// How long a command may take before it counts as blocked.
 const DEADLINE_SECONDS: u64 = 60;
@@ -131,12 +132,7 @@ fn a_device_is_refused_before_it_is_read() {
     let zero = sandbox.root.join("model.safetensors");
     symlink("/dev/zero", &zero);
     let output = safeformers_within(&sandbox, &cache, &["inspect", zero.to_str().unwrap()]);
-    assert_code(&output, 1, "inspect /dev/zero");
-    assert!(
-        stderr(&output).contains("a character device"),
-        "{}",
-        stderr(&output)
-    );
+    assert_error(&output, 1, "inspect /dev/zero", "a character device");
     // Inside a model folder, a link to it leaves the folder: refused before anything is read.
     for name in ["config.json", "tokenizer.json", "model.safetensors"] {
         let dir = minilm_links(&sandbox, &format!("zero-{name}"), name);
@@ -222,18 +218,7 @@ fn scan_reports_a_special_file_as_invalid_and_goes_on() {
 fn imported_tiny(sandbox: &Sandbox, cache: &Path) -> PathBuf {
     let model = sandbox.dir("tiny");
     tiny_model(&model, 1);
-    let output = run(
-        sandbox.safeformers(cache, "http://127.0.0.1:9"),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&output, 0, "cache import");
-    last_line(&output)
+    import_tiny(sandbox, cache, "http://127.0.0.1:9", &model)
 }
 
 fn repo_dir(cache: &Path) -> PathBuf {
@@ -263,31 +248,21 @@ fn refs_that_are_special_or_huge_are_refused_with_their_cap() {
     std::fs::remove_file(&main).unwrap();
     make_fifo(&main);
     let output = inspect_offline(&sandbox, &cache);
-    assert_code(&output, 1, "refs/main is a FIFO");
-    assert!(
-        stderr(&output).contains("named pipe"),
-        "{}",
-        stderr(&output)
-    );
+    assert_error(&output, 1, "refs/main is a FIFO", "named pipe");
 
     std::fs::remove_file(&main).unwrap();
     symlink("/dev/zero", &main);
     let output = inspect_offline(&sandbox, &cache);
-    assert_code(&output, 1, "refs/main is /dev/zero");
-    assert!(
-        stderr(&output).contains("a character device"),
-        "{}",
-        stderr(&output)
-    );
+    assert_error(&output, 1, "refs/main is /dev/zero", "a character device");
 
     std::fs::remove_file(&main).unwrap();
     std::fs::write(&main, "a".repeat(4096)).unwrap();
     let output = inspect_offline(&sandbox, &cache);
-    assert_code(&output, 1, "refs/main is 4 KiB");
-    assert!(
-        stderr(&output).contains("256-byte cap for a ref file"),
-        "{}",
-        stderr(&output)
+    assert_error(
+        &output,
+        1,
+        "refs/main is 4 KiB",
+        "256-byte cap for a ref file",
     );
 
     // `cache ls` names a malformed ref as a cache problem, with no server in the story.
@@ -489,17 +464,7 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     let secret = sandbox.root.join("secret.txt");
     std::fs::write(&secret, "the secret").unwrap();
     symlink(&secret, model.join("notes.txt"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
     assert_code(&output, 3, "import with a link outside");
     let message = stderr(&output);
     assert!(message.contains("notes.txt"), "{message}");
@@ -514,36 +479,11 @@ fn cache_import_never_follows_a_link_out_of_the_folder() {
     // A link inside the folder is fine, and a FIFO is refused without blocking.
     std::fs::remove_file(model.join("notes.txt")).unwrap();
     symlink("vocab.txt", model.join("notes.txt"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
     assert_code(&output, 0, "import with a link inside");
     make_fifo(&model.join("pipe.json"));
-    let output = safeformers_within(
-        &sandbox,
-        &cache,
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&output, 1, "import with a FIFO");
-    assert!(
-        stderr(&output).contains("named pipe"),
-        "{}",
-        stderr(&output)
-    );
+    let output = safeformers_within(&sandbox, &cache, &import_tiny_args(&model));
+    assert_error(&output, 1, "import with a FIFO", "named pipe");
 }
 
 #[test]
@@ -563,10 +503,5 @@ fn endless_stdin_is_read_up_to_a_cap() {
         ],
         DEADLINE_SECONDS,
     );
-    assert_code(&output, 1, "run - < /dev/zero");
-    assert!(
-        stderr(&output).contains("more than 268435456 bytes"),
-        "{}",
-        stderr(&output)
-    );
+    assert_error(&output, 1, "run - < /dev/zero", "more than 268435456 bytes");
 }

@@ -1,17 +1,10 @@
 //! `safeformers cache ...` and offline loads by repo id, against temporary caches only.
 
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
 mod common;
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, last_line, run, stderr, stdout, stdout_json,
-    tiny_model,
+    ConnectionCounter, Sandbox, assert_code, assert_error, import_tiny, run, stderr, stdout,
+    stdout_json, tiny_model,
 };
 
 #[test]
@@ -23,18 +16,7 @@ fn import_list_inspect_offline_verify_tamper_and_remove() {
     let counter = ConnectionCounter::start();
     let sf = || sandbox.safeformers(&cache, &counter.url());
 
-    let imported = run(
-        sf(),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&imported, 0, "cache import");
-    let snapshot = last_line(&imported);
+    let snapshot = import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert!(snapshot.starts_with(&cache), "{}", snapshot.display());
     assert!(snapshot.join("1_Pooling/config.json").is_file());
 
@@ -143,12 +125,7 @@ fn offline_and_not_cached_is_refused_without_opening_a_socket() {
     let mut by_env = sf();
     by_env.env("HF_HUB_OFFLINE", "1");
     let output = run(by_env, &["inspect", "org/missing"]);
-    assert_code(&output, 3, "HF_HUB_OFFLINE=1 inspect");
-    assert!(
-        stderr(&output).contains("not in the cache"),
-        "{}",
-        stderr(&output)
-    );
+    assert_error(&output, 3, "HF_HUB_OFFLINE=1 inspect", "not in the cache");
     assert!(!sandbox.root.join("safeformers.lock").exists());
     assert_eq!(counter.connections(), 0, "offline commands opened a socket");
 }
@@ -177,11 +154,6 @@ fn local_paths_keep_working_and_bad_arguments_are_usage_errors() {
         "two models",
     );
     let bad_repo = run(sf(), &["cache", "import", ".", "--repo", "a--b/c"]);
-    assert_code(&bad_repo, 1, "invalid repo id");
-    assert!(
-        stderr(&bad_repo).contains("a--b/c"),
-        "{}",
-        stderr(&bad_repo)
-    );
+    assert_error(&bad_repo, 1, "invalid repo id", "a--b/c");
     assert_eq!(counter.connections(), 0);
 }

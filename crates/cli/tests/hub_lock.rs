@@ -12,24 +12,12 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{ConnectionCounter, Sandbox, assert_code, last_line, run, stderr, tiny_model};
+use common::{
+    ConnectionCounter, Sandbox, assert_code, assert_error, import_tiny, last_line, run, stderr,
+    tiny_model,
+};
 use safeformers_hub::RepoId;
 use safeformers_hub::lockfile::Lockfile;
-
-fn import(sandbox: &Sandbox, cache: &Path, endpoint: &str, model: &Path) -> std::path::PathBuf {
-    let output = run(
-        sandbox.safeformers(cache, endpoint),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&output, 0, "cache import");
-    last_line(&output)
-}
 
 /// At the locked commit `first`: changed content, and a file the lockfile does not list, are
 /// refused.
@@ -57,11 +45,11 @@ fn locked_loads_refuse_changed_or_unlisted_files(sf: &dyn Fn() -> Command, first
     let weights_blob = std::fs::canonicalize(first.join("model.safetensors")).unwrap();
     std::os::unix::fs::symlink(&weights_blob, first.join("extra.safetensors")).unwrap();
     let refused = run(sf(), &inspect_locked);
-    assert_code(&refused, 3, "--locked load with an unlisted file");
-    assert!(
-        stderr(&refused).contains("`extra.safetensors` is not in the lockfile"),
-        "{}",
-        stderr(&refused)
+    assert_error(
+        &refused,
+        3,
+        "--locked load with an unlisted file",
+        "`extra.safetensors` is not in the lockfile",
     );
     std::fs::remove_file(first.join("extra.safetensors")).unwrap();
 }
@@ -103,7 +91,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     let cache = sandbox.root.join("cache");
     let counter = ConnectionCounter::start();
     let sf = || sandbox.safeformers(&cache, &counter.url());
-    let first = import(&sandbox, &cache, &counter.url(), &model);
+    let first = import_tiny(&sandbox, &cache, &counter.url(), &model);
 
     let locked = run(sf(), &["lock", "--offline", "org/tiny"]);
     assert_code(&locked, 0, "lock");
@@ -145,7 +133,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // New content under the same ref: an unlocked load follows the ref, a locked one keeps the
     // pinned commit (whose snapshot is still cached).
     tiny_model(&model, 2);
-    let second = import(&sandbox, &cache, &counter.url(), &model);
+    let second = import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert_ne!(first, second);
     let unlocked = run(sf(), &["download", "--offline", "org/tiny"]);
     assert_code(&unlocked, 0, "unlocked download --offline");
@@ -160,7 +148,7 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // The locked commit gone from the cache (removed, then other content imported under the
     // same ref): refused, not silently replaced by the new commit.
     assert_code(&run(sf(), &["cache", "rm", "org/tiny"]), 0, "cache rm");
-    import(&sandbox, &cache, &counter.url(), &model);
+    import_tiny(&sandbox, &cache, &counter.url(), &model);
     assert_code(
         &run(sf(), &inspect_locked),
         3,
@@ -175,11 +163,6 @@ fn locked_loads_use_the_pinned_commit_and_refuse_any_difference() {
     // A lockfile that is not strictly valid is an error, not a pass.
     std::fs::write(&lockfile_path, format!("{text}\nsurprise = 1\n")).unwrap();
     let invalid = run(sf(), &inspect_locked);
-    assert_code(&invalid, 1, "invalid lockfile");
-    assert!(
-        stderr(&invalid).contains("invalid lockfile"),
-        "{}",
-        stderr(&invalid)
-    );
+    assert_error(&invalid, 1, "invalid lockfile", "invalid lockfile");
     assert_eq!(counter.connections(), 0, "offline commands opened a socket");
 }

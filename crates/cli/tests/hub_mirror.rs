@@ -13,8 +13,8 @@ mod common;
 use std::path::Path;
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, files_under, last_line, run, stderr, stdout_json,
-    tiny_model,
+    ConnectionCounter, Sandbox, assert_code, files_under, import_tiny, last_line, run, stderr,
+    stdout_json, tiny_model,
 };
 use safeformers_hub::HubCache;
 use safeformers_hub::mirror::MirrorServer;
@@ -66,18 +66,7 @@ fn download_inspect_and_pinned_loads_through_a_mirror() {
     tiny_model(&model, 1);
     let source = sandbox.root.join("source-cache");
     let counter = ConnectionCounter::start();
-    let imported = run(
-        sandbox.safeformers(&source, &counter.url()),
-        &[
-            "cache",
-            "import",
-            model.to_str().unwrap(),
-            "--repo",
-            "org/tiny",
-        ],
-    );
-    assert_code(&imported, 0, "cache import into the source cache");
-    let source_snapshot = last_line(&imported);
+    let source_snapshot = import_tiny(&sandbox, &source, &counter.url(), &model);
     let commit = source_snapshot
         .file_name()
         .unwrap()

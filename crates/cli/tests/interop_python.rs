@@ -20,60 +20,25 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use common::{
     ConnectionCounter, Sandbox, assert_code, files_under, last_line, run, stdout_json, tiny_model,
 };
 use safeformers_hub::HubCache;
-use safeformers_hub::mirror::MirrorServer;
-
-/// The venv's Python with `huggingface_hub`, from scripts/test.sh.
-fn hub_python() -> PathBuf {
-    let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "SAFEFORMERS_HUB_PYTHON is not set: run the tests with scripts/test.sh, which creates \
-             a venv with huggingface_hub (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) \
-             and exports SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
-        );
-    assert!(
-        python.exists(),
-        "SAFEFORMERS_HUB_PYTHON={} does not exist: rerun scripts/test.sh",
-        python.display()
-    );
-    python
-}
+use safeformers_hub::mirror::{MirrorHandle, MirrorServer};
+use safeformers_testkit::hub_python_command;
 
 /// Runs a Python snippet with a Hub environment of the sandbox's own (never the user's cache,
 /// token or endpoint).
 fn python(sandbox: &Sandbox, endpoint: &str, offline: bool, script: &str, args: &[&str]) -> Output {
-    let mut command = Command::new(hub_python());
-    for variable in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "TRANSFORMERS_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
-        command.env_remove(variable);
-    }
-    command
-        .env("HF_HOME", sandbox.root.join("py-home"))
-        .env("HF_ENDPOINT", endpoint)
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("HF_HUB_OFFLINE", if offline { "1" } else { "0" })
+    let output = hub_python_command(&sandbox.root.join("py-home"), endpoint, offline)
         .arg("-c")
         .arg(script)
         .args(args)
         .current_dir(&sandbox.root)
-        .stdin(Stdio::null());
-    let output = command.output().expect("the venv's python runs");
+        .output()
+        .expect("the venv's python runs");
     assert_eq!(
         output.status.code(),
         Some(0),
@@ -131,13 +96,19 @@ fn source_cache(sandbox: &Sandbox, models: &[(&str, PathBuf)]) -> PathBuf {
     source
 }
 
+/// The [`models`] of the sandbox, and a mirror on loopback serving their [`source_cache`].
+fn mirrored_models(sandbox: &Sandbox) -> (Vec<(&'static str, PathBuf)>, MirrorHandle) {
+    let models = models(sandbox);
+    let source = source_cache(sandbox, &models);
+    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
+        .expect("the mirror starts on loopback");
+    (models, mirror)
+}
+
 #[test]
 fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
     let sandbox = Sandbox::new("interop-a");
-    let models = models(&sandbox);
-    let source = source_cache(&sandbox, &models);
-    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
-        .expect("the mirror starts on loopback");
+    let (models, mirror) = mirrored_models(&sandbox);
     let cache_a = sandbox.root.join("cache-a");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {
@@ -178,10 +149,7 @@ fn python_downloads_from_our_mirror_and_we_read_its_cache_offline() {
 #[test]
 fn we_download_from_our_mirror_and_python_reads_our_cache_offline() {
     let sandbox = Sandbox::new("interop-b");
-    let models = models(&sandbox);
-    let source = source_cache(&sandbox, &models);
-    let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
-        .expect("the mirror starts on loopback");
+    let (models, mirror) = mirrored_models(&sandbox);
     let cache_b = sandbox.root.join("cache-b");
     let counter = ConnectionCounter::start();
     for (repo, dir) in &models {

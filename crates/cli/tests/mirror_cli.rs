@@ -28,41 +28,11 @@ impl Drop for Child {
 
 #[test]
 fn mirror_serves_a_cache_and_prints_its_address() {
-    let root = std::env::temp_dir().join(format!("safeformers-cli-mirror-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let source = root.join("source");
-    std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("config.json"), b"{\"model_type\": \"bert\"}").unwrap();
-    let cache = HubCache::new(root.join("cache"));
-    import_folder(&cache, &source, &RepoId::parse("org/name").unwrap(), "main").unwrap();
+    let cache = small_cache("serve");
+    // start_mirror checks the `serving <cache> at http://…` line it prints.
+    let (_child, addr) = start_mirror(&cache, &[]);
 
-    let mut child = Child(
-        Command::new(env!("CARGO_BIN_EXE_safeformers"))
-            .args(["mirror", "--cache"])
-            .arg(cache.root())
-            .args(["--addr", "127.0.0.1:0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the safeformers binary runs"),
-    );
-    let mut line = String::new();
-    BufReader::new(child.0.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let expected = format!("serving {} at http://127.0.0.1:", cache.root().display());
-    assert!(line.starts_with(&expected), "{line}");
-    let addr = line.trim().rsplit("http://").next().unwrap();
-
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /org/name/resolve/main/config.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = get_config(&addr);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(
         response.ends_with("{\"model_type\": \"bert\"}"),
@@ -81,6 +51,19 @@ fn mirror_refuses_a_missing_cache() {
     assert!(stderr.contains("no such cache folder"), "{stderr}");
 }
 
+/// The whole answer of the mirror at `addr` to `GET /org/name/resolve/main/config.json`.
+fn get_config(addr: &str) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "GET /org/name/resolve/main/config.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
 /// A cache holding `org/name` with one `config.json`, in a fresh folder named after `label`.
 fn small_cache(label: &str) -> HubCache {
     let root = std::env::temp_dir().join(format!(
@@ -96,7 +79,8 @@ fn small_cache(label: &str) -> HubCache {
     cache
 }
 
-/// Starts `safeformers mirror` on a free port with `flags`; returns the child and its address.
+/// Starts `safeformers mirror` on a free port with `flags`; checks the line it prints first
+/// (`serving <cache> at http://<addr>`) and returns the child and that address.
 fn start_mirror(cache: &HubCache, flags: &[&str]) -> (Child, String) {
     let mut child = Child(
         Command::new(env!("CARGO_BIN_EXE_safeformers"))
@@ -114,6 +98,8 @@ fn start_mirror(cache: &HubCache, flags: &[&str]) -> (Child, String) {
     BufReader::new(child.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    let expected = format!("serving {} at http://127.0.0.1:", cache.root().display());
+    assert!(line.starts_with(&expected), "{line}");
     let addr = line.trim().rsplit("http://").next().unwrap().to_string();
     (child, addr)
 }
@@ -165,14 +151,7 @@ fn mirror_timeouts_and_cap_are_flags() {
         assert_closed_by_server(stream, "an idle connection");
     }
     // A well-behaved request is served.
-    let mut stream = TcpStream::connect(&addr).unwrap();
-    write!(
-        stream,
-        "GET /org/name/resolve/main/config.json HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
+    let response = get_config(&addr);
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 

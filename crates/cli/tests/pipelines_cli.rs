@@ -12,6 +12,10 @@
 
 mod common;
 
+use common::{
+    assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers_with_stdin,
+};
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -21,31 +25,17 @@ fn safeformers(args: &[&str]) -> Output {
     safeformers_with_stdin(args, None)
 }
 
-fn safeformers_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
-}
-
 fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
+    fixtures().join("models")
 }
 
 fn model(name: &str) -> String {
-    models().join(name).to_str().unwrap().to_string()
+    fixture(&format!("models/{name}"))
 }
 
 fn json(output: &Output) -> serde_json::Value {
     assert_eq!(output.status.code(), Some(0), "{output:?}");
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {output:?}"))
-}
-
-/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing `needle`.
-fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert!(output.stdout.is_empty(), "{output:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
 
 fn flat(value: &serde_json::Value) -> Vec<f64> {
@@ -103,7 +93,7 @@ fn forward_matches_transformers_for_a_batch() {
 fn forward_usage_and_input_errors() {
     let bert = model("bert");
     let out = safeformers(&["forward", "--model", &bert, "--input-ids", "2,x"]);
-    assert_one_line_error(&out, 2, "not a non-negative integer");
+    assert_one_line_error(&out, 2, &["not a non-negative integer"]);
     let out = safeformers(&[
         "forward",
         "--model",
@@ -113,9 +103,9 @@ fn forward_usage_and_input_errors() {
         "--input-ids",
         "2",
     ]);
-    assert_one_line_error(&out, 2, "same length");
+    assert_one_line_error(&out, 2, &["same length"]);
     let out = safeformers(&["forward", "--model", &bert, "--input-ids", "2,99999"]);
-    assert_one_line_error(&out, 1, "99999");
+    assert_one_line_error(&out, 1, &["99999"]);
 }
 
 #[test]
@@ -171,7 +161,7 @@ fn run_rejects_invalid_utf8_on_stdin_and_bad_flags() {
         &["run", "feature-extraction", "--model", &bert, "-"],
         Some(b"fine\n\xff\xfe broken\n"),
     );
-    assert_one_line_error(&out, 1, "stdin is not valid UTF-8");
+    assert_one_line_error(&out, 1, &["stdin is not valid UTF-8"]);
     let out = safeformers(&[
         "run",
         "feature-extraction",
@@ -181,9 +171,9 @@ fn run_rejects_invalid_utf8_on_stdin_and_bad_flags() {
         "0",
         "x",
     ]);
-    assert_one_line_error(&out, 2, "--batch-size");
+    assert_one_line_error(&out, 2, &["--batch-size"]);
     let out = safeformers(&["run", "sentence-similarity", "--model", &bert, "only one"]);
-    assert_one_line_error(&out, 2, "at least one other");
+    assert_one_line_error(&out, 2, &["at least one other"]);
     let out = safeformers(&[
         "run",
         "sentence-similarity",
@@ -193,7 +183,7 @@ fn run_rejects_invalid_utf8_on_stdin_and_bad_flags() {
         "a",
         "b",
     ]);
-    assert_one_line_error(&out, 2, "--normalize");
+    assert_one_line_error(&out, 2, &["--normalize"]);
 }
 
 #[test]
@@ -268,7 +258,7 @@ fn broken_model_folders_are_one_line_errors() {
         dir.to_str().unwrap(),
         "hi",
     ]);
-    assert_one_line_error(&out, 1, "hidden_size");
+    assert_one_line_error(&out, 1, &["hidden_size"]);
     let out = safeformers(&[
         "forward",
         "--model",
@@ -276,7 +266,7 @@ fn broken_model_folders_are_one_line_errors() {
         "--input-ids",
         "2,3",
     ]);
-    assert_one_line_error(&out, 1, "hidden_size");
+    assert_one_line_error(&out, 1, &["hidden_size"]);
     let _ = std::fs::remove_dir_all(&dir);
 
     // A checkpoint missing a tensor.
@@ -292,7 +282,7 @@ fn broken_model_folders_are_one_line_errors() {
         dir.to_str().unwrap(),
         "hi",
     ]);
-    assert_one_line_error(&out, 1, gone);
+    assert_one_line_error(&out, 1, &[gone]);
     let _ = std::fs::remove_dir_all(&dir);
 
     // A tensor of the wrong shape (same byte size: the dimensions swapped).
@@ -312,7 +302,7 @@ fn broken_model_folders_are_one_line_errors() {
         dir.to_str().unwrap(),
         "hi",
     ]);
-    assert_one_line_error(&out, 1, swapped);
+    assert_one_line_error(&out, 1, &[swapped]);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -375,7 +365,7 @@ fn run_text_classification_and_fill_mask_match_the_goldens() {
         assert_eq!(actual["sequence"], expected["sequence"]);
     }
     let out = safeformers(&["run", "fill-mask", "--model", &dir, "no mask here"]);
-    assert_one_line_error(&out, 1, "no mask token");
+    assert_one_line_error(&out, 1, &["no mask token"]);
     let out = safeformers(&[
         "run",
         "feature-extraction",
@@ -385,7 +375,7 @@ fn run_text_classification_and_fill_mask_match_the_goldens() {
         "2",
         "x",
     ]);
-    assert_one_line_error(&out, 2, "--top-k");
+    assert_one_line_error(&out, 2, &["--top-k"]);
 }
 
 #[test]
@@ -435,5 +425,5 @@ fn run_token_classification_aggregates() {
         "max",
         "x",
     ]);
-    assert_one_line_error(&out, 2, "--aggregation");
+    assert_one_line_error(&out, 2, &["--aggregation"]);
 }

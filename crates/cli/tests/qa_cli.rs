@@ -12,19 +12,12 @@
 
 mod common;
 
-use std::path::Path;
+use common::{assert_one_line_error, fixture, fixtures, safeformers_offline as safeformers};
+
 use std::process::Output;
 
-fn safeformers(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    common::safeformers_offline(args, stdin)
-}
-
-fn fixtures() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
-}
-
 fn model(name: &str) -> String {
-    fixtures().join(name).to_str().unwrap().to_string()
+    fixture(&format!("models/{name}"))
 }
 
 fn stdout_lines(output: &Output) -> Vec<serde_json::Value> {
@@ -34,16 +27,6 @@ fn stdout_lines(output: &Output) -> Vec<serde_json::Value> {
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
         .collect()
-}
-
-/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing `needle`.
-fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(code), "{stderr}");
-    assert!(output.stdout.is_empty(), "{output:?}");
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: "), "{stderr}");
-    assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
 }
 
 /// Same answers and offsets, scores within 1e-4 (objects or lists alike).
@@ -69,7 +52,7 @@ fn assert_matches(actual: &serde_json::Value, expected: &serde_json::Value) {
 
 #[test]
 fn answers_match_transformers_from_flags_and_stdin() {
-    let text = std::fs::read_to_string(fixtures().join("pipelines.json")).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("models/pipelines.json")).unwrap();
     let all: serde_json::Value = serde_json::from_str(&text).unwrap();
     let entries: Vec<&serde_json::Value> = all["entries"]
         .as_array()
@@ -139,12 +122,12 @@ fn bad_input_is_a_one_line_error() {
     assert_one_line_error(
         &run(&["--question", "", "--context", "Paris."], None),
         1,
-        "question is empty",
+        &["question is empty"],
     );
     assert_one_line_error(
         &run(&["--question", "Where?", "--context", ""], None),
         1,
-        "context is empty",
+        &["context is empty"],
     );
     let huge = format!(
         "{{\"question\": \"Where?\", \"context\": \"{}\"}}\n",
@@ -153,10 +136,10 @@ fn bad_input_is_a_one_line_error() {
     assert_one_line_error(
         &run(&["-"], Some(huge.as_bytes())),
         1,
-        "more than the limit",
+        &["more than the limit"],
     );
-    assert_one_line_error(&run(&["-"], Some(b"not json\n")), 2, "stdin line 1");
-    assert_one_line_error(&run(&["--question", "Where?"], None), 2, "--context C");
+    assert_one_line_error(&run(&["-"], Some(b"not json\n")), 2, &["stdin line 1"]);
+    assert_one_line_error(&run(&["--question", "Where?"], None), 2, &["--context C"]);
     assert_one_line_error(
         &run(
             &[
@@ -170,7 +153,7 @@ fn bad_input_is_a_one_line_error() {
             None,
         ),
         2,
-        "--top-k",
+        &["--top-k"],
     );
     let output = safeformers(
         &[
@@ -184,5 +167,5 @@ fn bad_input_is_a_one_line_error() {
         ],
         None,
     );
-    assert_one_line_error(&output, 2, "question-answering only");
+    assert_one_line_error(&output, 2, &["question-answering only"]);
 }

@@ -12,15 +12,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use common::{Sandbox, assert_code, safeformers_offline, stderr};
-
-fn fixture_model(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
-}
+use safeformers_testkit::repo_fixture;
 
 /// A tar archive: a 512-byte header (name, mode, size, `ustar` magic at 257), then one block.
 fn tar_bytes() -> Vec<u8> {
@@ -50,7 +45,7 @@ fn unreadable_checkpoints() -> Vec<(&'static str, Vec<u8>)> {
 /// The tiny BERT fixture with its safetensors weights replaced by `pytorch_model.bin`.
 fn bert_with_pickle_named_weights(sandbox: &Sandbox, what: &str, bytes: &[u8]) -> PathBuf {
     let dir = sandbox.dir(&what.replace(' ', "-"));
-    for entry in std::fs::read_dir(fixture_model("bert")).unwrap() {
+    for entry in std::fs::read_dir(repo_fixture("models/bert")).unwrap() {
         let entry = entry.unwrap();
         if entry.file_name() != "model.safetensors" {
             std::fs::copy(entry.path(), dir.join(entry.file_name())).unwrap();

@@ -3,15 +3,11 @@ use super::*;
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[cfg(unix)]
+use safeformers_testkit::make_fifo;
+
 fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-files-{name}-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("files-{name}"))
 }
 
 /// Runs `work` on another thread and fails the test if it has not returned after 20 s: a reader
@@ -24,15 +20,6 @@ fn within_deadline<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static)
     receiver
         .recv_timeout(Duration::from_secs(20))
         .expect("the read blocked (a FIFO must be refused without waiting for a writer)")
-}
-
-#[cfg(unix)]
-fn make_fifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 #[cfg(unix)]

@@ -114,6 +114,18 @@ struct Context<'a> {
     path: Option<&'a RepoFilePath>,
 }
 
+/// One file being downloaded into the cache: where it comes from, the partial file it is written
+/// to, and the hash and size it must have.
+#[derive(Clone, Copy)]
+struct BlobDownload<'a> {
+    repo_cache: &'a RepoCache,
+    partial: &'a Path,
+    url: &'a str,
+    path: &'a RepoFilePath,
+    etag: &'a Etag,
+    size: u64,
+}
+
 /// One attempt of a download failed: worth another attempt, or not.
 enum AttemptError {
     Retry(HubError),
@@ -536,7 +548,14 @@ impl HubClient {
         // Another thread or process may have finished it while we waited for the lock.
         if !repo_cache.blob_path(etag).is_file() {
             let partial = repo_cache.incomplete_path(etag);
-            self.download_verified(repo_cache, &partial, url, path, etag, size)?;
+            self.download_verified(BlobDownload {
+                repo_cache,
+                partial: &partial,
+                url,
+                path,
+                etag,
+                size,
+            })?;
             repo_cache.commit_blob(&partial, etag)?;
         }
         repo_cache.link_snapshot(commit, path, etag)
@@ -544,15 +563,13 @@ impl HubClient {
 
     /// Streams `url` into `partial` with bounded retries, each resuming where the file ends, and
     /// checks the whole file's hash and size. On a mismatch the partial file is deleted.
-    fn download_verified(
-        &self,
-        repo_cache: &RepoCache,
-        partial: &Path,
-        url: &str,
-        path: &RepoFilePath,
-        etag: &Etag,
-        size: u64,
-    ) -> Result<()> {
+    fn download_verified(&self, download: BlobDownload<'_>) -> Result<()> {
+        let BlobDownload {
+            partial,
+            path,
+            size,
+            ..
+        } = download;
         if let Some(parent) = partial.parent() {
             fs::create_dir_all(parent).map_err(HubError::io(parent))?;
         }
@@ -561,7 +578,7 @@ impl HubClient {
         let mut backoff = self.retry.initial_backoff;
         let mut attempt = 1;
         let outcome = loop {
-            match self.download_attempt(repo_cache, partial, url, path, etag, size, &bar) {
+            match self.download_attempt(download, &bar) {
                 Ok(()) => break Ok(()),
                 Err(AttemptError::Retry(error)) if attempt < attempts => {
                     std::thread::sleep(backoff);
@@ -579,17 +596,19 @@ impl HubClient {
     }
 
     /// One request for what is still missing of the file.
-    #[allow(clippy::too_many_arguments)]
     fn download_attempt(
         &self,
-        repo_cache: &RepoCache,
-        partial: &Path,
-        url: &str,
-        path: &RepoFilePath,
-        etag: &Etag,
-        size: u64,
+        download: BlobDownload<'_>,
         bar: &Option<indicatif::ProgressBar>,
     ) -> std::result::Result<(), AttemptError> {
+        let BlobDownload {
+            repo_cache,
+            partial,
+            url,
+            path,
+            etag,
+            size,
+        } = download;
         let fatal_io = |error| AttemptError::Fatal(HubError::io(partial)(error));
         let mut file = File::options()
             .create(true)
@@ -723,25 +742,19 @@ impl HubClient {
                     message: "range not satisfiable; starting over".to_string(),
                 }));
             }
-            429 | 500..=599 => {
-                let context = Context {
-                    repo: repo_cache.repo(),
-                    revision: "",
-                    path: Some(path),
-                };
-                return Err(AttemptError::Retry(
-                    self.status_error(&context, answered, response),
-                ));
-            }
             _ => {
                 let context = Context {
                     repo: repo_cache.repo(),
                     revision: "",
                     path: Some(path),
                 };
-                return Err(AttemptError::Fatal(
-                    self.status_error(&context, answered, response),
-                ));
+                let error = self.status_error(&context, answered, response);
+                // Rate limits and server errors may pass; anything else will not.
+                return Err(if status == 429 || (500..=599).contains(&status) {
+                    AttemptError::Retry(error)
+                } else {
+                    AttemptError::Fatal(error)
+                });
             }
         }
         Ok(false)

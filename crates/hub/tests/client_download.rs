@@ -1,11 +1,6 @@
 //! Downloads over real HTTP on loopback: the cache layout, resume, retries, concurrency,
 //! redirects and where the token goes.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::cloned_ref_to_slice_refs
-)]
+#![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod support;
 

@@ -1,11 +1,6 @@
 //! What a hostile or broken server cannot make the client do: store content that does not match
 //! its hash or size, write outside the cache, or replace a pinned commit.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::indexing_slicing,
-    clippy::cloned_ref_to_slice_refs
-)]
+#![allow(clippy::cloned_ref_to_slice_refs)]
 
 mod support;
 

@@ -1,13 +1,6 @@
 //! The mirror speaks the Hub's download protocol: repo info, tree listings, and `resolve` with
 //! the headers `huggingface_hub` reads, ranges included.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
-
 mod mirror_support;
 
 use std::fs;

@@ -2,13 +2,6 @@
 //! `get_paths_info` (a read-only POST), `auth_check` and `list_models(search=)`. Every name in
 //! these requests is checked as the download routes check them.
 
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
-
 mod mirror_support;
 
 use mirror_support::{get, in_snapshot, model_cache, post, relink, request, start, temp_dir};

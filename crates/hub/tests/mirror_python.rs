@@ -15,28 +15,9 @@
 
 mod mirror_support;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-
 use mirror_support::{model_cache, start, temp_dir};
 use safeformers_hub::RepoId;
-
-/// The venv's Python with `huggingface_hub`, from scripts/test.sh.
-fn hub_python() -> PathBuf {
-    let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")
-        .map(PathBuf::from)
-        .expect(
-            "SAFEFORMERS_HUB_PYTHON is not set: run the tests with scripts/test.sh, which creates \
-             a venv with huggingface_hub (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) \
-             and exports SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
-        );
-    assert!(
-        python.exists(),
-        "SAFEFORMERS_HUB_PYTHON={} does not exist: rerun scripts/test.sh",
-        python.display()
-    );
-    python
-}
+use safeformers_testkit::hub_python_command;
 
 /// Calls each `HfApi` method and prints what it returned, as JSON.
 const PY_HF_API_CALLS: &str = r#"
@@ -105,30 +86,11 @@ fn python_hf_api_calls_work_against_our_mirror() {
     let mirror = start(&cache);
     let home = temp_dir("python-api-home");
 
-    let mut command = Command::new(hub_python());
-    for variable in [
-        "HF_HOME",
-        "HF_HUB_CACHE",
-        "HUGGINGFACE_HUB_CACHE",
-        "HF_TOKEN",
-        "HF_TOKEN_PATH",
-        "HF_HUB_OFFLINE",
-        "HF_ENDPOINT",
-        "XDG_CACHE_HOME",
-    ] {
-        command.env_remove(variable);
-    }
-    let output = command
-        .env("HF_HOME", &home)
-        .env("HF_ENDPOINT", mirror.url())
-        .env("HF_HUB_DISABLE_TELEMETRY", "1")
-        .env("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-        .env("HF_HUB_OFFLINE", "0")
+    let output = hub_python_command(&home, &mirror.url(), false)
         .arg("-c")
         .arg(PY_HF_API_CALLS)
         .arg(snapshot.commit.as_str())
         .current_dir(&home)
-        .stdin(Stdio::null())
         .output()
         .expect("the venv's python runs");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -17,6 +17,7 @@ use std::path::Path;
 
 use mirror_support::{HttpReply, get, in_snapshot, model_cache, relink, start, temp_dir};
 use safeformers_hub::{HubCache, RepoId};
+use safeformers_testkit::make_fifo;
 
 const SECRET: &[u8] = b"TOP-SECRET-not-in-the-cache";
 
@@ -248,14 +249,6 @@ fn hostile_requests_get_answers_not_crashes() {
     }
     // The server is still up.
     assert_eq!(get(addr, "/api/models/org/name").status, 200);
-}
-
-fn make_fifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo")
-        .arg(path)
-        .status()
-        .unwrap();
-    assert!(status.success());
 }
 
 /// A FIFO or a device where the mirror reads a ref or a blob: each request is answered at once

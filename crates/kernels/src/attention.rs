@@ -458,6 +458,33 @@ fn groups_of<'a, const G: usize>(job: &GroupJob<'a>) -> impl Iterator<Item = Gro
     })
 }
 
+/// The query heads of a group's rows (rows past the group repeat its last row: computed, not
+/// stored), or `None` when the group, the panels (of `lanes` keys) or the scores buffer do not
+/// fit one another.
+impl Call<'_> {
+    fn group_queries<const G: usize>(
+        &self,
+        group: &GroupJob<'_>,
+        panels: &KeyPanels,
+        lanes: usize,
+        weights_len: usize,
+    ) -> Option<[&[f32]; G]> {
+        let head_dim = self.keys.head_dim;
+        let padded = panels.padded();
+        let queries: [&[f32]; G] = std::array::from_fn(|g| {
+            let row = group.first_row + group.first + g.min(group.rows.saturating_sub(1));
+            self.queries.head(row, group.head)
+        });
+        let fits = queries.iter().all(|q| q.len() == head_dim)
+            && group.rows > 0
+            && panels.lanes == lanes
+            && head_dim.is_multiple_of(lanes)
+            && weights_len >= G * padded
+            && panels.panels.len() >= padded * head_dim;
+        fits.then_some(queries)
+    }
+}
+
 /// [`Call::group_avx512`] on groups of `G` rows.
 #[cfg(target_arch = "x86_64")]
 fn group_avx512_entry<const DV: usize, const G: usize>(
@@ -591,7 +618,6 @@ impl Call<'_> {
         use std::arch::x86_64::*;
         let head_dim = 16 * DV;
         let GroupJob {
-            first_row,
             head,
             kv_head,
             ranges,
@@ -600,19 +626,9 @@ impl Call<'_> {
         let padded = panels.padded();
         let (low, high) = group.span();
         let (first_panel, end_panel) = (low / 16, high.div_ceil(16));
-        // Rows past the group repeat its last row (computed, not stored).
-        let queries: [&[f32]; G] = std::array::from_fn(|g| {
-            let row = first_row + group.first + g.min(group.rows.saturating_sub(1));
-            self.queries.head(row, head)
-        });
-        if queries.iter().any(|q| q.len() != head_dim)
-            || group.rows == 0
-            || panels.lanes != 16
-            || weights.len() < G * padded
-            || panels.panels.len() < padded * head_dim
-        {
+        let Some(queries) = self.group_queries::<G>(group, panels, 16, weights.len()) else {
             return;
-        }
+        };
         let scale = _mm512_set1_ps(self.scale);
         for panel in first_panel..end_panel {
             let panel_values = panels
@@ -695,7 +711,6 @@ impl Call<'_> {
         use std::arch::x86_64::*;
         let head_dim = self.keys.head_dim;
         let GroupJob {
-            first_row,
             head,
             kv_head,
             ranges,
@@ -703,19 +718,9 @@ impl Call<'_> {
         } = *group;
         let padded = panels.padded();
         let (low, high) = group.span();
-        let queries: [&[f32]; G] = std::array::from_fn(|g| {
-            let row = first_row + group.first + g.min(group.rows.saturating_sub(1));
-            self.queries.head(row, head)
-        });
-        if queries.iter().any(|q| q.len() != head_dim)
-            || group.rows == 0
-            || panels.lanes != 8
-            || !head_dim.is_multiple_of(8)
-            || weights.len() < G * padded
-            || panels.panels.len() < padded * head_dim
-        {
+        let Some(queries) = self.group_queries::<G>(group, panels, 8, weights.len()) else {
             return;
-        }
+        };
         let scale = _mm256_set1_ps(self.scale);
         for panel in low / 8..high.div_ceil(8) {
             let panel_values = panels

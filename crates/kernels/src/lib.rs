@@ -37,6 +37,8 @@ pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
 pub mod packed_gemm;
+pub mod quantized;
+pub mod quantized_dot;
 #[cfg(test)]
 mod reference;
 pub mod rms_norm;

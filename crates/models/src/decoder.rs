@@ -5,8 +5,8 @@
 //! A forward call runs a set of sequences that may differ in length, each with its own
 //! [`SequenceCache`]: the new tokens of all sequences are packed into one `[rows, hidden]`
 //! matrix for every projection (no padding work), and attention runs per sequence over its
-//! cache slabs in place ([`safeformers_kernels::cached_attention`]) — the prefill (many new tokens)
-//! and the decoding step (one) are the same code. The LM head runs only on the positions asked
+//! cache slabs in place (the one [`crate::attention::Attention`], causal here) — the prefill
+//! (many new tokens) and the decoding step (one) are the same code. The LM head runs only on the positions asked
 //! for ([`LogitsAt`]).
 //!
 //! Values are plain row-major `f32`; the linear layers' weights are stored as the load options

@@ -2,8 +2,9 @@
 //! post-norm Transformer layer (self-attention + residual + LayerNorm, feed-forward + residual
 //! + LayerNorm) on plain `f32` row buffers, driven by the kernels.
 //!
-//! Laid out at load for the kernels: query, key and value stacked into one [`Linear`] (one GEMM
-//! writes `[rows, 3·hidden]`, which attention reads in place), every linear layer packed for the
+//! Laid out at load for the kernels: query, key and value stacked into one [`Linear`] of the
+//! one [`Attention`] (bidirectional here; one GEMM writes `[rows, 3·hidden]`, which attention
+//! reads in place), every linear layer packed for the
 //! many-row GEMM when its weights are f32 (other storages, chosen by `--dtype`/`--quantize`, run
 //! through the same [`Linear`]). Each residual is written into the output buffer before its
 //! projection accumulates onto it, so "dense + residual + layer norm" is one GEMM and one pass.

@@ -17,15 +17,6 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] safeformers_files::FileError),
 
-    /// A file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-
     /// `config.json` is larger than any real configuration.
     #[error("{}: {size} bytes is more than the {limit}-byte limit for a config file", path.display())]
     ConfigTooLarge {

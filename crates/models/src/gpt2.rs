@@ -8,15 +8,13 @@
 //! saved from `GPT2Model`). Learned absolute positions, pre-norm blocks, `gelu_new`, and an LM
 //! head tied to the token embeddings unless `tie_word_embeddings` is false.
 
-use candle_core::Tensor;
 use serde::Deserialize;
 
-use crate::attention::DecoderInputs;
-use crate::causal_lm::{CausalLm, KvCache, SequenceInput};
 use crate::config::ModelConfig;
 use crate::decoder::{
-    Attention, DecoderLayer, DecoderStack, HeadShape, LogitsAt, Mlp, Norm, PositionEncoding,
+    Attention, DecoderLayer, DecoderStack, HeadShape, Mlp, Norm, PositionEncoding,
 };
+use crate::decoder_lm::{DecoderLm, DecoderSizes};
 use crate::error::{Error, Result};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::weights::Weights;
@@ -206,14 +204,9 @@ fn load_block(
 /// With 8-bit or 16-bit load options the LM head is stored that way too, tied or not: at
 /// 50257 × 768 it is a third of GPT-2 small's weights, read in full for every generated token.
 /// The token embeddings used for lookups stay f32.
-#[derive(Debug, Clone)]
-pub struct Gpt2LmHeadModel {
-    config: ModelConfig,
-    gpt2: Gpt2Config,
-    stack: DecoderStack,
-}
+pub type Gpt2LmHeadModel = DecoderLm<Gpt2Config>;
 
-impl Gpt2LmHeadModel {
+impl DecoderLm<Gpt2Config> {
     /// Loads the model from `weights` (the checkpoint root): the body under `transformer.` or,
     /// when the checkpoint has no such names, under no prefix.
     pub fn load(weights: &Weights<'_>, config: ModelConfig) -> Result<Self> {
@@ -250,58 +243,12 @@ impl Gpt2LmHeadModel {
             hidden_size: gpt2.n_embd,
             device: weights.device().clone(),
         };
-        Ok(Gpt2LmHeadModel {
-            config,
-            gpt2,
-            stack,
-        })
-    }
-
-    /// The GPT-2 fields of the config.
-    pub fn gpt2_config(&self) -> &Gpt2Config {
-        &self.gpt2
-    }
-}
-
-impl CausalLm for Gpt2LmHeadModel {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.gpt2.vocab_size
-    }
-
-    fn context_length(&self) -> Option<usize> {
-        Some(self.gpt2.n_positions)
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.gpt2.n_layer)
-    }
-
-    fn forward_at(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-        logits: LogitsAt,
-    ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.seq_len(),
-            self.gpt2.vocab_size,
-            Some(self.gpt2.n_positions),
-        )?;
-        self.stack.forward_padded(&inputs, cache, logits)
-    }
-
-    fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {
-        self.stack
-            .forward_sequences(inputs, Some(self.gpt2.n_positions))
+        let sizes = DecoderSizes {
+            vocab_size: gpt2.vocab_size,
+            context_length: gpt2.n_positions,
+            position_limit: Some(gpt2.n_positions),
+        };
+        Ok(DecoderLm::new(config, gpt2, sizes, stack))
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! A sequence's cache holds, per layer, two slabs `[kv_heads, capacity, head_dim]` (keys,
 //! values). Prefill and decoding write the new positions in place and attention reads the slabs
-//! in place ([`safeformers_kernels::cached_attention`]); nothing already cached is copied again. A
+//! in place ([`safeformers_kernels::attention`]); nothing already cached is copied again. A
 //! slab reserves what [`SequenceCache::reserve`] asks for (generation reserves prompt plus new
 //! tokens up front), and only grows, by doubling, beyond that.
 //!

@@ -45,6 +45,7 @@ pub mod bert;
 pub mod causal_lm;
 pub mod config;
 pub mod decoder;
+pub mod decoder_lm;
 pub mod distilbert;
 pub mod encoder;
 pub mod error;

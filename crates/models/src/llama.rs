@@ -28,12 +28,11 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::attention::DecoderInputs;
-use crate::causal_lm::{CausalLm, KvCache, SequenceInput};
 use crate::config::ModelConfig;
 use crate::decoder::{
-    Attention, DecoderLayer, DecoderStack, HeadShape, LogitsAt, Mlp, Norm, PositionEncoding,
+    Attention, DecoderLayer, DecoderStack, HeadShape, Mlp, Norm, PositionEncoding,
 };
+use crate::decoder_lm::{DecoderLm, DecoderSizes};
 use crate::error::{Error, Result};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
@@ -657,14 +656,9 @@ fn load_norm(weights: &Weights<'_>, config: &LlamaConfig) -> Result<Norm> {
 /// A Llama-family decoder with its LM head (`LlamaForCausalLM`, `MistralForCausalLM`,
 /// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`), run by the shared
 /// [`DecoderStack`].
-#[derive(Debug)]
-pub struct LlamaForCausalLM {
-    config: ModelConfig,
-    llama: LlamaConfig,
-    stack: DecoderStack,
-}
+pub type LlamaForCausalLM = DecoderLm<LlamaConfig>;
 
-impl LlamaForCausalLM {
+impl DecoderLm<LlamaConfig> {
     /// Builds the model of `config`'s family from `weights` (tensor names as Transformers saves
     /// them: `model.…` and `lm_head.weight`; a checkpoint of the bare model without the `model.`
     /// prefix loads too, with the head tied).
@@ -719,56 +713,11 @@ impl LlamaForCausalLM {
             hidden_size: llama.hidden_size,
             device,
         };
-        Ok(LlamaForCausalLM {
-            config,
-            llama,
-            stack,
-        })
-    }
-
-    /// The resolved family configuration.
-    pub fn llama_config(&self) -> &LlamaConfig {
-        &self.llama
-    }
-}
-
-impl CausalLm for LlamaForCausalLM {
-    fn config(&self) -> &ModelConfig {
-        &self.config
-    }
-
-    fn vocab_size(&self) -> usize {
-        self.llama.vocab_size
-    }
-
-    fn context_length(&self) -> Option<usize> {
-        Some(self.llama.max_position_embeddings)
-    }
-
-    fn new_cache(&self) -> KvCache {
-        KvCache::new(self.stack.layers.len())
-    }
-
-    fn forward_at(
-        &self,
-        input_ids: &Tensor,
-        position_ids: &Tensor,
-        attention_mask: &Tensor,
-        cache: &mut KvCache,
-        logits: LogitsAt,
-    ) -> Result<Tensor> {
-        let inputs = DecoderInputs::check(
-            input_ids,
-            position_ids,
-            attention_mask,
-            cache.seq_len(),
-            self.llama.vocab_size,
-            None,
-        )?;
-        self.stack.forward_padded(&inputs, cache, logits)
-    }
-
-    fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {
-        self.stack.forward_sequences(inputs, None)
+        let sizes = DecoderSizes {
+            vocab_size: llama.vocab_size,
+            context_length: llama.max_position_embeddings,
+            position_limit: None,
+        };
+        Ok(DecoderLm::new(config, llama, sizes, stack))
     }
 }

@@ -26,14 +26,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use safeformers_models::{AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache};
+use safeformers_testkit::{max_abs_diff, repo_fixture};
 use safeformers_weights::{LoadPolicy, convert, open_checkpoint};
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/decoders")
-}
 
 fn read_json(path: &Path) -> Value {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -41,18 +38,7 @@ fn read_json(path: &Path) -> Value {
 }
 
 fn int_rows(value: &Value) -> Vec<Vec<u32>> {
-    value
-        .as_array()
-        .expect("rows")
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("a row")
-                .iter()
-                .map(|x| x.as_u64().expect("an id") as u32)
-                .collect()
-        })
-        .collect()
+    common::json_rows(value, |x| x.as_u64().expect("an id") as u32)
 }
 
 /// `[batch][seq][vocab]` floats.
@@ -61,19 +47,7 @@ fn logits_of(value: &Value) -> Vec<Vec<Vec<f32>>> {
         .as_array()
         .expect("batch")
         .iter()
-        .map(|row| {
-            row.as_array()
-                .expect("positions")
-                .iter()
-                .map(|pos| {
-                    pos.as_array()
-                        .expect("vocab")
-                        .iter()
-                        .map(|x| x.as_f64().expect("a float") as f32)
-                        .collect()
-                })
-                .collect()
-        })
+        .map(|row| common::json_rows(row, |x| x.as_f64().expect("a float") as f32))
         .collect()
 }
 
@@ -118,14 +92,6 @@ fn forward_all(model: &dyn CausalLm, ids: &[Vec<u32>], mask: &[Vec<u32>]) -> Vec
         .unwrap()
         .to_vec3::<f32>()
         .unwrap()
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "vocabulary sizes differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn argmax(values: &[f32]) -> u32 {
@@ -298,7 +264,7 @@ fn check_fixture(dir: &Path, outputs: &Value) {
 
 #[test]
 fn every_supported_fixture_matches_transformers() {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(fixtures_dir())
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_fixture("decoders"))
         .expect("tests/fixtures/decoders (run scripts/make_decoder_fixtures.py)")
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.join("outputs.json").is_file())
@@ -342,7 +308,11 @@ fn every_supported_fixture_matches_transformers() {
 
 /// The tensors of the `gpt2` fixture as (name, shape, values).
 fn gpt2_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let checkpoint = open_checkpoint(&fixtures_dir().join("gpt2"), &LoadPolicy::default()).unwrap();
+    let checkpoint = open_checkpoint(
+        &repo_fixture("decoders").join("gpt2"),
+        &LoadPolicy::default(),
+    )
+    .unwrap();
     checkpoint
         .tensors()
         .map(|view| {
@@ -369,7 +339,7 @@ fn gpt2_variant(
         .collect();
     tensors.extend(extra.iter().cloned());
     common::write_safetensors(&dir.join("model.safetensors"), &tensors);
-    let mut config = read_json(&fixtures_dir().join("gpt2/config.json"));
+    let mut config = read_json(&repo_fixture("decoders").join("gpt2/config.json"));
     config_edit(config.as_object_mut().unwrap());
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     dir
@@ -377,7 +347,7 @@ fn gpt2_variant(
 
 /// The worst max abs diff over the `single` case of the `gpt2` fixture for the model in `dir`.
 fn single_case_diff(dir: &Path) -> Result<f32, Error> {
-    let outputs = read_json(&fixtures_dir().join("gpt2/outputs.json"));
+    let outputs = read_json(&repo_fixture("decoders").join("gpt2/outputs.json"));
     let model = AutoModelForCausalLM::load(dir, &LoadPolicy::default(), &Device::Cpu)?;
     let ids = int_rows(&outputs["single"]["input_ids"]);
     let ones: Vec<Vec<u32>> = ids.iter().map(|row| vec![1; row.len()]).collect();
@@ -444,7 +414,7 @@ fn untied_gpt2_reads_lm_head_or_names_it_missing() {
 #[test]
 fn bad_inputs_are_errors() {
     let model = AutoModelForCausalLM::load(
-        &fixtures_dir().join("gpt2"),
+        &repo_fixture("decoders").join("gpt2"),
         &LoadPolicy::default(),
         &Device::Cpu,
     )

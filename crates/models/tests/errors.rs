@@ -1,10 +1,4 @@
 //! Bad configs, checkpoints and inputs are errors that name what is wrong, never panics.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod common;
 

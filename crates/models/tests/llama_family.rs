@@ -20,9 +20,7 @@ use safeformers_weights::{LoadPolicy, open_checkpoint};
 use serde_json::Value;
 
 fn fixture_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/decoders")
-        .join(name)
+    safeformers_testkit::repo_fixture(&format!("decoders/{name}"))
 }
 
 #[test]
@@ -295,11 +293,7 @@ fn transformers4_rope_scaling_spelling_gives_the_same_logits() {
             })
             .collect();
         assert_eq!(logits.len(), want.len(), "{name}");
-        let worst = logits
-            .iter()
-            .zip(&want)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
+        let worst = safeformers_testkit::max_abs_diff(&logits, &want);
         assert!(worst <= 1e-4, "{name} (v4 spelling): max abs diff {worst}");
     }
 }

@@ -11,6 +11,8 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::PathBuf;
 
 use candle_core::{D, Device, Tensor};
@@ -67,19 +69,8 @@ fn minilm_matches_sentence_transformers_golden_embeddings() -> Result<(), Error>
             source,
         })?;
     let model = AutoModel::load(&minilm_dir(), &LoadPolicy::default(), &Device::Cpu)?;
-    let rows = |value: &serde_json::Value| -> Vec<Vec<f64>> {
-        value["data"]
-            .as_array()
-            .expect("rows")
-            .iter()
-            .map(|row| {
-                row.as_array()
-                    .expect("a row")
-                    .iter()
-                    .map(|v| v.as_f64().expect("a number"))
-                    .collect()
-            })
-            .collect()
+    let rows = |value: &serde_json::Value| {
+        common::json_rows(&value["data"], |v| v.as_f64().expect("a number"))
     };
     let ids = rows(&golden["tokens"]["input_ids"]);
     let types = rows(&golden["tokens"]["token_type_ids"]);

@@ -14,14 +14,11 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
 use safeformers_models::{AutoModel, ModelOutput, TokenSequence};
+use safeformers_testkit::repo_fixture;
 use safeformers_weights::LoadPolicy;
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-
-fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models")
-}
 
 /// Flattens nested JSON lists of numbers.
 fn flatten(value: &Value, out: &mut Vec<f64>) {
@@ -149,7 +146,7 @@ fn check_model(dir: &Path) -> f32 {
 
 #[test]
 fn every_fixture_model_matches_transformers() {
-    let root = fixtures_dir();
+    let root = repo_fixture("models");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap_or_else(|error| {
             panic!(
@@ -182,7 +179,7 @@ fn every_fixture_model_matches_transformers() {
 fn unpadded_token_states_match_the_padded_forward() {
     let mut checked = Vec::new();
     for name in ["bert", "bert-tf4", "roberta", "xlm-roberta", "distilbert"] {
-        let dir = fixtures_dir().join(name);
+        let dir = repo_fixture("models").join(name);
         let expected: Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap())
                 .unwrap();
@@ -254,7 +251,7 @@ fn unpadded_token_states_match_the_padded_forward() {
     assert!(checked.len() >= 8, "{checked:?}");
     // Out-of-range inputs are errors, as in `forward`.
     let model = AutoModel::load(
-        &fixtures_dir().join("bert"),
+        &repo_fixture("models").join("bert"),
         &LoadPolicy::default(),
         &Device::Cpu,
     )

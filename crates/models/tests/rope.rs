@@ -88,11 +88,7 @@ fn every_scaling_matches_transformers() {
             let got = got.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let want = floats(want);
             assert_eq!(got.len(), want.len(), "{name}: {what} size");
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
+            let worst = safeformers_testkit::max_abs_diff(&got, &want);
             assert!(worst <= 2e-5, "{name}: {what} max abs diff {worst}");
         }
     }

@@ -146,11 +146,7 @@ fn ragged_sequences_match_transformers() {
             for (row, ((_, want), got)) in rows.iter().zip(&got).enumerate() {
                 let want: Vec<f32> = want.concat();
                 assert_eq!(got.len(), want.len(), "{name} {how} row {row}");
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(g, w)| (g - w).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = safeformers_testkit::max_abs_diff(got, &want);
                 assert!(worst < TOLERANCE, "{name} {how} row {row}: {worst}");
             }
         }

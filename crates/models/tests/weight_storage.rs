@@ -173,11 +173,7 @@ fn encoders_honour_the_weight_storage() {
             let largest = reference.iter().fold(0.0f32, |acc, v| acc.max(v.abs()));
             for (options, limit) in &storages {
                 let stored = hidden(&dir, *options, length);
-                let worst = stored
-                    .iter()
-                    .zip(&reference)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0f32, f32::max);
+                let worst = safeformers_testkit::max_abs_diff(&stored, &reference);
                 println!("{name:<10} {length:>2} tokens {options:?}: max |Δ| {worst:.2e}");
                 assert!(
                     worst > 0.0,

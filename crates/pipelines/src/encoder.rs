@@ -211,6 +211,12 @@ impl Encoder {
             .unwrap_or_else(|| format!("LABEL_{index}"))
     }
 
+    /// The `logits` of `output`, or an error saying the model (loaded without the task's head)
+    /// has none.
+    pub(crate) fn logits<'a>(&self, output: &'a ModelOutput) -> Result<&'a Tensor> {
+        output.logits().ok_or_else(|| self.wrong_output("logits"))
+    }
+
     /// An error saying the model gave an output the task cannot use.
     pub(crate) fn wrong_output(&self, expected: &str) -> PipelineError {
         PipelineError::IncompatibleModel {

@@ -18,15 +18,6 @@ pub enum PipelineError {
     #[error(transparent)]
     File(#[from] safeformers_files::FileError),
 
-    /// A configuration file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-
     /// A configuration file is larger than any real one.
     #[error("{}: more than the {limit}-byte limit for a configuration file", path.display())]
     FileTooLarge {

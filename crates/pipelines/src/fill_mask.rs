@@ -71,10 +71,7 @@ impl FillMask {
         let pad = tokenizer.pad_token_id();
         self.encoder
             .for_each_batch(inputs, self.batch_size, &options, |batch, rows, output| {
-                let logits = output
-                    .logits()
-                    .ok_or_else(|| self.encoder.wrong_output("logits"))?
-                    .to_vec3::<f32>()?;
+                let logits = self.encoder.logits(output)?.to_vec3::<f32>()?;
                 for ((&index, row), row_logits) in batch.iter().zip(rows).zip(logits) {
                     // Padding of this batch is not part of the input.
                     let ids: Vec<u32> = row

@@ -80,10 +80,7 @@ impl TextClassification {
         let options = self.encoder.encode_options();
         self.encoder
             .for_each_batch(inputs, self.batch_size, &options, |batch, _, output| {
-                let logits = output
-                    .logits()
-                    .ok_or_else(|| self.encoder.wrong_output("logits"))?
-                    .to_vec2::<f32>()?;
+                let logits = self.encoder.logits(output)?.to_vec2::<f32>()?;
                 for (&index, row) in batch.iter().zip(logits) {
                     let scores = match self.function {
                         ScoreFunction::Softmax => softmax(&row),

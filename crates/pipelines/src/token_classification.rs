@@ -154,10 +154,7 @@ impl TokenClassification {
         let unk = self.encoder.tokenizer().unk_token_id();
         self.encoder
             .for_each_batch(inputs, self.batch_size, &options, |batch, rows, output| {
-                let logits = output
-                    .logits()
-                    .ok_or_else(|| self.encoder.wrong_output("logits"))?
-                    .to_vec3::<f32>()?;
+                let logits = self.encoder.logits(output)?.to_vec3::<f32>()?;
                 for ((&index, row), row_logits) in batch.iter().zip(rows).zip(logits) {
                     let sentence: Vec<char> = inputs
                         .get(index)

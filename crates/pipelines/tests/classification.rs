@@ -1,6 +1,5 @@
 //! text-classification and fill-mask against Transformers' pipelines (`pipelines.json`, made by
 //! `scripts/make_model_fixtures.py`): identical labels and tokens, scores within 1e-4.
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -8,8 +7,7 @@ use safeformers_pipelines::{FillMask, LoadOptions, PipelineError, TextClassifica
 
 #[test]
 fn text_classification_matches_transformers() -> Result<(), PipelineError> {
-    let mut worst = 0f32;
-    let entries = common::entries("text-classification");
+    let (entries, mut diffs) = common::golden("text-classification");
     for entry in &entries {
         let name = entry["model"].as_str().expect("model");
         let input = entry["inputs"].as_str().expect("input");
@@ -29,25 +27,22 @@ fn text_classification_matches_transformers() -> Result<(), PipelineError> {
                 expected["label"].as_str().expect("label"),
                 "{name}: {input}"
             );
-            let diff = (actual.score - expected["score"].as_f64().expect("score") as f32).abs();
-            assert!(diff <= 1e-4, "{name}: {diff}");
-            worst = worst.max(diff);
+            diffs.check(
+                f64::from((actual.score - expected["score"].as_f64().expect("score") as f32).abs()),
+                format_args!("{name}"),
+            );
         }
         let top = pipeline.run(&[input], Some(1))?;
         assert_eq!(top[0].len(), 1);
         assert_eq!(top[0][0].label, results[0][0].label);
     }
-    eprintln!(
-        "text-classification: {} entries, worst score diff {worst:e}",
-        entries.len()
-    );
+    diffs.report(entries.len());
     Ok(())
 }
 
 #[test]
 fn fill_mask_matches_transformers() -> Result<(), PipelineError> {
-    let mut worst = 0f32;
-    let entries = common::entries("fill-mask");
+    let (entries, mut diffs) = common::golden("fill-mask");
     for entry in &entries {
         let name = entry["model"].as_str().expect("model");
         let input = entry["inputs"].as_str().expect("input");
@@ -77,15 +72,13 @@ fn fill_mask_matches_transformers() -> Result<(), PipelineError> {
                 expected["sequence"].as_str().expect("seq"),
                 "{name}"
             );
-            let diff = (actual.score - expected["score"].as_f64().expect("score") as f32).abs();
-            assert!(diff <= 1e-4, "{name}: {diff}");
-            worst = worst.max(diff);
+            diffs.check(
+                f64::from((actual.score - expected["score"].as_f64().expect("score") as f32).abs()),
+                format_args!("{name}"),
+            );
         }
     }
-    eprintln!(
-        "fill-mask: {} entries, worst score diff {worst:e}",
-        entries.len()
-    );
+    diffs.report(entries.len());
 
     let pipeline = FillMask::from_dir(&common::model("bert-mlm"), &LoadOptions::default(), 32)?;
     assert!(matches!(

@@ -1,7 +1,6 @@
 //! feature-extraction against the goldens of `scripts/make_model_fixtures.py`: the real
 //! all-MiniLM-L6-v2 against sentence-transformers (`minilm-golden.json`), and the tiny base
 //! models against Transformers' `feature-extraction` pipeline (`pipelines.json`).
-#![allow(clippy::indexing_slicing, clippy::expect_used, clippy::panic)]
 
 mod common;
 
@@ -97,7 +96,7 @@ fn tiny_models_match_the_transformers_pipeline() -> Result<(), PipelineError> {
         let expected_len = expected.as_array().expect("rows").len();
         assert_eq!(tokens[0].len(), expected_len, "{name}");
         let actual: Vec<f32> = tokens[0].iter().flatten().copied().collect();
-        let diff = common::max_abs_diff(&actual, &common::flat_f32(expected));
+        let diff = safeformers_testkit::max_abs_diff(&actual, &common::flat_f32(expected));
         assert!(diff <= 1e-4, "{name}: max abs diff {diff}");
         worst = worst.max(diff);
     }

@@ -634,13 +634,7 @@ fn processors_in_the_fixture_remove_something() {
 
 /// A fresh empty folder under the system's temporary directory.
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-generation-{name}-{}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("generation-{name}"))
 }
 
 #[test]

@@ -2,12 +2,6 @@
 //! (the context window of a decoder, the truncation length of an encoder), so a huge prompt is
 //! refused or truncated at once instead of being tokenized in full first (about 20 s and
 //! 2.2 GB before the context-window error).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 mod common;
 

@@ -16,8 +16,7 @@ fn pipeline(name: &str) -> QuestionAnswering {
 
 #[test]
 fn question_answering_matches_transformers() -> Result<(), PipelineError> {
-    let mut worst = 0f64;
-    let entries = common::entries("question-answering");
+    let (entries, mut diffs) = common::golden("question-answering");
     assert_eq!(entries.len(), 16);
     for entry in &entries {
         let name = entry["model"].as_str().expect("model");
@@ -55,15 +54,13 @@ fn question_answering_matches_transformers() -> Result<(), PipelineError> {
                 e["end"].as_u64().expect("end"),
                 "{name}: {a:?} vs {e}"
             );
-            let diff = (a.score - e["score"].as_f64().expect("score")).abs();
-            assert!(diff <= 1e-4, "{name} {top_k}: {diff}");
-            worst = worst.max(diff);
+            diffs.check(
+                (a.score - e["score"].as_f64().expect("score")).abs(),
+                format_args!("{name} {top_k}"),
+            );
         }
     }
-    eprintln!(
-        "question-answering: {} entries, worst score diff {worst:e}",
-        entries.len()
-    );
+    diffs.report(entries.len());
     Ok(())
 }
 

@@ -2,8 +2,6 @@
 //! least one token always survives, surviving tokens keep their (temperature-scaled) scores,
 //! the kept set is what top-k, top-p and min-p promise, and sampled ids always lie in it.
 
-#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
-
 use proptest::prelude::*;
 use safeformers_pipelines::generation::{LogitsProcessor, TokenChooser, process_logits};
 

@@ -4,12 +4,29 @@
 use std::path::Path;
 
 use candle_core::Device;
-use safeformers_models::{CausalLm, LoadedModel};
+use safeformers_models::{CausalLm, LoadedModel, WeightOptions};
 use safeformers_tokenize::TokenizerOptions;
+use safeformers_weights::LoadPolicy;
 
 use crate::error::Result;
 use crate::options::Options;
 use crate::resolve::resolve_model;
+
+/// Resolves `model` under `options` and loads it with `load` on the CPU, under the options' load
+/// policy and weight storage.
+fn load_on_cpu<T>(
+    model: &Path,
+    options: &Options,
+    load: fn(&Path, &LoadPolicy, &Device, WeightOptions) -> safeformers_models::Result<T>,
+) -> Result<T> {
+    let dir = resolve_model(model, options)?;
+    Ok(load(
+        &dir,
+        &options.load_policy(),
+        &Device::Cpu,
+        options.weight_options(),
+    )?)
+}
 
 /// Loads a model with the head its `config.json` names (`architectures`), like Transformers'
 /// `AutoModel` / `AutoModelFor…` classes.
@@ -20,13 +37,11 @@ impl AutoModel {
     /// Resolves `model` (`org/name[@rev]` or a folder) and loads it on the CPU, with the
     /// weight storage of [`Options::weights`].
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<LoadedModel> {
-        let dir = resolve_model(model.as_ref(), options)?;
-        Ok(safeformers_models::AutoModel::load_with_options(
-            &dir,
-            &options.load_policy(),
-            &Device::Cpu,
-            options.weight_options(),
-        )?)
+        load_on_cpu(
+            model.as_ref(),
+            options,
+            safeformers_models::AutoModel::load_with_options,
+        )
     }
 }
 
@@ -41,13 +56,11 @@ impl AutoModelForCausalLM {
         model: impl AsRef<Path>,
         options: &Options,
     ) -> Result<Box<dyn CausalLm>> {
-        let dir = resolve_model(model.as_ref(), options)?;
-        Ok(safeformers_models::AutoModelForCausalLM::load_with_options(
-            &dir,
-            &options.load_policy(),
-            &Device::Cpu,
-            options.weight_options(),
-        )?)
+        load_on_cpu(
+            model.as_ref(),
+            options,
+            safeformers_models::AutoModelForCausalLM::load_with_options,
+        )
     }
 }
 

@@ -1,26 +1,11 @@
 //! The library's own surface: task names, `from_pretrained` on folders, options that must do
 //! what they say, and outputs shaped as the CLI prints them.
 
-// Test code: a failed expectation is a panic with a message.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-use std::path::{Path, PathBuf};
-
 use safeformers::{
     AutoModel, AutoModelForCausalLM, FillMask, FromPretrained, Input, Options, Output,
     Quantization, Task, TextClassification, Tokenizer, WeightDtype, WeightOptions, pipeline,
 };
-
-fn fixture(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures")
-        .join(path)
-}
+use safeformers_testkit::repo_fixture as fixture;
 
 #[test]
 fn task_names_and_aliases() {

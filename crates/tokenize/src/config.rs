@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use safeformers_files::FileError;
 use serde_json::{Map, Value};
 
 use crate::error::{Result, TokenizeError};
@@ -393,17 +394,11 @@ fn read_template_dir(dir: &Path) -> Result<BTreeMap<String, String>> {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(templates),
         Err(source) => {
-            return Err(TokenizeError::Io {
-                path: dir.to_path_buf(),
-                source,
-            });
+            return Err(FileError::io(dir, source).into());
         }
     };
     for entry in entries {
-        let entry = entry.map_err(|source| TokenizeError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })?;
+        let entry = entry.map_err(|source| FileError::io(dir, source))?;
         let path: PathBuf = entry.path();
         let Some(name) = path
             .file_name()

@@ -24,15 +24,6 @@ pub enum TokenizeError {
     #[error(transparent)]
     File(#[from] safeformers_files::FileError),
 
-    /// A file could not be opened or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-
     /// A file is larger than the limit set in [`crate::TokenizerOptions`].
     #[error("{}: {size} bytes is more than the limit of {limit} bytes for this file", path.display())]
     FileTooLarge {

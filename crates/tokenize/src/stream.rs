@@ -93,13 +93,7 @@ impl<'t> StreamDecoder<'t> {
         {
             return Ok(None);
         }
-        let window = self.ids.get(self.prefix_offset..).unwrap_or_default();
-        let before = self
-            .ids
-            .get(self.prefix_offset..self.read_offset)
-            .unwrap_or_default();
-        let prefix_text = self.tokenizer.decode(before, self.skip_special_tokens)?;
-        let new_text = self.tokenizer.decode(window, self.skip_special_tokens)?;
+        let (prefix_text, new_text) = self.window_texts()?;
         if new_text.len() <= prefix_text.len() || new_text.ends_with('\u{FFFD}') {
             return Ok(None);
         }
@@ -115,6 +109,20 @@ impl<'t> StreamDecoder<'t> {
         Ok(Some(chunk))
     }
 
+    /// The decoded text of the window's already-emitted part (`prefix_offset..read_offset`) and
+    /// of the whole window (`prefix_offset..`).
+    fn window_texts(&self) -> Result<(String, String)> {
+        let window = self.ids.get(self.prefix_offset..).unwrap_or_default();
+        let before = self
+            .ids
+            .get(self.prefix_offset..self.read_offset)
+            .unwrap_or_default();
+        Ok((
+            self.tokenizer.decode(before, self.skip_special_tokens)?,
+            self.tokenizer.decode(window, self.skip_special_tokens)?,
+        ))
+    }
+
     /// Ends the stream: returns the text not yet emitted (held-back bytes, decoded as the whole
     /// sequence decodes them, U+FFFD included).
     pub fn finish(&mut self) -> Result<Option<String>> {
@@ -124,13 +132,7 @@ impl<'t> StreamDecoder<'t> {
             None => {
                 // Cannot happen with the decoders we know of; the window's own tail is the
                 // best continuation of what was emitted.
-                let window = self.ids.get(self.prefix_offset..).unwrap_or_default();
-                let before = self
-                    .ids
-                    .get(self.prefix_offset..self.read_offset)
-                    .unwrap_or_default();
-                let prefix_text = self.tokenizer.decode(before, self.skip_special_tokens)?;
-                let new_text = self.tokenizer.decode(window, self.skip_special_tokens)?;
+                let (prefix_text, new_text) = self.window_texts()?;
                 new_text
                     .strip_prefix(prefix_text.as_str())
                     .unwrap_or_default()

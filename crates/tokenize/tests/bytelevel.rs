@@ -3,41 +3,14 @@
 //! file-naming keys that must be ignored) against Python Transformers. Tokenizer and expected
 //! values: tests/data/bytelevel/ and tests/data/bytelevel_expected.json, made by
 //! scripts/make_tokenize_fixtures.py.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
+#[macro_use]
 mod common;
 
-use std::sync::OnceLock;
+use common::{bytelevel, data_dir};
+use safeformers_tokenize::{EncodeOptions, Padding, Side};
 
-use common::{check_named, data_dir, load_expected, open};
-use safeformers_tokenize::{EncodeOptions, Padding, Side, Tokenizer};
-use serde_json::Value;
-
-fn tokenizer() -> &'static Tokenizer {
-    static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(|| open(&data_dir().join("bytelevel")))
-}
-
-fn expected() -> &'static Value {
-    static E: OnceLock<Value> = OnceLock::new();
-    E.get_or_init(|| load_expected("bytelevel_expected.json"))
-}
-
-macro_rules! golden {
-    ($($test:ident => $case:literal,)*) => {$(
-        #[test]
-        fn $test() {
-            check_named(tokenizer(), expected(), $case);
-        }
-    )*};
-}
-
-golden! {
+golden_cases!(bytelevel, "bytelevel_expected.json", {
     pads_left_to_longest_not_to_the_files_fixed_64 => "padding_longest",
     no_padding_by_default => "no_padding",
     truncates_at_8 => "truncation_8",
@@ -51,7 +24,7 @@ golden! {
     pairs_only_second => "pairs_only_second",
     pairs_only_second_with_stride_and_overflow => "pairs_only_second_overflow",
     trims_offsets_of_leading_spaces => "leading_spaces",
-}
+});
 
 #[test]
 fn every_golden_case_is_tested() {
@@ -64,13 +37,8 @@ fn every_golden_case_is_tested() {
 }
 
 #[test]
-fn decodes_like_transformers() {
-    common::check_decodes(tokenizer(), expected());
-}
-
-#[test]
 fn config() {
-    let t = tokenizer();
+    let t = bytelevel();
     // int(1e30) is Transformers' "no limit".
     assert_eq!(t.model_max_length(), None);
     assert_eq!(t.padding_side(), Side::Left);
@@ -101,13 +69,13 @@ fn max_length_padding_needs_a_length_when_the_model_has_none() {
         padding: Padding::MaxLength,
         ..Default::default()
     };
-    let err = tokenizer().encode("hi", &options).unwrap_err();
+    let err = bytelevel().encode("hi", &options).unwrap_err();
     assert!(err.to_string().contains("max length"), "{err}");
 }
 
 #[test]
 fn special_token_text_in_the_input_is_one_token() {
-    let batch = tokenizer()
+    let batch = bytelevel()
         .encode("a <mask> b", &EncodeOptions::default())
         .unwrap();
     assert!(
@@ -121,7 +89,7 @@ fn special_token_text_in_the_input_is_one_token() {
 fn byte_level_tokens_to_string_and_no_subword_prefix() {
     // Byte-level BPE marks word starts (`Ġ`), not continuations: no prefix; the decoder maps
     // `Ġ` back to a space.
-    let tokenizer = tokenizer();
+    let tokenizer = bytelevel();
     assert_eq!(tokenizer.continuing_subword_prefix(), None);
     let text = tokenizer
         .convert_tokens_to_string(vec!["a".into(), "Ġb".into()])

@@ -2,12 +2,6 @@
 //! `tests/fixtures/chat-templates/goldens.json`, made by `scripts/make_chat_template_fixtures.py`
 //! with `apply_chat_template(tokenize=False)`. Each case must match exactly, or raise the same
 //! error message as the template raised in Python.
-#![allow(
-    clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
 
 use std::path::PathBuf;
 

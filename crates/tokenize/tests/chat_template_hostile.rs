@@ -7,6 +7,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -369,11 +371,7 @@ fn messages_lose_null_fields_and_reasoning_is_aliased() {
 }
 
 fn folder(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("chat-template")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::scratch_dir("chat-template", name);
     std::fs::copy(
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/bytelevel/tokenizer.json"),
         dir.join("tokenizer.json"),

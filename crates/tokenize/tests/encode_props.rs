@@ -9,20 +9,10 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use proptest::prelude::*;
 use safeformers_tokenize::{EncodeOptions, Encodings, Padding, Tokenizer, TruncationStrategy};
 
-fn minilm() -> &'static Tokenizer {
-    static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(|| common::open(&common::minilm_dir()))
-}
-
-fn bytelevel() -> &'static Tokenizer {
-    static T: OnceLock<Tokenizer> = OnceLock::new();
-    T.get_or_init(|| common::open(&common::data_dir().join("bytelevel")))
-}
+use common::{bytelevel, minilm};
 
 fn options() -> impl Strategy<Value = EncodeOptions> {
     (

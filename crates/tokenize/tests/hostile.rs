@@ -7,19 +7,15 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use safeformers_tokenize::{EncodeOptions, Padding, TokenizeError, Tokenizer, TokenizerOptions};
 use serde_json::{Value, json};
 
-/// A fresh folder under the target dir's tmp (no tempfile dependency).
 fn folder(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("tokenize-hostile")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("tokenize-hostile", name)
 }
 
 fn write(dir: &Path, file: &str, contents: &[u8]) {

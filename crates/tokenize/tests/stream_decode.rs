@@ -9,13 +9,8 @@
     clippy::panic
 )]
 
-use std::path::PathBuf;
-
+use safeformers_testkit::repo_root as repo;
 use safeformers_tokenize::{EncodeOptions, Tokenizer, TokenizerOptions};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// Tokenizer folders of every decoder family we have fixtures for.
 fn tokenizers() -> Vec<(&'static str, Tokenizer)> {

@@ -9,6 +9,8 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,14 +22,8 @@ use safeformers_tokenize::{
 };
 use serde_json::{Value, json};
 
-/// A fresh folder under the target dir's tmp.
 fn folder(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("tokenizer-bombs")
-        .join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::scratch_dir("tokenizer-bombs", name)
 }
 
 fn load(name: &str, tokenizer_json: &Value) -> Result<Tokenizer, TokenizeError> {

@@ -22,15 +22,6 @@ pub enum Error {
     #[error(transparent)]
     File(#[from] safeformers_files::FileError),
 
-    /// The file could not be opened, mapped or read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// What the operating system said.
-        source: std::io::Error,
-    },
-
     /// A safetensors file broke one of the format's rules (or one of ours).
     #[error("{}: invalid safetensors file: {source}", path.display())]
     Safetensors {

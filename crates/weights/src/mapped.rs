@@ -4,6 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
+use safeformers_files::FileError;
 
 use crate::error::{Error, Result};
 
@@ -24,10 +25,7 @@ impl MappedFile {
     /// refused without blocking: see `safeformers_files::open_regular`). Empty files are not
     /// mapped (mapping zero bytes is an error on some platforms) and read as an empty slice.
     pub fn open(path: &Path) -> Result<MappedFile> {
-        let io_error = |source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_error = |source| Error::from(FileError::io(path, source));
         let file: File = safeformers_files::open_regular(path)?;
         let len = file.metadata().map_err(io_error)?.len();
         if len == 0 {

@@ -6,6 +6,8 @@
 
 use std::path::{Path, PathBuf};
 
+use safeformers_files::FileError;
+
 use crate::checkpoint::Checkpoint;
 use crate::error::{Error, Result};
 use crate::format::{FileFormat, detect_format};
@@ -138,10 +140,7 @@ impl WeightsSource {
 /// names first, then a lone `*.safetensors` or `*.safetensors.index.json`), pickle-based files
 /// only when there is no safetensors. This does not consult the policy; [`open_checkpoint`] does.
 pub fn choose_weights(dir: &Path) -> Result<WeightsSource> {
-    let io_error = |source| Error::Io {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let io_error = |source| Error::from(FileError::io(dir, source));
     let mut names = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io_error)? {
         let entry = entry.map_err(io_error)?;
@@ -204,10 +203,7 @@ pub fn choose_weights(dir: &Path) -> Result<WeightsSource> {
 /// `.bin` that holds safetensors is read as safetensors.
 pub fn open_checkpoint(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> {
     let is_dir = std::fs::metadata(path)
-        .map_err(|source| Error::Io {
-            path: path.to_path_buf(),
-            source,
-        })?
+        .map_err(|source| FileError::io(path, source))?
         .is_dir();
     let source = if is_dir {
         choose_weights(path)?
@@ -266,14 +262,7 @@ mod tests {
     use super::*;
 
     fn folder_with(files: &[&str]) -> PathBuf {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!(
-            "safeformers-policy-{}-{unique}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = safeformers_testkit::scratch_dir("policy");
         for file in files {
             std::fs::write(dir.join(file), b"").unwrap();
         }

@@ -23,6 +23,7 @@ use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
+use safeformers_files::FileError;
 use serde::de::{self, DeserializeSeed, Deserializer as _, MapAccess, SeqAccess, Visitor};
 
 use crate::checkpoint::{AlignedBytes, Checkpoint, TensorBytes, TensorView};
@@ -552,10 +553,7 @@ pub fn write_file(
             path: path.to_path_buf(),
             source,
         })?;
-    let io_error = |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_error = |source| Error::from(FileError::io(path, source));
     let file = std::fs::File::create(path).map_err(io_error)?;
     let mut writer = std::io::BufWriter::new(file);
     writer.write_all(&header).map_err(io_error)?;

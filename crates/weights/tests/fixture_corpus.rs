@@ -11,18 +11,15 @@
     clippy::indexing_slicing
 )]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use safeformers_testkit::repo_fixture;
 use safeformers_weights::scan::{Verdict, scan_paths};
 use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
 use serde_json::Value;
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/weights")
-}
-
 fn manifest() -> Vec<Value> {
-    let path = fixtures().join("MANIFEST.json");
+    let path = repo_fixture("weights").join("MANIFEST.json");
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|error| panic!("{}: {error}", path.display()));
     let manifest: Value = serde_json::from_str(&text).unwrap();
@@ -129,7 +126,7 @@ fn check_scan(entry: &Value, relative: &str, path: &Path, failures: &mut Vec<Str
 
 #[test]
 fn every_manifest_entry_loads_and_scans_as_expected() {
-    let root = fixtures();
+    let root = repo_fixture("weights");
     let mut failures = Vec::new();
     let mut twins_compared = 0;
     for entry in manifest() {

@@ -9,7 +9,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use proptest::prelude::*;
 use safeformers_weights::safetensors::{
@@ -50,15 +49,7 @@ fn one(dtype: &str, shape: &str, offsets: &str) -> String {
 
 /// A unique scratch directory under the system temp dir.
 fn scratch(label: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-st-{}-{}-{label}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("st-{label}"))
 }
 
 fn view<'a>(name: &'a str, dtype: Dtype, shape: &'a [usize], data: &'a [u8]) -> TensorView<'a> {

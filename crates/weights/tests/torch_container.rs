@@ -1,6 +1,5 @@
 //! PyTorch zip checkpoints refused at the container level, before any pickle is read: the
 //! member set, root folder, TorchScript markers and metadata records.
-#![allow(clippy::indexing_slicing, clippy::unwrap_used, clippy::expect_used)]
 
 mod zip_writer;
 

@@ -14,9 +14,7 @@ use safeformers_weights::torch::{self, LoadedBytes};
 use safeformers_weights::{Dtype, FileFormat};
 
 fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/torch-dev")
-        .join(name)
+    safeformers_testkit::repo_fixture(&format!("torch-dev/{name}"))
 }
 
 /// The twin, read with a minimal safetensors parser (the crate's own reader is tested

@@ -24,21 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use safeformers_weights::Dtype;
 use safeformers_weights::checkpoint::TensorView;
 
-/// Variables of `huggingface_hub` and ours that a test must not inherit from the developer's
-/// shell.
-const HUB_VARIABLES: &[&str] = &[
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HUGGINGFACE_HUB_CACHE",
-    "HF_ENDPOINT",
-    "HF_TOKEN",
-    "HF_TOKEN_PATH",
-    "HF_HUB_OFFLINE",
-    "TRANSFORMERS_OFFLINE",
-    "XDG_CACHE_HOME",
-    "SAFEFORMERS_LOCKED",
-];
-
 /// A temporary folder for one test, deleted on drop: caches, model folders and the working
 /// directory of the commands it runs.
 pub struct Sandbox {
@@ -47,15 +32,9 @@ pub struct Sandbox {
 
 impl Sandbox {
     pub fn new(label: &str) -> Sandbox {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let root = std::env::temp_dir().join(format!(
-            "safeformers-cli-{label}-{}-{unique}",
-            std::process::id()
-        ));
-        let _ = std::fs::remove_dir_all(&root);
-        std::fs::create_dir_all(&root).unwrap();
-        Sandbox { root }
+        Sandbox {
+            root: safeformers_testkit::scratch_dir(&format!("cli-{label}")),
+        }
     }
 
     /// `<root>/<name>`, created.
@@ -69,10 +48,7 @@ impl Sandbox {
     /// `HF_HUB_CACHE` = `cache`, `HF_ENDPOINT` = `endpoint`, run in the sandbox folder.
     pub fn safeformers(&self, cache: &Path, endpoint: &str) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_safeformers"));
-        for variable in HUB_VARIABLES {
-            command.env_remove(variable);
-        }
-        command
+        safeformers_testkit::without_hub_environment(&mut command)
             .env("HF_HOME", self.root.join("hf-home"))
             .env("HF_HUB_CACHE", cache)
             .env("HF_ENDPOINT", endpoint)
@@ -126,6 +102,29 @@ pub fn assert_code(output: &Output, code: i32, what: &str) {
         "{what}\nstdout: {}\nstderr: {}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Exit code `code`, nothing on stdout, one `error:` line on stderr containing every one of
+/// `needles`.
+pub fn assert_one_line_error(output: &Output, code: i32, needles: &[&str]) {
+    let stderr = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    assert!(output.stdout.is_empty(), "{output:?}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "expected `{needle}` in: {stderr}");
+    }
+}
+
+/// Asserts exit code `code` (see [`assert_code`]) and that stderr contains `needle`.
+pub fn assert_error(output: &Output, code: i32, what: &str, needle: &str) {
+    assert_code(output, code, what);
+    let stderr = stderr(output);
+    assert!(
+        stderr.contains(needle),
+        "{what}: expected `{needle}` in: {stderr}"
     );
 }
 
@@ -205,6 +204,28 @@ pub fn tiny_model(dir: &Path, variant: u32) {
         "import os\nos.system('echo pwned')\n",
     )
     .unwrap();
+}
+
+/// The arguments of `cache import <model> --repo org/tiny`.
+pub fn import_tiny_args(model: &Path) -> [&str; 5] {
+    [
+        "cache",
+        "import",
+        model.to_str().unwrap(),
+        "--repo",
+        "org/tiny",
+    ]
+}
+
+/// `cache import`s `model` as `org/tiny` into `cache` (with `HF_ENDPOINT` = `endpoint`), and
+/// returns the snapshot folder it printed.
+pub fn import_tiny(sandbox: &Sandbox, cache: &Path, endpoint: &str, model: &Path) -> PathBuf {
+    let output = run(
+        sandbox.safeformers(cache, endpoint),
+        &import_tiny_args(model),
+    );
+    assert_code(&output, 0, "cache import");
+    last_line(&output)
 }
 
 /// Every regular file under `dir` (symlinks followed), as `relative path -> content`.
@@ -311,10 +332,14 @@ pub fn run_within<S: AsRef<OsStr>>(mut command: Command, args: &[S], seconds: u6
     }
 }
 
-/// Makes a named pipe (FIFO) at `path`: opening it for reading blocks until a writer comes.
-pub fn make_fifo(path: &Path) {
-    let status = Command::new("mkfifo").arg(path).status().unwrap();
-    assert!(status.success(), "mkfifo {}", path.display());
+/// The repository's `tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+/// `tests/fixtures/<path>`, as a command-line argument.
+pub fn fixture(path: &str) -> String {
+    fixtures().join(path).to_str().unwrap().to_string()
 }
 
 /// The real all-MiniLM-L6-v2 folder, fetched by `scripts/test.sh`.

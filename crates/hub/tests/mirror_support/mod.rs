@@ -2,7 +2,14 @@
 //! that sends request targets byte for byte (no normalisation of `..` or `%2e`), so traversal
 //! attempts reach the server exactly as an attacker would write them.
 
-#![allow(dead_code)]
+// Test helpers: a broken temporary folder or a malformed reply fails the test with a panic.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -15,15 +22,7 @@ use safeformers_hub::{HubCache, RepoId, Snapshot};
 
 /// A fresh, empty temporary folder.
 pub fn temp_dir(label: &str) -> PathBuf {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let unique = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-mirror-{label}-{}-{unique}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("mirror-{label}"))
 }
 
 /// The bytes of `model.safetensors` in [`model_cache`]: big enough to span several body chunks.

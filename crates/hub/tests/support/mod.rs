@@ -415,15 +415,7 @@ pub fn serve_repo(
 
 /// A fresh, empty cache folder.
 pub fn temp_cache(label: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let unique = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-client-{label}-{}-{unique}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    safeformers_testkit::scratch_dir(&format!("client-{label}"))
 }
 
 pub const TOKEN: &str = "hf_test_secret_token";

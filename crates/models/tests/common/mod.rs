@@ -6,19 +6,10 @@
 )]
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A fresh, empty folder under the system temp dir.
 pub fn temp_dir(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "safeformers-models-{name}-{}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir is writable");
-    dir
+    safeformers_testkit::scratch_dir(&format!("models-{name}"))
 }
 
 /// Writes an f32 safetensors file.
@@ -44,6 +35,19 @@ pub fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]
     bytes.extend_from_slice(&header);
     bytes.extend_from_slice(&data);
     std::fs::write(path, bytes).expect("write safetensors");
+}
+
+/// A JSON list of lists as rows of `item(value)`.
+pub fn json_rows<T>(
+    value: &serde_json::Value,
+    item: impl Fn(&serde_json::Value) -> T,
+) -> Vec<Vec<T>> {
+    value
+        .as_array()
+        .expect("a list of rows")
+        .iter()
+        .map(|row| row.as_array().expect("a row").iter().map(&item).collect())
+        .collect()
 }
 
 /// Deterministic small values (a linear congruential sequence in [-0.1, 0.1)).

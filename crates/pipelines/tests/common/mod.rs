@@ -1,5 +1,10 @@
 //! Fixture helpers: `tests/fixtures/models` (made by `scripts/make_model_fixtures.py`).
-#![allow(dead_code, clippy::panic, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::panic,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::path::PathBuf;
 
@@ -54,11 +59,35 @@ pub fn flat_f32(value: &Value) -> Vec<f32> {
     }
 }
 
-/// Largest absolute difference (lengths must agree).
-pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "lengths differ");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
+/// The golden entries of `task` and the tracker of their score differences.
+pub fn golden(task: &'static str) -> (Vec<Value>, ScoreDiffs) {
+    (entries(task), ScoreDiffs::new(task))
+}
+
+/// The score differences of one task's golden comparison: each must be within the goldens'
+/// 1e-4; the largest is reported at the end.
+pub struct ScoreDiffs {
+    task: &'static str,
+    worst: f64,
+}
+
+impl ScoreDiffs {
+    /// No differences yet for `task`.
+    pub fn new(task: &'static str) -> ScoreDiffs {
+        ScoreDiffs { task, worst: 0.0 }
+    }
+
+    /// Checks one score difference (`context` names the case) and keeps the largest.
+    pub fn check(&mut self, diff: f64, context: std::fmt::Arguments<'_>) {
+        assert!(diff <= 1e-4, "{context}: {diff}");
+        self.worst = self.worst.max(diff);
+    }
+
+    /// Prints the largest difference over `entries` golden entries.
+    pub fn report(&self, entries: usize) {
+        eprintln!(
+            "{}: {entries} entries, worst score diff {:e}",
+            self.task, self.worst
+        );
+    }
 }

@@ -5,10 +5,12 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
-    dead_code
+    dead_code,
+    unused_macros
 )]
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use safeformers_tokenize::{EncodeOptions, Encodings, Padding, Tokenizer, TruncationStrategy};
 use serde_json::Value;
@@ -215,4 +217,51 @@ pub fn check_decodes(tokenizer: &Tokenizer, expected: &Value) {
 
 pub fn open(dir: &Path) -> Tokenizer {
     Tokenizer::from_dir(dir, &Default::default()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// all-MiniLM-L6-v2's tokenizer, loaded once per test binary.
+pub fn minilm() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| open(&minilm_dir()))
+}
+
+/// The byte-level BPE tokenizer of `tests/data/bytelevel`, loaded once per test binary.
+pub fn bytelevel() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| open(&data_dir().join("bytelevel")))
+}
+
+/// A fresh, empty folder `name` for the test suite `suite`, under the target dir's tmp (no
+/// tempfile dependency).
+pub fn scratch_dir(suite: &str, name: &str) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(suite)
+        .join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Defines `expected()`, the golden file `$file` of `tests/data` read once, one `#[test]` per
+/// `name => "case"` that checks that case on `$tokenizer()`, and `decodes_like_transformers`,
+/// which checks the file's decode cases.
+macro_rules! golden_cases {
+    ($tokenizer:path, $file:literal, { $($test:ident => $case:literal,)* }) => {
+        fn expected() -> &'static serde_json::Value {
+            static EXPECTED: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+            EXPECTED.get_or_init(|| common::load_expected($file))
+        }
+
+        $(
+            #[test]
+            fn $test() {
+                common::check_named($tokenizer(), expected(), $case);
+            }
+        )*
+
+        #[test]
+        fn decodes_like_transformers() {
+            common::check_decodes($tokenizer(), expected());
+        }
+    };
 }
