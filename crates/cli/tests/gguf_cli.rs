@@ -8,25 +8,14 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
 
-fn safeformers(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_safeformers"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("the safeformers binary runs")
-}
+use common::{assert_code, assert_one_line_error, safeformers_offline, stdout, stdout_json};
 
-fn stdout_json(output: &Output) -> serde_json::Value {
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
-        panic!(
-            "stdout is not JSON ({error}): {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    })
+fn safeformers(args: &[&str]) -> std::process::Output {
+    safeformers_offline(args, None)
 }
 
 fn string(text: &str) -> Vec<u8> {
@@ -73,9 +62,7 @@ fn tiny_gguf(offsets: [u64; 2], tensor_count: u64) -> Vec<u8> {
 }
 
 fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("safeformers-gguf-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = safeformers_testkit::scratch_dir("gguf-cli").join(name);
     std::fs::write(&path, bytes).unwrap();
     path
 }
@@ -84,7 +71,7 @@ fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
 fn inspect_and_scan_a_small_gguf() {
     let path = scratch("tiny.gguf", &tiny_gguf([0, 32], 2));
     let output = safeformers(&["inspect", "--json", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_code(&output, 0, "inspect --json tiny.gguf");
     let json = stdout_json(&output);
     assert_eq!(json["format"], "gguf");
     assert_eq!(json["gguf_version"], 3);
@@ -101,13 +88,13 @@ fn inspect_and_scan_a_small_gguf() {
     assert_eq!(tensors[1]["shape"], serde_json::json!([2, 32]));
 
     let table = safeformers(&["inspect", path.to_str().unwrap()]);
-    assert_eq!(table.status.code(), Some(0), "{table:?}");
-    let text = String::from_utf8_lossy(&table.stdout);
+    assert_code(&table, 0, "inspect tiny.gguf");
+    let text = stdout(&table);
     assert!(text.contains("chat template: present"), "{text}");
     assert!(text.contains("Q8_0"), "{text}");
 
     let scan = safeformers(&["scan", "--json", path.to_str().unwrap()]);
-    assert_eq!(scan.status.code(), Some(0), "{scan:?}");
+    assert_code(&scan, 0, "scan tiny.gguf");
     let report = stdout_json(&scan);
     assert_eq!(report["files"][0]["format"], "gguf");
     assert_eq!(report["files"][0]["verdict"], "safe");
@@ -122,13 +109,9 @@ fn inspect_and_scan_a_small_gguf() {
 
 fn assert_refused(path: &Path, expected: &str) {
     let output = safeformers(&["inspect", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(1), "{output:?}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains(expected), "{stderr}");
-    assert!(stderr.contains(path.to_str().unwrap()), "{stderr}");
+    assert_one_line_error(&output, 1, &[expected, path.to_str().unwrap()]);
     let scan = safeformers(&["scan", "--json", path.to_str().unwrap()]);
-    assert_eq!(scan.status.code(), Some(1), "{scan:?}");
+    assert_code(&scan, 1, "scan of a hostile GGUF");
     assert_eq!(stdout_json(&scan)["files"][0]["verdict"], "invalid");
 }
 
@@ -155,7 +138,7 @@ fn inspect_of_the_real_smollm2_gguf() {
         ),
     };
     let output = safeformers(&["inspect", "--json", path.to_str().unwrap()]);
-    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    assert_code(&output, 0, "inspect --json SmolLM2 GGUF");
     let json = stdout_json(&output);
     assert_eq!(json["chat_template"], true);
     assert_eq!(json["metadata"]["llama.embedding_length"], "576");

@@ -148,8 +148,7 @@ fn custom_alignment_is_used() {
 
 #[test]
 fn open_maps_a_file_and_names_it_in_errors() {
-    let dir = std::env::temp_dir().join(format!("safeformers-gguf-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = safeformers_testkit::scratch_dir("gguf-open");
     let good = dir.join("good.gguf");
     std::fs::write(&good, valid(3).build()).unwrap();
     let file = GgufFile::open(&good).unwrap();
