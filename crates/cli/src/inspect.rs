@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
-use safeformers_weights::{LoadPolicy, open_checkpoint};
+use safeformers_weights::gguf::GgufFile;
+use safeformers_weights::mapped::MappedFile;
+use safeformers_weights::{FileFormat, LoadPolicy, detect_format, open_checkpoint};
 
 use crate::UsageError;
 use crate::model::{HubArgs, LockArgs, resolve_model};
@@ -30,7 +32,10 @@ pub struct InspectArgs {
     model: Option<PathBuf>,
     /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape",
     /// "copied_for_alignment"}]}; `copied_for_alignment` is true for a tensor whose data in
-    /// the file is not aligned for its dtype, read through an aligned copy.
+    /// the file is not aligned for its dtype, read through an aligned copy. A GGUF file adds
+    /// "gguf_version" and "chat_template" (whether it carries one); its metadata values are
+    /// summarised (arrays as their type and length, long strings cut) and its dtypes are ggml
+    /// types (`Q4_1`, `Q6_K`, ...).
     #[arg(long)]
     json: bool,
     /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
@@ -71,6 +76,9 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     };
     let path = resolve_model(spec, &args.hub, &args.lock, args.allow_pickle)?;
     // The library's errors name the file (and the tensor or member) themselves.
+    if let Some(gguf) = open_if_gguf(&path, &policy)? {
+        return inspect_gguf(&gguf, args.json);
+    }
     let checkpoint = open_checkpoint(&path, &policy)?;
     let output = InspectOutput {
         format: checkpoint.format().json_name(),
@@ -89,6 +97,76 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
         crate::output::print_json(&output)?;
     } else {
         crate::output::print(&render_table(&output))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The file at `path` as a validated GGUF file, when its content is GGUF (the policy judges it
+/// first, as for every other weights file).
+fn open_if_gguf(path: &std::path::Path, policy: &LoadPolicy) -> anyhow::Result<Option<GgufFile>> {
+    if path.is_dir() {
+        return Ok(None);
+    }
+    let file = MappedFile::open(path)?;
+    if detect_format(file.bytes()) != FileFormat::Gguf {
+        return Ok(None);
+    }
+    policy.check_weights_file(path, FileFormat::Gguf)?;
+    Ok(Some(GgufFile::from_mapped(file)?))
+}
+
+/// How many characters of a metadata string `inspect` shows.
+const METADATA_STRING_CHARS: usize = 120;
+
+#[derive(Debug, Serialize)]
+struct GgufInspectOutput<'a> {
+    format: &'static str,
+    gguf_version: u32,
+    chat_template: bool,
+    metadata: BTreeMap<String, String>,
+    tensors: Vec<TensorLine<'a>>,
+}
+
+fn inspect_gguf(file: &GgufFile, json: bool) -> anyhow::Result<ExitCode> {
+    let header = file.header();
+    let output = GgufInspectOutput {
+        format: FileFormat::Gguf.json_name(),
+        gguf_version: header.version(),
+        chat_template: header.chat_template()?.is_some(),
+        metadata: header
+            .metadata()
+            .iter()
+            .map(|(key, value)| (key.clone(), value.summary(METADATA_STRING_CHARS)))
+            .collect(),
+        tensors: header
+            .tensors()
+            .iter()
+            .map(|tensor| TensorLine {
+                name: &tensor.name,
+                dtype: tensor.ggml_type.name(),
+                shape: &tensor.shape,
+                copied_for_alignment: false,
+            })
+            .collect(),
+    };
+    if json {
+        crate::output::print_json(&output)?;
+    } else {
+        let mut text = format!(
+            "GGUF v{}, chat template: {}\n",
+            output.gguf_version,
+            if output.chat_template {
+                "present"
+            } else {
+                "absent"
+            }
+        );
+        text.push_str(&render_table(&InspectOutput {
+            format: output.format,
+            metadata: &output.metadata,
+            tensors: output.tensors,
+        }));
+        crate::output::print(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::format::FileFormat;
+use crate::gguf::GgufError;
 use crate::pickle::PickleError;
 use crate::safetensors::SafetensorsError;
 use crate::sharded::IndexError;
@@ -28,6 +29,15 @@ pub enum Error {
         path: PathBuf,
         /// The rule it broke.
         source: SafetensorsError,
+    },
+
+    /// A GGUF file broke one of the format's rules (or one of ours).
+    #[error("{}: invalid GGUF file: {source}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// The rule it broke.
+        source: GgufError,
     },
 
     /// A `*.index.json` file for a sharded checkpoint is malformed or points outside the folder.

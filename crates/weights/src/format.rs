@@ -21,7 +21,7 @@ pub enum FileFormat {
     /// A raw pickle stream (any protocol, including 0 and 1 which have no magic byte).
     #[serde(rename = "pickle")]
     Pickle,
-    /// GGUF (llama.cpp). Recognised so that it is named; not read yet.
+    /// GGUF (llama.cpp), read by [`crate::gguf`].
     #[serde(rename = "gguf")]
     Gguf,
     /// Anything else.

@@ -2,6 +2,8 @@
 //!
 //! - [`safetensors`]: the safetensors format, validated more strictly than the reference crate
 //!   before a single tensor is handed out, then served zero-copy from a read-only memory map.
+//! - [`gguf`]: llama.cpp's GGUF format (v2 and v3), validated as strictly, its tensors served as
+//!   raw blocks from a read-only memory map.
 //! - [`sharded`]: `*.safetensors.index.json` (and `pytorch_model.bin.index.json`) with every shard
 //!   path checked to stay inside the model folder.
 //! - [`pickle`]: a pickle virtual machine that never imports or calls anything. Globals resolve
@@ -22,6 +24,7 @@ pub mod convert;
 pub mod dtype;
 pub mod error;
 pub mod format;
+pub mod gguf;
 pub mod mapped;
 pub mod pickle;
 pub mod policy;

@@ -281,11 +281,7 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
                 invalid |= check_with_loader(path, &mut findings);
             }
         }
-        FileFormat::Gguf => findings.push(Finding::new(
-            Severity::Info,
-            "gguf",
-            "GGUF is a data-only format; safeformers does not read it yet, so it was not validated",
-        )),
+        FileFormat::Gguf => invalid |= scan_gguf(bytes, &mut findings),
         FileFormat::Unknown => match path.filter(|_| looks_like_shard_index(bytes)) {
             Some(index) => invalid |= check_shard_index(index, &mut findings),
             None => {
@@ -308,6 +304,60 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
         },
     }
     (format, findings, invalid)
+}
+
+/// Validates a GGUF file with the strict reader and reports its tensor types and whether it
+/// carries a chat template. Returns whether it is invalid.
+fn scan_gguf(bytes: &[u8], findings: &mut Vec<Finding>) -> bool {
+    let header = match crate::gguf::parse_header(bytes) {
+        Ok(header) => header,
+        Err(error) => {
+            findings.push(Finding::new(
+                Severity::Info,
+                "invalid_gguf",
+                error.to_string(),
+            ));
+            return true;
+        }
+    };
+    let types: Vec<String> = header
+        .type_counts()
+        .iter()
+        .map(|(ggml_type, count)| format!("{ggml_type} x{count}"))
+        .collect();
+    findings.push(Finding::new(
+        Severity::Info,
+        "gguf",
+        format!(
+            "GGUF v{}: {} tensors ({}), {} metadata keys; data-only format, nothing to execute",
+            header.version(),
+            header.tensors().len(),
+            types.join(", "),
+            header.metadata().len()
+        ),
+    ));
+    match header.chat_template() {
+        Ok(Some(template)) => findings.push(Finding::new(
+            Severity::Info,
+            "chat_template",
+            format!(
+                "`{}` holds a {}-byte Jinja chat template; safeformers renders it only in its \
+                 template sandbox",
+                crate::gguf::CHAT_TEMPLATE_KEY,
+                template.len()
+            ),
+        )),
+        Ok(None) => {}
+        Err(error) => {
+            findings.push(Finding::new(
+                Severity::Info,
+                "invalid_gguf",
+                error.to_string(),
+            ));
+            return true;
+        }
+    }
+    false
 }
 
 /// File extensions of weights formats; used only to call a file that claims to be weights but
