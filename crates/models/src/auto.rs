@@ -392,10 +392,13 @@ impl AutoModel {
 pub struct AutoModelForCausalLM;
 
 impl AutoModelForCausalLM {
-    /// Loads the model in folder `dir` (`config.json` + weights) onto `device`.
+    /// Loads the model in folder `dir` (`config.json` + weights) onto `device`; or the GGUF file
+    /// `dir` names, or the one GGUF file of a folder without `config.json` (see
+    /// [`crate::gguf::find_gguf`]), configured from its metadata.
     ///
     /// The architecture is decided (and remote code refused) before any weight file is opened;
-    /// weights are opened under `policy`.
+    /// weights are opened under `policy` (GGUF is never pickle: the strict reader opens it
+    /// under any policy).
     pub fn load(dir: &Path, policy: &LoadPolicy, device: &Device) -> Result<Box<dyn CausalLm>> {
         AutoModelForCausalLM::load_with_options(dir, policy, device, WeightOptions::default())
     }
@@ -408,6 +411,11 @@ impl AutoModelForCausalLM {
         device: &Device,
         options: WeightOptions,
     ) -> Result<Box<dyn CausalLm>> {
+        if let Some(gguf) = crate::gguf::find_gguf(dir)? {
+            return Ok(Box::new(crate::gguf::load_causal_lm(
+                &gguf, device, options,
+            )?));
+        }
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         AutoModelForCausalLM::resolve(&config)?;
         let checkpoint = open_checkpoint(dir, policy)?;

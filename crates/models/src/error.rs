@@ -141,6 +141,51 @@ pub enum Error {
         actual: Vec<usize>,
     },
 
+    /// A GGUF file's metadata cannot configure a model: a key is missing, of the wrong type, out
+    /// of bounds, or inconsistent with another.
+    #[error("{}: GGUF metadata `{key}`: {reason}", path.display())]
+    GgufMetadata {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The metadata key (`llama.block_count`, ...).
+        key: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A GGUF file's architecture (`general.architecture`) has no model here.
+    #[error(
+        "{}: GGUF architecture `{architecture}` is not supported; supported: {}",
+        path.display(),
+        crate::gguf::GGUF_ARCHITECTURES.join(", ")
+    )]
+    GgufArchitecture {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The architecture it names.
+        architecture: String,
+    },
+
+    /// A GGUF tensor cannot become model weights (its type, or its layout).
+    #[error("{}: GGUF tensor `{tensor}`: {reason}", path.display())]
+    GgufTensor {
+        /// The GGUF file.
+        path: PathBuf,
+        /// The tensor's GGUF name.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A folder holds no `.gguf` file, or several (name the one to load).
+    #[error("{}: {reason}", path.display())]
+    GgufChoice {
+        /// The folder.
+        path: PathBuf,
+        /// What was found.
+        reason: String,
+    },
+
     /// A tensor's dtype could not be converted to the compute dtype.
     #[error(transparent)]
     Convert(#[from] safeformers_weights::convert::ConvertError),

@@ -55,6 +55,25 @@ impl Linear {
         })
     }
 
+    /// A linear layer over a `[out, in]` matrix of GGUF blocks (multiplied as stored) and an
+    /// optional f32 bias.
+    pub fn from_blocks(
+        format: safeformers_kernels::quantized::BlockFormat,
+        bytes: Vec<u8>,
+        out_features: usize,
+        in_features: usize,
+        bias: Option<Tensor>,
+    ) -> Result<Self> {
+        let bias = match bias {
+            Some(bias) => Some(bias.flatten_all()?.to_vec1::<f32>()?),
+            None => None,
+        };
+        Ok(Linear {
+            weight: StoredMatrix::from_blocks(format, bytes, out_features, in_features)?,
+            bias,
+        })
+    }
+
     /// The same layer with its weight converted to the storage `options` choose.
     pub fn stored_as(self, options: WeightOptions) -> Result<Self> {
         if options == WeightOptions::default() {

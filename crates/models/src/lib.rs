@@ -49,6 +49,7 @@ pub mod decoder_lm;
 pub mod distilbert;
 pub mod encoder;
 pub mod error;
+pub mod gguf;
 pub mod gpt2;
 pub mod heads;
 pub mod kv_cache;

@@ -37,6 +37,7 @@ use crate::error::{Error, Result};
 use crate::layers::{Activation, Embedding, Linear};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
+use safeformers_kernels::quantized::BlockFormat;
 
 /// The decoder families implemented by [`LlamaForCausalLM`], one per `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -573,6 +574,9 @@ fn load_stacked(
     in_features: usize,
     bias: bool,
 ) -> Result<Linear> {
+    if let Some(linear) = load_stacked_blocks(weights, names, in_features, bias)? {
+        return Ok(linear);
+    }
     let mut parts = Vec::with_capacity(names.len());
     let mut biases = Vec::with_capacity(names.len());
     for &(name, rows) in names {
@@ -589,6 +593,49 @@ fn load_stacked(
         None
     };
     Linear::from_tensors(weight, bias)?.stored_as(weights.options())
+}
+
+/// [`load_stacked`] on GGUF blocks: `Some` when every part is block-quantized in one format
+/// and the options keep blocks (the rows of blocks are concatenated as they are); `None` to
+/// read them as f32 instead.
+fn load_stacked_blocks(
+    weights: &Weights<'_>,
+    names: &[(&str, usize)],
+    in_features: usize,
+    bias: bool,
+) -> Result<Option<Linear>> {
+    let mut stacked: Option<(BlockFormat, Vec<u8>)> = None;
+    let mut biases = Vec::with_capacity(names.len());
+    for &(name, rows) in names {
+        let layer = weights.pp(name);
+        let Some((format, bytes)) = layer.blocks(&[rows, in_features], "weight")? else {
+            return Ok(None);
+        };
+        match &mut stacked {
+            None => stacked = Some((format, bytes)),
+            Some((first, all)) if *first == format => all.extend_from_slice(&bytes),
+            Some(_) => return Ok(None),
+        }
+        if bias {
+            biases.push(layer.get(&[rows], "bias")?);
+        }
+    }
+    let Some((format, bytes)) = stacked else {
+        return Ok(None);
+    };
+    let rows = names.iter().map(|&(_, rows)| rows).sum();
+    let bias = if bias {
+        Some(Tensor::cat(&biases, 0)?)
+    } else {
+        None
+    };
+    Ok(Some(Linear::from_blocks(
+        format,
+        bytes,
+        rows,
+        in_features,
+        bias,
+    )?))
 }
 
 /// `LlamaDecoderLayer` `layer`: `input_layernorm`, `self_attn` (`LlamaAttention`: grouped-query,
@@ -681,8 +728,17 @@ impl DecoderLm<LlamaConfig> {
             .map(|layer| load_layer(&model.pp(&format!("layers.{layer}")), &llama, layer))
             .collect::<Result<Vec<_>>>()?;
         let lm_head = if llama.tie_word_embeddings || !weights.contains("lm_head.weight") {
-            Linear::from_tensors(embed_tokens.table().clone(), None)?
-                .stored_as(weights.options())?
+            // GGUF blocks stay blocks for the head; the lookups read the f32 table.
+            match load_stacked_blocks(
+                &model,
+                &[("embed_tokens", llama.vocab_size)],
+                llama.hidden_size,
+                false,
+            )? {
+                Some(head) => head,
+                None => Linear::from_tensors(embed_tokens.table().clone(), None)?
+                    .stored_as(weights.options())?,
+            }
         } else {
             load_stacked(
                 weights,

@@ -105,6 +105,34 @@ impl StoredMatrix {
         })
     }
 
+    /// A `[rows, cols]` matrix of GGUF blocks, row after row, multiplied as stored.
+    pub fn from_blocks(
+        format: BlockFormat,
+        bytes: Vec<u8>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<StoredMatrix> {
+        let expected = rows
+            .checked_mul(cols)
+            .filter(|_| cols.is_multiple_of(format.block_values()))
+            .and_then(|values| format.bytes_for(values));
+        if expected != Some(bytes.len()) {
+            return Err(storage_error(&format!(
+                "{} bytes are not a [{rows}, {cols}] matrix of {} blocks",
+                bytes.len(),
+                format.name()
+            )));
+        }
+        Ok(StoredMatrix {
+            storage: WeightStorage::Blocks {
+                format,
+                bytes: bytes.into(),
+            },
+            rows,
+            cols,
+        })
+    }
+
     /// Output features.
     pub fn rows(&self) -> usize {
         self.rows

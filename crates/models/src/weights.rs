@@ -3,20 +3,35 @@
 //! Every tensor is converted to f32 by [`safeformers_weights::convert`] (whatever its stored
 //! dtype) and its shape is checked against what the config implies before it becomes a candle
 //! [`Tensor`]. A missing tensor and a wrong shape are errors naming the tensor.
+//!
+//! The tensors may also come from a GGUF file ([`GgufTensors`]), seen under Transformers' names:
+//! dequantized to f32 by [`Weights::get`], or handed over as blocks by [`Weights::blocks`] for
+//! layers that multiply them as stored.
 
 use candle_core::{Device, Tensor};
+use safeformers_kernels::quantized::BlockFormat;
 use safeformers_weights::{Checkpoint, convert};
 
 use crate::error::{Error, Result};
+use crate::gguf::GgufTensors;
 
 /// A view of a checkpoint under a name prefix (`bert.encoder.layer.0.`), like candle-nn's
 /// `VarBuilder` but read-only and validating.
 #[derive(Debug, Clone)]
 pub struct Weights<'a> {
-    checkpoint: &'a Checkpoint,
+    source: Source<'a>,
     prefix: String,
     device: Device,
     options: WeightOptions,
+}
+
+/// Where the tensors of a [`Weights`] come from.
+#[derive(Debug, Clone, Copy)]
+enum Source<'a> {
+    /// A safetensors (or pickle) checkpoint.
+    Checkpoint(&'a Checkpoint),
+    /// A GGUF file, under Transformers' names.
+    Gguf(&'a GgufTensors),
 }
 
 /// How the weights of linear layers are stored in memory (compute stays f32).
@@ -83,6 +98,7 @@ impl Quantization {
 pub struct WeightOptions {
     dtype: WeightDtype,
     quantize: Option<Quantization>,
+    dequantize_blocks: bool,
 }
 
 impl WeightOptions {
@@ -96,7 +112,29 @@ impl WeightOptions {
                     .to_string(),
             });
         }
-        Ok(WeightOptions { dtype, quantize })
+        Ok(WeightOptions {
+            dtype,
+            quantize,
+            dequantize_blocks: false,
+        })
+    }
+
+    /// The same options, with a GGUF file's block-quantized tensors dequantized to f32 at load
+    /// (`--dtype f32` on a GGUF) instead of multiplied as stored.
+    pub fn dequantizing_blocks(mut self) -> WeightOptions {
+        self.dequantize_blocks = true;
+        self
+    }
+
+    /// Whether a GGUF file's quantized tensors are dequantized at load.
+    pub fn dequantizes_blocks(&self) -> bool {
+        self.dequantize_blocks
+    }
+
+    /// Whether a GGUF file's quantized linear weights are kept as blocks: neither dequantizing
+    /// nor another storage was asked for.
+    fn keeps_blocks(&self) -> bool {
+        !self.dequantize_blocks && self.quantize.is_none() && self.dtype == WeightDtype::F32
     }
 
     /// The storage dtype of linear-layer weights.
@@ -114,7 +152,17 @@ impl<'a> Weights<'a> {
     /// The checkpoint's tensors, loaded onto `device`, with no prefix.
     pub fn new(checkpoint: &'a Checkpoint, device: &Device) -> Weights<'a> {
         Weights {
-            checkpoint,
+            source: Source::Checkpoint(checkpoint),
+            prefix: String::new(),
+            device: device.clone(),
+            options: WeightOptions::default(),
+        }
+    }
+
+    /// The tensors of a GGUF file under Transformers' names, loaded onto `device`.
+    pub fn from_gguf(tensors: &'a GgufTensors, device: &Device) -> Weights<'a> {
+        Weights {
+            source: Source::Gguf(tensors),
             prefix: String::new(),
             device: device.clone(),
             options: WeightOptions::default(),
@@ -140,7 +188,7 @@ impl<'a> Weights<'a> {
             format!("{}{name}.", self.prefix)
         };
         Weights {
-            checkpoint: self.checkpoint,
+            source: self.source,
             prefix,
             device: self.device.clone(),
             options: self.options,
@@ -159,14 +207,37 @@ impl<'a> Weights<'a> {
 
     /// Whether the checkpoint has `name` under this prefix.
     pub fn contains(&self, name: &str) -> bool {
-        self.checkpoint.tensor(&self.full_name(name)).is_some()
+        let full_name = self.full_name(name);
+        match self.source {
+            Source::Checkpoint(checkpoint) => checkpoint.tensor(&full_name).is_some(),
+            Source::Gguf(tensors) => tensors.contains(&full_name),
+        }
+    }
+
+    /// The GGUF blocks of `name` (`[rows, cols]` = `shape`), Q/K rows already in Transformers'
+    /// order, when the tensor is block-quantized and the options keep blocks; `None` otherwise
+    /// (a checkpoint, an f32 tensor, `--dtype f32`), and the caller reads f32 with
+    /// [`Weights::get`].
+    pub fn blocks(&self, shape: &[usize], name: &str) -> Result<Option<(BlockFormat, Vec<u8>)>> {
+        match self.source {
+            Source::Gguf(tensors) if self.options.keeps_blocks() => {
+                tensors.blocks(&self.full_name(name), shape)
+            }
+            _ => Ok(None),
+        }
     }
 
     /// The tensor `name` as f32, which must have exactly `shape`.
     pub fn get(&self, shape: &[usize], name: &str) -> Result<Tensor> {
         let full_name = self.full_name(name);
-        let view = self
-            .checkpoint
+        let checkpoint = match self.source {
+            Source::Checkpoint(checkpoint) => checkpoint,
+            Source::Gguf(tensors) => {
+                let values = tensors.f32_values(&full_name, shape)?;
+                return Ok(Tensor::from_vec(values, shape, &self.device)?);
+            }
+        };
+        let view = checkpoint
             .tensor(&full_name)
             .ok_or_else(|| Error::MissingTensor {
                 tensor: full_name.clone(),
@@ -197,8 +268,11 @@ impl<'a> Weights<'a> {
     }
 
     fn files(&self) -> String {
-        let files: Vec<String> = self
-            .checkpoint
+        let checkpoint = match self.source {
+            Source::Checkpoint(checkpoint) => checkpoint,
+            Source::Gguf(tensors) => return tensors.path().display().to_string(),
+        };
+        let files: Vec<String> = checkpoint
             .files()
             .map(|path| path.display().to_string())
             .collect();

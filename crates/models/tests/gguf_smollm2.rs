@@ -1,0 +1,239 @@
+//! The real SmolLM2-135M-Instruct Q4_1 GGUF as a model, against what Transformers' own GGUF
+//! loader makes of it (`tests/fixtures/gguf-model/smollm2-q4_1.json`, written by
+//! `scripts/make_smollm2_gguf_fixtures.py`):
+//! - dequantized and un-permuted tensors equal Transformers' rows bit for bit;
+//! - with every tensor dequantized to f32, the logits of two prompts are within 1e-3 of
+//!   Transformers' at every position (on a strided subset of the vocabulary), with the same
+//!   argmax, and greedy decoding gives Transformers' 16 tokens;
+//! - with the Q4_1 blocks multiplied as stored (activations quantized to 8 bits), greedy
+//!   decoding gives the f32 run's tokens until a near-tie that the logit noise explains.
+//!
+//! `SAFEFORMERS_SMOLLM2_GGUF` is set by `scripts/test.sh` (which fetches the file with
+//! `scripts/fetch-smollm2.sh`); without it these tests fail, they never skip.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::PathBuf;
+
+use candle_core::{Device, Tensor};
+use safeformers_models::gguf::{self, GgufTensors};
+use safeformers_models::llama::LlamaConfig;
+use safeformers_models::{CausalLm, WeightOptions, Weights};
+use safeformers_weights::gguf::GgufFile;
+use serde_json::Value;
+
+fn smollm2_gguf() -> PathBuf {
+    match std::env::var_os("SAFEFORMERS_SMOLLM2_GGUF") {
+        Some(path) => {
+            let path = PathBuf::from(path);
+            assert!(
+                path.is_file(),
+                "SAFEFORMERS_SMOLLM2_GGUF is {}, which is not a file: run \
+                 scripts/fetch-smollm2.sh and set it to the path it prints",
+                path.display()
+            );
+            path
+        }
+        None => panic!(
+            "SAFEFORMERS_SMOLLM2_GGUF is not set: run the tests with scripts/test.sh, which \
+             fetches SmolLM2-135M-Instruct Q4_1 and sets it (or set it to the path printed by \
+             scripts/fetch-smollm2.sh)"
+        ),
+    }
+}
+
+fn fixture() -> Value {
+    let path = safeformers_testkit::repo_fixture("gguf-model/smollm2-q4_1.json");
+    serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+}
+
+/// A JSON number as the f32 it was written from (the shortest decimal of that f32).
+fn f32_of(value: &Value) -> f32 {
+    value.to_string().parse().unwrap()
+}
+
+fn f32s(value: &Value) -> Vec<f32> {
+    value.as_array().unwrap().iter().map(f32_of).collect()
+}
+
+fn u32s(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| u32::try_from(v.as_u64().unwrap()).unwrap())
+        .collect()
+}
+
+#[test]
+fn smollm2_tensors_equal_transformers_dequantized_rows() {
+    let file = GgufFile::open(&smollm2_gguf()).unwrap();
+    let config = gguf::model_config(&file).unwrap();
+    let llama = LlamaConfig::from_model_config(&config).unwrap();
+    let tensors = GgufTensors::new(file, &llama);
+    let weights = Weights::from_gguf(&tensors, &Device::Cpu);
+    let fixture = fixture();
+    let mut checked = 0;
+    for (name, expected) in fixture["tensors"].as_object().unwrap() {
+        let shape: Vec<usize> = tensors
+            .file()
+            .tensor(&gguf::gguf_name(name).unwrap())
+            .unwrap()
+            .info
+            .shape
+            .clone();
+        let values = weights.get(&shape, name).unwrap();
+        let values = values.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let width = *shape.last().unwrap();
+        let rows: Vec<usize> = match expected["rows"].as_array() {
+            Some(rows) => rows.iter().map(|r| r.as_u64().unwrap() as usize).collect(),
+            None => vec![0],
+        };
+        for (row, want) in rows.iter().zip(expected["values"].as_array().unwrap()) {
+            let got = &values[row * width..(row + 1) * width];
+            let want = f32s(want);
+            assert_eq!(got.len(), want.len(), "{name} row {row}");
+            for (column, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{name}[{row}, {column}]: {g} vs {w}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} rows checked");
+}
+
+/// Logits of every new token of `ids` (a fresh cache), `[len × vocab]`.
+fn logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
+    let device = Device::Cpu;
+    let len = ids.len();
+    let input = Tensor::from_vec(ids.to_vec(), (1, len), &device).unwrap();
+    let positions =
+        Tensor::from_vec((0..len as i64).collect::<Vec<_>>(), (1, len), &device).unwrap();
+    let mask = Tensor::from_vec(vec![1u32; len], (1, len), &device).unwrap();
+    let mut cache = model.new_cache();
+    let out = model
+        .forward(&input, &positions, &mask, &mut cache)
+        .unwrap();
+    out.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
+}
+
+fn argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (index, value) in row.iter().enumerate() {
+        if *value > row[best] {
+            best = index;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding through the generation interface (the prompt, then one token per step on
+/// the sequence cache): the new tokens and the largest logit difference seen is the caller's.
+fn greedy(model: &dyn CausalLm, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let mut cache = model.new_sequence_cache();
+    let mut tokens = prompt.to_vec();
+    let mut new = Vec::new();
+    let mut step_logits = Vec::new();
+    for _ in 0..steps {
+        let input = if new.is_empty() {
+            tokens.clone()
+        } else {
+            vec![*tokens.last().unwrap()]
+        };
+        let mut inputs = [safeformers_models::SequenceInput {
+            tokens: &input,
+            cache: &mut cache,
+            logits: safeformers_models::LogitsAt::Last,
+        }];
+        let logits = model.forward_sequences(&mut inputs).unwrap().remove(0);
+        let next = argmax(&logits);
+        step_logits.push(logits);
+        new.push(next);
+        tokens.push(next);
+    }
+    (new, step_logits)
+}
+
+#[test]
+fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
+    let path = smollm2_gguf();
+    let fixture = fixture();
+    let stride = fixture["vocab_stride"].as_u64().unwrap() as usize;
+    let options = WeightOptions::default();
+    let f32_model =
+        gguf::load_causal_lm(&path, &Device::Cpu, options.dequantizing_blocks()).unwrap();
+    let native = gguf::load_causal_lm(&path, &Device::Cpu, options).unwrap();
+    assert_eq!(f32_model.vocab_size(), 49152);
+    for prompt in fixture["prompts"].as_array().unwrap() {
+        let ids = u32s(&prompt["ids"]);
+        let text = prompt["text"].as_str().unwrap();
+        let got = logits(&f32_model, &ids);
+        let mut worst = 0.0f32;
+        for (position, want) in prompt["logits"].as_array().unwrap().iter().enumerate() {
+            let want = f32s(want);
+            let strided: Vec<f32> = got[position].iter().step_by(stride).copied().collect();
+            worst = worst.max(safeformers_testkit::max_abs_diff(&strided, &want));
+        }
+        let argmaxes: Vec<u32> = got.iter().map(|row| argmax(row)).collect();
+        assert_eq!(
+            argmaxes,
+            u32s(&prompt["argmax"]),
+            "{text}: argmax per position"
+        );
+        assert!(
+            worst <= 1e-3,
+            "{text}: f32 logits differ from Transformers' by {worst}"
+        );
+
+        let want_tokens = u32s(&prompt["greedy"]);
+        let (f32_tokens, f32_logits) = greedy(&f32_model, &ids, want_tokens.len());
+        assert_eq!(f32_tokens, want_tokens, "{text}: f32 greedy tokens");
+        let (native_tokens, native_logits) = greedy(&native, &ids, want_tokens.len());
+        // Logit differences while both runs have fed the same tokens (after a divergence the
+        // inputs differ and so would everything).
+        let agreeing = f32_tokens
+            .iter()
+            .zip(&native_tokens)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let native_diffs: Vec<f32> = f32_logits
+            .iter()
+            .zip(&native_logits)
+            .take((agreeing + 1).min(want_tokens.len()))
+            .map(|(a, b)| safeformers_testkit::max_abs_diff(a, b))
+            .collect();
+        eprintln!(
+            "{text}: f32 vs Transformers max |Δlogit| {worst:.2e}; native Q4_1 vs f32 max \
+             |Δlogit| per step {native_diffs:.3?}; tokens {native_tokens:?} vs {f32_tokens:?}"
+        );
+        // Native blocks also quantize activations to 8 bits, so a near-tie may flip: the runs
+        // must agree on at least the first 4 tokens with small logit differences, and where
+        // they part, native's token must be within that step's logit difference of the f32
+        // run's best in the f32 logits (the flip is noise, not a wrong model).
+        assert!(
+            agreeing >= 4,
+            "{text}: native agrees on only {agreeing} tokens"
+        );
+        for (step, diff) in native_diffs.iter().enumerate() {
+            assert!(*diff <= 1.5, "{text}: step {step}: native |Δlogit| {diff}");
+        }
+        if agreeing < want_tokens.len() {
+            let at = &f32_logits[agreeing];
+            let margin = at[f32_tokens[agreeing] as usize] - at[native_tokens[agreeing] as usize];
+            eprintln!("{text}: parted at step {agreeing}, f32 margin {margin:.3}");
+            assert!(
+                margin <= native_diffs[agreeing],
+                "{text}: native picked {} at step {agreeing}, {margin} below the best",
+                native_tokens[agreeing]
+            );
+        }
+    }
+}
