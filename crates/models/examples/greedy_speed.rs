@@ -17,7 +17,8 @@
 //!
 //! `--dtype f32|f16|bf16` stores the linear layers' weights in that type (compute stays f32);
 //! `--quantize q8` stores them as 8-bit blocks. Both are load options of
-//! [`AutoModelForCausalLM::load_with_options`].
+//! [`AutoModelForCausalLM::load_with_options`]. `MODEL_DIR` may be a `.gguf` file: its quantized
+//! weights are multiplied as stored, or dequantized to f32 at load with `--dequantize`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -49,7 +50,7 @@ fn parse_args() -> std::result::Result<Options, String> {
         load: WeightOptions::default(),
     };
     let mut model = None;
-    let (mut dtype, mut quantize) = (WeightDtype::F32, None);
+    let (mut dtype, mut quantize, mut dequantize) = (WeightDtype::F32, None, false);
     while let Some(arg) = args.next() {
         let mut number = |name: &str| -> std::result::Result<usize, String> {
             args.next()
@@ -60,6 +61,7 @@ fn parse_args() -> std::result::Result<Options, String> {
             "--prompt-tokens" => options.prompt_tokens = number("--prompt-tokens")?,
             "--new-tokens" => options.new_tokens = number("--new-tokens")?,
             "--runs" => options.runs = number("--runs")?,
+            "--dequantize" => dequantize = true,
             "--prompt-ids" => {
                 options.prompt_ids = Some(PathBuf::from(
                     args.next().ok_or("--prompt-ids needs a file")?,
@@ -88,9 +90,12 @@ fn parse_args() -> std::result::Result<Options, String> {
     }
     options.model = model.ok_or(
         "usage: greedy_speed MODEL_DIR [--prompt-tokens N] [--prompt-ids FILE] [--new-tokens N] \
-         [--runs N] [--dtype f32|f16|bf16] [--quantize q8]",
+         [--runs N] [--dtype f32|f16|bf16] [--quantize q8] [--dequantize]",
     )?;
     options.load = WeightOptions::new(dtype, quantize).map_err(|error| error.to_string())?;
+    if dequantize {
+        options.load = options.load.dequantizing_blocks();
+    }
     Ok(options)
 }
 
