@@ -161,6 +161,11 @@ fn llama_cpp_permute(values: &[f32], rows: usize, heads: usize) -> Vec<f32> {
 
 /// The tiny model's tensors in Transformers' names and order, `[out, in]`.
 fn hf_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    hf_tensors_with_bias(false)
+}
+
+/// [`hf_tensors`], with Qwen2's q/k/v biases when `qkv_bias`.
+fn hf_tensors_with_bias(qkv_bias: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
     let mut out = Vec::new();
     let mut seed = 1;
     let mut add = |name: String, shape: Vec<usize>, norm: bool| {
@@ -202,6 +207,19 @@ fn hf_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
             vec![KV_HEADS * HEAD_DIM, HIDDEN],
             false,
         );
+        if qkv_bias {
+            add(format!("{p}self_attn.q_proj.bias"), vec![HIDDEN], false);
+            add(
+                format!("{p}self_attn.k_proj.bias"),
+                vec![KV_HEADS * HEAD_DIM],
+                false,
+            );
+            add(
+                format!("{p}self_attn.v_proj.bias"),
+                vec![KV_HEADS * HEAD_DIM],
+                false,
+            );
+        }
         add(
             format!("{p}self_attn.o_proj.weight"),
             vec![HIDDEN, HIDDEN],
@@ -231,25 +249,34 @@ fn hf_tensors() -> Vec<(String, Vec<usize>, Vec<f32>)> {
 /// The same tensors as llama.cpp writes them: GGUF names, reversed dims, Q/K rows permuted;
 /// matrices as `matrix_type` (F32 or Q8_0), norms F32.
 fn tiny_llama(matrix_type: u32) -> GgufWriter {
+    tiny_gguf("llama", matrix_type)
+}
+
+/// A tiny `llama` (Q/K permuted) or `qwen2` (q/k/v biases, nothing permuted) GGUF.
+fn tiny_gguf(arch: &'static str, matrix_type: u32) -> GgufWriter {
+    let key = |name: &str| format!("{arch}.{name}");
     let mut writer = GgufWriter::default()
-        .set("general.architecture", Meta::Str("llama"))
+        .set("general.architecture", Meta::Str(arch))
         .set("general.name", Meta::Str("tiny"))
-        .set("llama.block_count", Meta::U32(LAYERS as u32))
-        .set("llama.embedding_length", Meta::U32(HIDDEN as u32))
-        .set("llama.feed_forward_length", Meta::U32(INNER as u32))
-        .set("llama.attention.head_count", Meta::U32(HEADS as u32))
-        .set("llama.attention.head_count_kv", Meta::U32(KV_HEADS as u32))
-        .set("llama.attention.layer_norm_rms_epsilon", Meta::F32(1e-5))
-        .set("llama.rope.freq_base", Meta::F32(10_000.0))
-        .set("llama.rope.dimension_count", Meta::U32(HEAD_DIM as u32))
-        .set("llama.context_length", Meta::U32(256))
+        .set(&key("block_count"), Meta::U32(LAYERS as u32))
+        .set(&key("embedding_length"), Meta::U32(HIDDEN as u32))
+        .set(&key("feed_forward_length"), Meta::U32(INNER as u32))
+        .set(&key("attention.head_count"), Meta::U32(HEADS as u32))
+        .set(&key("attention.head_count_kv"), Meta::U32(KV_HEADS as u32))
+        .set(&key("attention.layer_norm_rms_epsilon"), Meta::F32(1e-5))
+        .set(&key("rope.freq_base"), Meta::F32(10_000.0))
+        .set(&key("rope.dimension_count"), Meta::U32(HEAD_DIM as u32))
+        .set(&key("context_length"), Meta::U32(256))
         .set(
             "tokenizer.ggml.tokens",
             Meta::Strings((0..VOCAB).map(|t| format!("t{t}")).collect()),
         );
-    for (name, shape, values) in hf_tensors() {
+    let permuted = arch == "llama";
+    for (name, shape, values) in hf_tensors_with_bias(arch == "qwen2") {
         let name = gguf::gguf_name(&name).unwrap();
-        let values = if name.contains("attn_q") {
+        let values = if !permuted {
+            values
+        } else if name.contains("attn_q") {
             llama_cpp_permute(&values, shape[0], HEADS)
         } else if name.contains("attn_k") {
             llama_cpp_permute(&values, shape[0], KV_HEADS)
@@ -536,4 +563,31 @@ fn folders_with_several_gguf_files_need_a_name() {
     // A Transformers folder (config.json) is not a GGUF folder, whatever else it holds.
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     assert_eq!(gguf::find_gguf(&dir).unwrap(), None);
+}
+
+/// A `qwen2` GGUF: Qwen2's config (q/k/v biases), rows not permuted (llama.cpp's Qwen2 converter
+/// does not), the same logits as the Transformers-layout checkpoint.
+#[test]
+fn qwen2_gguf_matches_the_same_weights_in_transformers_layout() {
+    let dir = common::temp_dir("gguf-qwen2");
+    let config = serde_json::json!({
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
+        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INNER,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 256,
+        "rms_norm_eps": f64::from(1e-5f32), "rope_theta": 10000.0, "tie_word_embeddings": true
+    });
+    let reference_dir =
+        common::write_model("gguf-qwen2-reference", &config, &hf_tensors_with_bias(true));
+    let policy = LoadPolicy::default();
+    let reference = AutoModelForCausalLM::load(&reference_dir, &policy, &Device::Cpu).unwrap();
+    let ids = [3u32, 17, 5, 39, 0, 22];
+    let want = logits(reference.as_ref(), &ids);
+    let path = tiny_gguf("qwen2", F32).write(&dir, "tiny-qwen2.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let llama = LlamaConfig::from_model_config(&gguf::model_config(&file).unwrap()).unwrap();
+    assert_eq!(llama.family, Family::Qwen2);
+    let model = AutoModelForCausalLM::load(&path, &policy, &Device::Cpu).unwrap();
+    let diff = safeformers_testkit::max_abs_diff(&logits(model.as_ref(), &ids), &want);
+    assert!(diff <= 1e-5, "{diff}");
 }
