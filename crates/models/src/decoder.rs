@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use crate::attention::DecoderInputs;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, SequenceCache};
-use crate::layers::{Activation, Embedding, Linear};
+use crate::layers::{Activation, Embedding, Linear, TokenEmbedding};
 use crate::rotary::RotaryEmbedding;
 use safeformers_kernels::activation::activation_in_place;
 
@@ -159,7 +159,7 @@ pub enum PositionEncoding {
 #[derive(Debug, Clone)]
 pub struct DecoderStack {
     /// Token embeddings `[vocab, hidden]`.
-    pub embed_tokens: Embedding,
+    pub embed_tokens: TokenEmbedding,
     /// Multiplier of the embeddings (Gemma's `√hidden`).
     pub embed_scale: Option<f64>,
     /// Learned positions or rotary embeddings.

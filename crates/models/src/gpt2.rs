@@ -235,7 +235,7 @@ impl DecoderLm<Gpt2Config> {
                 gpt2.n_positions,
                 gpt2.n_embd,
             )?),
-            embed_tokens: wte,
+            embed_tokens: wte.into(),
             embed_scale: None,
             layers,
             norm: Norm::load_layer_norm(&body.pp("ln_f"), gpt2.n_embd, gpt2.layer_norm_epsilon)?,

@@ -59,7 +59,7 @@ impl Linear {
     /// optional f32 bias.
     pub fn from_blocks(
         format: safeformers_kernels::quantized::BlockFormat,
-        bytes: Vec<u8>,
+        bytes: impl Into<std::sync::Arc<[u8]>>,
         out_features: usize,
         in_features: usize,
         bias: Option<Tensor>,
@@ -303,6 +303,64 @@ impl Embedding {
         let (batch, seq) = ids.dims2()?;
         let rows = self.table.index_select(&ids.flatten_all()?, 0)?;
         Ok(rows.reshape((batch, seq, self.dim))?)
+    }
+}
+
+/// A decoder's token embeddings: an f32 table ([`Embedding`]), or the `[vocab, dim]` rows of a
+/// GGUF file's blocks, each dequantized when it is looked up (the table is never widened whole;
+/// a tied LM head shares the same bytes).
+#[derive(Debug, Clone)]
+pub enum TokenEmbedding {
+    /// An f32 table.
+    Table(Embedding),
+    /// Rows of GGUF blocks.
+    Blocks {
+        /// The block format.
+        format: safeformers_kernels::quantized::BlockFormat,
+        /// `vocab` rows of `dim / block_values` blocks each.
+        bytes: std::sync::Arc<[u8]>,
+        /// Width of one row.
+        dim: usize,
+    },
+}
+
+impl From<Embedding> for TokenEmbedding {
+    fn from(table: Embedding) -> Self {
+        TokenEmbedding::Table(table)
+    }
+}
+
+impl TokenEmbedding {
+    /// Looks up `[batch, seq]` u32 ids → `[batch, seq, dim]`; an id past the rows is an
+    /// [`Error::Input`].
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let (format, bytes, dim) = match self {
+            TokenEmbedding::Table(table) => return table.forward(ids),
+            TokenEmbedding::Blocks { format, bytes, dim } => (*format, bytes, *dim),
+        };
+        let (batch, seq) = ids.dims2()?;
+        let row_bytes = format.bytes_for(dim).unwrap_or(0);
+        let ids = ids.flatten_all()?.to_vec1::<u32>()?;
+        let mut out = vec![0.0f32; ids.len() * dim];
+        for (id, row) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))) {
+            let start = (*id as usize).saturating_mul(row_bytes);
+            let blocks = bytes
+                .get(start..start.saturating_add(row_bytes))
+                .ok_or_else(|| Error::Input {
+                    input: "input_ids",
+                    reason: format!("token id {id} is past the embedding rows"),
+                })?;
+            safeformers_kernels::quantized::dequantize(format, blocks, row)?;
+        }
+        Ok(Tensor::from_vec(out, (batch, seq, dim), ids_device(self))?)
+    }
+}
+
+/// The device token embeddings live on (CPU for block rows).
+fn ids_device(embedding: &TokenEmbedding) -> &candle_core::Device {
+    match embedding {
+        TokenEmbedding::Table(table) => table.table.device(),
+        TokenEmbedding::Blocks { .. } => &candle_core::Device::Cpu,
     }
 }
 

@@ -34,7 +34,7 @@ use crate::decoder::{
 };
 use crate::decoder_lm::{DecoderLm, DecoderSizes};
 use crate::error::{Error, Result};
-use crate::layers::{Activation, Embedding, Linear};
+use crate::layers::{Activation, Embedding, Linear, TokenEmbedding};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
 use safeformers_kernels::quantized::BlockFormat;
@@ -700,6 +700,41 @@ fn load_norm(weights: &Weights<'_>, config: &LlamaConfig) -> Result<Norm> {
     Norm::load_rms_norm(weights, config.hidden_size, config.rms_norm_eps, offset)
 }
 
+/// `embed_tokens` and the LM head (`lm_head`, or the embeddings when tied). A GGUF file's
+/// quantized embeddings stay blocks, rows dequantized as they are looked up, and a tied head
+/// multiplies the same bytes.
+fn load_embeddings_and_head(
+    weights: &Weights<'_>,
+    model: &Weights<'_>,
+    llama: &LlamaConfig,
+) -> Result<(TokenEmbedding, Linear)> {
+    let (vocab, hidden) = (llama.vocab_size, llama.hidden_size);
+    let tied = llama.tie_word_embeddings || !weights.contains("lm_head.weight");
+    let untied_head = || load_stacked(weights, &[("lm_head", vocab)], hidden, false);
+    let embed = model.pp("embed_tokens");
+    if let Some((format, bytes)) = embed.blocks(&[vocab, hidden], "weight")? {
+        let bytes: std::sync::Arc<[u8]> = bytes.into();
+        let lm_head = if tied {
+            Linear::from_blocks(format, bytes.clone(), vocab, hidden, None)?
+        } else {
+            untied_head()?
+        };
+        let embedding = TokenEmbedding::Blocks {
+            format,
+            bytes,
+            dim: hidden,
+        };
+        return Ok((embedding, lm_head));
+    }
+    let table = Embedding::load(&embed, vocab, hidden)?;
+    let lm_head = if tied {
+        Linear::from_tensors(table.table().clone(), None)?.stored_as(weights.options())?
+    } else {
+        untied_head()?
+    };
+    Ok((table.into(), lm_head))
+}
+
 /// A Llama-family decoder with its LM head (`LlamaForCausalLM`, `MistralForCausalLM`,
 /// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`), run by the shared
 /// [`DecoderStack`].
@@ -719,34 +754,10 @@ impl DecoderLm<LlamaConfig> {
         } else {
             weights.pp("")
         };
-        let embed_tokens = Embedding::load(
-            &model.pp("embed_tokens"),
-            llama.vocab_size,
-            llama.hidden_size,
-        )?;
+        let (embed_tokens, lm_head) = load_embeddings_and_head(weights, &model, &llama)?;
         let layers = (0..llama.num_hidden_layers)
             .map(|layer| load_layer(&model.pp(&format!("layers.{layer}")), &llama, layer))
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = if llama.tie_word_embeddings || !weights.contains("lm_head.weight") {
-            // GGUF blocks stay blocks for the head; the lookups read the f32 table.
-            match load_stacked_blocks(
-                &model,
-                &[("embed_tokens", llama.vocab_size)],
-                llama.hidden_size,
-                false,
-            )? {
-                Some(head) => head,
-                None => Linear::from_tensors(embed_tokens.table().clone(), None)?
-                    .stored_as(weights.options())?,
-            }
-        } else {
-            load_stacked(
-                weights,
-                &[("lm_head", llama.vocab_size)],
-                llama.hidden_size,
-                false,
-            )?
-        };
         let rotary = RotaryEmbedding::new(
             llama.rope.clone(),
             llama.head_dim,

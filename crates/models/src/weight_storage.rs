@@ -108,10 +108,11 @@ impl StoredMatrix {
     /// A `[rows, cols]` matrix of GGUF blocks, row after row, multiplied as stored.
     pub fn from_blocks(
         format: BlockFormat,
-        bytes: Vec<u8>,
+        bytes: impl Into<Arc<[u8]>>,
         rows: usize,
         cols: usize,
     ) -> Result<StoredMatrix> {
+        let bytes: Arc<[u8]> = bytes.into();
         let expected = rows
             .checked_mul(cols)
             .filter(|_| cols.is_multiple_of(format.block_values()))
@@ -124,10 +125,7 @@ impl StoredMatrix {
             )));
         }
         Ok(StoredMatrix {
-            storage: WeightStorage::Blocks {
-                format,
-                bytes: bytes.into(),
-            },
+            storage: WeightStorage::Blocks { format, bytes },
             rows,
             cols,
         })
