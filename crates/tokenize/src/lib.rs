@@ -42,6 +42,7 @@ mod chat_template;
 mod config;
 mod encoding;
 mod error;
+pub mod gguf;
 pub mod input_bounds;
 mod panic_guard;
 mod stream;
