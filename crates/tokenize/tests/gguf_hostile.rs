@@ -258,3 +258,59 @@ fn an_over_long_chat_template_is_refused() {
     metadata.insert("tokenizer.chat_template".into(), text(&huge));
     refused_on(&metadata, "tokenizer.chat_template");
 }
+
+mod random_metadata {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Random extra tokens, merges, token types, role ids and flags: loading never panics;
+    /// what loads encodes and decodes random text without panicking.
+    fn metadata() -> impl Strategy<Value = (Metadata, String)> {
+        (
+            proptest::collection::vec("[a-z<|> \u{e9}\u{4e2d}]{0,6}", 0..12),
+            proptest::collection::vec("[a-z<|> \u{e9}]{0,3} [a-z<|> ]{0,3}", 0..12),
+            proptest::collection::vec(-2i32..6, 0..280),
+            proptest::collection::vec(proptest::option::of(0u32..300), 4),
+            proptest::option::of(any::<bool>()),
+            ".{0,40}",
+        )
+            .prop_map(|(extra, merges, types, roles, add_bos, input)| {
+                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
+                let mut metadata = tiny_metadata(&extra, &merges);
+                if !types.is_empty() {
+                    let types = MetadataValue::Array(MetadataArray::I32(types));
+                    metadata.insert("tokenizer.ggml.token_type".into(), types);
+                }
+                let keys = [
+                    "bos_token_id",
+                    "eos_token_id",
+                    "unknown_token_id",
+                    "padding_token_id",
+                ];
+                for (key, id) in keys.iter().zip(roles) {
+                    if let Some(id) = id {
+                        let key = format!("tokenizer.ggml.{key}");
+                        metadata.insert(key, MetadataValue::U32(id));
+                    }
+                }
+                if let Some(flag) = add_bos {
+                    let key = "tokenizer.ggml.add_bos_token".to_owned();
+                    metadata.insert(key, MetadataValue::Bool(flag));
+                }
+                (metadata, input)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #[test]
+        fn random_metadata_never_panics((metadata, input) in metadata()) {
+            if let Ok(tokenizer) = load(&metadata) {
+                let encoded = tokenizer.encode(&input, &EncodeOptions::default()).unwrap();
+                let ids = &encoded.rows[0].input_ids;
+                let _ = tokenizer.decode(ids, false).unwrap();
+            }
+        }
+    }
+}
