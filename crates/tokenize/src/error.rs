@@ -158,9 +158,10 @@ pub enum TokenizeError {
     },
 
     /// A `.gguf` file could not be opened or breaks a rule of the format (the strict reader of
-    /// `safeformers-weights` says which; its message names the file).
+    /// `safeformers-weights` says which; its message names the file). Boxed: the reader's
+    /// error is large, and this one travels inside the errors of every crate above.
     #[error(transparent)]
-    Gguf(#[from] safeformers_weights::Error),
+    Gguf(Box<safeformers_weights::Error>),
 
     /// A GGUF file describes a tokenizer we do not build: its `tokenizer.ggml.model` or
     /// `tokenizer.ggml.pre` names one we have no rules for.

@@ -70,7 +70,7 @@ impl Tokenizer {
     /// Opens a `.gguf` file (validated by the strict reader of `safeformers-weights`) and builds
     /// its tokenizer, as [`Tokenizer::from_gguf`] does.
     pub fn from_gguf_file(path: &Path, options: &TokenizerOptions) -> Result<Self> {
-        let file = GgufFile::open(path)?;
+        let file = GgufFile::open(path).map_err(|e| TokenizeError::Gguf(Box::new(e)))?;
         Self::from_gguf(file.header(), path, options)
     }
 
