@@ -14,6 +14,11 @@ GGUF tokenizer (`AutoTokenizer.from_pretrained(<folder of the file>, gguf_file=<
 `apply_chat_template(tokenize=False)` and its ids; the special tokens by role. Then, under `pre_variants`, the ids of the same texts for copies of
 the file's tokenizer metadata (no tensors) whose `tokenizer.ggml.pre` is another supported value,
 written with the PyPI `gguf` package into a temporary folder.
+
+Also writes tests/fixtures/gguf-tokenizer/llama-style.gguf, a SentencePiece-style GGUF
+(`tokenizer.ggml.model = llama`, no merges: Transformers derives them from the scores) made from
+the small byte-fallback vocabulary of tests/fixtures/chat-templates/llama-style/bos, and
+llama-style-expected.json with Transformers' ids and decodes for the same texts.
 """
 import hashlib
 import json
@@ -88,6 +93,74 @@ def ids_of(tokenizer):
     return [tokenizer(text, add_special_tokens=False)["input_ids"] for text in TEXTS]
 
 
+LLAMA_STYLE_SOURCE = "tests/fixtures/chat-templates/llama-style/bos/tokenizer.json"
+
+
+def write_llama_style(path):
+    """A `llama` GGUF tokenizer: the vocabulary in id order, scores `-id`, llama.cpp's token types
+    (2 unknown, 3 control, 6 byte, 1 normal), bos/eos/unknown ids, no merges."""
+    with open(LLAMA_STYLE_SOURCE, encoding="utf-8") as handle:
+        source = json.load(handle)
+    tokens = [token for token, _ in sorted(source["model"]["vocab"].items(), key=lambda kv: kv[1])]
+    types = []
+    for token in tokens:
+        if token == "<unk>":
+            types.append(2)
+        elif token in ("<s>", "</s>"):
+            types.append(3)
+        elif token.startswith("<0x") and len(token) == 6:
+            types.append(6)
+        else:
+            types.append(1)
+    writer = gguf.GGUFWriter(path, arch="llama")
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(tokens)
+    writer.add_token_scores([-float(index) for index in range(len(tokens))])
+    writer.add_token_types(types)
+    writer.add_bos_token_id(1)
+    writer.add_eos_token_id(2)
+    writer.add_unk_token_id(0)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def llama_style_expected(folder):
+    write_llama_style(os.path.join(folder, "llama-style.gguf"))
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="llama-style.gguf")
+    cases = []
+    for text in TEXTS:
+        ids = tokenizer(text)["input_ids"]
+        cases.append(
+            {
+                "text": text,
+                "input_ids": ids,
+                "input_ids_without_special_tokens": tokenizer(text, add_special_tokens=False)["input_ids"],
+                "decoded": tokenizer.decode(ids),
+                "decoded_skip_special_tokens": tokenizer.decode(ids, skip_special_tokens=True),
+            }
+        )
+    return {
+        "made_by": "scripts/make_gguf_tokenizer_fixtures.py",
+        "transformers": transformers.__version__,
+        "special_tokens": {
+            "bos_id": tokenizer.bos_token_id,
+            "eos_id": tokenizer.eos_token_id,
+            "unk_id": tokenizer.unk_token_id,
+        },
+        "vocab_size": len(tokenizer),
+        "cases": cases,
+    }
+
+
+def write_json(path, value):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, ensure_ascii=False, indent=None, separators=(",", ":"))
+        handle.write("\n")
+
+
 def main():
     gguf_path = os.path.abspath(sys.argv[1])
     out_path = sys.argv[2] if len(sys.argv) > 2 else "tests/fixtures/gguf-tokenizer/smollm2-expected.json"
@@ -140,11 +213,11 @@ def main():
             variant = AutoTokenizer.from_pretrained(folder, gguf_file=name)
             variants[pre] = ids_of(variant)
     expected["pre_variants"] = variants
-    os.makedirs(os.path.dirname(out_path), exist_ok=True)
-    with open(out_path, "w", encoding="utf-8") as handle:
-        json.dump(expected, handle, ensure_ascii=False, indent=None, separators=(",", ":"))
-        handle.write("\n")
+    write_json(out_path, expected)
     print(out_path)
+    fixtures = os.path.dirname(out_path)
+    write_json(os.path.join(fixtures, "llama-style-expected.json"), llama_style_expected(fixtures))
+    print(os.path.join(fixtures, "llama-style-expected.json"))
 
 
 if __name__ == "__main__":

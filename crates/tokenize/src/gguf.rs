@@ -9,8 +9,12 @@
 //!
 //! - `tokenizer.ggml.model = gpt2`: byte-level BPE. Tokens are respelled in the byte alphabet
 //!   when they are not already; the text is split by the regex `tokenizer.ggml.pre` names
-//!   ([`SUPPORTED_PRE`]); every other `pre` value, and every other model (`llama`, `t5`, ...), is
-//!   refused by name.
+//!   ([`SUPPORTED_PRE`]); every other `pre` value is refused by name.
+//! - `tokenizer.ggml.model = llama`: SentencePiece-style BPE as Transformers' `LlamaTokenizer`
+//!   builds it (`▁` for spaces, one prepended; byte fallback), with the file's merges or, when
+//!   it has none, merges derived from `tokenizer.ggml.scores` (`generate_merges`); bos added
+//!   unless `add_bos_token` says otherwise. Architectures Transformers rebuilds differently
+//!   (Gemma, Phi-3) are refused by name, as is every other model (`t5`, `rwkv`, ...).
 //! - Tokens of type control (3) become special added tokens, those of type user-defined (4)
 //!   plain added tokens; the ids of `bos`/`eos`/`unknown`/`padding` give the special tokens by
 //!   role; `add_bos_token`/`add_eos_token` decide what encoding adds.
@@ -58,6 +62,15 @@ const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
+/// Architectures whose `llama` vocabulary Transformers rebuilds differently (Gemma respells
+/// tokens and orders merges by position; Phi-3 prepends its space in a normalizer): refused.
+const SENTENCEPIECE_REBUILT: [&str; 4] = ["gemma", "gemma2", "gemma3", "phi3"];
+
+/// Most work (sum over tokens of characters times bytes) spent deriving merges from scores:
+/// real vocabularies need a few million; a file of huge tokens could ask for far more.
+pub const MAX_MERGE_DERIVATION_WORK: u64 = 1 << 28;
+
+const SCORES_KEY: &str = "tokenizer.ggml.scores";
 const MODEL_KEY: &str = "tokenizer.ggml.model";
 const PRE_KEY: &str = "tokenizer.ggml.pre";
 const TOKENS_KEY: &str = "tokenizer.ggml.tokens";
@@ -91,51 +104,73 @@ impl Tokenizer {
         let model = meta
             .string(MODEL_KEY)?
             .ok_or_else(|| meta.missing(MODEL_KEY))?;
-        if model != "gpt2" {
-            return Err(TokenizeError::UnsupportedGguf {
-                path: path.to_path_buf(),
-                key: MODEL_KEY,
-                value: model.to_owned(),
-                supported: "gpt2".into(),
-            });
-        }
         let pre = meta.string(PRE_KEY)?.unwrap_or("default");
-        let split = SUPPORTED_PRE
-            .iter()
-            .find(|(name, _)| *name == pre)
-            .map(|(_, split)| *split)
-            .ok_or_else(|| TokenizeError::UnsupportedGguf {
+        let unsupported =
+            |key: &'static str, value: &str, supported: String| TokenizeError::UnsupportedGguf {
                 path: path.to_path_buf(),
-                key: PRE_KEY,
-                value: pre.to_owned(),
-                supported: SUPPORTED_PRE.map(|(name, _)| name).join(", "),
-            })?;
-        let vocab = ByteLevelVocab::read(&meta)?;
+                key,
+                value: value.to_owned(),
+                supported,
+            };
+        let (vocab, pre_tokenizer, decoder, add_bos_default) = match model {
+            "gpt2" => {
+                let split = SUPPORTED_PRE
+                    .iter()
+                    .find(|(name, _)| *name == pre)
+                    .map(|(_, split)| *split)
+                    .ok_or_else(|| {
+                        unsupported(PRE_KEY, pre, SUPPORTED_PRE.map(|(name, _)| name).join(", "))
+                    })?;
+                let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+                (
+                    Vocab::read(&meta, true)?,
+                    byte_level_pre_tokenizer(split),
+                    decoder,
+                    false,
+                )
+            }
+            "llama" => {
+                let architecture = meta.string(safeformers_weights::gguf::ARCHITECTURE_KEY)?;
+                if let Some(architecture) =
+                    architecture.filter(|a| SENTENCEPIECE_REBUILT.contains(a))
+                {
+                    return Err(unsupported(
+                        safeformers_weights::gguf::ARCHITECTURE_KEY,
+                        architecture,
+                        "any but gemma, gemma2, gemma3 and phi3 for `tokenizer.ggml.model = llama`"
+                            .into(),
+                    ));
+                }
+                if pre != "default" {
+                    return Err(unsupported(
+                        PRE_KEY,
+                        pre,
+                        "default (for `tokenizer.ggml.model = llama`)".into(),
+                    ));
+                }
+                (
+                    Vocab::read(&meta, false)?,
+                    metaspace_pre_tokenizer(),
+                    sentencepiece_decoder(),
+                    true,
+                )
+            }
+            other => return Err(unsupported(MODEL_KEY, other, "gpt2, llama".into())),
+        };
         let merges = vocab.merges(&meta)?;
         let config = gguf_config(&meta, &vocab.tokens)?;
         let added = vocab.added_tokens(&meta)?;
-        let post_processor = post_processor(&meta, &config, &vocab)?;
+        let post_processor = post_processor(&meta, &config, &vocab, add_bos_default)?;
         let tokenizer_json = json!({
             "version": "1.0",
             "truncation": null,
             "padding": null,
             "added_tokens": added,
             "normalizer": null,
-            "pre_tokenizer": pre_tokenizer(split),
+            "pre_tokenizer": pre_tokenizer,
             "post_processor": post_processor,
-            "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-            "model": {
-                "type": "BPE",
-                "dropout": null,
-                "unk_token": null,
-                "continuing_subword_prefix": "",
-                "end_of_word_suffix": "",
-                "fuse_unk": false,
-                "byte_fallback": false,
-                "ignore_merges": false,
-                "vocab": vocab.json(),
-                "merges": merges,
-            },
+            "decoder": decoder,
+            "model": vocab.bpe_json(merges),
         });
         drop(vocab);
         let bytes = serde_json::to_vec(&tokenizer_json)
@@ -223,18 +258,20 @@ fn byte_alphabet() -> [char; 256] {
     alphabet
 }
 
-/// The vocabulary of a byte-level file, every token in the byte alphabet.
-struct ByteLevelVocab {
+/// The vocabulary of the file: for a byte-level one, every token in the byte alphabet.
+struct Vocab {
     /// The tokens as the file spells them (what the special-token ids refer to).
     tokens: Vec<String>,
     /// The tokens as the BPE model knows them, by id.
     spelled: Vec<String>,
     /// Spelled token -> id.
     ids: HashMap<String, u32>,
+    /// Whether this is a byte-level vocabulary (`gpt2`) or a SentencePiece one (`llama`).
+    byte_level: bool,
 }
 
-impl ByteLevelVocab {
-    fn read(meta: &Metadata<'_>) -> Result<Self> {
+impl Vocab {
+    fn read(meta: &Metadata<'_>, byte_level: bool) -> Result<Self> {
         let tokens = meta
             .strings(TOKENS_KEY)?
             .ok_or_else(|| meta.missing(TOKENS_KEY))?;
@@ -271,7 +308,7 @@ impl ByteLevelVocab {
                     ),
                 ));
             }
-            let spelling: String = if is_spelled(token) {
+            let spelling: String = if !byte_level || is_spelled(token) {
                 token.to_owned()
             } else {
                 token
@@ -280,7 +317,7 @@ impl ByteLevelVocab {
                     .collect()
             };
             if let Some(first) = ids.insert(spelling.clone(), id) {
-                return Err(meta.invalid(TOKENS_KEY, format!("tokens {first} and {id} are both {token:?} (in the byte alphabet); a vocabulary lists each token once")));
+                return Err(meta.invalid(TOKENS_KEY, format!("tokens {first} and {id} are both {token:?} (as the model spells them); a vocabulary lists each token once")));
             }
             spelled.push(spelling);
         }
@@ -288,24 +325,46 @@ impl ByteLevelVocab {
             tokens: tokens.iter().map(str::to_owned).collect(),
             spelled,
             ids,
+            byte_level,
         })
     }
 
-    fn json(&self) -> Value {
-        let map: serde_json::Map<String, Value> = self
+    /// The `model` section: Transformers' `GPT2Tokenizer` BPE, or its `LlamaTokenizer` one
+    /// (byte fallback, unknowns fused).
+    fn bpe_json(&self, merges: Vec<[String; 2]>) -> Value {
+        let vocab: serde_json::Map<String, Value> = self
             .spelled
             .iter()
             .zip(0u32..)
             .map(|(token, id)| (token.clone(), Value::from(id)))
             .collect();
-        Value::Object(map)
+        let affix = if self.byte_level {
+            json!("")
+        } else {
+            Value::Null
+        };
+        json!({
+            "type": "BPE",
+            "dropout": null,
+            "unk_token": null,
+            "continuing_subword_prefix": affix,
+            "end_of_word_suffix": affix,
+            "fuse_unk": !self.byte_level,
+            "byte_fallback": !self.byte_level,
+            "ignore_merges": false,
+            "vocab": vocab,
+            "merges": merges,
+        })
     }
 
     /// `tokenizer.ggml.merges` as `[left, right]` pairs, each side and their concatenation a
     /// known token (what the `tokenizers` BPE model requires).
     fn merges(&self, meta: &Metadata<'_>) -> Result<Vec<[String; 2]>> {
         let Some(merges) = meta.strings(MERGES_KEY)? else {
-            return Err(meta.missing(MERGES_KEY));
+            if self.byte_level {
+                return Err(meta.missing(MERGES_KEY));
+            }
+            return self.merges_from_scores(meta);
         };
         if merges.len() > MAX_MERGES {
             return Err(meta.invalid(
@@ -385,7 +444,7 @@ impl ByteLevelVocab {
 
 /// The pre-tokenizer Transformers sets: byte-level with GPT-2's regex, or the named split
 /// (isolated) followed by byte-level without regex.
-fn pre_tokenizer(split: Option<&str>) -> Value {
+fn byte_level_pre_tokenizer(split: Option<&str>) -> Value {
     match split {
         None => {
             json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true})
@@ -429,24 +488,26 @@ fn gguf_config(meta: &Metadata<'_>, tokens: &[String]) -> Result<TokenizerConfig
 }
 
 /// Transformers' `update_post_processor`: `bos $A eos` as `add_bos_token`/`add_eos_token` say
-/// (both off when absent, for `gpt2`), a flag for a role without a token ignored.
+/// (when absent: no eos, and bos only for `llama`, as llama.cpp adds it to a SentencePiece
+/// vocabulary that does not say otherwise), a flag for a role without a token ignored.
 fn post_processor(
     meta: &Metadata<'_>,
     config: &TokenizerConfig,
-    vocab: &ByteLevelVocab,
+    vocab: &Vocab,
+    add_bos_default: bool,
 ) -> Result<Value> {
     let mut flagged = Vec::new();
-    for (key, token) in [
-        (ADD_BOS_KEY, &config.special_tokens.bos),
-        (ADD_EOS_KEY, &config.special_tokens.eos),
+    for (key, token, default) in [
+        (ADD_BOS_KEY, &config.special_tokens.bos, add_bos_default),
+        (ADD_EOS_KEY, &config.special_tokens.eos, false),
     ] {
-        match (meta.bool(key)?, token) {
-            (Some(true), Some(token)) => {
+        match (meta.bool(key)?.unwrap_or(default), token) {
+            (true, Some(token)) => {
                 let id = vocab.ids.get(token).ok_or_else(|| {
                     meta.invalid(
                         key,
                         format!(
-                            "the token {token:?} is not in the vocabulary in the byte alphabet"
+                            "the token {token:?} is not in the vocabulary as it is spelled there"
                         ),
                     )
                 })?;
@@ -482,4 +543,90 @@ fn post_processor(
     Ok(
         json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special_tokens}),
     )
+}
+
+/// SentencePiece's pre-tokenizer as Transformers' `LlamaTokenizer` sets it: spaces become `▁`,
+/// one prepended to the first word.
+fn metaspace_pre_tokenizer() -> Value {
+    json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false})
+}
+
+/// `LlamaTokenizer`'s decoder: `▁` back to spaces, byte tokens (`<0x0A>`) back to bytes, the
+/// prepended space removed.
+fn sentencepiece_decoder() -> Value {
+    json!({
+        "type": "Sequence",
+        "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"},
+            {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+        ],
+    })
+}
+
+impl Vocab {
+    /// Merges derived from the vocabulary and `tokenizer.ggml.scores`, as Transformers'
+    /// `generate_merges` derives them: every split of a token into two known tokens, ordered by
+    /// the token's score, then the lengths of the two sides (all descending, ties in vocabulary
+    /// order, each token's own splits by the ids of their sides).
+    fn merges_from_scores(&self, meta: &Metadata<'_>) -> Result<Vec<[String; 2]>> {
+        let scores = match meta.typed(SCORES_KEY, meta.header.get_array(SCORES_KEY))? {
+            Some(MetadataArray::F32(scores)) => scores,
+            Some(other) => {
+                let found = format!("an array of {} (expected f32)", other.element_type());
+                return Err(meta.invalid(SCORES_KEY, found));
+            }
+            None => return Err(meta.missing(MERGES_KEY)),
+        };
+        if scores.len() != self.tokens.len() {
+            let found = format!("{} scores for {} tokens", scores.len(), self.tokens.len());
+            return Err(meta.invalid(SCORES_KEY, found));
+        }
+        if let Some(index) = scores.iter().position(|score| !score.is_finite()) {
+            return Err(meta.invalid(SCORES_KEY, format!("score {index} is not a finite number")));
+        }
+        let work = self.tokens.iter().fold(0u64, |sum, token| {
+            sum.saturating_add((token.chars().count() as u64).saturating_mul(token.len() as u64))
+        });
+        if work > MAX_MERGE_DERIVATION_WORK {
+            let message = format!(
+                "deriving merges from these tokens would take {work} steps (at most \
+                 {MAX_MERGE_DERIVATION_WORK}); list the merges in `{MERGES_KEY}`"
+            );
+            return Err(meta.invalid(TOKENS_KEY, message));
+        }
+        // (score, left, right, left id, right id)
+        let mut merges: Vec<(f32, &str, &str)> = Vec::new();
+        for (token, &score) in self.tokens.iter().zip(scores) {
+            let mut local: Vec<(u32, u32, &str, &str)> = token
+                .char_indices()
+                .skip(1)
+                .filter_map(|(at, _)| {
+                    let (left, right) = token.split_at_checked(at)?;
+                    Some((*self.ids.get(left)?, *self.ids.get(right)?, left, right))
+                })
+                .collect();
+            local.sort_by_key(|&(left, right, _, _)| (left, right));
+            merges.extend(
+                local
+                    .into_iter()
+                    .map(|(_, _, left, right)| (score, left, right)),
+            );
+            if merges.len() > MAX_MERGES {
+                let message = format!("more than {MAX_MERGES} merges derived from the scores");
+                return Err(meta.invalid(SCORES_KEY, message));
+            }
+        }
+        // Stable, descending: what Python's `sorted(.., reverse=True)` does.
+        merges.sort_by(|a, b| {
+            let key = |m: &(f32, &str, &str)| (m.0, m.1.chars().count(), m.2.chars().count());
+            let (a, b) = (key(a), key(b));
+            b.0.total_cmp(&a.0).then(b.1.cmp(&a.1)).then(b.2.cmp(&a.2))
+        });
+        Ok(merges
+            .into_iter()
+            .map(|(_, left, right)| [left.to_owned(), right.to_owned()])
+            .collect())
+    }
 }

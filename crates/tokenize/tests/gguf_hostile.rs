@@ -100,8 +100,8 @@ fn a_tiny_vocabulary_builds_with_its_control_tokens_and_flags() {
 #[test]
 fn unsupported_models_and_pre_values_are_refused_by_name() {
     for (key, value) in [
-        ("tokenizer.ggml.model", "llama"),
         ("tokenizer.ggml.model", "t5"),
+        ("tokenizer.ggml.model", "rwkv"),
         ("tokenizer.ggml.pre", "deepseek-llm"),
         ("tokenizer.ggml.pre", "tekken"),
     ] {
@@ -119,6 +119,70 @@ fn unsupported_models_and_pre_values_are_refused_by_name() {
             Ok(_) => panic!("{key}={value}: loaded"),
         }
     }
+}
+
+/// The tiny vocabulary as a SentencePiece (`llama`) one: no merges, scores instead.
+fn tiny_llama() -> Metadata {
+    let mut metadata = tiny();
+    metadata.insert("tokenizer.ggml.model".into(), text("llama"));
+    metadata.remove("tokenizer.ggml.merges");
+    metadata.remove("tokenizer.ggml.pre");
+    let scores = (0..262).map(|id| -(id as f32)).collect();
+    let scores = MetadataValue::Array(MetadataArray::F32(scores));
+    metadata.insert("tokenizer.ggml.scores".into(), scores);
+    metadata
+}
+
+#[test]
+fn sentencepiece_vocabularies_build_and_their_nonsense_is_refused() {
+    let tokenizer = load(&tiny_llama()).unwrap();
+    // bos added by default (`add_bos_token` absent), merges derived from the scores.
+    assert_eq!(ids(&tokenizer, "hello"), [260, 259]);
+    for architecture in ["gemma", "gemma2", "gemma3", "phi3"] {
+        let mut metadata = tiny_llama();
+        metadata.insert("general.architecture".into(), text(architecture));
+        match load(&metadata) {
+            Err(error @ TokenizeError::UnsupportedGguf { .. }) => {
+                assert!(error.to_string().contains(architecture), "{error}");
+            }
+            other => panic!("{architecture}: {other:?}"),
+        }
+    }
+    let mut metadata = tiny_llama();
+    metadata.insert("tokenizer.ggml.pre".into(), text("qwen2"));
+    assert!(matches!(
+        load(&metadata),
+        Err(TokenizeError::UnsupportedGguf { .. })
+    ));
+    for scores in [vec![0.0; 10], vec![f32::NAN; 262], vec![f32::INFINITY; 262]] {
+        let mut metadata = tiny_llama();
+        let scores = MetadataValue::Array(MetadataArray::F32(scores));
+        metadata.insert("tokenizer.ggml.scores".into(), scores);
+        refused_on(&metadata, "tokenizer.ggml.scores");
+    }
+    let mut metadata = tiny_llama();
+    metadata.insert("tokenizer.ggml.scores".into(), strings(&["1"]));
+    refused_on(&metadata, "tokenizer.ggml.scores");
+    let mut metadata = tiny_llama();
+    metadata.remove("tokenizer.ggml.scores");
+    refused_on(&metadata, "tokenizer.ggml.merges");
+}
+
+#[test]
+fn deriving_merges_from_huge_tokens_is_refused() {
+    // 64 tokens of 4096 bytes: 2^30 steps of splitting, over the limit.
+    let long: Vec<String> = (0..64)
+        .map(|i| format!("{i:02}{}", "a".repeat(4094)))
+        .collect();
+    let long: Vec<&str> = long.iter().map(String::as_str).collect();
+    let mut metadata = tiny_metadata(&long, &[]);
+    metadata.insert("tokenizer.ggml.model".into(), text("llama"));
+    metadata.remove("tokenizer.ggml.pre");
+    metadata.remove("tokenizer.ggml.merges");
+    let scores = MetadataValue::Array(MetadataArray::F32(vec![0.0; 320]));
+    metadata.insert("tokenizer.ggml.scores".into(), scores);
+    let message = refused_on(&metadata, "tokenizer.ggml.tokens");
+    assert!(message.contains("deriving merges"), "{message}");
 }
 
 #[test]
