@@ -39,9 +39,10 @@ use crate::tokenizer_bounds::{MAX_MERGES, MAX_VOCAB_ENTRIES};
 /// below (their longest tokens are runs of spaces or dashes of a few hundred bytes).
 pub const MAX_GGUF_TOKEN_BYTES: usize = 4096;
 
-/// The `tokenizer.ggml.pre` values we build, with the split regex each stands for. `None` is
-/// the GPT-2 regex of the byte-level pre-tokenizer itself (Transformers' choice for every value
-/// it has no regex for, `smollm` included).
+/// The `tokenizer.ggml.pre` values we build for `gpt2` vocabularies, with the split regex each
+/// stands for (Transformers' `GGUF_PRE_TOKENIZER_SPLITS`). `None` is the GPT-2 regex of the
+/// byte-level pre-tokenizer itself, which Transformers uses for every value it has no regex for,
+/// `smollm` included; we use it only for these three and refuse the other values.
 pub const SUPPORTED_PRE: [(&str, Option<&str>); 7] = [
     ("default", None),
     ("gpt-2", None),
@@ -101,62 +102,12 @@ impl Tokenizer {
     /// ```
     pub fn from_gguf(header: &GgufHeader, path: &Path, options: &TokenizerOptions) -> Result<Self> {
         let meta = Metadata { header, path };
-        let model = meta
-            .string(MODEL_KEY)?
-            .ok_or_else(|| meta.missing(MODEL_KEY))?;
-        let pre = meta.string(PRE_KEY)?.unwrap_or("default");
-        let unsupported =
-            |key: &'static str, value: &str, supported: String| TokenizeError::UnsupportedGguf {
-                path: path.to_path_buf(),
-                key,
-                value: value.to_owned(),
-                supported,
-            };
-        let (vocab, pre_tokenizer, decoder, add_bos_default) = match model {
-            "gpt2" => {
-                let split = SUPPORTED_PRE
-                    .iter()
-                    .find(|(name, _)| *name == pre)
-                    .map(|(_, split)| *split)
-                    .ok_or_else(|| {
-                        unsupported(PRE_KEY, pre, SUPPORTED_PRE.map(|(name, _)| name).join(", "))
-                    })?;
-                let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
-                (
-                    Vocab::read(&meta, true)?,
-                    byte_level_pre_tokenizer(split),
-                    decoder,
-                    false,
-                )
-            }
-            "llama" => {
-                let architecture = meta.string(safeformers_weights::gguf::ARCHITECTURE_KEY)?;
-                if let Some(architecture) =
-                    architecture.filter(|a| SENTENCEPIECE_REBUILT.contains(a))
-                {
-                    return Err(unsupported(
-                        safeformers_weights::gguf::ARCHITECTURE_KEY,
-                        architecture,
-                        "any but gemma, gemma2, gemma3 and phi3 for `tokenizer.ggml.model = llama`"
-                            .into(),
-                    ));
-                }
-                if pre != "default" {
-                    return Err(unsupported(
-                        PRE_KEY,
-                        pre,
-                        "default (for `tokenizer.ggml.model = llama`)".into(),
-                    ));
-                }
-                (
-                    Vocab::read(&meta, false)?,
-                    metaspace_pre_tokenizer(),
-                    sentencepiece_decoder(),
-                    true,
-                )
-            }
-            other => return Err(unsupported(MODEL_KEY, other, "gpt2, llama".into())),
-        };
+        let Pipeline {
+            vocab,
+            pre_tokenizer,
+            decoder,
+            add_bos_default,
+        } = Pipeline::of(&meta)?;
         let merges = vocab.merges(&meta)?;
         let config = gguf_config(&meta, &vocab.tokens)?;
         let added = vocab.added_tokens(&meta)?;
@@ -178,6 +129,76 @@ impl Tokenizer {
         drop(tokenizer_json);
         let (inner, growth) = parse_tokenizer_json(path, &bytes)?;
         Self::from_parts(path.to_path_buf(), inner, growth, config, options)
+    }
+}
+
+/// What `tokenizer.ggml.model` (and `pre`) decide: the vocabulary's spelling, the text's
+/// splitting and decoding, and whether bos is added when the file does not say.
+struct Pipeline {
+    vocab: Vocab,
+    pre_tokenizer: Value,
+    decoder: Value,
+    add_bos_default: bool,
+}
+
+impl Pipeline {
+    fn of(meta: &Metadata<'_>) -> Result<Self> {
+        let model = meta
+            .string(MODEL_KEY)?
+            .ok_or_else(|| meta.missing(MODEL_KEY))?;
+        let pre = meta.string(PRE_KEY)?.unwrap_or("default");
+        let unsupported =
+            |key: &'static str, value: &str, supported: String| TokenizeError::UnsupportedGguf {
+                path: meta.path.to_path_buf(),
+                key,
+                value: value.to_owned(),
+                supported,
+            };
+        Ok(match model {
+            "gpt2" => {
+                let split = SUPPORTED_PRE
+                    .iter()
+                    .find(|(name, _)| *name == pre)
+                    .map(|(_, split)| *split)
+                    .ok_or_else(|| {
+                        unsupported(PRE_KEY, pre, SUPPORTED_PRE.map(|(name, _)| name).join(", "))
+                    })?;
+                let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+                Pipeline {
+                    vocab: Vocab::read(meta, true)?,
+                    pre_tokenizer: byte_level_pre_tokenizer(split),
+                    decoder,
+                    add_bos_default: false,
+                }
+            }
+            "llama" => {
+                let architecture = meta.string(safeformers_weights::gguf::ARCHITECTURE_KEY)?;
+                if let Some(architecture) =
+                    architecture.filter(|a| SENTENCEPIECE_REBUILT.contains(a))
+                {
+                    return Err(unsupported(
+                        safeformers_weights::gguf::ARCHITECTURE_KEY,
+                        architecture,
+                        "any but gemma, gemma2, gemma3 and phi3 for `tokenizer.ggml.model = llama`"
+                            .into(),
+                    ));
+                }
+                if pre != "default" {
+                    return Err(unsupported(
+                        PRE_KEY,
+                        pre,
+                        "default (for `tokenizer.ggml.model = llama`)".into(),
+                    ));
+                }
+                Pipeline {
+                    vocab: Vocab::read(meta, false)?,
+                    pre_tokenizer: metaspace_pre_tokenizer(),
+                    decoder: sentencepiece_decoder(),
+                    add_bos_default: true,
+                }
+            }
+            other => return Err(unsupported(MODEL_KEY, other, "gpt2, llama".into())),
+        })
     }
 }
 
@@ -596,7 +617,7 @@ impl Vocab {
             );
             return Err(meta.invalid(TOKENS_KEY, message));
         }
-        // (score, left, right, left id, right id)
+        // (the token's score, left side, right side)
         let mut merges: Vec<(f32, &str, &str)> = Vec::new();
         for (token, &score) in self.tokens.iter().zip(scores) {
             let mut local: Vec<(u32, u32, &str, &str)> = token
