@@ -327,47 +327,67 @@ mod random_metadata {
     use super::*;
     use proptest::prelude::*;
 
-    /// Random extra tokens, merges, token types, role ids and flags: loading never panics;
-    /// what loads encodes and decodes random text without panicking.
+    /// Random extra tokens, merges or scores, token types, role ids and flags, as `gpt2` or
+    /// `llama` vocabularies: loading never panics; what loads encodes and decodes random text
+    /// without panicking.
     fn metadata() -> impl Strategy<Value = (Metadata, String)> {
         (
-            proptest::collection::vec("[a-z<|> \u{e9}\u{4e2d}]{0,6}", 0..12),
-            proptest::collection::vec("[a-z<|> \u{e9}]{0,3} [a-z<|> ]{0,3}", 0..12),
-            proptest::collection::vec(-2i32..6, 0..280),
-            proptest::collection::vec(proptest::option::of(0u32..300), 4),
+            proptest::collection::vec(
+                "[a-c]{2,3}|<\\|[a-z]{0,3}\\|>|[a-z \u{e9}\u{4e2d}]{0,6}",
+                0..12,
+            ),
+            proptest::collection::vec("[a-c]{1,2} [a-c]{1,2}|[a-z<|> ]{0,3}", 0..12),
+            (proptest::collection::vec(-2i32..6, 300), any::<bool>()),
+            proptest::collection::vec(proptest::option::of(0u32..270), 4),
             proptest::option::of(any::<bool>()),
             ".{0,40}",
+            proptest::option::of(proptest::collection::vec(-4.0f32..4.0, 300)),
         )
-            .prop_map(|(extra, merges, types, roles, add_bos, input)| {
-                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
-                let mut metadata = tiny_metadata(&extra, &merges);
-                if !types.is_empty() {
+            .prop_map(
+                |(mut extra, merges, (mut types, cut), roles, add_bos, input, scores)| {
+                    // Mostly distinct tokens, so that many vocabularies load.
+                    extra.sort();
+                    extra.dedup();
+                    extra.retain(|token| token.chars().count() != 1);
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    let merges: Vec<&str> = merges.iter().map(String::as_str).collect();
+                    let mut metadata = tiny_metadata(&extra, &merges);
+                    let token_count = 256 + extra.len();
+                    types.truncate(if cut { token_count - 1 } else { token_count });
                     let types = MetadataValue::Array(MetadataArray::I32(types));
                     metadata.insert("tokenizer.ggml.token_type".into(), types);
-                }
-                let keys = [
-                    "bos_token_id",
-                    "eos_token_id",
-                    "unknown_token_id",
-                    "padding_token_id",
-                ];
-                for (key, id) in keys.iter().zip(roles) {
-                    if let Some(id) = id {
-                        let key = format!("tokenizer.ggml.{key}");
-                        metadata.insert(key, MetadataValue::U32(id));
+                    let keys = [
+                        "bos_token_id",
+                        "eos_token_id",
+                        "unknown_token_id",
+                        "padding_token_id",
+                    ];
+                    for (key, id) in keys.iter().zip(roles) {
+                        if let Some(id) = id {
+                            let key = format!("tokenizer.ggml.{key}");
+                            metadata.insert(key, MetadataValue::U32(id));
+                        }
                     }
-                }
-                if let Some(flag) = add_bos {
-                    let key = "tokenizer.ggml.add_bos_token".to_owned();
-                    metadata.insert(key, MetadataValue::Bool(flag));
-                }
-                (metadata, input)
-            })
+                    if let Some(flag) = add_bos {
+                        let key = "tokenizer.ggml.add_bos_token".to_owned();
+                        metadata.insert(key, MetadataValue::Bool(flag));
+                    }
+                    if let Some(mut scores) = scores {
+                        // A SentencePiece vocabulary: merges derived from the scores.
+                        scores.truncate(token_count);
+                        metadata.insert("tokenizer.ggml.model".into(), text("llama"));
+                        metadata.remove("tokenizer.ggml.pre");
+                        metadata.remove("tokenizer.ggml.merges");
+                        let scores = MetadataValue::Array(MetadataArray::F32(scores));
+                        metadata.insert("tokenizer.ggml.scores".into(), scores);
+                    }
+                    (metadata, input)
+                },
+            )
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
         #[test]
         fn random_metadata_never_panics((metadata, input) in metadata()) {
             if let Ok(tokenizer) = load(&metadata) {
