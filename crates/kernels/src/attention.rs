@@ -680,14 +680,8 @@ mod tests {
     /// The plain definition ([`crate::reference::attend`], in f64) per row and head, keys
     /// and values `[kv_heads, keys, dim]`, queries `[queries, heads, dim]`.
     fn plain(case: Case, q: &[f32], k: &[f32], v: &[f32], padding: Option<&[bool]>) -> Vec<f32> {
-        let Case {
-            heads,
-            kv_heads,
-            dim,
-            queries,
-            keys,
-            ..
-        } = case;
+        let (heads, kv_heads, dim) = (case.heads, case.kv_heads, case.dim);
+        let (queries, keys) = (case.queries, case.keys);
         let mask = KeyMask {
             visibility: case.visibility,
             padding,
@@ -725,14 +719,8 @@ mod tests {
     /// (keys and values only for bidirectional cases with as many keys as queries) or with the
     /// keys and values in cache slabs with spare capacity.
     fn run(case: Case, seed: u64) -> (Vec<f32>, Vec<f32>) {
-        let Case {
-            heads,
-            kv_heads,
-            dim,
-            queries,
-            keys,
-            ..
-        } = case;
+        let (heads, kv_heads, dim) = (case.heads, case.kv_heads, case.dim);
+        let (queries, keys) = (case.queries, case.keys);
         let q = random_values(seed, queries * heads * dim);
         let k = random_values(seed + 1, kv_heads * keys * dim);
         let v = random_values(seed + 2, kv_heads * keys * dim);
