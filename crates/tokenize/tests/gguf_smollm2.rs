@@ -12,12 +12,13 @@
     clippy::panic
 )]
 
+mod gguf_parity;
 mod gguf_writer;
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use safeformers_tokenize::{ChatTemplateOptions, EncodeOptions, Tokenizer, TokenizerOptions};
+use gguf_parity::{assert_cases, assert_special_ids, encode, golden, ids};
+use safeformers_tokenize::{ChatTemplateOptions, Tokenizer, TokenizerOptions};
 use safeformers_weights::gguf::GgufFile;
 use serde_json::Value;
 
@@ -25,13 +26,7 @@ use safeformers_testkit::smollm2_gguf;
 
 fn expected() -> &'static Value {
     static EXPECTED: OnceLock<Value> = OnceLock::new();
-    EXPECTED.get_or_init(|| {
-        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/gguf-tokenizer/smollm2-expected.json");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap()
-    })
+    EXPECTED.get_or_init(|| golden("smollm2-expected.json"))
 }
 
 fn smollm2() -> &'static Tokenizer {
@@ -42,50 +37,9 @@ fn smollm2() -> &'static Tokenizer {
     })
 }
 
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|id| id.as_u64().unwrap() as u32)
-        .collect()
-}
-
-fn encode(tokenizer: &Tokenizer, text: &str, add_special_tokens: bool) -> Vec<u32> {
-    let options = EncodeOptions {
-        add_special_tokens,
-        ..Default::default()
-    };
-    let encoded = tokenizer
-        .encode(text, &options)
-        .unwrap_or_else(|e| panic!("{text:?}: {e}"));
-    encoded.rows[0].input_ids.clone()
-}
-
 #[test]
 fn smollm2_gguf_tokenizes_like_transformers() {
-    let tokenizer = smollm2();
-    for case in expected()["cases"].as_array().unwrap() {
-        let text = case["text"].as_str().unwrap();
-        let got = encode(tokenizer, text, true);
-        assert_eq!(got, ids(&case["input_ids"]), "{text:?}");
-        let plain = encode(tokenizer, text, false);
-        assert_eq!(
-            plain,
-            ids(&case["input_ids_without_special_tokens"]),
-            "{text:?}"
-        );
-        assert_eq!(
-            tokenizer.decode(&got, false).unwrap(),
-            case["decoded"],
-            "decode {text:?}"
-        );
-        assert_eq!(
-            tokenizer.decode(&got, true).unwrap(),
-            case["decoded_skip_special_tokens"],
-            "decode {text:?} skipping special tokens"
-        );
-    }
+    assert_cases(smollm2(), expected());
 }
 
 #[test]
@@ -97,26 +51,7 @@ fn smollm2_gguf_has_transformers_special_tokens() {
     assert_eq!(special.eos.as_deref(), want["eos"].as_str());
     assert_eq!(special.unk.as_deref(), want["unk"].as_str());
     assert_eq!(special.pad.as_deref(), want["pad"].as_str());
-    assert_eq!(
-        tokenizer.bos_token_id().map(u64::from),
-        want["bos_id"].as_u64()
-    );
-    assert_eq!(
-        tokenizer.eos_token_id().map(u64::from),
-        want["eos_id"].as_u64()
-    );
-    assert_eq!(
-        tokenizer.unk_token_id().map(u64::from),
-        want["unk_id"].as_u64()
-    );
-    assert_eq!(
-        tokenizer.pad_token_id().map(u64::from),
-        want["pad_id"].as_u64()
-    );
-    assert_eq!(
-        tokenizer.vocab_size() as u64,
-        expected()["vocab_size"].as_u64().unwrap()
-    );
+    assert_special_ids(tokenizer, expected());
 }
 
 #[test]
