@@ -15,7 +15,7 @@ SAFEFORMERS_BENCH_WORK (~/.cache/safeformers/bench: corpus, prompt ids, 500 MB f
 (default: what scripts/fetch-minilm.sh prints), GPT2_124M_DIR
 (~/.cache/safeformers/gpt2-124m-random), SMOLLM2_DIR (~/.cache/safeformers/smollm2-135m-instruct: written from scripts/fetch-smollm2.sh's
 GGUF file by bench/convert_smollm2.py when it has no model.safetensors), CARGO_TARGET_DIR (where
-the release binaries are built), BENCH_RESULTS (output file).
+the release binaries are built), BENCH_RESULTS (output file; by default bench/results/DATE.md, or DATE-2.md, ... when a run of the same day wrote it).
 """
 
 import datetime
@@ -492,9 +492,37 @@ def machine_line(python: Path) -> str:
                            text=True, stdout=subprocess.PIPE).stdout.strip()
     rustc = subprocess.run(["rustc", "--version"], text=True, stdout=subprocess.PIPE,
                            stderr=subprocess.DEVNULL).stdout.strip()
-    return (f"{cpu}, {os.cpu_count()} cores, {ram}, {platform.system()} {platform.release()}; "
+    return (f"{cpu}, {os.cpu_count()} cores ({vector_extensions()}), {ram}, "
+            f"{platform.system()} {platform.release()}; "
             f"{versions or 'venv versions unknown'}; {rustc}; safeformers commit {commit}"
             f"{' (uncommitted changes)' if dirty else ''}")
+
+
+def vector_extensions() -> str:
+    """The SIMD extensions the kernels choose between, as /proc/cpuinfo lists them: which of
+    our code paths ran (the packed AVX-512 GEMM, the AVX2 fallbacks) depends on them, so ratios
+    from machines that differ here do not compare."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in
+                      Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        return "CPU flags unknown"
+    wanted = ["avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16", "avx2", "fma",
+              "f16c"]
+    present = [flag for flag in wanted if flag in flags]
+    absent = "" if "avx512f" in flags else "; no AVX-512"
+    return f"{' '.join(present) or 'no AVX'}{absent}"
+
+
+def unused_results_path(path: Path) -> Path:
+    """`path`, or `path` with `-2`, `-3`, ... before its suffix when a run of the same day
+    already wrote it (a second run must not overwrite the first)."""
+    candidate, number = path, 2
+    while candidate.exists():
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        number += 1
+    return candidate
 
 
 def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_note: str,
@@ -708,7 +736,8 @@ def main(argv: list) -> int:
     corpus_bytes = corpus.read_bytes()
     corpus_note = (f"Corpus: bench/make_corpus.py, {len(corpus_bytes.splitlines())} sentences, "
                    f"sha256 {hashlib.sha256(corpus_bytes).hexdigest()[:16]}.")
-    out = env_path("BENCH_RESULTS", REPO / "bench/results" / f"{started:%Y-%m-%d}.md")
+    out = env_path("BENCH_RESULTS",
+                   unused_results_path(REPO / "bench/results" / f"{started:%Y-%m-%d}.md"))
 
     def report(status: str = "") -> str:
         ordered = [results[name] for name in selected if name in results]

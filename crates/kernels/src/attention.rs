@@ -13,14 +13,17 @@
 //! that sees no key at all (a padding position) gets uniform weights over every key, as the
 //! additive mask's equal scores give.
 //!
-//! The AVX-512 path (`head_dim` a multiple of 16, at most 128) works per block of query rows
-//! and key/value head: the keys the block can see are copied once into panels of 16
-//! (`[head_dim, 16]` each), which every query head of the group then reads, so one query's
-//! scores against 16 keys are `head_dim` FMAs into one register, and several query rows go
-//! together (each panel row loaded once for all). Softmax runs on whole vectors; the weighted
-//! sum keeps the rows' outputs in registers across the keys, each value row loaded once. Other
-//! shapes and CPUs take the portable path, which is also the definition the tests hold the
-//! fast one to.
+//! The vector path (AVX2 with FMA, `head_dim` a multiple of 8) works per block of query rows
+//! and key/value head: the keys the block can see are copied once into panels of 8
+//! (`[head_dim, 8]` each), which every query head of the group then reads, so one query's
+//! scores against 8 keys are `head_dim` FMAs into one register, and eight query rows go
+//! together (each panel row loaded once for all, eight independent FMA chains). The weighted
+//! sum keeps 64 output dimensions of a row in registers across its keys. Other shapes and CPUs
+//! take the portable path, which is also the definition the tests hold the fast one to.
+//!
+//! There is no AVX-512 path: the one written for the encoder's former kernel was replaced
+//! while no AVX-512 machine was at hand to test a new one, and AVX-512 CPUs run this AVX2
+//! path. A wider one can join as another [`GroupKernel`].
 //!
 //! Work is split over blocks of query rows on the calling rayon pool once it is large enough,
 //! so one long sequence uses every thread.
@@ -272,29 +275,6 @@ impl Call<'_> {
         {
             let head_dim = self.keys.head_dim;
             let single = out_len == self.queries.heads * head_dim;
-            if crate::packed_gemm::has_avx512() && head_dim.is_multiple_of(16) {
-                let kernel: GroupKernel = match (head_dim / 16, single) {
-                    // One row (a decoding step): no group of rows to fill.
-                    (1, true) => group_avx512_entry::<1, 1>,
-                    (2, true) => group_avx512_entry::<2, 1>,
-                    (3, true) => group_avx512_entry::<3, 1>,
-                    (4, true) => group_avx512_entry::<4, 1>,
-                    (5, true) => group_avx512_entry::<5, 1>,
-                    (6, true) => group_avx512_entry::<6, 1>,
-                    (7, true) => group_avx512_entry::<7, 1>,
-                    (8, true) => group_avx512_entry::<8, 1>,
-                    (1, false) => group_avx512_entry::<1, 4>,
-                    (2, false) => group_avx512_entry::<2, 4>,
-                    (3, false) => group_avx512_entry::<3, 4>,
-                    (4, false) => group_avx512_entry::<4, 4>,
-                    (5, false) => group_avx512_entry::<5, 2>,
-                    (6, false) => group_avx512_entry::<6, 2>,
-                    (7, false) => group_avx512_entry::<7, 2>,
-                    (8, false) => group_avx512_entry::<8, 2>,
-                    _ => return None,
-                };
-                return Some((16, kernel));
-            }
             if crate::has_avx2_fma() && head_dim.is_multiple_of(8) {
                 let kernel: GroupKernel = if single {
                     group_avx2_entry::<1>
@@ -485,21 +465,6 @@ impl Call<'_> {
     }
 }
 
-/// [`Call::group_avx512`] on groups of `G` rows.
-#[cfg(target_arch = "x86_64")]
-fn group_avx512_entry<const DV: usize, const G: usize>(
-    call: &Call<'_>,
-    job: &GroupJob<'_>,
-    panels: &KeyPanels,
-    weights: &mut [f32],
-    out: &mut [f32],
-) {
-    for group in groups_of::<G>(job) {
-        // SAFETY: `group_kernel` hands this kernel out only when the CPU has AVX-512F.
-        unsafe { call.group_avx512::<DV, G>(&group, panels, weights, out) };
-    }
-}
-
 /// [`Call::group_avx2`] on groups of `G` rows.
 #[cfg(target_arch = "x86_64")]
 fn group_avx2_entry<const G: usize>(
@@ -605,97 +570,6 @@ impl Call<'_> {
 
 #[cfg(target_arch = "x86_64")]
 impl Call<'_> {
-    /// One group of at most `G` rows of one head: scores against the panels the rows' ranges
-    /// cover, softmax over each row's range, weighted sum of the values.
-    #[target_feature(enable = "avx512f")]
-    fn group_avx512<const DV: usize, const G: usize>(
-        &self,
-        group: &GroupJob<'_>,
-        panels: &KeyPanels,
-        weights: &mut [f32],
-        out: &mut [f32],
-    ) {
-        use std::arch::x86_64::*;
-        let head_dim = 16 * DV;
-        let GroupJob {
-            head,
-            kv_head,
-            ranges,
-            ..
-        } = *group;
-        let padded = panels.padded();
-        let (low, high) = group.span();
-        let (first_panel, end_panel) = (low / 16, high.div_ceil(16));
-        let Some(queries) = self.group_queries::<G>(group, panels, 16, weights.len()) else {
-            return;
-        };
-        let scale = _mm512_set1_ps(self.scale);
-        for panel in first_panel..end_panel {
-            let panel_values = panels
-                .panels
-                .get(panel * 16 * head_dim..(panel + 1) * 16 * head_dim)
-                .unwrap_or_default();
-            let mut sums = [_mm512_setzero_ps(); G];
-            for (dim, keys16) in panel_values.chunks_exact(16).enumerate() {
-                // SAFETY: `keys16` is 16 values; `dim < head_dim`, the length of every query.
-                unsafe {
-                    let k = _mm512_loadu_ps(keys16.as_ptr());
-                    for (sum, query) in sums.iter_mut().zip(&queries) {
-                        let q = _mm512_set1_ps(*query.get_unchecked(dim));
-                        *sum = _mm512_fmadd_ps(q, k, *sum);
-                    }
-                }
-            }
-            for (g, sum) in sums.iter().enumerate() {
-                // SAFETY: row g of `weights` holds `padded` ≥ 16·(panel + 1) values.
-                unsafe {
-                    let at = weights.as_mut_ptr().add(g * padded + panel * 16);
-                    _mm512_storeu_ps(at, _mm512_mul_ps(*sum, scale));
-                }
-            }
-        }
-        let inverses: [f32; G] = std::array::from_fn(|g| {
-            let (start, end) = ranges.get(g).copied().unwrap_or((low, high));
-            let row = weights
-                .get_mut(g * padded..(g + 1) * padded)
-                .unwrap_or_default();
-            softmax_range_avx512(row, (start, end), (low, high))
-        });
-        let mut sums = [[_mm512_setzero_ps(); DV]; G];
-        for (j, &key) in panels.keys.iter().enumerate().take(high).skip(low) {
-            let value = self.values.head(key, kv_head);
-            if value.len() != head_dim {
-                continue;
-            }
-            for (g, row_sums) in sums.iter_mut().enumerate() {
-                // SAFETY: j < high ≤ padded, inside row g of `weights`; `value` holds
-                // 16·DV values.
-                unsafe {
-                    let w = _mm512_set1_ps(*weights.get_unchecked(g * padded + j));
-                    for (v, sum) in row_sums.iter_mut().enumerate() {
-                        let x = _mm512_loadu_ps(value.as_ptr().add(16 * v));
-                        *sum = _mm512_fmadd_ps(w, x, *sum);
-                    }
-                }
-            }
-        }
-        let width = self.queries.heads * head_dim;
-        for (g, (row_sums, inverse)) in sums.iter().zip(inverses).enumerate().take(group.rows) {
-            let start = (group.first + g) * width + head * head_dim;
-            let Some(out) = out.get_mut(start..start + head_dim) else {
-                continue;
-            };
-            for (v, sum) in row_sums.iter().enumerate() {
-                // SAFETY: `out` holds 16·DV values.
-                unsafe {
-                    _mm512_storeu_ps(
-                        out.as_mut_ptr().add(16 * v),
-                        _mm512_mul_ps(*sum, _mm512_set1_ps(inverse)),
-                    );
-                }
-            }
-        }
-    }
     /// The AVX2 kernel for `head_dim` a multiple of 8, `G` rows: scores of 8 keys per register
     /// (`G` rows share each key load: eight independent FMA chains hide the FMA latency),
     /// softmax over each row's range, then per row the weighted sum of the values, 64
@@ -784,70 +658,6 @@ impl Call<'_> {
     }
 }
 
-/// Softmax in place over `row[start..end]`, every other score of `row[low..high]` set to 0
-/// (they are computed for the group's other rows); returns `1 / Σ exp`, by which the weighted
-/// sum is scaled (the weights are left unnormalised).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn softmax_range_avx512(
-    row: &mut [f32],
-    (start, end): (usize, usize),
-    (low, high): (usize, usize),
-) -> f32 {
-    use std::arch::x86_64::*;
-    if start >= end || end > row.len() || high > row.len() {
-        return 0.0;
-    }
-    for outside in [low..start, end..high] {
-        if let Some(scores) = row.get_mut(outside) {
-            scores.fill(0.0);
-        }
-    }
-    let Some(scores) = row.get_mut(start..end) else {
-        return 0.0;
-    };
-    let (chunks, tail) = scores.split_at_mut(scores.len() / 16 * 16);
-    let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
-    for chunk in chunks.chunks_exact(16) {
-        // SAFETY: `chunk` is 16 values.
-        max = _mm512_max_ps(max, unsafe { _mm512_loadu_ps(chunk.as_ptr()) });
-    }
-    let max = tail
-        .iter()
-        .copied()
-        .fold(_mm512_reduce_max_ps(max), f32::max);
-    let max_vector = _mm512_set1_ps(max);
-    let mut total = _mm512_setzero_ps();
-    for chunk in chunks.chunks_exact_mut(16) {
-        // SAFETY: `chunk` is 16 values.
-        unsafe {
-            let x = _mm512_sub_ps(_mm512_loadu_ps(chunk.as_ptr()), max_vector);
-            let e = crate::activation::exp_avx512(x);
-            total = _mm512_add_ps(total, e);
-            _mm512_storeu_ps(chunk.as_mut_ptr(), e);
-        }
-    }
-    let mut sum = _mm512_reduce_add_ps(total);
-    if !tail.is_empty() {
-        let mut lanes = [f32::NEG_INFINITY; 16];
-        lanes
-            .iter_mut()
-            .zip(tail.iter())
-            .for_each(|(lane, score)| *lane = *score);
-        // SAFETY: `lanes` is 16 values.
-        unsafe {
-            let x = _mm512_sub_ps(_mm512_loadu_ps(lanes.as_ptr()), max_vector);
-            let e = crate::activation::exp_avx512(x);
-            _mm512_storeu_ps(lanes.as_mut_ptr(), e);
-        }
-        for (score, e) in tail.iter_mut().zip(lanes) {
-            *score = e;
-            sum += e;
-        }
-    }
-    1.0 / sum
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
@@ -870,14 +680,8 @@ mod tests {
     /// The plain definition ([`crate::reference::attend`], in f64) per row and head, keys
     /// and values `[kv_heads, keys, dim]`, queries `[queries, heads, dim]`.
     fn plain(case: Case, q: &[f32], k: &[f32], v: &[f32], padding: Option<&[bool]>) -> Vec<f32> {
-        let Case {
-            heads,
-            kv_heads,
-            dim,
-            queries,
-            keys,
-            ..
-        } = case;
+        let (heads, kv_heads, dim) = (case.heads, case.kv_heads, case.dim);
+        let (queries, keys) = (case.queries, case.keys);
         let mask = KeyMask {
             visibility: case.visibility,
             padding,
@@ -915,14 +719,8 @@ mod tests {
     /// (keys and values only for bidirectional cases with as many keys as queries) or with the
     /// keys and values in cache slabs with spare capacity.
     fn run(case: Case, seed: u64) -> (Vec<f32>, Vec<f32>) {
-        let Case {
-            heads,
-            kv_heads,
-            dim,
-            queries,
-            keys,
-            ..
-        } = case;
+        let (heads, kv_heads, dim) = (case.heads, case.kv_heads, case.dim);
+        let (queries, keys) = (case.queries, case.keys);
         let q = random_values(seed, queries * heads * dim);
         let k = random_values(seed + 1, kv_heads * keys * dim);
         let v = random_values(seed + 2, kv_heads * keys * dim);

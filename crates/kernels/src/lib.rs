@@ -8,8 +8,8 @@
 //! them. Nothing here knows about tensors, models or files.
 //!
 //! The encoder's hot loop (see [`crate::bert`]) runs on these:
-//! - [`matmul`]: `x·Wᵀ + b (+ residual)` for many rows through `gemm`, weights kept in
-//!   PyTorch's `[out, in]` layout ([`matmul::DenseWeights`]).
+//! - [`packed_gemm`]: `x·Wᵀ + b (+ residual, GELU)` for many rows, weights packed once at load
+//!   (AVX-512F); [`matmul`]: the `gemm` crate on PyTorch's `[out, in]` layout elsewhere.
 //! - [`attention`]: the one attention kernel, bidirectional here, reading the packed
 //!   `[rows, 3·hidden]` QKV buffer in place; scores, key mask, softmax and weighted sum in one
 //!   pass per block of query rows and head; masked keys cost nothing.

@@ -443,6 +443,13 @@ mod tests {
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    /// A JSON list of f32 bit patterns.
+    fn f32_bits(list: &serde_json::Value) -> Vec<f32> {
+        let bits = list.as_array().unwrap().iter();
+        bits.map(|bits| f32::from_bits(bits.as_u64().unwrap() as u32))
+            .collect()
+    }
+
     fn hex(text: &str) -> Vec<u8> {
         (0..text.len())
             .step_by(2)
@@ -458,12 +465,7 @@ mod tests {
             assert_eq!(case["block_values"], format.block_values(), "{format:?}");
             assert_eq!(case["block_bytes"], format.block_bytes(), "{format:?}");
             let bytes = hex(case["bytes"].as_str().unwrap());
-            let want: Vec<f32> = case["f32_bits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|bits| f32::from_bits(bits.as_u64().unwrap() as u32))
-                .collect();
+            let want = f32_bits(&case["f32_bits"]);
             let mut got = vec![0.0f32; want.len()];
             dequantize(format, &bytes, &mut got).unwrap();
             for (index, (got, want)) in got.iter().zip(&want).enumerate() {
@@ -482,12 +484,7 @@ mod tests {
         let fixture = fixture();
         for format in [BlockFormat::Q4_0, BlockFormat::Q4_1, BlockFormat::Q8_0] {
             let case = &fixture["quantize"][format.name()];
-            let values: Vec<f32> = case["f32_bits"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|bits| f32::from_bits(bits.as_u64().unwrap() as u32))
-                .collect();
+            let values = f32_bits(&case["f32_bits"]);
             let want = hex(case["bytes"].as_str().unwrap());
             let mut got = vec![0u8; want.len()];
             quantize(format, &values, &mut got).unwrap();

@@ -392,6 +392,33 @@ unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &
     }
 }
 
+/// Activation rows `first..first + R`: each row's values, block scales and scaled half sums,
+/// or `None` when `input` does not hold them whole.
+#[allow(clippy::type_complexity)]
+fn activation_rows<const R: usize>(
+    input: &Q8Rows,
+    first: usize,
+) -> Option<[(&[i8], &[f32], &[f32]); R]> {
+    let blocks = input.cols / BLOCK;
+    let rows: [(&[i8], &[f32], &[f32]); R] = std::array::from_fn(|r| {
+        let block = (first + r) * blocks;
+        (
+            input
+                .values
+                .get(block * BLOCK..(block + blocks) * BLOCK)
+                .unwrap_or_default(),
+            input.scales.get(block..block + blocks).unwrap_or_default(),
+            input
+                .half_sums
+                .get(2 * block..2 * (block + blocks))
+                .unwrap_or_default(),
+        )
+    });
+    rows.iter()
+        .all(|(values, _, _)| values.len() == input.cols)
+        .then_some(rows)
+}
+
 /// [`dot_pass_avx2`] for the 32-value formats `Q4_0`, `Q4_1` and `Q8_0`, with everything of a
 /// block in registers: its f16 scale and minimum converted together, its values unpacked
 /// in place, one FMA per activation row and block.
@@ -410,23 +437,10 @@ unsafe fn dot_small_avx2<const R: usize>(
     use std::arch::x86_64::*;
     let blocks = input.cols / BLOCK;
     let block_bytes = format.block_bytes();
-    let rows: [(&[i8], &[f32], &[f32]); R] = std::array::from_fn(|r| {
-        let block = (first + r) * blocks;
-        (
-            input
-                .values
-                .get(block * BLOCK..(block + blocks) * BLOCK)
-                .unwrap_or_default(),
-            input.scales.get(block..block + blocks).unwrap_or_default(),
-            input
-                .half_sums
-                .get(2 * block..2 * (block + blocks))
-                .unwrap_or_default(),
-        )
-    });
-    if rows.iter().any(|(values, _, _)| values.len() != input.cols)
-        || row.len() != blocks * block_bytes
-    {
+    let Some(rows) = activation_rows::<R>(input, first) else {
+        return;
+    };
+    if row.len() != blocks * block_bytes {
         return;
     }
     let ones = _mm256_set1_epi16(1);
@@ -516,28 +530,10 @@ unsafe fn dot_pass_avx2<const R: usize>(
 ) {
     use std::arch::x86_64::*;
     let values = format.block_values();
-    let blocks_per_row = input.cols / BLOCK;
-    // Each row's activation blocks: values, scales and scaled half sums.
-    let rows: [(&[i8], &[f32], &[f32]); R] = std::array::from_fn(|r| {
-        let block = (first + r) * blocks_per_row;
-        (
-            input
-                .values
-                .get(block * BLOCK..(block + blocks_per_row) * BLOCK)
-                .unwrap_or_default(),
-            input
-                .scales
-                .get(block..block + blocks_per_row)
-                .unwrap_or_default(),
-            input
-                .half_sums
-                .get(2 * block..2 * (block + blocks_per_row))
-                .unwrap_or_default(),
-        )
-    });
-    if rows.iter().any(|(values, _, _)| values.len() != input.cols)
-        || row.len() * values != input.cols * format.block_bytes()
-    {
+    let Some(rows) = activation_rows::<R>(input, first) else {
+        return;
+    };
+    if row.len() * values != input.cols * format.block_bytes() {
         return;
     }
     let ones = _mm256_set1_epi16(1);
@@ -619,9 +615,10 @@ unsafe fn dot_pass_avx2<const R: usize>(
                     _mm256_mul_ps(weight_scales, _mm256_set1_ps(activation_scale)),
                     *accumulator,
                 );
+                // Zero-extended: the upper lanes must stay 0.
                 *minimum = _mm256_fmadd_ps(
-                    _mm256_castps128_ps256(weight_minimums),
-                    _mm256_castps128_ps256(sums_pair),
+                    _mm256_zextps128_ps256(weight_minimums),
+                    _mm256_zextps128_ps256(sums_pair),
                     *minimum,
                 );
             }

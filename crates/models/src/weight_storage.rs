@@ -415,19 +415,24 @@ mod tests {
 
     use super::*;
 
-    /// The GEMM path (more than [`FEW_ROWS`] rows, weights widened) and the few-row kernel give
-    /// the same products, within f32 rounding (1e-5 of `Σ|w x|`), for every storage.
-    #[test]
-    fn many_row_and_few_row_paths_agree() {
-        let (outs, cols, rows) = (40, 96, FEW_ROWS + 6); // an even count: pairs only
+    /// A smooth `[outs, cols]` weight and `rows` rows of input.
+    fn sample(outs: usize, cols: usize, rows: usize) -> (Tensor, Vec<f32>) {
         let w: Vec<f32> = (0..outs * cols)
             .map(|i| ((i as f32) * 0.37).sin())
             .collect();
         let x: Vec<f32> = (0..rows * cols)
             .map(|i| ((i as f32) * 0.11).cos())
             .collect();
+        (Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap(), x)
+    }
+
+    /// The GEMM path (more than [`FEW_ROWS`] rows, weights widened) and the few-row kernel give
+    /// the same products, within f32 rounding (1e-5 of `Σ|w x|`), for every storage.
+    #[test]
+    fn many_row_and_few_row_paths_agree() {
+        let (outs, cols, rows) = (40, 96, FEW_ROWS + 6); // an even count: pairs only
+        let (weight, x) = sample(outs, cols, rows);
         let bias: Vec<f32> = (0..outs).map(|i| i as f32 * 0.01).collect();
-        let weight = Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap();
         let x_tensor = Tensor::from_vec(x.clone(), (rows, cols), &Device::Cpu).unwrap();
         for options in [
             WeightOptions::default(),
@@ -474,13 +479,7 @@ mod tests {
             (Quantization::Q4K, 96, BlockFormat::Q4_0),
         ] {
             let (outs, rows) = (24, 3);
-            let w: Vec<f32> = (0..outs * cols)
-                .map(|i| ((i as f32) * 0.37).sin())
-                .collect();
-            let x: Vec<f32> = (0..rows * cols)
-                .map(|i| ((i as f32) * 0.11).cos())
-                .collect();
-            let weight = Tensor::from_vec(w, (outs, cols), &Device::Cpu).unwrap();
+            let (weight, x) = sample(outs, cols, rows);
             let options = WeightOptions::new(WeightDtype::F32, Some(scheme)).unwrap();
             let matrix = StoredMatrix::new(&weight, options).unwrap();
             let WeightStorage::Blocks { format: stored, .. } = matrix.storage() else {

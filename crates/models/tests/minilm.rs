@@ -19,16 +19,7 @@ use candle_core::{D, Device, Tensor};
 use safeformers_models::{AutoModel, Error, Head};
 use safeformers_weights::LoadPolicy;
 
-fn minilm_dir() -> PathBuf {
-    match std::env::var_os("SAFEFORMERS_MINILM_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => panic!(
-            "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, which fetches \
-             all-MiniLM-L6-v2 and sets it (or set it to the model folder printed by \
-             scripts/fetch-minilm.sh)"
-        ),
-    }
-}
+use safeformers_testkit::minilm_dir;
 
 #[test]
 fn minilm_forward_is_finite_with_the_right_shape() -> Result<(), Error> {

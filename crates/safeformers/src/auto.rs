@@ -74,8 +74,21 @@ pub trait FromPretrained: Sized {
 }
 
 impl FromPretrained for Tokenizer {
+    /// A path to a `.gguf` file gives the tokenizer of its metadata
+    /// ([`Tokenizer::from_gguf_file`]), as Transformers' `gguf_file=` does.
     fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let dir = resolve_model(model.as_ref(), options)?;
+        let model = model.as_ref();
+        if model
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"))
+            && model.is_file()
+        {
+            return Ok(Tokenizer::from_gguf_file(
+                model,
+                &TokenizerOptions::default(),
+            )?);
+        }
+        let dir = resolve_model(model, options)?;
         Ok(Tokenizer::from_dir(&dir, &TokenizerOptions::default())?)
     }
 }

@@ -14,7 +14,14 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
-use safeformers::tokenize::{ChatTemplateProblem, TokenizeError};
+/// Metadata-only GGUF files, shared with the tokenize crate's tests.
+#[allow(clippy::unwrap_used, clippy::panic)]
+#[path = "../../tokenize/tests/gguf_writer/mod.rs"]
+mod gguf_writer;
+
+use safeformers::tokenize::{
+    ChatTemplateOptions, ChatTemplateProblem, TokenizeError, TokenizerOptions,
+};
 use safeformers::{ChatTemplateIsolation, Error, Options, TextGeneration};
 use serde_json::{Value, json};
 
@@ -28,7 +35,11 @@ type Test = (&'static str, fn() -> Result<(), String>);
 
 fn main() -> ExitCode {
     safeformers::chat_sandbox::serve_if_requested();
-    let tests: [Test; 4] = [
+    let tests: [Test; 5] = [
+        (
+            "a_hostile_gguf_template_is_stopped_in_the_child",
+            a_hostile_gguf_template_is_stopped_in_the_child,
+        ),
         (
             "the_list_doubling_template_is_stopped",
             the_list_doubling_template_is_stopped,
@@ -129,6 +140,35 @@ fn the_list_doubling_template_is_stopped() -> Result<(), String> {
         matches!(problem, ChatTemplateProblem::Isolation(_))
     })?;
     // The child is killed after its wall-clock limit; a bound far above it catches a hang.
+    if elapsed.as_secs_f64() > 30.0 {
+        return Err(format!("took {elapsed:?}"));
+    }
+    Ok(())
+}
+
+/// The same template from a GGUF file's `tokenizer.chat_template` goes the same way: the
+/// tokenizer built from the metadata hands it to the isolated renderer, which stops it.
+fn a_hostile_gguf_template_is_stopped_in_the_child() -> Result<(), String> {
+    let mut metadata = gguf_writer::tiny_metadata(&["<|im_end|>"], &[]);
+    metadata.insert(
+        "tokenizer.chat_template".into(),
+        gguf_writer::text(LIST_DOUBLING),
+    );
+    let file = gguf_writer::gguf_with(&metadata, "hostile-template.gguf");
+    let tokenizer =
+        safeformers::Tokenizer::from_gguf(file.header(), file.path(), &TokenizerOptions::default())
+            .map_err(|e| e.to_string())?;
+    let messages = [json!({"role": "user", "content": "hi"})];
+    let request = tokenizer
+        .chat_template_request(&messages, &ChatTemplateOptions::default())
+        .map_err(|e| e.to_string())?;
+    let program = std::env::current_exe().map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    let result = safeformers::chat_sandbox::render_isolated(&program, &request);
+    let elapsed = started.elapsed();
+    expect_problem(result.map_err(Error::from), |problem| {
+        matches!(problem, ChatTemplateProblem::Isolation(_))
+    })?;
     if elapsed.as_secs_f64() > 30.0 {
         return Err(format!("took {elapsed:?}"));
     }

@@ -50,6 +50,37 @@ pub fn repo_fixture(path: &str) -> PathBuf {
     repo_root().join("tests/fixtures").join(path)
 }
 
+/// A path a test needs from the environment variable `variable` (which `scripts/test.sh` sets
+/// by running `fetch`): the test fails, never skips, when it is unset or names nothing.
+pub fn required_path(variable: &str, fetch: &str) -> PathBuf {
+    let path = std::env::var_os(variable)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "{variable} is not set: run the tests with scripts/test.sh, which runs {fetch} and \
+             sets it (or set it to the path {fetch} prints)"
+            )
+        });
+    assert!(
+        path.exists(),
+        "{variable} is {}, which does not exist: run {fetch} and set it to the path it prints",
+        path.display()
+    );
+    path
+}
+
+/// The all-MiniLM-L6-v2 folder, from `SAFEFORMERS_MINILM_DIR`.
+pub fn minilm_dir() -> PathBuf {
+    required_path("SAFEFORMERS_MINILM_DIR", "scripts/fetch-minilm.sh")
+}
+
+/// The SmolLM2-135M-Instruct Q4_1 GGUF file, from `SAFEFORMERS_SMOLLM2_GGUF`.
+pub fn smollm2_gguf() -> PathBuf {
+    let path = required_path("SAFEFORMERS_SMOLLM2_GGUF", "scripts/fetch-smollm2.sh");
+    assert!(path.is_file(), "{} is not a file", path.display());
+    path
+}
+
 /// The venv's Python with `huggingface_hub`, from `scripts/test.sh`.
 pub fn hub_python() -> PathBuf {
     let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")

@@ -157,6 +157,39 @@ pub enum TokenizeError {
         problem: crate::chat_template::ChatTemplateProblem,
     },
 
+    /// A `.gguf` file could not be opened or breaks a rule of the format (the strict reader of
+    /// `safeformers-weights` says which; its message names the file). Boxed: the reader's
+    /// error is large, and this one travels inside the errors of every crate above.
+    #[error(transparent)]
+    Gguf(Box<safeformers_weights::Error>),
+
+    /// A GGUF file describes a tokenizer we do not build: its `tokenizer.ggml.model` or
+    /// `tokenizer.ggml.pre` names one we have no rules for.
+    #[error("{}: `{key}` is {value:?}, which safeformers cannot build a tokenizer for (supported: {supported})", path.display())]
+    UnsupportedGguf {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// The values we support.
+        supported: String,
+    },
+
+    /// A `tokenizer.*` metadata value of a GGUF file is missing, of the wrong type, or
+    /// nonsense (an id out of range, a merge of unknown tokens, a token listed twice, a count
+    /// or length over its limit).
+    #[error("{}: metadata `{key}`: {message}", path.display())]
+    InvalidGguf {
+        /// The file.
+        path: PathBuf,
+        /// The metadata key.
+        key: String,
+        /// What is wrong with it.
+        message: String,
+    },
+
     /// Decoding ids back to text failed.
     #[error("decoding failed: {0}")]
     Decode(String),

@@ -5,6 +5,9 @@
 //! `additional_chat_templates/*.jinja` for the settings Transformers keeps beside it ([`TokenizerConfig`]). Nothing in these files can make
 //! us fetch, load or execute anything else: file-naming keys and `auto_map` are ignored.
 //!
+//! [`Tokenizer::from_gguf_file`] builds the tokenizer a GGUF file's metadata describes (see
+//! [`gguf`]), through the same checks.
+//!
 //! Encoding follows Transformers' `tokenizer(texts, padding=.., truncation=.., max_length=..)`,
 //! not the `padding`/`truncation` sections a `tokenizer.json` may carry (all-MiniLM-L6-v2's pads
 //! every input to 128 tokens; Transformers, and we, do not unless asked):
@@ -42,6 +45,7 @@ mod chat_template;
 mod config;
 mod encoding;
 mod error;
+pub mod gguf;
 pub mod input_bounds;
 mod panic_guard;
 mod stream;

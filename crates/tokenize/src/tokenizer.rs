@@ -138,7 +138,7 @@ impl Tokenizer {
         )
     }
 
-    fn from_parts(
+    pub(crate) fn from_parts(
         path: PathBuf,
         mut inner: tokenizers::Tokenizer,
         growth: TextGrowth,
@@ -917,7 +917,10 @@ fn cut_keeps_the_longer(
 
 /// Checks `tokenizer.json` against [`crate::tokenizer_bounds`], then parses it with the
 /// `tokenizers` library.
-fn parse_tokenizer_json(path: &Path, bytes: &[u8]) -> Result<(tokenizers::Tokenizer, TextGrowth)> {
+pub(crate) fn parse_tokenizer_json(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(tokenizers::Tokenizer, TextGrowth)> {
     let json_error = |source| TokenizeError::Json {
         path: path.to_path_buf(),
         source,

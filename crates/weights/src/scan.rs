@@ -306,19 +306,22 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
     (format, findings, invalid)
 }
 
+/// Records why a GGUF file is invalid; returns true (invalid).
+fn invalid_gguf(findings: &mut Vec<Finding>, error: crate::gguf::GgufError) -> bool {
+    findings.push(Finding::new(
+        Severity::Info,
+        "invalid_gguf",
+        error.to_string(),
+    ));
+    true
+}
+
 /// Validates a GGUF file with the strict reader and reports its tensor types and whether it
 /// carries a chat template. Returns whether it is invalid.
 fn scan_gguf(bytes: &[u8], findings: &mut Vec<Finding>) -> bool {
     let header = match crate::gguf::parse_header(bytes) {
         Ok(header) => header,
-        Err(error) => {
-            findings.push(Finding::new(
-                Severity::Info,
-                "invalid_gguf",
-                error.to_string(),
-            ));
-            return true;
-        }
+        Err(error) => return invalid_gguf(findings, error),
     };
     let types: Vec<String> = header
         .type_counts()
@@ -348,14 +351,7 @@ fn scan_gguf(bytes: &[u8], findings: &mut Vec<Finding>) -> bool {
             ),
         )),
         Ok(None) => {}
-        Err(error) => {
-            findings.push(Finding::new(
-                Severity::Info,
-                "invalid_gguf",
-                error.to_string(),
-            ));
-            return true;
-        }
+        Err(error) => return invalid_gguf(findings, error),
     }
     false
 }

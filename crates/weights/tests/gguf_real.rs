@@ -10,30 +10,10 @@
     clippy::panic
 )]
 
-use std::path::PathBuf;
-
 use safeformers_weights::gguf::{GgmlType, GgufFile};
 use safeformers_weights::scan::{Verdict, scan_file};
 
-fn smollm2_gguf() -> PathBuf {
-    match std::env::var_os("SAFEFORMERS_SMOLLM2_GGUF") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "SAFEFORMERS_SMOLLM2_GGUF is {}, which is not a file: run \
-                 scripts/fetch-smollm2.sh and set it to the path it prints",
-                path.display()
-            );
-            path
-        }
-        None => panic!(
-            "SAFEFORMERS_SMOLLM2_GGUF is not set: run the tests with scripts/test.sh, which \
-             fetches SmolLM2-135M-Instruct Q4_1 and sets it (or set it to the path printed by \
-             scripts/fetch-smollm2.sh)"
-        ),
-    }
-}
+use safeformers_testkit::smollm2_gguf;
 
 #[test]
 fn smollm2_q4_1_opens_with_its_known_shape() {

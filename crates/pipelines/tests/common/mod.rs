@@ -41,13 +41,7 @@ pub fn entries(task: &str) -> Vec<Value> {
 
 /// The all-MiniLM-L6-v2 folder, from `SAFEFORMERS_MINILM_DIR` (set by scripts/test.sh).
 pub fn minilm_dir() -> PathBuf {
-    match std::env::var_os("SAFEFORMERS_MINILM_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => panic!(
-            "SAFEFORMERS_MINILM_DIR is not set: run the tests with scripts/test.sh, which fetches \
-             all-MiniLM-L6-v2 and sets it (or set it to the folder scripts/fetch-minilm.sh prints)"
-        ),
-    }
+    safeformers_testkit::minilm_dir()
 }
 
 /// Flattens nested JSON number lists.
