@@ -27,23 +27,7 @@ use safeformers_weights::gguf::GgufFile;
 use serde_json::Value;
 
 fn smollm2_gguf() -> PathBuf {
-    match std::env::var_os("SAFEFORMERS_SMOLLM2_GGUF") {
-        Some(path) => {
-            let path = PathBuf::from(path);
-            assert!(
-                path.is_file(),
-                "SAFEFORMERS_SMOLLM2_GGUF is {}, which is not a file: run \
-                 scripts/fetch-smollm2.sh and set it to the path it prints",
-                path.display()
-            );
-            path
-        }
-        None => panic!(
-            "SAFEFORMERS_SMOLLM2_GGUF is not set: run the tests with scripts/test.sh, which \
-             fetches SmolLM2-135M-Instruct Q4_1 and sets it (or set it to the path printed by \
-             scripts/fetch-smollm2.sh)"
-        ),
-    }
+    safeformers_testkit::smollm2_gguf()
 }
 
 fn fixture() -> Value {
