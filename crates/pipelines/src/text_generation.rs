@@ -160,7 +160,11 @@ impl TextGeneration {
             &options.device,
             options.weights,
         )?;
-        let tokenizer = Tokenizer::from_dir(dir, &TokenizerOptions::default())?;
+        // A GGUF file (or a folder holding one) carries its tokenizer in its metadata.
+        let tokenizer = match safeformers_models::gguf::find_gguf(dir)? {
+            Some(file) => Tokenizer::from_gguf_file(&file, &TokenizerOptions::default())?,
+            None => Tokenizer::from_dir(dir, &TokenizerOptions::default())?,
+        };
         TextGeneration::from_parts(dir, model, tokenizer, options.device.clone())
     }
 
