@@ -27,7 +27,7 @@ use half::{bf16, f16};
 use serde_json::{Map, Value, json};
 
 use safeformers_kernels::quantized::{self, BlockFormat};
-use safeformers_weights::gguf::{GgmlType, GgufFile, GgufTensor};
+use safeformers_weights::gguf::{GgmlType, GgufError, GgufFile, GgufHeader, GgufTensor};
 
 use crate::config::ModelConfig;
 use crate::error::{Error, Result};
@@ -286,14 +286,21 @@ impl MetadataReader<'_> {
         format!("{}.{name}", self.architecture)
     }
 
+    /// `{arch}.{name}` (its key, and its value through `get` when present).
+    fn read<T>(
+        &self,
+        name: &str,
+        get: impl Fn(&GgufHeader, &str) -> std::result::Result<Option<T>, GgufError>,
+    ) -> Result<(String, Option<T>)> {
+        let key = self.key(name);
+        let value =
+            get(self.file.header(), &key).map_err(|error| self.error(&key, error.to_string()))?;
+        Ok((key, value))
+    }
+
     /// `{arch}.{name}` as an integer in `1..=max`, if present.
     fn count(&self, name: &str, max: u64) -> Result<Option<usize>> {
-        let key = self.key(name);
-        let value = self
-            .file
-            .header()
-            .get_u64(&key)
-            .map_err(|error| self.error(&key, error.to_string()))?;
+        let (key, value) = self.read(name, GgufHeader::get_u64)?;
         match value {
             None => Ok(None),
             Some(0) => Err(self.error(&key, "must be positive")),
@@ -314,12 +321,7 @@ impl MetadataReader<'_> {
 
     /// `{arch}.{name}` as a positive finite f32, if present.
     fn positive(&self, name: &str) -> Result<Option<f32>> {
-        let key = self.key(name);
-        let value = self
-            .file
-            .header()
-            .get_f32(&key)
-            .map_err(|error| self.error(&key, error.to_string()))?;
+        let (key, value) = self.read(name, GgufHeader::get_f32)?;
         match value {
             Some(value) if !(value.is_finite() && value > 0.0) => {
                 Err(self.error(&key, format!("{value} is not a positive number")))

@@ -94,16 +94,6 @@ fn forward_all(model: &dyn CausalLm, ids: &[Vec<u32>], mask: &[Vec<u32>]) -> Vec
         .unwrap()
 }
 
-fn argmax(values: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, v) in values.iter().enumerate() {
-        if *v > values[best] {
-            best = i;
-        }
-    }
-    best as u32
-}
-
 /// Compares logits at the positions where `mask` is 1 (every position when `None`).
 fn assert_logits_close(
     name: &str,
@@ -157,7 +147,7 @@ fn greedy(
         let last = logits.dim(1).unwrap() - 1;
         let rows = logits.narrow(1, last, 1).unwrap().squeeze(1).unwrap();
         let rows = rows.to_vec2::<f32>().unwrap();
-        let next: Vec<u32> = rows.iter().map(|row| argmax(row)).collect();
+        let next: Vec<u32> = rows.iter().map(|row| common::argmax(row)).collect();
         step_logits.push(rows);
         for (b, &token) in next.iter().enumerate() {
             new_tokens[b].push(token);

@@ -13,7 +13,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use safeformers_kernels::quantized::{self, BlockFormat};
 use safeformers_models::gguf::{self, GgufTensors};
 use safeformers_models::llama::{Family, LlamaConfig};
@@ -485,20 +485,6 @@ fn q_and_k_rows_are_put_back_in_transformers_order() {
     }
 }
 
-fn logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<f32> {
-    let device = Device::Cpu;
-    let len = ids.len();
-    let input = Tensor::from_vec(ids.to_vec(), (1, len), &device).unwrap();
-    let positions =
-        Tensor::from_vec((0..len as i64).collect::<Vec<_>>(), (1, len), &device).unwrap();
-    let mask = Tensor::from_vec(vec![1u32; len], (1, len), &device).unwrap();
-    let mut cache = model.new_cache();
-    let out = model
-        .forward(&input, &positions, &mask, &mut cache)
-        .unwrap();
-    out.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-}
-
 /// The whole model from the GGUF (f32 weights, Q/K permuted by llama.cpp's rule) gives the
 /// logits of the same weights saved as Transformers does (safetensors, `config.json`); with
 /// Q8_0 blocks, native and dequantized runs agree closely. Loaded through
@@ -506,13 +492,7 @@ fn logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<f32> {
 #[test]
 fn gguf_model_matches_the_same_weights_in_transformers_layout() {
     let dir = common::temp_dir("gguf-model-parity");
-    let config = serde_json::json!({
-        "model_type": "llama", "architectures": ["LlamaForCausalLM"],
-        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INNER,
-        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 256,
-        "rms_norm_eps": f64::from(1e-5f32), "rope_theta": 10000.0, "tie_word_embeddings": true
-    });
+    let config = hf_config("llama", "LlamaForCausalLM");
     let reference_dir = common::write_model("gguf-model-reference", &config, &hf_tensors());
     let policy = LoadPolicy::default();
     let reference = AutoModelForCausalLM::load(&reference_dir, &policy, &Device::Cpu).unwrap();
@@ -570,13 +550,7 @@ fn folders_with_several_gguf_files_need_a_name() {
 #[test]
 fn qwen2_gguf_matches_the_same_weights_in_transformers_layout() {
     let dir = common::temp_dir("gguf-qwen2");
-    let config = serde_json::json!({
-        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"],
-        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INNER,
-        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
-        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 256,
-        "rms_norm_eps": f64::from(1e-5f32), "rope_theta": 10000.0, "tie_word_embeddings": true
-    });
+    let config = hf_config("qwen2", "Qwen2ForCausalLM");
     let reference_dir =
         common::write_model("gguf-qwen2-reference", &config, &hf_tensors_with_bias(true));
     let policy = LoadPolicy::default();
@@ -590,4 +564,21 @@ fn qwen2_gguf_matches_the_same_weights_in_transformers_layout() {
     let model = AutoModelForCausalLM::load(&path, &policy, &Device::Cpu).unwrap();
     let diff = safeformers_testkit::max_abs_diff(&logits(model.as_ref(), &ids), &want);
     assert!(diff <= 1e-5, "{diff}");
+}
+
+/// The logits of every position of `ids`, flattened.
+fn logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<f32> {
+    let logits = common::prompt_logits(model, ids);
+    logits.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
+/// The `config.json` of the tiny model in Transformers' layout.
+fn hf_config(model_type: &str, architecture: &str) -> serde_json::Value {
+    serde_json::json!({
+        "model_type": model_type, "architectures": [architecture],
+        "vocab_size": VOCAB, "hidden_size": HIDDEN, "intermediate_size": INNER,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "max_position_embeddings": 256,
+        "rms_norm_eps": f64::from(1e-5f32), "rope_theta": 10000.0, "tie_word_embeddings": true
+    })
 }

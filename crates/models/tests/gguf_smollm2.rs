@@ -17,9 +17,11 @@
     clippy::panic
 )]
 
+mod common;
+
 use std::path::PathBuf;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 use safeformers_models::gguf::{self, GgufTensors};
 use safeformers_models::llama::LlamaConfig;
 use safeformers_models::{CausalLm, WeightOptions, Weights};
@@ -94,31 +96,6 @@ fn smollm2_tensors_equal_transformers_dequantized_rows() {
     assert!(checked >= 30, "only {checked} rows checked");
 }
 
-/// Logits of every new token of `ids` (a fresh cache), `[len × vocab]`.
-fn logits(model: &dyn CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
-    let device = Device::Cpu;
-    let len = ids.len();
-    let input = Tensor::from_vec(ids.to_vec(), (1, len), &device).unwrap();
-    let positions =
-        Tensor::from_vec((0..len as i64).collect::<Vec<_>>(), (1, len), &device).unwrap();
-    let mask = Tensor::from_vec(vec![1u32; len], (1, len), &device).unwrap();
-    let mut cache = model.new_cache();
-    let out = model
-        .forward(&input, &positions, &mask, &mut cache)
-        .unwrap();
-    out.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
-}
-
-fn argmax(row: &[f32]) -> u32 {
-    let mut best = 0;
-    for (index, value) in row.iter().enumerate() {
-        if *value > row[best] {
-            best = index;
-        }
-    }
-    best as u32
-}
-
 /// Greedy decoding through the generation interface (the prompt, then one token per step on
 /// the sequence cache): the new tokens and the largest logit difference seen is the caller's.
 fn greedy(model: &dyn CausalLm, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<Vec<f32>>) {
@@ -138,7 +115,7 @@ fn greedy(model: &dyn CausalLm, prompt: &[u32], steps: usize) -> (Vec<u32>, Vec<
             logits: safeformers_models::LogitsAt::Last,
         }];
         let logits = model.forward_sequences(&mut inputs).unwrap().remove(0);
-        let next = argmax(&logits);
+        let next = common::argmax(&logits);
         step_logits.push(logits);
         new.push(next);
         tokens.push(next);
@@ -159,14 +136,14 @@ fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
     for prompt in fixture["prompts"].as_array().unwrap() {
         let ids = u32s(&prompt["ids"]);
         let text = prompt["text"].as_str().unwrap();
-        let got = logits(&f32_model, &ids);
+        let got = prompt_logits_rows(&f32_model, &ids);
         let mut worst = 0.0f32;
         for (position, want) in prompt["logits"].as_array().unwrap().iter().enumerate() {
             let want = f32s(want);
             let strided: Vec<f32> = got[position].iter().step_by(stride).copied().collect();
             worst = worst.max(safeformers_testkit::max_abs_diff(&strided, &want));
         }
-        let argmaxes: Vec<u32> = got.iter().map(|row| argmax(row)).collect();
+        let argmaxes: Vec<u32> = got.iter().map(|row| common::argmax(row)).collect();
         assert_eq!(
             argmaxes,
             u32s(&prompt["argmax"]),
@@ -220,4 +197,10 @@ fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
             );
         }
     }
+}
+
+/// Logits of every new token of `ids` (a fresh cache), `[len × vocab]`.
+fn prompt_logits_rows(model: &dyn CausalLm, ids: &[u32]) -> Vec<Vec<f32>> {
+    let logits = common::prompt_logits(model, ids);
+    logits.squeeze(0).unwrap().to_vec2::<f32>().unwrap()
 }

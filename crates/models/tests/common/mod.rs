@@ -162,3 +162,28 @@ pub fn write_model(
     write_safetensors(&dir.join("model.safetensors"), tensors);
     dir
 }
+
+/// The logits `[1, len, vocab]` of a prompt `ids` at positions `0..len` over a fresh cache.
+pub fn prompt_logits(model: &dyn safeformers_models::CausalLm, ids: &[u32]) -> candle_core::Tensor {
+    use candle_core::{Device, Tensor};
+    let (device, len) = (Device::Cpu, ids.len());
+    let input = Tensor::from_vec(ids.to_vec(), (1, len), &device).expect("ids");
+    let positions: Vec<i64> = (0..len as i64).collect();
+    let positions = Tensor::from_vec(positions, (1, len), &device).expect("positions");
+    let mask = Tensor::from_vec(vec![1u32; len], (1, len), &device).expect("mask");
+    let mut cache = model.new_cache();
+    model
+        .forward(&input, &positions, &mask, &mut cache)
+        .expect("forward")
+}
+
+/// The index of the largest value (the first of equals).
+pub fn argmax(values: &[f32]) -> u32 {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (index, &value) in values.iter().enumerate() {
+        if value > best.1 {
+            best = (index, value);
+        }
+    }
+    best.0 as u32
+}
