@@ -69,8 +69,9 @@ pub struct WeightArgs {
     /// token; results differ from f32 in the last digits).
     #[arg(long, value_name = "TYPE", default_value = "f32")]
     dtype: String,
-    /// Quantize linear-layer weights to 8 bits at load (blocks of 32 with an f32 scale);
-    /// only `q8`. Needs --dtype f32.
+    /// Quantize linear-layer weights at load: `q8` (8-bit blocks of 32 with an f32 scale), or
+    /// GGUF's `q8_0`, `q4_0`, `q4_k` (`q4_k` falls back to `q4_0` on rows that are not whole
+    /// blocks of 256). Needs --dtype f32.
     #[arg(long, value_name = "SCHEME")]
     quantize: Option<String>,
 }

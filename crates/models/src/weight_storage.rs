@@ -478,7 +478,7 @@ mod tests {
             (Quantization::Q4K, 512, BlockFormat::Q4K),
             (Quantization::Q4K, 96, BlockFormat::Q4_0),
         ] {
-            let (outs, rows) = (24, 3);
+            let (outs, rows) = (24, FEW_ROWS + 5);
             let (weight, x) = sample(outs, cols, rows);
             let options = WeightOptions::new(WeightDtype::F32, Some(scheme)).unwrap();
             let matrix = StoredMatrix::new(&weight, options).unwrap();
@@ -490,7 +490,11 @@ mod tests {
             matrix
                 .with_matrix(|view| Ok(few_rows::decode_matrix(view, &mut dequantized)?))
                 .unwrap();
-            let got = matrix.matmul_values(&x, rows, None).unwrap();
+            // The path the layers take (more than FEW_ROWS rows: the many-row product).
+            let mut got = vec![0.0f32; rows * outs];
+            matrix
+                .multiply_into(&x, rows, &mut got, None, Destination::Overwrite)
+                .unwrap();
             for r in 0..rows {
                 for o in 0..outs {
                     let terms = (0..cols).map(|k| x[r * cols + k] * dequantized[o * cols + k]);
