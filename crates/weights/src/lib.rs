@@ -31,6 +31,7 @@ pub mod policy;
 pub mod safetensors;
 pub mod scan;
 pub mod sharded;
+mod tensor_names;
 pub mod torch;
 pub mod zip;
 

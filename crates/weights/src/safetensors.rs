@@ -15,6 +15,7 @@
 //! [`Checkpoint::is_copied_for_alignment`]. [`serialize`] writes files that pass every rule, with
 //! every tensor aligned.
 
+use crate::tensor_names::{NameFault, name_fault, quote as truncate};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -45,9 +46,6 @@ pub const MAX_NAME_LEN: usize = 4096;
 const METADATA_KEY: &str = "__metadata__";
 /// A UTF-8 byte order mark.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
-/// How much of an attacker-chosen string goes into an error message.
-const QUOTE_LIMIT: usize = 80;
-
 /// A rule a safetensors file broke. Each variant is one rule and says where it was broken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -660,33 +658,22 @@ fn alignment(dtype: Dtype) -> u64 {
 
 /// Checks a tensor name: non-empty, bounded, no control characters, no path escape.
 fn check_name(name: &str) -> Result<(), SafetensorsError> {
-    if name.is_empty() {
-        return Err(SafetensorsError::EmptyName);
-    }
     if name.len() > MAX_NAME_LEN {
         return Err(SafetensorsError::NameTooLong {
             prefix: truncate(name),
             len: name.len(),
         });
     }
-    if name.chars().any(char::is_control) {
-        return Err(SafetensorsError::NameControlCharacter {
+    match name_fault(name) {
+        None => Ok(()),
+        Some(NameFault::Empty) => Err(SafetensorsError::EmptyName),
+        Some(NameFault::ControlCharacter) => Err(SafetensorsError::NameControlCharacter {
             tensor: truncate(name),
-        });
-    }
-    // Names use `.` as their separator (`bert.encoder.layer.0.weight`); only a `..` *path*
-    // segment, or a leading slash, could make a name that is later used as a path escape.
-    if name.starts_with(['/', '\\']) || name.split(['/', '\\']).any(|segment| segment == "..") {
-        return Err(SafetensorsError::NamePathTraversal {
+        }),
+        Some(NameFault::PathTraversal) => Err(SafetensorsError::NamePathTraversal {
             tensor: truncate(name),
-        });
+        }),
     }
-    Ok(())
-}
-
-/// At most [`QUOTE_LIMIT`] characters of `text`, for error messages.
-fn truncate(text: &str) -> String {
-    text.chars().take(QUOTE_LIMIT).collect()
 }
 
 /// Bytes a tensor of `dtype` and `shape` needs, checking that sizes and strides fit 64 bits.

@@ -25,6 +25,7 @@ mod error;
 mod ggml_type;
 mod metadata;
 
+use crate::tensor_names::{NameFault, QUOTE_LIMIT, name_fault, quote as truncate};
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -67,9 +68,6 @@ pub const CHAT_TEMPLATE_KEY: &str = "tokenizer.chat_template";
 const MIN_KEY_VALUE_BYTES: u64 = 8 + 4 + 1;
 /// The fewest bytes one tensor info takes: name length, dimension count, type, offset.
 const MIN_TENSOR_INFO_BYTES: u64 = 8 + 4 + 4 + 8;
-/// How much of an attacker-chosen string goes into an error message.
-const QUOTE_LIMIT: usize = 80;
-
 /// One tensor of a validated file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GgufTensorInfo {
@@ -774,23 +772,19 @@ fn read_tensor_info(cursor: &mut Cursor<'_>, index: u64) -> Result<RawTensorInfo
     })
 }
 
-/// Checks a tensor name: non-empty, no control characters, no path escape (the same rules as
-/// safetensors names; the length was bounded when it was read).
+/// Checks a tensor name against the rules of every format's names (the length was bounded when
+/// it was read).
 fn check_tensor_name(name: &str, index: u64) -> Result<(), GgufError> {
-    if name.is_empty() {
-        return Err(GgufError::EmptyTensorName { index });
-    }
-    if name.chars().any(char::is_control) {
-        return Err(GgufError::TensorNameControlCharacter {
+    match name_fault(name) {
+        None => Ok(()),
+        Some(NameFault::Empty) => Err(GgufError::EmptyTensorName { index }),
+        Some(NameFault::ControlCharacter) => Err(GgufError::TensorNameControlCharacter {
             tensor: truncate(name),
-        });
-    }
-    if name.starts_with(['/', '\\']) || name.split(['/', '\\']).any(|segment| segment == "..") {
-        return Err(GgufError::TensorNamePathTraversal {
+        }),
+        Some(NameFault::PathTraversal) => Err(GgufError::TensorNamePathTraversal {
             tensor: truncate(name),
-        });
+        }),
     }
-    Ok(())
 }
 
 /// Bytes a tensor of `ggml_type` and `dims` (GGUF order) takes: whole blocks along `ne[0]`,
@@ -917,9 +911,4 @@ fn validate_layout(
             }
         })
         .collect())
-}
-
-/// At most [`QUOTE_LIMIT`] characters of `text`, for error messages.
-fn truncate(text: &str) -> String {
-    text.chars().take(QUOTE_LIMIT).collect()
 }
