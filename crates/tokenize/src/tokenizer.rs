@@ -483,6 +483,18 @@ impl Tokenizer {
                 );
             }
         }
+        // No row may be longer than asked: the `tokenizers` library's overflowing windows of a
+        // pair can be (a budget smaller than the special tokens of both sequences).
+        if let Some(max_length) = options.truncation
+            && let Some(row) = rows.iter().find(|row| row.len() > max_length)
+        {
+            return Err(TokenizeError::Truncation {
+                index: row.sample_index,
+                max_length,
+                strategy: options.truncation_strategy.as_str(),
+                message: format!("a row of {} tokens came out", row.len()),
+            });
+        }
 
         // Padding target: over the rows (overflow rows are never longer than the row they
         // continue), as the `tokenizers` library computes it.

@@ -144,3 +144,18 @@ proptest! {
         let _ = bytelevel().decode(&ids, skip);
     }
 }
+
+/// The case the proptest found: a pair whose overflowing windows came out one token longer than
+/// `max_length` (the special tokens of both sequences leave less room than one token of each).
+/// Now refused with a typed error, never a row longer than asked.
+#[test]
+fn pair_overflow_rows_never_exceed_max_length() {
+    let texts = [("A".to_string(), "𐤿".to_string())];
+    let options = EncodeOptions {
+        truncation: Some(5),
+        truncation_strategy: TruncationStrategy::LongestFirst,
+        return_overflowing_tokens: true,
+        ..EncodeOptions::default()
+    };
+    run(bytelevel(), &texts, true, &options);
+}
