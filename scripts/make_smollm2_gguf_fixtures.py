@@ -4,8 +4,9 @@ SmolLM2-135M-Instruct Q4_1 GGUF, for crates/models/tests/gguf_model.rs.
 Transformers loads the file with its own GGUF loader (`from_pretrained(dir, gguf_file=...)`),
 which dequantizes every tensor to f32 with the PyPI `gguf` package and undoes llama.cpp's Q/K row
 permutation. The fixture keeps a few whole rows of a few tensors (as exact f32 values), the
-logits of two short prompts at every position on a strided subset of the vocabulary with each
-position's argmax, and the greedy continuation.
+logits of five prompts (plain text and chat turns rendered by the file's template) at their last
+positions on a strided subset of the vocabulary, each position's argmax, and the greedy
+continuation of 32 tokens.
 
 Run by hand, in the torch venv (torch, transformers, gguf):
 
@@ -40,9 +41,18 @@ ROWS = {
     "model.norm.weight": None,
 }
 
-PROMPTS = ["The capital of France is", "def fibonacci(n):"]
+# Plain text, and chat turns rendered by the file's own template (Transformers' rendering).
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    {"chat": "What is the capital of France?"},
+    "Once upon a time, in a small village by the sea,",
+    {"chat": "Give me three tips for staying healthy."},
+]
 VOCAB_STRIDE = 61
-GREEDY_TOKENS = 16
+# Logits are kept for the last positions of each prompt only (the argmax for all of them).
+LOGIT_POSITIONS = 8
+GREEDY_TOKENS = 32
 
 
 def shortest(values: torch.Tensor) -> list:
@@ -77,8 +87,16 @@ def main() -> None:
     prompts = []
     vocab = model.config.vocab_size
     with torch.no_grad():
-        for text in PROMPTS:
+        for prompt in PROMPTS:
+            if isinstance(prompt, dict):
+                messages = [{"role": "user", "content": prompt["chat"]}]
+                text = tokenizer.apply_chat_template(
+                    messages, tokenize=False, add_generation_prompt=True
+                )
+            else:
+                text = prompt
             ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            logits_from = max(0, len(ids) - LOGIT_POSITIONS)
             logits = model(torch.tensor([ids])).logits[0]
             generated = model.generate(
                 torch.tensor([ids]),
@@ -91,7 +109,8 @@ def main() -> None:
                 {
                     "text": text,
                     "ids": ids,
-                    "logits": [shortest(row[::VOCAB_STRIDE]) for row in logits],
+                    "logits_from": logits_from,
+                    "logits": [shortest(row[::VOCAB_STRIDE]) for row in logits[logits_from:]],
                     "argmax": [int(row.argmax()) for row in logits],
                     "greedy": [int(token) for token in generated],
                 }

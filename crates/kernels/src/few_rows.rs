@@ -16,7 +16,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::quantized::{BlockFormat, dequantize};
-use crate::quantized_dot::{Q8Rows, QuantizedMatrix, matmul_quantized};
+use crate::quantized_dot::{QuantizedMatrix, matmul_blocks};
 use crate::{KernelError, Result};
 
 /// Inputs per 8-bit block (one f32 scale per block).
@@ -165,14 +165,13 @@ pub fn matmul_transposed(
         return Ok(());
     }
     if let MatrixData::Blocks { format, bytes } = weights.data {
-        let quantized = Q8Rows::quantize(x, rows, cols)?;
         let matrix = QuantizedMatrix {
             format,
             bytes,
             rows: outs,
             cols,
         };
-        return matmul_quantized(matrix, &quantized, out);
+        return matmul_blocks(matrix, x, rows, out);
     }
     let simd = Simd::detect();
     let tasks = rayon::current_num_threads().max(1) * 4;

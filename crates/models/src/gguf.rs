@@ -373,8 +373,61 @@ pub fn model_config(file: &GgufFile) -> Result<ModelConfig> {
     raw.insert("hidden_act".into(), json!("silu"));
     raw.insert("model_type".into(), json!(family.model_type()));
     raw.insert("architectures".into(), json!([family.class_name()]));
+    special_token_ids(&reader, vocab_size, &mut raw)?;
     let text = Value::Object(raw).to_string();
     ModelConfig::from_json_str(&text, path)
+}
+
+/// `bos_token_id`, `pad_token_id` and `eos_token_id` from `tokenizer.ggml.*`, each below
+/// `vocab_size`. The end of generation is every end token the file names, as llama.cpp stops
+/// on any of them: `eos`, and `eot` and `eom` when present (a chat model's end of turn).
+fn special_token_ids(
+    reader: &MetadataReader<'_>,
+    vocab_size: usize,
+    raw: &mut Map<String, Value>,
+) -> Result<()> {
+    let token_id = |name: &str| -> Result<Option<u32>> {
+        let key = format!("tokenizer.ggml.{name}");
+        let id = reader
+            .file
+            .header()
+            .get_u32(&key)
+            .map_err(|error| reader.error(&key, error.to_string()))?;
+        match id {
+            Some(id) if usize::try_from(id).map_or(true, |id| id >= vocab_size) => Err(reader
+                .error(
+                    &key,
+                    format!("{id} is outside the vocabulary of {vocab_size}"),
+                )),
+            id => Ok(id),
+        }
+    };
+    for (name, field) in [
+        ("bos_token_id", "bos_token_id"),
+        ("padding_token_id", "pad_token_id"),
+    ] {
+        if let Some(id) = token_id(name)? {
+            raw.insert(field.into(), json!(id));
+        }
+    }
+    let mut end_ids = Vec::new();
+    for name in ["eos_token_id", "eot_token_id", "eom_token_id"] {
+        if let Some(id) = token_id(name)?
+            && !end_ids.contains(&id)
+        {
+            end_ids.push(id);
+        }
+    }
+    match end_ids.as_slice() {
+        [] => {}
+        [one] => {
+            raw.insert("eos_token_id".into(), json!(one));
+        }
+        many => {
+            raw.insert("eos_token_id".into(), json!(many));
+        }
+    }
+    Ok(())
 }
 
 /// The widths, layer and head counts, checked against each other.

@@ -333,6 +333,25 @@ fn config_comes_from_the_metadata() {
     let sized = tiny_llama(F32).set("llama.vocab_size", Meta::U32(VOCAB as u32));
     let file = GgufFile::open(&sized.write(&dir, "sized.gguf")).unwrap();
     assert!(gguf::model_config(&file).is_ok());
+    assert_eq!(config.raw().get("eos_token_id"), None, "none in the file");
+
+    // Special tokens: generation ends at every end token the file names (`eos`, and a chat
+    // model's end of turn `eot`), as llama.cpp stops.
+    let special = tiny_llama(F32)
+        .set("tokenizer.ggml.bos_token_id", Meta::U32(1))
+        .set("tokenizer.ggml.eos_token_id", Meta::U32(2))
+        .set("tokenizer.ggml.eot_token_id", Meta::U32(3))
+        .set("tokenizer.ggml.padding_token_id", Meta::U32(2));
+    let file = GgufFile::open(&special.write(&dir, "special.gguf")).unwrap();
+    let raw = gguf::model_config(&file).unwrap().raw().clone();
+    assert_eq!(raw["bos_token_id"], 1);
+    assert_eq!(raw["pad_token_id"], 2);
+    assert_eq!(raw["eos_token_id"], serde_json::json!([2, 3]));
+    let same = tiny_llama(F32)
+        .set("tokenizer.ggml.eos_token_id", Meta::U32(2))
+        .set("tokenizer.ggml.eot_token_id", Meta::U32(2));
+    let file = GgufFile::open(&same.write(&dir, "same.gguf")).unwrap();
+    assert_eq!(gguf::model_config(&file).unwrap().raw()["eos_token_id"], 2);
 }
 
 #[test]
@@ -411,6 +430,13 @@ fn bad_metadata_is_refused_naming_file_and_key() {
                 .set("llama.rope.scaling.type", Meta::Str("linear")),
             "llama.rope.scaling.type",
             "not supported",
+        ),
+        (
+            "eos",
+            base.clone()
+                .set("tokenizer.ggml.eos_token_id", Meta::U32(VOCAB as u32)),
+            "tokenizer.ggml.eos_token_id",
+            "outside the vocabulary",
         ),
         (
             "no-arch",

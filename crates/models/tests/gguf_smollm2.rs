@@ -2,11 +2,13 @@
 //! loader makes of it (`tests/fixtures/gguf-model/smollm2-q4_1.json`, written by
 //! `scripts/make_smollm2_gguf_fixtures.py`):
 //! - dequantized and un-permuted tensors equal Transformers' rows bit for bit;
-//! - with every tensor dequantized to f32, the logits of two prompts are within 1e-3 of
-//!   Transformers' at every position (on a strided subset of the vocabulary), with the same
-//!   argmax, and greedy decoding gives Transformers' 16 tokens;
-//! - with the Q4_1 blocks multiplied as stored (activations quantized to 8 bits), greedy
-//!   decoding gives the f32 run's tokens until a near-tie that the logit noise explains.
+//! - with every tensor dequantized to f32, the logits of five prompts (plain and chat) are
+//!   within 1e-3 of Transformers' at their last positions (on a strided subset of the
+//!   vocabulary), with the same argmax at every position, and greedy decoding gives
+//!   Transformers' 32 tokens (fewer when it ends at `<|im_end|>`);
+//! - with the Q4_1 blocks multiplied as stored (activations quantized to about 15 bits: 8-bit
+//!   blocks and their residual), greedy decoding gives the f32 run's tokens on at least 4 of
+//!   the 5 prompts, and where it parts, at a near-tie that the logit noise explains.
 //!
 //! `SAFEFORMERS_SMOLLM2_GGUF` is set by `scripts/test.sh` (which fetches the file with
 //! `scripts/fetch-smollm2.sh`); without it these tests fail, they never skip.
@@ -133,14 +135,19 @@ fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
         gguf::load_causal_lm(&path, &Device::Cpu, options.dequantizing_blocks()).unwrap();
     let native = gguf::load_causal_lm(&path, &Device::Cpu, options).unwrap();
     assert_eq!(f32_model.vocab_size(), 49152);
-    for prompt in fixture["prompts"].as_array().unwrap() {
+    let prompts = fixture["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 5);
+    let mut native_agrees = 0;
+    for prompt in prompts {
         let ids = u32s(&prompt["ids"]);
         let text = prompt["text"].as_str().unwrap();
         let got = prompt_logits_rows(&f32_model, &ids);
+        let logits_from = prompt["logits_from"].as_u64().unwrap() as usize;
         let mut worst = 0.0f32;
-        for (position, want) in prompt["logits"].as_array().unwrap().iter().enumerate() {
+        for (offset, want) in prompt["logits"].as_array().unwrap().iter().enumerate() {
             let want = f32s(want);
-            let strided: Vec<f32> = got[position].iter().step_by(stride).copied().collect();
+            let row = &got[logits_from + offset];
+            let strided: Vec<f32> = row.iter().step_by(stride).copied().collect();
             worst = worst.max(safeformers_testkit::max_abs_diff(&strided, &want));
         }
         let argmaxes: Vec<u32> = got.iter().map(|row| common::argmax(row)).collect();
@@ -171,25 +178,21 @@ fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
             .take((agreeing + 1).min(want_tokens.len()))
             .map(|(a, b)| safeformers_testkit::max_abs_diff(a, b))
             .collect();
+        let largest = native_diffs.iter().fold(0.0f32, |a, &b| a.max(b));
         eprintln!(
-            "{text}: f32 vs Transformers max |Δlogit| {worst:.2e}; native Q4_1 vs f32 max \
-             |Δlogit| per step {native_diffs:.3?}; tokens {native_tokens:?} vs {f32_tokens:?}"
+            "{text:?}: f32 vs Transformers max |Δlogit| {worst:.2e}; native Q4_1 vs f32: \
+             {agreeing} of {} tokens agree, max |Δlogit| {largest:.3}",
+            want_tokens.len()
         );
-        // Native blocks also quantize activations to 8 bits, so a near-tie may flip: the runs
-        // must agree on at least the first 4 tokens with small logit differences, and where
-        // they part, native's token must be within that step's logit difference of the f32
-        // run's best in the f32 logits (the flip is noise, not a wrong model).
-        assert!(
-            agreeing >= 4,
-            "{text}: native agrees on only {agreeing} tokens"
-        );
-        for (step, diff) in native_diffs.iter().enumerate() {
-            assert!(*diff <= 1.5, "{text}: step {step}: native |Δlogit| {diff}");
-        }
-        if agreeing < want_tokens.len() {
+        if agreeing == want_tokens.len() {
+            native_agrees += 1;
+        } else {
+            // Where they part, native's token must be within that step's logit difference of
+            // the f32 run's best (the flip is quantization noise on a near-tie, not a wrong
+            // model).
             let at = &f32_logits[agreeing];
             let margin = at[f32_tokens[agreeing] as usize] - at[native_tokens[agreeing] as usize];
-            eprintln!("{text}: parted at step {agreeing}, f32 margin {margin:.3}");
+            eprintln!("{text:?}: parted at step {agreeing}, f32 margin {margin:.3}");
             assert!(
                 margin <= native_diffs[agreeing],
                 "{text}: native picked {} at step {agreeing}, {margin} below the best",
@@ -197,6 +200,10 @@ fn smollm2_f32_matches_transformers_and_native_blocks_decode_the_same_tokens() {
             );
         }
     }
+    assert!(
+        native_agrees >= 4,
+        "native Q4_1 greedy tokens equal the f32 run's on only {native_agrees} of 5 prompts"
+    );
 }
 
 /// Logits of every new token of `ids` (a fresh cache), `[len × vocab]`.
