@@ -57,6 +57,16 @@ WORKLOADS = {
                    "tok/s", True),
     "smollm2-prefill512": ("SmolLM2-135M-Instruct time to first token of a 512-token prompt "
                            "(median of 3 in one process), f32", "s", False),
+    "gguf-tg128": ("SmolLM2-135M-Instruct Q4_1 GGUF, 128 greedy tokens after a 64-token prompt, "
+                   "generation only, vs llama.cpp `llama-bench -p 0 -n 128 -d 64`", "tok/s", True),
+    "gguf-pp64": ("SmolLM2-135M-Instruct Q4_1 GGUF, a 64-token prompt to its first token's "
+                  "logits, vs llama.cpp `llama-bench -p 64 -n 0`", "tok/s", True),
+    "gguf-pp512": ("SmolLM2-135M-Instruct Q4_1 GGUF, a 512-token prompt to its first token's "
+                   "logits, vs llama.cpp `llama-bench -p 512 -n 0`", "tok/s", True),
+    "gguf-rss": ("peak RSS of the gguf-tg128 processes (llama-bench vs `safeformers run`)", "MB",
+                 False),
+    "gguf-torch": ("SmolLM2-135M-Instruct greedy, 64-token prompt + 128 new: safeformers on the "
+                   "Q4_1 GGUF vs PyTorch f32 on the same weights dequantized", "tok/s", True),
     "safetensors-open": ("open of a 500 MB safetensors file (median of 20 opens)", "ms", False),
     "tokenizer": ("MiniLM tokenizer, whole corpus in one batch call (median of 20)",
                   "sentences/s", True),
@@ -64,10 +74,14 @@ WORKLOADS = {
 FIRST_SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank."
 COSINE_FLOOR = 0.99999
 SMOLLM2_WORKLOADS = ["smollm2-f32", "smollm2-bf16", "smollm2-q8", "smollm2-prefill512"]
+# Against llama.cpp on the GGUF file itself (gguf-torch: against PyTorch, dequantized f32).
+GGUF_WORKLOADS = ["gguf-tg128", "gguf-pp64", "gguf-pp512", "gguf-rss", "gguf-torch"]
+# The reference each workload runs against, when it is not the Python script.
+ANCHORS = {name: "llama.cpp" for name in GGUF_WORKLOADS if name != "gguf-torch"}
 # Greedy workloads whose ids must equal PyTorch f32's (same weights, same precision).
 EXACT_GREEDY = ["gpt2-f32", "smollm2-f32", "smollm2-prefill512"]
 # Greedy workloads in another weight storage: agreement with PyTorch f32 is information only.
-STORAGE_GREEDY = ["gpt2-f16", "gpt2-q8", "smollm2-bf16", "smollm2-q8"]
+STORAGE_GREEDY = ["gpt2-f16", "gpt2-q8", "smollm2-bf16", "smollm2-q8", "gguf-torch"]
 
 
 class BenchError(Exception):
@@ -184,6 +198,35 @@ def ensure_prompt_ids(python: Path, model: Path, corpus: Path, work: Path) -> Pa
     return path
 
 
+def ensure_llama_cpp() -> Path:
+    """The llama.cpp binaries, built once outside the repo by bench/build_llama_cpp.sh (from the
+    sources vendored in the PyPI sdist llama-cpp-python; about 14 minutes cold)."""
+    out = run_checked(["bash", "bench/build_llama_cpp.sh"], "bench/build_llama_cpp.sh",
+                      capture=True)
+    lines = [line for line in out.splitlines() if line.strip()]
+    if not lines:
+        raise BenchError("bench/build_llama_cpp.sh printed no directory")
+    return Path(lines[-1])
+
+
+def ensure_smollm2_gguf() -> Path:
+    """The SmolLM2-135M-Instruct Q4_1 GGUF file (scripts/fetch-smollm2.sh, pinned sha256)."""
+    out = run_checked(["bash", "scripts/fetch-smollm2.sh"], "scripts/fetch-smollm2.sh")
+    lines = [line for line in out.splitlines() if line.strip()]
+    if not lines:
+        raise BenchError("scripts/fetch-smollm2.sh printed no GGUF file")
+    return Path(lines[-1])
+
+
+def ensure_prompt_text(python: Path, model: Path, corpus: Path, work: Path, tokens: int) -> Path:
+    """A text of exactly `tokens` SmolLM2 tokens (bench/make_prompt_text.py)."""
+    path = work / f"prompt-text-smollm2-{tokens}.txt"
+    if not path.exists():
+        run_checked([str(python), "bench/make_prompt_text.py", str(model), str(corpus),
+                     str(path), "--tokens", str(tokens)], "bench/make_prompt_text.py")
+    return path
+
+
 def ensure_big_file(python: Path, work: Path) -> Path:
     path = work / "500mb.safetensors"
     if not path.is_file():
@@ -231,6 +274,9 @@ TARGETS = {
     "gpt2-f16": ("safeformers-models", "--example", "greedy_speed"),
     "gpt2-q8": ("safeformers-models", "--example", "greedy_speed"),
     **{name: ("safeformers-models", "--example", "greedy_speed") for name in SMOLLM2_WORKLOADS},
+    **{name: ("safeformers-cli", "--bin", "safeformers")
+       for name in ["gguf-tg128", "gguf-pp64", "gguf-pp512", "gguf-rss"]},
+    "gguf-torch": ("safeformers-models", "--example", "greedy_speed"),
     "safetensors-open": ("safeformers-weights", "--bench", "open_safetensors"),
     "tokenizer": ("safeformers-tokenize", "--example", "tokenize_speed"),
 }
@@ -355,11 +401,13 @@ class Workload:
     """A workload's two commands and how a figure is read from each side's process."""
 
     def __init__(self, name, python_cmd, python_env, rust_cmd, rust_env, measure,
-                 warm_paths=(), probe=None):
+                 warm_paths=(), probe=None, anchor_measure=None):
         self.name = name
+        # The reference side: the Python script, or another anchor (ANCHORS) such as llama.cpp.
         self.python_cmd, self.python_env = python_cmd, python_env
         self.rust_cmd, self.rust_env = rust_cmd, rust_env
         self.measure = measure  # (Run) -> float
+        self.anchor_measure = anchor_measure or measure  # the reference side's, when it differs
         self.warm_paths = warm_paths
         self.probe = probe  # optional rust command run once first: failure = not available
 
@@ -400,7 +448,8 @@ def ratio(python, rust, higher_is_better: bool):
 def run_workload(workload: Workload, rounds: int, keep: dict) -> Result:
     _, unit, _ = WORKLOADS[workload.name]
     result = Result(workload.name)
-    result.commands = [("Python", command_text(workload.python_cmd, workload.python_env)),
+    result.commands = [(ANCHORS.get(workload.name, "Python"),
+                        command_text(workload.python_cmd, workload.python_env)),
                        ("safeformers", command_text(workload.rust_cmd, workload.rust_env))]
     warm(*workload.warm_paths)
     if workload.probe is not None:
@@ -411,9 +460,10 @@ def run_workload(workload: Workload, rounds: int, keep: dict) -> Result:
             return result
     for round_ in range(1, rounds + 1):
         figures = []
-        for side, command, env, store in [
-            ("python", workload.python_cmd, workload.python_env, result.python),
-            ("safeformers", workload.rust_cmd, workload.rust_env, result.rust),
+        for side, command, env, store, measure in [
+            ("python", workload.python_cmd, workload.python_env, result.python,
+             workload.anchor_measure),
+            ("safeformers", workload.rust_cmd, workload.rust_env, result.rust, workload.measure),
         ]:
             run = Run(command, env)
             if not run.ok():
@@ -423,7 +473,7 @@ def run_workload(workload: Workload, rounds: int, keep: dict) -> Result:
                 result.runs.append(tuple(figures + [None] * (2 - len(figures))))
                 return result
             try:
-                value = workload.measure(run)
+                value = measure(run)
             except (BenchError, KeyError, TypeError, ValueError) as error:
                 result.failure = f"{side}: unreadable output ({error})"
                 log(f"{workload.name} round {round_}: {side} FAILED: {result.failure}")
@@ -433,7 +483,8 @@ def run_workload(workload: Workload, rounds: int, keep: dict) -> Result:
             figures.append(value)
             keep.setdefault(workload.name, {}).setdefault(side, []).append(run)
         result.runs.append(tuple(figures))
-        log(f"{workload.name} round {round_}/{rounds}: python {fmt(figures[0], unit)} | "
+        anchor = ANCHORS.get(workload.name, "python")
+        log(f"{workload.name} round {round_}/{rounds}: {anchor} {fmt(figures[0], unit)} | "
             f"safeformers {fmt(figures[1], unit)}")
     return result
 
@@ -528,7 +579,7 @@ def unused_results_path(path: Path) -> Path:
 def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_note: str,
                  results: list, checks: list, started: str, status: str = "") -> str:
     lines = [
-        f"# safeformers vs Python, side by side ({started})",
+        f"# safeformers vs its references (Python, llama.cpp), side by side ({started})",
         "",
         *([f"**{status}**", ""] if status else []),
         f"Machine: {machine}.",
@@ -541,7 +592,7 @@ def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_not
         f"imports and the model load; first-embedding is wall time from process start. "
         f"{corpus_note}",
         "",
-        "| workload | Python | safeformers | ratio |",
+        "| workload | reference | safeformers | ratio |",
         "|---|---|---|---|",
     ]
     for result in results:
@@ -556,7 +607,8 @@ def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_not
             continue
         py, rs = result.median(result.python), result.median(result.rust)
         r = ratio(py, rs, higher)
-        lines.append(f"| {result.name} | {fmt(py, unit)} | {fmt(rs, unit)} | "
+        anchor = ANCHORS.get(result.name, "Python")
+        lines.append(f"| {result.name} | {anchor} {fmt(py, unit)} | {fmt(rs, unit)} | "
                      f"{'-' if r is None else f'{r:.2f}x'} |")
     lines += ["", "## Numerics", ""]
     for text, ok in checks:
@@ -580,7 +632,8 @@ def write_report(path: Path, machine: str, rounds: int, threads: int, corpus_not
             lines.append(f"Failed: {result.failure}.")
             lines.append("")
         if result.runs:
-            lines += ["| round | Python | safeformers | ratio |", "|---|---|---|---|"]
+            anchor = ANCHORS.get(result.name, "Python")
+            lines += [f"| round | {anchor} | safeformers | ratio |", "|---|---|---|---|"]
             for number, (py, rs) in enumerate(result.runs, 1):
                 r = ratio(py, rs, higher)
                 lines.append(f"| {number} | {fmt(py, unit)} | {fmt(rs, unit)} | "
@@ -643,6 +696,84 @@ def add_smollm2_workloads(workloads: list, selected: list, model: Path, prompt_i
 
 
 
+def stats_line(run: Run) -> dict:
+    """The last `--stats` JSON line of a `safeformers run text-generation` process (stderr)."""
+    for line in reversed(run.stderr.splitlines()):
+        line = line.strip()
+        if line.startswith("{") and "prompt_s" in line:
+            return json.loads(line)
+    raise BenchError(f"no --stats line on stderr of {shlex.join(run.command)}:\n"
+                     f"{run.stderr[-1000:]}")
+
+
+def llama_bench_rate(run: Run) -> float:
+    """The tokens per second of llama-bench's one test (`-o json`)."""
+    tests = json.loads(run.stdout)
+    if len(tests) != 1:
+        raise BenchError(f"llama-bench printed {len(tests)} tests, expected 1")
+    return float(tests[0]["avg_ts"])
+
+
+def add_gguf_workloads(workloads: list, selected: list, gguf: Path, prompts: dict,
+                       llama_bin: Path, binaries: dict, threads: int, rs_env: dict) -> None:
+    """The gguf-* workloads against llama.cpp: both sides read the same GGUF file with the same
+    thread count, and time the same thing without the load. llama-bench runs one test per
+    process (`-r 1`, after its own warm-up run); safeformers runs `run text-generation --stats`
+    on a text of exactly the prompt's token count and the figure comes from its stats line:
+    prefill = prompt_tokens / prompt_s (up to the first new token's logits), generation =
+    (generated_tokens - 1) / generation_s (generation_s runs from the first new token to the
+    last: one decoding step per further token)."""
+    bench = [llama_bin / "llama-bench", "-m", gguf, "-t", threads, "-r", 1, "-o", "json"]
+    ours = [binaries["safeformers"], "run", "text-generation", "--model", gguf, "--threads",
+            threads, "--stats", "--greedy"]
+
+    def prompt_rate(tokens: int):
+        def measure(run: Run) -> float:
+            stats = stats_line(run)
+            if stats["prompt_tokens"] != tokens:
+                raise BenchError(f"the prompt had {stats['prompt_tokens']} tokens, not {tokens}")
+            return stats["prompt_tokens"] / stats["prompt_s"]
+        return measure
+
+    def generation_rate(run: Run) -> float:
+        stats = stats_line(run)
+        if stats["generated_tokens"] != 128 or stats["prompt_tokens"] != 64:
+            raise BenchError(f"generated {stats['generated_tokens']} tokens after "
+                             f"{stats['prompt_tokens']}, not 128 after 64")
+        return (stats["generated_tokens"] - 1) / stats["generation_s"]
+
+    if "gguf-tg128" in selected or "gguf-rss" in selected:
+        workloads.append(Workload(
+            "gguf-tg128", [*bench, "-p", 0, "-n", 128, "-d", 64], {},
+            [*ours, "--max-new-tokens", 128, "--min-new-tokens", 128,
+             prompts[64].read_text()], rs_env,
+            generation_rate, warm_paths=(gguf,), anchor_measure=llama_bench_rate))
+    for tokens in [64, 512]:
+        name = f"gguf-pp{tokens}"
+        if name in selected:
+            workloads.append(Workload(
+                name, [*bench, "-p", tokens, "-n", 0], {},
+                [*ours, "--max-new-tokens", 1, prompts[tokens].read_text()], rs_env,
+                prompt_rate(tokens), warm_paths=(gguf,), anchor_measure=llama_bench_rate))
+
+
+def rss_of(results: dict, keep: dict, source: str, name: str) -> Result:
+    """The peak RSS (ru_maxrss, from os.wait4) of the processes of workload `source`."""
+    rss = Result(name)
+    runs = keep.get(source, {})
+    rss.python = [run.max_rss_mb for run in runs.get("python", [])]
+    rss.rust = [run.max_rss_mb for run in runs.get("safeformers", [])]
+    rss.runs = list(zip(rss.python, rss.rust))
+    rss.commands = results[source].commands if source in results else []
+    rss.extra["how"] = f"ru_maxrss of each {source} process (os.wait4), the same runs"
+    if results.get(source) and results[source].failure:
+        rss.failure = f"{source} failed"
+    for number, (py, rs) in enumerate(rss.runs, 1):
+        log(f"{name} round {number}: {ANCHORS.get(name, 'python')} {fmt(py, 'MB')} | "
+            f"safeformers {fmt(rs, 'MB')}")
+    return rss
+
+
 def main(argv: list) -> int:
     selected = argv or list(WORKLOADS)
     unknown = [name for name in selected if name not in WORKLOADS]
@@ -662,11 +793,17 @@ def main(argv: list) -> int:
                                          "peak-rss", "tokenizer"})
     minilm = ensure_minilm() if needs_minilm else None
     gpt2 = ensure_gpt2(python) if set(selected) & {"gpt2-f32", "gpt2-f16", "gpt2-q8"} else None
-    smollm2 = ensure_smollm2(python) if set(selected) & set(SMOLLM2_WORKLOADS) else None
+    needs_f32_smollm2 = set(selected) & set(SMOLLM2_WORKLOADS + GGUF_WORKLOADS)
+    smollm2 = ensure_smollm2(python) if needs_f32_smollm2 else None
+    gguf_selected = set(selected) & set(GGUF_WORKLOADS)
+    gguf = ensure_smollm2_gguf() if gguf_selected else None
+    llama_bin = ensure_llama_cpp() if gguf_selected - {"gguf-torch"} else None
     big_file = ensure_big_file(python, work) if "safetensors-open" in selected else None
     corpus = ensure_corpus(work)
     prompt_ids = ensure_prompt_ids(python, smollm2, corpus, work) if smollm2 else None
     binaries = build(selected)
+    prompts = {tokens: ensure_prompt_text(python, smollm2, corpus, work, tokens)
+               for tokens in [64, 512]} if gguf_selected else {}
 
     # Both sides: the same thread count. torch.set_num_threads is called by every script; the
     # OpenMP/MKL variables keep the intra-op pool at that size too, and RAYON_RS_NUM_CPUS sizes
@@ -719,6 +856,19 @@ def main(argv: list) -> int:
                         1, "--runs", 1, *option] if option else None)))
     add_smollm2_workloads(workloads, selected, smollm2, prompt_ids, binaries, threads, vpy,
                           py_env, rs_env)
+    if llama_bin is not None:
+        add_gguf_workloads(workloads, selected, gguf, prompts, llama_bin, binaries, threads,
+                           rs_env)
+    if "gguf-torch" in selected:
+        greedy = ["--prompt-ids", prompt_ids, "--prompt-tokens", 64, "--new-tokens", 128,
+                  "--runs", 1]
+        workloads.append(Workload(
+            "gguf-torch",
+            [vpy, "bench/greedy_generate.py", smollm2, "--threads", threads, "--attn", "sdpa",
+             *greedy], py_env,
+            [binaries["greedy_speed"], gguf, *greedy], rs_env,
+            lambda run: float(run.last_json()["median_tokens_per_second"]),
+            warm_paths=(smollm2, gguf, prompt_ids)))
     if "safetensors-open" in selected:
         workloads.append(Workload(
             "safetensors-open",
@@ -795,18 +945,10 @@ def main(argv: list) -> int:
                    "going (or was interrupted) when this was written.")
 
     if "peak-rss" in selected:
-        rss = Result("peak-rss")
-        runs = keep.get("minilm-b32", {})
-        rss.python = [run.max_rss_mb for run in runs.get("python", [])]
-        rss.rust = [run.max_rss_mb for run in runs.get("safeformers", [])]
-        rss.runs = list(zip(rss.python, rss.rust))
-        rss.commands = results["minilm-b32"].commands if "minilm-b32" in results else []
-        rss.extra["how"] = "ru_maxrss of each minilm-b32 process (os.wait4), the same runs"
-        if results.get("minilm-b32") and results["minilm-b32"].failure:
-            rss.failure = "minilm-b32 failed"
-        for number, (py, rs) in enumerate(rss.runs, 1):
-            log(f"peak-rss round {number}: python {fmt(py, 'MB')} | safeformers {fmt(rs, 'MB')}")
-        results["peak-rss"] = rss
+        results["peak-rss"] = rss_of(results, keep, "minilm-b32", "peak-rss")
+
+    if "gguf-rss" in selected:
+        results["gguf-rss"] = rss_of(results, keep, "gguf-tg128", "gguf-rss")
 
     ordered = [results[name] for name in selected if name in results]
     checks = [result.extra["numerics"] for result in ordered if "numerics" in result.extra]
