@@ -41,6 +41,7 @@ pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
     let want = if args.include.is_empty() {
         Want::Load {
             allow_pickle: args.allow_pickle,
+            gguf_file: None,
         }
     } else {
         Want::Files(args.include.clone())
