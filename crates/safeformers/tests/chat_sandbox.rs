@@ -120,9 +120,10 @@ fn expect_problem(
     check: fn(&ChatTemplateProblem) -> bool,
 ) -> Result<(), String> {
     match result {
-        Err(Error::Pipeline(safeformers::pipelines::PipelineError::Tokenize(
-            TokenizeError::ChatTemplate { problem, .. },
-        )))
+        Err(Error::Pipeline(safeformers::pipelines::PipelineError::ChatTemplate {
+            source: TokenizeError::ChatTemplate { problem, .. },
+            ..
+        }))
         | Err(Error::Tokenize(TokenizeError::ChatTemplate { problem, .. }))
             if check(&problem) =>
         {
