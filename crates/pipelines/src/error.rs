@@ -135,8 +135,8 @@ pub enum PipelineError {
     ChatTemplate {
         /// The tokenizer file the template came with.
         path: PathBuf,
-        /// What went wrong.
-        source: safeformers_tokenize::TokenizeError,
+        /// What went wrong (boxed: it is large, and this error travels in every crate above).
+        source: Box<safeformers_tokenize::TokenizeError>,
     },
 
     /// Tokenization failed, or the tokenizer files are invalid.

@@ -302,7 +302,7 @@ impl TextGeneration {
         // file whose metadata carried it).
         let in_file = |source| PipelineError::ChatTemplate {
             path: self.tokenizer.path().to_path_buf(),
-            source,
+            source: Box::new(source),
         };
         let request = self
             .tokenizer

@@ -119,17 +119,17 @@ fn expect_problem(
     result: Result<String, Error>,
     check: fn(&ChatTemplateProblem) -> bool,
 ) -> Result<(), String> {
-    match result {
+    let error = match result {
         Err(Error::Pipeline(safeformers::pipelines::PipelineError::ChatTemplate {
-            source: TokenizeError::ChatTemplate { problem, .. },
+            source,
             ..
-        }))
-        | Err(Error::Tokenize(TokenizeError::ChatTemplate { problem, .. }))
-            if check(&problem) =>
-        {
-            Ok(())
-        }
-        other => Err(format!("unexpected result: {other:?}")),
+        })) => *source,
+        Err(Error::Tokenize(error)) => error,
+        other => return Err(format!("unexpected result: {other:?}")),
+    };
+    match error {
+        TokenizeError::ChatTemplate { problem, .. } if check(&problem) => Ok(()),
+        other => Err(format!("unexpected error: {other:?}")),
     }
 }
 
