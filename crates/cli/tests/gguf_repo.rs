@@ -166,11 +166,26 @@ fn a_repo_load_fetches_only_the_chosen_gguf() {
         &["inspect", "--json", "--offline", "--gguf-file", Q4_1, REPO],
     );
     assert_code(&inspected, 0, "inspect --offline --gguf-file");
-    assert_eq!(counter.connections(), 0, "offline loads opened a socket");
     assert_eq!(cached(&cache), (vec![Q4_1.to_string()], 1));
+
+    // lock --gguf-file pins that file alone; --locked loads then go through the lockfile.
+    let lock = run(
+        sandbox.safeformers(&cache, &endpoint),
+        &["lock", REPO, "--gguf-file", Q4_1],
+    );
+    assert_code(&lock, 0, "lock --gguf-file");
+    let lockfile = std::fs::read_to_string(sandbox.root.join("safeformers.lock")).unwrap();
+    assert!(
+        lockfile.contains(Q4_1) && !lockfile.contains(Q8_0),
+        "{lockfile}"
+    );
+    let locked = chat(&sandbox, &cache, &counter.url(), &["--locked", "--offline"]);
+    assert_code(&locked, 0, "chat --locked --offline");
+    assert_eq!(stdout(&locked), "The capital of France is Paris.\n");
 
     // A name the repo does not hold: the error lists what it holds; nothing fetched.
     let missing = chat(&sandbox, &cache, &endpoint, &["--gguf-file", "other.gguf"]);
     assert_one_line_error(&missing, 1, &["other.gguf", Q8_0]);
     assert_eq!(cached(&cache).1, 1);
+    assert_eq!(counter.connections(), 0, "offline loads opened a socket");
 }
