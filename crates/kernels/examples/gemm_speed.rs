@@ -4,7 +4,7 @@
 //! - f32 on MiniLM's shapes: the packed AVX-512 kernel ([`PackedWeights`]) and the `gemm`
 //!   crate, for a batch of 16 sentences (450 rows), 32 (900) and one sentence (28 rows), as
 //!   GFLOP/s.
-//! - GGUF block formats on SmolLM2-135M's shapes ([`matmul_quantized`], activations quantized
+//! - GGUF block formats on SmolLM2-135M's shapes ([`matmul_blocks`], activations quantized
 //!   per call) next to f32's few-row kernel, for one row (a decoding step) and 64, as weight
 //!   bytes read per second and GFLOP/s.
 //!
@@ -20,7 +20,7 @@ use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
 use safeformers_kernels::matmul::matmul_transposed_accumulate;
 use safeformers_kernels::packed_gemm::{self, PackedWeights};
 use safeformers_kernels::quantized::BlockFormat;
-use safeformers_kernels::quantized_dot::{Q8Rows, QuantizedMatrix, matmul_quantized};
+use safeformers_kernels::quantized_dot::{QuantizedMatrix, matmul_blocks};
 
 fn main() -> Result<()> {
     let reps: usize = std::env::args()
@@ -127,8 +127,7 @@ fn quantized_table(pool: &ThreadPool, threads: usize, reps: usize) -> Result<()>
                     cols: k,
                 };
                 let seconds = best(pool, reps, &mut || {
-                    let quantized = Q8Rows::quantize(&input, rows, k)?;
-                    matmul_quantized(matrix, &quantized, &mut out)
+                    matmul_blocks(matrix, &input, rows, &mut out)
                 })?;
                 line.push_str(&format!(
                     " | {} {:5.1} GB/s {:6.1} GFLOP/s",

@@ -12,6 +12,8 @@
 
 use rayon::prelude::*;
 
+mod small_blocks;
+
 use crate::quantized::{BlockFormat, byte, half_at, scale_min_k4};
 use crate::{KernelError, Result};
 
@@ -133,6 +135,9 @@ impl QuantizedMatrix<'_> {
 /// Output columns below which a product stays on the calling thread.
 const MIN_COLUMNS_TO_SPLIT: usize = 64;
 
+/// Output columns per parallel task: a multiple of the small-block kernel's group.
+const COLUMNS_PER_TASK: usize = 4 * small_blocks::COLUMNS;
+
 /// `out[r, o] = Σ_k x[r, k] · W[o, k]` for the quantized activations `x` (`[rows, cols]`) and
 /// `weights` (`[out, cols]`), `out` `[rows, out]`. Split over the calling rayon pool by output
 /// columns.
@@ -158,24 +163,37 @@ pub fn matmul_quantized(
     if rows == 0 || weights.rows == 0 {
         return Ok(());
     }
-    // Output column `o` of every input row: the products of weight row `o`.
+    // Output column `o` of every input row: the products of weight row `o`. Each task takes
+    // a run of columns, whole groups of the small-block kernel's width.
     let mut by_column = vec![0.0f32; out.len()];
-    let column = |(o, sums): (usize, &mut [f32])| {
-        let start = o * row_bytes;
-        let row = weights
+    let columns_per_task = COLUMNS_PER_TASK;
+    let task = |(t, sums): (usize, &mut [f32])| {
+        let first = t * columns_per_task;
+        let count = sums.len() / rows;
+        let bytes = weights
             .bytes
-            .get(start..start + row_bytes)
+            .get(first * row_bytes..(first + count) * row_bytes)
             .unwrap_or_default();
-        dot_rows(weights.format, row, input, sums);
+        if small_blocks::dot_columns(weights.format, bytes, input, sums) {
+            return;
+        }
+        for (row, sums) in bytes
+            .chunks_exact(row_bytes.max(1))
+            .zip(sums.chunks_mut(rows))
+        {
+            dot_rows(weights.format, row, input, sums);
+        }
     };
     if weights.rows >= MIN_COLUMNS_TO_SPLIT && rayon::current_num_threads() > 1 {
         by_column
-            .par_chunks_mut(rows)
+            .par_chunks_mut(rows * columns_per_task)
             .enumerate()
-            .with_min_len(16)
-            .for_each(column);
+            .for_each(task);
     } else {
-        by_column.chunks_mut(rows).enumerate().for_each(column);
+        by_column
+            .chunks_mut(rows * columns_per_task)
+            .enumerate()
+            .for_each(task);
     }
     for (o, sums) in by_column.chunks_exact(rows).enumerate() {
         for (r, sum) in sums.iter().enumerate() {
@@ -419,19 +437,11 @@ const ROWS_PER_PASS: usize = 4;
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &mut [f32]) {
-    let small = matches!(
-        format,
-        BlockFormat::Q4_0 | BlockFormat::Q4_1 | BlockFormat::Q8_0
-    );
     for (pass, sums) in sums.chunks_mut(ROWS_PER_PASS).enumerate() {
         let first = pass * ROWS_PER_PASS;
         // SAFETY: AVX2, FMA and F16C are enabled here.
         unsafe {
             match sums.len() {
-                1 if small => dot_small_avx2::<1>(format, row, input, first, sums),
-                2 if small => dot_small_avx2::<2>(format, row, input, first, sums),
-                3 if small => dot_small_avx2::<3>(format, row, input, first, sums),
-                _ if small => dot_small_avx2::<ROWS_PER_PASS>(format, row, input, first, sums),
                 1 => dot_pass_avx2::<1>(format, row, input, first, sums),
                 2 => dot_pass_avx2::<2>(format, row, input, first, sums),
                 3 => dot_pass_avx2::<3>(format, row, input, first, sums),
@@ -444,7 +454,7 @@ unsafe fn dot_rows_avx2(format: BlockFormat, row: &[u8], input: &Q8Rows, sums: &
 /// Activation rows `first..first + R`: each row's values, block scales and scaled half sums,
 /// or `None` when `input` does not hold them whole.
 #[allow(clippy::type_complexity)]
-fn activation_rows<const R: usize>(
+pub(crate) fn activation_rows<const R: usize>(
     input: &Q8Rows,
     first: usize,
 ) -> Option<[(&[i8], &[f32], &[f32]); R]> {
@@ -468,95 +478,10 @@ fn activation_rows<const R: usize>(
         .then_some(rows)
 }
 
-/// [`dot_pass_avx2`] for the 32-value formats `Q4_0`, `Q4_1` and `Q8_0`, with everything of a
-/// block in registers: its f16 scale and minimum converted together, its values unpacked
-/// in place, one FMA per activation row and block.
-///
-/// # Safety
-/// AVX2, FMA and F16C present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot_small_avx2<const R: usize>(
-    format: BlockFormat,
-    row: &[u8],
-    input: &Q8Rows,
-    first: usize,
-    sums: &mut [f32],
-) {
-    use std::arch::x86_64::*;
-    let blocks = input.cols / BLOCK;
-    let block_bytes = format.block_bytes();
-    let Some(rows) = activation_rows::<R>(input, first) else {
-        return;
-    };
-    if row.len() != blocks * block_bytes {
-        return;
-    }
-    let ones = _mm256_set1_epi16(1);
-    let nibbles = _mm_set1_epi8(0x0F);
-    let mut accumulators = [_mm256_setzero_ps(); R];
-    let mut minimums = [0.0f32; R];
-    let weights = row.as_ptr();
-    for b in 0..blocks {
-        // SAFETY: block `b` lies inside `row` (its length was checked): 4 bytes of scales and
-        // the values from byte 2 (Q8_0: 32 bytes, 34 in all) or 4 (Q4_1: 16, 20 in all) or 2
-        // (Q4_0: 16, 18 in all).
-        let (scale_and_minimum, u) = unsafe {
-            let block = weights.add(b * block_bytes);
-            let halves = _mm_cvtph_ps(_mm_cvtsi32_si128(block.cast::<i32>().read_unaligned()));
-            let u = match format {
-                BlockFormat::Q8_0 => _mm256_loadu_si256(block.add(2).cast()),
-                _ => {
-                    let at = if format == BlockFormat::Q4_0 { 2 } else { 4 };
-                    let packed = _mm_loadu_si128(block.add(at).cast());
-                    let low = _mm_and_si128(packed, nibbles);
-                    let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), nibbles);
-                    _mm256_set_m128i(high, low)
-                }
-            };
-            (halves, u)
-        };
-        let d = _mm_cvtss_f32(scale_and_minimum);
-        // Q4_0 and Q8_0 have values, not a minimum, in bytes 2 and 3.
-        let minimum = match format {
-            BlockFormat::Q4_0 => 8.0 * d,
-            BlockFormat::Q4_1 => -_mm_cvtss_f32(_mm_movehdup_ps(scale_and_minimum)),
-            _ => 0.0,
-        };
-        let u_signs = _mm256_sign_epi8(u, u);
-        for (((values, scales, half_sums), accumulator), minimum_sum) in rows
-            .iter()
-            .zip(accumulators.iter_mut())
-            .zip(minimums.iter_mut())
-        {
-            // SAFETY: every row holds `blocks` blocks of 32 values, a scale and two half
-            // sums each (checked above), and `b < blocks`.
-            let (q, scale, block_sum) = unsafe {
-                (
-                    _mm256_loadu_si256(values.as_ptr().add(b * BLOCK).cast()),
-                    *scales.get_unchecked(b),
-                    *half_sums.get_unchecked(2 * b) + *half_sums.get_unchecked(2 * b + 1),
-                )
-            };
-            let products = if format == BlockFormat::Q8_0 {
-                _mm256_maddubs_epi16(u_signs, _mm256_sign_epi8(q, u))
-            } else {
-                _mm256_maddubs_epi16(u, q)
-            };
-            let dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
-            *accumulator = _mm256_fmadd_ps(dots, _mm256_set1_ps(d * scale), *accumulator);
-            *minimum_sum += minimum * block_sum;
-        }
-    }
-    for ((sum, acc), minimum_sum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
-        *sum = horizontal_sum(*acc) - minimum_sum;
-    }
-}
-
 /// The sum of the eight lanes.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn horizontal_sum(vector: std::arch::x86_64::__m256) -> f32 {
+pub(crate) fn horizontal_sum(vector: std::arch::x86_64::__m256) -> f32 {
     use std::arch::x86_64::*;
     let high = _mm256_extractf128_ps::<1>(vector);
     let quad = _mm_add_ps(_mm256_castps256_ps128(vector), high);
@@ -590,18 +515,12 @@ unsafe fn dot_pass_avx2<const R: usize>(
     let mut accumulators = [_mm256_setzero_ps(); R];
     let mut minimums = [_mm256_setzero_ps(); R];
     let fast = has_register_unpacking(format);
-    let mut scales = BlockScales {
-        subs: [(0.0, 0.0); 16],
-        sub_len: 32,
-    };
     for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
         let slow = (!fast).then(|| unpack(format, block));
-        match &slow {
-            Some(unpacked) => scales = unpacked.scales,
-            // SAFETY: F16C is enabled here.
-            None if values == BLOCK => scales.subs[0] = unsafe { small_block_scale(format, block) },
-            None => scales = block_scales(format, block),
-        }
+        let scales = match &slow {
+            Some(unpacked) => unpacked.scales,
+            None => block_scales(format, block),
+        };
         for c in 0..values / BLOCK {
             let u_vector = match &slow {
                 // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
@@ -678,47 +597,10 @@ unsafe fn dot_pass_avx2<const R: usize>(
     }
 }
 
-/// `(scale, minimum)` of a 32-value block (`Q4_0` … `Q8_0`), its f16 fields converted by F16C.
-///
-/// # Safety
-/// F16C present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "f16c")]
-unsafe fn small_block_scale(format: BlockFormat, block: &[u8]) -> (f32, f32) {
-    use std::arch::x86_64::*;
-    let bits = |at: usize| u16::from_le_bytes([byte(block, at), byte(block, at + 1)]);
-    let fields = _mm_cvtph_ps(_mm_set_epi16(
-        0,
-        0,
-        0,
-        0,
-        0,
-        0,
-        bits(2) as i16,
-        bits(0) as i16,
-    ));
-    let mut pair = [0.0f32; 4];
-    // SAFETY: `pair` holds four f32.
-    unsafe { _mm_storeu_ps(pair.as_mut_ptr(), fields) };
-    let [d, m, _, _] = pair;
-    match format {
-        BlockFormat::Q4_0 => (d, 8.0 * d),
-        BlockFormat::Q5_0 => (d, 16.0 * d),
-        BlockFormat::Q4_1 | BlockFormat::Q5_1 => (d, -m),
-        _ => (d, 0.0),
-    }
-}
-
 /// Whether [`register_unpack`] reads `format`.
 fn has_register_unpacking(format: BlockFormat) -> bool {
-    matches!(
-        format,
-        BlockFormat::Q4_0
-            | BlockFormat::Q4_1
-            | BlockFormat::Q8_0
-            | BlockFormat::Q4K
-            | BlockFormat::Q6K
-    )
+    // The 32-value formats `Q4_0`, `Q4_1` and `Q8_0` have their own kernel (`small_blocks`).
+    matches!(format, BlockFormat::Q4K | BlockFormat::Q6K)
 }
 
 /// `u` of values `32c..32c + 32` of one block, in one register (the layouts of
@@ -745,18 +627,6 @@ unsafe fn register_unpack(
     };
     let shift_right = |v: __m256i, bits: usize| _mm256_srl_epi16(v, _mm_cvtsi32_si128(bits as i32));
     match format {
-        BlockFormat::Q4_0 | BlockFormat::Q4_1 => {
-            let at = if format == BlockFormat::Q4_0 { 2 } else { 4 };
-            let packed = match block.get(at..at + 16) {
-                // SAFETY: 16 bytes from `at`.
-                Some(bytes) => unsafe { _mm_loadu_si128(bytes.as_ptr().cast()) },
-                None => _mm_setzero_si128(),
-            };
-            let low = _mm_and_si128(packed, _mm256_castsi256_si128(nibbles));
-            let high = _mm_and_si128(_mm_srli_epi16::<4>(packed), _mm256_castsi256_si128(nibbles));
-            _mm256_set_m128i(high, low)
-        }
-        BlockFormat::Q8_0 => load(2),
         BlockFormat::Q4K => {
             let packed = load(16 + 32 * (c / 2));
             _mm256_and_si256(shift_right(packed, 4 * (c % 2)), nibbles)
