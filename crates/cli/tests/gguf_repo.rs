@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
@@ -90,12 +89,10 @@ fn chat(sandbox: &Sandbox, cache: &Path, endpoint: &str, extra: &[&str]) -> Outp
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command.spawn().unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"What is the capital of France?\n")
-        .unwrap();
+    common::write_ignoring_closed(
+        &mut child.stdin.take().unwrap(),
+        b"What is the capital of France?\n",
+    );
     child.wait_with_output().unwrap()
 }
 
