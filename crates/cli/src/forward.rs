@@ -2,7 +2,7 @@
 //! forward pass on ids given by hand (shared/CLI.md).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -10,6 +10,8 @@ use candle_core::{Device, Tensor};
 use clap::Args;
 use serde::Serialize;
 
+use safeformers::Options;
+use safeformers_models::gguf::find_gguf;
 use safeformers_models::{
     AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, ModelConfig, ModelOutput,
 };
@@ -22,7 +24,8 @@ use crate::run::{ModelLoadArgs, policy};
 /// Arguments of `forward`.
 #[derive(Debug, Args)]
 pub struct ForwardArgs {
-    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    /// A model folder, a `.gguf` file, or a repo id `org/name[@REV]` resolved through the cache
+    /// and the Hub.
     #[arg(long, value_name = "M")]
     model: PathBuf,
     /// Token ids of one row, comma-separated; repeat for a batch (rows right-padded by you).
@@ -93,7 +96,16 @@ pub fn run(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     args.load.threads.install(|| forward(args))
 }
 
-fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
+/// The rows of `--input-ids`, `--attention-mask` and `--token-type-ids`, checked.
+struct Rows {
+    ids: Vec<Vec<u32>>,
+    mask: Vec<Vec<u32>>,
+    types: Vec<Vec<u32>>,
+    seq: usize,
+}
+
+/// Parses and checks the rows: every row of one length, one mask and type row per id row.
+fn rows(args: &ForwardArgs) -> anyhow::Result<Rows> {
     let ids = parse_rows("--input-ids", &args.input_ids)?;
     let seq = ids.first().map_or(0, Vec::len);
     if ids.iter().any(|row| row.len() != seq) {
@@ -118,64 +130,39 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
     check_mask_values(&mask)?;
     let types = parse_rows("--token-type-ids", &args.token_type_ids)?;
     check("--token-type-ids", &types)?;
+    Ok(Rows {
+        ids,
+        mask,
+        types,
+        seq,
+    })
+}
 
-    let options = args.load.weights.load_options()?;
-    let dir = resolve_model(
-        &args.model,
-        &args.load.hub,
-        &args.load.lock,
-        args.load.allow_pickle,
-    )?;
-    let config = ModelConfig::from_file(&dir.join("config.json"))?;
-    if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
-        if !types.is_empty() {
-            return Err(UsageError(format!(
-                "--token-type-ids: a {} model reads no segment ids",
-                config.model_type
-            ))
-            .into());
-        }
-        let model = AutoModelForCausalLM::load_with_options(
-            &dir,
-            &policy(args.load.allow_pickle),
-            &Device::Cpu,
-            options,
-        )?;
-        // Positions past the context window are not ones the model was built for (GPT-2 has
-        // no embedding for them; rotary models would attend over any length, quadratically).
-        if let Some(context) = model.context_length().filter(|&context| seq > context) {
-            anyhow::bail!(
-                "--input-ids: rows of {seq} tokens are longer than the model's context window of \
-                 {context} tokens"
-            );
-        }
-        let mask = if mask.is_empty() {
-            vec![vec![1u32; seq]; ids.len()]
-        } else {
-            mask
-        };
-        // Positions 0..seq for every row, as Transformers' forward without position_ids (rows
-        // are right-padded, so the real tokens of each row start at 0).
-        let positions: Vec<i64> = (0..ids.len())
-            .flat_map(|_| (0..seq).map(|p| i64::try_from(p).unwrap_or(i64::MAX)))
-            .collect();
-        let positions = Tensor::from_vec(positions, (ids.len(), seq), &Device::Cpu)?;
-        let mut cache = model.new_cache();
-        let logits = model.forward(
-            &tensor(&ids, seq)?,
-            &positions,
-            &tensor(&mask, seq)?,
-            &mut cache,
-        )?;
-        let class = config
-            .architectures
-            .first()
-            .cloned()
-            .unwrap_or_else(|| format!("{} causal LM", config.model_type));
-        return print_output(args, "logits", logits, &class);
+fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
+    let rows = rows(args)?;
+    let options = args.load.options()?;
+    // A folder, or the GGUF file a load reads (given, or picked in a folder or repo).
+    let path = resolve_model(&args.model, &options)?;
+    if find_gguf(&path)?.is_some() {
+        return forward_causal_lm(args, &path, &options, rows);
     }
-    let model =
-        AutoModel::load_with_options(&dir, &policy(args.load.allow_pickle), &Device::Cpu, options)?;
+    let config = ModelConfig::from_file(&path.join("config.json"))?;
+    if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
+        return forward_causal_lm(args, &path, &options, rows);
+    }
+    let weights = options.weight_options();
+    let model = AutoModel::load_with_options(
+        &path,
+        &policy(args.load.allow_pickle),
+        &Device::Cpu,
+        weights,
+    )?;
+    let Rows {
+        ids,
+        mask,
+        types,
+        seq,
+    } = rows;
     let input_ids = tensor(&ids, seq)?;
     let mask = (!mask.is_empty()).then(|| tensor(&mask, seq)).transpose()?;
     let types = (!types.is_empty())
@@ -196,6 +183,67 @@ fn forward(args: &ForwardArgs) -> anyhow::Result<ExitCode> {
         } => ("logits", Tensor::stack(&[start_logits, end_logits], 2)?),
     };
     print_output(args, name, tensor, &model.class_name())
+}
+
+/// The forward pass of a causal LM (a decoder folder, or a GGUF file): its logits.
+fn forward_causal_lm(
+    args: &ForwardArgs,
+    path: &Path,
+    options: &Options,
+    rows: Rows,
+) -> anyhow::Result<ExitCode> {
+    let Rows {
+        ids,
+        mask,
+        types,
+        seq,
+    } = rows;
+    let model = AutoModelForCausalLM::load_with_options(
+        path,
+        &policy(args.load.allow_pickle),
+        &Device::Cpu,
+        options.weight_options(),
+    )?;
+    let config = model.config();
+    if !types.is_empty() {
+        return Err(UsageError(format!(
+            "--token-type-ids: a {} model reads no segment ids",
+            config.model_type
+        ))
+        .into());
+    }
+    // Positions past the context window are not ones the model was built for (GPT-2 has
+    // no embedding for them; rotary models would attend over any length, quadratically).
+    if let Some(context) = model.context_length().filter(|&context| seq > context) {
+        anyhow::bail!(
+            "--input-ids: rows of {seq} tokens are longer than the model's context window of \
+             {context} tokens"
+        );
+    }
+    let mask = if mask.is_empty() {
+        vec![vec![1u32; seq]; ids.len()]
+    } else {
+        mask
+    };
+    // Positions 0..seq for every row, as Transformers' forward without position_ids (rows
+    // are right-padded, so the real tokens of each row start at 0).
+    let positions: Vec<i64> = (0..ids.len())
+        .flat_map(|_| (0..seq).map(|p| i64::try_from(p).unwrap_or(i64::MAX)))
+        .collect();
+    let positions = Tensor::from_vec(positions, (ids.len(), seq), &Device::Cpu)?;
+    let mut cache = model.new_cache();
+    let logits = model.forward(
+        &tensor(&ids, seq)?,
+        &positions,
+        &tensor(&mask, seq)?,
+        &mut cache,
+    )?;
+    let class = config
+        .architectures
+        .first()
+        .cloned()
+        .unwrap_or_else(|| format!("{} causal LM", config.model_type));
+    print_output(args, "logits", logits, &class)
 }
 
 /// Prints the output tensor as JSON or as a short table.

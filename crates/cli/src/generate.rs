@@ -271,7 +271,8 @@ fn print_piece(text: &str) -> safeformers_pipelines::Result<()> {
 /// Arguments of `chat`.
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    /// A model folder, a `.gguf` file, or a repo id `org/name[@REV]` resolved through the cache
+    /// and the Hub.
     #[arg(long, value_name = "M")]
     model: PathBuf,
     /// A system message that opens the conversation.

@@ -14,7 +14,7 @@ use safeformers_weights::mapped::MappedFile;
 use safeformers_weights::{FileFormat, LoadPolicy, detect_format, open_checkpoint};
 
 use crate::UsageError;
-use crate::model::{HubArgs, LockArgs, resolve_model};
+use crate::model::{GgufFileArg, HubArgs, LockArgs, resolve_model};
 
 /// Arguments of `inspect`.
 #[derive(Debug, Args)]
@@ -41,6 +41,8 @@ pub struct InspectArgs {
     /// Read pickle-based checkpoints with the restricted (non-executing) unpickler.
     #[arg(long)]
     allow_pickle: bool,
+    #[command(flatten)]
+    gguf: GgufFileArg,
     #[command(flatten)]
     hub: HubArgs,
     #[command(flatten)]
@@ -74,7 +76,10 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let Some(spec) = args.path.as_ref().or(args.model.as_ref()) else {
         return Err(UsageError("give a model: a path or a repo id".to_string()).into());
     };
-    let path = resolve_model(spec, &args.hub, &args.lock, args.allow_pickle)?;
+    let options = args
+        .gguf
+        .apply(args.hub.options(&args.lock).allow_pickle(args.allow_pickle))?;
+    let path = resolve_model(spec, &options)?;
     // The library's errors name the file (and the tensor or member) themselves.
     if let Some(gguf) = open_if_gguf(&path, &policy)? {
         return inspect_gguf(&gguf, args.json);

@@ -11,7 +11,10 @@ use safeformers_hub::glob::matches_any;
 
 use safeformers::resolve::{RepoRequest, Want, fetch};
 
-use crate::model::{HubArgs, LockArgs};
+use safeformers::Options;
+use safeformers::gguf_file::is_gguf_name;
+
+use crate::model::{GgufFileArg, HubArgs, LockArgs};
 
 /// Arguments of `lock`.
 #[derive(Debug, Args)]
@@ -30,6 +33,10 @@ pub struct LockCommandArgs {
     /// --allow-pickle would read them.
     #[arg(long)]
     allow_pickle: bool,
+    /// Lock this GGUF file of a repo holding several (as a load with --gguf-file reads it);
+    /// a repo holding one `.gguf` file and no safetensors weights locks that one.
+    #[arg(long, value_name = "NAME", conflicts_with = "include")]
+    gguf_file: Option<String>,
     #[command(flatten)]
     hub: HubArgs,
 }
@@ -39,13 +46,24 @@ pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
     let path = lockfile_path(args.lockfile.as_deref());
     let mut lockfile = Lockfile::read_if_exists(&path)?.unwrap_or_default();
     let want = if args.include.is_empty() {
-        Want::Load {
-            allow_pickle: args.allow_pickle,
+        let options = GgufFileArg {
+            gguf_file: args.gguf_file.clone(),
         }
+        .apply(Options::new().allow_pickle(args.allow_pickle))?;
+        Want::load(&options)?
     } else {
         Want::Files(args.include.clone())
     };
     let patterns = want.patterns();
+    // A load without a chosen GGUF file reads the repo's one `.gguf` file when it has no
+    // safetensors weights: `fetch` fetched it only then.
+    let locks_fetched_gguf = matches!(
+        want,
+        Want::Load {
+            gguf_file: None,
+            ..
+        }
+    );
     let flag = args.hub.revision()?;
     // Locking resolves moving refs on purpose; it never goes through an old lock.
     let unlocked = args.hub.options(&LockArgs::unlocked());
@@ -57,8 +75,11 @@ pub fn run(args: &LockCommandArgs) -> anyhow::Result<ExitCode> {
         let snapshot = fetch(&request, &unlocked, &want)
             .with_context(|| format!("locking {}@{revision}", request.repo))?;
         let repo_cache = client.cache().repo(&request.repo);
-        let is_included =
-            |path: &safeformers_hub::RepoFilePath| matches_any(&patterns, path.as_str());
+        let is_included = |path: &safeformers_hub::RepoFilePath| {
+            let path = path.as_str();
+            matches_any(&patterns, path)
+                || (locks_fetched_gguf && !path.contains('/') && is_gguf_name(path))
+        };
         let locked = lock_snapshot_matching(&repo_cache, &snapshot, &revision, &is_included)?;
         if locked.files.is_empty() {
             anyhow::bail!(

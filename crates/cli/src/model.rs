@@ -9,6 +9,8 @@ use anyhow::Context as _;
 use clap::Args;
 
 use safeformers::Options;
+
+use crate::UsageError;
 use safeformers::hub::{HubClient, HubSettings, Revision};
 
 /// Where to find models: `--revision`, `--offline`, `--endpoint` (with the `HF_*` environment
@@ -86,14 +88,30 @@ impl LockArgs {
     }
 }
 
-/// Resolves a model argument to a local path under the flags (see
-/// [`safeformers::resolve::resolve_model`]).
-pub fn resolve_model(
-    spec: &Path,
-    hub: &HubArgs,
-    lock: &LockArgs,
-    allow_pickle: bool,
-) -> anyhow::Result<PathBuf> {
-    let options = hub.options(lock).allow_pickle(allow_pickle);
-    Ok(safeformers::resolve::resolve_model(spec, &options)?)
+/// `--gguf-file NAME`: which GGUF file of a folder or repo to load.
+#[derive(Debug, Clone, Args)]
+pub struct GgufFileArg {
+    /// The GGUF file to load from a folder or repo holding several (Transformers'
+    /// `gguf_file`): a file name ending in .gguf. A repo load fetches only that file.
+    #[arg(long, value_name = "NAME")]
+    pub gguf_file: Option<String>,
+}
+
+impl GgufFileArg {
+    /// `options` with `--gguf-file`, checked first: a name with a path separator, `..`, or
+    /// not ending in `.gguf` is a usage error before anything touches the file system.
+    pub fn apply(&self, options: Options) -> anyhow::Result<Options> {
+        let Some(name) = &self.gguf_file else {
+            return Ok(options);
+        };
+        safeformers::gguf_file::check_gguf_file_name(name)
+            .map_err(|reason| UsageError(format!("--gguf-file: {reason}")))?;
+        Ok(options.gguf_file(name))
+    }
+}
+
+/// Resolves a model argument to a local path under `options` (see
+/// [`safeformers::resolve::resolve_model`]): a folder, or the GGUF file a load reads.
+pub fn resolve_model(spec: &Path, options: &Options) -> anyhow::Result<PathBuf> {
+    Ok(safeformers::resolve::resolve_model(spec, options)?)
 }

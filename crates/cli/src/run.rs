@@ -20,7 +20,7 @@ use crate::generate::{
     GenerationArgs, StatsPrinter, TextGenerationArgs, any_generation_flag, generation_inputs,
     run_text_generation,
 };
-use crate::model::{HubArgs, LockArgs};
+use crate::model::{GgufFileArg, HubArgs, LockArgs};
 use crate::output;
 
 /// `--threads N`: the size of the thread pool the model runs in.
@@ -61,17 +61,19 @@ impl ThreadArgs {
     }
 }
 
-/// `--dtype f32|f16|bf16` and `--quantize q8|q8_0|q4_0|q4_k`: how the linear layers' weights are stored (compute
-/// stays f32). Default f32, the checkpoint's values exactly.
+/// `--dtype f32|f16|bf16` and `--quantize q8|q8_0|q4_0|q4_k`: how the linear layers' weights
+/// are stored (compute stays f32). Default: the checkpoint's values exactly (f32; a GGUF file's
+/// quantized blocks as stored).
 #[derive(Debug, Clone, Args)]
 pub struct WeightArgs {
-    /// Storage of linear-layer weights: f32 (default), f16 or bf16 (halves the memory read per
-    /// token; results differ from f32 in the last digits).
-    #[arg(long, value_name = "TYPE", default_value = "f32")]
-    dtype: String,
+    /// Storage of linear-layer weights: f32, f16 or bf16 (halves the memory read per token;
+    /// results differ from f32 in the last digits). Default: f32, and a GGUF file's quantized
+    /// blocks multiplied as stored; an explicit `--dtype f32` dequantizes them to f32 at load.
+    #[arg(long, value_name = "TYPE")]
+    dtype: Option<String>,
     /// Quantize linear-layer weights at load: `q8` (8-bit blocks of 32 with an f32 scale), or
     /// GGUF's `q8_0`, `q4_0`, `q4_k` (`q4_k` falls back to `q4_0` on rows that are not whole
-    /// blocks of 256). Needs --dtype f32.
+    /// blocks of 256). Needs --dtype f32; refused on a GGUF model (quantized already).
     #[arg(long, value_name = "SCHEME")]
     quantize: Option<String>,
 }
@@ -79,9 +81,11 @@ pub struct WeightArgs {
 impl WeightArgs {
     /// The checked load options; a bad value or combination is a usage error.
     pub fn load_options(&self) -> anyhow::Result<WeightOptions> {
-        let dtype = WeightDtype::from_name(&self.dtype).ok_or_else(|| {
-            UsageError(format!("--dtype {}: expected f32, f16 or bf16", self.dtype))
-        })?;
+        let dtype = match &self.dtype {
+            None => WeightDtype::F32,
+            Some(name) => WeightDtype::from_name(name)
+                .ok_or_else(|| UsageError(format!("--dtype {name}: expected f32, f16 or bf16")))?,
+        };
         let quantize = match &self.quantize {
             None => None,
             Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
@@ -90,13 +94,18 @@ impl WeightArgs {
                 ))
             })?),
         };
-        WeightOptions::new(dtype, quantize).map_err(|_| {
+        let options = WeightOptions::new(dtype, quantize).map_err(|_| {
             UsageError(format!(
                 "--quantize {} stores 8-bit weights; it cannot be combined with --dtype {}",
                 self.quantize.as_deref().unwrap_or_default(),
-                self.dtype
+                self.dtype.as_deref().unwrap_or_default()
             ))
-            .into()
+        })?;
+        // An explicit `--dtype f32` asks for f32 weights: a GGUF file's blocks dequantized.
+        Ok(if self.dtype.is_some() {
+            options.dequantizing_blocks()
+        } else {
+            options
         })
     }
 }
@@ -113,19 +122,23 @@ pub struct ModelLoadArgs {
     #[command(flatten)]
     pub weights: WeightArgs,
     #[command(flatten)]
+    pub gguf: GgufFileArg,
+    #[command(flatten)]
     pub hub: HubArgs,
     #[command(flatten)]
     pub lock: LockArgs,
 }
 
 impl ModelLoadArgs {
-    /// The library options of these flags; a bad `--dtype`/`--quantize` is a usage error.
+    /// The library options of these flags; a bad `--dtype`/`--quantize`/`--gguf-file` is a
+    /// usage error.
     pub fn options(&self) -> anyhow::Result<Options> {
-        Ok(self
+        let options = self
             .threads
             .apply(self.hub.options(&self.lock))
             .allow_pickle(self.allow_pickle)
-            .weights(self.weights.load_options()?))
+            .weights(self.weights.load_options()?);
+        self.gguf.apply(options)
     }
 }
 
@@ -210,7 +223,8 @@ pub struct RunArgs {
     /// question-answering: also offer the empty answer (scored by the [CLS] token).
     #[arg(long)]
     handle_impossible_answer: bool,
-    /// A model folder, or a repo id `org/name[@REV]` resolved through the cache and the Hub.
+    /// A model folder, a `.gguf` file (text-generation), or a repo id `org/name[@REV]` resolved
+    /// through the cache and the Hub.
     #[arg(long, value_name = "M")]
     model: PathBuf,
     /// feature-extraction: pool token embeddings into one vector per input (default: the
@@ -337,6 +351,9 @@ fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
     }
     if args.aggregation.is_some() {
         only_for("--aggregation", Task::TokenClassification)?;
+    }
+    if args.load.gguf.gguf_file.is_some() {
+        only_for("--gguf-file", Task::TextGeneration)?;
     }
     if args.question.is_some()
         || args.context.is_some()

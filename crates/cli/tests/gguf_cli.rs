@@ -151,3 +151,305 @@ fn inspect_of_the_real_smollm2_gguf() {
     assert_eq!(tensors.len(), 272);
     assert!(tensors.iter().any(|tensor| tensor["dtype"] == "Q4_1"));
 }
+
+// ---- The model commands on a GGUF: a file, a folder holding one or several, a repo. ----
+
+/// `question` asked through `chat` (greedy, bounded) of `model` with `extra` flags.
+fn chat(model: &Path, extra: &[&str], question: &str) -> std::process::Output {
+    let mut args = vec![
+        "chat",
+        "--model",
+        model.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        "24",
+    ];
+    args.extend_from_slice(extra);
+    safeformers_offline(&args, Some(format!("{question}\n").as_bytes()))
+}
+
+/// SmolLM2's greedy answer to the quickstart question.
+const PARIS: &str = "The capital of France is Paris.";
+
+/// Puts `source` into `dir` as `name`: a hard link where the file system allows it (the model
+/// is 98 MB), else a copy. Never a symbolic link: a link out of a model folder is refused.
+fn place(source: &Path, dir: &Path, name: &str) -> PathBuf {
+    let target = dir.join(name);
+    if std::fs::hard_link(source, &target).is_err() {
+        std::fs::copy(source, &target).unwrap();
+    }
+    target
+}
+
+/// A scratch folder holding the real SmolLM2 GGUF under each of `names`.
+fn folder_of_smollm2(label: &str, names: &[&str]) -> PathBuf {
+    let dir = safeformers_testkit::scratch_dir(label);
+    for name in names {
+        place(&safeformers_testkit::smollm2_gguf(), &dir, name);
+    }
+    dir
+}
+
+/// `forward --json` logits of ids 1, 2, 3 (flat) for `model` with `extra` flags.
+fn forward_logits(model: &Path, extra: &[&str]) -> Vec<f32> {
+    let mut args = vec![
+        "forward",
+        "--json",
+        "--model",
+        model.to_str().unwrap(),
+        "--input-ids",
+        "1,2,3",
+    ];
+    args.extend_from_slice(extra);
+    let output = safeformers(&args);
+    assert_code(&output, 0, "forward --json on a GGUF");
+    let json = stdout_json(&output);
+    assert_eq!(json["output"], "logits");
+    assert_eq!(json["shape"], serde_json::json!([1, 3, 49152]));
+    json["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|value| value.as_f64().unwrap() as f32)
+        .collect()
+}
+
+/// `run text-generation --greedy` on `model`: the one generated text.
+fn greedy_text(model: &Path, extra: &[&str]) -> String {
+    let mut args = vec![
+        "run",
+        "text-generation",
+        "--model",
+        model.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        "12",
+    ];
+    args.extend_from_slice(extra);
+    args.push("The capital of France is");
+    let output = safeformers(&args);
+    assert_code(&output, 0, "run text-generation on a GGUF");
+    let json = stdout_json(&output);
+    json[0]["generated_text"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn every_model_command_runs_on_the_real_gguf_file_and_on_a_folder_holding_it() {
+    let file = safeformers_testkit::smollm2_gguf();
+    let folder = folder_of_smollm2("gguf-cli-folder", &["SmolLM2-135M-Instruct.Q4_1.gguf"]);
+    let mut logits = Vec::new();
+    for model in [file.as_path(), folder.as_path()] {
+        let text = greedy_text(model, &[]);
+        assert!(text.starts_with("The capital of France is Paris"), "{text}");
+
+        let answer = chat(model, &[], "What is the capital of France?");
+        assert_code(&answer, 0, "chat on a GGUF");
+        assert_eq!(stdout(&answer), format!("{PARIS}\n"));
+
+        logits.push(forward_logits(model, &[]));
+
+        let inspected = safeformers(&["inspect", "--json", model.to_str().unwrap()]);
+        assert_code(&inspected, 0, "inspect on a GGUF");
+        let json = stdout_json(&inspected);
+        assert_eq!(json["format"], "gguf");
+        assert_eq!(json["tensors"].as_array().unwrap().len(), 272);
+    }
+    assert_eq!(logits[0], logits[1], "the folder loads the file it holds");
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
+#[test]
+fn dtype_f32_dequantizes_the_blocks_and_decodes_the_same_greedy_text() {
+    let file = safeformers_testkit::smollm2_gguf();
+    assert_eq!(
+        greedy_text(&file, &["--dtype", "f32"]),
+        greedy_text(&file, &[])
+    );
+    // The flag reaches the loader: f32 products differ from the native block products in the
+    // last digits (a few thousandths here), never by more than the parity bound allows.
+    let native = forward_logits(&file, &[]);
+    let dequantized = forward_logits(&file, &["--dtype", "f32"]);
+    let difference = safeformers_testkit::max_abs_diff(&native, &dequantized);
+    assert!(
+        difference > 0.0,
+        "--dtype f32 gave the native logits exactly"
+    );
+    assert!(difference < 0.1, "max |Δlogit| {difference}");
+    // A GGUF model is quantized already: --quantize is a usage error, before anything loads.
+    for flags in [
+        &["--quantize", "q8_0"][..],
+        &["--quantize", "q8", "--dtype", "f32"],
+    ] {
+        let mut args = vec!["run", "text-generation", "--model", file.to_str().unwrap()];
+        args.extend_from_slice(flags);
+        args.push("x");
+        let output = safeformers(&args);
+        assert_one_line_error(&output, 2, &["quantized already", file.to_str().unwrap()]);
+    }
+}
+
+#[test]
+fn gguf_file_picks_one_of_several_and_is_checked_as_a_plain_name() {
+    let folder = folder_of_smollm2("gguf-cli-several", &["a.Q4_1.gguf", "b.Q4_1.gguf"]);
+    let model = folder.to_str().unwrap();
+    // Without --gguf-file: one line naming both files, from every command.
+    let several = ["a.Q4_1.gguf, b.Q4_1.gguf", "--gguf-file"];
+    assert_one_line_error(&chat(&folder, &[], "hi"), 1, &several);
+    for args in [
+        &["run", "text-generation", "--model", model, "x"][..],
+        &["forward", "--model", model, "--input-ids", "1"],
+        &["inspect", model],
+    ] {
+        assert_one_line_error(&safeformers(args), 1, &several);
+    }
+    // With it: that file.
+    let answer = chat(
+        &folder,
+        &["--gguf-file", "b.Q4_1.gguf"],
+        "What is the capital of France?",
+    );
+    assert_code(&answer, 0, "chat --gguf-file");
+    assert_eq!(stdout(&answer), format!("{PARIS}\n"));
+    let inspected = safeformers(&["inspect", "--json", "--gguf-file", "a.Q4_1.gguf", model]);
+    assert_code(&inspected, 0, "inspect --gguf-file");
+    let picked = forward_logits(&folder, &["--gguf-file", "a.Q4_1.gguf"]);
+    assert_eq!(picked.len(), 3 * 49152);
+    // A name not there: the error lists what is.
+    assert_one_line_error(
+        &chat(&folder, &["--gguf-file", "c.gguf"], "hi"),
+        1,
+        &["c.gguf", "a.Q4_1.gguf, b.Q4_1.gguf"],
+    );
+    // Names from outside are checked before they touch the file system (usage errors).
+    for bad in [
+        "../a.Q4_1.gguf",
+        "sub/a.gguf",
+        "a\\b.gguf",
+        "..",
+        "a.safetensors",
+        "*.gguf",
+    ] {
+        let output = chat(&folder, &["--gguf-file", bad], "hi");
+        assert_one_line_error(&output, 2, &["--gguf-file"]);
+    }
+    // --gguf-file picks in a folder or repo: with a file, or a task that is not generation,
+    // it is a usage error.
+    let file = folder.join("a.Q4_1.gguf");
+    assert_one_line_error(
+        &chat(&file, &["--gguf-file", "a.Q4_1.gguf"], "hi"),
+        2,
+        &["is a file"],
+    );
+    let features = safeformers(&[
+        "run",
+        "feature-extraction",
+        "--model",
+        model,
+        "--gguf-file",
+        "a.Q4_1.gguf",
+        "x",
+    ]);
+    assert_one_line_error(
+        &features,
+        2,
+        &["--gguf-file applies to text-generation only"],
+    );
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
+/// The real SmolLM2 GGUF with its chat template replaced by `template` (padded with spaces to
+/// the original's length, so no offset moves): a real model carrying a hostile template.
+fn smollm2_with_template(template: &str) -> Vec<u8> {
+    let mut bytes = std::fs::read(safeformers_testkit::smollm2_gguf()).unwrap();
+    let key = string("tokenizer.chat_template");
+    let at = bytes
+        .windows(key.len())
+        .position(|window| window == key.as_slice())
+        .expect("SmolLM2's GGUF carries a chat template")
+        + key.len();
+    assert_eq!(bytes[at..at + 4], 8u32.to_le_bytes(), "a string value");
+    let length = u64::from_le_bytes(bytes[at + 4..at + 12].try_into().unwrap()) as usize;
+    assert!(
+        template.len() <= length,
+        "{template}: longer than the original"
+    );
+    let start = at + 12;
+    bytes[start..start + length].fill(b' ');
+    bytes[start..start + template.len()].copy_from_slice(template.as_bytes());
+    bytes
+}
+
+/// Runs `safeformers args` offline with `stdin`, failing the test if it has not finished after
+/// 30 s (a safety net against a hang, not a timing test).
+fn run_bounded(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let input = safeformers_testkit::scratch_dir("gguf-cli-stdin").join("stdin");
+    std::fs::write(&input, stdin).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_safeformers"));
+    safeformers_testkit::without_hub_environment(&mut command)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(std::fs::File::open(&input).unwrap());
+    let output = common::run_within(command, args, 30);
+    let _ = std::fs::remove_dir_all(input.parent().unwrap());
+    output
+}
+
+/// `chat` and `run text-generation --chat` on `folder` (holding the hostile `file`): exit 1,
+/// nothing on stdout, one line on stderr naming the file.
+fn assert_folder_refused(folder: &Path, file: &Path) {
+    let model = folder.to_str().unwrap();
+    let chat = run_bounded(
+        &["chat", "--model", model, "--max-new-tokens", "4"],
+        b"hi\n",
+    );
+    assert_one_line_error(&chat, 1, &[file.to_str().unwrap()]);
+    let messages = r#"[{"role": "user", "content": "hi"}]"#;
+    let run = run_bounded(
+        &[
+            "run",
+            "text-generation",
+            "--chat",
+            "--model",
+            model,
+            "--max-new-tokens",
+            "4",
+            messages,
+        ],
+        b"",
+    );
+    assert_one_line_error(&run, 1, &[file.to_str().unwrap()]);
+}
+
+#[test]
+fn a_folder_holding_a_hostile_gguf_is_refused_in_one_line_naming_the_file() {
+    let templates = [
+        // Loops (a billion iterations; nested loops of 10^10).
+        "{% for i in range(10**9) %}x{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+        // Renders gigabytes (a string doubled 64 times; one repeated a billion times).
+        "{% set ns = namespace(s='ab') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s }}",
+        "{{ 'a' * 10**9 }}",
+        // Reaches for Python objects (Jinja sandbox escapes of CVE-2024-34359).
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ cycler.__init__.__globals__.os.popen('id').read() }}",
+        // Recurses without end.
+        "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}",
+    ];
+    for template in templates {
+        let folder = safeformers_testkit::scratch_dir("gguf-cli-hostile");
+        let file = folder.join("model.gguf");
+        std::fs::write(&file, smollm2_with_template(template)).unwrap();
+        assert_folder_refused(&folder, &file);
+        let _ = std::fs::remove_dir_all(&folder);
+    }
+    // Broken files: absurd counts, overlapping tensors.
+    for (name, bytes) in [
+        ("counts.gguf", tiny_gguf([0, 32], u64::MAX)),
+        ("overlap.gguf", tiny_gguf([0, 0], 2)),
+    ] {
+        let folder = safeformers_testkit::scratch_dir("gguf-cli-broken");
+        let file = folder.join(name);
+        std::fs::write(&file, bytes).unwrap();
+        assert_folder_refused(&folder, &file);
+        let _ = std::fs::remove_dir_all(&folder);
+    }
+}

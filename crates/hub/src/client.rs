@@ -406,15 +406,29 @@ impl HubClient {
         }
         let commit = self.resolve(repo, revision)?;
         let files = self.list_files(repo, &commit)?;
-        for file in files
+        self.snapshot_listed(repo, &commit, &files, include)
+    }
+
+    /// Downloads (or finds in the cache) the files of `listing` (the repo's files at `commit`,
+    /// from [`HubClient::list_files`]) that match `include`: [`HubClient::snapshot`] for a
+    /// caller that chose its patterns from the listing (which GGUF file of several to fetch).
+    pub fn snapshot_listed(
+        &self,
+        repo: &RepoId,
+        commit: &CommitHash,
+        listing: &[RepoFile],
+        include: &[String],
+    ) -> Result<Snapshot> {
+        let repo_cache = self.cache.repo(repo);
+        for file in listing
             .iter()
             .filter(|file| matches_any(include, file.path.as_str()))
         {
-            self.download_listed(&repo_cache, &commit, file)?;
+            self.download_listed(&repo_cache, commit, file)?;
         }
-        let dir = repo_cache.snapshot_dir(&commit);
+        let dir = repo_cache.snapshot_dir(commit);
         fs::create_dir_all(&dir).map_err(HubError::io(&dir))?;
-        Ok(repo_cache.snapshot(&commit))
+        Ok(repo_cache.snapshot(commit))
     }
 
     /// A file the tree listing described: its etag and size are known, so no `HEAD`.

@@ -128,6 +128,17 @@ pub enum PipelineError {
         context_length: usize,
     },
 
+    /// The model's chat template could not be chosen or rendered (a hostile template stopped
+    /// by its limits, a template error); `path` is the file the template came from
+    /// (`tokenizer.json`'s folder files, or a `.gguf` file's metadata).
+    #[error("{}: {source}", path.display())]
+    ChatTemplate {
+        /// The tokenizer file the template came with.
+        path: PathBuf,
+        /// What went wrong (boxed: it is large, and this error travels in every crate above).
+        source: Box<safeformers_tokenize::TokenizeError>,
+    },
+
     /// Tokenization failed, or the tokenizer files are invalid.
     #[error(transparent)]
     Tokenize(#[from] safeformers_tokenize::TokenizeError),

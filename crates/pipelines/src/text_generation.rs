@@ -298,11 +298,21 @@ impl TextGeneration {
             continue_final_message: continue_final,
             ..ChatTemplateOptions::default()
         };
-        let request = self.tokenizer.chat_template_request(messages, &options)?;
-        Ok(match &self.chat_renderer {
-            Some(ChatRenderer(render)) => render(&request)?,
-            None => request.render()?,
-        })
+        // Errors name the file the template came from (a folder's tokenizer files, or the GGUF
+        // file whose metadata carried it).
+        let in_file = |source| PipelineError::ChatTemplate {
+            path: self.tokenizer.path().to_path_buf(),
+            source: Box::new(source),
+        };
+        let request = self
+            .tokenizer
+            .chat_template_request(messages, &options)
+            .map_err(in_file)?;
+        match &self.chat_renderer {
+            Some(ChatRenderer(render)) => render(&request),
+            None => request.render(),
+        }
+        .map_err(in_file)
     }
 
     /// Generates for every input, `options.batch_size` at a time, in input order.

@@ -9,6 +9,7 @@ use safeformers_tokenize::TokenizerOptions;
 use safeformers_weights::LoadPolicy;
 
 use crate::error::Result;
+use crate::gguf_file::is_gguf_name;
 use crate::options::Options;
 use crate::resolve::resolve_model;
 
@@ -74,21 +75,17 @@ pub trait FromPretrained: Sized {
 }
 
 impl FromPretrained for Tokenizer {
-    /// A path to a `.gguf` file gives the tokenizer of its metadata
-    /// ([`Tokenizer::from_gguf_file`]), as Transformers' `gguf_file=` does.
+    /// A `.gguf` file (a path, or the one [`resolve_model`] picks in a folder or repo) gives the
+    /// tokenizer of its metadata ([`Tokenizer::from_gguf_file`]), as Transformers' `gguf_file=`
+    /// does.
     fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
-        let model = model.as_ref();
-        if model
-            .extension()
-            .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"))
-            && model.is_file()
-        {
+        let path = resolve_model(model.as_ref(), options)?;
+        if is_gguf_name(&path.to_string_lossy()) && path.is_file() {
             return Ok(Tokenizer::from_gguf_file(
-                model,
+                &path,
                 &TokenizerOptions::default(),
             )?);
         }
-        let dir = resolve_model(model, options)?;
-        Ok(Tokenizer::from_dir(&dir, &TokenizerOptions::default())?)
+        Ok(Tokenizer::from_dir(&path, &TokenizerOptions::default())?)
     }
 }

@@ -39,6 +39,15 @@ pub enum Error {
         /// What is wrong and what is allowed.
         reason: String,
     },
+    /// A folder or repo holds several GGUF files and none was chosen, or not the one chosen
+    /// ([`crate::Options::gguf_file`]).
+    #[error("{location}: {reason}")]
+    GgufChoice {
+        /// The folder or repo id.
+        location: String,
+        /// What it holds, and what to do.
+        reason: String,
+    },
     /// A task name this crate does not know.
     #[error("unknown task `{task}`: expected one of {known}")]
     UnknownTask {
@@ -75,6 +84,7 @@ impl Error {
             Error::Pipeline(error) => error.is_policy_refusal(),
             Error::Tokenize(_)
             | Error::InvalidOption { .. }
+            | Error::GgufChoice { .. }
             | Error::UnknownTask { .. }
             | Error::InvalidInput { .. }
             | Error::Json(_)

@@ -36,6 +36,7 @@
 mod auto;
 pub mod chat_sandbox;
 mod error;
+pub mod gguf_file;
 mod options;
 pub mod resolve;
 mod tasks;

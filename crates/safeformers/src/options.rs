@@ -48,6 +48,7 @@ pub struct Options {
     lockfile: Option<PathBuf>,
     threads: Option<usize>,
     weights: WeightOptions,
+    gguf_file: Option<String>,
     batch_size: usize,
     progress: bool,
     chat_templates: ChatTemplateIsolation,
@@ -64,6 +65,7 @@ impl Default for Options {
             lockfile: None,
             threads: None,
             weights: WeightOptions::default(),
+            gguf_file: None,
             batch_size: safeformers_pipelines::DEFAULT_BATCH_SIZE,
             progress: false,
             chat_templates: ChatTemplateIsolation::default(),
@@ -132,6 +134,15 @@ impl Options {
     /// Encoder pipelines refuse anything but f32.
     pub fn weights(mut self, weights: WeightOptions) -> Options {
         self.weights = weights;
+        self
+    }
+
+    /// The GGUF file to load from a folder or repo holding several (Transformers'
+    /// `gguf_file`): a plain file name ending in `.gguf`, checked
+    /// ([`crate::gguf_file::check_gguf_file_name`]) before it touches the file system. A repo
+    /// load then fetches that file only.
+    pub fn gguf_file(mut self, name: impl Into<String>) -> Options {
+        self.gguf_file = Some(name.into());
         self
     }
 
@@ -209,6 +220,17 @@ impl Options {
     /// The weight storage option.
     pub fn weight_options(&self) -> WeightOptions {
         self.weights
+    }
+
+    /// The GGUF file name of [`Options::gguf_file`], checked: a name with a path separator,
+    /// `..`, or not ending in `.gguf` is an [`Error::InvalidOption`].
+    pub fn checked_gguf_file(&self) -> Result<Option<&str>> {
+        let Some(name) = self.gguf_file.as_deref() else {
+            return Ok(None);
+        };
+        crate::gguf_file::check_gguf_file_name(name)
+            .map_err(|reason| Error::option("gguf_file", reason))?;
+        Ok(Some(name))
     }
 
     /// The batch size, checked (at least 1).

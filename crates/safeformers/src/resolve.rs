@@ -16,6 +16,7 @@ use safeformers_hub::{
 };
 
 use crate::error::{Error, Result};
+use crate::gguf_file;
 use crate::options::Options;
 
 /// A repo id with the revision asked for, from `org/name[@rev]` and [`Options::revision`].
@@ -60,21 +61,54 @@ impl RepoRequest {
 /// What a caller wants from a repo.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Want {
-    /// The files a model load reads under the policy ([`load_patterns`]).
+    /// The files a load reads under the policy ([`load_patterns`]), or the one GGUF file it
+    /// reads ([`crate::gguf_file::load_include`]).
     Load {
         /// Pickle-based weights too.
         allow_pickle: bool,
+        /// The GGUF file chosen ([`Options::gguf_file`], checked), if any.
+        gguf_file: Option<String>,
     },
     /// The files matching these patterns (every file when empty).
     Files(Vec<String>),
 }
 
 impl Want {
-    /// The include patterns to fetch.
+    /// What a model load under `options` wants.
+    pub fn load(options: &Options) -> Result<Want> {
+        Ok(Want::Load {
+            allow_pickle: options.allows_pickle(),
+            gguf_file: options.checked_gguf_file()?.map(str::to_string),
+        })
+    }
+
+    /// The include patterns to fetch, before the repo's files are known: the chosen GGUF file
+    /// alone, else the policy's load patterns.
     pub fn patterns(&self) -> Vec<String> {
         match self {
-            Want::Load { allow_pickle } => load_patterns(*allow_pickle),
+            Want::Load {
+                gguf_file: Some(name),
+                ..
+            } => vec![name.clone()],
+            Want::Load { allow_pickle, .. } => load_patterns(*allow_pickle),
             Want::Files(patterns) => patterns.clone(),
+        }
+    }
+
+    /// The include patterns to fetch from a repo whose files are `paths`: for a load, the
+    /// GGUF file it reads when it reads one ([`gguf_file::load_include`]; several GGUF files
+    /// and no choice is an error naming them).
+    fn patterns_for<'a>(
+        &self,
+        paths: impl Iterator<Item = &'a str> + Clone,
+        repo: &RepoId,
+    ) -> Result<Vec<String>> {
+        match self {
+            Want::Load {
+                allow_pickle,
+                gguf_file,
+            } => gguf_file::load_include(paths, *allow_pickle, gguf_file.as_deref(), repo.as_str()),
+            Want::Files(patterns) => Ok(patterns.clone()),
         }
     }
 
@@ -83,13 +117,24 @@ impl Want {
     /// pinned (or offline), whatever else the repo has that was not fetched (a tokenizer's
     /// `*.model`, a shard index) — the Hub client's own check wants a file for every pattern.
     fn cached_snapshot(&self, repo_cache: &RepoCache, commit: &CommitHash) -> Option<Snapshot> {
-        let Want::Load { allow_pickle } = self else {
+        let Want::Load {
+            allow_pickle,
+            gguf_file,
+        } = self
+        else {
             return None;
         };
         let files = repo_cache.snapshot_files(commit).ok()?;
-        let has_weights = files
-            .iter()
-            .any(|file| is_loadable_weights(file.path.as_str(), *allow_pickle));
+        let has_weights = files.iter().any(|file| {
+            let path = file.path.as_str();
+            match gguf_file {
+                Some(name) => path == name,
+                None => {
+                    is_loadable_weights(path, *allow_pickle)
+                        || (!path.contains('/') && gguf_file::is_gguf_name(path))
+                }
+            }
+        });
         // When huggingface_hub's file list for the commit is cached, every file of it a load
         // would read must be there too (Python's `IncompleteSnapshotError`): a download killed
         // half-way leaves a snapshot that is not enough.
@@ -110,29 +155,77 @@ impl Want {
 /// repo, fetched with the policy's include patterns and checked against the cache rule.
 ///
 /// A local folder is checked first: links out of it are refused before anything is read.
+///
+/// A GGUF load resolves to the `.gguf` file itself: the path given, the file
+/// [`Options::gguf_file`] names in the folder or repo, or the one GGUF file of a folder or
+/// repo without Transformers weights (several and no choice is an [`Error::GgufChoice`]). A
+/// repo load then fetches only that file.
 pub fn resolve_model(model: &Path, options: &Options) -> Result<PathBuf> {
+    let gguf_file = options.checked_gguf_file()?;
+    if gguf_file.is_some() {
+        refuse_quantizing_gguf(model, options)?;
+    }
     if model.exists() {
+        if !model.is_dir() {
+            if gguf_file.is_some() {
+                return Err(Error::option(
+                    "gguf_file",
+                    format!(
+                        "{} is a file; a GGUF file name picks one in a folder or repo",
+                        model.display()
+                    ),
+                ));
+            }
+            if gguf_file::is_gguf_name(&model.to_string_lossy()) {
+                refuse_quantizing_gguf(model, options)?;
+            }
+            return Ok(model.to_path_buf());
+        }
         // A folder the user named is the root its files may come from: links out of it (a
         // cloned repo's `config.json -> ~/.ssh/id_rsa`) are refused before anything is read.
-        if model.is_dir() {
-            safeformers_hub::cache::check_local_folder(model)?;
-        }
-        return Ok(model.to_path_buf());
+        safeformers_hub::cache::check_local_folder(model)?;
+        return gguf_or_folder(model, gguf_file, options);
     }
     let Some(text) = model.to_str().filter(|text| looks_like_repo_id(text)) else {
         return Ok(model.to_path_buf());
     };
     let request = RepoRequest::parse(text, options.parsed_revision()?.as_ref())?;
-    let want = Want::Load {
-        allow_pickle: options.allows_pickle(),
-    };
-    let snapshot = fetch(&request, options, &want)?;
+    let snapshot = fetch(&request, options, &Want::load(options)?)?;
     // The cache rule, before anything is read from the snapshot: every entry must link to a
     // regular file in the repo's own blobs/ (a policy refusal naming the entry otherwise).
     HubCache::new(options.hub_settings().cache_dir)
         .repo(&request.repo)
         .snapshot_files(&snapshot.commit)?;
-    Ok(snapshot.dir)
+    gguf_or_folder(&snapshot.dir, gguf_file, options)
+}
+
+/// The GGUF file a load of folder `dir` reads ([`gguf_file::gguf_in_folder`]), else `dir`.
+fn gguf_or_folder(dir: &Path, gguf_file: Option<&str>, options: &Options) -> Result<PathBuf> {
+    match gguf_file::gguf_in_folder(dir, gguf_file)? {
+        Some(file) => {
+            refuse_quantizing_gguf(&file, options)?;
+            Ok(file)
+        }
+        None => Ok(dir.to_path_buf()),
+    }
+}
+
+/// Quantizing at load applies to f32/f16/bf16 checkpoints: a GGUF file's weights are quantized
+/// already, and requantizing its blocks would only lose precision. An
+/// [`Error::InvalidOption`] naming `model`.
+fn refuse_quantizing_gguf(model: &Path, options: &Options) -> Result<()> {
+    match options.weight_options().quantize() {
+        Some(scheme) => Err(Error::option(
+            "quantize",
+            format!(
+                "{}: a GGUF model is quantized already; load it without quantizing ({:?} would \
+                 requantize its blocks), or with dtype f32 to dequantize them",
+                model.display(),
+                scheme
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// `org/name` or `org/name@rev` with a valid repo id: exactly one `/` before any `@`, and not a
@@ -182,7 +275,15 @@ pub fn fetch(request: &RepoRequest, options: &Options, want: &Want) -> Result<Sn
         }
         .into());
     }
-    Ok(client.snapshot(&request.repo, &revision, &want.patterns())?)
+    if let Want::Files(patterns) = want {
+        return Ok(client.snapshot(&request.repo, &revision, patterns)?);
+    }
+    // A load chooses from the repo's listing (which GGUF file, if any), then fetches that.
+    let commit = client.resolve(&request.repo, &revision)?;
+    let listing = client.list_files(&request.repo, &commit)?;
+    let include =
+        want.patterns_for(listing.iter().map(|file| file.path.as_str()), &request.repo)?;
+    Ok(client.snapshot_listed(&request.repo, &commit, &listing, &include)?)
 }
 
 /// [`fetch`] through the lockfile.
@@ -193,7 +294,6 @@ fn fetch_locked(
     want: &Want,
 ) -> Result<Snapshot> {
     let repo_cache = client.cache().repo(&request.repo);
-    let patterns = want.patterns();
     let lockfile_path = options.lockfile_path();
     let Some(lockfile) = Lockfile::read_if_exists(&lockfile_path)? else {
         return Err(HubError::LockMismatch {
@@ -206,6 +306,10 @@ fn fetch_locked(
         .into());
     };
     let entry = lockfile.entry_for(&request.repo, request.revision.as_ref(), &lockfile_path)?;
+    let patterns = want.patterns_for(
+        entry.files.iter().map(|file| file.path.as_str()),
+        &request.repo,
+    )?;
     // A load checks every file it may read; a plain download checks exactly the locked files.
     let is_used = |path: &RepoFilePath| {
         if patterns.is_empty() {

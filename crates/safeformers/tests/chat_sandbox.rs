@@ -119,16 +119,17 @@ fn expect_problem(
     result: Result<String, Error>,
     check: fn(&ChatTemplateProblem) -> bool,
 ) -> Result<(), String> {
-    match result {
-        Err(Error::Pipeline(safeformers::pipelines::PipelineError::Tokenize(
-            TokenizeError::ChatTemplate { problem, .. },
-        )))
-        | Err(Error::Tokenize(TokenizeError::ChatTemplate { problem, .. }))
-            if check(&problem) =>
-        {
-            Ok(())
-        }
-        other => Err(format!("unexpected result: {other:?}")),
+    let error = match result {
+        Err(Error::Pipeline(safeformers::pipelines::PipelineError::ChatTemplate {
+            source,
+            ..
+        })) => *source,
+        Err(Error::Tokenize(error)) => error,
+        other => return Err(format!("unexpected result: {other:?}")),
+    };
+    match error {
+        TokenizeError::ChatTemplate { problem, .. } if check(&problem) => Ok(()),
+        other => Err(format!("unexpected error: {other:?}")),
     }
 }
 

@@ -67,7 +67,6 @@ impl Drop for Sandbox {
 /// Runs the binary offline (`HF_HUB_OFFLINE=1`) with `args`, feeding `stdin` when given
 /// (otherwise stdin is empty), and collects its output.
 pub fn safeformers_offline(args: &[&str], stdin: Option<&[u8]>) -> Output {
-    use std::io::Write as _;
     let mut child = Command::new(env!("CARGO_BIN_EXE_safeformers"))
         .args(args)
         .env("HF_HUB_OFFLINE", "1")
@@ -81,9 +80,18 @@ pub fn safeformers_offline(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .spawn()
         .expect("the safeformers binary runs");
     if let Some(bytes) = stdin {
-        child.stdin.take().unwrap().write_all(bytes).unwrap();
+        // A child that fails before reading stdin (a usage error) may have exited already.
+        write_ignoring_closed(&mut child.stdin.take().unwrap(), bytes);
     }
     child.wait_with_output().unwrap()
+}
+
+/// Writes `bytes` to a child's stdin; the child closing it first (exiting on an error before
+/// reading its input) is not a failure of the test: its exit code and stderr tell.
+pub fn write_ignoring_closed(stdin: &mut impl std::io::Write, bytes: &[u8]) {
+    if let Err(error) = stdin.write_all(bytes) {
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+    }
 }
 
 /// Runs `command` with `args`.
