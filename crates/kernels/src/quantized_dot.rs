@@ -137,8 +137,12 @@ impl QuantizedMatrix<'_> {
 /// Output columns below which a product stays on the calling thread.
 const MIN_COLUMNS_TO_SPLIT: usize = 64;
 
-/// Output columns per parallel task: a multiple of the small-block kernel's group.
-const COLUMNS_PER_TASK: usize = 4 * small_blocks::COLUMNS;
+/// Output columns per parallel task at least: a multiple of the small-block kernel's group.
+const MIN_COLUMNS_PER_TASK: usize = 4 * small_blocks::COLUMNS;
+
+/// Parallel tasks per thread a product is cut into: enough to even out the threads, few
+/// enough that a wide matrix (an LM head of 49152 columns) is not thousands of tasks.
+const TASKS_PER_THREAD: usize = 16;
 
 /// `out[r, o] = Σ_k x[r, k] · W[o, k]` for the quantized activations `x` (`[rows, cols]`) and
 /// `weights` (`[out, cols]`), `out` `[rows, out]`. Split over the calling rayon pool by output
@@ -175,7 +179,8 @@ pub fn matmul_quantized(
     })
 }
 
-/// Runs `dot(weight rows' bytes, sums)` over runs of [`COLUMNS_PER_TASK`] output columns,
+/// Runs `dot(weight rows' bytes, sums)` over runs of output columns (whole multiples of
+/// [`MIN_COLUMNS_PER_TASK`], about [`TASKS_PER_THREAD`] runs per thread),
 /// split over the calling rayon pool from [`MIN_COLUMNS_TO_SPLIT`] columns, `sums` holding
 /// `[columns, rows]` (output-major); then writes them into `out` (`[rows, out]`).
 fn by_output_columns(
@@ -188,8 +193,13 @@ fn by_output_columns(
     if rows == 0 || weights.rows == 0 {
         return Ok(());
     }
+    let threads = rayon::current_num_threads().max(1);
+    let columns_per_task = weights
+        .rows
+        .div_ceil(threads * TASKS_PER_THREAD)
+        .next_multiple_of(MIN_COLUMNS_PER_TASK);
     let task = |(t, sums): (usize, &mut [f32])| {
-        let first = t * COLUMNS_PER_TASK;
+        let first = t * columns_per_task;
         let count = sums.len() / rows;
         let bytes = weights
             .bytes
@@ -208,14 +218,14 @@ fn by_output_columns(
     } else {
         &mut by_column[..]
     };
-    if weights.rows >= MIN_COLUMNS_TO_SPLIT && rayon::current_num_threads() > 1 {
+    if weights.rows >= MIN_COLUMNS_TO_SPLIT && threads > 1 {
         target
-            .par_chunks_mut(rows * COLUMNS_PER_TASK)
+            .par_chunks_mut(rows * columns_per_task)
             .enumerate()
             .for_each(task);
     } else {
         target
-            .chunks_mut(rows * COLUMNS_PER_TASK)
+            .chunks_mut(rows * columns_per_task)
             .enumerate()
             .for_each(task);
     }

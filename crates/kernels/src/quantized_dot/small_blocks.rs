@@ -51,19 +51,19 @@ impl Q16Rows {
             sums: Vec::with_capacity(blocks),
             cols,
         };
-        for block in input.chunks_exact(BLOCK) {
-            let max = block.iter().fold(0.0f32, |max, value| max.max(value.abs()));
-            let scale = max / 32767.0;
-            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
-            let mut sum = 0i32;
-            for value in block {
-                // `as` saturates (a NaN becomes 0); the clamp keeps -32768 out.
-                let q = ((value * inverse).round_ties_even() as i16).max(-32767);
-                sum += i32::from(q);
-                quantized.values.push(q);
-            }
+        quantized.values.resize(input.len(), 0);
+        let mut block_sums = vec![0i32; blocks];
+        for ((block, q), sum) in input
+            .chunks_exact(BLOCK)
+            .zip(quantized.values.chunks_exact_mut(BLOCK))
+            .zip(block_sums.iter_mut())
+        {
+            let scale = block_scale(block);
+            *sum = quantize_block(block, scale, q);
             quantized.scales.push(scale);
-            quantized.sums.push(scale * sum as f32);
+        }
+        for (sum, scale) in block_sums.iter().zip(&quantized.scales) {
+            quantized.sums.push(scale * *sum as f32);
         }
         Ok(quantized)
     }
@@ -73,6 +73,15 @@ impl Q16Rows {
         self.values.len().checked_div(self.cols).unwrap_or(0)
     }
 
+    /// The dequantized values (what the kernel multiplies), for tests and references.
+    pub fn dequantized(&self) -> Vec<f32> {
+        self.values
+            .chunks_exact(BLOCK)
+            .zip(&self.scales)
+            .flat_map(|(block, scale)| block.iter().map(move |&q| f32::from(q) * scale))
+            .collect()
+    }
+
     /// Row `row`'s values, block scales and block sums, or `None` past the end.
     fn row(&self, row: usize) -> Option<(&[i16], &[f32], &[f32])> {
         let blocks = self.cols / BLOCK;
@@ -80,6 +89,68 @@ impl Q16Rows {
             self.values.get(row * self.cols..(row + 1) * self.cols)?,
             self.scales.get(row * blocks..(row + 1) * blocks)?,
             self.sums.get(row * blocks..(row + 1) * blocks)?,
+        ))
+    }
+}
+
+/// `max |a| / 32767` of one block (NaN values ignored).
+fn block_scale(block: &[f32]) -> f32 {
+    block.iter().fold(0.0f32, |max, value| max.max(value.abs())) / 32767.0
+}
+
+/// `q = round(a / scale)` (ties to even) for one block of 32 into `q`; returns `Σ q`.
+fn quantize_block(block: &[f32], scale: f32, q: &mut [i16]) -> i32 {
+    let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+    #[cfg(target_arch = "x86_64")]
+    if crate::has_avx2_fma() && block.len() == BLOCK && q.len() == BLOCK {
+        // SAFETY: AVX2 and FMA are present (checked); both slices hold 32 values.
+        return unsafe { quantize_block_avx2(block, inverse, q) };
+    }
+    let mut sum = 0;
+    for (q, value) in q.iter_mut().zip(block) {
+        // `as` saturates (a NaN becomes 0); the `max` keeps -32768 out.
+        *q = ((value * inverse).round_ties_even() as i16).max(-32767);
+        sum += i32::from(*q);
+    }
+    sum
+}
+
+/// [`quantize_block`] in registers: `cvtps` rounds to nearest even, `packs` saturates.
+///
+/// # Safety
+/// AVX2 and FMA present; `block` and `q` hold 32 values each.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_block_avx2(block: &[f32], inverse: f32, q: &mut [i16]) -> i32 {
+    let inverse = _mm256_set1_ps(inverse);
+    let at = block.as_ptr();
+    // SAFETY: 32 f32 at `at` and 32 i16 in `q` (the caller's promise).
+    unsafe {
+        let scaled = |offset: usize| {
+            _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(at.add(offset)), inverse))
+        };
+        // `packs` interleaves the 128-bit lanes: put values back in order.
+        let in_order = |a: __m256i, b: __m256i| {
+            let packed = _mm256_max_epi16(_mm256_packs_epi32(a, b), _mm256_set1_epi16(-32767));
+            _mm256_permute4x64_epi64::<0b11_01_10_00>(packed)
+        };
+        let first = in_order(scaled(0), scaled(8));
+        let second = in_order(scaled(16), scaled(24));
+        _mm256_storeu_si256(q.as_mut_ptr().cast(), first);
+        _mm256_storeu_si256(q.as_mut_ptr().add(16).cast(), second);
+        let ones = _mm256_set1_epi16(1);
+        let sums = _mm256_add_epi32(
+            _mm256_madd_epi16(first, ones),
+            _mm256_madd_epi16(second, ones),
+        );
+        let quad = _mm_add_epi32(
+            _mm256_castsi256_si128(sums),
+            _mm256_extracti128_si256::<1>(sums),
+        );
+        let pair = _mm_add_epi32(quad, _mm_shuffle_epi32::<0b01_00_11_10>(quad));
+        _mm_cvtsi128_si32(_mm_add_epi32(
+            pair,
+            _mm_shuffle_epi32::<0b10_11_00_01>(pair),
         ))
     }
 }
@@ -387,4 +458,38 @@ unsafe fn group_dots<F: SmallFormat, const R: usize, const W: usize>(
         }
     }
     results
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
+    use super::*;
+    use crate::random_values;
+
+    /// The vector quantization equals the scalar one, value for value, and stays within half
+    /// a step of the input.
+    #[test]
+    fn sixteen_bit_activations_round_to_nearest_even() {
+        let mut input = random_values(9, 32 * 40);
+        input[5] = 300.0;
+        input[40] = -1e-30;
+        input[64..96].fill(0.0);
+        let quantized = Q16Rows::quantize(&input, 2, 32 * 20).unwrap();
+        for (b, block) in input.chunks_exact(BLOCK).enumerate() {
+            let scale = block_scale(block);
+            let inverse = if scale > 0.0 { 1.0 / scale } else { 0.0 };
+            let mut sum = 0;
+            for (k, value) in block.iter().enumerate() {
+                let want = ((value * inverse).round_ties_even() as i16).max(-32767);
+                assert_eq!(quantized.values[b * BLOCK + k], want, "block {b} value {k}");
+                sum += i32::from(want);
+            }
+            assert_eq!(quantized.sums[b], scale * sum as f32, "block {b}");
+        }
+        for (a, q) in input.iter().zip(quantized.dequantized()) {
+            assert!((a - q).abs() <= 300.0 / 32767.0, "{a} vs {q}");
+        }
+        assert!(Q16Rows::quantize(&input, 3, 32 * 20).is_err());
+    }
 }
