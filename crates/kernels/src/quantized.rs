@@ -126,6 +126,9 @@ pub fn dequantize(format: BlockFormat, bytes: &[u8], out: &mut [f32]) -> Result<
             ),
         });
     }
+    if crate::quantized_dot::dequantize_in_registers(format, bytes, out) {
+        return Ok(());
+    }
     for (block, values) in bytes
         .chunks_exact(format.block_bytes())
         .zip(out.chunks_exact_mut(format.block_values()))

@@ -16,6 +16,12 @@ mod small_blocks;
 
 pub use small_blocks::Q16Rows;
 
+/// [`crate::quantized::dequantize`] of a 32-value format in registers, when this CPU can;
+/// `false` otherwise (the caller then dequantizes value by value).
+pub(crate) fn dequantize_in_registers(format: BlockFormat, bytes: &[u8], out: &mut [f32]) -> bool {
+    small_blocks::dequantize(format, bytes, out)
+}
+
 use crate::quantized::{BlockFormat, byte, half_at, scale_min_k4};
 use crate::{KernelError, Result};
 

@@ -23,6 +23,15 @@ use safeformers_kernels::matmul::matmul_transposed_accumulate;
 use safeformers_kernels::packed_gemm::{self, Epilogue, PackedWeights, Start};
 use safeformers_kernels::quantized::{self, BlockFormat};
 
+/// Values of the largest widened matrix kept for reuse ([`WIDENED`], 64 MB): a layer's, not
+/// an LM head's over a whole vocabulary.
+const MAX_REUSED_WIDENING: usize = 16 << 20;
+
+thread_local! {
+    /// The f32 copy of a 16-bit or block-format matrix that a many-row product multiplies.
+    static WIDENED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// Up to this many rows, f32 products use the few-row kernel (one pass over the weights);
 /// beyond it candle's GEMM is faster.
 pub const FEW_ROWS: usize = 16;
@@ -296,11 +305,23 @@ impl StoredMatrix {
         };
         match &self.storage {
             WeightStorage::F32(weight) => with_f32_slice(weight, |data| gemm(data, output)),
-            _ => {
+            _ if outs * cols > MAX_REUSED_WIDENING => {
                 let mut widened = vec![0.0f32; outs * cols];
                 self.with_matrix(|matrix| Ok(few_rows::decode_matrix(matrix, &mut widened)?))?;
                 gemm(&widened, output)
             }
+            _ => WIDENED.with(|scratch| {
+                // One buffer per thread, reused by every layer's prefill: a fresh one per call
+                // would be zeroed and page-faulted in again for every layer (a 64-token prefill
+                // of SmolLM2 widens 536 MB of weights).
+                let mut scratch = scratch.borrow_mut();
+                if scratch.len() < outs * cols {
+                    scratch.resize(outs * cols, 0.0);
+                }
+                let widened = scratch.get_mut(..outs * cols).unwrap_or_default();
+                self.with_matrix(|matrix| Ok(few_rows::decode_matrix(matrix, widened)?))?;
+                gemm(widened, output)
+            }),
         }
     }
 

@@ -167,6 +167,17 @@ trait SmallFormat {
     /// F16C present; `block` points at one whole block.
     unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32);
 
+    /// What [`crate::quantized::dequantize`] subtracts from `u` before scaling (`Q4_0`: 8).
+    const OFFSET: i16;
+
+    /// What [`crate::quantized::dequantize`] adds after scaling (`Q4_1`'s minimum field).
+    ///
+    /// # Safety
+    /// F16C present; `block` points at one whole block.
+    unsafe fn added(_block: *const u8) -> f32 {
+        0.0
+    }
+
     /// `u` of the block's 32 values widened to 16 bits: values 0–15, then 16–31.
     ///
     /// # Safety
@@ -217,6 +228,7 @@ struct Q8_0;
 #[cfg(target_arch = "x86_64")]
 impl SmallFormat for Q4_0 {
     const BYTES: usize = 18;
+    const OFFSET: i16 = 8;
 
     #[inline(always)]
     unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
@@ -235,6 +247,13 @@ impl SmallFormat for Q4_0 {
 #[cfg(target_arch = "x86_64")]
 impl SmallFormat for Q4_1 {
     const BYTES: usize = 20;
+    const OFFSET: i16 = 0;
+
+    #[inline(always)]
+    unsafe fn added(block: *const u8) -> f32 {
+        // SAFETY: as the caller promises.
+        unsafe { two_halves(block).1 }
+    }
 
     #[inline(always)]
     unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
@@ -253,6 +272,7 @@ impl SmallFormat for Q4_1 {
 #[cfg(target_arch = "x86_64")]
 impl SmallFormat for Q8_0 {
     const BYTES: usize = 34;
+    const OFFSET: i16 = 0;
 
     #[inline(always)]
     unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
@@ -269,6 +289,71 @@ impl SmallFormat for Q8_0 {
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(2).cast())),
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(block.add(18).cast())),
             )
+        }
+    }
+}
+
+/// [`crate::quantized::dequantize`] of whole blocks of a 32-value format, 32 values per step
+/// and bit for bit the same (`d · (u - offset) + added`, rounded after each operation as there);
+/// `false` (nothing written) when [`is_available`] says no.
+pub(crate) fn dequantize(
+    format: crate::quantized::BlockFormat,
+    bytes: &[u8],
+    out: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if is_available(format) && bytes.len() / block_bytes(format) * BLOCK == out.len() {
+        use crate::quantized::BlockFormat;
+        // SAFETY: the CPU has AVX2, FMA and F16C (`is_available`); `out` holds 32 values per
+        // whole block of `bytes` (checked).
+        unsafe {
+            match format {
+                BlockFormat::Q4_0 => dequantize_blocks::<Q4_0>(bytes, out),
+                BlockFormat::Q4_1 => dequantize_blocks::<Q4_1>(bytes, out),
+                _ => dequantize_blocks::<Q8_0>(bytes, out),
+            }
+        }
+        return true;
+    }
+    let _ = (format, bytes, out);
+    false
+}
+
+/// Bytes per block of a 32-value format (1 for the others, never used with them).
+fn block_bytes(format: crate::quantized::BlockFormat) -> usize {
+    format.block_bytes().max(1)
+}
+
+/// [`dequantize`] for format `F`.
+///
+/// # Safety
+/// AVX2, FMA and F16C present; `out` holds 32 values per whole block of `bytes`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dequantize_blocks<F: SmallFormat>(bytes: &[u8], out: &mut [f32]) {
+    let offset = _mm256_set1_epi16(F::OFFSET);
+    for (block, values) in bytes
+        .chunks_exact(F::BYTES)
+        .zip(out.chunks_exact_mut(BLOCK))
+    {
+        // SAFETY: `block` is one whole block and `values` holds 32 f32 (chunks of those sizes).
+        unsafe {
+            let at = block.as_ptr();
+            let (d, _) = F::scale_and_minimum(at);
+            let (d, added) = (_mm256_set1_ps(d), _mm256_set1_ps(F::added(at)));
+            let (low, high) = F::unpack(at);
+            for (half, u) in [low, high].into_iter().enumerate() {
+                let u = _mm256_sub_epi16(u, offset);
+                for (quarter, lanes) in
+                    [_mm256_castsi256_si128(u), _mm256_extracti128_si256::<1>(u)]
+                        .into_iter()
+                        .enumerate()
+                {
+                    let q = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(lanes));
+                    let value = _mm256_add_ps(_mm256_mul_ps(d, q), added);
+                    _mm256_storeu_ps(values.as_mut_ptr().add(16 * half + 8 * quarter), value);
+                }
+            }
         }
     }
 }
