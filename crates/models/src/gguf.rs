@@ -24,6 +24,8 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 use half::{bf16, f16};
+use std::sync::Arc;
+
 use serde_json::{Map, Value, json};
 
 use safeformers_kernels::quantized::{self, BlockFormat};
@@ -144,14 +146,21 @@ impl GgufTensors {
 
     /// The blocks of `hf_name` (`shape` `[rows, cols]`), Q/K rows in Transformers' order, if it
     /// is block-quantized; `None` for f32, f16 and bf16 tensors.
-    pub fn blocks(&self, hf_name: &str, shape: &[usize]) -> Result<Option<(BlockFormat, Vec<u8>)>> {
+    pub fn blocks(
+        &self,
+        hf_name: &str,
+        shape: &[usize],
+    ) -> Result<Option<(BlockFormat, Arc<[u8]>)>> {
         let tensor = self.tensor(hf_name, shape)?;
         let Some(format) = block_format(tensor.info.ggml_type) else {
             return Ok(None);
         };
+        let bytes = self.file.copy_tensor(&tensor)?;
         let bytes = match self.row_heads(hf_name) {
-            Some(heads) => self.rows_in_transformers_order(&tensor, tensor.data, heads)?,
-            None => tensor.data.to_vec(),
+            Some(heads) => self
+                .rows_in_transformers_order(&tensor, &bytes, heads)?
+                .into(),
+            None => bytes,
         };
         Ok(Some((format, bytes)))
     }

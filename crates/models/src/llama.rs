@@ -37,7 +37,6 @@ use crate::error::{Error, Result};
 use crate::layers::{Activation, Embedding, Linear, TokenEmbedding};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
 use crate::weights::Weights;
-use safeformers_kernels::quantized::BlockFormat;
 
 /// The decoder families implemented by [`LlamaForCausalLM`], one per `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -604,24 +603,31 @@ fn load_stacked_blocks(
     in_features: usize,
     bias: bool,
 ) -> Result<Option<Linear>> {
-    let mut stacked: Option<(BlockFormat, Vec<u8>)> = None;
+    let mut parts = Vec::with_capacity(names.len());
     let mut biases = Vec::with_capacity(names.len());
     for &(name, rows) in names {
         let layer = weights.pp(name);
         let Some((format, bytes)) = layer.blocks(&[rows, in_features], "weight")? else {
             return Ok(None);
         };
-        match &mut stacked {
-            None => stacked = Some((format, bytes)),
-            Some((first, all)) if *first == format => all.extend_from_slice(&bytes),
-            Some(_) => return Ok(None),
+        if parts.first().is_some_and(|(first, _)| *first != format) {
+            return Ok(None);
         }
+        parts.push((format, bytes));
         if bias {
             biases.push(layer.get(&[rows], "bias")?);
         }
     }
-    let Some((format, bytes)) = stacked else {
+    let Some(&(format, _)) = parts.first() else {
         return Ok(None);
+    };
+    // One part is kept as read; several are concatenated row after row.
+    let bytes: std::sync::Arc<[u8]> = match parts.as_slice() {
+        [(_, only)] => only.clone(),
+        _ => parts
+            .iter()
+            .flat_map(|(_, bytes)| bytes.iter().copied())
+            .collect(),
     };
     let rows = names.iter().map(|&(_, rows)| rows).sum();
     let bias = if bias {
@@ -713,7 +719,6 @@ fn load_embeddings_and_head(
     let untied_head = || load_stacked(weights, &[("lm_head", vocab)], hidden, false);
     let embed = model.pp("embed_tokens");
     if let Some((format, bytes)) = embed.blocks(&[vocab, hidden], "weight")? {
-        let bytes: std::sync::Arc<[u8]> = bytes.into();
         let lm_head = if tied {
             Linear::from_blocks(format, bytes.clone(), vocab, hidden, None)?
         } else {

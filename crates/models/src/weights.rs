@@ -218,7 +218,11 @@ impl<'a> Weights<'a> {
     /// order, when the tensor is block-quantized and the options keep blocks; `None` otherwise
     /// (a checkpoint, an f32 tensor, `--dtype f32`), and the caller reads f32 with
     /// [`Weights::get`].
-    pub fn blocks(&self, shape: &[usize], name: &str) -> Result<Option<(BlockFormat, Vec<u8>)>> {
+    pub fn blocks(
+        &self,
+        shape: &[usize],
+        name: &str,
+    ) -> Result<Option<(BlockFormat, std::sync::Arc<[u8]>)>> {
         match self.source {
             Source::Gguf(tensors) if self.options.keeps_blocks() => {
                 tensors.blocks(&self.full_name(name), shape)

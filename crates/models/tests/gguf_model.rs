@@ -496,7 +496,7 @@ fn q_and_k_rows_are_put_back_in_transformers_order() {
                 quantized::dequantize(BlockFormat::Q8_0, &bytes, &mut back).unwrap();
                 let (format, stored) = native.blocks(&shape, name).unwrap().expect("blocks");
                 assert_eq!(format, BlockFormat::Q8_0);
-                assert_eq!(stored, bytes, "{name}: block rows");
+                assert_eq!(&stored[..], &bytes[..], "{name}: block rows");
                 back
             } else {
                 assert!(native.blocks(&shape, name).unwrap().is_none());

@@ -154,17 +154,19 @@ impl std::fmt::Debug for ChatRenderer {
 impl TextGeneration {
     /// Loads the causal LM, the tokenizer and the generation settings in `dir`.
     pub fn from_dir(dir: &Path, options: &LoadOptions) -> Result<TextGeneration> {
+        // A GGUF file (or a folder holding one) carries its tokenizer in its metadata. The
+        // tokenizer is built first: its construction's scratch (the vocabulary as JSON, tens of
+        // MB for a GGUF) is freed before the weights arrive, so it never adds to their peak.
+        let tokenizer = match safeformers_models::gguf::find_gguf(dir)? {
+            Some(file) => Tokenizer::from_gguf_file(&file, &TokenizerOptions::default())?,
+            None => Tokenizer::from_dir(dir, &TokenizerOptions::default())?,
+        };
         let model = AutoModelForCausalLM::load_with_options(
             dir,
             &options.policy,
             &options.device,
             options.weights,
         )?;
-        // A GGUF file (or a folder holding one) carries its tokenizer in its metadata.
-        let tokenizer = match safeformers_models::gguf::find_gguf(dir)? {
-            Some(file) => Tokenizer::from_gguf_file(&file, &TokenizerOptions::default())?,
-            None => Tokenizer::from_dir(dir, &TokenizerOptions::default())?,
-        };
         TextGeneration::from_parts(dir, model, tokenizer, options.device.clone())
     }
 

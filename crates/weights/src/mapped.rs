@@ -18,6 +18,8 @@ use crate::error::{Error, Result};
 pub struct MappedFile {
     path: PathBuf,
     map: Option<Mmap>,
+    /// The open file, for [`MappedFile::copy_range`].
+    file: File,
 }
 
 impl MappedFile {
@@ -32,6 +34,7 @@ impl MappedFile {
             return Ok(MappedFile {
                 path: path.to_path_buf(),
                 map: None,
+                file,
             });
         }
         // SAFETY: the map is read-only and private to this process. The remaining hazard of
@@ -41,6 +44,7 @@ impl MappedFile {
         Ok(MappedFile {
             path: path.to_path_buf(),
             map: Some(map),
+            file,
         })
     }
 
@@ -52,5 +56,39 @@ impl MappedFile {
     /// The whole file's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// Copies `range` of the file into `dest` (of the same length), read from the file rather
+    /// than through the map (on Unix): the copy is then the only one this process holds. Bytes
+    /// copied out of the map stay mapped, counted in the process's resident memory beside the
+    /// copy, until the map is dropped. `range` must lie inside the file (as
+    /// [`MappedFile::bytes`] shows it).
+    pub fn copy_range(&self, range: std::ops::Range<usize>, dest: &mut [u8]) -> Result<()> {
+        let io_error = |source| Error::from(FileError::io(&self.path, source));
+        let mapped = match self.bytes().get(range.clone()) {
+            Some(mapped) if mapped.len() == dest.len() => mapped,
+            _ => {
+                return Err(io_error(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!(
+                        "bytes {range:?} are not {} bytes inside the file",
+                        dest.len()
+                    ),
+                )));
+            }
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::FileExt;
+            let _ = mapped;
+            self.file
+                .read_exact_at(dest, range.start as u64)
+                .map_err(io_error)
+        }
+        #[cfg(not(unix))]
+        {
+            dest.copy_from_slice(mapped);
+            Ok(())
+        }
     }
 }

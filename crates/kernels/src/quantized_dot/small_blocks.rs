@@ -169,6 +169,9 @@ trait SmallFormat {
 
     /// What [`crate::quantized::dequantize`] subtracts from `u` before scaling (`Q4_0`: 8).
     const OFFSET: i16;
+    /// Whether [`SmallFormat::scale_and_minimum`]'s minimum can be other than 0 (`Q8_0`'s is
+    /// always 0, and its products skip the term).
+    const HAS_MINIMUM: bool = true;
 
     /// What [`crate::quantized::dequantize`] adds after scaling (`Q4_1`'s minimum field).
     ///
@@ -273,6 +276,7 @@ impl SmallFormat for Q4_1 {
 impl SmallFormat for Q8_0 {
     const BYTES: usize = 34;
     const OFFSET: i16 = 0;
+    const HAS_MINIMUM: bool = false;
 
     #[inline(always)]
     unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
@@ -528,7 +532,9 @@ unsafe fn group_dots<F: SmallFormat, const R: usize, const W: usize>(
                 );
                 let dots = _mm256_cvtepi32_ps(pairs);
                 *accumulator = _mm256_fmadd_ps(dots, _mm256_mul_ps(d, *scale), *accumulator);
-                *minimum_sum += minimum * sum;
+                if F::HAS_MINIMUM {
+                    *minimum_sum += minimum * sum;
+                }
             }
         }
     }

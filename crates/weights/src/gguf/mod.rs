@@ -370,6 +370,22 @@ impl GgufFile {
         }
     }
 
+    /// A copy of `tensor`'s bytes, shared. From a mapped file they are read from the file, not
+    /// through the map, into memory that nothing touched before (so not resident until then):
+    /// a model built from such copies holds each tensor once in memory (see
+    /// [`MappedFile::copy_range`]).
+    pub fn copy_tensor(&self, tensor: &GgufTensor<'_>) -> Result<std::sync::Arc<[u8]>> {
+        let mut shared: std::sync::Arc<[u8]> = vec![0u8; tensor.data.len()].into();
+        let Some(dest) = std::sync::Arc::get_mut(&mut shared) else {
+            return Ok(tensor.data.into());
+        };
+        match &self.bytes {
+            FileBytes::Mapped(file) => file.copy_range(tensor.info.range.clone(), dest)?,
+            FileBytes::Owned(_) => dest.copy_from_slice(tensor.data),
+        }
+        Ok(shared)
+    }
+
     /// The file's path (or the name given to [`GgufFile::from_bytes`]).
     pub fn path(&self) -> &Path {
         &self.path
