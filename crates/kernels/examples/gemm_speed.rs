@@ -6,7 +6,8 @@
 //!   GFLOP/s.
 //! - GGUF block formats on SmolLM2-135M's shapes ([`matmul_blocks`], activations quantized
 //!   per call) next to f32's few-row kernel, for one row (a decoding step) and 64, as weight
-//!   bytes read per second and GFLOP/s.
+//!   bytes read per second and GFLOP/s; the 32-value formats also interleaved
+//!   ([`matmul_interleaved`]), as the models store them.
 //!
 //! ```text
 //! cargo run --release -p safeformers-kernels --example gemm_speed -- --reps 30
@@ -20,7 +21,10 @@ use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
 use safeformers_kernels::matmul::matmul_transposed_accumulate;
 use safeformers_kernels::packed_gemm::{self, PackedWeights};
 use safeformers_kernels::quantized::BlockFormat;
-use safeformers_kernels::quantized_dot::{QuantizedMatrix, matmul_blocks};
+use safeformers_kernels::quantized_dot::{
+    InterleavedMatrix, QuantizedMatrix, interleave, is_interleavable, matmul_blocks,
+    matmul_interleaved,
+};
 
 fn main() -> Result<()> {
     let reps: usize = std::env::args()
@@ -135,6 +139,24 @@ fn quantized_table(pool: &ThreadPool, threads: usize, reps: usize) -> Result<()>
                     bytes.len() as f64 / seconds / 1e9,
                     gflops(seconds)
                 ));
+                if is_interleavable(format) {
+                    let interleaved = interleave(format, &bytes, n, k)?;
+                    let matrix = InterleavedMatrix {
+                        format,
+                        bytes: &interleaved,
+                        rows: n,
+                        cols: k,
+                    };
+                    let seconds = best(pool, reps, &mut || {
+                        matmul_interleaved(matrix, &input, rows, &mut out)
+                    })?;
+                    line.push_str(&format!(
+                        " | {} interleaved {:5.1} GB/s {:6.1} GFLOP/s",
+                        format.name(),
+                        bytes.len() as f64 / seconds / 1e9,
+                        gflops(seconds)
+                    ));
+                }
             }
             println!("{line}");
         }

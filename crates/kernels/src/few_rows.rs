@@ -16,7 +16,10 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 
 use crate::quantized::{BlockFormat, dequantize};
-use crate::quantized_dot::{QuantizedMatrix, matmul_blocks};
+use crate::quantized_dot::{
+    InterleavedMatrix, QuantizedMatrix, dequantize_interleaved, interleaved_bytes, matmul_blocks,
+    matmul_interleaved,
+};
 use crate::{KernelError, Result};
 
 /// Inputs per 8-bit block (one f32 scale per block).
@@ -47,6 +50,14 @@ pub enum MatrixData<'a> {
         /// The format.
         format: BlockFormat,
         /// The blocks.
+        bytes: &'a [u8],
+    },
+    /// A 32-value GGUF block format with rows interleaved by groups of 16
+    /// ([`crate::quantized_dot::interleave`]).
+    Interleaved {
+        /// The format (`Q4_0`, `Q4_1` or `Q8_0`).
+        format: BlockFormat,
+        /// The segments.
         bytes: &'a [u8],
     },
 }
@@ -89,6 +100,9 @@ impl<'a> MatrixRef<'a> {
                     .and_then(|row| row.checked_mul(self.rows))
                     == Some(bytes.len())
             }
+            MatrixData::Interleaved { format, bytes } => {
+                interleaved_bytes(format, self.rows, self.cols) == Some(bytes.len())
+            }
         }
     }
 
@@ -108,7 +122,7 @@ impl<'a> MatrixRef<'a> {
                 }
             }
             // Block formats are read whole (see `matmul_transposed`, `decode_matrix`).
-            MatrixData::Blocks { .. } => return None,
+            MatrixData::Blocks { .. } | MatrixData::Interleaved { .. } => return None,
         })
     }
 }
@@ -172,6 +186,15 @@ pub fn matmul_transposed(
             cols,
         };
         return matmul_blocks(matrix, x, rows, out);
+    }
+    if let MatrixData::Interleaved { format, bytes } = weights.data {
+        let matrix = InterleavedMatrix {
+            format,
+            bytes,
+            rows: outs,
+            cols,
+        };
+        return matmul_interleaved(matrix, x, rows, out);
     }
     let simd = Simd::detect();
     let tasks = rayon::current_num_threads().max(1) * 4;
@@ -255,6 +278,15 @@ pub fn decode_matrix(weights: MatrixRef<'_>, out: &mut [f32]) -> Result<()> {
             .par_chunks_mut(weights.cols)
             .zip(bytes.par_chunks(row_bytes.max(1)))
             .try_for_each(|(dst, row)| dequantize(format, row, dst));
+    }
+    if let MatrixData::Interleaved { format, bytes } = weights.data {
+        let matrix = InterleavedMatrix {
+            format,
+            bytes,
+            rows: weights.rows,
+            cols: weights.cols,
+        };
+        return dequantize_interleaved(matrix, out);
     }
     let simd = Simd::detect();
     out.par_chunks_mut(weights.cols)
@@ -814,7 +846,9 @@ mod tests {
             MatrixData::F16(_) => "f16",
             MatrixData::Bf16(_) => "bf16",
             MatrixData::Q8 { .. } => "q8",
-            MatrixData::Blocks { format, .. } => format.name(),
+            MatrixData::Blocks { format, .. } | MatrixData::Interleaved { format, .. } => {
+                format.name()
+            }
         }
     }
 

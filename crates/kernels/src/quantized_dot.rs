@@ -12,8 +12,14 @@
 
 use rayon::prelude::*;
 
+mod interleaved;
 mod small_blocks;
 
+pub use interleaved::{
+    GROUP, InterleavedMatrix, dequantize_all as dequantize_interleaved,
+    dequantize_row as dequantize_interleaved_row, interleave, interleaved_bytes, is_interleavable,
+    matmul_interleaved,
+};
 pub use small_blocks::Q16Rows;
 
 /// [`crate::quantized::dequantize`] of a 32-value format in registers, when this CPU can;

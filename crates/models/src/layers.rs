@@ -64,14 +64,17 @@ impl Linear {
         in_features: usize,
         bias: Option<Tensor>,
     ) -> Result<Self> {
+        let weight = StoredMatrix::from_blocks(format, bytes, out_features, in_features)?;
+        Linear::from_stored(weight, bias)
+    }
+
+    /// A linear layer over an already stored matrix and an optional f32 bias.
+    pub fn from_stored(weight: StoredMatrix, bias: Option<Tensor>) -> Result<Self> {
         let bias = match bias {
             Some(bias) => Some(bias.flatten_all()?.to_vec1::<f32>()?),
             None => None,
         };
-        Ok(Linear {
-            weight: StoredMatrix::from_blocks(format, bytes, out_features, in_features)?,
-            bias,
-        })
+        Ok(Linear { weight, bias })
     }
 
     /// The same layer with its weight converted to the storage `options` choose.
@@ -313,15 +316,8 @@ impl Embedding {
 pub enum TokenEmbedding {
     /// An f32 table.
     Table(Embedding),
-    /// Rows of GGUF blocks.
-    Blocks {
-        /// The block format.
-        format: safeformers_kernels::quantized::BlockFormat,
-        /// `vocab` rows of `dim / block_values` blocks each.
-        bytes: std::sync::Arc<[u8]>,
-        /// Width of one row.
-        dim: usize,
-    },
+    /// Rows of GGUF blocks, stored as a tied LM head multiplies them.
+    Blocks(crate::weight_storage::StoredMatrix),
 }
 
 impl From<Embedding> for TokenEmbedding {
@@ -334,33 +330,27 @@ impl TokenEmbedding {
     /// Looks up `[batch, seq]` u32 ids → `[batch, seq, dim]`; an id past the rows is an
     /// [`Error::Input`].
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
-        let (format, bytes, dim) = match self {
+        let matrix = match self {
             TokenEmbedding::Table(table) => return table.forward(ids),
-            TokenEmbedding::Blocks { format, bytes, dim } => (*format, bytes, *dim),
+            TokenEmbedding::Blocks(matrix) => matrix,
         };
         let (batch, seq) = ids.dims2()?;
-        let row_bytes = format.bytes_for(dim).unwrap_or(0);
+        let dim = matrix.cols();
         let ids = ids.flatten_all()?.to_vec1::<u32>()?;
         let mut out = vec![0.0f32; ids.len() * dim];
         for (id, row) in ids.iter().zip(out.chunks_exact_mut(dim.max(1))) {
-            let start = (*id as usize).saturating_mul(row_bytes);
-            let blocks = bytes
-                .get(start..start.saturating_add(row_bytes))
+            matrix
+                .row_values(*id as usize, row)?
                 .ok_or_else(|| Error::Input {
                     input: "input_ids",
                     reason: format!("token id {id} is past the embedding rows"),
                 })?;
-            safeformers_kernels::quantized::dequantize(format, blocks, row)?;
         }
-        Ok(Tensor::from_vec(out, (batch, seq, dim), ids_device(self))?)
-    }
-}
-
-/// The device token embeddings live on (CPU for block rows).
-fn ids_device(embedding: &TokenEmbedding) -> &candle_core::Device {
-    match embedding {
-        TokenEmbedding::Table(table) => table.table.device(),
-        TokenEmbedding::Blocks { .. } => &candle_core::Device::Cpu,
+        Ok(Tensor::from_vec(
+            out,
+            (batch, seq, dim),
+            &candle_core::Device::Cpu,
+        )?)
     }
 }
 

@@ -36,6 +36,7 @@ use crate::decoder_lm::{DecoderLm, DecoderSizes};
 use crate::error::{Error, Result};
 use crate::layers::{Activation, Embedding, Linear, TokenEmbedding};
 use crate::rotary::{RopeConfigRules, RopeParameters, RotaryEmbedding};
+use crate::weight_storage::StoredMatrix;
 use crate::weights::Weights;
 
 /// The decoder families implemented by [`LlamaForCausalLM`], one per `model_type`.
@@ -719,17 +720,13 @@ fn load_embeddings_and_head(
     let untied_head = || load_stacked(weights, &[("lm_head", vocab)], hidden, false);
     let embed = model.pp("embed_tokens");
     if let Some((format, bytes)) = embed.blocks(&[vocab, hidden], "weight")? {
+        let table = StoredMatrix::from_blocks(format, bytes, vocab, hidden)?;
         let lm_head = if tied {
-            Linear::from_blocks(format, bytes.clone(), vocab, hidden, None)?
+            Linear::from_stored(table.clone(), None)?
         } else {
             untied_head()?
         };
-        let embedding = TokenEmbedding::Blocks {
-            format,
-            bytes,
-            dim: hidden,
-        };
-        return Ok((embedding, lm_head));
+        return Ok((TokenEmbedding::Blocks(table), lm_head));
     }
     let table = Embedding::load(&embed, vocab, hidden)?;
     let lm_head = if tied {

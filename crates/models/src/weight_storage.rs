@@ -22,6 +22,7 @@ use safeformers_kernels::few_rows::{self, MatrixData, MatrixRef};
 use safeformers_kernels::matmul::matmul_transposed_accumulate;
 use safeformers_kernels::packed_gemm::{self, Epilogue, PackedWeights, Start};
 use safeformers_kernels::quantized::{self, BlockFormat};
+use safeformers_kernels::quantized_dot;
 
 /// Values of the largest widened matrix kept for reuse ([`WIDENED`], 64 MB): a layer's, not
 /// an LM head's over a whole vocabulary.
@@ -54,6 +55,16 @@ pub enum WeightStorage {
         /// The format.
         format: BlockFormat,
         /// The blocks, row after row.
+        bytes: Arc<[u8]>,
+    },
+    /// `Q4_0`, `Q4_1` or `Q8_0` blocks with rows interleaved by groups of 16
+    /// ([`quantized_dot::interleave`]): what [`StoredMatrix::from_blocks`] makes of them, for
+    /// products whose registers hold 16 output columns. Multiplied as stored whatever the row
+    /// count (the integer kernel outruns widening to f32 for a GEMM).
+    Interleaved {
+        /// The format.
+        format: BlockFormat,
+        /// The segments.
         bytes: Arc<[u8]>,
     },
     /// 8-bit blocks with their scales (see [`few_rows::quantize_q8`]).
@@ -98,10 +109,7 @@ impl StoredMatrix {
                     let values = values_of(weight)?;
                     let mut bytes = vec![0u8; format.bytes_for(values.len()).unwrap_or(0)];
                     quantized::quantize(format, &values, &mut bytes)?;
-                    WeightStorage::Blocks {
-                        format,
-                        bytes: bytes.into(),
-                    }
+                    return StoredMatrix::from_blocks(format, bytes, rows, cols);
                 }
                 // Rows that are not whole blocks stay f32.
                 None => WeightStorage::F32(weight.contiguous()?),
@@ -114,7 +122,9 @@ impl StoredMatrix {
         })
     }
 
-    /// A `[rows, cols]` matrix of GGUF blocks, row after row, multiplied as stored.
+    /// A `[rows, cols]` matrix of GGUF blocks, row after row, multiplied as stored: the
+    /// 32-value formats interleaved by groups of rows ([`WeightStorage::Interleaved`]), the
+    /// others as they are.
     pub fn from_blocks(
         format: BlockFormat,
         bytes: impl Into<Arc<[u8]>>,
@@ -133,11 +143,47 @@ impl StoredMatrix {
                 format.name()
             )));
         }
+        let storage = if quantized_dot::is_interleavable(format) {
+            WeightStorage::Interleaved {
+                format,
+                bytes: quantized_dot::interleave(format, &bytes, rows, cols)?.into(),
+            }
+        } else {
+            WeightStorage::Blocks { format, bytes }
+        };
         Ok(StoredMatrix {
-            storage: WeightStorage::Blocks { format, bytes },
+            storage,
             rows,
             cols,
         })
+    }
+
+    /// Row `row` of the matrix as f32 into `out` (`cols` values): how a token embedding
+    /// stored as blocks is looked up. `None` when `row` is past the last.
+    pub fn row_values(&self, row: usize, out: &mut [f32]) -> Result<Option<()>> {
+        if row >= self.rows || out.len() != self.cols {
+            return Ok(None);
+        }
+        match &self.storage {
+            WeightStorage::Interleaved { format, bytes } => {
+                let matrix = quantized_dot::InterleavedMatrix {
+                    format: *format,
+                    bytes,
+                    rows: self.rows,
+                    cols: self.cols,
+                };
+                quantized_dot::dequantize_interleaved_row(matrix, row, out)?;
+            }
+            WeightStorage::Blocks { format, bytes } => {
+                let row_bytes = format.bytes_for(self.cols).unwrap_or(0);
+                let blocks = bytes
+                    .get(row * row_bytes..(row + 1) * row_bytes)
+                    .unwrap_or_default();
+                quantized::dequantize(*format, blocks, out)?;
+            }
+            _ => return Err(storage_error("row lookups read block storage only")),
+        }
+        Ok(Some(()))
     }
 
     /// Output features.
@@ -175,7 +221,7 @@ impl StoredMatrix {
                 None => Ok(y),
             };
         }
-        if rows > FEW_ROWS {
+        if rows > FEW_ROWS && !matches!(self.storage, WeightStorage::Interleaved { .. }) {
             // Many rows (a prefill): widen the weights to f32 once and run one GEMM, which
             // reuses each weight across rows far better than the few-row kernel.
             let mut widened = vec![0.0f32; self.rows * self.cols];
@@ -283,7 +329,7 @@ impl StoredMatrix {
     /// `output += input Wᵀ` for the storages other than packed f32.
     fn accumulate(&self, input: &[f32], rows: usize, output: &mut [f32]) -> Result<()> {
         let (outs, cols) = (self.rows, self.cols);
-        if rows <= FEW_ROWS {
+        if rows <= FEW_ROWS || matches!(self.storage, WeightStorage::Interleaved { .. }) {
             let mut product = vec![0.0f32; output.len()];
             self.with_matrix(|matrix| {
                 Ok(few_rows::matmul_transposed(
@@ -344,6 +390,10 @@ impl StoredMatrix {
             WeightStorage::Bf16(values) => work(view(MatrixData::Bf16(values))),
             WeightStorage::Q8 { values, scales } => work(view(MatrixData::Q8 { values, scales })),
             WeightStorage::Blocks { format, bytes } => work(view(MatrixData::Blocks {
+                format: *format,
+                bytes,
+            })),
+            WeightStorage::Interleaved { format, bytes } => work(view(MatrixData::Interleaved {
                 format: *format,
                 bytes,
             })),
@@ -503,14 +553,24 @@ mod tests {
             let (weight, x) = sample(outs, cols, rows);
             let options = WeightOptions::new(WeightDtype::F32, Some(scheme)).unwrap();
             let matrix = StoredMatrix::new(&weight, options).unwrap();
-            let WeightStorage::Blocks { format: stored, .. } = matrix.storage() else {
+            let (WeightStorage::Blocks { format: stored, .. }
+            | WeightStorage::Interleaved { format: stored, .. }) = matrix.storage()
+            else {
                 panic!("{scheme:?}: not stored as blocks");
             };
             assert_eq!(*stored, format);
+            // The 32-value formats are interleaved, the others kept row after row.
+            let interleaved = matches!(matrix.storage(), WeightStorage::Interleaved { .. });
+            assert_eq!(interleaved, format != BlockFormat::Q4K, "{scheme:?}");
+            // Rows looked up one by one (a token embedding) are the rows of the whole matrix.
+            let mut row = vec![0.0f32; cols];
+            matrix.row_values(outs - 1, &mut row).unwrap().unwrap();
+            assert!(matrix.row_values(outs, &mut row).unwrap().is_none());
             let mut dequantized = vec![0.0f32; outs * cols];
             matrix
                 .with_matrix(|view| Ok(few_rows::decode_matrix(view, &mut dequantized)?))
                 .unwrap();
+            assert_eq!(row, dequantized[(outs - 1) * cols..]);
             // The path the layers take (more than FEW_ROWS rows: the many-row product).
             let mut got = vec![0.0f32; rows * outs];
             matrix

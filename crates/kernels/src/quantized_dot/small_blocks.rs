@@ -82,8 +82,13 @@ impl Q16Rows {
             .collect()
     }
 
+    /// Values per row.
+    pub(super) fn cols(&self) -> usize {
+        self.cols
+    }
+
     /// Row `row`'s values, block scales and block sums, or `None` past the end.
-    fn row(&self, row: usize) -> Option<(&[i16], &[f32], &[f32])> {
+    pub(super) fn row(&self, row: usize) -> Option<(&[i16], &[f32], &[f32])> {
         let blocks = self.cols / BLOCK;
         Some((
             self.values.get(row * self.cols..(row + 1) * self.cols)?,
