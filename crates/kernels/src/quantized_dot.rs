@@ -19,8 +19,8 @@ mod wide_blocks;
 
 pub use interleaved::{
     GROUP, InterleavedMatrix, dequantize_all as dequantize_interleaved,
-    dequantize_row as dequantize_interleaved_row, interleave, interleaved_bytes, is_interleavable,
-    matmul_interleaved,
+    dequantize_row as dequantize_interleaved_row, interleave, interleave_in_place,
+    interleaved_bytes, is_interleavable, matmul_interleaved,
 };
 pub use small_blocks::Q16Rows;
 

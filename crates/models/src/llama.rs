@@ -622,13 +622,18 @@ fn load_stacked_blocks(
     let Some(&(format, _)) = parts.first() else {
         return Ok(None);
     };
-    // One part is kept as read; several are concatenated row after row.
-    let bytes: std::sync::Arc<[u8]> = match parts.as_slice() {
-        [(_, only)] => only.clone(),
-        _ => parts
+    // One part is kept as read (and owned alone: it is interleaved in place); several are
+    // concatenated row after row.
+    let bytes: std::sync::Arc<[u8]> = if parts.len() == 1 {
+        parts
+            .pop()
+            .map(|(_, only)| only)
+            .unwrap_or_else(|| Vec::new().into())
+    } else {
+        parts
             .iter()
             .flat_map(|(_, bytes)| bytes.iter().copied())
-            .collect(),
+            .collect()
     };
     let rows = names.iter().map(|&(_, rows)| rows).sum();
     let bias = if bias {

@@ -144,10 +144,16 @@ impl StoredMatrix {
             )));
         }
         let storage = if quantized_dot::is_interleavable(format) {
-            WeightStorage::Interleaved {
-                format,
-                bytes: quantized_dot::interleave(format, &bytes, rows, cols)?.into(),
+            let mut bytes = bytes;
+            // In place when the bytes are ours alone and the rows whole groups: a copy would
+            // leave the freed original behind in the allocator (peak RSS).
+            match Arc::get_mut(&mut bytes) {
+                Some(unique) if rows.is_multiple_of(quantized_dot::GROUP) => {
+                    quantized_dot::interleave_in_place(format, unique, rows, cols)?;
+                }
+                _ => bytes = quantized_dot::interleave(format, &bytes, rows, cols)?.into(),
             }
+            WeightStorage::Interleaved { format, bytes }
         } else {
             WeightStorage::Blocks { format, bytes }
         };

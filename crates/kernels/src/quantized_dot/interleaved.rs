@@ -182,16 +182,58 @@ pub fn interleave(format: BlockFormat, bytes: &[u8], rows: usize, cols: usize) -
     out.par_chunks_mut(group_bytes)
         .enumerate()
         .for_each(|(group, segments)| {
-            for (b, segment) in segments.chunks_exact_mut(kind.segment()).enumerate() {
-                for c in 0..GROUP {
-                    let start = (group * GROUP + c) * row_bytes + b * kind.block_bytes();
-                    if let Some(block) = bytes.get(start..start + kind.block_bytes()) {
-                        place_block(kind, block, c, segment);
-                    }
-                }
-            }
+            let source = bytes.get(group * GROUP * row_bytes..).unwrap_or_default();
+            interleave_group(kind, source, row_bytes, segments);
         });
     Ok(out)
+}
+
+/// [`interleave`] within `bytes` itself, when `rows` is a whole number of groups (a group's
+/// segments take exactly the bytes of its rows): no second copy of the matrix is ever held.
+pub fn interleave_in_place(
+    format: BlockFormat,
+    bytes: &mut [u8],
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let kind = Kind::of(format);
+    let row_bytes = format.bytes_for(cols);
+    let fits = row_bytes.and_then(|row| row.checked_mul(rows)) == Some(bytes.len());
+    let (Some(kind), Some(row_bytes), true, true) =
+        (kind, row_bytes, fits, rows.is_multiple_of(GROUP))
+    else {
+        return Err(KernelError {
+            kernel: "interleave_in_place",
+            reason: format!(
+                "{} bytes are not a [{rows}, {cols}] matrix of interleavable {} blocks in \
+                 whole groups of {GROUP} rows",
+                bytes.len(),
+                format.name()
+            ),
+        });
+    };
+    if row_bytes == 0 {
+        return Ok(());
+    }
+    bytes.par_chunks_mut(GROUP * row_bytes).for_each(|group| {
+        let rows = group.to_vec();
+        group.fill(0);
+        interleave_group(kind, &rows, row_bytes, group);
+    });
+    Ok(())
+}
+
+/// One group's segments from up to 16 rows of `source` (rows after it are ignored; missing
+/// ones stay zero blocks).
+fn interleave_group(kind: Kind, source: &[u8], row_bytes: usize, segments: &mut [u8]) {
+    for (b, segment) in segments.chunks_exact_mut(kind.segment()).enumerate() {
+        for c in 0..GROUP {
+            let start = c * row_bytes + b * kind.block_bytes();
+            if let Some(block) = source.get(start..start + kind.block_bytes()) {
+                place_block(kind, block, c, segment);
+            }
+        }
+    }
 }
 
 /// Writes one row's block (GGUF layout) as row `c` of an interleaved segment.
@@ -806,6 +848,11 @@ mod tests {
                 let mut want = vec![0.0f32; rows * cols];
                 dequantize(format, &bytes, &mut want).unwrap();
                 let interleaved = interleave(format, &bytes, rows, cols).unwrap();
+                let mut in_place = bytes.clone();
+                match interleave_in_place(format, &mut in_place, rows, cols) {
+                    Ok(()) => assert_eq!(in_place, interleaved, "{format:?} {rows}x{cols}"),
+                    Err(_) => assert!(!rows.is_multiple_of(GROUP)),
+                }
                 assert_eq!(
                     interleaved.len(),
                     rows.div_ceil(16) * 16 * cols / 32 * format.block_bytes()
