@@ -18,7 +18,9 @@
 //!
 //! The decoder's hot loop runs on:
 //! - [`few_rows`]: `x Wᵀ` for one to a few dozen rows of `x` (decoding), with weights stored as
-//!   f32, f16, bf16 or 8-bit blocks.
+//!   f32, f16, bf16 or 8-bit blocks, or in GGUF's block formats ([`quantized_dot`]: `Q4_0`,
+//!   `Q4_1` and `Q8_0` interleaved by 16 rows so that register lanes are output columns, the
+//!   others row by row; AVX-512 VNNI, AVX2 and portable paths).
 //! - [`packed_gemm`] for the layers' products whatever the row count, once the weights are
 //!   packed.
 //! - [`attention`], causal: a sequence's new queries (prefill or one step) over its KV cache
@@ -36,6 +38,7 @@ pub mod attention;
 pub mod few_rows;
 pub mod layer_norm;
 pub mod matmul;
+pub mod memory;
 pub mod packed_gemm;
 pub mod quantized;
 pub mod quantized_dot;

@@ -1,14 +1,24 @@
 //! `x·Wᵀ` with `W` in a GGUF block format ([`BlockFormat`]), read as it is stored: no widening
-//! of the weights to f32. The activations are quantized to 8-bit blocks of 32 ([`Q8Rows`]), and
-//! each block of weights meets them as integers. [`matmul_blocks`], which the layers call,
-//! quantizes each activation row twice (the row, then what that left out), for about 15 bits.
+//! of the weights to f32. Each block of weights meets quantized activations as integers, and
+//! only the per-block sums are scaled in f32. [`matmul_blocks`] (the row-major layout GGUF
+//! stores) and [`matmul_interleaved`] (the layout the models keep `Q4_0`, `Q4_1` and `Q8_0`
+//! in) are what the layers call:
+//! - `interleaved`: `Q4_0`/`Q4_1`/`Q8_0` with 16 rows interleaved, so a register's lanes are
+//!   16 output columns; 16-bit activations ([`Q16Rows`]) through `vpdpwssd` (AVX-512 VNNI) or
+//!   `madd` (AVX2), or value by value.
+//! - `small_blocks`: the same formats row by row with 16-bit activations (AVX2).
+//! - `wide_blocks`: every other format (the K-quants, `Q5_0`, `Q5_1`) row by row with 16-bit
+//!   activations (AVX-512 VNNI).
+//! - otherwise the activations are quantized to 8-bit blocks twice over (the row, then what
+//!   that left out: [`Q8Rows::quantize_with_residual`]), for about 15 bits.
 //!
 //! Every format is read as `value = scale · u - minimum` per sub-block of 16 or 32 values, with
 //! `u` a small unsigned integer (`Q8_0`: a signed one). So with activations `a = d_a · q_a`,
 //! one sub-block contributes `scale · d_a · Σ u·q_a - minimum · d_a · Σ q_a`: an integer dot
-//! product and the activation block's precomputed sum. The AVX2 path unpacks `u` for 32 values
-//! into one register and multiplies with `maddubs` (unsigned × signed bytes); the portable path
-//! does the same arithmetic value by value. Both are tested against dequantize-then-f32.
+//! product and the activation block's precomputed sum. The 8-bit AVX2 path unpacks `u` for 32
+//! values into one register and multiplies with `maddubs` (unsigned × signed bytes); the
+//! portable path does the same arithmetic value by value. All are tested against
+//! dequantize-then-f32.
 
 use rayon::prelude::*;
 

@@ -161,12 +161,15 @@ impl TextGeneration {
             Some(file) => Tokenizer::from_gguf_file(&file, &TokenizerOptions::default())?,
             None => Tokenizer::from_dir(dir, &TokenizerOptions::default())?,
         };
+        safeformers_kernels::memory::release_free_heap();
         let model = AutoModelForCausalLM::load_with_options(
             dir,
             &options.policy,
             &options.device,
             options.weights,
         )?;
+        // The load's own scratch (tensors read before they were reordered or stacked).
+        safeformers_kernels::memory::release_free_heap();
         TextGeneration::from_parts(dir, model, tokenizer, options.device.clone())
     }
 
