@@ -281,7 +281,7 @@ pub fn matmul_blocks(
     out: &mut [f32],
 ) -> Result<()> {
     let row_bytes = weights.row_bytes()?;
-    if small_blocks::is_available(weights.format) {
+    if let Some(dot_columns) = sixteen_bit_kernel(weights.format) {
         if out.len() != rows * weights.rows {
             return Err(KernelError {
                 kernel: "matmul_blocks",
@@ -290,20 +290,7 @@ pub fn matmul_blocks(
         }
         let quantized = Q16Rows::quantize(input, rows, weights.cols)?;
         return by_output_columns(weights, row_bytes, rows, out, |bytes, sums| {
-            small_blocks::dot_columns(weights.format, bytes, &quantized, sums);
-        });
-    }
-    #[cfg(target_arch = "x86_64")]
-    if wide_blocks::is_available(weights.format) {
-        if out.len() != rows * weights.rows {
-            return Err(KernelError {
-                kernel: "matmul_blocks",
-                reason: format!("{rows} rows into {} outputs of {}", out.len(), weights.rows),
-            });
-        }
-        let quantized = Q16Rows::quantize(input, rows, weights.cols)?;
-        return by_output_columns(weights, row_bytes, rows, out, |bytes, sums| {
-            wide_blocks::dot_columns(weights.format, bytes, &quantized, sums);
+            dot_columns(weights.format, bytes, &quantized, sums);
         });
     }
     let quantized = Q8Rows::quantize_with_residual(input, rows, weights.cols)?;
@@ -320,6 +307,21 @@ pub fn matmul_blocks(
         }
     }
     Ok(())
+}
+
+/// The kernel of row-major `format` blocks against 16-bit activations on this CPU, if any:
+/// `(format, weight rows, activations, sums [columns, rows])`.
+type SixteenBitKernel = fn(BlockFormat, &[u8], &Q16Rows, &mut [f32]);
+
+fn sixteen_bit_kernel(format: BlockFormat) -> Option<SixteenBitKernel> {
+    if small_blocks::is_available(format) {
+        return Some(small_blocks::dot_columns);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if wide_blocks::is_available(format) {
+        return Some(wide_blocks::dot_columns);
+    }
+    None
 }
 
 /// One weight row (its blocks) against every activation row: `sums[r]`.
@@ -349,6 +351,15 @@ impl BlockScales {
 
     fn minimum(&self, sub: usize) -> f32 {
         self.subs.get(sub).map_or(0.0, |sub| sub.1)
+    }
+
+    /// The sub-blocks that values `32c..32c + 16` and `32c + 16..32c + 32` fall in.
+    fn chunk_subs(&self, c: usize) -> (usize, usize) {
+        if self.sub_len == 16 {
+            (2 * c, 2 * c + 1)
+        } else {
+            (c, c)
+        }
     }
 }
 
@@ -599,7 +610,6 @@ unsafe fn dot_pass_avx2<const R: usize>(
         return;
     }
     let ones = _mm256_set1_epi16(1);
-    let mut chunk = [0u8; 32];
     let mut accumulators = [_mm256_setzero_ps(); R];
     let mut minimums = [_mm256_setzero_ps(); R];
     let fast = has_register_unpacking(format);
@@ -610,24 +620,10 @@ unsafe fn dot_pass_avx2<const R: usize>(
             None => block_scales(format, block),
         };
         for c in 0..values / BLOCK {
-            let u_vector = match &slow {
-                // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
-                None => unsafe { register_unpack(format, block, c) },
-                Some(unpacked) => {
-                    let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
-                    for (slot, &u) in chunk.iter_mut().zip(u) {
-                        *slot = u as u8;
-                    }
-                    // SAFETY: `chunk` holds 32 bytes.
-                    unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
-                }
-            };
+            // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
+            let u_vector = unsafe { chunk_u(format, block, slow.as_ref(), c) };
             // Lanes 0-3 of a product hold values 0-15 of the chunk, lanes 4-7 values 16-31.
-            let (first_sub, second_sub) = if scales.sub_len == 16 {
-                (2 * c, 2 * c + 1)
-            } else {
-                (c, c)
-            };
+            let (first_sub, second_sub) = scales.chunk_subs(c);
             let weight_scales = _mm256_setr_m128(
                 _mm_set1_ps(scales.scale(first_sub)),
                 _mm_set1_ps(scales.scale(second_sub)),
@@ -682,6 +678,36 @@ unsafe fn dot_pass_avx2<const R: usize>(
     }
     for ((sum, acc), minimum) in sums.iter_mut().zip(&accumulators).zip(&minimums) {
         *sum = horizontal_sum(_mm256_sub_ps(*acc, *minimum));
+    }
+}
+
+/// `u` of values `32c..32c + 32` of `block` in one register: unpacked in registers
+/// ([`register_unpack`]) when `slow` (the block unpacked value by value) is `None`.
+///
+/// # Safety
+/// AVX2 present; `block` is one whole block of `format`, and `slow` is `None` only for a
+/// [`has_register_unpacking`] format.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn chunk_u(
+    format: BlockFormat,
+    block: &[u8],
+    slow: Option<&Unpacked>,
+    c: usize,
+) -> std::arch::x86_64::__m256i {
+    use std::arch::x86_64::*;
+    match slow {
+        // SAFETY: as the caller promises.
+        None => unsafe { register_unpack(format, block, c) },
+        Some(unpacked) => {
+            let mut chunk = [0u8; BLOCK];
+            let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
+            for (slot, &u) in chunk.iter_mut().zip(u) {
+                *slot = u as u8;
+            }
+            // SAFETY: `chunk` holds 32 bytes.
+            unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
+        }
     }
 }
 

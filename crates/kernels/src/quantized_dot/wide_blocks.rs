@@ -11,7 +11,7 @@
 
 use std::arch::x86_64::*;
 
-use super::{BLOCK, Q16Rows, block_scales, has_register_unpacking, register_unpack, unpack};
+use super::{BLOCK, Q16Rows, block_scales, chunk_u, has_register_unpacking, unpack};
 use crate::quantized::BlockFormat;
 
 /// Activation rows one pass over a weight row keeps accumulators for.
@@ -75,7 +75,6 @@ unsafe fn pass_rows<const R: usize>(
     }
     let mut totals = [_mm512_setzero_ps(); R];
     let mut minimums = [_mm_setzero_ps(); R];
-    let mut chunk = [0u8; BLOCK];
     let fast = has_register_unpacking(format);
     for (b, block) in row.chunks_exact(format.block_bytes()).enumerate() {
         let slow = (!fast).then(|| unpack(format, block));
@@ -84,24 +83,9 @@ unsafe fn pass_rows<const R: usize>(
             None => block_scales(format, block),
         };
         for c in 0..values / BLOCK {
-            let u = match &slow {
-                // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
-                None => unsafe { register_unpack(format, block, c) },
-                Some(unpacked) => {
-                    let u = unpacked.u.get(c * BLOCK..).unwrap_or_default();
-                    for (slot, &u) in chunk.iter_mut().zip(u) {
-                        *slot = u as u8;
-                    }
-                    // SAFETY: `chunk` holds 32 bytes.
-                    unsafe { _mm256_loadu_si256(chunk.as_ptr().cast()) }
-                }
-            };
-            let u = _mm512_cvtepu8_epi16(u);
-            let (first_sub, second_sub) = if scales.sub_len == 16 {
-                (2 * c, 2 * c + 1)
-            } else {
-                (c, c)
-            };
+            // SAFETY: AVX2 is enabled here; `block` is one whole block of `format`.
+            let u = _mm512_cvtepu8_epi16(unsafe { chunk_u(format, block, slow.as_ref(), c) });
+            let (first_sub, second_sub) = scales.chunk_subs(c);
             let weight_scales = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
                 _mm512_castps_pd(_mm512_set1_ps(scales.scale(first_sub))),
                 _mm256_castps_pd(_mm256_set1_ps(scales.scale(second_sub))),
