@@ -173,6 +173,25 @@ const PARIS: &str = "The capital of France is Paris.";
 
 /// Puts `source` into `dir` as `name`: a hard link where the file system allows it (the model
 /// is 98 MB), else a copy. Never a symbolic link: a link out of a model folder is refused.
+/// Tasks other than text generation say that a GGUF file holds a decoder, naming the file or
+/// folder (not a confusing "config.json: Not a directory").
+#[test]
+fn encoder_tasks_on_a_gguf_say_it_holds_a_decoder() {
+    let file = scratch("decoder-only.gguf", &tiny_gguf([0, 32], 2));
+    let folder = safeformers_testkit::scratch_dir("gguf-folder-for-encoder-task");
+    place(&file, &folder, "model.gguf");
+    for task in ["feature-extraction", "fill-mask", "text-classification"] {
+        for model in [&file, &folder] {
+            let output = safeformers(&["run", task, "--model", model.to_str().unwrap(), "hi"]);
+            assert_one_line_error(
+                &output,
+                1,
+                &[model.to_str().unwrap(), "holds a decoder", task],
+            );
+        }
+    }
+}
+
 fn place(source: &Path, dir: &Path, name: &str) -> PathBuf {
     let target = dir.join(name);
     if std::fs::hard_link(source, &target).is_err() {

@@ -48,6 +48,18 @@ pub enum Error {
         /// What it holds, and what to do.
         reason: String,
     },
+    /// A GGUF model (a `.gguf` file, or a folder holding one and no `config.json`) given to a
+    /// task other than text generation: GGUF files hold decoders.
+    #[error(
+        "{location}: a GGUF file holds a decoder, for text-generation (and chat, forward, \
+         inspect); {task} needs a model folder or repo with config.json"
+    )]
+    GgufTask {
+        /// The file or folder.
+        location: String,
+        /// The task asked for.
+        task: &'static str,
+    },
     /// A task name this crate does not know.
     #[error("unknown task `{task}`: expected one of {known}")]
     UnknownTask {
@@ -85,6 +97,7 @@ impl Error {
             Error::Tokenize(_)
             | Error::InvalidOption { .. }
             | Error::GgufChoice { .. }
+            | Error::GgufTask { .. }
             | Error::UnknownTask { .. }
             | Error::InvalidInput { .. }
             | Error::Json(_)

@@ -23,6 +23,28 @@ pub fn is_gguf_name(name: &str) -> bool {
             .is_some_and(|extension| extension.eq_ignore_ascii_case(".gguf"))
 }
 
+/// Whether `model` is, on the local file system, a GGUF model: a `.gguf` file, or a folder
+/// without `config.json` holding a `.gguf` file at its top. (A repo id or a missing path is
+/// not: its resolution says what it holds.)
+pub fn is_local_gguf_model(model: &Path) -> bool {
+    let named_gguf = |path: &Path| {
+        path.file_name()
+            .and_then(|name| name.to_str())
+            .is_some_and(is_gguf_name)
+    };
+    if model.is_file() {
+        return named_gguf(model);
+    }
+    if !model.is_dir() || model.join("config.json").exists() {
+        return false;
+    }
+    std::fs::read_dir(model).is_ok_and(|entries| {
+        entries
+            .filter_map(|entry| entry.ok())
+            .any(|entry| entry.path().is_file() && named_gguf(&entry.path()))
+    })
+}
+
 /// Checks a GGUF file name from outside (a flag, an API argument) before it touches the file
 /// system or becomes a download pattern: one plain file name ending in `.gguf`, without path
 /// separators, `..`, control characters or glob characters. The error says what is wrong.

@@ -13,6 +13,7 @@ use safeformers_pipelines::{
     SentenceTransformerConfig, TextGenerationOptions, cosine_similarity,
 };
 
+use crate::Task;
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::resolve::resolve_model;
@@ -49,14 +50,23 @@ struct Loaded<P> {
 }
 
 impl<P: Send> Loaded<P> {
-    /// Resolves `model` under `options` and loads the pipeline with `load`, inside the pool.
+    /// Resolves `model` under `options` and loads the pipeline of `task` with `load`, inside
+    /// the pool. A GGUF model (which holds a decoder) is refused for any other task than text
+    /// generation, by name, before anything is read.
     fn load(
+        task: Task,
         model: &Path,
         options: &Options,
         load: impl FnOnce(&Path) -> Result<P> + Send,
     ) -> Result<Loaded<P>> {
         let pool = options.thread_pool()?;
         let dir = resolve_model(model, options)?;
+        if task != Task::TextGeneration && crate::gguf_file::is_local_gguf_model(&dir) {
+            return Err(Error::GgufTask {
+                location: model.display().to_string(),
+                task: task.name(),
+            });
+        }
         let pipeline = pool.install(|| load(&dir))?;
         Ok(Loaded { pipeline, pool })
     }
@@ -64,13 +74,16 @@ impl<P: Send> Loaded<P> {
     /// [`Loaded::load`] of a pipeline whose `from_dir` takes the load options and the batch
     /// size.
     fn load_batched(
+        task: Task,
         model: &Path,
         options: &Options,
         from_dir: impl FnOnce(&Path, &pipelines::LoadOptions, usize) -> pipelines::Result<P> + Send,
     ) -> Result<Loaded<P>> {
         let load = options.pipeline_load_options();
         let batch_size = options.checked_batch_size()?;
-        Loaded::load(model, options, |dir| Ok(from_dir(dir, &load, batch_size)?))
+        Loaded::load(task, model, options, |dir| {
+            Ok(from_dir(dir, &load, batch_size)?)
+        })
     }
 }
 
@@ -126,6 +139,7 @@ impl FeatureExtraction {
             batch_size: options.checked_batch_size()?,
         };
         Ok(FeatureExtraction(Loaded::load(
+            Task::FeatureExtraction,
             model.as_ref(),
             options,
             |dir| {
@@ -169,6 +183,7 @@ impl SentenceSimilarity {
         let load = options.pipeline_load_options();
         let batch_size = options.checked_batch_size()?;
         Ok(SentenceSimilarity(Loaded::load(
+            Task::SentenceSimilarity,
             model.as_ref(),
             options,
             |dir| {
@@ -227,6 +242,7 @@ impl TextClassification {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
         Ok(TextClassification(Loaded::load_batched(
+            Task::TextClassification,
             model.as_ref(),
             options,
             pipelines::TextClassification::from_dir,
@@ -266,6 +282,7 @@ impl FillMask {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
         Ok(FillMask(Loaded::load_batched(
+            Task::FillMask,
             model.as_ref(),
             options,
             pipelines::FillMask::from_dir,
@@ -292,6 +309,7 @@ impl TokenClassification {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
         Ok(TokenClassification(Loaded::load_batched(
+            Task::TokenClassification,
             model.as_ref(),
             options,
             pipelines::TokenClassification::from_dir,
@@ -317,6 +335,7 @@ impl QuestionAnswering {
     /// Loads `model`.
     pub fn from_pretrained(model: impl AsRef<Path>, options: &Options) -> Result<Self> {
         Ok(QuestionAnswering(Loaded::load_batched(
+            Task::QuestionAnswering,
             model.as_ref(),
             options,
             pipelines::QuestionAnswering::from_dir,
@@ -351,6 +370,7 @@ impl TextGeneration {
         let load = options.pipeline_load_options();
         let renderer = crate::chat_sandbox::renderer(options.chat_template_isolation());
         Ok(TextGeneration(Loaded::load(
+            Task::TextGeneration,
             model.as_ref(),
             options,
             |dir| {
