@@ -1,0 +1,26 @@
+//! `safeformers serve`: the OpenAI API (chat completions, completions, embeddings, models) and
+//! TEI's `/embed` over the models of the front door, built to be exposed.
+//!
+//! This crate grows in layers, each tested alone before the next uses it:
+//! - [`exposure`]: where the server may listen and who may call it. Loopback by default; any
+//!   other address only with an API key, which is compared in constant time.
+//! - [`limits`]: every bound a request meets (body, headers, tokens, `n`, messages, tools, JSON
+//!   depth, timeouts), each with a safe default and a flag.
+//! - [`json_shape`]: a bounded pre-check of a request body (nesting depth, element count)
+//!   before serde builds anything from it.
+//! - [`api_error`]: OpenAI's error body (`{"error": {"message", "type", "param", "code"}}`) and
+//!   its status codes; requests are refused with it, never with a panic or a 500.
+//!
+//! - [`chat_request`] (on [`request_fields`]): chat completion requests read field by field,
+//!   every parameter checked against OpenAI's ranges and the limits, unknown ones refused.
+//!
+//! Still to come (issue 14): the other endpoints' requests, the HTTP layer (axum,
+//! as the Hub mirror), the continuous-batching scheduler over the front door's steppable
+//! generator, streaming, metrics and the `serve` command.
+
+pub mod api_error;
+pub mod chat_request;
+pub mod exposure;
+pub mod json_shape;
+pub mod limits;
+pub mod request_fields;
