@@ -4,9 +4,9 @@
 use serde_json::Value;
 
 use crate::api_error::ApiError;
-use crate::json_shape::check_json_shape;
 use crate::limits::Limits;
-use crate::request_fields::{Fields, brief, shown};
+use crate::request_fields::{Fields, brief, parse_body, shown};
+use crate::sampling::{Sampling, ceiling, read_sampling};
 
 /// The parameters of a chat request this server reads. Anything else is refused by name.
 const KNOWN: &[&str] = &[
@@ -36,9 +36,6 @@ const KNOWN: &[&str] = &[
 /// The roles a message may have.
 const ROLES: &[&str] = &["system", "developer", "user", "assistant", "tool"];
 
-/// The longest `stop` string, in bytes.
-const MAX_STOP_BYTES: usize = 256;
-
 /// A checked chat request.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatRequest {
@@ -46,32 +43,14 @@ pub struct ChatRequest {
     pub model: String,
     /// The messages, each checked (role, content shape), as the template receives them.
     pub messages: Vec<Value>,
-    /// New tokens at most (`max_completion_tokens`, else `max_tokens`), if given.
-    pub max_tokens: Option<u64>,
-    /// Sampling temperature (0 to 2; 0 is greedy).
-    pub temperature: Option<f64>,
-    /// Nucleus mass (0 to 1).
-    pub top_p: Option<f64>,
-    /// Seed of the sampler.
-    pub seed: Option<i64>,
-    /// Stop strings.
-    pub stop: Vec<String>,
-    /// Completions to generate (1 to `--max-n`).
-    pub n: u64,
-    /// OpenAI's presence penalty (-2 to 2).
-    pub presence_penalty: f64,
-    /// OpenAI's frequency penalty (-2 to 2).
-    pub frequency_penalty: f64,
+    /// Length, sampling, stop strings, `n` and streaming.
+    pub sampling: Sampling,
     /// Log-probabilities of the chosen tokens, and of this many alternatives.
     pub logprobs: Option<u64>,
     /// Tool definitions (each a function with an object schema), as the template receives them.
     pub tools: Vec<Value>,
     /// `none`, `auto`, `required`, or one function's name.
     pub tool_choice: ToolChoice,
-    /// Server-sent events.
-    pub stream: bool,
-    /// A final event with the usage counts (`stream_options.include_usage`).
-    pub include_usage: bool,
 }
 
 /// `tool_choice`.
@@ -89,19 +68,15 @@ pub enum ToolChoice {
 
 /// Reads and checks a chat request body.
 pub fn parse_chat_request(body: &[u8], limits: &Limits) -> Result<ChatRequest, ApiError> {
-    check_json_shape(body, limits.max_json_depth, limits.max_json_values)
-        .map_err(|error| ApiError::bad_request(error.to_string()))?;
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))?;
+    let value = parse_body(body, limits)?;
     let fields = Fields::of(&value)?;
     fields.refuse_unknown(KNOWN)?;
     let messages = checked_messages(&fields, limits)?;
     let tools = checked_tools(&fields, limits)?;
     let tool_choice = checked_tool_choice(&fields, &tools)?;
-    let ceiling = limits.max_tokens_ceiling as u64;
-    let max_tokens = match fields.integer("max_completion_tokens", 1, ceiling)? {
+    let max_tokens = match fields.integer("max_completion_tokens", 1, ceiling(limits))? {
         Some(tokens) => Some(tokens),
-        None => fields.integer("max_tokens", 1, ceiling)?,
+        None => fields.integer("max_tokens", 1, ceiling(limits))?,
     };
     let top_logprobs = fields.integer("top_logprobs", 0, limits.max_top_logprobs as u64)?;
     let logprobs = match (fields.bool("logprobs")?.unwrap_or(false), top_logprobs) {
@@ -114,25 +89,13 @@ pub fn parse_chat_request(body: &[u8], limits: &Limits) -> Result<ChatRequest, A
             ));
         }
     };
-    let stream = fields.bool("stream")?.unwrap_or(false);
     Ok(ChatRequest {
         model: fields.string("model")?.to_string(),
         messages,
-        max_tokens,
-        temperature: fields.number("temperature", 0.0, 2.0)?,
-        top_p: fields.number("top_p", 0.0, 1.0)?,
-        seed: fields.signed("seed")?,
-        stop: checked_stop(&fields, limits)?,
-        n: fields.integer("n", 1, limits.max_n as u64)?.unwrap_or(1),
-        presence_penalty: fields.number("presence_penalty", -2.0, 2.0)?.unwrap_or(0.0),
-        frequency_penalty: fields
-            .number("frequency_penalty", -2.0, 2.0)?
-            .unwrap_or(0.0),
+        sampling: read_sampling(&fields, limits, max_tokens)?,
         logprobs,
         tools,
         tool_choice,
-        stream,
-        include_usage: checked_stream_options(&fields, stream)?,
     })
 }
 
@@ -274,54 +237,6 @@ fn checked_tool_choice(fields: &Fields<'_>, tools: &[Value]) -> Result<ToolChoic
     }
 }
 
-/// `stop`: a string or a list of at most `--max-stop-sequences` non-empty strings of at most
-/// 256 bytes.
-fn checked_stop(fields: &Fields<'_>, limits: &Limits) -> Result<Vec<String>, ApiError> {
-    let stops: Vec<&Value> = match fields.value("stop") {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(single) => vec![single],
-    };
-    if stops.len() > limits.max_stop_sequences {
-        return Err(ApiError::invalid_param(
-            "stop",
-            format!(
-                "`stop` holds {} strings: at most {}",
-                stops.len(),
-                limits.max_stop_sequences
-            ),
-        ));
-    }
-    stops
-        .into_iter()
-        .map(|stop| match stop.as_str() {
-            Some(text) if !text.is_empty() && text.len() <= MAX_STOP_BYTES => Ok(text.to_string()),
-            _ => Err(ApiError::invalid_param(
-                "stop",
-                "each `stop` must be a non-empty string of at most 256 bytes",
-            )),
-        })
-        .collect()
-}
-
-/// `stream_options` (only with `stream: true`): `include_usage`.
-fn checked_stream_options(fields: &Fields<'_>, stream: bool) -> Result<bool, ApiError> {
-    let Some(options) = fields.value("stream_options") else {
-        return Ok(false);
-    };
-    if !stream {
-        return Err(ApiError::invalid_param(
-            "stream_options",
-            "`stream_options` needs `stream: true`",
-        ));
-    }
-    let options = Fields::of(options).map_err(|_| {
-        ApiError::invalid_param("stream_options", "`stream_options` must be an object")
-    })?;
-    options.refuse_unknown(&["include_usage"])?;
-    Ok(options.bool("include_usage")?.unwrap_or(false))
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -363,22 +278,21 @@ mod tests {
             "stream": true, "stream_options": {"include_usage": true}, "user": "u1",
         });
         let request = parse(&body).unwrap();
-        assert_eq!(request.max_tokens, Some(50));
+        let sampling = &request.sampling;
+        assert_eq!(sampling.max_tokens, Some(50));
         assert_eq!(
-            (request.n, request.seed, request.logprobs),
+            (sampling.n, sampling.seed, request.logprobs),
             (2, Some(-3), Some(5))
         );
-        assert_eq!(request.stop, ["\n\n", "END"]);
+        assert_eq!(sampling.stop, ["\n\n", "END"]);
         assert_eq!(
             request.tool_choice,
             ToolChoice::Function("get_weather".to_string())
         );
-        assert!(request.stream && request.include_usage);
+        assert!(sampling.stream && sampling.include_usage);
         let plain = parse(&base()).unwrap();
-        assert_eq!(
-            (plain.n, plain.tool_choice, plain.stream),
-            (1, ToolChoice::None, false)
-        );
+        assert_eq!(plain.tool_choice, ToolChoice::None);
+        assert_eq!((plain.sampling.n, plain.sampling.stream), (1, false));
     }
 
     /// Every out-of-range or malformed parameter is a 400 naming it (nothing is clamped).

@@ -12,7 +12,9 @@
 //!   its status codes; requests are refused with it, never with a panic or a 500.
 //!
 //! - [`chat_request`] (on [`request_fields`]): chat completion requests read field by field,
-//!   every parameter checked against OpenAI's ranges and the limits, unknown ones refused.
+//!   every parameter checked against OpenAI's ranges and the limits, unknown ones refused;
+//!   the parameters shared with [`completion_request`] in [`sampling`]; [`embeddings_request`] for
+//!   OpenAI's `/v1/embeddings` and TEI's `/embed`.
 //!
 //! Still to come (issue 14): the other endpoints' requests, the HTTP layer (axum,
 //! as the Hub mirror), the continuous-batching scheduler over the front door's steppable
@@ -20,7 +22,10 @@
 
 pub mod api_error;
 pub mod chat_request;
+pub mod completion_request;
+pub mod embeddings_request;
 pub mod exposure;
 pub mod json_shape;
 pub mod limits;
 pub mod request_fields;
+pub mod sampling;

@@ -29,6 +29,8 @@ pub struct Limits {
     pub max_stop_sequences: usize,
     /// Inputs per embeddings request (`--max-embedding-inputs`; OpenAI allows 2048).
     pub max_embedding_inputs: usize,
+    /// Prompts per completions request (`--max-prompts`).
+    pub max_prompts: usize,
     /// Nesting depth of a request's JSON (`--max-json-depth`).
     pub max_json_depth: usize,
     /// Values (objects, arrays, scalars) in a request's JSON (`--max-json-values`).
@@ -56,6 +58,7 @@ impl Default for Limits {
             max_tools: 128,
             max_stop_sequences: 4,
             max_embedding_inputs: 2048,
+            max_prompts: 32,
             max_json_depth: 64,
             max_json_values: 1 << 20,
             max_queued: 256,
@@ -84,7 +87,7 @@ impl Limits {
     /// Checks every limit against its range (a flag cannot turn a bound off or make it absurd:
     /// a gigabyte body, a million-deep JSON, a zero timeout).
     pub fn check(&self) -> Result<(), LimitError> {
-        let ranges: [(&'static str, u64, u64, u64); 16] = [
+        let ranges: [(&'static str, u64, u64, u64); 17] = [
             (
                 "--max-body-bytes",
                 as_u64(self.max_body_bytes),
@@ -120,6 +123,7 @@ impl Limits {
                 1,
                 1 << 16,
             ),
+            ("--max-prompts", as_u64(self.max_prompts), 1, 4096),
             ("--max-json-depth", as_u64(self.max_json_depth), 4, 512),
             (
                 "--max-json-values",

@@ -5,6 +5,17 @@
 use serde_json::{Map, Value};
 
 use crate::api_error::ApiError;
+use crate::json_shape::check_json_shape;
+use crate::limits::Limits;
+
+/// A request body as JSON: its shape checked against the limits first ([`check_json_shape`]),
+/// then parsed. Either failure is a 400 without a `param`.
+pub fn parse_body(body: &[u8], limits: &Limits) -> Result<Value, ApiError> {
+    check_json_shape(body, limits.max_json_depth, limits.max_json_values)
+        .map_err(|error| ApiError::bad_request(error.to_string()))?;
+    serde_json::from_slice(body)
+        .map_err(|error| ApiError::bad_request(format!("the body is not valid JSON: {error}")))
+}
 
 /// A request body's top-level object and the fields read from it so far.
 pub struct Fields<'a> {
