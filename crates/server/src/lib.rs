@@ -16,7 +16,10 @@
 //!   the parameters shared with [`completion_request`] in [`sampling`]; [`embeddings_request`] for
 //!   OpenAI's `/v1/embeddings` and TEI's `/embed`.
 //!
-//! Still to come (issue 14): the other endpoints' requests, the HTTP layer (axum,
+//! - [`responses`]: the response bodies in OpenAI's shapes, base64 vectors, and the
+//!   server-sent events framing.
+//!
+//! Still to come (issue 14): the HTTP layer (axum,
 //! as the Hub mirror), the continuous-batching scheduler over the front door's steppable
 //! generator, streaming, metrics and the `serve` command.
 
@@ -28,4 +31,5 @@ pub mod exposure;
 pub mod json_shape;
 pub mod limits;
 pub mod request_fields;
+pub mod responses;
 pub mod sampling;
