@@ -7,10 +7,11 @@
 //!   16 output columns; 16-bit activations ([`Q16Rows`]) through `vpdpwssd` (AVX-512 VNNI) or
 //!   `madd` (AVX2), or value by value.
 //! - `small_blocks`: the same formats row by row with 16-bit activations (AVX2).
-//! - `wide_blocks`: every other format (the K-quants, `Q5_0`, `Q5_1`) row by row with 16-bit
-//!   activations (AVX-512 VNNI).
-//! - otherwise the activations are quantized to 8-bit blocks twice over (the row, then what
-//!   that left out: [`Q8Rows::quantize_with_residual`]), for about 15 bits.
+//! - every other format (the K-quants, `Q5_0`, `Q5_1`): the activations quantized to 8-bit
+//!   blocks twice over (the row, then what that left out:
+//!   [`Q8Rows::quantize_with_residual`]), for about 15 bits, through `maddubs` (AVX2). An
+//!   AVX-512 VNNI row kernel with 16-bit activations for them was tried and was slower (Q4_K
+//!   576×1536, one row: 3.8 against 6.6 GFLOP/s), so there is none.
 //!
 //! Every format is read as `value = scale · u - minimum` per sub-block of 16 or 32 values, with
 //! `u` a small unsigned integer (`Q8_0`: a signed one). So with activations `a = d_a · q_a`,
@@ -24,8 +25,6 @@ use rayon::prelude::*;
 
 mod interleaved;
 mod small_blocks;
-#[cfg(target_arch = "x86_64")]
-mod wide_blocks;
 
 pub use interleaved::{
     GROUP, InterleavedMatrix, dequantize_all as dequantize_interleaved,
@@ -271,9 +270,9 @@ fn by_output_columns(
 /// activations move the logits by up to 1.5 from the same weights in f32, and greedy decoding
 /// leaves the f32 run's tokens within a few steps on 4 of 5 prompts. Here the logits stay
 /// within 0.01 and the tokens agree. With AVX2, the 32-value formats (`Q4_0`, `Q4_1`, `Q8_0`)
-/// take 16-bit activations ([`Q16Rows`], the `small_blocks` kernel), and with AVX-512 VNNI so
-/// do the others (the `wide_blocks` kernel); otherwise they take 8-bit blocks plus their
-/// residual ([`Q8Rows::quantize_with_residual`]), the two products added.
+/// take 16-bit activations ([`Q16Rows`], the `small_blocks` kernel); the others (and every
+/// format without AVX2) take 8-bit blocks plus their residual
+/// ([`Q8Rows::quantize_with_residual`]), the two products added.
 pub fn matmul_blocks(
     weights: QuantizedMatrix<'_>,
     input: &[f32],
@@ -314,14 +313,7 @@ pub fn matmul_blocks(
 type SixteenBitKernel = fn(BlockFormat, &[u8], &Q16Rows, &mut [f32]);
 
 fn sixteen_bit_kernel(format: BlockFormat) -> Option<SixteenBitKernel> {
-    if small_blocks::is_available(format) {
-        return Some(small_blocks::dot_columns);
-    }
-    #[cfg(target_arch = "x86_64")]
-    if wide_blocks::is_available(format) {
-        return Some(wide_blocks::dot_columns);
-    }
-    None
+    small_blocks::is_available(format).then_some(small_blocks::dot_columns as SixteenBitKernel)
 }
 
 /// One weight row (its blocks) against every activation row: `sums[r]`.

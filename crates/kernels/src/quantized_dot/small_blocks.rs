@@ -31,8 +31,6 @@ pub struct Q16Rows {
     scales: Vec<f32>,
     /// `scale · Σ q` of each block.
     sums: Vec<f32>,
-    /// `scale · Σ q` of each half block (16 values).
-    half_sums: Vec<f32>,
     cols: usize,
 }
 
@@ -51,7 +49,6 @@ impl Q16Rows {
             values: Vec::with_capacity(input.len()),
             scales: Vec::with_capacity(blocks),
             sums: Vec::with_capacity(blocks),
-            half_sums: Vec::with_capacity(2 * blocks),
             cols,
         };
         quantized.values.resize(input.len(), 0);
@@ -67,14 +64,6 @@ impl Q16Rows {
         }
         for (sum, scale) in block_sums.iter().zip(&quantized.scales) {
             quantized.sums.push(scale * *sum as f32);
-        }
-        for (half, scale) in quantized
-            .values
-            .chunks_exact(BLOCK / 2)
-            .zip(quantized.scales.iter().flat_map(|scale| [scale, scale]))
-        {
-            let sum: i32 = half.iter().map(|&q| i32::from(q)).sum();
-            quantized.half_sums.push(scale * sum as f32);
         }
         Ok(quantized)
     }
@@ -96,12 +85,6 @@ impl Q16Rows {
     /// Values per row.
     pub(super) fn cols(&self) -> usize {
         self.cols
-    }
-
-    /// Row `row`'s half-block sums (`scale · Σ q` of each 16 values), or `None` past the end.
-    pub(super) fn half_sums(&self, row: usize) -> Option<&[f32]> {
-        let halves = 2 * self.cols / BLOCK;
-        self.half_sums.get(row * halves..(row + 1) * halves)
     }
 
     /// Row `row`'s values, block scales and block sums, or `None` past the end.
