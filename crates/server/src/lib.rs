@@ -19,6 +19,8 @@
 //! - [`responses`]: the response bodies in OpenAI's shapes, base64 vectors, and the
 //!   server-sent events framing.
 //!
+//! - [`metrics`]: `GET /metrics` in Prometheus' text format, over fixed label sets.
+//!
 //! Still to come (issue 14): the HTTP layer (axum,
 //! as the Hub mirror), the continuous-batching scheduler over the front door's steppable
 //! generator, streaming, metrics and the `serve` command.
@@ -30,6 +32,7 @@ pub mod embeddings_request;
 pub mod exposure;
 pub mod json_shape;
 pub mod limits;
+pub mod metrics;
 pub mod request_fields;
 pub mod responses;
 pub mod sampling;
