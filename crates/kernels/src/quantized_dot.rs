@@ -6,9 +6,8 @@
 //! - `interleaved`: `Q4_0`/`Q4_1`/`Q8_0` with 16 rows interleaved, so a register's lanes are
 //!   16 output columns; 16-bit activations ([`Q16Rows`]) through `vpdpwssd` (AVX-512 VNNI) or
 //!   `madd` (AVX2), or value by value.
-//! - `small_blocks`: the same formats row by row with 16-bit activations (AVX2).
-//! - every other format (the K-quants, `Q5_0`, `Q5_1`): the activations quantized to 8-bit
-//!   blocks twice over (the row, then what that left out:
+//! - every other format (the K-quants, `Q5_0`, `Q5_1`; and the 32-value ones row by row, as
+//!   GGUF stores them): the activations quantized to 8-bit blocks twice over (the row, then what that left out:
 //!   [`Q8Rows::quantize_with_residual`]), for about 15 bits, through `maddubs` (AVX2). An
 //!   AVX-512 VNNI row kernel with 16-bit activations for them was tried and was slower (Q4_K
 //!   576×1536, one row: 3.8 against 6.6 GFLOP/s), so there is none.
@@ -160,8 +159,8 @@ impl QuantizedMatrix<'_> {
 /// Output columns below which a product stays on the calling thread.
 const MIN_COLUMNS_TO_SPLIT: usize = 64;
 
-/// Output columns per parallel task at least: a multiple of the small-block kernel's group.
-const MIN_COLUMNS_PER_TASK: usize = 4 * small_blocks::COLUMNS;
+/// Output columns per parallel task at least.
+const MIN_COLUMNS_PER_TASK: usize = 16;
 
 /// Parallel tasks per thread a product is cut into: enough to even out the threads, few
 /// enough that a wide matrix (an LM head of 49152 columns) is not thousands of tasks.
@@ -264,34 +263,22 @@ fn by_output_columns(
     Ok(())
 }
 
-/// `out = x · Wᵀ` for f32 activations `x` (`[rows, cols]`), the product the layers take.
+/// `out = x · Wᵀ` for f32 activations `x` (`[rows, cols]`) and row-major blocks: the product
+/// the layers take for the formats they do not interleave ([`matmul_interleaved`] serves
+/// `Q4_0`, `Q4_1` and `Q8_0`).
 ///
 /// Activations are quantized finer than llama.cpp's 8 bits: on SmolLM2-135M Q4_1, 8-bit
 /// activations move the logits by up to 1.5 from the same weights in f32, and greedy decoding
-/// leaves the f32 run's tokens within a few steps on 4 of 5 prompts. Here the logits stay
-/// within 0.01 and the tokens agree. With AVX2, the 32-value formats (`Q4_0`, `Q4_1`, `Q8_0`)
-/// take 16-bit activations ([`Q16Rows`], the `small_blocks` kernel); the others (and every
-/// format without AVX2) take 8-bit blocks plus their residual
-/// ([`Q8Rows::quantize_with_residual`]), the two products added.
+/// leaves the f32 run's tokens within a few steps on 4 of 5 prompts. Here each row is
+/// quantized to 8-bit blocks plus their residual ([`Q8Rows::quantize_with_residual`]), about
+/// 15 bits, and the two products are added.
 pub fn matmul_blocks(
     weights: QuantizedMatrix<'_>,
     input: &[f32],
     rows: usize,
     out: &mut [f32],
 ) -> Result<()> {
-    let row_bytes = weights.row_bytes()?;
-    if let Some(dot_columns) = sixteen_bit_kernel(weights.format) {
-        if out.len() != rows * weights.rows {
-            return Err(KernelError {
-                kernel: "matmul_blocks",
-                reason: format!("{rows} rows into {} outputs of {}", out.len(), weights.rows),
-            });
-        }
-        let quantized = Q16Rows::quantize(input, rows, weights.cols)?;
-        return by_output_columns(weights, row_bytes, rows, out, |bytes, sums| {
-            dot_columns(weights.format, bytes, &quantized, sums);
-        });
-    }
+    weights.row_bytes()?;
     let quantized = Q8Rows::quantize_with_residual(input, rows, weights.cols)?;
     let mut both = vec![0.0f32; 2 * out.len()];
     matmul_quantized(weights, &quantized, &mut both)?;
@@ -306,14 +293,6 @@ pub fn matmul_blocks(
         }
     }
     Ok(())
-}
-
-/// The kernel of row-major `format` blocks against 16-bit activations on this CPU, if any:
-/// `(format, weight rows, activations, sums [columns, rows])`.
-type SixteenBitKernel = fn(BlockFormat, &[u8], &Q16Rows, &mut [f32]);
-
-fn sixteen_bit_kernel(format: BlockFormat) -> Option<SixteenBitKernel> {
-    small_blocks::is_available(format).then_some(small_blocks::dot_columns as SixteenBitKernel)
 }
 
 /// One weight row (its blocks) against every activation row: `sums[r]`.
@@ -705,7 +684,7 @@ unsafe fn chunk_u(
 
 /// Whether [`register_unpack`] reads `format`.
 fn has_register_unpacking(format: BlockFormat) -> bool {
-    // The 32-value formats `Q4_0`, `Q4_1` and `Q8_0` have their own kernel (`small_blocks`).
+    // The 32-value formats are multiplied interleaved; row by row they take the slow unpacking.
     matches!(format, BlockFormat::Q4K | BlockFormat::Q6K)
 }
 
@@ -837,8 +816,7 @@ mod tests {
         }
     }
 
-    /// `matmul_blocks` (16-bit activations for the 32-value formats, 8-bit plus residual for
-    /// the others) against f32 activations times the dequantized weights, in f64; every row
+    /// `matmul_blocks` (8-bit activations plus their residual) against f32 activations times the dequantized weights, in f64; every row
     /// and column count of the kernels' passes and groups (and their remainders).
     #[test]
     fn block_products_match_f32_activations() {

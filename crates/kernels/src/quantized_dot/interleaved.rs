@@ -13,8 +13,8 @@
 //!   `2t + 1` by a mask and a shift.
 //! - 8-bit: byte `i` of chunk `s` (16 chunks of 32) is `u[i / 2][2s + i % 2]`, sign-extended.
 //!
-//! Rows past the matrix's last (up to the next multiple of 16) are zero blocks. The products
-//! are those of [`super::small_blocks`]: activations in 16-bit blocks ([`Q16Rows`]), an exact
+//! Rows past the matrix's last (up to the next multiple of 16) are zero blocks. Activations
+//! are quantized in 16-bit blocks ([`Q16Rows`]); the products are an exact
 //! integer sum per block, then `d · scale` and the minimum term in f32. AVX-512 VNNI, AVX2 and
 //! a portable path compute them, all tested against dequantize-then-f32.
 

@@ -1,28 +1,18 @@
-//! The AVX2 product of the 32-value block formats `Q4_0`, `Q4_1` and `Q8_0` (every weight of
-//! SmolLM2's Q4_1 file) with activations quantized to 16 bits ([`Q16Rows`]), several output
-//! columns at a time: a decoding step's whole cost.
+//! The 32-value block formats `Q4_0`, `Q4_1` and `Q8_0` in registers: their activations
+//! quantized to 16 bits ([`Q16Rows`], what the interleaved kernel multiplies) and their blocks
+//! dequantized 32 values at a time (AVX2, F16C).
 //!
-//! 16-bit activations (one scale per block of 32) keep the product within about 1e-5 of f32
+//! 16-bit activations (one scale per block of 32) keep a product within about 1e-5 of f32
 //! activations, where llama.cpp's 8-bit ones move SmolLM2's logits by up to 1.5 and change its
-//! greedy text. Per block, a weight row's `u` are widened to 16 bits (two registers) and meet
-//! each activation row through `madd` (16-bit pairs summed into 32 bits): no more instructions
-//! than 8-bit activations with their sign handling and their residual row would take.
-//!
-//! Per block of 32 inputs, the activation rows are loaded once and meet [`COLUMNS`] weight
-//! rows; every (weight row, activation row) pair keeps its own accumulator, so the FMAs do not
-//! wait on one another. Each format is its own monomorphised loop ([`SmallFormat`]): no format
-//! test inside it. The formats' methods and helpers are `#[inline(always)]` without a
-//! `target_feature` of their own, so they are compiled into the AVX2 loop that calls them (a
-//! call to a function of another feature set is never inlined).
+//! greedy text. Each format is its own monomorphised loop ([`SmallFormat`]): no format test
+//! inside it. The formats' methods and helpers are `#[inline(always)]` without a
+//! `target_feature` of their own, so they are compiled into the AVX2 loop that calls them.
 
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
 use super::BLOCK;
 use crate::{KernelError, Result};
-
-/// Weight rows (output columns) one pass of the kernel reads together.
-pub(super) const COLUMNS: usize = 4;
 
 /// Rows of activations quantized to 16-bit blocks of 32: `a ≈ scale · q`, `|q| ≤ 32767`.
 #[derive(Debug, Clone, Default)]
@@ -166,17 +156,14 @@ trait SmallFormat {
     /// Bytes per block.
     const BYTES: usize;
 
-    /// `(scale, minimum)`: values are `scale · u - minimum`.
+    /// The block's scale `d`.
     ///
     /// # Safety
     /// F16C present; `block` points at one whole block.
-    unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32);
+    unsafe fn scale(block: *const u8) -> f32;
 
     /// What [`crate::quantized::dequantize`] subtracts from `u` before scaling (`Q4_0`: 8).
     const OFFSET: i16;
-    /// Whether [`SmallFormat::scale_and_minimum`]'s minimum can be other than 0 (`Q8_0`'s is
-    /// always 0, and its products skip the term).
-    const HAS_MINIMUM: bool = true;
 
     /// What [`crate::quantized::dequantize`] adds after scaling (`Q4_1`'s minimum field).
     ///
@@ -239,10 +226,9 @@ impl SmallFormat for Q4_0 {
     const OFFSET: i16 = 8;
 
     #[inline(always)]
-    unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
+    unsafe fn scale(block: *const u8) -> f32 {
         // SAFETY: as the caller promises; bytes 2–3 are values, not a field, and are ignored.
-        let (d, _) = unsafe { two_halves(block) };
-        (d, 8.0 * d)
+        unsafe { two_halves(block).0 }
     }
 
     #[inline(always)]
@@ -264,10 +250,9 @@ impl SmallFormat for Q4_1 {
     }
 
     #[inline(always)]
-    unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
+    unsafe fn scale(block: *const u8) -> f32 {
         // SAFETY: as the caller promises.
-        let (d, m) = unsafe { two_halves(block) };
-        (d, -m)
+        unsafe { two_halves(block).0 }
     }
 
     #[inline(always)]
@@ -281,13 +266,11 @@ impl SmallFormat for Q4_1 {
 impl SmallFormat for Q8_0 {
     const BYTES: usize = 34;
     const OFFSET: i16 = 0;
-    const HAS_MINIMUM: bool = false;
 
     #[inline(always)]
-    unsafe fn scale_and_minimum(block: *const u8) -> (f32, f32) {
+    unsafe fn scale(block: *const u8) -> f32 {
         // SAFETY: as the caller promises; bytes 2–3 are values, ignored.
-        let (d, _) = unsafe { two_halves(block) };
-        (d, 0.0)
+        unsafe { two_halves(block).0 }
     }
 
     #[inline(always)]
@@ -348,7 +331,7 @@ unsafe fn dequantize_blocks<F: SmallFormat>(bytes: &[u8], out: &mut [f32]) {
         // SAFETY: `block` is one whole block and `values` holds 32 f32 (chunks of those sizes).
         unsafe {
             let at = block.as_ptr();
-            let (d, _) = F::scale_and_minimum(at);
+            let d = F::scale(at);
             let (d, added) = (_mm256_set1_ps(d), _mm256_set1_ps(F::added(at)));
             let (low, high) = F::unpack(at);
             for (half, u) in [low, high].into_iter().enumerate() {
@@ -367,9 +350,9 @@ unsafe fn dequantize_blocks<F: SmallFormat>(bytes: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Whether this kernel multiplies `format` on this CPU: a 32-value format, and AVX2, FMA and
+/// Whether [`dequantize`] reads `format` on this CPU: a 32-value format, and AVX2, FMA and
 /// F16C present.
-pub(super) fn is_available(format: crate::quantized::BlockFormat) -> bool {
+fn is_available(format: crate::quantized::BlockFormat) -> bool {
     use crate::quantized::BlockFormat;
     #[cfg(target_arch = "x86_64")]
     if crate::has_avx2_fma() && std::is_x86_feature_detected!("f16c") {
@@ -380,180 +363,6 @@ pub(super) fn is_available(format: crate::quantized::BlockFormat) -> bool {
     }
     let _ = format;
     false
-}
-
-/// `sums[c · rows + r]` = weight row `c` of `weights` (whole rows of blocks of `format`, one
-/// after the other) · activation row `r` of `input`, for every row and column. Writes nothing
-/// unless [`is_available`] says this kernel reads `format` here.
-pub(super) fn dot_columns(
-    format: crate::quantized::BlockFormat,
-    weights: &[u8],
-    input: &Q16Rows,
-    sums: &mut [f32],
-) {
-    #[cfg(target_arch = "x86_64")]
-    if is_available(format) {
-        use crate::quantized::BlockFormat;
-        // SAFETY: the CPU has AVX2, FMA and F16C (`is_available` checked).
-        unsafe {
-            match format {
-                BlockFormat::Q4_0 => columns::<Q4_0>(weights, input, sums),
-                BlockFormat::Q4_1 => columns::<Q4_1>(weights, input, sums),
-                BlockFormat::Q8_0 => columns::<Q8_0>(weights, input, sums),
-                _ => {}
-            }
-        }
-    }
-    let _ = (format, weights, input, sums);
-}
-
-/// [`dot_columns`] for format `F`: activation rows in passes of up to 2, weight rows in groups
-/// of [`COLUMNS`] (then one by one).
-///
-/// # Safety
-/// AVX2, FMA and F16C present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn columns<F: SmallFormat>(weights: &[u8], input: &Q16Rows, sums: &mut [f32]) {
-    let rows = input.rows();
-    let row_bytes = input.cols / BLOCK * F::BYTES;
-    if rows == 0 || row_bytes == 0 || !weights.len().is_multiple_of(row_bytes) {
-        return;
-    }
-    let column_count = weights.len() / row_bytes;
-    if sums.len() != column_count * rows {
-        return;
-    }
-    let mut first_row = 0;
-    while first_row < rows {
-        let pass = (rows - first_row).min(2);
-        let mut column = 0;
-        while column < column_count {
-            let group = (column_count - column).min(COLUMNS);
-            let bytes = weights
-                .get(column * row_bytes..(column + group) * row_bytes)
-                .unwrap_or_default();
-            // SAFETY: AVX2, FMA and F16C are enabled here; `bytes` holds `group` whole rows.
-            let results = unsafe {
-                match (pass, group) {
-                    (2, COLUMNS) => group_dots::<F, 2, COLUMNS>(bytes, input, first_row),
-                    (1, COLUMNS) => group_dots::<F, 1, COLUMNS>(bytes, input, first_row),
-                    (2, _) => group_dots::<F, 2, 1>(
-                        bytes.get(..row_bytes).unwrap_or_default(),
-                        input,
-                        first_row,
-                    ),
-                    _ => group_dots::<F, 1, 1>(
-                        bytes.get(..row_bytes).unwrap_or_default(),
-                        input,
-                        first_row,
-                    ),
-                }
-            };
-            let done = if group == COLUMNS { COLUMNS } else { 1 };
-            for (c, per_row) in results.iter().take(done).enumerate() {
-                for (r, value) in per_row.iter().take(pass).enumerate() {
-                    if let Some(slot) = sums.get_mut((column + c) * rows + first_row + r) {
-                        *slot = *value;
-                    }
-                }
-            }
-            column += done;
-        }
-        first_row += pass;
-    }
-}
-
-/// Weight rows `0..W` of `bytes` against activation rows `first_row..first_row + R`: entry
-/// `[c][r]` (entries beyond `W` and `R` are 0). Nothing is read when the shapes disagree.
-///
-/// # Safety
-/// AVX2, FMA and F16C present.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn group_dots<F: SmallFormat, const R: usize, const W: usize>(
-    bytes: &[u8],
-    input: &Q16Rows,
-    first_row: usize,
-) -> [[f32; 2]; COLUMNS] {
-    let mut results = [[0.0f32; 2]; COLUMNS];
-    let blocks = input.cols / BLOCK;
-    let mut rows: [(&[i16], &[f32], &[f32]); R] = [(&[], &[], &[]); R];
-    for (r, slot) in rows.iter_mut().enumerate() {
-        match input.row(first_row + r) {
-            Some(row) => *slot = row,
-            None => return results,
-        }
-    }
-    if bytes.len() != W * blocks * F::BYTES {
-        return results;
-    }
-    let row_bytes = blocks * F::BYTES;
-    let mut accumulators = [[_mm256_setzero_ps(); R]; W];
-    let mut minimums = [[0.0f32; R]; W];
-    let base = bytes.as_ptr();
-    for b in 0..blocks {
-        let mut q = [(_mm256_setzero_si256(), _mm256_setzero_si256()); R];
-        let mut activation_scale = [_mm256_setzero_ps(); R];
-        let mut activation_sum = [0.0f32; R];
-        for (((q, scale), sum), (values, scales, sums)) in q
-            .iter_mut()
-            .zip(activation_scale.iter_mut())
-            .zip(activation_sum.iter_mut())
-            .zip(rows.iter())
-        {
-            // SAFETY: every activation row holds `blocks` blocks of 32 values, a scale and a
-            // sum each (`Q16Rows::row`), and `b < blocks`.
-            unsafe {
-                let at = values.as_ptr().add(b * BLOCK);
-                *q = (
-                    _mm256_loadu_si256(at.cast()),
-                    _mm256_loadu_si256(at.add(16).cast()),
-                );
-                *scale = _mm256_set1_ps(*scales.get_unchecked(b));
-                *sum = *sums.get_unchecked(b);
-            }
-        }
-        for (c, (accumulators, minimums)) in
-            accumulators.iter_mut().zip(minimums.iter_mut()).enumerate()
-        {
-            // SAFETY: block `b` of weight row `c` lies inside `bytes` (its length was checked:
-            // `W` rows of `blocks` blocks).
-            let ((u_low, u_high), (d, minimum)) = unsafe {
-                let block = base.add(c * row_bytes + b * F::BYTES);
-                (F::unpack(block), F::scale_and_minimum(block))
-            };
-            let d = _mm256_set1_ps(d);
-            for (((accumulator, minimum_sum), (q_low, q_high)), (scale, sum)) in accumulators
-                .iter_mut()
-                .zip(minimums.iter_mut())
-                .zip(q.iter())
-                .zip(activation_scale.iter().zip(activation_sum.iter()))
-            {
-                // |u·q| < 2^22: two pairs summed stay far inside 32 bits.
-                let pairs = _mm256_add_epi32(
-                    _mm256_madd_epi16(u_low, *q_low),
-                    _mm256_madd_epi16(u_high, *q_high),
-                );
-                let dots = _mm256_cvtepi32_ps(pairs);
-                *accumulator = _mm256_fmadd_ps(dots, _mm256_mul_ps(d, *scale), *accumulator);
-                if F::HAS_MINIMUM {
-                    *minimum_sum += minimum * sum;
-                }
-            }
-        }
-    }
-    for ((result, accumulators), minimums) in results
-        .iter_mut()
-        .zip(accumulators.iter())
-        .zip(minimums.iter())
-    {
-        for ((value, accumulator), minimum_sum) in result.iter_mut().zip(accumulators).zip(minimums)
-        {
-            *value = super::horizontal_sum(*accumulator) - minimum_sum;
-        }
-    }
-    results
 }
 
 #[cfg(test)]
