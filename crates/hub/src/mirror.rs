@@ -72,12 +72,74 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::sync::oneshot;
 
 pub mod api;
-mod connection;
 
-pub use connection::{
-    DEFAULT_HEADER_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_REQUEST_TIMEOUT,
-    MirrorLimits,
-};
+use safeformers_http::{ConnectionLimits, MIN_HEADER_BYTES};
+
+/// Default of [`MirrorLimits::header_timeout`]: a client sends its request line and headers in
+/// one packet; ten seconds leave room for a slow, high-latency link and still drop a slowloris
+/// client (one that trickles a header byte at a time to hold the connection) quickly.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default of [`MirrorLimits::idle_timeout`]: long enough for a client to reuse its connection
+/// between the requests of one download (`huggingface_hub`'s pool keeps connections 5 s), short
+/// enough that abandoned connections do not pile up.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Default of [`MirrorLimits::max_connections`]: a connection costs a task, a socket, an open
+/// blob and up to ~700 KiB of buffers (hyper's read buffer and one file chunk), so 256 of them
+/// stay under ~200 MiB and well inside the usual 1024 open files.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
+
+/// Default of [`MirrorLimits::request_timeout`].
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Header fields a mirror request may carry (`huggingface_hub` sends about ten).
+const MAX_HEADERS: usize = 64;
+
+/// The bounds on the mirror's connections and requests. [`MirrorLimits::default`] gives the
+/// defaults of `safeformers mirror`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MirrorLimits {
+    /// From the first byte of a request (from the connection's opening, for its first request)
+    /// until its headers are complete; a client slower than this is disconnected.
+    pub header_timeout: Duration,
+    /// How long a connection may stay open with no request on it, and how long a request in
+    /// progress may move no byte in either direction (a client that stopped reading its
+    /// download) before the connection is closed.
+    pub idle_timeout: Duration,
+    /// The most connections held at once (at least 1); more wait in the listen backlog.
+    pub max_connections: usize,
+    /// The longest a request may take from its complete headers to the start of its answer
+    /// (reading its body, looking up the cache); a slower one gets 503. Streaming a file's
+    /// body is bounded by `idle_timeout` instead, so a multi-gigabyte download is not cut.
+    pub request_timeout: Duration,
+}
+
+impl Default for MirrorLimits {
+    fn default() -> MirrorLimits {
+        MirrorLimits {
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+}
+
+impl MirrorLimits {
+    /// The accept loop's share of these limits: a stalled download is bounded by the idle
+    /// timeout; headers by [`MAX_PATH_LEN`] plus room for the usual fields.
+    fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            stall_timeout: Some(self.idle_timeout),
+            max_connections: self.max_connections,
+            max_headers: MAX_HEADERS,
+            max_header_bytes: (2 * MAX_PATH_LEN + 8 * 1024).max(MIN_HEADER_BYTES),
+        }
+    }
+}
 
 use crate::cache::{CachedBlob, HubCache, RepoCache, hex};
 use crate::error::{HubError, Result};
@@ -161,7 +223,13 @@ impl MirrorServer {
                 let served = runtime.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
                     tokio::select! {
-                        served = connection::accept_loop(listener, state, open) => served,
+                        served = safeformers_http::accept_loop(
+                            listener,
+                            state.limits.connection_limits(),
+                            move |request| handle(state.clone(), request),
+                            open,
+                            "mirror",
+                        ) => served,
                         _ = stopped => Ok(()),
                     }
                 });
@@ -254,7 +322,7 @@ struct MirrorState {
     limits: MirrorLimits,
 }
 
-/// Every request lands here (from [`connection`]): the routes (repo ids of one or two segments,
+/// Every request lands here (from [`safeformers_http::accept_loop`]): the routes (repo ids of one or two segments,
 /// revisions that may hold `/`) are parsed by hand, on the raw path, so that percent-decoding
 /// happens exactly once and before every check.
 async fn handle(state: Arc<MirrorState>, request: Request<Body>) -> Response {

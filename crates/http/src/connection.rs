@@ -1,12 +1,14 @@
-//! The mirror's connections: an accept loop that holds at most [`MirrorLimits::max_connections`]
-//! at once, and a watchdog per connection that closes it when its client is too slow to send a
-//! request's headers, stays idle between requests, or moves no byte in the middle of one.
+//! The accept loop: it holds at most [`ConnectionLimits::max_connections`] connections at once,
+//! and a watchdog per connection closes it when its client is too slow to send a request's
+//! headers, stays idle between requests, or (when [`ConnectionLimits::stall_timeout`] is set)
+//! moves no byte in the middle of one.
 //!
 //! Connections beyond the cap are not accepted: they wait in the kernel's listen backlog until a
-//! slot frees (an idle or slow connection frees one within its timeout), so the server never holds
-//! more than the cap however many clients connect.
+//! slot frees (an idle or slow connection frees one within its timeout), so the server never
+//! holds more than the cap however many clients connect.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::response::Response;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -25,68 +29,50 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::MirrorState;
-
-/// Default of [`MirrorLimits::header_timeout`]: a client sends its request line and headers in
-/// one packet; ten seconds leave room for a slow, high-latency link and still drop a slowloris
-/// client (one that trickles a header byte at a time to hold the connection) quickly.
-pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Default of [`MirrorLimits::idle_timeout`]: long enough for a client to reuse its connection
-/// between the requests of one download (`huggingface_hub`'s pool keeps connections 5 s), short
-/// enough that abandoned connections do not pile up.
-pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Default of [`MirrorLimits::max_connections`]: a connection costs a task, a socket, an open
-/// blob and up to ~700 KiB of buffers (hyper's read buffer and one file chunk), so 256 of them
-/// stay under ~200 MiB and well inside the usual 1024 open files.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
-
-/// Default of [`MirrorLimits::request_timeout`].
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How long the accept loop pauses after the operating system refuses a connection (out of file
 /// descriptors, for one), instead of spinning on the same error.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// The bounds on the mirror's connections and requests. [`MirrorLimits::default`] gives the
-/// defaults of `safeformers mirror`.
+/// The smallest header-size bound applied: a request line and the usual fields fit well inside.
+pub const MIN_HEADER_BYTES: usize = 8 * 1024;
+
+/// The bounds on a server's connections.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MirrorLimits {
+pub struct ConnectionLimits {
     /// From the first byte of a request (from the connection's opening, for its first request)
     /// until its headers are complete; a client slower than this is disconnected.
     pub header_timeout: Duration,
-    /// How long a connection may stay open with no request on it, and how long a request in
-    /// progress may move no byte in either direction (a client that stopped reading its
-    /// download) before the connection is closed.
+    /// How long a connection may stay open with no request on it.
     pub idle_timeout: Duration,
+    /// How long a request in progress may move no byte in either direction (a client that
+    /// stopped reading its download) before the connection is closed; `None` leaves requests in
+    /// progress to the handler's own deadline (a generation that thinks for a minute before its
+    /// first byte is not stalled).
+    pub stall_timeout: Option<Duration>,
     /// The most connections held at once (at least 1); more wait in the listen backlog.
     pub max_connections: usize,
-    /// The longest a request may take from its complete headers to the start of its answer
-    /// (reading its body, looking up the cache); a slower one gets 503. Streaming a file's
-    /// body is bounded by `idle_timeout` instead, so a multi-gigabyte download is not cut.
-    pub request_timeout: Duration,
-}
-
-impl Default for MirrorLimits {
-    fn default() -> MirrorLimits {
-        MirrorLimits {
-            header_timeout: DEFAULT_HEADER_TIMEOUT,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            request_timeout: DEFAULT_REQUEST_TIMEOUT,
-        }
-    }
+    /// The most header fields a request may carry; more get 431.
+    pub max_headers: usize,
+    /// The most bytes a request line and headers may take (at least [`MIN_HEADER_BYTES`]);
+    /// more get 431.
+    pub max_header_bytes: usize,
 }
 
 /// Accepts connections while fewer than `limits.max_connections` are open, and serves each on its
-/// own task. Returns only if the listener fails for good.
-pub(super) async fn accept_loop(
+/// own task with `handle`. `open` counts the connections held. `name` prefixes the log lines
+/// (`mirror`, `serve`). Returns only if the listener fails for good.
+pub async fn accept_loop<H, F>(
     listener: TcpListener,
-    state: Arc<MirrorState>,
+    limits: ConnectionLimits,
+    handle: H,
     open: Arc<AtomicUsize>,
-) -> io::Result<()> {
-    let slots = Arc::new(Semaphore::new(state.limits.max_connections.max(1)));
+    name: &'static str,
+) -> io::Result<()>
+where
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     loop {
         // A free slot first, then `accept`: beyond the cap, clients wait in the backlog.
         let slot = slots
@@ -97,13 +83,13 @@ pub(super) async fn accept_loop(
         let stream = match listener.accept().await {
             Ok((stream, _peer)) => stream,
             Err(error) => {
-                eprintln!("mirror: cannot accept a connection: {error}");
+                eprintln!("{name}: cannot accept a connection: {error}");
                 tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
                 continue;
             }
         };
         let held = OpenConnection::new(slot, open.clone());
-        tokio::spawn(serve_connection(stream, state.clone(), held));
+        tokio::spawn(serve_connection(stream, limits, handle.clone(), held, name));
     }
 }
 
@@ -127,19 +113,28 @@ impl Drop for OpenConnection {
 }
 
 /// Serves HTTP/1.1 on `stream` until the client closes it or the watchdog fires.
-async fn serve_connection(stream: TcpStream, state: Arc<MirrorState>, held: OpenConnection) {
+async fn serve_connection<H, F>(
+    stream: TcpStream,
+    limits: ConnectionLimits,
+    handle: H,
+    held: OpenConnection,
+    name: &'static str,
+) where
+    H: Fn(Request) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response> + Send + 'static,
+{
     let peer = stream.peer_addr().ok();
-    let clock = Arc::new(ConnectionClock::new(state.limits));
+    let clock = Arc::new(ConnectionClock::new(limits));
     let io = TokioIo::new(ClockedStream {
         stream,
         clock: clock.clone(),
     });
     let service_clock = clock.clone();
     let service = service_fn(move |request: hyper::Request<Incoming>| {
-        let state = state.clone();
+        let handle = handle.clone();
         let in_flight = RequestInFlight::start(service_clock.clone());
         async move {
-            let response = super::handle(state, request.map(Body::new)).await;
+            let response = handle(request.map(Body::new)).await;
             Ok::<_, Infallible>(response.map(|body| {
                 Body::new(InFlightBody {
                     body,
@@ -150,6 +145,8 @@ async fn serve_connection(stream: TcpStream, state: Arc<MirrorState>, held: Open
     });
     let connection = http1::Builder::new()
         .keep_alive(true)
+        .max_headers(limits.max_headers.max(1))
+        .max_header_size(limits.max_header_bytes.max(MIN_HEADER_BYTES))
         .serve_connection(io, service);
     tokio::select! {
         _ = connection => {}
@@ -157,7 +154,7 @@ async fn serve_connection(stream: TcpStream, state: Arc<MirrorState>, held: Open
             // Idle connections are closed silently: that is their normal end.
             if expiry != Expiry::Idle {
                 let peer = peer.map(|peer| peer.to_string()).unwrap_or_default();
-                eprintln!("mirror: closed the connection from {peer}: {}", expiry.describe(&clock.limits));
+                eprintln!("{name}: closed the connection from {peer}: {}", expiry.describe(&clock.limits));
             }
         }
     }
@@ -176,14 +173,17 @@ enum Expiry {
 }
 
 impl Expiry {
-    fn describe(self, limits: &MirrorLimits) -> String {
+    fn describe(self, limits: &ConnectionLimits) -> String {
         match self {
             Expiry::SlowHeaders => format!(
                 "its request headers were not complete within {:?}",
                 limits.header_timeout
             ),
             Expiry::Idle => format!("idle for {:?}", limits.idle_timeout),
-            Expiry::Stalled => format!("its request moved no data for {:?}", limits.idle_timeout),
+            Expiry::Stalled => format!(
+                "its request moved no data for {:?}",
+                limits.stall_timeout.unwrap_or(limits.idle_timeout)
+            ),
         }
     }
 }
@@ -244,11 +244,16 @@ impl ClockState {
     }
 
     /// The next deadline and what passing it means.
-    fn deadline(&self, limits: &MirrorLimits) -> (Instant, Expiry) {
+    /// `None` while a request is in progress and stalls are not bounded.
+    fn deadline(&self, limits: &ConnectionLimits) -> Option<(Instant, Expiry)> {
         match self.head_started {
-            Some(started) => (started + limits.header_timeout, Expiry::SlowHeaders),
-            None if self.in_flight == 0 => (self.idle_since + limits.idle_timeout, Expiry::Idle),
-            None => (self.last_progress + limits.idle_timeout, Expiry::Stalled),
+            Some(started) => Some((started + limits.header_timeout, Expiry::SlowHeaders)),
+            None if self.in_flight == 0 => {
+                Some((self.idle_since + limits.idle_timeout, Expiry::Idle))
+            }
+            None => limits
+                .stall_timeout
+                .map(|stall| (self.last_progress + stall, Expiry::Stalled)),
         }
     }
 }
@@ -257,7 +262,7 @@ impl ClockState {
 /// ([`RequestInFlight`]).
 #[derive(Debug)]
 struct ConnectionClock {
-    limits: MirrorLimits,
+    limits: ConnectionLimits,
     state: Mutex<ClockState>,
     /// Woken when the deadline may have moved earlier: a request's head started, or a request
     /// started or finished (which switches between the header, idle and stall deadlines).
@@ -266,7 +271,7 @@ struct ConnectionClock {
 }
 
 impl ConnectionClock {
-    fn new(limits: MirrorLimits) -> ConnectionClock {
+    fn new(limits: ConnectionLimits) -> ConnectionClock {
         ConnectionClock {
             limits,
             state: Mutex::new(ClockState::new(Instant::now())),
@@ -306,7 +311,11 @@ impl ConnectionClock {
     /// Completes when the connection has passed a deadline.
     async fn expired(&self) -> Expiry {
         loop {
-            let (deadline, expiry) = self.state().deadline(&self.limits);
+            let next = self.state().deadline(&self.limits);
+            let Some((deadline, expiry)) = next else {
+                self.changed.notified().await;
+                continue;
+            };
             if Instant::now() >= deadline {
                 return expiry;
             }
@@ -432,11 +441,14 @@ mod tests {
     const HEADER: Duration = Duration::from_secs(10);
     const IDLE: Duration = Duration::from_secs(60);
 
-    fn limits() -> MirrorLimits {
-        MirrorLimits {
+    fn limits() -> ConnectionLimits {
+        ConnectionLimits {
             header_timeout: HEADER,
             idle_timeout: IDLE,
-            ..MirrorLimits::default()
+            stall_timeout: Some(IDLE),
+            max_connections: 8,
+            max_headers: 64,
+            max_header_bytes: MIN_HEADER_BYTES,
         }
     }
 
@@ -449,34 +461,57 @@ mod tests {
         // The first request is due within the header timeout of the connection's opening.
         assert_eq!(
             state.deadline(&limits),
-            (opened + HEADER, Expiry::SlowHeaders)
+            Some((opened + HEADER, Expiry::SlowHeaders))
         );
         // Its bytes (a slowloris trickle) do not extend it.
         assert!(!state.bytes_read(at(5)));
         assert_eq!(
             state.deadline(&limits),
-            (opened + HEADER, Expiry::SlowHeaders)
+            Some((opened + HEADER, Expiry::SlowHeaders))
         );
         // Complete headers: the request is bounded by its progress.
         state.request_started(at(6));
         state.bytes_written(at(7));
-        assert_eq!(state.deadline(&limits), (at(7) + IDLE, Expiry::Stalled));
+        assert_eq!(
+            state.deadline(&limits),
+            Some((at(7) + IDLE, Expiry::Stalled))
+        );
         // Bytes read while a request is in flight (its body) are not the next request's head.
         assert!(!state.bytes_read(at(8)));
-        assert_eq!(state.deadline(&limits), (at(8) + IDLE, Expiry::Stalled));
+        assert_eq!(
+            state.deadline(&limits),
+            Some((at(8) + IDLE, Expiry::Stalled))
+        );
         // The response is finished: idle, until the next request's first byte starts the
         // header clock, which is shorter.
         state.request_finished(at(20));
-        assert_eq!(state.deadline(&limits), (at(20) + IDLE, Expiry::Idle));
+        assert_eq!(state.deadline(&limits), Some((at(20) + IDLE, Expiry::Idle)));
         assert!(state.bytes_read(at(30)));
         assert_eq!(
             state.deadline(&limits),
-            (at(30) + HEADER, Expiry::SlowHeaders)
+            Some((at(30) + HEADER, Expiry::SlowHeaders))
         );
         assert!(!state.bytes_read(at(35)));
         assert_eq!(
             state.deadline(&limits),
-            (at(30) + HEADER, Expiry::SlowHeaders)
+            Some((at(30) + HEADER, Expiry::SlowHeaders))
+        );
+    }
+
+    #[test]
+    fn without_a_stall_bound_a_request_in_progress_has_no_deadline() {
+        let limits = ConnectionLimits {
+            stall_timeout: None,
+            ..limits()
+        };
+        let opened = Instant::now();
+        let mut state = ClockState::new(opened);
+        state.request_started(opened);
+        assert_eq!(state.deadline(&limits), None);
+        state.request_finished(opened + Duration::from_secs(600));
+        assert_eq!(
+            state.deadline(&limits),
+            Some((opened + Duration::from_secs(600) + IDLE, Expiry::Idle))
         );
     }
 
@@ -485,10 +520,10 @@ mod tests {
         // After a first request, an idle deadline an hour away; then the next request's head
         // starts: the watchdog, asleep until the idle deadline, must wake for the 500 ms header
         // deadline.
-        let clock = Arc::new(ConnectionClock::new(MirrorLimits {
+        let clock = Arc::new(ConnectionClock::new(ConnectionLimits {
             header_timeout: Duration::from_millis(500),
             idle_timeout: Duration::from_secs(3600),
-            ..MirrorLimits::default()
+            ..limits()
         }));
         drop(RequestInFlight::start(clock.clone()));
         let watchdog = tokio::spawn({
@@ -508,10 +543,10 @@ mod tests {
     async fn the_watchdog_wakes_when_a_request_ends() {
         // A head started (header deadline an hour away), then the request ran and finished:
         // the watchdog must move to the 50 ms idle deadline.
-        let clock = Arc::new(ConnectionClock::new(MirrorLimits {
+        let clock = Arc::new(ConnectionClock::new(ConnectionLimits {
             header_timeout: Duration::from_secs(3600),
             idle_timeout: Duration::from_millis(50),
-            ..MirrorLimits::default()
+            ..limits()
         }));
         clock.bytes_read();
         let watchdog = tokio::spawn({
