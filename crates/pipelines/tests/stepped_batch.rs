@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use safeformers_models::CausalLm;
 use safeformers_pipelines::generation::{
-    Batch, GenerationConfig, GenerationParams, PromptCache, SequenceId, SequenceOptions,
-    StopReason, TokenChooser,
+    Batch, GenerationConfig, GenerationParams, OutputPenalties, PromptCache, SequenceId,
+    SequenceOptions, StopReason, TokenChooser,
 };
 use safeformers_pipelines::{
     GeneratedContent, GenerationInput, LoadOptions, TextGeneration, TextGenerationOptions,
@@ -215,4 +215,76 @@ fn a_continued_prompt_cache_gives_what_a_fresh_run_gives() {
         let fresh = pipeline.run(&[second], &options).unwrap();
         assert_eq!(continued, fresh[0], "{model_name}");
     }
+}
+
+/// Runs one member alone to its end and returns it.
+fn run_alone(
+    model: &dyn CausalLm,
+    options: SequenceOptions,
+) -> safeformers_pipelines::generation::Sequence {
+    let mut batch = Batch::new(model);
+    let id = batch.join(prompts()[0].clone(), options, None).unwrap();
+    while batch.is_running() {
+        batch.step(None).unwrap();
+    }
+    batch.leave(id).unwrap()
+}
+
+#[test]
+fn logprobs_rank_the_model_distribution_and_greedy_takes_the_top() {
+    let pipeline = pipeline("llama");
+    let params = params(false);
+    let mut with_logprobs = options(&params, 0);
+    with_logprobs.logprobs = Some(5);
+    let sequence = run_alone(pipeline.model(), with_logprobs);
+    // Asking for log-probabilities changes no token.
+    assert_eq!(
+        sequence.tokens(),
+        run_alone(pipeline.model(), options(&params, 0)).tokens()
+    );
+    assert_eq!(sequence.logprobs().len(), sequence.tokens().len());
+    for (entry, &token) in sequence.logprobs().iter().zip(sequence.tokens()) {
+        assert_eq!(entry.token, token);
+        assert_eq!(entry.top.len(), 5);
+        assert!(entry.top.windows(2).all(|pair| pair[0].1 >= pair[1].1));
+        // Greedy: the chosen token is the most likely one.
+        assert_eq!(entry.top[0], (token, entry.logprob));
+        assert!(entry.logprob <= 0.0);
+        let mass: f32 = entry.top.iter().map(|(_, logprob)| logprob.exp()).sum();
+        assert!(mass <= 1.0 + 1e-5, "{mass}");
+    }
+}
+
+#[test]
+fn a_presence_penalty_steers_away_from_generated_tokens() {
+    let pipeline = pipeline("llama");
+    let params = GenerationConfig {
+        max_new_tokens: Some(24),
+        do_sample: Some(false),
+        eos_token_id: Some(Vec::new()),
+        ..GenerationConfig::default()
+    }
+    .resolve()
+    .unwrap();
+    let options_for = |presence: f32| {
+        let mut options =
+            SequenceOptions::new(Arc::new(params.clone()), prompts()[0].len(), SEED, 0);
+        options.output_penalties = OutputPenalties {
+            presence,
+            frequency: 0.0,
+        };
+        options
+    };
+    let plain = run_alone(pipeline.model(), options_for(0.0));
+    let distinct = |tokens: &[u32]| {
+        tokens
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    // The random tiny model repeats itself when greedy; a presence penalty far larger than
+    // any score gap forbids every repeat.
+    assert!(distinct(plain.tokens()) < plain.tokens().len());
+    let penalised = run_alone(pipeline.model(), options_for(1.0e4));
+    assert_eq!(distinct(penalised.tokens()), penalised.tokens().len());
 }

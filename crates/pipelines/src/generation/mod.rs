@@ -32,7 +32,9 @@ use crate::error::{PipelineError, Result};
 pub use config::{GenerationConfig, GenerationParams, LengthLimit};
 pub use logits::{LogitsProcessor, process_logits};
 pub use sampling::TokenChooser;
-pub use step::{Batch, Sequence, SequenceId, SequenceOptions, StepToken};
+pub use step::{
+    Batch, OutputPenalties, Sequence, SequenceId, SequenceOptions, StepToken, TokenLogprobs,
+};
 pub use stopping::{StopReason, StopStringState};
 
 /// Turns token ids into text (special tokens kept), for stop strings.
@@ -214,6 +216,8 @@ pub fn generate(
             counted_prompt_len: longest,
             processor_padding: longest - prompt.len(),
             pad_token_id: pad,
+            output_penalties: OutputPenalties::default(),
+            logprobs: None,
         };
         let reused = match options.prompt_cache {
             Some(held) if count == 1 => held.borrow_mut().take_for(&prompt),

@@ -5,6 +5,7 @@
 //! ([`CausalLm::forward_sequences`]), with no padding. What a sequence generates does not depend
 //! on the other members: its scores come from its own cache, its draws from its own stream.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use safeformers_models::{CausalLm, LogitsAt, SequenceCache, SequenceInput};
@@ -39,6 +40,41 @@ pub struct SequenceOptions {
     pub processor_padding: usize,
     /// The pad token id (for `processor_padding`).
     pub pad_token_id: u32,
+    /// OpenAI's presence and frequency penalties over the tokens generated so far.
+    pub output_penalties: OutputPenalties,
+    /// Record each chosen token's log-probability and those of this many most likely tokens
+    /// ([`Sequence::logprobs`]); `None` records nothing.
+    pub logprobs: Option<usize>,
+}
+
+/// OpenAI's `presence_penalty` and `frequency_penalty`, as vLLM applies them: before the
+/// logits processors, each token generated so far has its score lowered by `presence` once
+/// and by `frequency` per time it was generated (the prompt does not count). Zero for both
+/// (the default) changes nothing.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OutputPenalties {
+    /// Subtracted once from every token that was generated.
+    pub presence: f32,
+    /// Subtracted per occurrence among the generated tokens.
+    pub frequency: f32,
+}
+
+impl OutputPenalties {
+    fn is_neutral(&self) -> bool {
+        self.presence == 0.0 && self.frequency == 0.0
+    }
+}
+
+/// A chosen token's log-probability under the model (the log-softmax of its raw scores, before
+/// penalties, processors and sampling), and the most likely tokens' with theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenLogprobs {
+    /// The chosen token.
+    pub token: u32,
+    /// Its log-probability.
+    pub logprob: f32,
+    /// The most likely tokens, most likely first, as many as [`SequenceOptions::logprobs`].
+    pub top: Vec<(u32, f32)>,
 }
 
 impl SequenceOptions {
@@ -61,6 +97,8 @@ impl SequenceOptions {
             counted_prompt_len: prompt_len,
             processor_padding: 0,
             pad_token_id: params.pad_token_id.unwrap_or(0),
+            output_penalties: OutputPenalties::default(),
+            logprobs: None,
             params,
         }
     }
@@ -80,6 +118,9 @@ pub struct Sequence {
     options: SequenceOptions,
     stop_reason: Option<StopReason>,
     stop_strings: Option<StopStringState>,
+    /// How often each token was generated (kept only with output penalties).
+    generated_counts: HashMap<u32, u32>,
+    logprobs: Vec<TokenLogprobs>,
 }
 
 impl Sequence {
@@ -91,6 +132,12 @@ impl Sequence {
     /// The tokens generated so far (an EOS token included).
     pub fn tokens(&self) -> &[u32] {
         &self.tokens
+    }
+
+    /// The log-probabilities of the tokens generated so far, one per token, when
+    /// [`SequenceOptions::logprobs`] asked for them (empty otherwise).
+    pub fn logprobs(&self) -> &[TokenLogprobs] {
+        &self.logprobs
     }
 
     /// Why the sequence stopped, once it has.
@@ -212,6 +259,8 @@ impl<'m> Batch<'m> {
             options,
             stop_reason: None,
             stop_strings,
+            generated_counts: HashMap::new(),
+            logprobs: Vec::new(),
         };
         self.members.push((id, sequence));
         Ok(id)
@@ -294,9 +343,18 @@ impl<'m> Batch<'m> {
     }
 }
 
-/// The member's next token from its scores.
+/// The member's next token from its scores (and its log-probabilities, when asked for).
 fn choose(id: SequenceId, sequence: &mut Sequence, scores: &mut [f32]) -> Result<u32> {
+    let raw_logprobs = sequence.options.logprobs.map(|_| log_softmax(scores));
     let params = Arc::clone(&sequence.options.params);
+    let penalties = sequence.options.output_penalties;
+    if !penalties.is_neutral() {
+        for (&token, &count) in &sequence.generated_counts {
+            if let Some(score) = scores.get_mut(token as usize) {
+                *score -= penalties.presence + penalties.frequency * count as f32;
+            }
+        }
+    }
     let step = sequence.tokens.len();
     let suppress_eos = step < params.min_new_tokens
         || sequence.options.counted_prompt_len.saturating_add(step) < params.min_length;
@@ -306,12 +364,71 @@ fn choose(id: SequenceId, sequence: &mut Sequence, scores: &mut [f32]) -> Result
         &[]
     };
     process_logits(&params.processors, &sequence.history, suppressed, scores);
-    sequence.chooser.choose(scores).ok_or_else(|| {
+    let token = sequence.chooser.choose(scores).ok_or_else(|| {
         PipelineError::InvalidInput(format!(
             "row {id}, new token {step}: every token was ruled out (the model's scores are all \
              -inf or NaN after the logits processors)"
         ))
-    })
+    })?;
+    if let (Some(top), Some(logprobs)) = (sequence.options.logprobs, raw_logprobs) {
+        sequence
+            .logprobs
+            .push(token_logprobs(token, &logprobs, top));
+    }
+    Ok(token)
+}
+
+/// `log(softmax(scores))`, computed stably; NaN scores count as `-inf`.
+fn log_softmax(scores: &[f32]) -> Vec<f32> {
+    let finite = |score: f32| {
+        if score.is_nan() {
+            f32::NEG_INFINITY
+        } else {
+            score
+        }
+    };
+    let max = scores
+        .iter()
+        .copied()
+        .map(finite)
+        .fold(f32::NEG_INFINITY, f32::max);
+    if max == f32::NEG_INFINITY {
+        return vec![f32::NEG_INFINITY; scores.len()];
+    }
+    let sum: f64 = scores
+        .iter()
+        .map(|&score| f64::from(finite(score) - max).exp())
+        .sum();
+    let log_sum = sum.ln() as f32;
+    scores
+        .iter()
+        .map(|&score| finite(score) - max - log_sum)
+        .collect()
+}
+
+/// The chosen token's log-probability and the `top` most likely tokens' (ties by lower id).
+fn token_logprobs(token: u32, logprobs: &[f32], top: usize) -> TokenLogprobs {
+    let mut ranked: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+    if top > 0 {
+        for (index, &logprob) in logprobs.iter().enumerate() {
+            let better = |&(held, other): &(u32, f32)| {
+                logprob > other || (logprob == other && (index as u32) < held)
+            };
+            if ranked.len() < top || ranked.last().is_some_and(better) {
+                let at = ranked.iter().position(better).unwrap_or(ranked.len());
+                ranked.insert(at, (index as u32, logprob));
+                ranked.truncate(top);
+            }
+        }
+    }
+    TokenLogprobs {
+        token,
+        logprob: logprobs
+            .get(token as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY),
+        top: ranked,
+    }
 }
 
 /// Appends `token` to the member and decides whether it stops.
@@ -323,6 +440,9 @@ fn advance(
     let params = Arc::clone(&sequence.options.params);
     sequence.history.push(token);
     sequence.tokens.push(token);
+    if !sequence.options.output_penalties.is_neutral() {
+        *sequence.generated_counts.entry(token).or_insert(0) += 1;
+    }
     sequence.pending.clear();
     sequence.pending.push(token);
     let mut stopped = None;
