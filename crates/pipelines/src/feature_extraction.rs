@@ -392,19 +392,67 @@ impl FeatureExtraction {
     /// run one after the other, each using every thread.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
-        let batches = length_sorted_batches(&lengths, self.batch_size);
-        let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size > CONCURRENT_BATCH_SIZE {
-            batches
+        self.run_batches(&lengths, |batch| {
+            let texts: Vec<&str> = batch
                 .iter()
-                .map(|batch| self.run_batch(batch, inputs))
-                .collect::<Result<_>>()?
+                .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
+                .collect();
+            Ok(self.tokenize(&texts)?.rows)
+        })
+    }
+
+    /// As [`FeatureExtraction::run`], on inputs that are already token ids (each row used as
+    /// given: no special tokens added, nothing stripped). A row that is empty, longer than
+    /// [`FeatureExtraction::max_length`] or holds an id outside the vocabulary is refused,
+    /// naming the row.
+    pub fn run_token_ids(&self, rows: &[Vec<u32>]) -> Result<Features> {
+        let vocab = self.encoder.tokenizer().vocab_size();
+        for (index, row) in rows.iter().enumerate() {
+            if row.is_empty() || row.len() > self.max_length {
+                return Err(PipelineError::InvalidInput(format!(
+                    "token row {index} holds {} tokens: between 1 and {} are allowed",
+                    row.len(),
+                    self.max_length
+                )));
+            }
+            if let Some(id) = row.iter().find(|&&id| id as usize >= vocab) {
+                return Err(PipelineError::InvalidInput(format!(
+                    "token row {index} holds id {id}, outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        let pad = self.encoder.tokenizer().pad_token_id().unwrap_or(0);
+        let lengths: Vec<usize> = rows.iter().map(Vec::len).collect();
+        self.run_batches(&lengths, |batch| {
+            let longest = batch
+                .iter()
+                .filter_map(|&i| lengths.get(i))
+                .copied()
+                .max()
+                .unwrap_or(0);
+            Ok(batch
+                .iter()
+                .filter_map(|&i| rows.get(i))
+                .map(|ids| right_padded_row(ids, longest, pad))
+                .collect())
+        })
+    }
+
+    /// Runs the inputs in batches of similar `lengths`, each batch's rows made by `encode`
+    /// (input indices to rows of one length, right-padded); outputs in input order.
+    fn run_batches(
+        &self,
+        lengths: &[usize],
+        encode: impl Fn(&[usize]) -> Result<Vec<Encoding>> + Sync,
+    ) -> Result<Features> {
+        let batches = length_sorted_batches(lengths, self.batch_size);
+        let run = |batch: &Vec<usize>| self.run_batch(batch, encode(batch)?);
+        let results: Vec<Vec<(usize, Vec<Vec<f32>>)>> = if self.batch_size > CONCURRENT_BATCH_SIZE {
+            batches.iter().map(run).collect::<Result<_>>()?
         } else {
-            batches
-                .par_iter()
-                .map(|batch| self.run_batch(batch, inputs))
-                .collect::<Result<_>>()?
+            batches.par_iter().map(run).collect::<Result<_>>()?
         };
-        let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); inputs.len()];
+        let mut outputs: Vec<Vec<Vec<f32>>> = vec![Vec::new(); lengths.len()];
         for (index, output) in results.into_iter().flatten() {
             if let Some(slot) = outputs.get_mut(index) {
                 *slot = output;
@@ -424,16 +472,11 @@ impl FeatureExtraction {
 
     /// One batch: `(input index, output)` per input, the output being the real tokens' states,
     /// or (with pooling) a single pooled vector.
-    fn run_batch<S: AsRef<str>>(
+    fn run_batch(
         &self,
         batch: &[usize],
-        inputs: &[S],
+        encodings: Vec<Encoding>,
     ) -> Result<Vec<(usize, Vec<Vec<f32>>)>> {
-        let texts: Vec<&str> = batch
-            .iter()
-            .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
-            .collect();
-        let encodings = self.tokenize(&texts)?;
         let rows: Vec<_> = encodings.iter().collect();
         let real_states = match self.encoder.token_states(&rows)? {
             Some(states) => states,
@@ -491,6 +534,22 @@ impl FeatureExtraction {
                 self.encoder.dir().display()
             ))),
         }
+    }
+}
+
+/// A row of `ids` right-padded with `pad` to `len` tokens (segment 0 throughout).
+fn right_padded_row(ids: &[u32], len: usize, pad: u32) -> Encoding {
+    let padding = len.saturating_sub(ids.len());
+    let mut input_ids = ids.to_vec();
+    input_ids.extend(std::iter::repeat_n(pad, padding));
+    let mut attention_mask = vec![1; ids.len()];
+    attention_mask.extend(std::iter::repeat_n(0, padding));
+    Encoding {
+        token_type_ids: vec![0; input_ids.len()],
+        special_tokens_mask: vec![0; input_ids.len()],
+        input_ids,
+        attention_mask,
+        ..Encoding::default()
     }
 }
 

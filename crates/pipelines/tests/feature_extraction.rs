@@ -140,3 +140,49 @@ fn pooling_options_on_a_plain_folder() -> Result<(), PipelineError> {
     );
     Ok(())
 }
+
+#[test]
+fn token_id_rows_embed_as_their_text_does() -> Result<(), PipelineError> {
+    for model in ["bert", "roberta"] {
+        let options = FeatureExtractionOptions {
+            pooling: Some(vec![PoolingMode::Mean]),
+            batch_size: 2,
+            ..Default::default()
+        };
+        let pipeline = FeatureExtraction::from_dir(&common::model(model), &options)?;
+        let texts = ["hello world", "a", "the quick brown fox jumps over it"];
+        let rows: Vec<Vec<u32>> = pipeline
+            .tokenize(&texts)?
+            .iter()
+            .map(|row| {
+                row.input_ids
+                    .iter()
+                    .zip(&row.attention_mask)
+                    .filter(|(_, mask)| **mask == 1)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .collect();
+        let (Features::Sentences(from_ids), Features::Sentences(from_text)) =
+            (pipeline.run_token_ids(&rows)?, pipeline.run(&texts)?)
+        else {
+            panic!("{model}: sentence vectors expected");
+        };
+        for (a, b) in from_ids.iter().zip(&from_text) {
+            let worst = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(worst <= 1e-6, "{model}: {worst}");
+        }
+        // Empty rows, ids outside the vocabulary and rows past the model's length are refused.
+        let vocab = pipeline.encoder().tokenizer().vocab_size() as u32;
+        let too_long = vec![rows[0][0]; pipeline.max_length() + 1];
+        for bad in [vec![], vec![vocab], too_long] {
+            let error = pipeline.run_token_ids(&[rows[0].clone(), bad]).unwrap_err();
+            assert!(error.to_string().contains("token row 1"), "{error}");
+        }
+    }
+    Ok(())
+}
