@@ -17,6 +17,9 @@
 //!   through [`generation`] (greedy or seeded sampling, Transformers' logits processors, EOS /
 //!   length / stop strings, left-padded batches, streaming).
 //!
+//! [`parse_tool_calls`] splits a chat model's reply into text and OpenAI-style tool calls, for
+//! the tool-call formats of Hermes / Qwen, Llama 3 and Mistral models ([`ToolCallFormat`]).
+//!
 //! Nothing here reads the network: resolving a repo id to a folder is the Hub layer's job.
 
 #![forbid(unsafe_code)]
@@ -30,6 +33,7 @@ mod question_answering;
 mod text_classification;
 mod text_generation;
 mod token_classification;
+mod tool_calls;
 
 pub use encoder::{Encoder, LoadOptions, length_sorted_batches};
 pub use error::{PipelineError, Result};
@@ -46,4 +50,7 @@ pub use text_generation::{
 };
 pub use token_classification::{
     Aggregation, Entities, EntityGroup, TokenClassification, TokenEntity,
+};
+pub use tool_calls::{
+    ParsedReply, ParsedToolCall, ToolCallError, ToolCallFormat, ToolCallLimits, parse_tool_calls,
 };
