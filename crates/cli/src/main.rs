@@ -17,6 +17,7 @@ mod model;
 mod output;
 mod run;
 mod scan;
+mod serve;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -68,6 +69,9 @@ enum Command {
     Forward(forward::ForwardArgs),
     /// Run a task pipeline (feature-extraction, sentence-similarity, ...) on inputs or stdin.
     Run(run::RunArgs),
+    /// Serve models over the OpenAI API (chat, completions, embeddings) and TEI's /embed;
+    /// loopback unless an API key is configured.
+    Serve(serve::ServeArgs),
     /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
     /// conversation is kept until stdin ends.
     Chat(generate::ChatArgs),
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => generate::chat(&args),
+        Command::Serve(args) => serve::run(&args),
         Command::RenderChatTemplate => safeformers::chat_sandbox::serve_child()
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),

@@ -41,7 +41,7 @@ pub struct MirrorArgs {
 
 /// A duration flag: digits and a unit (`ms`, `s`, `m`; seconds when none), more than zero and at
 /// most a day.
-fn parse_timeout(text: &str) -> Result<Duration, String> {
+pub fn parse_timeout(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())

@@ -269,6 +269,29 @@ impl TextGeneration {
             GenerationInput::Text(text) => (text.clone(), true),
             GenerationInput::Chat(messages) => (self.render_chat(messages)?, false),
         };
+        self.text_ids(&text, add_special_tokens, keep_end)
+    }
+
+    /// The token ids of a chat offered `tools` (function definitions, as the template receives
+    /// them), rendered as [`TextGeneration::prompt_ids`] renders a chat. With `keep_end`, a
+    /// prompt longer than the context window keeps its end instead of being refused.
+    pub fn chat_prompt_ids(
+        &self,
+        messages: &[Value],
+        tools: Option<Vec<Value>>,
+        keep_end: bool,
+    ) -> Result<Vec<u32>> {
+        let text = self.render_chat_with_tools(messages, tools)?;
+        self.text_ids(&text, false, keep_end)
+    }
+
+    /// The token ids of a text prompt (the tokenizer's special tokens added), as
+    /// [`TextGeneration::chat_prompt_ids`] treats length.
+    pub fn text_prompt_ids(&self, text: &str, keep_end: bool) -> Result<Vec<u32>> {
+        self.text_ids(text, true, keep_end)
+    }
+
+    fn text_ids(&self, text: &str, add_special_tokens: bool, keep_end: bool) -> Result<Vec<u32>> {
         // Only the context window's worth of tokens can be used: the tokenizer stops reading a
         // longer prompt (refusing it, or keeping its end when prompts are left-truncated).
         let token_budget = self.model.context_length().map(|context| {
@@ -283,7 +306,7 @@ impl TextGeneration {
             token_budget,
             ..EncodeOptions::default()
         };
-        let encodings = self.tokenizer.encode(&text, &options)?;
+        let encodings = self.tokenizer.encode(text, &options)?;
         Ok(encodings
             .iter()
             .next()
@@ -293,6 +316,15 @@ impl TextGeneration {
 
     /// The chat template's text for `messages`.
     pub fn render_chat(&self, messages: &[Value]) -> Result<String> {
+        self.render_chat_with_tools(messages, None)
+    }
+
+    /// The chat template's text for `messages`, offered `tools`.
+    pub fn render_chat_with_tools(
+        &self,
+        messages: &[Value],
+        tools: Option<Vec<Value>>,
+    ) -> Result<String> {
         check_messages(messages)?;
         // A chat ending with the assistant's message is continued (Transformers'
         // `continue_final_message`, its default for such chats), otherwise the template writes
@@ -301,6 +333,7 @@ impl TextGeneration {
         let options = ChatTemplateOptions {
             add_generation_prompt: !continue_final,
             continue_final_message: continue_final,
+            tools,
             ..ChatTemplateOptions::default()
         };
         // Errors name the file the template came from (a folder's tokenizer files, or the GGUF

@@ -162,6 +162,15 @@ impl FeatureExtraction {
         })
     }
 
+    /// Runs `work` on the pipeline underneath inside this pipeline's thread pool, for calls
+    /// this type does not wrap ([`pipelines::FeatureExtraction::run_token_ids`]).
+    pub fn install<T: Send>(
+        &self,
+        work: impl FnOnce(&pipelines::FeatureExtraction) -> T + Send,
+    ) -> T {
+        self.0.pool.install(|| work(&self.0.pipeline))
+    }
+
     /// The pipeline underneath.
     pub fn pipeline(&self) -> &pipelines::FeatureExtraction {
         &self.0.pipeline

@@ -28,6 +28,7 @@ const KNOWN: &[&str] = &[
     "parallel_tool_calls",
     "stream",
     "stream_options",
+    "ignore_eos",
     "user",
     "metadata",
     "store",

@@ -25,6 +25,7 @@ const KNOWN: &[&str] = &[
     "suffix",
     "stream",
     "stream_options",
+    "ignore_eos",
     "user",
 ];
 

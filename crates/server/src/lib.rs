@@ -21,18 +21,31 @@
 //!
 //! - [`metrics`]: `GET /metrics` in Prometheus' text format, over fixed label sets.
 //!
-//! Still to come (issue 14): the HTTP layer (axum,
-//! as the Hub mirror), the continuous-batching scheduler over the front door's steppable
-//! generator, streaming, metrics and the `serve` command.
+//! - [`generation_engine`]: continuous batching over the front door's steppable generator (a
+//!   thread per generative model; requests join at the next step, leave when finished or
+//!   cancelled; a bounded queue), with [`stop_text`] for OpenAI's `stop` strings;
+//!   [`embedding_engine`]: token-budgeted batches for embeddings.
+//! - [`app`]: routing, the API key, CORS, body bounds; [`generate`] and [`embed`] the
+//!   endpoints; [`server`] loading, binding (on [`safeformers_http::accept_loop`]) and the
+//!   graceful stop.
 
 pub mod api_error;
+pub mod app;
 pub mod chat_request;
 pub mod completion_request;
+pub mod embed;
+pub mod embedding_engine;
 pub mod embeddings_request;
 pub mod exposure;
+pub mod generate;
+pub mod generation_engine;
 pub mod json_shape;
 pub mod limits;
 pub mod metrics;
 pub mod request_fields;
 pub mod responses;
 pub mod sampling;
+pub mod server;
+pub mod stop_text;
+
+pub use server::{ModelSpec, ServeConfig, ServeError, ServerHandle, serve_until_signal, start};

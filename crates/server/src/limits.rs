@@ -43,6 +43,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// A request's headers and body must arrive within this (`--header-timeout`).
     pub header_timeout: Duration,
+    /// A request must be answered, to its last byte, within this (`--request-timeout`).
+    pub request_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -65,6 +67,7 @@ impl Default for Limits {
             max_connections: 512,
             idle_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -87,7 +90,7 @@ impl Limits {
     /// Checks every limit against its range (a flag cannot turn a bound off or make it absurd:
     /// a gigabyte body, a million-deep JSON, a zero timeout).
     pub fn check(&self) -> Result<(), LimitError> {
-        let ranges: [(&'static str, u64, u64, u64); 17] = [
+        let ranges: [(&'static str, u64, u64, u64); 18] = [
             (
                 "--max-body-bytes",
                 as_u64(self.max_body_bytes),
@@ -140,6 +143,7 @@ impl Limits {
             ),
             ("--idle-timeout", self.idle_timeout.as_secs(), 1, 3600),
             ("--header-timeout", self.header_timeout.as_secs(), 1, 600),
+            ("--request-timeout", self.request_timeout.as_secs(), 1, 86_400),
         ];
         for (flag, value, low, high) in ranges {
             if !(low..=high).contains(&value) {

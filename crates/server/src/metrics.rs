@@ -30,7 +30,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    fn label(self) -> &'static str {
+    /// The path counted (`other` for the rest).
+    pub fn label(self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/v1/chat/completions",
             Endpoint::Completions => "/v1/completions",

@@ -40,6 +40,9 @@ pub enum FinishReason {
 /// A tool call in an assistant message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ToolCall {
+    /// The call's position among the message's calls (streamed deltas only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u64>,
     /// The call's id (`call_…`), which the tool's answer quotes.
     pub id: String,
     /// Always `function`.
@@ -123,6 +126,8 @@ pub struct ChunkChoice {
     pub delta: ChatDelta,
     /// Set in the choice's last chunk.
     pub finish_reason: Option<FinishReason>,
+    /// The log-probabilities of this chunk's tokens, when asked for.
+    pub logprobs: Option<serde_json::Value>,
 }
 
 /// One server-sent event of a streamed chat completion.
@@ -305,6 +310,7 @@ mod tests {
                     tool_calls: Vec::new(),
                 },
                 finish_reason: None,
+                logprobs: None,
             }],
             usage: None,
         };

@@ -33,6 +33,9 @@ pub struct Sampling {
     pub stream: bool,
     /// A final event with the usage counts (`stream_options.include_usage`).
     pub include_usage: bool,
+    /// Generate `max_tokens` tokens whatever the model says (vLLM's and llama.cpp's
+    /// `ignore_eos`, for benchmarks).
+    pub ignore_eos: bool,
 }
 
 /// The largest `max_tokens` as the field readers take it.
@@ -61,6 +64,7 @@ pub fn read_sampling(
             .unwrap_or(0.0),
         stream,
         include_usage: checked_stream_options(fields, stream)?,
+        ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
     })
 }
 
