@@ -2,7 +2,9 @@
 //! `tests/fixtures/decoders/pipelines.json`, made by `scripts/make_decoder_fixtures.py`
 //! (greedy, 10 new tokens; full and new-text-only output, chat, repetition penalty, a batch of
 //! two prompts, stop strings, a custom EOS id). Every entry whose model type is implemented on
-//! this branch must match exactly; the others are listed, never silently passed.
+//! this branch must match exactly; the others are listed, never silently passed. Also the
+//! rigged tool-calling chat model `tests/fixtures/decoders/llama-tool-call`
+//! (`scripts/make_tool_call_fixture.py`) and what Transformers generated with it.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,10 +16,11 @@
 use std::path::PathBuf;
 
 use safeformers_models::{CAUSAL_LM_MODEL_TYPES, ModelConfig};
-use safeformers_pipelines::generation::{GenerationConfig, StopReason};
+use safeformers_pipelines::generation::{GenerateOptions, GenerationConfig, StopReason, generate};
 use safeformers_pipelines::{
     GenerationInput, LoadOptions, PipelineError, TextGeneration, TextGenerationOptions,
 };
+use safeformers_tokenize::ChatTemplateOptions;
 use serde_json::{Value, json};
 
 fn decoders() -> PathBuf {
@@ -316,4 +319,102 @@ fn a_chat_ending_with_the_assistant_is_continued() {
         json!(full[0].generated_text),
         json!([messages[0], {"role": "assistant", "content": format!("Yes{new_text}")}])
     );
+}
+
+/// `llama-tool-call` (`scripts/make_tool_call_fixture.py`): a Llama whose weights make greedy
+/// decoding answer anything ending in the generation prompt's newline with one added token, the
+/// whole Hermes tool call, then `<|im_end|>` (its EOS). Each case of its `outputs.json` (a chat
+/// with tools, the same chat without, a follow-up after the call and its result, a text prompt)
+/// must render and tokenize as Transformers did and generate the same ids, and the pipeline's new
+/// text must be exactly the call.
+#[test]
+fn the_tool_call_model_answers_with_its_tool_call_then_eos() {
+    let dir = decoders().join("llama-tool-call");
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap()).unwrap();
+    let pipeline = pipeline("llama-tool-call");
+    let tool_call = golden["tool_call"]["text"].as_str().unwrap();
+    let tool_call_id = golden["tool_call"]["id"].as_u64().unwrap() as u32;
+    let eos = golden["eos_token_id"].as_u64().unwrap() as u32;
+    assert_eq!(
+        pipeline.tokenizer().decode(&[tool_call_id], true).unwrap(),
+        tool_call,
+        "the added token decodes to the call, special tokens skipped or not"
+    );
+    let greedy = GenerationConfig {
+        do_sample: Some(false),
+        max_new_tokens: Some(5),
+        ..GenerationConfig::default()
+    };
+    let params = pipeline.generation_params(&greedy).unwrap();
+    assert_eq!(
+        params.eos_token_ids,
+        vec![eos],
+        "EOS from generation_config.json"
+    );
+
+    for case in ["chat", "chat_without_tools", "follow_up", "text_prompt"] {
+        let expected = &golden[case];
+        assert_eq!(expected["new_tokens"], json!([tool_call_id, eos]), "{case}");
+        let input = match expected.get("messages") {
+            None => GenerationInput::Text(expected["text"].as_str().unwrap().to_string()),
+            Some(messages) => {
+                let messages = messages.as_array().unwrap().clone();
+                let tools = expected["tools"].as_array().cloned();
+                if tools.is_none() {
+                    // The pipeline's own chat path: no tools.
+                    let rendered = pipeline.render_chat(&messages).unwrap();
+                    assert_eq!(rendered, expected["rendered"].as_str().unwrap(), "{case}");
+                    GenerationInput::Chat(messages)
+                } else {
+                    let options = ChatTemplateOptions {
+                        add_generation_prompt: true,
+                        tools,
+                        ..ChatTemplateOptions::default()
+                    };
+                    let rendered = pipeline
+                        .tokenizer()
+                        .chat_template_request(&messages, &options)
+                        .unwrap()
+                        .render()
+                        .unwrap_or_else(|e| panic!("{case}: {e}"));
+                    assert_eq!(rendered, expected["rendered"].as_str().unwrap(), "{case}");
+                    // A chat's text is tokenized without special tokens; this tokenizer adds none.
+                    GenerationInput::Text(rendered)
+                }
+            }
+        };
+        let prompt = pipeline.prompt_ids(&input).unwrap();
+        assert_eq!(json!(prompt), expected["input_ids"], "{case}: prompt ids");
+
+        let rows = generate(
+            pipeline.model(),
+            &[prompt],
+            &params,
+            &GenerateOptions::default(),
+            &mut |_, _| Ok(()),
+        )
+        .unwrap_or_else(|e| panic!("{case}: {e}"));
+        assert_eq!(
+            json!(rows[0].new_tokens()),
+            expected["new_tokens"],
+            "{case}"
+        );
+        assert_eq!(rows[0].stop_reason, StopReason::Eos, "{case}");
+
+        let options = TextGenerationOptions {
+            generation: greedy.clone(),
+            return_full_text: false,
+            ..TextGenerationOptions::default()
+        };
+        let result = pipeline.run(&[input], &options).unwrap();
+        assert_eq!(json!(result[0].generated_text), json!(tool_call), "{case}");
+        assert_eq!(
+            expected["new_text"],
+            json!(tool_call),
+            "{case}: Transformers' text"
+        );
+        assert_eq!(result[0].stop_reason, StopReason::Eos, "{case}");
+        assert_eq!(result[0].new_tokens, 2, "{case}");
+    }
 }
