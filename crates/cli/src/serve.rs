@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use safeformers_server::app::AccessPolicy;
 use safeformers_server::exposure::ApiKey;
@@ -176,16 +175,17 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         max_batch_tokens: args.max_batch_tokens,
         shutdown_timeout: args.shutdown_timeout,
     };
-    let server = safeformers_server::start(config).map_err(|error| match error {
+    safeformers_server::serve_until_signal(config, |addr| {
+        // The address on stdout, for scripts that started the server on port 0.
+        println!("listening on http://{addr}");
+    })
+    .map_err(|error| match error {
         safeformers_server::ServeError::Load { model, source } => {
             anyhow::Error::new(*source).context(model)
         }
         safeformers_server::ServeError::Io { .. } => anyhow::Error::new(error),
         other => UsageError(other.to_string()).into(),
     })?;
-    // The address on stdout, for scripts that started the server on port 0.
-    println!("listening on http://{}", server.local_addr());
-    safeformers_server::serve_until_signal(server).context("serving")?;
     Ok(ExitCode::SUCCESS)
 }
 

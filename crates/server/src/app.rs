@@ -280,10 +280,7 @@ async fn route(
 
 /// At most 100 printable characters of a request path, for error messages.
 fn printable_path(path: &str) -> String {
-    path.chars()
-        .filter(|c| !c.is_control())
-        .take(100)
-        .collect()
+    path.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
 /// The request body, at most `limit` bytes (413 beyond, whether it says its length or not).

@@ -132,7 +132,15 @@ fn count_tokens(
     let mut total = 0usize;
     for (index, input) in inputs.iter().enumerate() {
         let count = match input {
-            EmbeddingInput::Tokens(ids) => ids.len(),
+            EmbeddingInput::Tokens(ids) => {
+                let vocab = pipeline.encoder().tokenizer().vocab_size();
+                if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                    return Err(format!(
+                        "input {index}: token id {id} is outside the vocabulary of {vocab}"
+                    ));
+                }
+                ids.len()
+            }
             EmbeddingInput::Text(text) => pipeline
                 .encoder()
                 .tokenizer()

@@ -26,8 +26,7 @@ use crate::embeddings_request::EmbeddingInput;
 use crate::generation_engine::{ChoiceEvent, ChoiceJob, EventKind, Finish, GenerationJob};
 use crate::responses::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatDelta, ChunkChoice,
-    Completion, CompletionChoice, FinishReason, FunctionCall, SSE_DONE, ToolCall, Usage,
-    sse_event,
+    Completion, CompletionChoice, FinishReason, FunctionCall, SSE_DONE, ToolCall, Usage, sse_event,
 };
 use crate::sampling::Sampling;
 
@@ -53,7 +52,11 @@ pub async fn chat_completions(state: Arc<AppState>, body: Bytes) -> Result<Respo
     let (served, generation) = state.generation_model(&request.model)?;
     let offer_tools = !request.tools.is_empty() && request.tool_choice != ToolChoice::None;
     let tools = offer_tools.then(|| request.tools.clone());
-    let messages: Vec<Value> = request.messages.into_iter().map(flatten_text_parts).collect();
+    let messages: Vec<Value> = request
+        .messages
+        .into_iter()
+        .map(flatten_text_parts)
+        .collect();
     let model = generation.model.clone();
     let prompt = blocking(move || {
         model
@@ -101,6 +104,12 @@ pub async fn completions(state: Arc<AppState>, body: Bytes) -> Result<Response, 
                     Ok((ids, Arc::from(text.as_str())))
                 }
                 EmbeddingInput::Tokens(ids) => {
+                    let vocab = pipeline.model().vocab_size();
+                    if let Some(id) = ids.iter().find(|&&id| id as usize >= vocab) {
+                        return Err(format!(
+                            "token id {id} is outside the model's vocabulary of {vocab}"
+                        ));
+                    }
                     let text = pipeline
                         .tokenizer()
                         .decode(&ids, false)
@@ -313,7 +322,10 @@ impl Reply {
     ) -> Result<Reply, ApiError> {
         let (events, receiver) = mpsc::unbounded_channel();
         let count = plan.choices.len();
-        let logprobs = plan.choices.iter().any(|job| job.options.logprobs.is_some());
+        let logprobs = plan
+            .choices
+            .iter()
+            .any(|job| job.options.logprobs.is_some());
         generation
             .engine
             .submit(GenerationJob {
@@ -321,6 +333,7 @@ impl Reply {
                 events,
             })
             .map_err(refusal_error)?;
+        state.metrics.count_tokens(plan.prompt_tokens, 0);
         Ok(Reply {
             state: state.clone(),
             model_name: served.name.clone(),
@@ -371,13 +384,16 @@ impl Reply {
                 choice.text.push_str(text);
                 choice.finish = Some(*reason);
                 choice.completion_tokens = *completion_tokens;
-                if self.choices.iter().all(|choice| choice.finish.is_some()) {
-                    metrics.count_tokens(self.prompt_tokens, self.completion_tokens());
-                    if self.state.access.log_content {
-                        let texts: Vec<&str> =
-                            self.choices.iter().map(|choice| choice.text.as_str()).collect();
-                        tracing::info!(completions = ?texts, "generated");
-                    }
+                // Content is logged only when the operator asked for it (--log-content).
+                if self.state.access.log_content
+                    && self.choices.iter().all(|choice| choice.finish.is_some())
+                {
+                    let texts: Vec<&str> = self
+                        .choices
+                        .iter()
+                        .map(|choice| choice.text.as_str())
+                        .collect();
+                    tracing::info!(completions = ?texts, "generated");
                 }
             }
             EventKind::Failed { message } => return Next::Failed(message.clone()),
@@ -627,7 +643,11 @@ impl Reply {
         let tokenizer = model.pipeline().tokenizer();
         if echo {
             for index in 0..self.choices.len() {
-                let prompt = self.prompts.get(index).map(|p| p.to_string()).unwrap_or_default();
+                let prompt = self
+                    .prompts
+                    .get(index)
+                    .map(|p| p.to_string())
+                    .unwrap_or_default();
                 let chunk = self.completion_chunk(index, prompt, None, None, None);
                 if !send(&sender, &chunk).await {
                     return;

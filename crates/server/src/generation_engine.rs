@@ -251,6 +251,7 @@ impl<'p> Engine<'p> {
             if self.shared.draining.load(Ordering::SeqCst) && self.past_drain_deadline() {
                 self.fail_all("the server is shutting down");
             }
+            self.publish_load();
             if self.members.is_empty() {
                 if self.shared.draining.load(Ordering::SeqCst) {
                     break;
@@ -357,6 +358,7 @@ impl<'p> Engine<'p> {
             .filter(|(_, member)| member.events.is_closed())
             .map(|(id, _)| *id)
             .collect();
+        self.metrics.count_cancelled(gone.len() as u64);
         for id in gone {
             self.members.remove(&id);
             self.batch.leave(id);
@@ -366,6 +368,7 @@ impl<'p> Engine<'p> {
     fn step(&mut self) {
         match self.batch.step(None) {
             Ok(tokens) => {
+                self.metrics.count_tokens(0, tokens.len() as u64);
                 for token in tokens {
                     self.deliver(token);
                 }

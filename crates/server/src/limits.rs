@@ -143,7 +143,12 @@ impl Limits {
             ),
             ("--idle-timeout", self.idle_timeout.as_secs(), 1, 3600),
             ("--header-timeout", self.header_timeout.as_secs(), 1, 600),
-            ("--request-timeout", self.request_timeout.as_secs(), 1, 86_400),
+            (
+                "--request-timeout",
+                self.request_timeout.as_secs(),
+                1,
+                86_400,
+            ),
         ];
         for (flag, value, low, high) in ranges {
             if !(low..=high).contains(&value) {

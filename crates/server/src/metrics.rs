@@ -96,6 +96,7 @@ pub struct Metrics {
     generated_tokens: AtomicU64,
     queued: AtomicU64,
     running: AtomicU64,
+    cancelled: AtomicU64,
     /// Time from a request's arrival to its first token.
     pub time_to_first_token: Histogram,
     /// Time between two tokens of one sequence.
@@ -117,6 +118,11 @@ impl Metrics {
         self.prompt_tokens.fetch_add(prompt, Ordering::Relaxed);
         self.generated_tokens
             .fetch_add(generated, Ordering::Relaxed);
+    }
+
+    /// Counts sequences whose client went away before they finished.
+    pub fn count_cancelled(&self, sequences: u64) {
+        self.cancelled.fetch_add(sequences, Ordering::Relaxed);
     }
 
     /// Sets the gauges: requests waiting for a slot, sequences being generated.
@@ -155,6 +161,12 @@ impl Metrics {
                 "Tokens generated.",
                 "counter",
                 &self.generated_tokens,
+            ),
+            (
+                "safeformers_cancelled_sequences_total",
+                "Sequences cancelled because their client went away.",
+                "counter",
+                &self.cancelled,
             ),
             (
                 "safeformers_queue_depth",

@@ -15,7 +15,9 @@ use safeformers_http::ConnectionLimits;
 use safeformers_pipelines::ToolCallFormat;
 use tokio::sync::oneshot;
 
-use crate::app::{AccessPolicy, AppState, EmbeddingModel, GenerationModel, ServedKind, ServedModel};
+use crate::app::{
+    AccessPolicy, AppState, EmbeddingModel, GenerationModel, ServedKind, ServedModel,
+};
 use crate::embedding_engine::EmbeddingEngine;
 use crate::exposure::{ExposureError, check_listen_address};
 use crate::generation_engine::{EngineLimits, GenerationEngine};
@@ -117,7 +119,9 @@ pub fn start(mut config: ServeConfig) -> Result<ServerHandle, ServeError> {
     check_listen_address(config.addr, config.access.api_key.as_ref())?;
     config.limits.check()?;
     if config.models.is_empty() {
-        return Err(ServeError::Setting("serve needs at least one --model".into()));
+        return Err(ServeError::Setting(
+            "serve needs at least one --model".into(),
+        ));
     }
     if config.max_running < config.limits.max_n || config.max_running > 1024 {
         return Err(ServeError::Setting(format!(
@@ -223,7 +227,8 @@ fn load(
         .map_or(0, |elapsed| elapsed.as_secs());
     let started = Instant::now();
     let kind = if is_generative(&dir) {
-        let model = Arc::new(TextGeneration::from_pretrained(&dir, &config.options).map_err(load_error)?);
+        let model =
+            Arc::new(TextGeneration::from_pretrained(&dir, &config.options).map_err(load_error)?);
         let tool_format = model
             .pipeline()
             .tokenizer()
@@ -247,7 +252,19 @@ fn load(
             tool_format,
         })
     } else {
-        let model = Arc::new(FeatureExtraction::from_pretrained(&dir, &config.options).map_err(load_error)?);
+        // A plain Transformers folder (no sentence-transformers pooling) is mean-pooled, as
+        // `run sentence-similarity` and TEI's default do.
+        let settings = safeformers::FeatureExtractionSettings {
+            pooling: match safeformers_pipelines::SentenceTransformerConfig::from_dir(&dir) {
+                Ok(Some(_)) => None,
+                _ => Some(vec![safeformers_pipelines::PoolingMode::Mean]),
+            },
+            normalize: false,
+        };
+        let model = Arc::new(
+            FeatureExtraction::from_pretrained_with(&dir, &config.options, &settings)
+                .map_err(load_error)?,
+        );
         let engine = EmbeddingEngine::start(
             model.clone(),
             config.limits.max_queued,
@@ -288,9 +305,10 @@ fn is_generative(dir: &Path) -> bool {
         .get("architectures")
         .and_then(serde_json::Value::as_array)
         .is_some_and(|architectures| {
-            architectures.iter().filter_map(serde_json::Value::as_str).any(|name| {
-                name.ends_with("ForCausalLM") || name.ends_with("LMHeadModel")
-            })
+            architectures
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .any(|name| name.ends_with("ForCausalLM") || name.ends_with("LMHeadModel"))
         })
 }
 
@@ -382,21 +400,37 @@ impl Drop for ServerHandle {
     }
 }
 
-/// Blocks until SIGTERM or SIGINT (Ctrl-C), then stops `server` gracefully
-/// ([`ServerHandle::shutdown`]).
-pub fn serve_until_signal(server: ServerHandle) -> std::io::Result<()> {
+/// Starts a server with `config` and serves until SIGTERM or SIGINT (Ctrl-C), then stops it
+/// gracefully ([`ServerHandle::shutdown`]). `on_start` gets the bound address once the models
+/// are loaded. The signal handlers are installed before anything loads, so a signal that comes
+/// early still stops the server gracefully (once its models are loaded), never kills it.
+pub fn serve_until_signal(
+    config: ServeConfig,
+    on_start: impl FnOnce(SocketAddr),
+) -> Result<(), ServeError> {
+    let addr = config.addr;
+    let io_error = |source| ServeError::Io { addr, source };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .map_err(io_error)?;
+    let (mut terminate, mut interrupt) = runtime
+        .block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::interrupt())?,
+            ))
+        })
+        .map_err(io_error)?;
+    let server = start(config)?;
+    on_start(server.local_addr());
     runtime.block_on(async {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = terminate.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
         }
-        Ok::<(), std::io::Error>(())
-    })?;
+    });
     tracing::info!("stopping: no new requests; running ones get the shutdown timeout");
-    server.shutdown()
+    server.shutdown().map_err(io_error)
 }

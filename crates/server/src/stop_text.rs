@@ -74,7 +74,9 @@ impl StopText {
             for (end, _) in stop.char_indices().skip(1) {
                 if end > held
                     && self.text.len() >= self.sent + end
-                    && stop.get(..end).is_some_and(|start| self.text.ends_with(start))
+                    && stop
+                        .get(..end)
+                        .is_some_and(|start| self.text.ends_with(start))
                 {
                     held = end;
                 }
@@ -85,7 +87,11 @@ impl StopText {
 
     fn take_to(&mut self, end: usize) -> String {
         let end = end.max(self.sent);
-        let piece = self.text.get(self.sent..end).unwrap_or_default().to_string();
+        let piece = self
+            .text
+            .get(self.sent..end)
+            .unwrap_or_default()
+            .to_string();
         self.sent = end;
         piece
     }

@@ -30,6 +30,11 @@ impl Server {
     /// Starts `safeformers serve ARGS --addr 127.0.0.1:0` (offline, in-repo fixtures) and waits
     /// for its "listening on" line.
     pub fn start(args: &[&str]) -> Server {
+        Server::start_with_env(args, &[])
+    }
+
+    /// [`Server::start`] with these environment variables set for the server.
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
         let stderr_log = safeformers_testkit::scratch_dir("serve-log").join("stderr.log");
         let mut child = Command::new(env!("CARGO_BIN_EXE_safeformers"))
             .arg("serve")
@@ -37,6 +42,7 @@ impl Server {
             .args(["--addr", "127.0.0.1:0"])
             .env("HF_HUB_OFFLINE", "1")
             .env("RUST_LOG", "info")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr_log).unwrap())
@@ -87,16 +93,16 @@ impl Server {
     /// Sends SIGTERM and waits (at most `limit`) for the process to exit.
     pub fn terminate(&mut self, limit: Duration) -> ExitStatus {
         let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "the server did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -154,7 +160,11 @@ pub fn request(
 }
 
 /// POSTs JSON; returns the status and the parsed body.
-pub fn post_json(addr: SocketAddr, path: &str, body: &serde_json::Value) -> (u16, serde_json::Value) {
+pub fn post_json(
+    addr: SocketAddr,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let (head, body) = request(
         addr,
         "POST",
@@ -216,18 +226,15 @@ pub fn read_head(reader: &mut impl BufRead) -> Head {
 }
 
 /// The payload of a chunked body.
-fn dechunk(raw: &[u8]) -> Vec<u8> {
+pub fn dechunk(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut rest = raw;
     loop {
         let Some(end) = rest.windows(2).position(|w| w == b"\r\n") else {
             return out;
         };
-        let size = usize::from_str_radix(
-            std::str::from_utf8(&rest[..end]).unwrap().trim(),
-            16,
-        )
-        .unwrap_or(0);
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..end]).unwrap().trim(), 16)
+            .unwrap_or(0);
         if size == 0 {
             return out;
         }
