@@ -631,3 +631,28 @@ fn chat_streams_and_collected_answers_agree() {
         );
     }
 }
+
+#[test]
+fn long_prompts_are_refused_unless_truncation_is_asked_and_prompts_stay_out_of_logs() {
+    let server = tiny_server(&[]);
+    let secret = "zebra quartz secret";
+    let long = format!("{secret} {}", "word ".repeat(200));
+    let body = |truncate: Option<u64>| {
+        let mut body = json!({"model": "llama", "prompt": long, "max_tokens": 4, "temperature": 0});
+        if let Some(keep) = truncate {
+            body["truncate_prompt_tokens"] = json!(keep);
+        }
+        body
+    };
+    let (status, answer) = post_json(server.addr, "/v1/completions", &body(None));
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = post_json(server.addr, "/v1/completions", &body(Some(20)));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["usage"]["prompt_tokens"], 20);
+    let chat = json!({"model": "llama", "messages": [{"role": "user", "content": secret}],
+                      "max_tokens": 3});
+    assert_eq!(post_json(server.addr, "/v1/chat/completions", &chat).0, 200);
+    let log = server.log();
+    assert!(log.contains("/v1/completions"), "{log}");
+    assert!(!log.contains("zebra"), "a prompt reached the log: {log}");
+}

@@ -29,6 +29,7 @@ const KNOWN: &[&str] = &[
     "stream",
     "stream_options",
     "ignore_eos",
+    "truncate_prompt_tokens",
     "user",
     "metadata",
     "store",

@@ -58,10 +58,12 @@ pub async fn chat_completions(state: Arc<AppState>, body: Bytes) -> Result<Respo
         .map(flatten_text_parts)
         .collect();
     let model = generation.model.clone();
+    let keep_last = request.sampling.truncate_prompt_tokens;
     let prompt = blocking(move || {
         model
             .pipeline()
-            .chat_prompt_ids(&messages, tools, false)
+            .chat_prompt_ids(&messages, tools, keep_last.is_some())
+            .map(|ids| kept_end(ids, keep_last))
             .map_err(|error| error.to_string())
     })
     .await
@@ -92,6 +94,7 @@ pub async fn completions(state: Arc<AppState>, body: Bytes) -> Result<Response, 
     let (served, generation) = state.generation_model(&request.model)?;
     let model = generation.model.clone();
     let inputs = request.prompts.clone();
+    let keep_last = request.sampling.truncate_prompt_tokens;
     let prompts = blocking(move || {
         let pipeline = model.pipeline();
         inputs
@@ -99,9 +102,9 @@ pub async fn completions(state: Arc<AppState>, body: Bytes) -> Result<Response, 
             .map(|input| match input {
                 EmbeddingInput::Text(text) => {
                     let ids = pipeline
-                        .text_prompt_ids(&text, false)
+                        .text_prompt_ids(&text, keep_last.is_some())
                         .map_err(|error| error.to_string())?;
-                    Ok((ids, Arc::from(text.as_str())))
+                    Ok((kept_end(ids, keep_last), Arc::from(text.as_str())))
                 }
                 EmbeddingInput::Tokens(ids) => {
                     let vocab = pipeline.model().vocab_size();
@@ -110,6 +113,7 @@ pub async fn completions(state: Arc<AppState>, body: Bytes) -> Result<Response, 
                             "token id {id} is outside the model's vocabulary of {vocab}"
                         ));
                     }
+                    let ids = kept_end(ids, keep_last);
                     let text = pipeline
                         .tokenizer()
                         .decode(&ids, false)
@@ -146,6 +150,15 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| "the request's preparation failed".to_string())?
+}
+
+/// The last `keep` tokens of `ids` (all of them without `keep`).
+fn kept_end(mut ids: Vec<u32>, keep: Option<u64>) -> Vec<u32> {
+    if let Some(keep) = keep.and_then(|keep| usize::try_from(keep).ok()) {
+        let cut = ids.len().saturating_sub(keep);
+        ids.drain(..cut);
+    }
+    ids
 }
 
 /// A message whose `content` is a list of text parts gets their text joined, as chat templates

@@ -36,6 +36,9 @@ pub struct Sampling {
     /// Generate `max_tokens` tokens whatever the model says (vLLM's and llama.cpp's
     /// `ignore_eos`, for benchmarks).
     pub ignore_eos: bool,
+    /// Keep only the prompt's last this many tokens (vLLM's `truncate_prompt_tokens`); a
+    /// prompt too long for the context window is refused without it.
+    pub truncate_prompt_tokens: Option<u64>,
 }
 
 /// The largest `max_tokens` as the field readers take it.
@@ -65,6 +68,7 @@ pub fn read_sampling(
         stream,
         include_usage: checked_stream_options(fields, stream)?,
         ignore_eos: fields.bool("ignore_eos")?.unwrap_or(false),
+        truncate_prompt_tokens: fields.integer("truncate_prompt_tokens", 1, 1 << 20)?,
     })
 }
 
