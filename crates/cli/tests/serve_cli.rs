@@ -478,12 +478,15 @@ fn open_long_stream(server: &Server, max_tokens: u64) -> BufReader<TcpStream> {
     let mut reader = BufReader::new(stream);
     let head = read_head(&mut reader);
     assert_eq!(head.status, 200);
-    // The first chunk (the role event): its size line, its bytes and their CRLF.
-    let mut size = String::new();
-    reader.read_line(&mut size).unwrap();
-    let size = usize::from_str_radix(size.trim(), 16).unwrap();
-    let mut chunk = vec![0; size + 2];
-    reader.read_exact(&mut chunk).unwrap();
+    // The first two chunks (the role event, then the first token's, which shows the sequence
+    // runs): each a size line, its bytes and their CRLF.
+    for _ in 0..2 {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; size + 2];
+        reader.read_exact(&mut chunk).unwrap();
+    }
     reader
 }
 
