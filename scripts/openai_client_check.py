@@ -69,6 +69,8 @@ class Checks:
         page = self.client.models.list()
         ids = sorted(model.id for model in page.data)
         expect_equal(ids, sorted([self.tool_model, self.chat_model, self.embed_model]), "model ids")
+        one = self.client.models.retrieve(self.chat_model)
+        expect_equal(one.id, self.chat_model, "models.retrieve id")
 
     # -- chat ----------------------------------------------------------------------------------
 

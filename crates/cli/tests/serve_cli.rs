@@ -642,3 +642,72 @@ fn long_prompts_are_refused_unless_truncation_is_asked_and_prompts_stay_out_of_l
     assert!(log.contains("/v1/completions"), "{log}");
     assert!(!log.contains("zebra"), "a prompt reached the log: {log}");
 }
+
+/// A copy of the tiny Llama whose chat template is `template`.
+fn llama_with_template(sandbox: &common::Sandbox, name: &str, template: &str) -> String {
+    let source = std::path::PathBuf::from(fixture_dir(TINY_LLAMA));
+    let dir = sandbox.dir(name);
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["chat_template"] = json!(template);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    dir.display().to_string()
+}
+
+#[test]
+fn a_template_that_refuses_the_messages_is_a_400_and_a_failing_template_a_500() {
+    let sandbox = common::Sandbox::new("serve-templates");
+    let refusing = llama_with_template(
+        &sandbox,
+        "refusing",
+        "{{ raise_exception('Conversation roles must alternate user/assistant') }}",
+    );
+    // A render that never ends: stopped by fuel (and by the isolated renderer's limits).
+    let hostile = llama_with_template(
+        &sandbox,
+        "hostile",
+        "{% for i in range(100000000) %}{% for j in range(100000000) %}x{% endfor %}{% endfor %}",
+    );
+    let server = Server::start(&[
+        "--model",
+        &refusing,
+        "--served-name",
+        "refusing",
+        "--model",
+        &hostile,
+        "--served-name",
+        "hostile",
+    ]);
+    let chat = |model: &str| json!({"model": model, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2});
+    let (status, body) = post_json(server.addr, "/v1/chat/completions", &chat("refusing"));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["param"], "messages");
+    assert!(body.to_string().contains("roles must alternate"), "{body}");
+    let (status, body) = post_json(server.addr, "/v1/chat/completions", &chat("hostile"));
+    assert_eq!(status, 500, "{body}");
+    let text = body.to_string();
+    assert!(
+        !text.contains(&sandbox.root.display().to_string()),
+        "a host path in {text}"
+    );
+    assert_eq!(
+        request(server.addr, "GET", "/health", &[], b"").0.status,
+        200
+    );
+}
+
+#[test]
+fn a_model_is_retrieved_by_its_id() {
+    let server = tiny_server(&[]);
+    let (head, body) = request(server.addr, "GET", "/v1/models/llama", &[], b"");
+    assert_eq!(head.status, 200);
+    let model: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(model["id"], "llama");
+    let (head, _) = request(server.addr, "GET", "/v1/models/none", &[], b"");
+    assert_eq!(head.status, 404);
+}

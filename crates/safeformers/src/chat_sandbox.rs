@@ -74,7 +74,7 @@ fn max_answer_bytes(request: &ChatTemplateRequest) -> u64 {
 pub fn renderer(isolation: &ChatTemplateIsolation) -> Option<ChatRenderer> {
     match isolation {
         ChatTemplateIsolation::CurrentExe => Some(ChatRenderer::new(|request| {
-            let program = std::env::current_exe().map_err(|error| {
+            let program = current_executable().map_err(|error| {
                 isolation_error(
                     request,
                     format!("cannot find the current executable: {error}"),
@@ -90,6 +90,18 @@ pub fn renderer(isolation: &ChatTemplateIsolation) -> Option<ChatRenderer> {
         }
         ChatTemplateIsolation::InProcessTrusted => None,
     }
+}
+
+/// The program this process runs. On Linux, `/proc/self/exe`: it opens the very file this
+/// process was started from even after that path was replaced or deleted (a rebuilt binary, an
+/// upgrade under a long-running server), so the renderer is always this program, never whatever
+/// now sits at the old path.
+fn current_executable() -> std::io::Result<std::path::PathBuf> {
+    let own = Path::new("/proc/self/exe");
+    if own.exists() {
+        return Ok(own.to_path_buf());
+    }
+    std::env::current_exe()
 }
 
 /// Whether this process was started as the isolated renderer.

@@ -101,6 +101,22 @@ impl ApiError {
         }
     }
 
+    /// 500: the server (or the model it serves) failed; the message says what, never a host
+    /// path.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(500, message, "server_error", None)
+    }
+
+    /// 504: the request outlived `--request-timeout`.
+    pub fn timed_out(seconds: u64) -> ApiError {
+        ApiError::new(
+            504,
+            format!("the request took longer than {seconds} s (--request-timeout)"),
+            "server_error",
+            Some("timeout"),
+        )
+    }
+
     fn new(
         status: u16,
         message: impl Into<String>,

@@ -181,6 +181,7 @@ fn endpoint_of(path: &str) -> Endpoint {
         "/v1/embeddings" => Endpoint::Embeddings,
         "/embed" => Endpoint::TeiEmbed,
         "/v1/models" => Endpoint::Models,
+        _ if path.starts_with("/v1/models/") => Endpoint::Models,
         "/health" => Endpoint::Health,
         "/metrics" => Endpoint::Metrics,
         _ => Endpoint::Other,
@@ -252,7 +253,11 @@ async fn route(
         }
     }
     match endpoint {
-        Endpoint::Models => Ok(models(state)),
+        Endpoint::Models => match request.uri().path().strip_prefix("/v1/models/") {
+            // Model ids may hold a `/` (`org/name`): the rest of the path is the id.
+            Some(id) => model(state, id),
+            None => Ok(models(state)),
+        },
         Endpoint::Metrics => Ok(text_response(
             StatusCode::OK,
             "text/plain; version=0.0.4",
@@ -306,20 +311,26 @@ fn health(state: &AppState) -> Response {
     }
 }
 
+fn model_object(model: &ServedModel) -> serde_json::Value {
+    json!({
+        "id": model.name,
+        "object": "model",
+        "created": model.created,
+        "owned_by": "safeformers",
+    })
+}
+
+/// `GET /v1/models`.
 fn models(state: &AppState) -> Response {
-    let data: Vec<_> = state
-        .models
-        .iter()
-        .map(|model| {
-            json!({
-                "id": model.name,
-                "object": "model",
-                "created": model.created,
-                "owned_by": "safeformers",
-            })
-        })
-        .collect();
+    let data: Vec<_> = state.models.iter().map(model_object).collect();
     json_response(StatusCode::OK, &json!({"object": "list", "data": data}))
+}
+
+/// `GET /v1/models/{id}` (the id percent-decoded as clients encode a `/` in it).
+fn model(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    let id = id.replace("%2F", "/").replace("%2f", "/");
+    let served = state.model(&id)?;
+    Ok(json_response(StatusCode::OK, &model_object(served)))
 }
 
 /// A JSON response.

@@ -104,17 +104,11 @@ async fn embed(
     let deadline = tokio::time::Instant::now() + state.limits.request_timeout;
     let vectors = match tokio::time::timeout_at(deadline, answer).await {
         Err(_) => {
-            return Err(ApiError {
-                status: 504,
-                ..ApiError::unavailable("the request took longer than --request-timeout")
-            });
+            return Err(ApiError::timed_out(state.limits.request_timeout.as_secs()));
         }
         Ok(Err(_)) => return Err(ApiError::unavailable("the embedding engine stopped")),
         Ok(Ok(Err(message))) => {
-            return Err(ApiError {
-                status: 500,
-                ..ApiError::unavailable(served.redacted(&message))
-            });
+            return Err(ApiError::internal(served.redacted(&message)));
         }
         Ok(Ok(Ok(vectors))) => vectors,
     };

@@ -59,15 +59,18 @@ pub async fn chat_completions(state: Arc<AppState>, body: Bytes) -> Result<Respo
         .collect();
     let model = generation.model.clone();
     let keep_last = request.sampling.truncate_prompt_tokens;
-    let prompt = blocking(move || {
+    let prompt = blocking_api(move || {
         model
             .pipeline()
             .chat_prompt_ids(&messages, tools, keep_last.is_some())
             .map(|ids| kept_end(ids, keep_last))
-            .map_err(|error| error.to_string())
+            .map_err(|error| chat_prompt_error(&error))
     })
     .await
-    .map_err(|message| ApiError::invalid_param("messages", served.redacted(&message)))?;
+    .map_err(|error| ApiError {
+        message: served.redacted(&error.message),
+        ..error
+    })?;
     let prompt_len = prompt.len() as u64;
     let mut plan = plan_choices(
         &state,
@@ -150,6 +153,38 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|_| "the request's preparation failed".to_string())?
+}
+
+/// Runs `work` on the blocking pool; its error is the answer.
+async fn blocking_api<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|_| ApiError::internal("the request's preparation failed"))?
+}
+
+/// A chat that cannot become a prompt: the client's fault (400 on `messages`) when the
+/// template refused the messages (`raise_exception`, messages it cannot take) or the prompt
+/// is too long; the served model's fault (500) when its template itself fails (a syntax error,
+/// a render stopped by its limits, the isolated renderer failing).
+fn chat_prompt_error(error: &safeformers_pipelines::PipelineError) -> ApiError {
+    use safeformers_pipelines::PipelineError;
+    use safeformers_tokenize::{ChatTemplateProblem, TokenizeError};
+    match error {
+        PipelineError::ChatTemplate { source, .. } => match source.as_ref() {
+            TokenizeError::ChatTemplate {
+                problem:
+                    problem @ (ChatTemplateProblem::Raised(_) | ChatTemplateProblem::InvalidInput(_)),
+                ..
+            } => ApiError::invalid_param("messages", format!("the chat template: {problem}")),
+            other => {
+                tracing::error!(error = %other, "the chat template failed");
+                ApiError::internal(format!("the model's chat template failed: {other}"))
+            }
+        },
+        other => ApiError::invalid_param("messages", other.to_string()),
+    }
 }
 
 /// The last `keep` tokens of `ids` (all of them without `keep`).
@@ -432,10 +467,7 @@ impl Reply {
                 Next::Event(_) => {}
                 Next::Done => return Ok(()),
                 Next::Failed(message) => {
-                    return Err(ApiError {
-                        status: 500,
-                        ..ApiError::unavailable(message)
-                    });
+                    return Err(ApiError::internal(message));
                 }
                 Next::TimedOut => return Err(timed_out(&self.state)),
             }
@@ -795,13 +827,7 @@ fn finish_reason(finish: Option<Finish>) -> FinishReason {
 }
 
 fn timed_out(state: &AppState) -> ApiError {
-    ApiError {
-        status: 504,
-        ..ApiError::unavailable(format!(
-            "the request took longer than {} s (--request-timeout)",
-            state.limits.request_timeout.as_secs()
-        ))
-    }
+    ApiError::timed_out(state.limits.request_timeout.as_secs())
 }
 
 /// Sends one event; false when the client has gone.
@@ -817,10 +843,7 @@ async fn send(sender: &mpsc::Sender<Bytes>, value: &impl serde::Serialize) -> bo
 
 /// Ends a stream with an error event (as vLLM does: the status is already 200).
 async fn send_error(sender: &mpsc::Sender<Bytes>, message: &str) {
-    let error = ApiError {
-        status: 500,
-        ..ApiError::unavailable(message)
-    };
+    let error = ApiError::internal(message);
     let _ = send(sender, &error.body()).await;
     let _ = sender.send(Bytes::from_static(SSE_DONE.as_bytes())).await;
 }
