@@ -711,3 +711,24 @@ fn a_model_is_retrieved_by_its_id() {
     let (head, _) = request(server.addr, "GET", "/v1/models/none", &[], b"");
     assert_eq!(head.status, 404);
 }
+
+#[test]
+fn chat_templates_still_render_after_the_binary_is_replaced() {
+    // An upgrade replaces the file under a running server: its template renderer must still be
+    // the program that is running (never the new file at the old path, nor a failure).
+    let sandbox = common::Sandbox::new("serve-replaced-binary");
+    let program = sandbox.dir("bin").join("safeformers");
+    std::fs::copy(env!("CARGO_BIN_EXE_safeformers"), &program).unwrap();
+    let llama = fixture_dir(TINY_LLAMA);
+    let server = Server::start_program(
+        &program,
+        &["--model", &llama, "--served-name", "llama"],
+        &[],
+    );
+    std::fs::remove_file(&program).unwrap();
+    std::fs::write(&program, "#!/bin/sh\nexit 1\n").unwrap();
+    let chat = json!({"model": "llama", "messages": [{"role": "user", "content": "hi"}],
+                      "max_tokens": 2});
+    let (status, body) = post_json(server.addr, "/v1/chat/completions", &chat);
+    assert_eq!(status, 200, "{body}");
+}

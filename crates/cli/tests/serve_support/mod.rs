@@ -35,8 +35,17 @@ impl Server {
 
     /// [`Server::start`] with these environment variables set for the server.
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Server {
+        Server::start_program(env!("CARGO_BIN_EXE_safeformers").as_ref(), args, envs)
+    }
+
+    /// [`Server::start_with_env`] running `program` (a copy of the binary).
+    pub fn start_program(
+        program: &std::path::Path,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Server {
         let stderr_log = safeformers_testkit::scratch_dir("serve-log").join("stderr.log");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_safeformers"))
+        let mut child = Command::new(program)
             .arg("serve")
             .args(args)
             .args(["--addr", "127.0.0.1:0"])
