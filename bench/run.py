@@ -778,8 +778,11 @@ def main(argv: list) -> int:
     selected = argv or list(WORKLOADS)
     unknown = [name for name in selected if name not in WORKLOADS]
     if unknown:
+        # The serving workloads run servers and their clients: bench/serve.sh runs them.
+        serving = (" (serve-chat and serve-embeddings are bench/serve.sh's)"
+                   if any(name.startswith("serve-") for name in unknown) else "")
         raise BenchError(f"unknown workload(s) {', '.join(unknown)}; choose from "
-                         f"{', '.join(WORKLOADS)}")
+                         f"{', '.join(WORKLOADS)}{serving}")
     selected = [name for name in WORKLOADS if name in selected]  # canonical order, no repeats
     rounds = env_int("ROUNDS", 3, 1)
     threads = env_int("THREADS", 2, 1)
