@@ -732,3 +732,65 @@ fn chat_templates_still_render_after_the_binary_is_replaced() {
     let (status, body) = post_json(server.addr, "/v1/chat/completions", &chat);
     assert_eq!(status, 200, "{body}");
 }
+
+#[test]
+fn a_body_that_trickles_past_the_header_timeout_gets_408() {
+    let server = tiny_server(&["--header-timeout", "2s"]);
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    // Complete headers announcing 100 bytes; 10 of them sent, then nothing.
+    stream
+        .write_all(
+            b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"model\":",
+        )
+        .unwrap();
+    let started = Instant::now();
+    let mut reader = BufReader::new(stream);
+    let head = read_head(&mut reader);
+    assert_eq!(head.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(30));
+}
+
+#[test]
+fn tei_embed_answers_vectors_normalized_unless_asked_not_to() {
+    let server = tiny_server(&[]);
+    let (status, normalized) = post_json(
+        server.addr,
+        "/embed",
+        &json!({"inputs": ["hello world", "a second input"]}),
+    );
+    assert_eq!(status, 200, "{normalized}");
+    let (status, raw) = post_json(
+        server.addr,
+        "/embed",
+        &json!({"inputs": ["hello world", "a second input"], "normalize": false}),
+    );
+    assert_eq!(status, 200, "{raw}");
+    let norm = |vector: &Value| -> f64 {
+        vector
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap().powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for index in 0..2 {
+        assert!((norm(&normalized[index]) - 1.0).abs() < 1e-4);
+        assert!(
+            (norm(&raw[index]) - 1.0).abs() > 1e-3,
+            "the tiny model's means are not unit"
+        );
+    }
+    // The OpenAI endpoint gives the model's vectors as `run` does (mean-pooled here).
+    let (status, openai) = post_json(
+        server.addr,
+        "/v1/embeddings",
+        &json!({"model": "bert", "input": "hello world"}),
+    );
+    assert_eq!(status, 200, "{openai}");
+    assert_eq!(openai["data"][0]["embedding"], raw[0]);
+}

@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -264,19 +264,39 @@ async fn route(
             state.metrics.render(),
         )),
         Endpoint::ChatCompletions => {
-            let body = read_body(request, state.limits.max_body_bytes).await?;
+            let body = read_body(
+                request,
+                state.limits.max_body_bytes,
+                state.limits.header_timeout,
+            )
+            .await?;
             crate::generate::chat_completions(state.clone(), body).await
         }
         Endpoint::Completions => {
-            let body = read_body(request, state.limits.max_body_bytes).await?;
+            let body = read_body(
+                request,
+                state.limits.max_body_bytes,
+                state.limits.header_timeout,
+            )
+            .await?;
             crate::generate::completions(state.clone(), body).await
         }
         Endpoint::Embeddings => {
-            let body = read_body(request, state.limits.max_body_bytes).await?;
+            let body = read_body(
+                request,
+                state.limits.max_body_bytes,
+                state.limits.header_timeout,
+            )
+            .await?;
             crate::embed::embeddings(state.clone(), body).await
         }
         Endpoint::TeiEmbed => {
-            let body = read_body(request, state.limits.max_body_bytes).await?;
+            let body = read_body(
+                request,
+                state.limits.max_body_bytes,
+                state.limits.header_timeout,
+            )
+            .await?;
             crate::embed::tei_embed(state.clone(), body).await
         }
         Endpoint::Health | Endpoint::Other => Err(ApiError::no_route(method.as_str(), "")),
@@ -288,8 +308,10 @@ fn printable_path(path: &str) -> String {
     path.chars().filter(|c| !c.is_control()).take(100).collect()
 }
 
-/// The request body, at most `limit` bytes (413 beyond, whether it says its length or not).
-async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
+/// The request body, at most `limit` bytes (413 beyond, whether it says its length or not),
+/// complete within `deadline` (408 after: a client trickling its body holds no connection for
+/// longer than one trickling its headers).
+async fn read_body(request: Request, limit: usize, deadline: Duration) -> Result<Bytes, ApiError> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -298,9 +320,17 @@ async fn read_body(request: Request, limit: usize) -> Result<Bytes, ApiError> {
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(ApiError::body_too_large(limit));
     }
-    axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|_| ApiError::body_too_large(limit))
+    match tokio::time::timeout(deadline, axum::body::to_bytes(request.into_body(), limit)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(ApiError::body_too_large(limit)),
+        Err(_) => Err(ApiError {
+            status: 408,
+            ..ApiError::bad_request(format!(
+                "the request body did not arrive within {} s (--header-timeout)",
+                deadline.as_secs()
+            ))
+        }),
+    }
 }
 
 fn health(state: &AppState) -> Response {
