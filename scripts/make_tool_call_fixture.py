@@ -7,7 +7,7 @@ Run by hand, never in CI; the outputs are committed. From the repository root:
     HF_HUB_OFFLINE=1 ~/.cache/safeformers/venv-torch/bin/python scripts/make_tool_call_fixture.py
 
 (the venv of `scripts/make_model_fixtures.py`; the exact versions are written into
-`outputs.json`.) Nothing is fetched from the Hub.
+`tool_call_outputs.json`.) Nothing is fetched from the Hub.
 
 A randomly initialised model never emits a tool call, so this one is built to: its tokenizer (the
 byte-level BPE of `make_decoder_fixtures.py`) gains one ordinary added token whose content is the
@@ -18,7 +18,7 @@ residual stream, so the last hidden state at a position is the final RMSNorm of 
 token embedding alone; `lm_head` then maps the newline's embedding direction to the tool-call
 token and the tool-call token's direction to `<|im_end|>`, every other row being small noise.
 The script checks all of it with Transformers and records what `generate` returned in
-`outputs.json`. See `tests/fixtures/decoders/README.md`.
+`tool_call_outputs.json` (not `outputs.json`, whose shape the decoder parity goldens own). See `tests/fixtures/decoders/README.md`.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def main() -> None:
         "follow_up": follow_up,
         "text_prompt": text,
     }
-    write_json(folder / "outputs.json", doc)
+    write_json(folder / "tool_call_outputs.json", doc)
     total = sum(f.stat().st_size for f in folder.iterdir())
     if total >= MAX_TOTAL_BYTES:
         raise SystemExit(f"{folder}: {total} bytes, over {MAX_TOTAL_BYTES}")

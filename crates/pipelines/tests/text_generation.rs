@@ -323,7 +323,7 @@ fn a_chat_ending_with_the_assistant_is_continued() {
 
 /// `llama-tool-call` (`scripts/make_tool_call_fixture.py`): a Llama whose weights make greedy
 /// decoding answer anything ending in the generation prompt's newline with one added token, the
-/// whole Hermes tool call, then `<|im_end|>` (its EOS). Each case of its `outputs.json` (a chat
+/// whole Hermes tool call, then `<|im_end|>` (its EOS). Each case of its `tool_call_outputs.json` (a chat
 /// with tools, the same chat without, a follow-up after the call and its result, a text prompt)
 /// must render and tokenize as Transformers did and generate the same ids, and the pipeline's new
 /// text must be exactly the call.
@@ -331,7 +331,8 @@ fn a_chat_ending_with_the_assistant_is_continued() {
 fn the_tool_call_model_answers_with_its_tool_call_then_eos() {
     let dir = decoders().join("llama-tool-call");
     let golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tool_call_outputs.json")).unwrap())
+            .unwrap();
     let pipeline = pipeline("llama-tool-call");
     let tool_call = golden["tool_call"]["text"].as_str().unwrap();
     let tool_call_id = golden["tool_call"]["id"].as_u64().unwrap() as u32;
