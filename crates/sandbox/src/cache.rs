@@ -69,7 +69,10 @@ impl CompiledCache {
         wasm: &[u8],
         wasm_sha256: &str,
     ) -> Result<(Component, CacheStatus), SandboxError> {
-        let key = format!("{wasm_sha256}-{}", self.fingerprint.get(..16).unwrap_or("0"));
+        let key = format!(
+            "{wasm_sha256}-{}",
+            self.fingerprint.get(..16).unwrap_or("0")
+        );
         let code_path = self.dir.join(format!("{key}.cwasm"));
         let hash_path = self.dir.join(format!("{key}.sha256"));
         let status = match read_verified(&code_path, &hash_path) {
@@ -166,10 +169,12 @@ pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+            let _ = write!(out, "{byte:02x}");
+            out
+        })
 }
 
 /// What compiled code depends on besides the component: wasmtime's own compatibility hash (its

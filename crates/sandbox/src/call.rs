@@ -37,7 +37,9 @@ impl CallJob {
             .build()
             .map_err(|error| SandboxError::Host(format!("cannot start a runtime: {error}")))?;
         let limits = self.limits;
-        let outcome = runtime.block_on(tokio::time::timeout(limits.wall, self.run_async()));
+        // The timeout is created inside the runtime: it needs the runtime's timer.
+        let outcome =
+            runtime.block_on(async { tokio::time::timeout(limits.wall, self.run_async()).await });
         // A blocking host operation (a FIFO open on Tokio's blocking pool) must not hold this
         // thread: leave such tasks behind rather than wait for them.
         runtime.shutdown_background();
@@ -59,14 +61,15 @@ impl CallJob {
             .map_err(|error| SandboxError::Host(format!("cannot set fuel: {error:#}")))?;
         store.set_epoch_deadline(deadline_ticks(&limits));
         store.epoch_deadline_trap();
-        let tool = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|error| classify(&error, &limits).unwrap_or(SandboxError::Instantiate(format!("{error:#}"))))?;
+        let tool = pre.instantiate_async(&mut store).await.map_err(|error| {
+            classify(&error, &limits).unwrap_or(SandboxError::Instantiate(format!("{error:#}")))
+        })?;
         let result = tool
             .call_call(&mut store, &arguments)
             .await
-            .map_err(|error| classify(&error, &limits).unwrap_or(SandboxError::Trap(format!("{error:#}"))))?;
+            .map_err(|error| {
+                classify(&error, &limits).unwrap_or(SandboxError::Trap(format!("{error:#}")))
+            })?;
         // The component model has already copied the text out of the guest (bounded by its
         // memory limit) and checked its UTF-8; too large a result is dropped right here.
         let text = match &result {
@@ -83,7 +86,10 @@ impl CallJob {
 
 /// The epoch deadline for the wall limit, in ticks (rounded up, plus the tick in progress).
 fn deadline_ticks(limits: &Limits) -> u64 {
-    let ticks = limits.wall.as_micros().div_ceil(EPOCH_TICK.as_micros().max(1));
+    let ticks = limits
+        .wall
+        .as_micros()
+        .div_ceil(EPOCH_TICK.as_micros().max(1));
     u64::try_from(ticks).unwrap_or(u64::MAX).saturating_add(1)
 }
 
@@ -102,10 +108,13 @@ fn classify(error: &wasmtime::Error, limits: &Limits) -> Option<SandboxError> {
         });
     }
     if let Some(exit) = error.downcast_ref::<I32Exit>() {
-        return Some(SandboxError::Trap(format!("the tool exited with status {}", exit.0)));
+        return Some(SandboxError::Trap(format!(
+            "the tool exited with status {}",
+            exit.0
+        )));
     }
-    let utf8 = error.chain().any(|cause| {
-        cause.is::<std::str::Utf8Error>() || cause.is::<std::string::FromUtf8Error>()
-    });
+    let utf8 = error
+        .chain()
+        .any(|cause| cause.is::<std::str::Utf8Error>() || cause.is::<std::string::FromUtf8Error>());
     utf8.then_some(SandboxError::InvalidUtf8)
 }

@@ -113,9 +113,21 @@ impl Limits {
         let pairs: [(&'static str, u128, u128); 5] = [
             ("fuel", self.fuel.into(), max.fuel.into()),
             ("wall (ms)", self.wall.as_millis(), max.wall.as_millis()),
-            ("memory_bytes", to_u128(self.memory_bytes), to_u128(max.memory_bytes)),
-            ("output_bytes", to_u128(self.output_bytes), to_u128(max.output_bytes)),
-            ("stdio_bytes", to_u128(self.stdio_bytes), to_u128(max.stdio_bytes)),
+            (
+                "memory_bytes",
+                to_u128(self.memory_bytes),
+                to_u128(max.memory_bytes),
+            ),
+            (
+                "output_bytes",
+                to_u128(self.output_bytes),
+                to_u128(max.output_bytes),
+            ),
+            (
+                "stdio_bytes",
+                to_u128(self.stdio_bytes),
+                to_u128(max.stdio_bytes),
+            ),
         ];
         for (limit, requested, maximum) in pairs {
             if requested > maximum {
@@ -190,7 +202,9 @@ pub enum SandboxError {
         found: &'static str,
     },
     /// The bytes are not a WebAssembly component (a core module, text, something else).
-    #[error("not a WebAssembly component ({found}): a tool must be a component of the world safeformers:tool/tool@0.1.0")]
+    #[error(
+        "not a WebAssembly component ({found}): a tool must be a component of the world safeformers:tool/tool@0.1.0"
+    )]
     NotAComponent {
         /// What the bytes look like.
         found: &'static str,

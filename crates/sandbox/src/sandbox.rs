@@ -178,7 +178,9 @@ impl Sandbox {
             .map_err(|error| SandboxError::Host(format!("cannot start a call thread: {error}")))?;
         let result = match receiver.recv_timeout(limits.wall.saturating_add(WATCHDOG_MARGIN)) {
             Ok(result) => result?,
-            Err(RecvTimeoutError::Timeout) => return Err(SandboxError::Deadline { wall: limits.wall }),
+            Err(RecvTimeoutError::Timeout) => {
+                return Err(SandboxError::Deadline { wall: limits.wall });
+            }
             Err(RecvTimeoutError::Disconnected) => {
                 return Err(SandboxError::Host(
                     "the call's thread ended without an answer (a panic in the host)".to_owned(),

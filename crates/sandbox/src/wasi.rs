@@ -1,7 +1,6 @@
 //! The per-call store state: a WASI context built only from the grants, the resource table, and
 //! the limiter that turns a memory grow past the limit into a typed trap.
 
-use std::path::Component as PathComponent;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -90,7 +89,11 @@ fn wasi_context(
             grant: grant.clone(),
             reason: reason.to_owned(),
         })?;
-        let taken = grants.fs.iter().take(index).any(|other| other.guest == fs.guest);
+        let taken = grants
+            .fs
+            .iter()
+            .take(index)
+            .any(|other| other.guest == fs.guest);
         if taken {
             return Err(SandboxError::Grant {
                 grant,
@@ -119,18 +122,17 @@ fn wasi_context(
     Ok(builder.build())
 }
 
-/// A guest path must be absolute, normal and free of `..`: the preopen's name is the only way
-/// the guest finds the directory, and an odd name only invites confusion.
+/// A guest path must be `/` or absolute with plain segments (no `.`, `..` or empty ones): the
+/// preopen's name is how the guest finds the directory, and an odd name only invites confusion.
 fn check_guest_path(guest: &str) -> Result<(), &'static str> {
-    let path = std::path::Path::new(guest);
-    if !path.is_absolute() || guest.contains('\0') {
+    let Some(relative) = guest.strip_prefix('/') else {
         return Err("the guest path must be absolute (such as /data)");
-    }
-    let normal = path
-        .components()
-        .all(|part| matches!(part, PathComponent::RootDir | PathComponent::Normal(_)));
-    if !normal {
-        return Err("the guest path must not contain '..' or '.'");
+    };
+    let plain = relative
+        .split('/')
+        .all(|segment| !matches!(segment, "" | "." | "..") && !segment.contains('\0'));
+    if guest != "/" && !plain {
+        return Err("the guest path must be made of plain names (no '.', '..', '//' or NUL)");
     }
     Ok(())
 }

@@ -115,18 +115,37 @@ pub fn everything(outcome: &Result<CallOutput, SandboxError>) -> Vec<u8> {
 
 /// The sandbox still works: an echo call round-trips.
 pub fn assert_healthy() {
-    let output = call(&sandbox(), &tool("echo"), &Grants::default(), &quick_limits(), "ping")
-        .expect("echo runs");
+    let output = call(
+        &sandbox(),
+        &tool("echo"),
+        &Grants::default(),
+        &quick_limits(),
+        "ping",
+    )
+    .expect("echo runs");
     assert_eq!(output.result, Ok("ping".to_owned()));
 }
 
 #[test]
 fn echo_returns_its_arguments_and_its_errors() {
     let echo = tool("echo");
-    let output = call(&sandbox(), &echo, &Grants::default(), &quick_limits(), "{\"a\": 1}").unwrap();
+    let output = call(
+        &sandbox(),
+        &echo,
+        &Grants::default(),
+        &quick_limits(),
+        "{\"a\": 1}",
+    )
+    .unwrap();
     assert_eq!(output.result, Ok("{\"a\": 1}".to_owned()));
     assert!(output.stdout.is_empty() && output.stderr.is_empty());
-    let output = call(&sandbox(), &echo, &Grants::default(), &quick_limits(), &json("err", "boom"));
+    let output = call(
+        &sandbox(),
+        &echo,
+        &Grants::default(),
+        &quick_limits(),
+        &json("err", "boom"),
+    );
     assert_eq!(output.unwrap().result, Err("boom".to_owned()));
 }
 
@@ -136,9 +155,21 @@ fn limits_above_the_hard_maximum_are_refused_before_anything_runs() {
         memory_bytes: Limits::HARD_MAX.memory_bytes + 1,
         ..Limits::DEFAULT
     };
-    let outcome = call(&sandbox(), &tool("echo"), &Grants::default(), &too_much, "x");
+    let outcome = call(
+        &sandbox(),
+        &tool("echo"),
+        &Grants::default(),
+        &too_much,
+        "x",
+    );
     assert!(
-        matches!(outcome, Err(SandboxError::LimitAboveMaximum { limit: "memory_bytes", .. })),
+        matches!(
+            outcome,
+            Err(SandboxError::LimitAboveMaximum {
+                limit: "memory_bytes",
+                ..
+            })
+        ),
         "{outcome:?}"
     );
     let too_long = Limits {

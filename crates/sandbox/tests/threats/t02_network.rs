@@ -29,12 +29,25 @@ fn no_connection_reaches_a_loopback_listener() {
     let port = listener.local_addr().unwrap().port();
     let connect = tool("connect");
     let granted = Grants {
-        net: vec![("127.0.0.1".to_owned(), port), ("localhost".to_owned(), port)],
+        net: vec![
+            ("127.0.0.1".to_owned(), port),
+            ("localhost".to_owned(), port),
+        ],
         ..Grants::default()
     };
     for grants in [Grants::default(), granted] {
-        for addr in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), format!("[::1]:{port}")] {
-            let outcome = call(&sandbox(), &connect, &grants, &quick_limits(), &json("addr", &addr));
+        for addr in [
+            format!("127.0.0.1:{port}"),
+            format!("localhost:{port}"),
+            format!("[::1]:{port}"),
+        ] {
+            let outcome = call(
+                &sandbox(),
+                &connect,
+                &grants,
+                &quick_limits(),
+                &json("addr", &addr),
+            );
             let output = outcome.unwrap_or_else(|error| panic!("{addr}: {error}"));
             assert!(output.result.is_err(), "{addr}: {:?}", output.result);
         }
@@ -54,7 +67,10 @@ fn name_lookup_is_denied() {
     );
     let result = outcome.unwrap().result;
     let error = result.expect_err("the connection was made");
-    assert!(error.starts_with("lookup localhost:9"), "the name was resolved: {error}");
+    assert!(
+        error.starts_with("lookup localhost:9"),
+        "the name was resolved: {error}"
+    );
 }
 
 #[test]
@@ -67,6 +83,9 @@ fn a_literal_address_is_refused_at_connect() {
         &quick_limits(),
         &json("addr", "127.0.0.1:9"),
     );
-    let error = outcome.unwrap().result.expect_err("the connection was made");
+    let error = outcome
+        .unwrap()
+        .result
+        .expect_err("the connection was made");
     assert!(error.starts_with("connect 127.0.0.1:9"), "{error}");
 }

@@ -29,8 +29,15 @@ fn fuel_stops_an_infinite_loop() {
     };
     let started = Instant::now();
     let outcome = call(&sandbox(), &tool("spin"), &Grants::default(), &limits, "{}");
-    assert!(matches!(outcome, Err(SandboxError::OutOfFuel { fuel: 1_000_000 })), "{outcome:?}");
-    assert!(started.elapsed() < STOPPED_WITHIN, "{:?}", started.elapsed());
+    assert!(
+        matches!(outcome, Err(SandboxError::OutOfFuel { fuel: 1_000_000 })),
+        "{outcome:?}"
+    );
+    assert!(
+        started.elapsed() < STOPPED_WITHIN,
+        "{:?}",
+        started.elapsed()
+    );
     assert_healthy();
 }
 
@@ -40,7 +47,10 @@ fn the_epoch_deadline_stops_an_infinite_loop() {
     let limits = short_wall(Limits::HARD_MAX.fuel);
     let outcome = call(&sandbox(), &tool("spin"), &Grants::default(), &limits, "{}");
     let elapsed = started.elapsed();
-    assert!(matches!(outcome, Err(SandboxError::Deadline { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(SandboxError::Deadline { .. })),
+        "{outcome:?}"
+    );
     assert!(elapsed >= WALL && elapsed < STOPPED_WITHIN, "{elapsed:?}");
     assert_healthy();
 }
@@ -49,9 +59,18 @@ fn the_epoch_deadline_stops_an_infinite_loop() {
 fn the_deadline_stops_a_tool_sleeping_in_a_host_call() {
     let started = Instant::now();
     let limits = short_wall(Limits::DEFAULT.fuel);
-    let outcome = call(&sandbox(), &tool("sleep"), &Grants::default(), &limits, "{}");
+    let outcome = call(
+        &sandbox(),
+        &tool("sleep"),
+        &Grants::default(),
+        &limits,
+        "{}",
+    );
     let elapsed = started.elapsed();
-    assert!(matches!(outcome, Err(SandboxError::Deadline { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(SandboxError::Deadline { .. })),
+        "{outcome:?}"
+    );
     assert!(elapsed >= WALL && elapsed < STOPPED_WITHIN, "{elapsed:?}");
     assert_healthy();
 }
@@ -70,9 +89,18 @@ fn the_deadline_stops_a_tool_blocked_opening_a_fifo() {
     };
     let started = Instant::now();
     let limits = short_wall(Limits::DEFAULT.fuel);
-    let outcome = call(&sandbox(), &tool("read_file"), &grants, &limits, &json("path", "/data/pipe"));
+    let outcome = call(
+        &sandbox(),
+        &tool("read_file"),
+        &grants,
+        &limits,
+        &json("path", "/data/pipe"),
+    );
     let elapsed = started.elapsed();
-    assert!(matches!(outcome, Err(SandboxError::Deadline { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(SandboxError::Deadline { .. })),
+        "{outcome:?}"
+    );
     assert!(elapsed < STOPPED_WITHIN, "{elapsed:?}");
     assert_healthy();
 }

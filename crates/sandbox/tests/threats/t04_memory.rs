@@ -12,7 +12,13 @@ fn a_memory_bomb_stops_at_the_memory_limit() {
         memory_bytes: 16 << 20,
         ..quick_limits()
     };
-    let outcome = call(&sandbox(), &tool("memory_bomb"), &Grants::default(), &limits, "{}");
+    let outcome = call(
+        &sandbox(),
+        &tool("memory_bomb"),
+        &Grants::default(),
+        &limits,
+        "{}",
+    );
     assert!(
         matches!(outcome, Err(SandboxError::MemoryLimit { limit }) if limit == 16 << 20),
         "{outcome:?}"
@@ -23,8 +29,14 @@ fn a_memory_bomb_stops_at_the_memory_limit() {
 #[test]
 fn a_stdout_flood_is_capped_and_the_call_succeeds() {
     let limits = quick_limits();
-    let output = call(&sandbox(), &tool("stdout_flood"), &Grants::default(), &limits, "{}")
-        .expect("the flood finishes");
+    let output = call(
+        &sandbox(),
+        &tool("stdout_flood"),
+        &Grants::default(),
+        &limits,
+        "{}",
+    )
+    .expect("the flood finishes");
     assert_eq!(output.result, Ok("flooded".to_owned()));
     assert_eq!(output.stdout.len(), limits.stdio_bytes);
     assert!(output.stdout.iter().all(|&byte| byte == b'o'));

@@ -13,7 +13,10 @@ use crate::{call, quick_limits, tool_bytes};
 /// A sandbox with a cache directory of its own, and that directory.
 fn own_sandbox() -> (std::sync::Arc<Sandbox>, PathBuf) {
     let dir = safeformers_testkit::scratch_dir("sandbox-t11").join("wasm");
-    (std::sync::Arc::new(Sandbox::new(Some(dir.clone())).unwrap()), dir)
+    (
+        std::sync::Arc::new(Sandbox::new(Some(dir.clone())).unwrap()),
+        dir,
+    )
 }
 
 /// The one file with `extension` in the cache directory.
@@ -28,7 +31,14 @@ fn entry(dir: &Path, extension: &str) -> PathBuf {
 }
 
 fn assert_echo_works(sandbox: &std::sync::Arc<Sandbox>, tool: &safeformers_sandbox::CompiledTool) {
-    let output = call(sandbox, tool, &Grants::default(), &quick_limits(), "still here").unwrap();
+    let output = call(
+        sandbox,
+        tool,
+        &Grants::default(),
+        &quick_limits(),
+        "still here",
+    )
+    .unwrap();
     assert_eq!(output.result, Ok("still here".to_owned()));
 }
 
@@ -38,7 +48,10 @@ fn a_tampered_cache_entry_is_discarded_and_recompiled() {
     let wasm = tool_bytes("echo");
     let first = sandbox.compile(&wasm).unwrap();
     assert_eq!(first.cache_status(), CacheStatus::Miss);
-    assert_eq!(sandbox.compile(&wasm).unwrap().cache_status(), CacheStatus::Hit);
+    assert_eq!(
+        sandbox.compile(&wasm).unwrap().cache_status(),
+        CacheStatus::Hit
+    );
 
     let code_path = entry(&dir, "cwasm");
     let genuine = std::fs::read(&code_path).unwrap();
@@ -49,9 +62,16 @@ fn a_tampered_cache_entry_is_discarded_and_recompiled() {
 
     let recompiled = sandbox.compile(&wasm).unwrap();
     assert_eq!(recompiled.cache_status(), CacheStatus::Discarded);
-    assert_eq!(std::fs::read(&code_path).unwrap(), genuine, "the entry was not rewritten");
+    assert_eq!(
+        std::fs::read(&code_path).unwrap(),
+        genuine,
+        "the entry was not rewritten"
+    );
     assert_echo_works(&sandbox, &recompiled);
-    assert_eq!(sandbox.compile(&wasm).unwrap().cache_status(), CacheStatus::Hit);
+    assert_eq!(
+        sandbox.compile(&wasm).unwrap().cache_status(),
+        CacheStatus::Hit
+    );
 }
 
 #[test]
@@ -88,10 +108,16 @@ fn precompiled_code_is_refused() {
     // Genuine compiled code for this very engine: what a `.cwasm` in a tool repo would be.
     let cwasm = std::fs::read(entry(&dir, "cwasm")).unwrap();
     let outcome = sandbox.compile(&cwasm);
-    assert!(matches!(outcome, Err(SandboxError::Precompiled { .. })), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(SandboxError::Precompiled { .. })),
+        "{outcome:?}"
+    );
     let mut elf = b"\x7fELF".to_vec();
     elf.extend_from_slice(&[2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    assert!(matches!(sandbox.compile(&elf), Err(SandboxError::Precompiled { .. })));
+    assert!(matches!(
+        sandbox.compile(&elf),
+        Err(SandboxError::Precompiled { .. })
+    ));
 }
 
 #[test]
@@ -112,5 +138,8 @@ fn only_components_are_accepted() {
     }
     // A component header with garbage after it is a compile error, not a crash.
     let outcome = sandbox.compile(b"\0asm\x0d\0\x01\0\xff\xff\xff");
-    assert!(matches!(outcome, Err(SandboxError::Compile(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(SandboxError::Compile(_))),
+        "{outcome:?}"
+    );
 }

@@ -12,7 +12,13 @@ fn a_100_mb_result_is_refused() {
             output_bytes,
             ..quick_limits()
         };
-        let outcome = call(&sandbox(), &tool("big_output"), &Grants::default(), &limits, "{}");
+        let outcome = call(
+            &sandbox(),
+            &tool("big_output"),
+            &Grants::default(),
+            &limits,
+            "{}",
+        );
         assert!(
             matches!(outcome, Err(SandboxError::ResultTooLarge { limit }) if limit == output_bytes),
             "{:?}",
@@ -32,22 +38,45 @@ fn a_result_at_the_limit_is_kept() {
     let output = call(&sandbox(), &echo, &Grants::default(), &limits, "12345").unwrap();
     assert_eq!(output.result, Ok("12345".to_owned()));
     let outcome = call(&sandbox(), &echo, &Grants::default(), &limits, "123456");
-    assert!(matches!(outcome, Err(SandboxError::ResultTooLarge { limit: 5 })));
+    assert!(matches!(
+        outcome,
+        Err(SandboxError::ResultTooLarge { limit: 5 })
+    ));
     // The limit covers the tool's error text too.
-    let outcome = call(&sandbox(), &echo, &Grants::default(), &limits, &json("err", "123456"));
-    assert!(matches!(outcome, Err(SandboxError::ResultTooLarge { limit: 5 })));
+    let outcome = call(
+        &sandbox(),
+        &echo,
+        &Grants::default(),
+        &limits,
+        &json("err", "123456"),
+    );
+    assert!(matches!(
+        outcome,
+        Err(SandboxError::ResultTooLarge { limit: 5 })
+    ));
 }
 
 #[test]
 fn only_granted_environment_variables_are_visible() {
-    assert!(std::env::var_os("PATH").is_some(), "the test needs a host variable to hide");
+    assert!(
+        std::env::var_os("PATH").is_some(),
+        "the test needs a host variable to hide"
+    );
     let grants = Grants {
         env: vec![("GREETING".to_owned(), "hello".to_owned())],
         ..Grants::default()
     };
     let env = tool("env");
     let ask = |grants: &Grants, name: &str| {
-        call(&sandbox(), &env, grants, &quick_limits(), &json("name", name)).unwrap().result
+        call(
+            &sandbox(),
+            &env,
+            grants,
+            &quick_limits(),
+            &json("name", name),
+        )
+        .unwrap()
+        .result
     };
     assert_eq!(ask(&grants, "GREETING"), Ok("hello".to_owned()));
     assert_eq!(ask(&grants, "PATH"), Err("absent".to_owned()));
@@ -64,6 +93,9 @@ fn bad_environment_grants_are_refused() {
             ..Grants::default()
         };
         let outcome = call(&sandbox(), &tool("env"), &grants, &quick_limits(), "{}");
-        assert!(matches!(outcome, Err(SandboxError::Grant { .. })), "{name:?}: {outcome:?}");
+        assert!(
+            matches!(outcome, Err(SandboxError::Grant { .. })),
+            "{name:?}: {outcome:?}"
+        );
     }
 }

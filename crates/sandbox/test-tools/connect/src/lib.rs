@@ -18,7 +18,9 @@ impl Guest for Tool {
             .collect();
         let mut stream = std::net::TcpStream::connect(&resolved[..])
             .map_err(|error| format!("connect {addr} (resolved to {resolved:?}): {error}"))?;
-        stream.write_all(b"exfiltrated").map_err(|error| format!("write {addr}: {error}"))?;
+        stream
+            .write_all(b"exfiltrated")
+            .map_err(|error| format!("write {addr}: {error}"))?;
         Ok("connected".to_owned())
     }
 }

@@ -11,11 +11,15 @@ impl Guest for Tool {
         let line = [b'o'; 64 * 1024];
         let mut stdout = std::io::stdout();
         for _ in 0..(100_000_000 / line.len()) {
-            stdout.write_all(&line).map_err(|error| format!("stdout: {error}"))?;
+            stdout
+                .write_all(&line)
+                .map_err(|error| format!("stdout: {error}"))?;
         }
         let mut stderr = std::io::stderr();
         for _ in 0..16 {
-            stderr.write_all(&[b'e'; 64 * 1024]).map_err(|error| format!("stderr: {error}"))?;
+            stderr
+                .write_all(&[b'e'; 64 * 1024])
+                .map_err(|error| format!("stderr: {error}"))?;
         }
         Ok("flooded".to_owned())
     }
