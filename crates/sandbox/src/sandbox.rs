@@ -203,11 +203,18 @@ impl Drop for Sandbox {
     }
 }
 
-/// `$XDG_CACHE_HOME/safeformers/wasm`, else `$HOME/.cache/safeformers/wasm`. Relative values
-/// are ignored, as the XDG spec says.
+/// `$XDG_CACHE_HOME/safeformers/wasm`, else `$HOME/.cache/safeformers/wasm`.
 fn default_cache_dir() -> Result<PathBuf, SandboxError> {
+    cache_dir_from(|name| std::env::var_os(name))
+}
+
+/// [`default_cache_dir`] with the environment given: relative values are ignored, as the XDG
+/// spec says.
+fn cache_dir_from(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Result<PathBuf, SandboxError> {
     let absolute = |name: &str| {
-        std::env::var_os(name)
+        var(name)
             .map(PathBuf::from)
             .filter(|path| path.is_absolute())
     };
@@ -271,5 +278,48 @@ impl Ticker {
     fn stop(self) {
         drop(self.stop);
         let _ = self.thread.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(vars: &[(&str, &str)]) -> Option<PathBuf> {
+        let lookup = |name: &str| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.into())
+        };
+        cache_dir_from(lookup).ok()
+    }
+
+    #[test]
+    fn the_cache_follows_xdg_then_home() {
+        let xdg = [("XDG_CACHE_HOME", "/x/cache"), ("HOME", "/home/u")];
+        assert_eq!(
+            dir_with(&xdg),
+            Some(PathBuf::from("/x/cache/safeformers/wasm"))
+        );
+        let home = [("HOME", "/home/u")];
+        assert_eq!(
+            dir_with(&home),
+            Some(PathBuf::from("/home/u/.cache/safeformers/wasm"))
+        );
+        let relative = [("XDG_CACHE_HOME", "cache"), ("HOME", "/home/u")];
+        assert_eq!(
+            dir_with(&relative),
+            Some(PathBuf::from("/home/u/.cache/safeformers/wasm"))
+        );
+        assert_eq!(dir_with(&[("HOME", "relative")]), None);
+        assert_eq!(dir_with(&[]), None);
+    }
+
+    #[test]
+    fn only_component_bytes_pass_the_header_check() {
+        assert!(check_component_bytes(b"\0asm\x0d\0\x01\0").is_ok());
+        assert!(check_component_bytes(b"\0asm\x01\0\0\0").is_err());
+        assert!(check_component_bytes(b"\x7fELF\x02\x01\x01").is_err());
+        assert!(check_component_bytes(b"\0as").is_err());
     }
 }

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 export CARGO_TARGET_DIR="${TOOLS_TARGET_DIR:-$PWD/target}"
-tools=(echo read_file spin sleep memory_bomb big_output stdout_flood connect env)
+tools=(echo read_file spin sleep memory_bomb big_output stdout_flood connect env http_get)
 cargo build --release --target wasm32-wasip2 --locked $(printf -- '-p %s ' "${tools[@]}")
 mkdir -p ../tests/tools
 for tool in "${tools[@]}"; do

@@ -1,13 +1,14 @@
 //! T2: a tool exfiltrates over the network. Every connection attempt fails inside the guest and
 //! a loopback listener started by the test sees zero connections, with or without a network
-//! grant (network grants are recorded but not honoured in this version); name lookup is denied.
+//! grant (network grants are recorded but not honoured in this version); name lookup is denied;
+//! a tool importing `wasi:http` does not compile.
 
 use std::io::ErrorKind;
 use std::net::TcpListener;
 
-use safeformers_sandbox::Grants;
+use safeformers_sandbox::{Grants, SandboxError};
 
-use crate::{call, json, quick_limits, sandbox, tool};
+use crate::{call, json, quick_limits, sandbox, tool, tool_bytes};
 
 /// Connections waiting on `listener` (which is non-blocking). A connect that succeeded in the
 /// guest has completed its handshake before the guest's call returned, so it is queued here.
@@ -90,4 +91,18 @@ fn a_literal_address_is_refused_at_connect() {
     assert!(error.starts_with("connect 127.0.0.1:9"), "{error}");
     // Refused by the sandbox (WASI access-denied), not by the host's closed port.
     assert!(error.contains("Permission denied"), "{error}");
+}
+
+#[test]
+fn a_tool_importing_http_is_refused_at_compile_time() {
+    match sandbox().compile(&tool_bytes("http_get")) {
+        Err(SandboxError::WorldMismatch(reason)) => {
+            assert!(reason.contains("wasi:http/outgoing-handler"), "{reason}");
+            assert!(
+                reason.contains("network access is not available"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
