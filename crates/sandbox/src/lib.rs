@@ -23,6 +23,19 @@
 //!   granted**; a later version adds host-side HTTP with an allowlist. A component that imports
 //!   `wasi:http` does not compile ([`SandboxError::WorldMismatch`] says so).
 //!
+//! ```
+//! use safeformers_sandbox::{Grants, Limits, Sandbox};
+//! # fn main() -> Result<(), safeformers_sandbox::SandboxError> {
+//! # let cache = std::env::temp_dir().join(format!("safeformers-doc-{}", std::process::id()));
+//! let sandbox = Sandbox::new(Some(cache))?; // None: ~/.cache/safeformers/wasm
+//! // The echo tool of this crate's tests: returns its arguments.
+//! let tool = sandbox.compile(include_bytes!("../tests/tools/echo.wasm"))?;
+//! let output = sandbox.call(&tool, &Grants::default(), &Limits::DEFAULT, r#"{"text": "hi"}"#)?;
+//! assert_eq!(output.result, Ok(r#"{"text": "hi"}"#.to_owned()));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Each call is bounded by [`Limits`]: fuel (deterministic compute), a wall-clock deadline,
 //! linear memory (a failed `memory.grow` traps), instance/table/memory counts, the size of the
 //! result and of the captured output.
@@ -77,7 +90,9 @@ pub struct Limits {
     pub wall: Duration,
     /// Maximum size of each linear memory, in bytes.
     pub memory_bytes: usize,
-    /// Maximum size of the result text (the `ok` or `err` string), in bytes.
+    /// Maximum size of the result text (the `ok` or `err` string), in bytes. Checked as soon as
+    /// the component model has copied the text out of the guest (wasmtime offers no way to see
+    /// its length before; the copy is bounded by the memory limit), and a larger one dropped.
     pub output_bytes: usize,
     /// Maximum bytes kept of stdout, and separately of stderr; the rest is discarded.
     pub stdio_bytes: usize,
