@@ -177,9 +177,11 @@ fn hex(bytes: &[u8]) -> String {
         })
 }
 
-/// What compiled code depends on besides the component: wasmtime's own compatibility hash (its
-/// version and every compilation setting) and the target. wasmtime checks the same when
-/// deserializing; the fingerprint keeps entries of different engines apart.
+/// What compiled code depends on besides the component: wasmtime's own compatibility hash (the
+/// target triple and CPU features Cranelift compiles for, every compilation setting such as fuel
+/// and epochs, the enabled wasm features, and wasmtime's version), plus the host's arch and OS.
+/// wasmtime checks the same when deserializing; the fingerprint keeps entries of different
+/// engines apart (a home directory shared by machines with different CPUs, say).
 fn engine_fingerprint(engine: &Engine) -> String {
     let mut hasher = Sha256Hasher(Sha256::new());
     engine.precompile_compatibility_hash().hash(&mut hasher);

@@ -64,8 +64,8 @@
 //! Compiling takes milliseconds to seconds, so compiled code is kept in a user-only (0700)
 //! directory: `$XDG_CACHE_HOME/safeformers/wasm`, by default `~/.cache/safeformers/wasm`. An
 //! entry is keyed by the sha256 of the component and a fingerprint of the engine (wasmtime's
-//! compatibility hash of its version and configuration, and the target), and its own sha256 is
-//! recorded when we write it; an entry whose bytes no longer match is discarded and the
+//! compatibility hash: its version, configuration, target triple and CPU features), and its own
+//! sha256 is recorded when we write it; an entry whose bytes no longer match is discarded and the
 //! component recompiled. Loading compiled code is the one `unsafe` operation of this crate.
 
 mod cache;
