@@ -9,3 +9,6 @@
 //! The agent loop (smolagents' `ToolCallingAgent` semantics, no code execution on the host)
 //! drives a chat model, local or behind an OpenAI-compatible endpoint, through tool calls until
 //! `final_answer` or `max_steps`.
+
+#[cfg(feature = "mcp")]
+pub mod mcp;
