@@ -507,7 +507,7 @@ impl McpClient {
             let grace = self.limits.connect_timeout.min(Duration::from_secs(5));
             let _ = self
                 .runtime
-                .block_on(tokio::time::timeout(grace, service.cancel()));
+                .block_on(async move { tokio::time::timeout(grace, service.cancel()).await });
         }
     }
 
@@ -577,9 +577,10 @@ impl McpClient {
         timeout: Duration,
         request: impl Future<Output = Result<T, ServiceError>>,
     ) -> Result<T, McpError> {
+        // The timer is made inside the runtime: tokio's timers need its context.
         match self
             .runtime
-            .block_on(tokio::time::timeout(timeout, request))
+            .block_on(async { tokio::time::timeout(timeout, request).await })
         {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(error)) => Err(self.protocol_error(what, error.to_string())),
