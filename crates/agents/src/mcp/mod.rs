@@ -865,6 +865,14 @@ mod tests {
     }
 
     #[test]
+    fn the_client_can_move_between_threads_and_the_toolbox_be_shared() {
+        fn send<T: Send>() {}
+        fn sync<T: Sync>() {}
+        send::<McpClient>();
+        sync::<McpToolbox>();
+    }
+
+    #[test]
     fn a_name_listed_twice_is_an_error() {
         let twice = vec![listed("a", "1", json!({})), listed("a", "2", json!({}))];
         let result = check_tools("srv", twice, &McpLock::default(), &McpLimits::default());
