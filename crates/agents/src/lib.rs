@@ -9,3 +9,11 @@
 //! The agent loop (smolagents' `ToolCallingAgent` semantics, no code execution on the host)
 //! drives a chat model, local or behind an OpenAI-compatible endpoint, through tool calls until
 //! `final_answer` or `max_steps`.
+//!
+//! With the `mcp` feature, the `mcp` module is a Model Context Protocol client (stdio and
+//! streamable HTTP) whose servers start only with consent, in a scrubbed environment, and whose
+//! tools are pinned by definition hash: a tool that changes after approval is blocked until it
+//! is re-approved.
+
+#[cfg(feature = "mcp")]
+pub mod mcp;
