@@ -9,3 +9,14 @@
 //! The agent loop (smolagents' `ToolCallingAgent` semantics, no code execution on the host)
 //! drives a chat model, local or behind an OpenAI-compatible endpoint, through tool calls until
 //! `final_answer` or `max_steps`.
+
+pub mod agent;
+pub mod chat_model;
+pub mod endpoint;
+
+pub use agent::{
+    Agent, AgentError, AgentRun, AgentSettings, ApprovalRequest, Approver, NoTools, RefuseAll,
+    RunState, Step, StepToolCall, TerminalApprover, ToolDefinition, Toolbox,
+};
+pub use chat_model::{ChatModel, LocalModel, LocalModelSettings, ModelTurn, ToolCallRequest};
+pub use endpoint::{EndpointError, EndpointModel, EndpointSettings};
