@@ -54,7 +54,7 @@ pub trait ChatModel {
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalModelSettings {
     /// Generation settings over the model's own; [`LocalModelSettings::default`] is greedy
-    /// decoding of at most 1024 new tokens.
+    /// decoding of at most 1024 new tokens (fewer when the context window has less room left).
     pub generation: GenerationConfig,
     /// The tool-call format to read replies with, instead of the one detected from the chat
     /// template ([`ToolCallFormat::detect`]).
@@ -92,7 +92,10 @@ impl LocalModel {
     /// Wraps a loaded text-generation model. Errors with [`AgentError::NoToolCallFormat`]
     /// when `settings.format` is unset and the chat template (or its absence) names no format
     /// we read: the model would have no way to call a tool.
-    pub fn new(model: TextGeneration, settings: LocalModelSettings) -> Result<LocalModel, AgentError> {
+    pub fn new(
+        model: TextGeneration,
+        settings: LocalModelSettings,
+    ) -> Result<LocalModel, AgentError> {
         let template = model.pipeline().tokenizer().chat_template();
         let format = settings
             .format
@@ -117,27 +120,38 @@ impl LocalModel {
     /// `<|python_tag|>` are special tokens in some vocabularies) but without the final EOS.
     fn generate(&self, messages: &[Value], tools: &[Value]) -> Result<String, AgentError> {
         let tools = (!tools.is_empty()).then(|| tools.to_vec());
-        let options = TextGenerationOptions {
+        let mut options = TextGenerationOptions {
             generation: self.settings.generation.clone(),
             return_full_text: false,
             ..TextGenerationOptions::default()
         };
-        let generated = self.model.install(|pipeline| -> safeformers_pipelines::Result<String> {
-            let prompt = pipeline.chat_prompt_ids(messages, tools, false)?;
-            let params = pipeline.generation_params(&options.generation)?;
-            let rows =
-                pipeline.generate_ids(&[prompt], &params, &options, 0, &mut |_, _| Ok(()))?;
-            let Some(row) = rows.first() else {
-                return Ok(String::new());
-            };
-            let mut tokens = row.new_tokens();
-            if let Some((last, before)) = tokens.split_last()
-                && params.eos_token_ids.contains(last)
-            {
-                tokens = before;
-            }
-            Ok(pipeline.tokenizer().decode(tokens, false)?)
-        });
+        let generated = self
+            .model
+            .install(|pipeline| -> safeformers_pipelines::Result<String> {
+                let prompt = pipeline.chat_prompt_ids(messages, tools, false)?;
+                // The new tokens are what the context window leaves (the conversation grows
+                // each step); a prompt that fills it is still refused by generation.
+                if let (Some(context), Some(max_new)) = (
+                    pipeline.model().context_length(),
+                    options.generation.max_new_tokens,
+                ) && prompt.len() < context
+                {
+                    options.generation.max_new_tokens = Some(max_new.min(context - prompt.len()));
+                }
+                let params = pipeline.generation_params(&options.generation)?;
+                let rows =
+                    pipeline.generate_ids(&[prompt], &params, &options, 0, &mut |_, _| Ok(()))?;
+                let Some(row) = rows.first() else {
+                    return Ok(String::new());
+                };
+                let mut tokens = row.new_tokens();
+                if let Some((last, before)) = tokens.split_last()
+                    && params.eos_token_ids.contains(last)
+                {
+                    tokens = before;
+                }
+                Ok(pipeline.tokenizer().decode(tokens, false)?)
+            });
         generated.map_err(AgentError::Generation)
     }
 }
@@ -151,12 +165,13 @@ impl ChatModel for LocalModel {
                 tool_calls: Vec::new(),
             });
         }
-        let reply = parse_tool_calls(self.format, &text, &ToolCallLimits::default()).map_err(
-            |error| AgentError::UnreadableReply {
-                text: text.clone(),
-                reason: error.to_string(),
-            },
-        )?;
+        let reply =
+            parse_tool_calls(self.format, &text, &ToolCallLimits::default()).map_err(|error| {
+                AgentError::UnreadableReply {
+                    text: text.clone(),
+                    reason: error.to_string(),
+                }
+            })?;
         Ok(ModelTurn {
             content: reply.content,
             tool_calls: reply

@@ -15,8 +15,8 @@ use serde_json::{Map, Value, json};
 use ureq::http::{Response, Uri};
 use ureq::{Agent, Body};
 
-use crate::chat_model::{ChatModel, ModelTurn, ToolCallRequest, arguments_from_text};
 use crate::agent::AgentError;
+use crate::chat_model::{ChatModel, ModelTurn, ToolCallRequest, arguments_from_text};
 
 /// Default bound on a response body.
 pub const DEFAULT_MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
@@ -349,9 +349,7 @@ fn checked_base(endpoint: &str) -> Result<String, EndpointError> {
         url: shown.clone(),
         reason,
     };
-    let uri: Uri = endpoint
-        .parse()
-        .map_err(|_| invalid("not a URL"))?;
+    let uri: Uri = endpoint.parse().map_err(|_| invalid("not a URL"))?;
     match uri.scheme_str().map(str::to_ascii_lowercase).as_deref() {
         Some("http" | "https") => {}
         _ => return Err(invalid("not an http:// or https:// URL")),
@@ -359,7 +357,10 @@ fn checked_base(endpoint: &str) -> Result<String, EndpointError> {
     if uri.host().is_none_or(str::is_empty) {
         return Err(invalid("no host"));
     }
-    if uri.authority().is_some_and(|authority| authority.as_str().contains('@')) {
+    if uri
+        .authority()
+        .is_some_and(|authority| authority.as_str().contains('@'))
+    {
         return Err(invalid(
             "credentials in the URL are refused: give the API key separately",
         ));

@@ -98,6 +98,8 @@ fn offered(request: &RecordedRequest) -> Vec<String> {
 struct FakeToolbox {
     calls: RefCell<Vec<(String, Value)>>,
     weather_report: String,
+    /// Only `get_weather` (for the local fixture's 1024-token context).
+    weather_only: bool,
 }
 
 impl FakeToolbox {
@@ -109,6 +111,14 @@ impl FakeToolbox {
         FakeToolbox {
             calls: RefCell::new(Vec::new()),
             weather_report: weather_report.to_string(),
+            weather_only: false,
+        }
+    }
+
+    fn weather_only() -> FakeToolbox {
+        FakeToolbox {
+            weather_only: true,
+            ..FakeToolbox::new()
         }
     }
 
@@ -124,7 +134,7 @@ fn object_schema(properties: Value, required: &[&str]) -> Value {
 
 impl Toolbox for FakeToolbox {
     fn definitions(&self) -> Vec<ToolDefinition> {
-        vec![
+        let mut tools = vec![
             ToolDefinition {
                 name: "get_weather".into(),
                 description: "The current weather in a city.".into(),
@@ -146,13 +156,26 @@ impl Toolbox for FakeToolbox {
                     &["to", "amount"],
                 ),
             },
-        ]
+        ];
+        if self.weather_only {
+            tools.truncate(1);
+        }
+        tools
     }
 
     /// A small schema check: required members present, no others, and of the right type.
     fn validate(&self, name: &str, arguments: &Value) -> Result<(), String> {
-        let tool = self.definitions().into_iter().find(|tool| tool.name == name);
-        let schema = tool.ok_or("no such tool")?.parameters;
+        let tool = self
+            .definitions()
+            .into_iter()
+            .find(|tool| tool.name == name);
+        // A tool it does not define passes: only the agent refuses those.
+        let Some(ToolDefinition {
+            parameters: schema, ..
+        }) = tool
+        else {
+            return Ok(());
+        };
         let arguments = arguments.as_object().ok_or("not an object")?;
         for required in schema["required"].as_array().unwrap() {
             let required = required.as_str().unwrap();
@@ -186,8 +209,10 @@ impl Toolbox for FakeToolbox {
             .push((name.to_string(), arguments.clone()));
         match name {
             "get_weather" => Ok(self.weather_report.clone()),
-            "add" => Ok(json!(arguments["a"].as_f64().unwrap() + arguments["b"].as_f64().unwrap())
-                .to_string()),
+            "add" => Ok(
+                json!(arguments["a"].as_f64().unwrap() + arguments["b"].as_f64().unwrap())
+                    .to_string(),
+            ),
             "transfer" => Ok("done".into()),
             other => Ok(format!("{other} ran")),
         }
@@ -218,7 +243,12 @@ fn approver_of(approve: Vec<Value>) -> RecordingApprover {
     }
 }
 
-fn run(model: &dyn ChatModel, toolbox: &dyn Toolbox, approver: &dyn Approver, max_steps: usize) -> AgentRun {
+fn run(
+    model: &dyn ChatModel,
+    toolbox: &dyn Toolbox,
+    approver: &dyn Approver,
+    max_steps: usize,
+) -> AgentRun {
     let settings = AgentSettings {
         max_steps,
         ..AgentSettings::default()
@@ -239,14 +269,21 @@ fn a_task_solved_in_two_tool_calls_then_final_answer() {
     let server = ScriptedServer::start(vec![
         call("call_w", "get_weather", json!({"city": "Paris"})),
         call("call_a", "add", json!({"a": 2, "b": 3})),
-        call("call_f", FINAL_ANSWER, json!({"answer": "Sunny in Paris; 2 + 3 = 5"})),
+        call(
+            "call_f",
+            FINAL_ANSWER,
+            json!({"answer": "Sunny in Paris; 2 + 3 = 5"}),
+        ),
     ]);
     let toolbox = FakeToolbox::new();
     let approver = approver_of(vec![]);
     let outcome = run(&endpoint(&server), &toolbox, &approver, 20);
 
     assert_eq!(outcome.state, RunState::Success, "{outcome:#?}");
-    assert_eq!(outcome.final_answer, Some(json!("Sunny in Paris; 2 + 3 = 5")));
+    assert_eq!(
+        outcome.final_answer,
+        Some(json!("Sunny in Paris; 2 + 3 = 5"))
+    );
     assert_eq!(
         toolbox.executed(),
         vec![
@@ -254,7 +291,10 @@ fn a_task_solved_in_two_tool_calls_then_final_answer() {
             ("add".to_string(), json!({"a": 2, "b": 3})),
         ]
     );
-    assert!(approver.asked.borrow().is_empty(), "no tool here needed approval");
+    assert!(
+        approver.asked.borrow().is_empty(),
+        "no tool here needed approval"
+    );
 
     // Exactly the JSON of `safeformers agent --json`.
     assert_eq!(
@@ -284,12 +324,23 @@ fn a_task_solved_in_two_tool_calls_then_final_answer() {
         assert_eq!(body["model"], "scripted");
         assert_eq!(body["temperature"], 0.0);
         assert_eq!(body["messages"][0]["role"], "system");
-        assert!(body["messages"][1]["content"].as_str().unwrap().contains("2 + 3"));
+        assert!(
+            body["messages"][1]["content"]
+                .as_str()
+                .unwrap()
+                .contains("2 + 3")
+        );
     }
     // The third request holds the whole conversation: both calls and their results.
     let messages = body(&requests[2])["messages"].as_array().unwrap().clone();
-    let roles: Vec<&str> = messages.iter().map(|m| m["role"].as_str().unwrap()).collect();
-    assert_eq!(roles, ["system", "user", "assistant", "tool", "assistant", "tool"]);
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "user", "assistant", "tool", "assistant", "tool"]
+    );
     assert_eq!(messages[2]["tool_calls"][0]["id"], "call_w");
     assert_eq!(
         messages[2]["tool_calls"][0]["function"],
@@ -302,7 +353,10 @@ fn a_task_solved_in_two_tool_calls_then_final_answer() {
         format!("{UNTRUSTED_RESULT_PREFIX}\nSunny, 24 °C.")
     );
     assert_eq!(messages[5]["tool_call_id"], "call_a");
-    assert_eq!(messages[5]["content"], format!("{UNTRUSTED_RESULT_PREFIX}\n5.0"));
+    assert_eq!(
+        messages[5]["content"],
+        format!("{UNTRUSTED_RESULT_PREFIX}\n5.0")
+    );
     assert_eq!(
         body(&requests[1])["messages"].as_array().unwrap().len(),
         4,
@@ -336,13 +390,32 @@ fn an_invalid_call_is_corrected_after_its_error_observation() {
         .iter()
         .map(|step| step.error.clone().expect("an error step"))
         .collect();
-    assert!(errors[0].contains("there is no tool \"get_wether\""), "{}", errors[0]);
-    assert!(errors[0].contains("get_weather, add, transfer, final_answer"), "{}", errors[0]);
-    assert!(errors[1].contains("invalid arguments for get_weather"), "{}", errors[1]);
+    assert!(
+        errors[0].contains("there is no tool \"get_wether\""),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[0].contains("get_weather, add, transfer, final_answer"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("invalid arguments for get_weather"),
+        "{}",
+        errors[1]
+    );
     assert!(errors[1].contains("\"city\""), "{}", errors[1]);
-    assert!(errors[2].contains("must be a JSON object, not text"), "{}", errors[2]);
+    assert!(
+        errors[2].contains("must be a JSON object, not text"),
+        "{}",
+        errors[2]
+    );
     assert!(errors[3].contains("called no tool"), "{}", errors[3]);
-    assert_eq!(outcome.steps[2].tool_calls[0].arguments, json!("city=Paris"));
+    assert_eq!(
+        outcome.steps[2].tool_calls[0].arguments,
+        json!("city=Paris")
+    );
     assert_eq!(outcome.steps[4].error, None);
 
     // Each error reached the model, in the tool message answering the faulty call.
@@ -358,11 +431,19 @@ fn an_invalid_call_is_corrected_after_its_error_observation() {
         assert_eq!(message["tool_call_id"], format!("c{}", index + 1));
         let content = message["content"].as_str().unwrap();
         assert!(content.starts_with("Error: "), "{content}");
-        assert!(error.ends_with(&content["Error: ".len()..]), "{error} / {content}");
+        assert!(
+            error.ends_with(&content["Error: ".len()..]),
+            "{error} / {content}"
+        );
     }
     let after_text = last_message(4);
     assert_eq!(after_text["role"], "user");
-    assert!(after_text["content"].as_str().unwrap().contains("called no tool"));
+    assert!(
+        after_text["content"]
+            .as_str()
+            .unwrap()
+            .contains("called no tool")
+    );
 }
 
 /// A tool result telling the model to call `send_email` (not in the toolbox): the model does,
@@ -385,12 +466,18 @@ fn a_tool_result_cannot_grant_a_tool() {
 
     assert_eq!(outcome.state, RunState::Success);
     assert!(
-        toolbox.executed().iter().all(|(name, _)| name != "send_email"),
+        toolbox
+            .executed()
+            .iter()
+            .all(|(name, _)| name != "send_email"),
         "send_email was executed: {:?}",
         toolbox.executed()
     );
     let refused = outcome.steps[1].error.as_deref().unwrap();
-    assert!(refused.contains("there is no tool \"send_email\""), "{refused}");
+    assert!(
+        refused.contains("there is no tool \"send_email\""),
+        "{refused}"
+    );
     let requests = server.requests();
     for request in &requests {
         assert_eq!(offered(request), ALL_TOOLS);
@@ -422,7 +509,11 @@ fn an_approval_is_bound_to_the_arguments() {
 
     assert_eq!(outcome.state, RunState::Success, "{outcome:#?}");
     let asked = approver.asked.borrow().clone();
-    assert_eq!(asked.len(), 2, "asked about each distinct call once: {asked:?}");
+    assert_eq!(
+        asked.len(),
+        2,
+        "asked about each distinct call once: {asked:?}"
+    );
     assert_eq!(asked[0].0, "transfer");
     assert_eq!(asked[0].1, arguments_sha256(&small));
     assert_eq!(asked[1].1, arguments_sha256(&large));
@@ -475,9 +566,17 @@ fn max_steps_reached() {
     assert_eq!(requests.len(), 4, "max_steps + 1 model calls");
     assert_eq!(offered(&requests[2]), ALL_TOOLS);
     let last_body = body(&requests[3]);
-    assert!(last_body.get("tools").is_none(), "the last call offers no tools");
+    assert!(
+        last_body.get("tools").is_none(),
+        "the last call offers no tools"
+    );
     let messages = last_body["messages"].as_array().unwrap();
-    assert!(messages[0]["content"].as_str().unwrap().contains("got stuck"));
+    assert!(
+        messages[0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("got stuck")
+    );
     let question = messages.last().unwrap()["content"].as_str().unwrap();
     assert!(question.contains("provide an answer") && question.contains("2 + 3"));
     assert_eq!(
@@ -550,7 +649,10 @@ fn the_api_key_goes_only_to_the_endpoint_and_hf_token_never() {
         );
         let raw = request.raw_text();
         assert!(!raw.contains(HF_TOKEN_VALUE), "HF_TOKEN was sent: {raw}");
-        assert!(!raw.contains("hf_agentloop"), "part of HF_TOKEN was sent: {raw}");
+        assert!(
+            !raw.contains("hf_agentloop"),
+            "part of HF_TOKEN was sent: {raw}"
+        );
         assert_eq!(
             raw.matches(API_KEY).count(),
             1,
@@ -594,7 +696,12 @@ fn a_redirect_to_another_host_is_not_followed() {
     }
     // Through the agent: the run ends in `error`, naming the redirect.
     let server = ScriptedServer::start(vec![CannedResponse::redirect(307, &elsewhere)]);
-    let outcome = run(&endpoint(&server), &FakeToolbox::new(), &approver_of(vec![]), 5);
+    let outcome = run(
+        &endpoint(&server),
+        &FakeToolbox::new(),
+        &approver_of(vec![]),
+        5,
+    );
     assert_eq!(outcome.state, RunState::Error);
     let error = outcome.steps[0].error.as_deref().unwrap();
     assert!(error.contains("redirects are not followed"), "{error}");
@@ -610,8 +717,14 @@ fn malformed_or_oversized_responses_are_typed_errors() {
     let cases: Vec<(CannedResponse, &str)> = vec![
         (CannedResponse::json("<html>hello</html>"), "not JSON"),
         (CannedResponse::json("{}"), "choices[0].message"),
-        (CannedResponse::json(r#"{"choices": []}"#), "choices[0].message"),
-        (CannedResponse::json(r#"{"choices": [{"message": "hi"}]}"#), "choices[0].message"),
+        (
+            CannedResponse::json(r#"{"choices": []}"#),
+            "choices[0].message",
+        ),
+        (
+            CannedResponse::json(r#"{"choices": [{"message": "hi"}]}"#),
+            "choices[0].message",
+        ),
         (
             completion(json!({"role": "assistant", "content": 42})),
             "neither text nor a list",
@@ -629,10 +742,14 @@ fn malformed_or_oversized_responses_are_typed_errors() {
                               "tool_calls": [{"function": {"arguments": "{}"}}]})),
             "no `name`",
         ),
-        (CannedResponse::raw(200, &[], b"{\"choices\": \xff\xfe}".to_vec()), "not JSON"),
+        (
+            CannedResponse::raw(200, &[], b"{\"choices\": \xff\xfe}".to_vec()),
+            "not JSON",
+        ),
         (CannedResponse::json(deep), "not JSON"),
     ];
-    let server = ScriptedServer::start(cases.iter().map(|(response, _)| response.clone()).collect());
+    let server =
+        ScriptedServer::start(cases.iter().map(|(response, _)| response.clone()).collect());
     let model = endpoint(&server);
     let messages = [json!({"role": "user", "content": "hi"})];
     for (index, (_, expected)) in cases.iter().enumerate() {
@@ -663,23 +780,37 @@ fn malformed_or_oversized_responses_are_typed_errors() {
         },
     );
     assert!(
-        matches!(model.chat(&messages, &[]), Err(EndpointError::TooLarge { limit: 4096, .. })),
+        matches!(
+            model.chat(&messages, &[]),
+            Err(EndpointError::TooLarge { limit: 4096, .. })
+        ),
         "oversized"
     );
     match model.chat(&messages, &[]) {
-        Err(EndpointError::Status { status: 500, message, .. }) => {
+        Err(EndpointError::Status {
+            status: 500,
+            message,
+            ..
+        }) => {
             assert_eq!(message, "the model \\u{7} crashed");
         }
         other => panic!("500: {other:?}"),
     }
     match model.chat(&messages, &[]) {
-        Err(EndpointError::Status { status: 404, message, .. }) => {
+        Err(EndpointError::Status {
+            status: 404,
+            message,
+            ..
+        }) => {
             assert!(message.chars().count() <= 201, "{}", message.len());
         }
         other => panic!("404: {other:?}"),
     }
     assert!(
-        matches!(model.chat(&messages, &[]), Err(EndpointError::Timeout { seconds: 1, .. })),
+        matches!(
+            model.chat(&messages, &[]),
+            Err(EndpointError::Timeout { seconds: 1, .. })
+        ),
         "stalled"
     );
 }
@@ -695,10 +826,13 @@ fn endpoint_urls_are_checked() {
         "http://example.com/v1?key=secret",
         "not a url",
     ] {
-        match EndpointModel::new(bad, EndpointSettings {
-            api_model: Some("m".into()),
-            ..EndpointSettings::default()
-        }) {
+        match EndpointModel::new(
+            bad,
+            EndpointSettings {
+                api_model: Some("m".into()),
+                ..EndpointSettings::default()
+            },
+        ) {
             Err(EndpointError::InvalidUrl { url, .. }) => {
                 assert!(!url.contains("secret"), "{url}");
             }
@@ -725,13 +859,17 @@ fn the_local_model_calls_get_weather() {
         .chat_templates(safeformers::ChatTemplateIsolation::InProcessTrusted);
     let generation = safeformers::TextGeneration::from_pretrained(&dir, &options).unwrap();
     let model = LocalModel::new(generation, LocalModelSettings::default()).unwrap();
-    assert_eq!(model.format(), safeformers::pipelines::ToolCallFormat::Hermes);
+    assert_eq!(
+        model.format(),
+        safeformers::pipelines::ToolCallFormat::Hermes
+    );
 
-    let toolbox = FakeToolbox::new();
+    let toolbox = FakeToolbox::weather_only();
+    let approver = approver_of(vec![]);
     let agent = Agent::new(
         &model,
         &toolbox,
-        &approver_of(vec![]),
+        &approver,
         AgentSettings {
             max_steps: 1,
             ..AgentSettings::default()

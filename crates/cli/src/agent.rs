@@ -37,7 +37,12 @@ pub struct AgentArgs {
     #[arg(value_name = "TASK")]
     pub task: String,
     /// A local chat model (a folder, a GGUF file, or a repo `org/name[@rev]`), run here.
-    #[arg(long, value_name = "M", required_unless_present = "endpoint", conflicts_with = "endpoint")]
+    #[arg(
+        long,
+        value_name = "M",
+        required_unless_present = "endpoint",
+        conflicts_with = "endpoint"
+    )]
     pub model: Option<PathBuf>,
     /// An OpenAI-compatible endpoint's base URL (e.g. http://127.0.0.1:8080/v1); requests go to
     /// URL/chat/completions.

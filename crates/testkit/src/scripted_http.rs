@@ -156,7 +156,10 @@ impl ScriptedServer {
 
     /// The requests received so far, in order.
     pub fn requests(&self) -> Vec<RecordedRequest> {
-        self.requests.lock().map(|list| list.clone()).unwrap_or_default()
+        self.requests
+            .lock()
+            .map(|list| list.clone())
+            .unwrap_or_default()
     }
 
     /// Connections accepted so far (a request or not).
