@@ -63,8 +63,12 @@ pub struct AgentArgs {
     #[arg(long = "tool", value_name = "REPO@COMMIT")]
     pub tools: Vec<String>,
     /// Steps before the agent is asked for its answer without tools (then exit 1).
-    #[arg(long, value_name = "N", default_value_t = safeformers_agents::agent::DEFAULT_MAX_STEPS,
-          value_parser = clap::value_parser!(u64).range(1..=1000).map(|n| n as usize))]
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = safeformers_agents::agent::DEFAULT_MAX_STEPS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1000)
+    )]
     pub max_steps: usize,
     /// The lockfile holding the approved tools (default ./safeformers.lock).
     #[arg(long, value_name = "PATH")]
