@@ -15,5 +15,16 @@
 //! tools are pinned by definition hash: a tool that changes after approval is blocked until it
 //! is re-approved.
 
+pub mod agent;
+pub mod chat_model;
+pub mod endpoint;
+
+pub use agent::{
+    Agent, AgentError, AgentRun, AgentSettings, ApprovalRequest, Approver, NoTools, RefuseAll,
+    RunState, Step, StepToolCall, TerminalApprover, ToolDefinition, Toolbox,
+};
+pub use chat_model::{ChatModel, LocalModel, LocalModelSettings, ModelTurn, ToolCallRequest};
+pub use endpoint::{EndpointError, EndpointModel, EndpointSettings};
+
 #[cfg(feature = "mcp")]
 pub mod mcp;

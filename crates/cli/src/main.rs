@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod agent;
 mod cache;
 mod download;
 mod forward;
@@ -75,6 +76,9 @@ enum Command {
     /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
     /// conversation is kept until stdin ends.
     Chat(generate::ChatArgs),
+    /// Run a tool-calling agent on a task with a local model or an OpenAI-compatible endpoint;
+    /// prints its final answer (exit 1 when --max-steps runs out).
+    Agent(Box<agent::AgentArgs>),
     /// Internal: renders one chat template request from stdin under OS limits (the isolated
     /// renderer `run text-generation --chat` and `chat` start).
     #[command(name = "render-chat-template", hide = true)]
@@ -95,6 +99,7 @@ fn main() -> ExitCode {
         Command::Forward(args) => forward::run(&args),
         Command::Run(args) => run::run(&args),
         Command::Chat(args) => generate::chat(&args),
+        Command::Agent(args) => agent::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::RenderChatTemplate => safeformers::chat_sandbox::serve_child()
             .map(|()| ExitCode::SUCCESS)

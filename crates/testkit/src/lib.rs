@@ -1,6 +1,7 @@
 //! Helpers shared by the tests of several safeformers crates: scratch folders, FIFOs, the paths
-//! of the repository's fixtures and of the prerequisites `scripts/test.sh` prepares, and float
-//! comparison. A dev-dependency only; nothing here is part of any library.
+//! of the repository's fixtures and of the prerequisites `scripts/test.sh` prepares, float
+//! comparison, and a scripted HTTP server ([`scripted_http`]). A dev-dependency only; nothing
+//! here is part of any library.
 //!
 //! Every helper panics with a message when the machine cannot do what a test needs (an
 //! unwritable temp dir, a missing prerequisite): for a test that is a failure, never a skip.
@@ -11,6 +12,8 @@
     clippy::panic,
     reason = "test support: a broken temp dir or a missing prerequisite fails the test"
 )]
+
+pub mod scripted_http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
