@@ -55,7 +55,7 @@ pub async fn chat_completions(state: Arc<AppState>, body: Bytes) -> Result<Respo
     let messages: Vec<Value> = request
         .messages
         .into_iter()
-        .map(flatten_text_parts)
+        .map(template_message)
         .collect();
     let model = generation.model.clone();
     let keep_last = request.sampling.truncate_prompt_tokens;
@@ -196,9 +196,23 @@ fn kept_end(mut ids: Vec<u32>, keep: Option<u64>) -> Vec<u32> {
     ids
 }
 
-/// A message whose `content` is a list of text parts gets their text joined, as chat templates
-/// expect a string.
-fn flatten_text_parts(mut message: Value) -> Value {
+/// A message as chat templates expect it: a `content` list of text parts joined into one string,
+/// and tool calls' `arguments` (JSON text in OpenAI's API) given as the object they encode, as
+/// vLLM and Transformers pass them (templates apply `tojson` to them; text would be encoded
+/// twice). Arguments that are not a JSON object stay text.
+fn template_message(mut message: Value) -> Value {
+    if let Some(Value::Array(calls)) = message.get_mut("tool_calls") {
+        for call in calls {
+            let Some(arguments) = call.pointer_mut("/function/arguments") else {
+                continue;
+            };
+            if let Value::String(text) = arguments
+                && let Ok(object @ Value::Object(_)) = serde_json::from_str::<Value>(text)
+            {
+                *arguments = object;
+            }
+        }
+    }
     if let Some(Value::Array(parts)) = message.get("content") {
         let text: String = parts
             .iter()
