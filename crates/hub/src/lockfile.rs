@@ -19,9 +19,34 @@
 //! sha256 = "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
 //! ```
 //!
-//! Reading is strict: an unknown field, a duplicate repo or file, a hash that is not 64
-//! lowercase hex digits, a commit that is not 40, or a file path that could escape a folder is an
-//! [`HubError::InvalidLockfile`]. Writing is deterministic: repos sorted by id, files by path.
+//! It also records the tool packages the user approved (`safeformers tool approve`): each
+//! `[[tool]]` pins a tool repo to one commit, the SHA-256 of its `tool.json` and `tool.wasm`, the
+//! hash of the definition a model sees (`definition_sha256`, the SHA-256 of the RFC 8785
+//! canonical JSON of name, description and schemas), the capabilities granted (in the syntax of
+//! `--grant`, host folders absolute), and the limits the user lowered, if any. A tool whose
+//! files or definition differ from its entry is refused; the `safeformers-agents` crate checks
+//! that, this module only keeps the entries.
+//!
+//! ```toml
+//! [[tool]]
+//! repo = "org/word-count"
+//! commit = "0123456789abcdef0123456789abcdef01234567"
+//! tool_json_sha256 = "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41"
+//! tool_wasm_sha256 = "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+//! definition_sha256 = "5f2b3c0e0d1e6c4b1f0a9d8e7c6b5a4938271605f4e3d2c1b0a9f8e7d6c5b4a3"
+//! grants = ["env:LANG", "fs:/data=/home/me/notes:ro"]
+//!
+//! [tool.limits]
+//! wall_ms = 2000
+//! ```
+//!
+//! A lockfile without tools reads as before, and one with only tools has no `[[repo]]`; both are
+//! `version = 1`.
+//!
+//! Reading is strict: an unknown field, a duplicate repo, file or tool, a hash that is not 64
+//! lowercase hex digits, a commit that is not 40, a file path that could escape a folder, a grant
+//! that is not `fs:`, `net:` or `env:` text, or a limit of 0 is an [`HubError::InvalidLockfile`].
+//! Writing is deterministic: repos and tools sorted by id, files by path, grants as text.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -42,13 +67,76 @@ pub const LOCKFILE_NAME: &str = "safeformers.lock";
 pub const LOCKFILE_VERSION: u32 = 1;
 
 /// The first lines of every written lockfile.
-const HEADER: &str = "# safeformers.lock: written by `safeformers lock`; do not edit by hand.\n\
-# Loads with `--locked` use exactly these commits and files (sizes and sha256).\n\n";
+const HEADER: &str = "# safeformers.lock: written by `safeformers lock` and `safeformers tool \
+approve`; do not edit by hand.\n\
+# Loads with `--locked` use exactly these commits and files (sizes and sha256); tools run only as \
+approved here.\n\n";
 
-/// A lockfile: the pinned repos, sorted by id.
+/// Longest grant text accepted in a `[[tool]]` entry (a host folder path is most of it).
+const MAX_GRANT_LEN: usize = 4096;
+
+/// A lockfile: the pinned repos and the approved tools, each sorted by id.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Lockfile {
     repos: Vec<LockedRepo>,
+    tools: Vec<LockedTool>,
+}
+
+/// One approved tool package: the commit, the hashes it was approved with, and what the user
+/// granted. `safeformers-agents` refuses the tool when anything differs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedTool {
+    /// The tool's repo.
+    pub repo: RepoId,
+    /// The commit approved (a tool is only ever approved at a commit, never a branch or tag).
+    pub commit: CommitHash,
+    /// SHA-256 of `tool.json` at that commit, 64 lowercase hex digits.
+    pub tool_json_sha256: String,
+    /// SHA-256 of `tool.wasm` at that commit.
+    pub tool_wasm_sha256: String,
+    /// SHA-256 of the RFC 8785 canonical JSON of the definition the model sees (name,
+    /// description, parameters, output_schema).
+    pub definition_sha256: String,
+    /// The grants, in the syntax of `--grant` (`fs:/data=/abs/dir:ro`, `net:host:443`,
+    /// `env:NAME`), sorted, each once.
+    pub grants: Vec<String>,
+    /// Limits the user set at approval (each may only lower the tool's own), if any.
+    pub limits: Option<LockedToolLimits>,
+}
+
+/// Limits recorded with an approval; a field left out keeps the tool's own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockedToolLimits {
+    /// Most wasm fuel (instructions, roughly) per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fuel: Option<u64>,
+    /// Most wall-clock milliseconds per call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wall_ms: Option<u64>,
+    /// Most linear-memory bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Most bytes of a call's result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_bytes: Option<u64>,
+}
+
+impl LockedToolLimits {
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == LockedToolLimits::default()
+    }
+
+    /// Each limit set, by name.
+    fn fields(&self) -> [(&'static str, Option<u64>); 4] {
+        [
+            ("fuel", self.fuel),
+            ("wall_ms", self.wall_ms),
+            ("memory_bytes", self.memory_bytes),
+            ("output_bytes", self.output_bytes),
+        ]
+    }
 }
 
 /// One repo pinned to one commit, with every file of its snapshot.
@@ -80,8 +168,23 @@ pub struct LockedFile {
 #[serde(deny_unknown_fields)]
 struct RawLockfile {
     version: u32,
-    #[serde(default, rename = "repo")]
+    #[serde(default, rename = "repo", skip_serializing_if = "Vec::is_empty")]
     repos: Vec<RawRepo>,
+    #[serde(default, rename = "tool", skip_serializing_if = "Vec::is_empty")]
+    tools: Vec<RawTool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    repo: String,
+    commit: String,
+    tool_json_sha256: String,
+    tool_wasm_sha256: String,
+    definition_sha256: String,
+    grants: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    limits: Option<LockedToolLimits>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -139,55 +242,24 @@ impl Lockfile {
         let mut repos = Vec::with_capacity(raw.repos.len());
         let mut seen_repos = BTreeSet::new();
         for raw_repo in raw.repos {
-            let repo = RepoId::parse(&raw_repo.repo).map_err(|error| invalid(error.to_string()))?;
-            if !seen_repos.insert(repo.clone()) {
-                return Err(invalid(format!("repo `{repo}` is listed twice")));
+            let locked = parse_repo(raw_repo).map_err(invalid)?;
+            if !seen_repos.insert(locked.repo.clone()) {
+                return Err(invalid(format!("repo `{}` is listed twice", locked.repo)));
             }
-            let revision = Revision::parse(&raw_repo.revision)
-                .map_err(|error| invalid(format!("repo `{repo}`: {error}")))?;
-            let commit = CommitHash::parse(&raw_repo.commit).map_err(|_| {
-                invalid(format!(
-                    "repo `{repo}`: commit is not 40 lowercase hex digits"
-                ))
-            })?;
-            if let Revision::Commit(requested) = &revision
-                && requested != &commit
-            {
-                return Err(invalid(format!(
-                    "repo `{repo}`: revision {requested} is a commit, but commit is {commit}"
-                )));
-            }
-            let mut files = Vec::with_capacity(raw_repo.files.len());
-            let mut seen_files = BTreeSet::new();
-            for raw_file in raw_repo.files {
-                let file_path = RepoFilePath::parse(&raw_file.path)
-                    .map_err(|error| invalid(format!("repo `{repo}`: {error}")))?;
-                if !seen_files.insert(file_path.clone()) {
-                    return Err(invalid(format!(
-                        "repo `{repo}`: file `{file_path}` is listed twice"
-                    )));
-                }
-                if !is_sha256_hex(&raw_file.sha256) {
-                    return Err(invalid(format!(
-                        "repo `{repo}`: file `{file_path}`: sha256 is not 64 lowercase hex digits"
-                    )));
-                }
-                files.push(LockedFile {
-                    path: file_path,
-                    size: raw_file.size,
-                    sha256: raw_file.sha256,
-                });
-            }
-            files.sort();
-            repos.push(LockedRepo {
-                repo,
-                revision,
-                commit,
-                files,
-            });
+            repos.push(locked);
         }
         repos.sort_by(|a, b| a.repo.cmp(&b.repo));
-        Ok(Lockfile { repos })
+        let mut tools = Vec::with_capacity(raw.tools.len());
+        let mut seen_tools = BTreeSet::new();
+        for raw_tool in raw.tools {
+            let locked = parse_tool(raw_tool).map_err(invalid)?;
+            if !seen_tools.insert(locked.repo.clone()) {
+                return Err(invalid(format!("tool `{}` is listed twice", locked.repo)));
+            }
+            tools.push(locked);
+        }
+        tools.sort_by(|a, b| a.repo.cmp(&b.repo));
+        Ok(Lockfile { repos, tools })
     }
 
     /// The lockfile as TOML text: a comment header, `version`, then the repos sorted by id and
@@ -216,6 +288,7 @@ impl Lockfile {
                     }
                 })
                 .collect(),
+            tools: self.tools.iter().map(raw_tool).collect(),
         };
         // Serialising plain strings and integers cannot fail; an empty body would only be
         // rejected on the next read, never silently accepted.
@@ -245,6 +318,30 @@ impl Lockfile {
         self.repos.sort_by(|a, b| a.repo.cmp(&b.repo));
     }
 
+    /// The approved tools, sorted by repo id.
+    pub fn tools(&self) -> &[LockedTool] {
+        &self.tools
+    }
+
+    /// The approval of the tool in `repo`, if there is one.
+    pub fn tool(&self, repo: &RepoId) -> Option<&LockedTool> {
+        self.tools.iter().find(|locked| &locked.repo == repo)
+    }
+
+    /// Records an approval, replacing any earlier one of the same repo (at whatever commit);
+    /// keeps the tools sorted and each entry's grants sorted, each once. Repo entries are not
+    /// touched.
+    pub fn insert_tool(&mut self, mut locked: LockedTool) {
+        locked.grants.sort();
+        locked.grants.dedup();
+        if locked.limits.is_some_and(|limits| limits.is_empty()) {
+            locked.limits = None;
+        }
+        self.tools.retain(|existing| existing.repo != locked.repo);
+        self.tools.push(locked);
+        self.tools.sort_by(|a, b| a.repo.cmp(&b.repo));
+    }
+
     /// The entry a `--locked` load of `repo` must use. `requested` is the revision the user
     /// asked for, if any: it must be the revision that was locked (or its commit), since the
     /// lockfile says nothing about any other.
@@ -272,6 +369,134 @@ impl Lockfile {
             }
         }
         Ok(locked)
+    }
+}
+
+/// Checks one `[[repo]]` entry: its id, revision, commit and files. The error is the reason,
+/// without the lockfile's path.
+fn parse_repo(raw_repo: RawRepo) -> std::result::Result<LockedRepo, String> {
+    let repo = RepoId::parse(&raw_repo.repo).map_err(|error| error.to_string())?;
+    let revision =
+        Revision::parse(&raw_repo.revision).map_err(|error| format!("repo `{repo}`: {error}"))?;
+    let commit = CommitHash::parse(&raw_repo.commit)
+        .map_err(|_| format!("repo `{repo}`: commit is not 40 lowercase hex digits"))?;
+    if let Revision::Commit(requested) = &revision
+        && requested != &commit
+    {
+        return Err(format!(
+            "repo `{repo}`: revision {requested} is a commit, but commit is {commit}"
+        ));
+    }
+    let mut files = Vec::with_capacity(raw_repo.files.len());
+    let mut seen_files = BTreeSet::new();
+    for raw_file in raw_repo.files {
+        let file_path = RepoFilePath::parse(&raw_file.path)
+            .map_err(|error| format!("repo `{repo}`: {error}"))?;
+        if !seen_files.insert(file_path.clone()) {
+            return Err(format!("repo `{repo}`: file `{file_path}` is listed twice"));
+        }
+        if !is_sha256_hex(&raw_file.sha256) {
+            return Err(format!(
+                "repo `{repo}`: file `{file_path}`: sha256 is not 64 lowercase hex digits"
+            ));
+        }
+        files.push(LockedFile {
+            path: file_path,
+            size: raw_file.size,
+            sha256: raw_file.sha256,
+        });
+    }
+    files.sort();
+    Ok(LockedRepo {
+        repo,
+        revision,
+        commit,
+        files,
+    })
+}
+
+/// Checks one `[[tool]]` entry: its id, commit, hashes, grants (their form only: what they
+/// mean is checked against the tool's manifest when it is loaded) and limits.
+fn parse_tool(raw: RawTool) -> std::result::Result<LockedTool, String> {
+    let repo = RepoId::parse(&raw.repo).map_err(|error| format!("tool: {error}"))?;
+    let commit = CommitHash::parse(&raw.commit)
+        .map_err(|_| format!("tool `{repo}`: commit is not 40 lowercase hex digits"))?;
+    for (field, value) in [
+        ("tool_json_sha256", &raw.tool_json_sha256),
+        ("tool_wasm_sha256", &raw.tool_wasm_sha256),
+        ("definition_sha256", &raw.definition_sha256),
+    ] {
+        if !is_sha256_hex(value) {
+            return Err(format!(
+                "tool `{repo}`: {field} is not 64 lowercase hex digits"
+            ));
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for grant in &raw.grants {
+        check_grant_text(grant).map_err(|reason| format!("tool `{repo}`: grant: {reason}"))?;
+        if !seen.insert(grant.as_str()) {
+            return Err(format!("tool `{repo}`: grant `{grant}` is listed twice"));
+        }
+    }
+    if let Some(limits) = &raw.limits {
+        for (field, value) in limits.fields() {
+            if value == Some(0) {
+                return Err(format!("tool `{repo}`: limits.{field} is 0"));
+            }
+        }
+    }
+    let mut grants = raw.grants;
+    grants.sort();
+    Ok(LockedTool {
+        repo,
+        commit,
+        tool_json_sha256: raw.tool_json_sha256,
+        tool_wasm_sha256: raw.tool_wasm_sha256,
+        definition_sha256: raw.definition_sha256,
+        grants,
+        limits: raw.limits.filter(|limits| !limits.is_empty()),
+    })
+}
+
+/// The form a grant must have in the lockfile: `fs:`, `net:` or `env:` and something, one line
+/// of printable text.
+fn check_grant_text(grant: &str) -> std::result::Result<(), String> {
+    let shown: String = grant
+        .chars()
+        .take(80)
+        .flat_map(char::escape_debug)
+        .collect();
+    if grant.len() > MAX_GRANT_LEN {
+        return Err(format!("`{shown}...` is over {MAX_GRANT_LEN} bytes"));
+    }
+    if grant.chars().any(char::is_control) {
+        return Err(format!("`{shown}` holds a control character"));
+    }
+    let known = ["fs:", "net:", "env:"]
+        .iter()
+        .any(|prefix| grant.len() > prefix.len() && grant.starts_with(prefix));
+    if !known {
+        return Err(format!(
+            "`{shown}` is not `fs:GUEST=HOSTDIR:ro|rw`, `net:HOST:PORT` or `env:NAME`"
+        ));
+    }
+    Ok(())
+}
+
+/// A tool entry as TOML.
+fn raw_tool(locked: &LockedTool) -> RawTool {
+    let mut grants = locked.grants.clone();
+    grants.sort();
+    grants.dedup();
+    RawTool {
+        repo: locked.repo.as_str().to_string(),
+        commit: locked.commit.as_str().to_string(),
+        tool_json_sha256: locked.tool_json_sha256.clone(),
+        tool_wasm_sha256: locked.tool_wasm_sha256.clone(),
+        definition_sha256: locked.definition_sha256.clone(),
+        grants,
+        limits: locked.limits.filter(|limits| !limits.is_empty()),
     }
 }
 
@@ -578,6 +803,111 @@ mod tests {
             message.contains("`README.md` is not in the lockfile"),
             "{message}"
         );
+    }
+
+    const TOOL_COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
+
+    fn tool_sample(extra: &str) -> String {
+        format!(
+            "[[tool]]\nrepo = \"org/tool\"\ncommit = \"{TOOL_COMMIT}\"\ntool_json_sha256 = \
+             \"{SHA}\"\ntool_wasm_sha256 = \"{SHA}\"\ndefinition_sha256 = \"{SHA}\"\ngrants = \
+             [\"net:example.com:443\", \"env:LANG\"]\n{extra}"
+        )
+    }
+
+    fn locked_tool(repo: &str, grants: &[&str]) -> LockedTool {
+        LockedTool {
+            repo: RepoId::parse(repo).unwrap(),
+            commit: CommitHash::parse(TOOL_COMMIT).unwrap(),
+            tool_json_sha256: SHA.to_string(),
+            tool_wasm_sha256: SHA.to_string(),
+            definition_sha256: SHA.to_string(),
+            grants: grants.iter().map(|grant| grant.to_string()).collect(),
+            limits: None,
+        }
+    }
+
+    #[test]
+    fn tools_round_trip_beside_repos() {
+        let text = format!(
+            "{}\n{}\n[tool.limits]\nwall_ms = 2000\n",
+            sample(""),
+            tool_sample("")
+        );
+        let lock = parse(&text).unwrap();
+        assert_eq!(lock.repos().len(), 1);
+        let tool = lock.tool(&RepoId::parse("org/tool").unwrap()).unwrap();
+        assert_eq!(tool.grants, ["env:LANG", "net:example.com:443"]);
+        assert_eq!(
+            tool.limits,
+            Some(LockedToolLimits {
+                wall_ms: Some(2000),
+                ..LockedToolLimits::default()
+            })
+        );
+        let written = lock.to_toml();
+        assert_eq!(parse(&written).unwrap(), lock);
+        assert_eq!(parse(&written).unwrap().to_toml(), written);
+        assert!(written.contains("[[tool]]") && written.contains("[tool.limits]"));
+        // The repo entries are written exactly as a lockfile without tools writes them.
+        let mut without = lock.clone();
+        without.tools.clear();
+        assert_eq!(without.to_toml(), parse(&sample("")).unwrap().to_toml());
+        assert!(written.starts_with(&without.to_toml()), "{written}");
+        // A lockfile of tools only.
+        let only_tools = parse(&format!("version = 1\n{}", tool_sample(""))).unwrap();
+        assert!(only_tools.repos().is_empty());
+        assert!(!only_tools.to_toml().contains("[[repo]]"));
+        assert_eq!(parse(&only_tools.to_toml()).unwrap(), only_tools);
+    }
+
+    #[test]
+    fn approving_a_tool_replaces_its_entry_and_keeps_the_rest() {
+        let mut lock = parse(&sample("")).unwrap();
+        let repos = lock.repos().to_vec();
+        lock.insert_tool(locked_tool("org/b", &["env:B", "env:A", "env:A"]));
+        lock.insert_tool(locked_tool("org/a", &[]));
+        let mut again = locked_tool("org/b", &["env:C"]);
+        again.limits = Some(LockedToolLimits::default());
+        lock.insert_tool(again);
+        assert_eq!(lock.repos(), repos.as_slice());
+        let names: Vec<&str> = lock.tools().iter().map(|tool| tool.repo.as_str()).collect();
+        assert_eq!(names, ["org/a", "org/b"]);
+        assert_eq!(lock.tools()[1].grants, ["env:C"]);
+        assert_eq!(lock.tools()[1].limits, None, "empty limits are no limits");
+        let text = lock.to_toml();
+        assert!(text.contains("grants = []"), "{text}");
+        assert_eq!(parse(&text).unwrap(), lock);
+        let mut sorted = locked_tool("org/b", &["env:B", "env:A", "env:A"]);
+        let mut other = Lockfile::new();
+        other.insert_tool(sorted.clone());
+        sorted.grants = vec!["env:A".into(), "env:B".into()];
+        assert_eq!(other.tools()[0], sorted);
+    }
+
+    #[test]
+    fn strict_reading_of_tools() {
+        let tool = |extra: &str| format!("version = 1\n{}", tool_sample(extra));
+        assert!(parse(&tool("")).is_ok());
+        assert!(reason(&tool("approver = \"me\"\n")).contains("approver"));
+        assert!(reason(&tool("[tool.limits]\nfuel = 0\n")).contains("limits.fuel is 0"));
+        assert!(reason(&tool("[tool.limits]\ncpu = 1\n")).contains("cpu"));
+        assert!(reason(&tool("").replace(TOOL_COMMIT, "main")).contains("commit"));
+        let short = tool("").replacen(SHA, &SHA[..10], 1);
+        assert!(reason(&short).contains("tool_json_sha256"), "{short}");
+        let no_grants = tool("").replace("grants = [\"net:example.com:443\", \"env:LANG\"]\n", "");
+        assert!(reason(&no_grants).contains("grants"));
+        for (grant, needle) in [
+            ("env:LANG", "listed twice"),
+            ("ssh:key", "not `fs:"),
+            ("env:", "not `fs:"),
+            ("env:A\\u0007", "control character"),
+        ] {
+            let text = tool("").replace("\"env:LANG\"", &format!("\"env:LANG\", \"{grant}\""));
+            assert!(reason(&text).contains(needle), "{grant}: {}", reason(&text));
+        }
+        let twice = format!("{}{}", tool(""), tool_sample(""));
+        assert!(reason(&twice).contains("tool `org/tool` is listed twice"));
     }
 
     #[test]
