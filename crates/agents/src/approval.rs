@@ -70,11 +70,11 @@ pub fn parse_pinned(spec: &str) -> Result<(RepoId, CommitHash)> {
         Some(Revision::Commit(commit)) => Ok((request.repo, commit)),
         Some(Revision::Ref(name)) => Err(ToolError::NotPinned {
             spec: spec.to_string(),
-            what: format!("the branch or tag `{name}`"),
+            what: format!("`{name}` is a branch or tag"),
         }),
         None => Err(ToolError::NotPinned {
             spec: spec.to_string(),
-            what: "no revision".to_string(),
+            what: "no `@COMMIT` is given".to_string(),
         }),
     }
 }
@@ -95,13 +95,13 @@ pub fn approval_entry(
     else {
         return Err(ToolError::NotPinned {
             spec: package.source.to_string(),
-            what: "a local folder (publish it to a repo, then approve `REPO@COMMIT`)".into(),
+            what: "this is a local folder (publish it to a repo first)".into(),
         });
     };
     if revision.as_commit() != Some(commit) {
         return Err(ToolError::NotPinned {
             spec: format!("{repo}@{revision}"),
-            what: format!("the branch or tag `{revision}`"),
+            what: format!("`{revision}` is a branch or tag"),
         });
     }
     let grants = check_grants(&package.manifest, grants)?;

@@ -141,13 +141,13 @@ pub enum ToolError {
 
     /// An approval names a branch or tag (or nothing): a tool is approved at a commit only.
     #[error(
-        "`{spec}`: a tool is approved at a 40-hex commit, not {what}; run `safeformers tool \
-         inspect {spec}` to see its commit, then approve `REPO@COMMIT`"
+        "`{spec}`: a tool is approved at a 40-hex commit only, and {what}; run `safeformers tool \
+         inspect` to see its commit, then approve `REPO@COMMIT`"
     )]
     NotPinned {
         /// The spec as given.
         spec: String,
-        /// What it named instead (`branch or tag `main``, `no revision`).
+        /// What it named instead (``main` is a branch or tag`, `no `@COMMIT` is given`).
         what: String,
     },
 

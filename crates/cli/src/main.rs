@@ -19,6 +19,7 @@ mod output;
 mod run;
 mod scan;
 mod serve;
+mod tool;
 
 use std::fmt;
 use std::process::ExitCode;
@@ -73,6 +74,9 @@ enum Command {
     /// Serve models over the OpenAI API (chat, completions, embeddings) and TEI's /embed;
     /// loopback unless an API key is configured.
     Serve(serve::ServeArgs),
+    /// Inspect a tool package (tool.json + tool.wasm) and approve it, capability by capability,
+    /// into safeformers.lock.
+    Tool(tool::ToolArgs),
     /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
     /// conversation is kept until stdin ends.
     Chat(generate::ChatArgs),
@@ -101,6 +105,7 @@ fn main() -> ExitCode {
         Command::Chat(args) => generate::chat(&args),
         Command::Agent(args) => agent::run(&args),
         Command::Serve(args) => serve::run(&args),
+        Command::Tool(args) => tool::run(&args),
         Command::RenderChatTemplate => safeformers::chat_sandbox::serve_child()
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
@@ -120,6 +125,9 @@ fn main() -> ExitCode {
                     || cause
                         .downcast_ref::<safeformers::Error>()
                         .is_some_and(safeformers::Error::is_usage_error)
+                    || cause
+                        .downcast_ref::<safeformers_agents::ToolError>()
+                        .is_some_and(safeformers_agents::ToolError::is_usage_error)
             }) {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -141,6 +149,7 @@ fn one_line(error: &anyhow::Error) -> String {
             || cause.is::<safeformers_hub::HubError>()
             || cause.is::<safeformers_models::Error>()
             || cause.is::<safeformers_pipelines::PipelineError>()
+            || cause.is::<safeformers_agents::ToolError>()
         {
             break;
         }
@@ -166,5 +175,8 @@ fn is_policy_refusal(error: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<safeformers_pipelines::PipelineError>()
                 .is_some_and(safeformers_pipelines::PipelineError::is_policy_refusal)
+            || cause
+                .downcast_ref::<safeformers_agents::ToolError>()
+                .is_some_and(safeformers_agents::ToolError::is_policy_refusal)
     })
 }
