@@ -563,3 +563,55 @@ fn a_changed_description_is_refused_naming_the_definition_hash() {
         "{message}"
     );
 }
+
+/// What `tool inspect` refuses in a manifest: a schema `$ref` out of the schema is a policy
+/// refusal (exit 3) and the loopback listener it points at sees no connection (T9); a manifest
+/// that is not strictly valid, too large, or a package without `tool.wasm` is exit 1.
+#[test]
+fn inspect_refuses_bad_manifests() {
+    let sandbox = Sandbox::new("tool-bad-manifests");
+    let counter = ConnectionCounter::start();
+    let cache = sandbox.root.join("cache");
+    let folder = sandbox.dir("tool");
+    let inspect = |manifest: &serde_json::Value| {
+        std::fs::write(folder.join("tool.json"), manifest.to_string()).unwrap();
+        run(
+            sandbox.safeformers(&cache, &counter.url()),
+            &["tool", "inspect", folder.to_str().unwrap()],
+        )
+    };
+    tool_package(&folder, "Counts words.");
+    let with_ref = |target: String| {
+        let mut value = manifest("Counts words.");
+        value["parameters"]["properties"]["text"] = json!({"$ref": target});
+        value
+    };
+    let remote = inspect(&with_ref(format!("{}/schema.json", counter.url())));
+    assert_one_line_error(
+        &remote,
+        3,
+        &["`$ref`", "not a local `#...` reference", "tool.json"],
+    );
+    let file = inspect(&with_ref("file:///etc/passwd".into()));
+    assert_one_line_error(&file, 3, &["file:///etc/passwd"]);
+    assert_eq!(counter.connections(), 0, "a schema made us connect");
+
+    let mut unknown = manifest("Counts words.");
+    unknown["capabilities"]["gpu"] = json!(true);
+    assert_one_line_error(&inspect(&unknown), 1, &["unknown field `gpu`"]);
+    let mut bad_name = manifest("Counts words.");
+    bad_name["name"] = json!("Word Count");
+    assert_one_line_error(&inspect(&bad_name), 1, &["field `name`"]);
+    let long = manifest(&"x".repeat(16 * 1024 + 1));
+    assert_one_line_error(&inspect(&long), 1, &["field `description`", "16384"]);
+    let mut huge = manifest("Counts words.");
+    huge["parameters"]["description"] = json!("x".repeat(1 << 20));
+    assert_one_line_error(&inspect(&huge), 1, &["1048576"]);
+
+    std::fs::remove_file(folder.join("tool.wasm")).unwrap();
+    assert_one_line_error(
+        &inspect(&manifest("Counts words.")),
+        1,
+        &["has no `tool.wasm`"],
+    );
+}
