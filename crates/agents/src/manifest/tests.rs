@@ -366,3 +366,42 @@ fn the_definition_hash_covers_what_the_model_sees() {
         parse(&minimal()).unwrap().definition_sha256(path).unwrap()
     );
 }
+
+mod hostile {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Random bytes are an error, never a panic.
+        #[test]
+        fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = ToolManifest::parse(&bytes, Path::new("tool.json"));
+        }
+
+        /// A valid manifest with one byte changed (or cut short) is parsed or refused, never
+        /// a panic.
+        #[test]
+        fn mutated_manifests_never_panic(at in any::<prop::sample::Index>(), byte in any::<u8>(),
+                                         cut in any::<bool>()) {
+            let mut bytes = full().to_string().into_bytes();
+            let index = at.index(bytes.len());
+            bytes[index] = byte;
+            if cut {
+                bytes.truncate(index);
+            }
+            let _ = ToolManifest::parse(&bytes, Path::new("tool.json"));
+        }
+
+        /// Grants, net targets and guest paths from any text: parsed or refused, never a panic;
+        /// what parses prints as something that parses to the same grant.
+        #[test]
+        fn grant_texts_never_panic(text in "(fs:|net:|env:)?\\PC{0,40}") {
+            let _ = NetTarget::parse(&text);
+            let _ = check_guest_path(&text);
+            if let Ok(grant) = crate::grants::Grant::parse(&text) {
+                let again = crate::grants::Grant::parse(&grant.to_string()).unwrap();
+                prop_assert_eq!(again, grant);
+            }
+        }
+    }
+}
