@@ -304,4 +304,17 @@ mod tests {
             assert!(ToolRequest::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// The README demo's tool reads as a package: its manifest is valid under the strict
+    /// parser, and only its two files are read (the folder also holds its Rust source).
+    #[test]
+    fn the_example_tool_reads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/word_count");
+        let package = read_folder(&dir).unwrap();
+        assert_eq!(package.manifest.name, "word_count");
+        assert_eq!(package.manifest.capabilities.fs[0].guest, "/data");
+        assert_eq!(package.files.len(), 2);
+        assert!(package.wasm.starts_with(b"\0asm"));
+        assert_eq!(package.definition_sha256.len(), 64);
+    }
 }
