@@ -52,11 +52,7 @@ pub async fn chat_completions(state: Arc<AppState>, body: Bytes) -> Result<Respo
     let (served, generation) = state.generation_model(&request.model)?;
     let offer_tools = !request.tools.is_empty() && request.tool_choice != ToolChoice::None;
     let tools = offer_tools.then(|| request.tools.clone());
-    let messages: Vec<Value> = request
-        .messages
-        .into_iter()
-        .map(template_message)
-        .collect();
+    let messages: Vec<Value> = request.messages.into_iter().map(template_message).collect();
     let model = generation.model.clone();
     let keep_last = request.sampling.truncate_prompt_tokens;
     let prompt = blocking_api(move || {
