@@ -49,6 +49,8 @@ pub mod error;
 pub mod grants;
 pub mod manifest;
 pub mod package;
+#[cfg(feature = "wasm")]
+pub mod sandboxed;
 pub mod schema;
 pub mod visible;
 

@@ -126,11 +126,44 @@ pub fn load_toolbox(
     lockfile: Option<&Path>,
     offline: bool,
 ) -> anyhow::Result<Box<dyn Toolbox>> {
-    let _ = (lockfile, offline);
-    if let Some(first) = tools.first() {
-        anyhow::bail!("--tool {first}: tool packages are not available in this build yet");
+    if tools.is_empty() {
+        return Ok(Box::new(NoTools));
     }
-    Ok(Box::new(NoTools))
+    sandbox_toolbox(tools, lockfile, offline)
+}
+
+/// The approved packages of `--tool`, called in the sandbox.
+#[cfg(feature = "wasm")]
+fn sandbox_toolbox(
+    tools: &[String],
+    lockfile: Option<&Path>,
+    offline: bool,
+) -> anyhow::Result<Box<dyn Toolbox>> {
+    let settings = crate::model::HubArgs {
+        revision: None,
+        offline,
+        endpoint: None,
+    }
+    .options(&crate::model::LockArgs::unlocked())
+    .hub_settings();
+    let approved = crate::tool::approved_tools(tools, lockfile, &settings)?;
+    let runner = safeformers_agents::sandboxed::ToolRunner::new()?;
+    Ok(Box::new(
+        safeformers_agents::sandboxed::SandboxToolbox::new(approved, runner),
+    ))
+}
+
+#[cfg(not(feature = "wasm"))]
+fn sandbox_toolbox(
+    tools: &[String],
+    _lockfile: Option<&Path>,
+    _offline: bool,
+) -> anyhow::Result<Box<dyn Toolbox>> {
+    anyhow::bail!(
+        "--tool {}: this safeformers was built without the WebAssembly sandbox; build it with \
+         `cargo build --release -p safeformers-cli --features wasm`",
+        tools.first().map(String::as_str).unwrap_or_default()
+    )
 }
 
 /// The model of `--model` or `--endpoint`.

@@ -1,9 +1,10 @@
-//! `safeformers tool inspect REPO[@REV] [--json]` and `safeformers tool approve REPO@COMMIT
-//! [--grant ...]... [--lockfile PATH]`: look at a tool package before trusting it, then approve
-//! it, capability by capability, into `safeformers.lock`.
+//! `safeformers tool inspect REPO[@REV] [--json]`, `safeformers tool approve REPO@COMMIT
+//! [--grant ...]... [--lockfile PATH]` and `safeformers tool call REPO[@COMMIT] --args JSON`: look
+//! at a tool package before trusting it, approve it, capability by capability, into
+//! `safeformers.lock`, then call it in the WebAssembly sandbox (with the `wasm` feature).
 
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -18,6 +19,9 @@ use safeformers_agents::visible::make_visible;
 use safeformers_hub::lockfile::lockfile_path;
 use safeformers_hub::{HubClient, HubSettings, Revision};
 use serde_json::{Value, json};
+
+#[cfg(feature = "wasm")]
+use crate::UsageError;
 
 use crate::model::{HubArgs, LockArgs};
 
@@ -37,6 +41,25 @@ enum ToolCommand {
     /// Approve a tool at a commit into safeformers.lock, with the capabilities granted (each one
     /// the tool requested); a branch or tag is refused (exit 3).
     Approve(ApproveArgs),
+    /// Call an approved tool once in the WebAssembly sandbox, under its recorded grants, and
+    /// print its result JSON. Not approved, or a file or definition that changed: exit 3.
+    Call(CallArgs),
+}
+
+/// Arguments of `tool call`.
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// The approved tool: `org/name` (at its approved commit) or `org/name@COMMIT`.
+    #[arg(value_name = "REPO[@COMMIT]")]
+    tool: String,
+    /// The arguments, a JSON object (checked against the tool's schema).
+    #[arg(long, value_name = "JSON")]
+    args: String,
+    /// The lockfile holding the approval (default ./safeformers.lock).
+    #[arg(long, value_name = "PATH")]
+    lockfile: Option<PathBuf>,
+    #[command(flatten)]
+    hub: ToolHubArgs,
 }
 
 /// `--offline` and `--endpoint`, as the other commands that talk to the Hub have them.
@@ -111,7 +134,62 @@ pub fn run(args: &ToolArgs) -> anyhow::Result<ExitCode> {
     match &args.command {
         ToolCommand::Inspect(args) => inspect(args),
         ToolCommand::Approve(args) => approve(args),
+        ToolCommand::Call(args) => call(args),
     }
+}
+
+#[cfg(feature = "wasm")]
+/// The approved tools named by `specs` (`org/name[@COMMIT]`), verified against `lockfile`.
+pub fn approved_tools(
+    specs: &[String],
+    lockfile: Option<&Path>,
+    settings: &HubSettings,
+) -> anyhow::Result<Vec<safeformers_agents::ApprovedTool>> {
+    let path = lockfile_path(lockfile);
+    specs
+        .iter()
+        .map(|spec| {
+            let (repo, commit) = match spec.split_once('@') {
+                Some(_) => {
+                    let (repo, commit) = parse_pinned(spec)?;
+                    (repo, Some(commit))
+                }
+                None => (ToolRequest::parse(spec)?.repo, None),
+            };
+            safeformers_agents::load_approved(&repo, commit.as_ref(), &path, settings)
+                .with_context(|| format!("tool `{spec}`"))
+        })
+        .collect()
+}
+
+#[cfg(feature = "wasm")]
+fn call(args: &CallArgs) -> anyhow::Result<ExitCode> {
+    let arguments: Value = serde_json::from_str(&args.args)
+        .map_err(|error| UsageError(format!("--args: not JSON: {error}")))?;
+    let tools = approved_tools(
+        std::slice::from_ref(&args.tool),
+        args.lockfile.as_deref(),
+        &args.hub.settings(),
+    )?;
+    let runner = safeformers_agents::sandboxed::ToolRunner::new()?;
+    let mut results = Vec::new();
+    for tool in &tools {
+        let result = runner
+            .call(tool, &arguments)
+            .with_context(|| format!("calling tool `{}`", tool.manifest().name))?;
+        results.push(serde_json::to_string(&result)?);
+    }
+    crate::output::print(&format!("{}\n", results.join("\n")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "wasm"))]
+fn call(args: &CallArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "tool call {}: this safeformers was built without the WebAssembly sandbox; build it with \
+         `cargo build --release -p safeformers-cli --features wasm`",
+        args.tool
+    )
 }
 
 fn inspect(args: &InspectArgs) -> anyhow::Result<ExitCode> {
