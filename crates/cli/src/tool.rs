@@ -4,7 +4,7 @@
 //! `safeformers.lock`, then call it in the WebAssembly sandbox (with the `wasm` feature).
 
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -142,7 +142,7 @@ pub fn run(args: &ToolArgs) -> anyhow::Result<ExitCode> {
 /// The approved tools named by `specs` (`org/name[@COMMIT]`), verified against `lockfile`.
 pub fn approved_tools(
     specs: &[String],
-    lockfile: Option<&Path>,
+    lockfile: Option<&std::path::Path>,
     settings: &HubSettings,
 ) -> anyhow::Result<Vec<safeformers_agents::ApprovedTool>> {
     let path = lockfile_path(lockfile);
