@@ -272,113 +272,16 @@ impl Approver for TerminalApprover {
 }
 
 /// `text` with control, format (zero-width, bidirectional) and other invisible characters
-/// written as `\u{...}`, so that what the user approves is what they see.
+/// written as escapes, so that what the user approves is what they see.
 fn visible(text: &str) -> String {
-    let mut shown = String::with_capacity(text.len());
-    for c in text.chars() {
-        let invisible = (c.is_control() && c != '\n')
-            || matches!(c, '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}'
-                | '\u{17b4}' | '\u{17b5}' | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}'
-                | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{206f}' | '\u{3164}'
-                | '\u{fe00}'..='\u{fe0f}' | '\u{feff}' | '\u{ffa0}' | '\u{fff0}'..='\u{fffb}'
-                | '\u{e0000}'..='\u{e0fff}');
-        if invisible {
-            shown.push_str(&format!("\\u{{{:x}}}", c as u32));
-        } else {
-            shown.push(c);
-        }
-    }
-    shown
+    crate::visible::make_visible(text)
 }
 
-/// RFC 8785 (JSON Canonicalization Scheme) text of `value`: object members sorted by the
-/// UTF-16 code units of their names, no whitespace, strings escaped minimally, floating-point
-/// numbers as ECMAScript prints them. Integers are written exactly (RFC 8785 would round those
-/// beyond 2^53 to a double, which would make distinct arguments hash alike).
+/// The RFC 8785 canonical JSON of `value` ([`crate::canonical_json::canonicalize`]); a value it
+/// cannot write (nested deeper than its limit) falls back to serde_json's text, so that the
+/// hash still differs between different arguments.
 pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(value, &mut out);
-    out
-}
-
-fn write_canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Null | Value::Bool(_) | Value::String(_) => out.push_str(&value.to_string()),
-        Value::Number(number) => match number.as_f64() {
-            Some(float) if !number.is_i64() && !number.is_u64() => {
-                out.push_str(&ecmascript_number(float));
-            }
-            _ => out.push_str(&number.to_string()),
-        },
-        Value::Array(items) => {
-            out.push('[');
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                write_canonical(item, out);
-            }
-            out.push(']');
-        }
-        Value::Object(members) => {
-            let mut names: Vec<&String> = members.keys().collect();
-            names.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (index, name) in names.into_iter().enumerate() {
-                if index > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(name.clone()).to_string());
-                out.push(':');
-                if let Some(member) = members.get(name) {
-                    write_canonical(member, out);
-                }
-            }
-            out.push('}');
-        }
-    }
-}
-
-/// A finite double as ECMAScript's `Number.prototype.toString` writes it (RFC 8785 §3.2.2.3),
-/// from the shortest round-trip digits (which `serde_json` finds).
-fn ecmascript_number(float: f64) -> String {
-    if float == 0.0 {
-        return "0".into();
-    }
-    let shortest = Value::from(float).to_string();
-    let (sign, unsigned) = match shortest.strip_prefix('-') {
-        Some(rest) => ("-", rest),
-        None => ("", shortest.as_str()),
-    };
-    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
-        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().unwrap_or(0)),
-        None => (unsigned, 0),
-    };
-    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    // value = 0.DIGITS × 10^point, DIGITS without leading or trailing zeros.
-    let all = format!("{whole}{fraction}");
-    let leading = all.len() - all.trim_start_matches('0').len();
-    let digits = all.trim_matches('0');
-    let point = whole.len() as i32 - leading as i32 + exponent;
-    let k = digits.len() as i32;
-    let body = if k <= point && point <= 21 {
-        format!("{digits}{}", "0".repeat((point - k) as usize))
-    } else if 0 < point && point <= 21 {
-        let (int, frac) = digits.split_at(point as usize);
-        format!("{int}.{frac}")
-    } else if -6 < point && point <= 0 {
-        format!("0.{}{digits}", "0".repeat((-point) as usize))
-    } else {
-        let (first, rest) = digits.split_at(1);
-        let rest = if rest.is_empty() {
-            String::new()
-        } else {
-            format!(".{rest}")
-        };
-        let e = point - 1;
-        format!("{first}{rest}e{}{e}", if e >= 0 { "+" } else { "" })
-    };
-    format!("{sign}{body}")
+    crate::canonical_json::canonicalize(value).unwrap_or_else(|_| value.to_string())
 }
 
 /// SHA-256 (lowercase hex) of [`canonical_json`] of `arguments`: what an approval is bound to.
@@ -957,44 +860,6 @@ fn new_session_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn canonical_json_sorts_members_and_writes_numbers_as_ecmascript() {
-        let value: Value = serde_json::from_str(
-            r#"{"b": [1, 2.5, -0.0, 1e21, 1e-7, 0.000001, 100000000000000000000, 4.5e-3],
-                "a": {"z": null, "é": "\u0007\n\"", "\u20ac": true, "\ud83d\ude00": false}}"#,
-        )
-        .unwrap();
-        assert_eq!(
-            canonical_json(&value),
-            "{\"a\":{\"z\":null,\"é\":\"\\u0007\\n\\\"\",\"€\":true,\"😀\":false},\
-             \"b\":[1,2.5,0,1e+21,1e-7,0.000001,100000000000000000000,0.0045]}"
-        );
-    }
-
-    #[test]
-    fn canonical_json_matches_rfc_8785_number_samples() {
-        // RFC 8785, appendix B (IEEE 754 bit patterns and their canonical text).
-        let samples = [
-            (0x0000_0000_0000_0001_u64, "5e-324"),
-            (0x7fef_ffff_ffff_ffff, "1.7976931348623157e+308"),
-            (0x4340_0000_0000_0000, "9007199254740992"),
-            (0x4430_0000_0000_0000, "295147905179352830000"),
-            (0x44b5_2d02_c7e1_4af6, "1e+23"),
-            (0x3eb0_c6f7_a0b5_ed8d, "0.000001"),
-            (0x3eb0_c6f7_a0b5_ed8c, "9.999999999999997e-7"),
-            (0x41b3_de43_5555_5553, "333333333.3333332"),
-            (0x3ff0_0000_0000_0001, "1.0000000000000002"),
-            (0xc000_0000_0000_0000, "-2"),
-        ];
-        for (bits, expected) in samples {
-            assert_eq!(
-                ecmascript_number(f64::from_bits(bits)),
-                expected,
-                "{bits:x}"
-            );
-        }
-    }
 
     #[test]
     fn invisible_characters_are_shown() {
