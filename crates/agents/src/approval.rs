@@ -113,7 +113,7 @@ pub fn approval_entry(
         tool_wasm_sha256: package.tool_wasm_sha256.clone(),
         definition_sha256: package.definition_sha256.clone(),
         grants: grants.iter().map(ToString::to_string).collect(),
-        limits: (!approved_limits.is_empty()).then(|| (*approved_limits).into()),
+        limits: (!approved_limits.is_empty()).then_some(*approved_limits),
     })
 }
 
@@ -195,10 +195,7 @@ pub fn load_approved(
         grant.verify_recorded(lockfile, repo.as_str())?;
     }
     let grants = check_grants(&package.manifest, &grants)?;
-    let limits = ToolLimits::resolve(
-        &package.manifest.limits,
-        entry.limits.map(RequestedLimits::from).as_ref(),
-    );
+    let limits = ToolLimits::resolve(&package.manifest.limits, entry.limits.as_ref());
     Ok(ApprovedTool {
         package,
         grants,

@@ -215,62 +215,8 @@ fn checked_host(host: &str) -> std::result::Result<String, String> {
 }
 
 /// The limits a manifest asks for (or an approval sets); a field left out means the default
-/// (or, for an approval, the tool's own).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RequestedLimits {
-    /// Wasm fuel per call (about 5·10^9 per second of compute).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fuel: Option<u64>,
-    /// Wall-clock milliseconds per call.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub wall_ms: Option<u64>,
-    /// Linear-memory bytes.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub memory_bytes: Option<u64>,
-    /// Bytes of a call's result.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub output_bytes: Option<u64>,
-}
-
-impl RequestedLimits {
-    /// Each limit by name, with its value if set.
-    pub fn fields(&self) -> [(&'static str, Option<u64>); 4] {
-        [
-            ("fuel", self.fuel),
-            ("wall_ms", self.wall_ms),
-            ("memory_bytes", self.memory_bytes),
-            ("output_bytes", self.output_bytes),
-        ]
-    }
-
-    /// Whether no limit is set.
-    pub fn is_empty(&self) -> bool {
-        *self == RequestedLimits::default()
-    }
-}
-
-impl From<safeformers_hub::lockfile::LockedToolLimits> for RequestedLimits {
-    fn from(locked: safeformers_hub::lockfile::LockedToolLimits) -> RequestedLimits {
-        RequestedLimits {
-            fuel: locked.fuel,
-            wall_ms: locked.wall_ms,
-            memory_bytes: locked.memory_bytes,
-            output_bytes: locked.output_bytes,
-        }
-    }
-}
-
-impl From<RequestedLimits> for safeformers_hub::lockfile::LockedToolLimits {
-    fn from(limits: RequestedLimits) -> safeformers_hub::lockfile::LockedToolLimits {
-        safeformers_hub::lockfile::LockedToolLimits {
-            fuel: limits.fuel,
-            wall_ms: limits.wall_ms,
-            memory_bytes: limits.memory_bytes,
-            output_bytes: limits.output_bytes,
-        }
-    }
-}
+/// (or, for an approval, the tool's own). The same record the lockfile keeps with an approval.
+pub use safeformers_hub::lockfile::LockedToolLimits as RequestedLimits;
 
 /// The limits a call runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -19,10 +19,9 @@
 mod common;
 mod serve_support;
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use common::{Sandbox, assert_code, run_within, stdout_json};
 use serve_support::{Server, fixture_dir};
@@ -67,56 +66,13 @@ fn expected_embeddings(minilm: &Path) -> serde_json::Value {
     vectors
 }
 
-/// Runs `command` to its end, killing it and failing the test after `limit`.
-fn output_within(mut command: Command, limit: Duration, what: &str) -> Output {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|error| panic!("{what} does not start: {error}"));
-    // Drain both pipes on threads so a chatty child cannot block on a full pipe.
-    let mut out = child.stdout.take().unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let out_thread = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = out.read_to_end(&mut bytes);
-        bytes
-    });
-    let err_thread = std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        let _ = err.read_to_end(&mut bytes);
-        bytes
-    });
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{what} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    Output {
-        status,
-        stdout: out_thread.join().unwrap(),
-        stderr: err_thread.join().unwrap(),
-    }
-}
-
 /// The venv's Python, which must have `openai`: a venv made before setup-hub-venv.sh installed
 /// it is a failure that says how to update it.
 fn openai_python() -> PathBuf {
     let python = safeformers_testkit::hub_python();
     let mut command = Command::new(&python);
     command.args(["-c", "import openai"]).stdin(Stdio::null());
-    let output = output_within(
-        command,
-        Duration::from_secs(60),
-        "python -c 'import openai'",
-    );
+    let output = run_within::<&str>(command, &[], 60);
     assert!(
         output.status.success(),
         "{} cannot import openai: rerun scripts/setup-hub-venv.sh (scripts/test.sh runs it), \
@@ -174,7 +130,7 @@ fn the_openai_python_client_works_with_serve() {
         .env("PYTHONDONTWRITEBYTECODE", "1")
         .current_dir(&sandbox.root)
         .stdin(Stdio::null());
-    let output = output_within(command, CHECK_TIMEOUT, "scripts/openai_client_check.py");
+    let output = run_within::<&str>(command, &[], CHECK_TIMEOUT.as_secs());
     assert_eq!(
         output.status.code(),
         Some(0),

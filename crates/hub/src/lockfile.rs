@@ -123,19 +123,19 @@ pub struct LockedToolLimits {
 }
 
 impl LockedToolLimits {
-    /// Whether no limit is set.
-    pub fn is_empty(&self) -> bool {
-        *self == LockedToolLimits::default()
-    }
-
-    /// Each limit set, by name.
-    fn fields(&self) -> [(&'static str, Option<u64>); 4] {
+    /// Each limit by name, with its value if set.
+    pub fn fields(&self) -> [(&'static str, Option<u64>); 4] {
         [
             ("fuel", self.fuel),
             ("wall_ms", self.wall_ms),
             ("memory_bytes", self.memory_bytes),
             ("output_bytes", self.output_bytes),
         ]
+    }
+
+    /// Whether no limit is set.
+    pub fn is_empty(&self) -> bool {
+        *self == LockedToolLimits::default()
     }
 }
 
