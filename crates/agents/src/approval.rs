@@ -114,6 +114,7 @@ pub fn approval_entry(
         definition_sha256: package.definition_sha256.clone(),
         grants: grants.iter().map(ToString::to_string).collect(),
         limits: (!approved_limits.is_empty()).then_some(*approved_limits),
+        ask: false,
     })
 }
 

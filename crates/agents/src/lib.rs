@@ -20,23 +20,8 @@
 //!
 //! With the `mcp` feature, the `mcp` module is a Model Context Protocol client (stdio and
 //! streamable HTTP) whose servers start only with consent, in a scrubbed environment, and whose
-//! tools are pinned by definition hash: a tool that changes after approval is blocked until it
-//! is re-approved.
-
-//! With the `mcp` feature, the `mcp` module is a Model Context Protocol client (stdio and
-//! streamable HTTP) whose servers start only with consent, in a scrubbed environment, and whose
-//! tools are pinned by definition hash: a tool that changes after approval is blocked until it
-//! is re-approved.
-//!
-//! Tool packages:
-//!
-//! - [`manifest`]: `tool.json`, parsed strictly; [`manifest::ToolLimits`].
-//! - [`canonical_json`]: RFC 8785 canonical JSON and the definition hash.
-//! - [`schema`]: bounded, self-contained JSON Schemas; argument validation.
-//! - [`grants`]: `--grant` values, checked against what a manifest requests.
-//! - [`package`]: a tool package from the Hub (only `tool.json` and `tool.wasm`) or a folder.
-//! - [`approval`]: approvals in `safeformers.lock`, and loading a tool only as approved.
-//! - [`visible`]: text from a package with its hidden characters made visible.
+//! tools are pinned by definition hash (RFC 8785, as a package's) in `safeformers.lock`'s
+//! `[[mcp_tool]]` entries: a tool that changes after approval is blocked until it is re-approved.
 
 #![forbid(unsafe_code)]
 

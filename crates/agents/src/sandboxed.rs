@@ -169,8 +169,10 @@ impl Toolbox for SandboxToolbox {
             .map_err(|problems| problems.join("; "))
     }
 
-    fn needs_approval(&self, _name: &str) -> bool {
-        false
+    /// Tools approved with `--ask` (`ask = true` in the lockfile) ask on every call; an unknown
+    /// name asks too (the agent refuses it before that).
+    fn needs_approval(&self, name: &str) -> bool {
+        self.tool(name).is_none_or(|tool| tool.entry.ask)
     }
 
     fn call(&self, name: &str, arguments: &Value) -> Result<String, String> {

@@ -13,10 +13,12 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use safeformers_agents::Toolbox;
 use safeformers_agents::mcp::{
     Consent, McpClient, McpError, McpLimits, McpLock, McpServerSpec, McpToolbox, OUTSIDE_SANDBOX,
-    ToolStatus, Toolbox,
+    ToolStatus,
 };
+use safeformers_hub::lockfile::Lockfile;
 use serde_json::json;
 
 const FAKE: &str = env!("CARGO_BIN_EXE_fake-mcp-server");
@@ -71,7 +73,7 @@ fn approve(client: &mut McpClient, tool: &str) {
         .find(|t| t.definition.name == tool)
         .unwrap();
     let hash = hash.definition_hash.clone();
-    client.approve(tool, &hash).unwrap();
+    client.approve(tool, &hash, true).unwrap();
 }
 
 fn status<'a>(client: &'a McpClient, tool: &str) -> &'a ToolStatus {
@@ -83,9 +85,12 @@ fn status<'a>(client: &'a McpClient, tool: &str) -> &'a ToolStatus {
         .status
 }
 
-/// The lock as the caller would persist and reload it.
+/// The lock as the caller would persist (in `safeformers.lock`) and reload it.
 fn persisted(client: &McpClient) -> McpLock {
-    serde_json::from_str(&serde_json::to_string(client.lock()).unwrap()).unwrap()
+    let mut lockfile = Lockfile::new();
+    client.lock().write_into(&mut lockfile);
+    let text = lockfile.to_toml();
+    McpLock::from_lockfile(&Lockfile::parse(&text, std::path::Path::new("lock")).unwrap())
 }
 
 /// Approves `tools` on a first connection in `base` mode; the lock the user would keep.
@@ -139,7 +144,7 @@ fn on_first_connection_every_tool_is_unapproved_and_nothing_is_offered() {
 #[test]
 fn an_approved_tool_is_called_and_offered_as_running_outside_the_sandbox() {
     let mut client = connect("base", McpLock::default());
-    let stale = client.approve("echo", &"0".repeat(64));
+    let stale = client.approve("echo", &"0".repeat(64), true);
     assert!(
         matches!(stale, Err(McpError::ApprovalStale { .. })),
         "{stale:?}"

@@ -51,7 +51,7 @@ fn the_server_sees_path_and_the_granted_variables_only() {
         .find(|t| t.definition.name == "env")
         .unwrap();
     let hash = hash.definition_hash.clone();
-    client.approve("env", &hash).unwrap();
+    client.approve("env", &hash, false).unwrap();
     let reported = client.call("env", &json!({})).unwrap();
     assert!(!reported.contains(SECRET), "{reported}");
     let env: serde_json::Map<String, Value> = serde_json::from_str(&reported).unwrap();

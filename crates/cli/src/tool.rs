@@ -125,6 +125,10 @@ struct ApproveArgs {
     /// Lower the largest result the tool may return, in bytes.
     #[arg(long, value_name = "BYTES")]
     output_bytes: Option<u64>,
+    /// Every call also needs a yes from the user (on the terminal, or `agent --yes-to NAME`),
+    /// bound to the call's arguments and the agent's session.
+    #[arg(long)]
+    ask: bool,
     #[command(flatten)]
     hub: ToolHubArgs,
 }
@@ -224,7 +228,8 @@ fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
     };
     let package = fetch_package(&request, &client)
         .with_context(|| format!("approving tool `{}`", args.tool))?;
-    let entry = approval_entry(&package, &grants, &limits)?;
+    let mut entry = approval_entry(&package, &grants, &limits)?;
+    entry.ask = args.ask;
     let path = lockfile_path(args.lockfile.as_deref());
     let replaced = record_approval(&path, entry.clone())?;
     let mut report = format!(
@@ -246,6 +251,9 @@ fn approve(args: &ApproveArgs) -> anyhow::Result<ExitCode> {
     }
     for grant in &entry.grants {
         let _ = writeln!(report, "  grant              {}", make_visible(grant));
+    }
+    if entry.ask {
+        report.push_str("  every call asks    yes (--ask)\n");
     }
     let effective = ToolLimits::resolve(&package.manifest.limits, Some(&limits));
     for (field, value) in effective.fields() {

@@ -40,6 +40,22 @@
 //! wall_ms = 2000
 //! ```
 //!
+//! `ask = true` in a `[[tool]]` (`tool approve --ask`) means each call also needs the user's yes.
+//!
+//! Approved tools of MCP servers (`safeformers mcp approve`) are `[[mcp_tool]]` entries: the
+//! server's identity (`stdio:` and its exact command line, or `http:` and its URL), the tool's
+//! name, the SHA-256 of the RFC 8785 canonical JSON of its definition, that definition (kept only
+//! to show a diff when it changes), and whether each call asks.
+//!
+//! ```toml
+//! [[mcp_tool]]
+//! server = "stdio:mcp-notes --root /home/me/notes"
+//! tool = "search"
+//! definition_sha256 = "5f2b3c0e0d1e6c4b1f0a9d8e7c6b5a4938271605f4e3d2c1b0a9f8e7d6c5b4a3"
+//! definition = '{"description":"Searches the notes.","inputSchema":{"type":"object"},"name":"search"}'
+//! ask = true
+//! ```
+//!
 //! A lockfile without tools reads as before, and one with only tools has no `[[repo]]`; both are
 //! `version = 1`.
 //!
@@ -67,8 +83,8 @@ pub const LOCKFILE_NAME: &str = "safeformers.lock";
 pub const LOCKFILE_VERSION: u32 = 1;
 
 /// The first lines of every written lockfile.
-const HEADER: &str = "# safeformers.lock: written by `safeformers lock` and `safeformers tool \
-approve`; do not edit by hand.\n\
+const HEADER: &str = "# safeformers.lock: written by `safeformers lock`, `safeformers tool \
+approve` and `safeformers mcp approve`; do not edit by hand.\n\
 # Loads with `--locked` use exactly these commits and files (sizes and sha256); tools run only as \
 approved here.\n\n";
 
@@ -80,6 +96,7 @@ const MAX_GRANT_LEN: usize = 4096;
 pub struct Lockfile {
     repos: Vec<LockedRepo>,
     tools: Vec<LockedTool>,
+    mcp_tools: Vec<LockedMcpTool>,
 }
 
 /// One approved tool package: the commit, the hashes it was approved with, and what the user
@@ -102,6 +119,29 @@ pub struct LockedTool {
     pub grants: Vec<String>,
     /// Limits the user set at approval (each may only lower the tool's own), if any.
     pub limits: Option<LockedToolLimits>,
+    /// Whether each call of the tool also needs the user's yes, bound to the call's arguments
+    /// and the agent's session (`tool approve --ask`).
+    pub ask: bool,
+}
+
+/// One approved tool of an MCP server (`safeformers mcp approve`): trust on first use, made
+/// explicit. The tool is offered only while its server sends the definition whose hash is
+/// recorded here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedMcpTool {
+    /// The server's identity: `stdio:` and its exact command line, or `http:` and its URL.
+    pub server: String,
+    /// The tool's name on that server.
+    pub tool: String,
+    /// SHA-256 of the RFC 8785 canonical JSON of the approved definition (name, description,
+    /// input schema): the only thing an approval checks.
+    pub definition_sha256: String,
+    /// The approved definition as canonical JSON, kept to show what changed when the server
+    /// later sends another one. Never trusted for approval: only the hash is.
+    pub definition: String,
+    /// Whether each call also needs the user's yes (the default for MCP tools, which run
+    /// outside the sandbox).
+    pub ask: bool,
 }
 
 /// Limits recorded with an approval; a field left out keeps the tool's own limit.
@@ -172,6 +212,18 @@ struct RawLockfile {
     repos: Vec<RawRepo>,
     #[serde(default, rename = "tool", skip_serializing_if = "Vec::is_empty")]
     tools: Vec<RawTool>,
+    #[serde(default, rename = "mcp_tool", skip_serializing_if = "Vec::is_empty")]
+    mcp_tools: Vec<RawMcpTool>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcpTool {
+    server: String,
+    tool: String,
+    definition_sha256: String,
+    definition: String,
+    ask: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -185,6 +237,12 @@ struct RawTool {
     grants: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     limits: Option<LockedToolLimits>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    ask: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -259,7 +317,24 @@ impl Lockfile {
             tools.push(locked);
         }
         tools.sort_by(|a, b| a.repo.cmp(&b.repo));
-        Ok(Lockfile { repos, tools })
+        let mut mcp_tools = Vec::with_capacity(raw.mcp_tools.len());
+        let mut seen_mcp_tools = BTreeSet::new();
+        for raw_mcp_tool in raw.mcp_tools {
+            let locked = parse_mcp_tool(raw_mcp_tool).map_err(invalid)?;
+            if !seen_mcp_tools.insert((locked.server.clone(), locked.tool.clone())) {
+                return Err(invalid(format!(
+                    "mcp_tool `{}` of `{}` is listed twice",
+                    locked.tool, locked.server
+                )));
+            }
+            mcp_tools.push(locked);
+        }
+        mcp_tools.sort_by(mcp_order);
+        Ok(Lockfile {
+            repos,
+            tools,
+            mcp_tools,
+        })
     }
 
     /// The lockfile as TOML text: a comment header, `version`, then the repos sorted by id and
@@ -289,6 +364,17 @@ impl Lockfile {
                 })
                 .collect(),
             tools: self.tools.iter().map(raw_tool).collect(),
+            mcp_tools: self
+                .mcp_tools
+                .iter()
+                .map(|locked| RawMcpTool {
+                    server: locked.server.clone(),
+                    tool: locked.tool.clone(),
+                    definition_sha256: locked.definition_sha256.clone(),
+                    definition: locked.definition.clone(),
+                    ask: locked.ask,
+                })
+                .collect(),
         };
         // Serialising plain strings and integers cannot fail; an empty body would only be
         // rejected on the next read, never silently accepted.
@@ -340,6 +426,21 @@ impl Lockfile {
         self.tools.retain(|existing| existing.repo != locked.repo);
         self.tools.push(locked);
         self.tools.sort_by(|a, b| a.repo.cmp(&b.repo));
+    }
+
+    /// The approved MCP tools, sorted by server then tool.
+    pub fn mcp_tools(&self) -> &[LockedMcpTool] {
+        &self.mcp_tools
+    }
+
+    /// Records an MCP tool's approval, replacing any earlier one of the same tool of the same
+    /// server. Other entries are not touched.
+    pub fn insert_mcp_tool(&mut self, locked: LockedMcpTool) {
+        self.mcp_tools.retain(|existing| {
+            (&existing.server, &existing.tool) != (&locked.server, &locked.tool)
+        });
+        self.mcp_tools.push(locked);
+        self.mcp_tools.sort_by(mcp_order);
     }
 
     /// The entry a `--locked` load of `repo` must use. `requested` is the revision the user
@@ -456,6 +557,60 @@ fn parse_tool(raw: RawTool) -> std::result::Result<LockedTool, String> {
         definition_sha256: raw.definition_sha256,
         grants,
         limits: raw.limits.filter(|limits| !limits.is_empty()),
+        ask: raw.ask,
+    })
+}
+
+/// Longest MCP server identity (a command line or URL) and tool name accepted.
+const MAX_MCP_SERVER_LEN: usize = 8192;
+const MAX_MCP_TOOL_LEN: usize = 128;
+/// Longest recorded MCP definition (a description of 16 KiB and a schema of 1 MiB, escaped).
+const MAX_MCP_DEFINITION_LEN: usize = 2 << 20;
+
+fn mcp_order(a: &LockedMcpTool, b: &LockedMcpTool) -> std::cmp::Ordering {
+    (&a.server, &a.tool).cmp(&(&b.server, &b.tool))
+}
+
+/// Checks one `[[mcp_tool]]` entry: a server identity and tool name of bounded printable text,
+/// and a hash of 64 lowercase hex digits. The definition is kept as text for display only.
+fn parse_mcp_tool(raw: RawMcpTool) -> std::result::Result<LockedMcpTool, String> {
+    let printable = |text: &str, max: usize| {
+        !text.is_empty() && text.len() <= max && !text.chars().any(char::is_control)
+    };
+    let shown: String = raw
+        .tool
+        .chars()
+        .take(80)
+        .flat_map(char::escape_debug)
+        .collect();
+    if !printable(&raw.server, MAX_MCP_SERVER_LEN)
+        || !(raw.server.starts_with("stdio:") || raw.server.starts_with("http:"))
+    {
+        return Err(format!(
+            "mcp_tool `{shown}`: server is not `stdio:COMMAND` or `http:URL` of printable text              up to {MAX_MCP_SERVER_LEN} bytes"
+        ));
+    }
+    if !printable(&raw.tool, MAX_MCP_TOOL_LEN) {
+        return Err(format!(
+            "mcp_tool `{shown}`: tool is not a printable name of 1 to {MAX_MCP_TOOL_LEN} bytes"
+        ));
+    }
+    if !is_sha256_hex(&raw.definition_sha256) {
+        return Err(format!(
+            "mcp_tool `{shown}`: definition_sha256 is not 64 lowercase hex digits"
+        ));
+    }
+    if raw.definition.len() > MAX_MCP_DEFINITION_LEN {
+        return Err(format!(
+            "mcp_tool `{shown}`: definition is over {MAX_MCP_DEFINITION_LEN} bytes"
+        ));
+    }
+    Ok(LockedMcpTool {
+        server: raw.server,
+        tool: raw.tool,
+        definition_sha256: raw.definition_sha256,
+        definition: raw.definition,
+        ask: raw.ask,
     })
 }
 
@@ -497,6 +652,7 @@ fn raw_tool(locked: &LockedTool) -> RawTool {
         definition_sha256: locked.definition_sha256.clone(),
         grants,
         limits: locked.limits.filter(|limits| !limits.is_empty()),
+        ask: locked.ask,
     }
 }
 
@@ -824,7 +980,80 @@ mod tests {
             definition_sha256: SHA.to_string(),
             grants: grants.iter().map(|grant| grant.to_string()).collect(),
             limits: None,
+            ask: false,
         }
+    }
+
+    #[test]
+    fn ask_is_written_only_when_set() {
+        let mut lock = Lockfile::new();
+        lock.insert_tool(locked_tool("org/a", &[]));
+        assert!(!lock.to_toml().contains("ask"), "{}", lock.to_toml());
+        let mut asking = locked_tool("org/a", &[]);
+        asking.ask = true;
+        lock.insert_tool(asking);
+        let text = lock.to_toml();
+        assert!(text.contains("ask = true"), "{text}");
+        assert!(parse(&text).unwrap().tools()[0].ask);
+        assert!(reason(&text.replace("ask = true", "ask = \"yes\"")).contains("ask"));
+    }
+
+    fn mcp_sample(server: &str, tool: &str, ask: bool) -> String {
+        format!(
+            "[[mcp_tool]]\nserver = \"{server}\"\ntool = \"{tool}\"\ndefinition_sha256 = \
+             \"{SHA}\"\ndefinition = '{{\"name\":\"{tool}\"}}'\nask = {ask}\n"
+        )
+    }
+
+    #[test]
+    fn mcp_tools_round_trip_sorted_beside_the_rest() {
+        let text = format!(
+            "{}\n{}\n{}\n{}",
+            sample(""),
+            tool_sample(""),
+            mcp_sample("stdio:server --b", "zeta", true),
+            mcp_sample("http:https://mcp.example/", "alpha", false),
+        );
+        let lock = parse(&text).unwrap();
+        let names: Vec<(&str, bool)> = lock
+            .mcp_tools()
+            .iter()
+            .map(|entry| (entry.tool.as_str(), entry.ask))
+            .collect();
+        assert_eq!(names, [("alpha", false), ("zeta", true)]);
+        let written = lock.to_toml();
+        assert_eq!(parse(&written).unwrap(), lock);
+        assert_eq!(parse(&written).unwrap().to_toml(), written);
+        let mut again = lock.clone();
+        let mut replaced = lock.mcp_tools()[1].clone();
+        replaced.definition_sha256 = "b".repeat(64);
+        again.insert_mcp_tool(replaced);
+        assert_eq!(again.mcp_tools().len(), 2);
+        assert_eq!(again.mcp_tools()[1].definition_sha256, "b".repeat(64));
+        assert_eq!(again.tools(), lock.tools());
+        assert_eq!(again.repos(), lock.repos());
+    }
+
+    #[test]
+    fn strict_reading_of_mcp_tools() {
+        let one =
+            |server: &str, tool: &str| format!("version = 1\n{}", mcp_sample(server, tool, true));
+        assert!(parse(&one("stdio:x", "echo")).is_ok());
+        assert!(reason(&one("ssh:x", "echo")).contains("server is not"));
+        assert!(reason(&one("stdio:x", "")).contains("tool is not"));
+        assert!(reason(&one("stdio:x\\u0007", "echo")).contains("server is not"));
+        let twice = format!(
+            "{}{}",
+            one("stdio:x", "echo"),
+            mcp_sample("stdio:x", "echo", false)
+        );
+        assert!(reason(&twice).contains("listed twice"));
+        let short = one("stdio:x", "echo").replace(SHA, &SHA[..10]);
+        assert!(reason(&short).contains("definition_sha256"));
+        let no_ask = one("stdio:x", "echo").replace("ask = true\n", "");
+        assert!(reason(&no_ask).contains("ask"));
+        let extra = format!("{}granted = true\n", one("stdio:x", "echo"));
+        assert!(reason(&extra).contains("granted"));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! An MCP tool's definition as the model sees it, its hash, and how it is shown to the user.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-use unicode_general_category::{GeneralCategory, get_general_category};
+use serde_json::{Value, json};
+
+use crate::canonical_json::sha256_hex;
+use crate::visible::make_visible;
 
 /// What a server says about one tool and the model is given: the pinned part of a tool.
 ///
@@ -52,14 +53,9 @@ impl McpDefinition {
     }
 }
 
-/// The hash pinned for an MCP tool: lowercase hex sha256 of the canonical JSON of
-/// `{"description", "inputSchema", "name"}`.
-///
-/// The canonical form here is compact JSON with object keys sorted by their UTF-8 bytes at
-/// every level, as serde_json writes strings and numbers. At merge it must be switched to
-/// `crate::canonical_json` (RFC 8785), which differs only in number formatting and in the key
-/// order of characters beyond U+FFFF; approvals recorded before the switch would then read
-/// as changed once.
+/// The hash pinned for an MCP tool: lowercase hex sha256 of the RFC 8785 canonical JSON
+/// ([`crate::canonical_json`]) of `{"description", "inputSchema", "name"}`, as a tool
+/// package's definition hash is of its own fields.
 ///
 /// ```
 /// use safeformers_agents::mcp::definition_hash;
@@ -73,27 +69,24 @@ impl McpDefinition {
 /// assert_ne!(a, definition_hash("t", "", &json!({"a": 1, "b": 3})));
 /// ```
 pub fn definition_hash(name: &str, description: &str, input_schema: &Value) -> String {
-    let digest = Sha256::digest(canonical_definition(name, description, input_schema).as_bytes());
-    digest.iter().map(|byte| format!("{byte:02x}")).collect()
+    sha256_hex(canonical_definition(name, description, input_schema).as_bytes())
 }
 
 fn canonical_definition(name: &str, description: &str, input_schema: &Value) -> String {
-    let mut object = Map::new();
-    object.insert("description".into(), Value::String(description.into()));
-    object.insert("inputSchema".into(), input_schema.clone());
-    object.insert("name".into(), Value::String(name.into()));
-    canonical(&Value::Object(object))
+    canonical(&json!({
+        "name": name,
+        "description": description,
+        "inputSchema": input_schema,
+    }))
 }
 
-/// Compact JSON with every object's keys sorted, whether or not serde_json's
-/// `preserve_order` feature is on somewhere in the build (it is, in this workspace).
+/// RFC 8785 canonical JSON of `value` ([`crate::agent::canonical_json`]).
 pub(crate) fn canonical(value: &Value) -> String {
-    // Serialising a `Value` cannot fail: its keys are strings and it holds no floats that JSON
-    // cannot write (serde_json never builds NaN or infinities).
-    serde_json::to_string(&sorted(value)).unwrap_or_default()
+    crate::agent::canonical_json(value)
 }
 
-/// A copy of `value` whose objects list their keys in sorted order. Depth is bounded by the
+/// A copy of `value` whose objects list their keys in sorted order (the workspace builds
+/// serde_json with `preserve_order`, so the copy prints sorted). Depth is bounded by the
 /// parser that made the value (serde_json stops at 128 levels).
 fn sorted(value: &Value) -> Value {
     match value {
@@ -112,62 +105,9 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
-/// `text` with everything that does not show as itself made visible: control characters
-/// (except the line feed), format characters (zero-width spaces and joiners, bidi overrides,
-/// Unicode tags), separators other than the space, private-use, unassigned and surrogate code
-/// points, variation selectors and the invisible fillers, each written as `\u{…}`. A backslash
-/// is doubled, so an escape cannot be faked by typing one.
-///
-/// ```
-/// use safeformers_agents::mcp::visible;
-///
-/// assert_eq!(visible("add\u{200b}two\u{202e}"), "add\\u{200b}two\\u{202e}");
-/// assert_eq!(visible("a\\u{41}"), "a\\\\u{41}");
-/// assert_eq!(visible("line one\nline two"), "line one\nline two");
-/// ```
+/// `text` with every hidden character made visible: [`crate::visible::make_visible`].
 pub fn visible(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if c == '\\' {
-            out.push_str("\\\\");
-        } else if is_hidden(c) {
-            out.push_str(&format!("\\u{{{:x}}}", u32::from(c)));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn is_hidden(c: char) -> bool {
-    if c == '\n' {
-        return false;
-    }
-    let invisible_letters_and_marks = matches!(
-        c,
-        '\u{34f}'
-            | '\u{115f}'
-            | '\u{1160}'
-            | '\u{17b4}'
-            | '\u{17b5}'
-            | '\u{180b}'..='\u{180f}'
-            | '\u{3164}'
-            | '\u{fe00}'..='\u{fe0f}'
-            | '\u{ffa0}'
-            | '\u{e0100}'..='\u{e01ef}'
-    );
-    invisible_letters_and_marks
-        || match get_general_category(c) {
-            GeneralCategory::Control
-            | GeneralCategory::Format
-            | GeneralCategory::LineSeparator
-            | GeneralCategory::ParagraphSeparator
-            | GeneralCategory::PrivateUse
-            | GeneralCategory::Surrogate
-            | GeneralCategory::Unassigned => true,
-            GeneralCategory::SpaceSeparator => c != ' ',
-            _ => false,
-        }
+    make_visible(text)
 }
 
 /// Largest number of line pairs compared by the line diff; beyond it, the differing middle is
@@ -294,12 +234,17 @@ mod tests {
     }
 
     #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let value = json!({"b": [{"z": 1, "y": "\u{200b}"}], "a": null});
+    fn the_hash_is_of_rfc8785_canonical_json() {
+        let value = json!({"b": [{"z": 1.0, "y": "\u{200b}"}], "a": null});
         assert_eq!(
             canonical(&value),
             "{\"a\":null,\"b\":[{\"y\":\"\u{200b}\",\"z\":1}]}"
         );
+        let schema = json!({"type": "object", "maximum": 1e21});
+        let expected = "{\"description\":\"d\",\"inputSchema\":{\"maximum\":1e+21,\"type\":\
+                        \"object\"},\"name\":\"echo\"}";
+        assert_eq!(def("d", schema.clone()).canonical_json(), expected);
+        assert_eq!(def("d", schema).hash(), sha256_hex(expected.as_bytes()));
     }
 
     #[test]

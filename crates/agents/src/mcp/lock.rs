@@ -1,38 +1,37 @@
-//! Approved MCP tool definitions: what the caller persists (in `safeformers.lock`).
+//! Approved MCP tool definitions, as `[[mcp_tool]]` entries of `safeformers.lock`.
 
-use serde::{Deserialize, Serialize};
+pub use safeformers_hub::lockfile::LockedMcpTool as McpLockEntry;
+use safeformers_hub::lockfile::Lockfile;
 
 use super::definition::McpDefinition;
 
 /// The MCP tools the user approved, each pinned to its server and definition hash.
 ///
 /// Trust on first use, made explicit: a tool is usable only while the server sends exactly the
-/// definition that was approved. The caller loads and stores it; [`super::McpClient`] reads it
-/// and adds to it through [`super::McpClient::approve`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// definition that was approved. It is read from the lockfile ([`McpLock::from_lockfile`]);
+/// [`super::McpClient::approve`] adds to it, and [`McpLock::write_into`] puts it back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct McpLock {
     /// One entry per (server, tool).
-    #[serde(default)]
     pub tools: Vec<McpLockEntry>,
 }
 
-/// One approved MCP tool.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct McpLockEntry {
-    /// The server's identity: [`super::McpServerSpec::identity`].
-    pub server: String,
-    /// The tool's name on that server.
-    pub tool: String,
-    /// [`super::definition_hash`] of the approved definition: the only thing approval checks.
-    pub definition_hash: String,
-    /// The approved definition as canonical JSON, kept to show what changed when the server
-    /// later sends another one. Not trusted for approval: only `definition_hash` is.
-    pub definition: String,
-}
-
 impl McpLock {
+    /// The MCP approvals recorded in `lockfile`.
+    pub fn from_lockfile(lockfile: &Lockfile) -> Self {
+        Self {
+            tools: lockfile.mcp_tools().to_vec(),
+        }
+    }
+
+    /// Records every approval of this lock in `lockfile` (replacing older ones of the same
+    /// tools), leaving its other entries as they are.
+    pub fn write_into(&self, lockfile: &mut Lockfile) {
+        for entry in &self.tools {
+            lockfile.insert_mcp_tool(entry.clone());
+        }
+    }
+
     /// The approval recorded for `tool` of `server`, if any.
     pub fn entry(&self, server: &str, tool: &str) -> Option<&McpLockEntry> {
         self.tools
@@ -56,23 +55,22 @@ impl McpLock {
     }
 }
 
-impl McpLockEntry {
-    /// The entry approving `definition` on `server`.
-    pub fn approving(server: &str, definition: &McpDefinition) -> Self {
-        Self {
-            server: server.to_owned(),
-            tool: definition.name.clone(),
-            definition_hash: definition.hash(),
-            definition: definition.canonical_json(),
-        }
+/// The entry approving `definition` on `server`; `ask`: each call also needs the user's yes.
+pub fn approving(server: &str, definition: &McpDefinition, ask: bool) -> McpLockEntry {
+    McpLockEntry {
+        server: server.to_owned(),
+        tool: definition.name.clone(),
+        definition_sha256: definition.hash(),
+        definition: definition.canonical_json(),
+        ask,
     }
+}
 
-    /// The recorded definition, when it parses and matches the recorded hash (a lockfile edited
-    /// by hand may hold a definition that does not).
-    pub fn approved_definition(&self) -> Option<McpDefinition> {
-        let definition: McpDefinition = serde_json::from_str(&self.definition).ok()?;
-        (definition.hash() == self.definition_hash).then_some(definition)
-    }
+/// The definition recorded in `entry`, when it parses and matches the recorded hash (a lockfile
+/// edited by hand may hold a definition that does not).
+pub fn approved_definition(entry: &McpLockEntry) -> Option<McpDefinition> {
+    let definition: McpDefinition = serde_json::from_str(&entry.definition).ok()?;
+    (definition.hash() == entry.definition_sha256).then_some(definition)
 }
 
 #[cfg(test)]
@@ -91,30 +89,36 @@ mod tests {
     #[test]
     fn record_replaces_and_revoke_removes() {
         let mut lock = McpLock::default();
-        lock.record(McpLockEntry::approving("stdio:a", &echo("one")));
-        lock.record(McpLockEntry::approving("stdio:b", &echo("one")));
-        lock.record(McpLockEntry::approving("stdio:a", &echo("two")));
+        lock.record(approving("stdio:a", &echo("one"), true));
+        lock.record(approving("stdio:b", &echo("one"), true));
+        lock.record(approving("stdio:a", &echo("two"), false));
         assert_eq!(lock.tools.len(), 2);
         let entry = lock.entry("stdio:a", "echo").cloned();
-        assert_eq!(entry.map(|e| e.definition_hash), Some(echo("two").hash()));
+        assert_eq!(
+            entry.map(|e| (e.definition_sha256, e.ask)),
+            Some((echo("two").hash(), false))
+        );
         assert!(lock.revoke("stdio:a", "echo"));
         assert!(!lock.revoke("stdio:a", "echo"));
         assert!(lock.entry("stdio:a", "echo").is_none());
     }
 
     #[test]
-    fn unknown_fields_are_refused() {
-        let text = r#"{"tools": [{"server": "s", "tool": "t", "definition_hash": "h",
-            "definition": "{}", "granted": true}]}"#;
-        assert!(serde_json::from_str::<McpLock>(text).is_err());
-        assert!(serde_json::from_str::<McpLock>(r#"{"tools": [], "x": 1}"#).is_err());
+    fn approvals_round_trip_through_the_lockfile() {
+        let mut lock = McpLock::default();
+        lock.record(approving("stdio:a", &echo("one"), true));
+        let mut lockfile = Lockfile::new();
+        lock.write_into(&mut lockfile);
+        let text = lockfile.to_toml();
+        let reread = Lockfile::parse(&text, std::path::Path::new("safeformers.lock")).unwrap();
+        assert_eq!(McpLock::from_lockfile(&reread), lock);
     }
 
     #[test]
     fn a_recorded_definition_not_matching_its_hash_is_not_shown() {
-        let mut entry = McpLockEntry::approving("s", &echo("one"));
-        assert_eq!(entry.approved_definition(), Some(echo("one")));
+        let mut entry = approving("s", &echo("one"), true);
+        assert_eq!(approved_definition(&entry), Some(echo("one")));
         entry.definition = echo("edited").canonical_json();
-        assert_eq!(entry.approved_definition(), None);
+        assert_eq!(approved_definition(&entry), None);
     }
 }

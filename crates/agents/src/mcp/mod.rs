@@ -38,8 +38,8 @@ use rmcp::{ClientCacheConfig, RoleClient, ServiceExt};
 use serde_json::Value;
 
 pub use definition::{McpDefinition, definition_hash, diff, visible};
-pub use lock::{McpLock, McpLockEntry};
-pub use toolbox::{McpToolbox, OUTSIDE_SANDBOX, ToolDefinition, Toolbox};
+pub use lock::{McpLock, McpLockEntry, approved_definition, approving};
+pub use toolbox::{McpToolbox, OUTSIDE_SANDBOX};
 pub use transport::{Consent, McpServerSpec};
 
 /// Bounds on what a server may send and how long it may take.
@@ -431,7 +431,8 @@ impl McpClient {
     /// Approves `tool` as the user reviewed it: `reviewed_hash` is the
     /// [`McpTool::definition_hash`] shown to the user. If the server has changed the tool
     /// since, nothing is approved ([`McpError::ApprovalStale`]).
-    pub fn approve(&mut self, tool: &str, reviewed_hash: &str) -> Result<(), McpError> {
+    /// `ask`: each call of the tool also needs the user's yes (recorded with the approval).
+    pub fn approve(&mut self, tool: &str, reviewed_hash: &str, ask: bool) -> Result<(), McpError> {
         self.relist_if_changed()?;
         let server = self.server.clone();
         let found = self.tools.iter_mut().find(|t| t.definition.name == tool);
@@ -457,7 +458,7 @@ impl McpClient {
             });
         }
         self.lock
-            .record(McpLockEntry::approving(&server, &found.definition));
+            .record(lock::approving(&server, &found.definition, ask));
         found.status = ToolStatus::Approved;
         Ok(())
     }
@@ -697,10 +698,10 @@ fn check_tools(
             Some(reason) => ToolStatus::Rejected { reason },
             None => match lock.entry(server, &definition.name) {
                 None => ToolStatus::Unapproved,
-                Some(entry) if entry.definition_hash == definition_hash => ToolStatus::Approved,
+                Some(entry) if entry.definition_sha256 == definition_hash => ToolStatus::Approved,
                 Some(entry) => ToolStatus::Changed {
-                    approved_hash: entry.definition_hash.clone(),
-                    approved: entry.approved_definition(),
+                    approved_hash: entry.definition_sha256.clone(),
+                    approved: lock::approved_definition(entry),
                 },
             },
         };
@@ -824,10 +825,11 @@ mod tests {
             description: t.description.as_deref().unwrap_or("").to_owned(),
             input_schema: Value::Object((*t.input_schema).clone()),
         };
-        lock.record(McpLockEntry::approving("srv", &def(&approved)));
-        lock.record(McpLockEntry::approving(
+        lock.record(lock::approving("srv", &def(&approved), true));
+        lock.record(lock::approving(
             "srv",
             &def(&listed("b", "B.", json!({}))),
+            true,
         ));
         let now = vec![
             approved,

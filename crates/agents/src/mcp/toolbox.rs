@@ -1,66 +1,33 @@
 //! The approved tools of an MCP server, offered to an agent.
-//!
-//! [`Toolbox`] and [`ToolDefinition`] mirror the agent loop's own (`crate::agent`, written
-//! alongside); at merge, [`McpToolbox`] implements that trait instead and these two go.
 
 use std::sync::{Mutex, MutexGuard};
 
 use serde_json::Value;
 
 use super::McpClient;
+use crate::agent::{ToolDefinition, Toolbox};
 
 /// Put before every MCP tool's description: the model, and whoever reads the transcript, are
 /// told the tool is not sandboxed.
 pub const OUTSIDE_SANDBOX: &str = "[MCP: runs outside the sandbox] ";
 
-/// A tool as the model is offered it (mirrors the agent loop's `ToolDefinition`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ToolDefinition {
-    /// Its name: 1 to 64 ASCII letters, digits, `_` or `-`.
-    pub name: String,
-    /// What it does, for the model.
-    pub description: String,
-    /// The JSON Schema of its arguments object.
-    pub parameters: Value,
-}
-
-/// Tools an agent may call (mirrors the agent loop's `Toolbox`).
-pub trait Toolbox {
-    /// The tools offered.
-    fn definitions(&self) -> Vec<ToolDefinition>;
-    /// Checks `arguments` before a call; the error is shown to the model.
-    fn validate(&self, name: &str, arguments: &Value) -> Result<(), String>;
-    /// Whether each call of the tool needs the user's approval.
-    fn needs_approval(&self, name: &str) -> bool;
-    /// Runs the tool; its result, or the error shown to the model.
-    fn call(&self, name: &str, arguments: &Value) -> Result<String, String>;
-}
-
 /// The approved tools of one MCP server.
 ///
 /// Only tools whose definition is the approved one are offered, and only those whose name the
 /// loop accepts (MCP also allows `.` and up to 128 characters). A tool that changes during the
-/// session is refused from then on, with the reason as the model's observation.
+/// session is refused from then on, with the reason as the model's observation. Each call of
+/// a tool approved with `ask` (the default for MCP tools) needs the user's yes.
 #[derive(Debug)]
 pub struct McpToolbox {
     client: Mutex<McpClient>,
-    ask_every_call: bool,
 }
 
 impl McpToolbox {
-    /// Offers the approved tools of `client`. Each call needs the user's approval
-    /// ([`Toolbox::needs_approval`]) unless [`McpToolbox::without_asking`] says otherwise.
+    /// Offers the approved tools of `client`.
     pub fn new(client: McpClient) -> Self {
         Self {
             client: Mutex::new(client),
-            ask_every_call: true,
         }
-    }
-
-    /// Calls run without asking the user each time (the tools were approved once).
-    pub fn without_asking(mut self) -> Self {
-        self.ask_every_call = false;
-        self
     }
 
     /// The client back, e.g. to persist [`McpClient::lock`].
@@ -119,8 +86,13 @@ impl Toolbox for McpToolbox {
         }
     }
 
-    fn needs_approval(&self, _name: &str) -> bool {
-        self.ask_every_call
+    /// As recorded with the approval; a tool without one (refused before this) asks.
+    fn needs_approval(&self, name: &str) -> bool {
+        let client = self.client();
+        client
+            .lock()
+            .entry(client.server(), name)
+            .is_none_or(|entry| entry.ask)
     }
 
     fn call(&self, name: &str, arguments: &Value) -> Result<String, String> {
