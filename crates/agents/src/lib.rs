@@ -37,6 +37,7 @@ pub mod package;
 #[cfg(feature = "wasm")]
 pub mod sandboxed;
 pub mod schema;
+pub mod toolboxes;
 pub mod visible;
 
 pub use agent::{
@@ -49,6 +50,7 @@ pub use endpoint::{EndpointError, EndpointModel, EndpointSettings};
 pub use error::ToolError;
 pub use manifest::{ToolLimits, ToolManifest};
 pub use package::ToolPackage;
+pub use toolboxes::CombinedToolbox;
 
 #[cfg(feature = "mcp")]
 pub mod mcp;

@@ -18,8 +18,8 @@ use serde_json::Value;
 
 use safeformers::{GenerationConfig, Options, TextGeneration};
 use safeformers_agents::{
-    Agent, AgentRun, AgentSettings, ChatModel, EndpointModel, EndpointSettings, LocalModel,
-    LocalModelSettings, NoTools, RunState, TerminalApprover, Toolbox,
+    Agent, AgentRun, AgentSettings, ChatModel, CombinedToolbox, EndpointModel, EndpointSettings,
+    LocalModel, LocalModelSettings, NoTools, RunState, TerminalApprover, Toolbox,
 };
 
 use crate::UsageError;
@@ -62,6 +62,21 @@ pub struct AgentArgs {
     /// several.
     #[arg(long = "tool", value_name = "REPO@COMMIT")]
     pub tools: Vec<String>,
+    /// An MCP server on stdio, as one command line (split like a shell, nothing expanded); its
+    /// tools approved with `safeformers mcp approve` are offered. Repeatable.
+    #[arg(long = "mcp-stdio", value_name = "CMDLINE")]
+    pub mcp_stdio: Vec<String>,
+    /// A streamable-HTTP MCP server (`https://`, or `http://` on loopback); its approved tools
+    /// are offered. Repeatable.
+    #[arg(long = "mcp-http", value_name = "URL")]
+    pub mcp_http: Vec<String>,
+    /// An environment variable every `--mcp-stdio` server gets (they get `PATH` and these
+    /// only). Repeatable.
+    #[arg(long = "mcp-env", value_name = "NAME")]
+    pub mcp_env: Vec<String>,
+    /// Consent to start the `--mcp-stdio` servers without being asked.
+    #[arg(long)]
+    pub yes_start: bool,
     /// Steps before the agent is asked for its answer without tools (then exit 1).
     #[arg(
         long,
@@ -104,7 +119,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     {
         return Err(UsageError("--temperature must be between 0 and 2".into()).into());
     }
-    let toolbox = load_toolbox(&args.tools, args.lockfile.as_deref(), args.offline)?;
+    let toolbox = load_toolbox(args)?;
     let model = chat_model(args)?;
     let approver = TerminalApprover::new(args.yes_to.iter().cloned());
     let settings = AgentSettings {
@@ -117,19 +132,44 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<ExitCode> {
     report(&outcome, args)
 }
 
-/// The tools of `--tool`: approved packages, run in the sandbox.
-///
-/// Tool packages (and their sandbox) are not wired into this build yet: any `--tool` is an
-/// error, and the agent has only `final_answer`.
-pub fn load_toolbox(
-    tools: &[String],
-    lockfile: Option<&Path>,
-    offline: bool,
-) -> anyhow::Result<Box<dyn Toolbox>> {
-    if tools.is_empty() {
-        return Ok(Box::new(NoTools));
+/// The tools of the run: the approved packages of `--tool` (run in the sandbox) and the
+/// approved tools of the `--mcp-stdio`/`--mcp-http` servers.
+pub fn load_toolbox(args: &AgentArgs) -> anyhow::Result<Box<dyn Toolbox>> {
+    let mut parts: Vec<Box<dyn Toolbox>> = Vec::new();
+    if !args.tools.is_empty() {
+        parts.push(sandbox_toolbox(
+            &args.tools,
+            args.lockfile.as_deref(),
+            args.offline,
+        )?);
     }
-    sandbox_toolbox(tools, lockfile, offline)
+    parts.extend(mcp_toolboxes(args)?);
+    Ok(match parts.len() {
+        0 => Box::new(NoTools),
+        1 => parts.remove(0),
+        _ => Box::new(CombinedToolbox::new(parts)),
+    })
+}
+
+#[cfg(feature = "mcp")]
+fn mcp_toolboxes(args: &AgentArgs) -> anyhow::Result<Vec<Box<dyn Toolbox>>> {
+    let servers = crate::mcp::McpServers {
+        stdio: args.mcp_stdio.clone(),
+        http: args.mcp_http.clone(),
+        env: args.mcp_env.clone(),
+        yes_start: args.yes_start,
+    };
+    crate::mcp::agent_toolboxes(&servers, args.lockfile.as_deref())
+}
+
+#[cfg(not(feature = "mcp"))]
+fn mcp_toolboxes(args: &AgentArgs) -> anyhow::Result<Vec<Box<dyn Toolbox>>> {
+    if args.mcp_stdio.is_empty() && args.mcp_http.is_empty() {
+        return Ok(Vec::new());
+    }
+    anyhow::bail!(
+        "--mcp-stdio/--mcp-http: this safeformers was built without the MCP client; build it          with `cargo build --release -p safeformers-cli --features mcp`"
+    )
 }
 
 /// The approved packages of `--tool`, called in the sandbox.

@@ -13,6 +13,7 @@ mod forward;
 mod generate;
 mod inspect;
 mod lock;
+mod mcp;
 mod mirror;
 mod model;
 mod output;
@@ -77,6 +78,9 @@ enum Command {
     /// Inspect a tool package (tool.json + tool.wasm) and approve it, capability by capability,
     /// into safeformers.lock.
     Tool(tool::ToolArgs),
+    /// Review an MCP server's tools (they run outside the sandbox) and pin the approved ones,
+    /// by definition hash, in safeformers.lock.
+    Mcp(mcp::McpArgs),
     /// Talk with a chat model: each stdin line is a user turn, the reply is streamed back; the
     /// conversation is kept until stdin ends.
     Chat(generate::ChatArgs),
@@ -106,6 +110,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Tool(args) => tool::run(&args),
+        Command::Mcp(args) => mcp::run(&args),
         Command::RenderChatTemplate => safeformers::chat_sandbox::serve_child()
             .map(|()| ExitCode::SUCCESS)
             .map_err(anyhow::Error::msg),
@@ -128,6 +133,7 @@ fn main() -> ExitCode {
                     || cause
                         .downcast_ref::<safeformers_agents::ToolError>()
                         .is_some_and(safeformers_agents::ToolError::is_usage_error)
+                    || is_mcp_usage_error(cause)
             }) {
                 ExitCode::from(EXIT_USAGE)
             } else {
@@ -158,6 +164,30 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 /// Whether any error in the chain is a refusal by security policy.
+#[cfg(feature = "mcp")]
+fn is_mcp_refusal(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause
+        .downcast_ref::<safeformers_agents::mcp::McpError>()
+        .is_some_and(safeformers_agents::mcp::McpError::is_policy_refusal)
+}
+
+#[cfg(not(feature = "mcp"))]
+fn is_mcp_refusal(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
+#[cfg(feature = "mcp")]
+fn is_mcp_usage_error(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause
+        .downcast_ref::<safeformers_agents::mcp::McpError>()
+        .is_some_and(safeformers_agents::mcp::McpError::is_usage_error)
+}
+
+#[cfg(not(feature = "mcp"))]
+fn is_mcp_usage_error(_: &(dyn std::error::Error + 'static)) -> bool {
+    false
+}
+
 fn is_policy_refusal(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause
@@ -178,5 +208,6 @@ fn is_policy_refusal(error: &anyhow::Error) -> bool {
             || cause
                 .downcast_ref::<safeformers_agents::ToolError>()
                 .is_some_and(safeformers_agents::ToolError::is_policy_refusal)
+            || is_mcp_refusal(cause)
     })
 }

@@ -17,6 +17,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::{Sandbox, assert_code, last_line, run, stdout};
+use safeformers_testkit::scripted_http::{CannedResponse, RecordedRequest, ScriptedServer};
 
 /// The example tool filed into `cache` as `demo/word-count`; returns its commit.
 fn import_example(sandbox: &Sandbox, cache: &std::path::Path) -> String {
@@ -187,5 +188,128 @@ fn the_example_tool_counts_words_in_its_grant_and_nothing_else() {
         common::stderr(&swapped).contains("tool.wasm"),
         "{}",
         common::stderr(&swapped)
+    );
+}
+
+/// A chat completion from the scripted endpoint carrying one tool call.
+fn tool_call_reply(name: &str, arguments: serde_json::Value) -> CannedResponse {
+    let message = serde_json::json!({"role": "assistant", "tool_calls": [
+        {"id": "call_1", "type": "function",
+         "function": {"name": name, "arguments": arguments.to_string()}}]});
+    CannedResponse::json(
+        serde_json::json!({"id": "c", "object": "chat.completion", "created": 0,
+            "model": "scripted",
+            "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}]})
+        .to_string(),
+    )
+}
+
+/// What the model was told about the tool's call: the `tool` message of the request after it.
+fn tool_observation(request: &RecordedRequest) -> String {
+    let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+    let messages = body["messages"].as_array().unwrap();
+    let observation = messages
+        .iter()
+        .rev()
+        .find(|message| message["role"] == "tool")
+        .unwrap_or_else(|| panic!("no tool message in {body}"));
+    observation["content"].as_str().unwrap().to_owned()
+}
+
+/// `agent --tool` end to end: a scripted endpoint asks for `word_count` on a file of the granted
+/// folder, the sandboxed tool counts it, the model sees the count and answers. Approved with
+/// `--ask`, the same call is refused off a terminal unless `--yes-to word_count` says yes.
+#[test]
+fn the_agent_calls_the_example_tool_in_the_sandbox() {
+    let sandbox = Sandbox::new("agent-tool");
+    let cache = sandbox.root.join("cache");
+    let commit = import_example(&sandbox, &cache);
+    let docs = sandbox.dir("docs");
+    std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
+    let lockfile = sandbox.root.join("safeformers.lock");
+    let lock = lockfile.to_str().unwrap();
+    let pinned = format!("demo/word-count@{commit}");
+    let sf = || {
+        let mut command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
+        command.env("XDG_CACHE_HOME", sandbox.root.join("xdg"));
+        command
+    };
+    let approve = |extra: &[&str]| {
+        let grant = format!("fs:/data={}:ro", docs.display());
+        let mut args = vec![
+            "tool",
+            "approve",
+            pinned.as_str(),
+            "--grant",
+            grant.as_str(),
+            "--lockfile",
+            lock,
+            "--offline",
+        ];
+        args.extend_from_slice(extra);
+        assert_code(&run(sf(), &args), 0, "tool approve");
+    };
+    let agent_run = |extra: &[&str]| {
+        let server = ScriptedServer::start(vec![
+            tool_call_reply("word_count", serde_json::json!({"path": "note.txt"})),
+            tool_call_reply("final_answer", serde_json::json!({"answer": "done"})),
+        ]);
+        let endpoint = format!("{}/v1", server.url());
+        let mut args = vec![
+            "agent",
+            "--endpoint",
+            endpoint.as_str(),
+            "--api-model",
+            "scripted",
+            "--tool",
+            pinned.as_str(),
+            "--lockfile",
+            lock,
+            "--offline",
+        ];
+        args.extend_from_slice(extra);
+        args.push("How many words are in note.txt?");
+        let output = run(sf(), &args);
+        assert_code(&output, 0, "agent");
+        assert_eq!(stdout(&output), "done\n");
+        let requests = server.requests();
+        assert_eq!(requests.len(), 2);
+        let body: serde_json::Value = serde_json::from_slice(&requests[0].body).unwrap();
+        let offered: Vec<&str> = body["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|tool| tool["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(offered, ["word_count", "final_answer"]);
+        (tool_observation(&requests[1]), common::stderr(&output))
+    };
+
+    approve(&[]);
+    let (observation, _) = agent_run(&[]);
+    // Handed back as data, under a line saying so.
+    let (framing, result) = observation
+        .split_once('\n')
+        .unwrap_or_else(|| panic!("{observation}"));
+    assert!(framing.contains("untrusted data"), "{observation}");
+    let counted: serde_json::Value = serde_json::from_str(result)
+        .unwrap_or_else(|_| panic!("not the tool's JSON: {observation}"));
+    assert_eq!(
+        counted,
+        serde_json::json!({"lines": 2, "words": 5, "characters": 24})
+    );
+
+    approve(&["--ask"]);
+    let (observation, stderr) = agent_run(&[]);
+    assert!(
+        observation.contains("did not approve") && !observation.contains("words"),
+        "{observation}"
+    );
+    assert!(stderr.contains("--yes-to word_count"), "{stderr}");
+    let (observation, stderr) = agent_run(&["--yes-to", "word_count"]);
+    assert!(observation.contains("\"words\":5"), "{observation}");
+    assert!(
+        stderr.contains("approved by --yes-to: word_count"),
+        "{stderr}"
     );
 }

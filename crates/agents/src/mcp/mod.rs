@@ -260,6 +260,30 @@ pub enum McpError {
     },
 }
 
+impl McpError {
+    /// Whether this is a refusal by policy (no consent, a tool not approved or changed since,
+    /// a server URL we do not talk to) rather than a failure.
+    pub fn is_policy_refusal(&self) -> bool {
+        matches!(
+            self,
+            McpError::ConsentRefused { .. }
+                | McpError::BadUrl { .. }
+                | McpError::NotApproved { .. }
+                | McpError::Changed { .. }
+                | McpError::Rejected { .. }
+                | McpError::ApprovalStale { .. }
+        )
+    }
+
+    /// Whether the caller asked for something that cannot be done as asked.
+    pub fn is_usage_error(&self) -> bool {
+        matches!(
+            self,
+            McpError::EmptyCommand | McpError::BadEnvironment { .. } | McpError::UnknownTool { .. }
+        )
+    }
+}
+
 /// Where a listed tool stands against the approvals.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ToolStatus {
