@@ -22,20 +22,24 @@ use safeformers_testkit::scripted_http::{CannedResponse, RecordedRequest, Script
 /// The example tool filed into `cache` as `demo/word-count`; returns its commit.
 fn import_example(sandbox: &Sandbox, cache: &std::path::Path) -> String {
     let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/word_count");
-    // Only the package's two files: the source beside them is not part of it.
+    import_package(sandbox, cache, &example, "demo/word-count")
+}
+
+/// The package in `folder` (its `tool.json` and `tool.wasm` only: a source beside them is not
+/// part of it) filed into `cache` as `repo`; returns its commit.
+fn import_package(
+    sandbox: &Sandbox,
+    cache: &std::path::Path,
+    folder: &std::path::Path,
+    repo: &str,
+) -> String {
     let package = sandbox.dir("package");
     for file in ["tool.json", "tool.wasm"] {
-        std::fs::copy(example.join(file), package.join(file)).unwrap();
+        std::fs::copy(folder.join(file), package.join(file)).unwrap();
     }
     let imported = run(
         sandbox.safeformers(cache, "http://127.0.0.1:9"),
-        &[
-            "cache",
-            "import",
-            package.to_str().unwrap(),
-            "--repo",
-            "demo/word-count",
-        ],
+        &["cache", "import", package.to_str().unwrap(), "--repo", repo],
     );
     assert_code(&imported, 0, "cache import");
     last_line(&imported)
@@ -311,5 +315,91 @@ fn the_agent_calls_the_example_tool_in_the_sandbox() {
     assert!(
         stderr.contains("approved by --yes-to: word_count"),
         "{stderr}"
+    );
+}
+
+/// The smolagents-style Python example (`examples/tools/py_word_count`: `tool.py` with a `Tool`
+/// subclass and its `forward`), built into a component holding CPython by componentize-py
+/// (`SAFEFORMERS_PY_TOOL_DIR`, built by `scripts/test.sh`), runs under the same sandbox and
+/// grants as any tool: it counts a file of its grant, cannot open anything beyond it, and its
+/// Python exceptions come back as the tool's error.
+#[test]
+fn a_python_tool_runs_in_the_same_sandbox() {
+    let built = safeformers_testkit::required_path(
+        "SAFEFORMERS_PY_TOOL_DIR",
+        "examples/tools/python/build.sh examples/tools/py_word_count OUT",
+    );
+    let sandbox = Sandbox::new("py-tool");
+    let cache = sandbox.root.join("cache");
+    let commit = import_package(&sandbox, &cache, &built, "demo/py-word-count");
+    let docs = sandbox.dir("docs");
+    std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
+    let canary = sandbox.root.join("canary.txt");
+    std::fs::write(&canary, "CANARY-SECRET-BYTES\n").unwrap();
+    let lockfile = sandbox.root.join("safeformers.lock");
+    let lock = lockfile.to_str().unwrap();
+    let sf = || {
+        let mut command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
+        command.env("XDG_CACHE_HOME", sandbox.root.join("xdg"));
+        command
+    };
+    let grant = format!("fs:/data={}:ro", docs.display());
+    let pinned = format!("demo/py-word-count@{commit}");
+    let approved = run(
+        sf(),
+        &[
+            "tool",
+            "approve",
+            &pinned,
+            "--grant",
+            &grant,
+            "--lockfile",
+            lock,
+            "--offline",
+        ],
+    );
+    assert_code(&approved, 0, "tool approve");
+    let call = |arguments: serde_json::Value| {
+        let arguments = arguments.to_string();
+        run(
+            sf(),
+            &[
+                "tool",
+                "call",
+                &pinned,
+                "--args",
+                &arguments,
+                "--lockfile",
+                lock,
+                "--offline",
+            ],
+        )
+    };
+
+    let counted = call(serde_json::json!({"path": "note.txt"}));
+    assert_code(&counted, 0, "tool call");
+    let result: serde_json::Value = serde_json::from_str(stdout(&counted).trim()).unwrap();
+    assert_eq!(
+        result,
+        serde_json::json!({"lines": 2, "words": 5, "characters": 24})
+    );
+
+    for path in ["../canary.txt", canary.to_str().unwrap(), "/etc/passwd"] {
+        let escaped = call(serde_json::json!({"path": path}));
+        assert_code(&escaped, 1, path);
+        let output = format!("{}{}", stdout(&escaped), common::stderr(&escaped));
+        assert!(!output.contains("CANARY-SECRET-BYTES"), "{output}");
+        assert!(
+            output.contains("Error"),
+            "a Python exception, as the tool's err: {output}"
+        );
+    }
+
+    let missing = call(serde_json::json!({}));
+    assert_code(&missing, 1, "no arguments");
+    assert!(
+        common::stderr(&missing).contains("ValueError: give text or path"),
+        "{}",
+        common::stderr(&missing)
     );
 }
