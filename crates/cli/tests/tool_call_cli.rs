@@ -1,8 +1,10 @@
-//! `safeformers tool call` end to end with the README's example tool
+//! `safeformers tool call` and `agent --tool` end to end with the README's example tool
 //! (`examples/tools/word_count`): filed into a cache as a repo, approved with a read-only folder,
 //! called in the WebAssembly sandbox; its grant is all it can read, a call that fails its schema
 //! or an unapproved tool never runs, and a tool whose bytes changed after approval is refused.
-//! Needs the `wasm` feature (`scripts/test.sh` tests every feature).
+//! The agent calls it from a scripted endpoint (and asks first when it was approved `--ask`). The
+//! Python example, built by componentize-py, runs under the same sandbox. Needs the `wasm`
+//! feature (`scripts/test.sh` tests every feature).
 
 #![cfg(feature = "wasm")]
 #![allow(
@@ -14,146 +16,144 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 use common::{Sandbox, assert_code, last_line, run, stdout};
 use safeformers_testkit::scripted_http::{CannedResponse, RecordedRequest, ScriptedServer};
 
-/// The example tool filed into `cache` as `demo/word-count`; returns its commit.
-fn import_example(sandbox: &Sandbox, cache: &std::path::Path) -> String {
-    let example = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/word_count");
-    import_package(sandbox, cache, &example, "demo/word-count")
+/// A tool package filed into a fresh cache as a repo, a folder to grant holding `note.txt`, a
+/// canary file outside it, and a lockfile.
+struct ToolSetup {
+    sandbox: Sandbox,
+    cache: PathBuf,
+    commit: String,
+    repo: &'static str,
+    docs: PathBuf,
+    canary: PathBuf,
+    lockfile: PathBuf,
 }
 
-/// The package in `folder` (its `tool.json` and `tool.wasm` only: a source beside them is not
-/// part of it) filed into `cache` as `repo`; returns its commit.
-fn import_package(
-    sandbox: &Sandbox,
-    cache: &std::path::Path,
-    folder: &std::path::Path,
-    repo: &str,
-) -> String {
-    let package = sandbox.dir("package");
-    for file in ["tool.json", "tool.wasm"] {
-        std::fs::copy(folder.join(file), package.join(file)).unwrap();
+impl ToolSetup {
+    /// The package in `folder` (its `tool.json` and `tool.wasm` only: a source beside them is
+    /// not part of it) filed as `repo`.
+    fn new(label: &str, folder: &Path, repo: &'static str) -> ToolSetup {
+        let sandbox = Sandbox::new(label);
+        let cache = sandbox.root.join("cache");
+        let package = sandbox.dir("package");
+        for file in ["tool.json", "tool.wasm"] {
+            std::fs::copy(folder.join(file), package.join(file)).unwrap();
+        }
+        let docs = sandbox.dir("docs");
+        std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
+        let canary = sandbox.root.join("canary.txt");
+        std::fs::write(&canary, "CANARY-SECRET-BYTES\n").unwrap();
+        let lockfile = sandbox.root.join("safeformers.lock");
+        let mut setup = ToolSetup {
+            sandbox,
+            cache,
+            commit: String::new(),
+            repo,
+            docs,
+            canary,
+            lockfile,
+        };
+        let imported = setup.run(&["cache", "import", package.to_str().unwrap(), "--repo", repo]);
+        assert_code(&imported, 0, "cache import");
+        let snapshot = last_line(&imported);
+        setup.commit = snapshot.file_name().unwrap().to_str().unwrap().to_string();
+        setup
     }
-    let imported = run(
-        sandbox.safeformers(cache, "http://127.0.0.1:9"),
-        &["cache", "import", package.to_str().unwrap(), "--repo", repo],
-    );
-    assert_code(&imported, 0, "cache import");
-    last_line(&imported)
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_string()
+
+    /// The README's example tool, `examples/tools/word_count`, as `demo/word-count`.
+    fn word_count(label: &str) -> ToolSetup {
+        let example =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/word_count");
+        ToolSetup::new(label, &example, "demo/word-count")
+    }
+
+    fn pinned(&self) -> String {
+        format!("{}@{}", self.repo, self.commit)
+    }
+
+    /// `safeformers ARGS`, offline in effect (the Hub endpoint is a closed port), with its own
+    /// compiled-code cache.
+    fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.sandbox.safeformers(&self.cache, "http://127.0.0.1:9");
+        command.env("XDG_CACHE_HOME", self.sandbox.root.join("xdg"));
+        run(command, args)
+    }
+
+    /// `tool approve REPO@COMMIT --grant fs:/data=DOCS:ro EXTRA...`; must succeed.
+    fn approve(&self, extra: &[&str]) {
+        let grant = format!("fs:/data={}:ro", self.docs.display());
+        let pinned = self.pinned();
+        let mut args = vec!["tool", "approve", &pinned, "--grant", &grant];
+        args.extend_from_slice(&["--lockfile", self.lockfile.to_str().unwrap(), "--offline"]);
+        args.extend_from_slice(extra);
+        assert_code(&self.run(&args), 0, "tool approve");
+    }
+
+    /// `tool call REPO --args ARGUMENTS`.
+    fn call(&self, arguments: &serde_json::Value) -> Output {
+        let arguments = arguments.to_string();
+        let lockfile = self.lockfile.to_str().unwrap();
+        self.run(&[
+            "tool",
+            "call",
+            self.repo,
+            "--args",
+            &arguments,
+            "--lockfile",
+            lockfile,
+            "--offline",
+        ])
+    }
+
+    /// Calls that try to read beyond the grant fail, and the canary's bytes appear nowhere.
+    fn assert_escapes_fail(&self) -> Vec<String> {
+        let mut outputs = Vec::new();
+        for path in [
+            "../canary.txt",
+            self.canary.to_str().unwrap(),
+            "/etc/passwd",
+        ] {
+            let escaped = self.call(&serde_json::json!({"path": path}));
+            assert_code(&escaped, 1, path);
+            let output = format!("{}{}", stdout(&escaped), common::stderr(&escaped));
+            assert!(!output.contains("CANARY-SECRET-BYTES"), "{output}");
+            outputs.push(output);
+        }
+        outputs
+    }
+}
+
+fn counts(output: &Output) -> serde_json::Value {
+    serde_json::from_str(stdout(output).trim()).unwrap()
+}
+
+fn note_counts() -> serde_json::Value {
+    serde_json::json!({"lines": 2, "words": 5, "characters": 24})
 }
 
 #[test]
 fn the_example_tool_counts_words_in_its_grant_and_nothing_else() {
-    let sandbox = Sandbox::new("tool-call");
-    let cache = sandbox.root.join("cache");
-    let commit = import_example(&sandbox, &cache);
-    let docs = sandbox.dir("docs");
-    std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
-    let canary = sandbox.root.join("canary.txt");
-    std::fs::write(&canary, "CANARY-SECRET-BYTES\n").unwrap();
-    let lockfile = sandbox.root.join("safeformers.lock");
-    let lock = lockfile.to_str().unwrap();
-    let sf = || {
-        let mut command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
-        command.env("XDG_CACHE_HOME", sandbox.root.join("xdg"));
-        command
-    };
+    let setup = ToolSetup::word_count("tool-call");
 
     // Not approved yet: refused by policy, nothing runs.
-    let refused = run(
-        sf(),
-        &[
-            "tool",
-            "call",
-            "demo/word-count",
-            "--args",
-            "{\"text\": \"a b\"}",
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
+    let refused = setup.call(&serde_json::json!({"text": "a b"}));
     assert_code(&refused, 3, "call before approval");
 
-    let grant = format!("fs:/data={}:ro", docs.display());
-    let approved = run(
-        sf(),
-        &[
-            "tool",
-            "approve",
-            &format!("demo/word-count@{commit}"),
-            "--grant",
-            &grant,
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
-    assert_code(&approved, 0, "tool approve");
-
-    let counted = run(
-        sf(),
-        &[
-            "tool",
-            "call",
-            "demo/word-count",
-            "--args",
-            "{\"path\": \"note.txt\"}",
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
+    setup.approve(&[]);
+    let counted = setup.call(&serde_json::json!({"path": "note.txt"}));
     assert_code(&counted, 0, "tool call");
-    let result: serde_json::Value = serde_json::from_str(stdout(&counted).trim()).unwrap();
-    assert_eq!(
-        result,
-        serde_json::json!({"lines": 2, "words": 5, "characters": 24})
-    );
+    assert_eq!(counts(&counted), note_counts());
 
     // Outside the grant: `..` and the absolute path of the canary fail inside the sandbox.
-    for path in ["../canary.txt", canary.to_str().unwrap(), "/etc/passwd"] {
-        let args = serde_json::json!({"path": path}).to_string();
-        let escaped = run(
-            sf(),
-            &[
-                "tool",
-                "call",
-                "demo/word-count",
-                "--args",
-                &args,
-                "--lockfile",
-                lock,
-                "--offline",
-            ],
-        );
-        assert_code(&escaped, 1, path);
-        let output = format!("{}{}", stdout(&escaped), common::stderr(&escaped));
-        assert!(!output.contains("CANARY-SECRET-BYTES"), "{output}");
-    }
+    setup.assert_escapes_fail();
 
     // Arguments that fail the schema never reach the tool.
-    let bad = run(
-        sf(),
-        &[
-            "tool",
-            "call",
-            "demo/word-count",
-            "--args",
-            "{\"text\": 5}",
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
+    let bad = setup.call(&serde_json::json!({"text": 5}));
     assert_code(&bad, 1, "schema");
     assert!(
         common::stderr(&bad).contains("schema"),
@@ -162,9 +162,10 @@ fn the_example_tool_counts_words_in_its_grant_and_nothing_else() {
     );
 
     // A byte of tool.wasm changed in the cache after approval: refused by policy.
-    let snapshot = cache
+    let snapshot = setup
+        .cache
         .join("models--demo--word-count/snapshots")
-        .join(&commit);
+        .join(&setup.commit);
     let blob = std::fs::canonicalize(snapshot.join("tool.wasm")).unwrap();
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
@@ -174,19 +175,7 @@ fn the_example_tool_counts_words_in_its_grant_and_nothing_else() {
     permissions.set_readonly(false);
     std::fs::set_permissions(&blob, permissions).unwrap();
     std::fs::write(&blob, bytes).unwrap();
-    let swapped = run(
-        sf(),
-        &[
-            "tool",
-            "call",
-            "demo/word-count",
-            "--args",
-            "{\"text\": \"a\"}",
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
+    let swapped = setup.call(&serde_json::json!({"text": "a"}));
     assert_code(&swapped, 3, "swapped byte");
     assert!(
         common::stderr(&swapped).contains("tool.wasm"),
@@ -225,55 +214,20 @@ fn tool_observation(request: &RecordedRequest) -> String {
 /// `--ask`, the same call is refused off a terminal unless `--yes-to word_count` says yes.
 #[test]
 fn the_agent_calls_the_example_tool_in_the_sandbox() {
-    let sandbox = Sandbox::new("agent-tool");
-    let cache = sandbox.root.join("cache");
-    let commit = import_example(&sandbox, &cache);
-    let docs = sandbox.dir("docs");
-    std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
-    let lockfile = sandbox.root.join("safeformers.lock");
-    let lock = lockfile.to_str().unwrap();
-    let pinned = format!("demo/word-count@{commit}");
-    let sf = || {
-        let mut command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
-        command.env("XDG_CACHE_HOME", sandbox.root.join("xdg"));
-        command
-    };
-    let approve = |extra: &[&str]| {
-        let grant = format!("fs:/data={}:ro", docs.display());
-        let mut args = vec![
-            "tool",
-            "approve",
-            pinned.as_str(),
-            "--grant",
-            grant.as_str(),
-            "--lockfile",
-            lock,
-            "--offline",
-        ];
-        args.extend_from_slice(extra);
-        assert_code(&run(sf(), &args), 0, "tool approve");
-    };
+    let setup = ToolSetup::word_count("agent-tool");
+    let pinned = setup.pinned();
     let agent_run = |extra: &[&str]| {
         let server = ScriptedServer::start(vec![
             tool_call_reply("word_count", serde_json::json!({"path": "note.txt"})),
             tool_call_reply("final_answer", serde_json::json!({"answer": "done"})),
         ]);
         let endpoint = format!("{}/v1", server.url());
-        let mut args = vec![
-            "agent",
-            "--endpoint",
-            endpoint.as_str(),
-            "--api-model",
-            "scripted",
-            "--tool",
-            pinned.as_str(),
-            "--lockfile",
-            lock,
-            "--offline",
-        ];
+        let mut args = vec!["agent", "--endpoint", &endpoint, "--api-model", "scripted"];
+        args.extend_from_slice(&["--tool", &pinned, "--offline"]);
+        args.extend_from_slice(&["--lockfile", setup.lockfile.to_str().unwrap()]);
         args.extend_from_slice(extra);
         args.push("How many words are in note.txt?");
-        let output = run(sf(), &args);
+        let output = setup.run(&args);
         assert_code(&output, 0, "agent");
         assert_eq!(stdout(&output), "done\n");
         let requests = server.requests();
@@ -289,7 +243,7 @@ fn the_agent_calls_the_example_tool_in_the_sandbox() {
         (tool_observation(&requests[1]), common::stderr(&output))
     };
 
-    approve(&[]);
+    setup.approve(&[]);
     let (observation, _) = agent_run(&[]);
     // Handed back as data, under a line saying so.
     let (framing, result) = observation
@@ -298,12 +252,9 @@ fn the_agent_calls_the_example_tool_in_the_sandbox() {
     assert!(framing.contains("untrusted data"), "{observation}");
     let counted: serde_json::Value = serde_json::from_str(result)
         .unwrap_or_else(|_| panic!("not the tool's JSON: {observation}"));
-    assert_eq!(
-        counted,
-        serde_json::json!({"lines": 2, "words": 5, "characters": 24})
-    );
+    assert_eq!(counted, note_counts());
 
-    approve(&["--ask"]);
+    setup.approve(&["--ask"]);
     let (observation, stderr) = agent_run(&[]);
     assert!(
         observation.contains("did not approve") && !observation.contains("words"),
@@ -329,73 +280,18 @@ fn a_python_tool_runs_in_the_same_sandbox() {
         "SAFEFORMERS_PY_TOOL_DIR",
         "examples/tools/python/build.sh examples/tools/py_word_count OUT",
     );
-    let sandbox = Sandbox::new("py-tool");
-    let cache = sandbox.root.join("cache");
-    let commit = import_package(&sandbox, &cache, &built, "demo/py-word-count");
-    let docs = sandbox.dir("docs");
-    std::fs::write(docs.join("note.txt"), "one two three\nfour five\n").unwrap();
-    let canary = sandbox.root.join("canary.txt");
-    std::fs::write(&canary, "CANARY-SECRET-BYTES\n").unwrap();
-    let lockfile = sandbox.root.join("safeformers.lock");
-    let lock = lockfile.to_str().unwrap();
-    let sf = || {
-        let mut command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
-        command.env("XDG_CACHE_HOME", sandbox.root.join("xdg"));
-        command
-    };
-    let grant = format!("fs:/data={}:ro", docs.display());
-    let pinned = format!("demo/py-word-count@{commit}");
-    let approved = run(
-        sf(),
-        &[
-            "tool",
-            "approve",
-            &pinned,
-            "--grant",
-            &grant,
-            "--lockfile",
-            lock,
-            "--offline",
-        ],
-    );
-    assert_code(&approved, 0, "tool approve");
-    let call = |arguments: serde_json::Value| {
-        let arguments = arguments.to_string();
-        run(
-            sf(),
-            &[
-                "tool",
-                "call",
-                &pinned,
-                "--args",
-                &arguments,
-                "--lockfile",
-                lock,
-                "--offline",
-            ],
-        )
-    };
-
-    let counted = call(serde_json::json!({"path": "note.txt"}));
+    let setup = ToolSetup::new("py-tool", &built, "demo/py-word-count");
+    setup.approve(&[]);
+    let counted = setup.call(&serde_json::json!({"path": "note.txt"}));
     assert_code(&counted, 0, "tool call");
-    let result: serde_json::Value = serde_json::from_str(stdout(&counted).trim()).unwrap();
-    assert_eq!(
-        result,
-        serde_json::json!({"lines": 2, "words": 5, "characters": 24})
-    );
-
-    for path in ["../canary.txt", canary.to_str().unwrap(), "/etc/passwd"] {
-        let escaped = call(serde_json::json!({"path": path}));
-        assert_code(&escaped, 1, path);
-        let output = format!("{}{}", stdout(&escaped), common::stderr(&escaped));
-        assert!(!output.contains("CANARY-SECRET-BYTES"), "{output}");
+    assert_eq!(counts(&counted), note_counts());
+    for output in setup.assert_escapes_fail() {
         assert!(
             output.contains("Error"),
             "a Python exception, as the tool's err: {output}"
         );
     }
-
-    let missing = call(serde_json::json!({}));
+    let missing = setup.call(&serde_json::json!({}));
     assert_code(&missing, 1, "no arguments");
     assert!(
         common::stderr(&missing).contains("ValueError: give text or path"),
