@@ -86,7 +86,7 @@ impl ToolRunner {
 
 /// The WASI grants of a tool: its folders at their guest paths, its environment variables with
 /// the values this process has (a granted variable that is unset is simply absent), and its
-/// network targets (recorded; the sandbox refuses every connection in this version).
+/// network targets (reached over wasi:http only, at public addresses).
 fn sandbox_grants(grants: &[Grant]) -> Grants {
     let mut sandbox = Grants::default();
     for grant in grants {
@@ -121,6 +121,7 @@ fn sandbox_limits(tool: &ApprovedTool) -> Limits {
         memory_bytes: bytes(limits.memory_bytes),
         output_bytes: bytes(limits.output_bytes),
         stdio_bytes: Limits::DEFAULT.stdio_bytes,
+        http_bytes: Limits::DEFAULT.http_bytes,
     }
 }
 

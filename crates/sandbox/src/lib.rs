@@ -18,10 +18,19 @@
 //! - no environment except the granted variables, no arguments;
 //! - no files except the granted directories, each preopened at its guest path, read-only
 //!   unless granted writable, and never left through `..` or symlinks (cap-std's rules);
-//! - no network: TCP, UDP and name lookup are refused for every address. Network grants
-//!   ([`Grants::net`]) are recorded but **in this version all network stays denied even when
-//!   granted**; a later version adds host-side HTTP with an allowlist. A component that imports
-//!   `wasi:http` does not compile ([`SandboxError::WorldMismatch`] says so).
+//! - no sockets: TCP, UDP and name lookup are refused for every address, granted or not;
+//! - HTTP only to what is granted: a tool that imports `wasi:http/outgoing-handler` (0.2) has
+//!   its requests sent by the host, and only to a `host:port` of [`Grants::net`] (scheme `http`
+//!   or `https`, host compared ASCII-case-insensitively, no userinfo). The host resolves the
+//!   name itself and refuses loopback, private (RFC 1918, unique-local), link-local, CGNAT and
+//!   other special-purpose addresses, then connects to an address it checked (so a rebinding
+//!   name cannot move the connection); `https` is verified against the webpki roots for the
+//!   granted name. Redirects are not followed by the host: a guest that follows one makes a new
+//!   request, checked the same way. Everything else is an error code returned to the guest
+//!   (`http-request-denied`, `destination-ip-prohibited`), never a connection. A call makes at
+//!   most 32 requests, its bodies are bounded by [`Limits::http_bytes`], and every wait ends by
+//!   its deadline. [`Sandbox::with_private_network_allowed`] lets granted hosts be on this
+//!   machine or its network (for tests and self-hosted tools; never set by a grant).
 //!
 //! ```
 //! use safeformers_sandbox::{Grants, Limits, Sandbox};
@@ -70,6 +79,7 @@
 
 mod cache;
 mod call;
+mod http;
 mod sandbox;
 mod wasi;
 
@@ -96,27 +106,35 @@ pub struct Limits {
     pub output_bytes: usize,
     /// Maximum bytes kept of stdout, and separately of stderr; the rest is discarded.
     pub stdio_bytes: usize,
+    /// Maximum bytes of HTTP bodies, sent and received together, over all the requests of the
+    /// call (only a tool granted the network makes any). A body that would go past it fails
+    /// in the guest (`http-request-body-size` or `http-response-body-size`), and so do the
+    /// call's later bodies.
+    pub http_bytes: usize,
 }
 
 impl Limits {
     /// The limits of a tool that asks for nothing: 10 s, about 4 s of compute (2×10¹⁰ fuel),
-    /// 256 MiB of memory, a 1 MiB result, 64 KiB each of stdout and stderr.
+    /// 256 MiB of memory, a 1 MiB result, 64 KiB each of stdout and stderr, 16 MiB of HTTP
+    /// bodies.
     pub const DEFAULT: Limits = Limits {
         fuel: 20_000_000_000,
         wall: Duration::from_secs(10),
         memory_bytes: 256 << 20,
         output_bytes: 1 << 20,
         stdio_bytes: 64 << 10,
+        http_bytes: 16 << 20,
     };
 
     /// The most any tool may be given: 60 s, about 60 s of compute (3×10¹¹ fuel), 1 GiB of
-    /// memory, a 16 MiB result, 1 MiB each of stdout and stderr.
+    /// memory, a 16 MiB result, 1 MiB each of stdout and stderr, 256 MiB of HTTP bodies.
     pub const HARD_MAX: Limits = Limits {
         fuel: 300_000_000_000,
         wall: Duration::from_secs(60),
         memory_bytes: 1 << 30,
         output_bytes: 16 << 20,
         stdio_bytes: 1 << 20,
+        http_bytes: 256 << 20,
     };
 
     /// Checks every limit against [`Limits::HARD_MAX`].
@@ -125,7 +143,7 @@ impl Limits {
     /// [`SandboxError::LimitAboveMaximum`] naming the first limit above its maximum.
     pub fn check(&self) -> Result<(), SandboxError> {
         let max = Limits::HARD_MAX;
-        let pairs: [(&'static str, u128, u128); 5] = [
+        let pairs: [(&'static str, u128, u128); 6] = [
             ("fuel", self.fuel.into(), max.fuel.into()),
             ("wall (ms)", self.wall.as_millis(), max.wall.as_millis()),
             (
@@ -142,6 +160,11 @@ impl Limits {
                 "stdio_bytes",
                 to_u128(self.stdio_bytes),
                 to_u128(max.stdio_bytes),
+            ),
+            (
+                "http_bytes",
+                to_u128(self.http_bytes),
+                to_u128(max.http_bytes),
             ),
         ];
         for (limit, requested, maximum) in pairs {
@@ -185,8 +208,10 @@ pub struct Grants {
     pub fs: Vec<FsGrant>,
     /// Environment variables the tool sees (name, value); it sees no others.
     pub env: Vec<(String, String)>,
-    /// Network destinations (host, port) the user approved. Recorded only: in this version
-    /// every network access stays denied, granted or not (host-side HTTP comes later).
+    /// HTTP destinations (host, port) the user approved: a DNS name or an IP address (IPv6
+    /// with or without brackets) and a port. The tool reaches them through `wasi:http` only,
+    /// and only at public addresses unless the sandbox allows the private network (see the
+    /// crate documentation); plain sockets stay refused.
     pub net: Vec<(String, u16)>,
 }
 

@@ -10,6 +10,7 @@ use wasmtime::{Config, Engine};
 
 use crate::cache::{CacheStatus, CompiledCache, sha256_hex};
 use crate::call::{CallJob, bindings::ToolPre};
+use crate::http::NetworkPolicy;
 use crate::wasi::{CallState, CapturedOutput};
 use crate::{CallOutput, Grants, Limits, SandboxError};
 
@@ -28,6 +29,7 @@ pub struct Sandbox {
     linker: Linker<CallState>,
     cache: CompiledCache,
     ticker: Option<Ticker>,
+    network: NetworkPolicy,
 }
 
 /// A component compiled for a [`Sandbox`], its imports checked against what the sandbox
@@ -90,6 +92,10 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|error| SandboxError::Host(format!("cannot link WASI: {error:#}")))?;
+        // Always linked, so a tool that imports wasi:http compiles; without a grant every
+        // request it makes is refused (`http.rs`).
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|error| SandboxError::Host(format!("cannot link wasi:http: {error:#}")))?;
         let cache = CompiledCache::open(cache_dir, &engine)?;
         let ticker = Ticker::start(engine.clone())?;
         Ok(Sandbox {
@@ -97,7 +103,20 @@ impl Sandbox {
             linker,
             cache,
             ticker: Some(ticker),
+            network: NetworkPolicy::default(),
         })
+    }
+
+    /// This sandbox, letting granted hosts resolve to loopback, private (RFC 1918, unique-local)
+    /// and link-local addresses, which are otherwise refused after name resolution even when
+    /// granted. A host-side setting, never part of a grant (no manifest or approval can turn it
+    /// on): for tests, and for users who deliberately serve tools on their own network. A grant
+    /// still names each `host:port`, and addresses that are never destinations (unspecified,
+    /// multicast, broadcast, documentation ranges) stay refused.
+    #[must_use]
+    pub fn with_private_network_allowed(mut self) -> Sandbox {
+        self.network.private_network_allowed = true;
+        self
     }
 
     /// Compiles a WebAssembly component (or loads its verified compiled code from the cache) and
@@ -108,7 +127,7 @@ impl Sandbox {
     /// loaded from outside; [`SandboxError::NotAComponent`] for a core module or anything
     /// else; [`SandboxError::Compile`] for an invalid component;
     /// [`SandboxError::WorldMismatch`] when it lacks the `call` export or imports what the
-    /// sandbox does not provide (such as `wasi:http`); [`SandboxError::Cache`] when the
+    /// sandbox does not provide (such as `wasi:http` 0.3); [`SandboxError::Cache`] when the
     /// compiled code cannot be stored.
     pub fn compile(&self, wasm: &[u8]) -> Result<CompiledTool, SandboxError> {
         check_component_bytes(wasm)?;
@@ -129,8 +148,8 @@ impl Sandbox {
             let mut reason = format!("{error:#}");
             if reason.contains("wasi:http") {
                 reason.push_str(
-                    " (network access is not available to tools in this version, even when \
-                     granted: wasi:http is not provided)",
+                    " (the sandbox provides wasi:http 0.2: a tool reaches the hosts it is granted \
+                     through its outgoing-handler, and no other network)",
                 );
             }
             SandboxError::WorldMismatch(reason)
@@ -160,7 +179,7 @@ impl Sandbox {
         limits.check()?;
         let stdout = CapturedOutput::new(limits.stdio_bytes);
         let stderr = CapturedOutput::new(limits.stdio_bytes);
-        let state = CallState::new(grants, limits, &stdout, &stderr)?;
+        let state = CallState::new(grants, limits, self.network, &stdout, &stderr)?;
         let job = CallJob {
             engine: self.engine.clone(),
             pre: tool.pre.clone(),

@@ -11,7 +11,9 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use crate::http::{MAX_FIELDS_BYTES, NetworkPolicy, OutgoingHttp};
 use crate::{Grants, Limits, SandboxError};
 
 /// Instances a component may create (a component made of several core modules instantiates
@@ -32,23 +34,33 @@ const WRITE_PERMIT: usize = 64 << 10;
 /// The data of one call's store.
 pub(crate) struct CallState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outgoing_http: OutgoingHttp,
     table: ResourceTable,
     pub(crate) limiter: CallLimiter,
 }
 
 impl CallState {
-    /// The state of a call under `grants` and `limits`, writing the guest's stdout and stderr
-    /// into the given captures.
+    /// The state of a call under `grants`, `limits` and the sandbox's network policy, writing
+    /// the guest's stdout and stderr into the given captures. The call's HTTP requests end by
+    /// its wall limit from now.
     pub(crate) fn new(
         grants: &Grants,
         limits: &Limits,
+        network: NetworkPolicy,
         stdout: &CapturedOutput,
         stderr: &CapturedOutput,
     ) -> Result<CallState, SandboxError> {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
+        let mut http = WasiHttpCtx::new();
+        http.set_field_size_limit(MAX_FIELDS_BYTES);
+        let now = tokio::time::Instant::now();
+        let deadline = now.checked_add(limits.wall).unwrap_or(now);
         Ok(CallState {
             wasi: wasi_context(grants, stdout, stderr)?,
+            http,
+            outgoing_http: OutgoingHttp::new(grants, limits, network, deadline),
             table,
             limiter: CallLimiter::new(limits.memory_bytes),
         })
@@ -64,9 +76,19 @@ impl WasiView for CallState {
     }
 }
 
+impl WasiHttpView for CallState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outgoing_http,
+        }
+    }
+}
+
 /// Builds the WASI context from the grants alone. Everything not granted stays as
 /// `WasiCtxBuilder` leaves it (no stdin, env, args or preopens) or is explicitly refused
-/// (network).
+/// (sockets).
 fn wasi_context(
     grants: &Grants,
     stdout: &CapturedOutput,
@@ -112,8 +134,8 @@ fn wasi_context(
                 reason: format!("{error:#}"),
             })?;
     }
-    // Network grants are not honoured in this version: every socket use is refused, whatever
-    // `grants.net` says (see the crate documentation).
+    // Sockets are refused whatever `grants.net` says: a tool granted the network reaches it
+    // only through wasi:http, whose requests the host checks and sends (`http.rs`).
     builder
         .allow_tcp(false)
         .allow_udp(false)

@@ -38,6 +38,19 @@ pub fn sandbox() -> Arc<Sandbox> {
         .clone()
 }
 
+/// A sandbox that lets granted hosts resolve to loopback (its own engine and cache dir): for the
+/// network tests that need a server to reach, which can only be on this machine.
+pub fn private_network_sandbox() -> Arc<Sandbox> {
+    static SANDBOX: OnceLock<Arc<Sandbox>> = OnceLock::new();
+    SANDBOX
+        .get_or_init(|| {
+            let cache = safeformers_testkit::scratch_dir("sandbox-private-network-cache");
+            let sandbox = Sandbox::new(Some(cache)).expect("the sandbox starts");
+            Arc::new(sandbox.with_private_network_allowed())
+        })
+        .clone()
+}
+
 /// The committed bytes of test tool `name`.
 pub fn tool_bytes(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/tools/{name}.wasm"));

@@ -26,3 +26,17 @@ pub fn string_field(json: &str, key: &str) -> Option<String> {
         }
     }
 }
+
+/// The boolean field `key` of the flat JSON object `json` (`"key": true` or `false`).
+pub fn bool_field(json: &str, key: &str) -> Option<bool> {
+    let needle = format!("\"{key}\"");
+    let after_key = &json[json.find(&needle)? + needle.len()..];
+    let value = after_key.trim_start().strip_prefix(':')?.trim_start();
+    if value.starts_with("true") {
+        Some(true)
+    } else if value.starts_with("false") {
+        Some(false)
+    } else {
+        None
+    }
+}
