@@ -97,6 +97,9 @@ fn main() -> ExitCode {
     // Started as the isolated chat-template renderer: render the request on stdin and exit.
     safeformers::chat_sandbox::serve_if_requested();
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_)) {
+        print_warnings_on_stderr();
+    }
     let result = match cli.command {
         Command::Scan(args) => scan::run(&args),
         Command::Inspect(args) => inspect::run(&args),
@@ -164,6 +167,19 @@ fn one_line(error: &anyhow::Error) -> String {
 }
 
 /// Whether any error in the chain is a refusal by security policy.
+/// Warnings from the libraries (such as "this repo's code is not run; the built-in class is
+/// used") as plain `note:` lines on stderr. `serve` sets up its own request log instead.
+fn print_warnings_on_stderr() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .with_level(false)
+        .with_ansi(false)
+        .try_init();
+}
+
 #[cfg(feature = "mcp")]
 fn is_mcp_refusal(cause: &(dyn std::error::Error + 'static)) -> bool {
     cause

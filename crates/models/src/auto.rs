@@ -5,11 +5,11 @@
 //! entry of `architectures` (`BertForSequenceClassification` → [`Head::SequenceClassification`]),
 //! and a config without `architectures` loads the base model.
 //!
-//! A config whose `model_type` we do not implement but whose `auto_map` names code for the
-//! class being loaded is refused as a security policy matter: Transformers would download and
-//! run that Python code, and safeformers never runs code from model repos. No `.py` file is
-//! read or fetched. A known `model_type` with an `auto_map` loads the built-in implementation,
-//! as Transformers does without `trust_remote_code`.
+//! A config whose `auto_map` names code for the class being loaded is handled by
+//! [`crate::remote_code`]: the code is never run (nor fetched, nor read beyond hashing). A known
+//! `model_type` whose `auto_map` names the built-in class loads the built-in implementation, as
+//! Transformers does without `trust_remote_code`; any other class is refused as a security
+//! policy matter, naming the code files.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -302,6 +302,8 @@ impl AutoModel {
         options: WeightOptions,
     ) -> Result<LoadedModel> {
         let (architecture, head) = AutoModel::resolve(&config, head)?;
+        let class = format!("{}{}", architecture.class_prefix(), head.class_suffix());
+        crate::remote_code::announce(&config, &class);
         let root = Weights::new(checkpoint, device).with_options(options);
         let flavour = match architecture {
             Architecture::Bert => Flavour::BERT,
@@ -363,6 +365,12 @@ impl AutoModel {
             Some(head) => head,
             None => head_from_architectures(config, architecture)?,
         };
+        crate::remote_code::check_known_model_type(
+            config,
+            head.auto_class(),
+            &format!("{}{}", architecture.class_prefix(), head.class_suffix()),
+            &format!("{}Config", architecture.class_prefix()),
+        )?;
         Ok((architecture, head))
     }
 }
@@ -443,7 +451,8 @@ impl AutoModelForCausalLM {
         device: &Device,
         options: WeightOptions,
     ) -> Result<Box<dyn CausalLm>> {
-        AutoModelForCausalLM::resolve(&config)?;
+        let class = AutoModelForCausalLM::resolve_class(&config)?;
+        crate::remote_code::announce(&config, &class);
         let root = Weights::new(checkpoint, device).with_options(options);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
@@ -458,11 +467,29 @@ impl AutoModelForCausalLM {
     /// weights. Refuses remote code ([`Error::RemoteCodeRefused`]) and reports unsupported
     /// model types (an encoder's included).
     pub fn resolve(config: &ModelConfig) -> Result<()> {
-        if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
-            Ok(())
-        } else {
-            Err(unknown_causal_lm(config))
-        }
+        AutoModelForCausalLM::resolve_class(config).map(|_| ())
+    }
+
+    /// [`AutoModelForCausalLM::resolve`], returning the class that is used.
+    fn resolve_class(config: &ModelConfig) -> Result<String> {
+        let (class, config_class) = match config.model_type.as_str() {
+            "gpt2" => ("GPT2LMHeadModel".to_string(), "GPT2Config".to_string()),
+            model_type => match crate::llama::Family::from_model_type(model_type) {
+                Some(family) => {
+                    let class = family.class_name();
+                    let prefix = class.strip_suffix("ForCausalLM").unwrap_or(class);
+                    (class.to_string(), format!("{prefix}Config"))
+                }
+                None => return Err(unknown_causal_lm(config)),
+            },
+        };
+        crate::remote_code::check_known_model_type(
+            config,
+            "AutoModelForCausalLM",
+            &class,
+            &config_class,
+        )?;
+        Ok(class)
     }
 }
 
@@ -501,20 +528,12 @@ fn auto_model_classes(config: &ModelConfig) -> Vec<&str> {
 /// code for one of `candidates` (the class being loaded, then `AutoConfig`, which Transformers
 /// needs first).
 fn unknown_model_type(config: &ModelConfig, candidates: &[&str]) -> Error {
-    for &auto_class in candidates {
-        if let Some(reference) = config.auto_map_entry(auto_class) {
-            return Error::RemoteCodeRefused {
-                path: config.path().to_path_buf(),
-                model_type: config.model_type.clone(),
-                auto_class: auto_class.to_string(),
-                reference: reference.to_string(),
-            };
+    crate::remote_code::refusal_for(config, candidates).unwrap_or_else(|| {
+        Error::UnsupportedModelType {
+            path: config.path().to_path_buf(),
+            model_type: config.model_type.clone(),
         }
-    }
-    Error::UnsupportedModelType {
-        path: config.path().to_path_buf(),
-        model_type: config.model_type.clone(),
-    }
+    })
 }
 
 /// The head named by the first entry of `architectures` (the base model when there is none).
@@ -611,12 +630,48 @@ mod tests {
     }
 
     #[test]
-    fn known_model_type_with_auto_map_uses_built_in_code() -> Result<()> {
-        let cfg = config(r#"{"model_type":"bert","auto_map":{"AutoModel":"modeling_x.MyModel"}}"#)?;
+    fn known_model_type_with_auto_map_of_the_built_in_class_uses_built_in_code() -> Result<()> {
+        let cfg = config(
+            r#"{"model_type":"bert","auto_map":{"AutoConfig":"configuration_bert.BertConfig",
+                "AutoModel":"modeling_bert.BertModel"}}"#,
+        )?;
         assert_eq!(
             AutoModel::resolve(&cfg, None)?,
             (Architecture::Bert, Head::Base)
         );
+        let phi3 = config(
+            r#"{"model_type":"phi3","auto_map":{"AutoConfig":"configuration_phi3.Phi3Config",
+                "AutoModelForCausalLM":"modeling_phi3.Phi3ForCausalLM"}}"#,
+        )?;
+        AutoModelForCausalLM::resolve(&phi3)?;
+        Ok(())
+    }
+
+    /// JinaBert's repos say `"model_type": "bert"` but their code is not BERT's: a class of
+    /// another name, or any class from another repo, is refused rather than run as BERT.
+    #[test]
+    fn known_model_type_with_auto_map_of_another_class_is_refused() -> Result<()> {
+        for auto_map in [
+            r#"{"AutoModel":"jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}"#,
+            r#"{"AutoModel":"modeling_x.MyModel"}"#,
+            r#"{"AutoModel":"other/repo--modeling_bert.BertModel"}"#,
+            r#"{"AutoConfig":"configuration_x.MyConfig"}"#,
+        ] {
+            let cfg = config(&format!(r#"{{"model_type":"bert","auto_map":{auto_map}}}"#))?;
+            let error = AutoModel::resolve(&cfg, Some(Head::Base)).err();
+            assert!(
+                matches!(error, Some(Error::RemoteCodeRefused { .. })),
+                "{auto_map}: {error:?}"
+            );
+            assert!(error.is_some_and(|error| error.is_policy_refusal()));
+        }
+        let llama = config(
+            r#"{"model_type":"llama","auto_map":{"AutoModelForCausalLM":"modeling_x.Custom"}}"#,
+        )?;
+        assert!(matches!(
+            AutoModelForCausalLM::resolve(&llama),
+            Err(Error::RemoteCodeRefused { .. })
+        ));
         Ok(())
     }
 

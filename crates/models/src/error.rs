@@ -59,23 +59,26 @@ pub enum Error {
         reason: String,
     },
 
-    /// The model needs Python code shipped in its repo, and safeformers never runs such code.
+    /// The model needs Python code shipped in its repo (or another repo), safeformers never
+    /// runs such code, and it has no native implementation of that class.
     #[error(
-        "{}: this model needs custom code (auto_map → {reference} for {auto_class}, model_type \
-         `{model_type}`) and safeformers does not run code from model repos; supported model \
-         types: {}",
+        "{}: this model needs custom code (auto_map → {} for {}, model_type `{}`); safeformers \
+         does not run code from model repos and has no native implementation of that class. \
+         Code files: {}. Review them without running them: `safeformers scan {}`. Supported \
+         model types: {}",
         path.display(),
+        code.reference,
+        code.auto_class,
+        code.model_type,
+        code.files,
+        crate::remote_code::folder_of(path).display(),
         crate::auto::SUPPORTED_MODEL_TYPES.join(", ")
     )]
     RemoteCodeRefused {
         /// The config file.
         path: PathBuf,
-        /// The `model_type` we do not implement.
-        model_type: String,
-        /// The Auto class whose `auto_map` entry would have been used (`AutoModel`, ...).
-        auto_class: String,
-        /// The code reference (`modeling_x.MyModel`, possibly `org/repo--module.Class`).
-        reference: String,
+        /// What the config asks to run.
+        code: Box<RemoteCodeRequest>,
     },
 
     /// The `model_type` is not one safeformers implements.
@@ -232,6 +235,19 @@ pub enum Error {
     /// A tensor operation failed (a bug or an exhausted resource, not bad input).
     #[error("tensor operation failed: {0}")]
     Candle(#[from] candle_core::Error),
+}
+
+/// What a refused config's `auto_map` asks to run ([`Error::RemoteCodeRefused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteCodeRequest {
+    /// The `model_type` of the config.
+    pub model_type: String,
+    /// The Auto class whose `auto_map` entry would have been used (`AutoModel`, ...).
+    pub auto_class: String,
+    /// The code reference (`modeling_x.MyModel`, possibly `org/repo--module.Class`).
+    pub reference: String,
+    /// Every code file `auto_map` names, with its sha256 when it is in the folder.
+    pub files: String,
 }
 
 impl Error {

@@ -56,6 +56,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod output;
+pub mod remote_code;
 pub mod roberta;
 pub mod rotary;
 pub mod weight_storage;
@@ -68,6 +69,6 @@ pub use auto::{
 pub use causal_lm::{CausalLm, KvCache, SequenceCache, SequenceInput};
 pub use config::{ModelConfig, ProblemType};
 pub use decoder::LogitsAt;
-pub use error::{Error, Result};
+pub use error::{Error, RemoteCodeRequest, Result};
 pub use output::{ModelOutput, TaskModel, TokenSequence};
 pub use weights::{Quantization, WeightDtype, WeightOptions, Weights};
