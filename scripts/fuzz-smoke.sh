@@ -15,6 +15,7 @@ declare -A seed_dirs=(
   [safetensors_header]=tests/fixtures/weights/benign
   [zip_reader]=tests/fixtures/weights/benign
   [pickle_vm]=tests/fixtures/weights/hostile/pickle
+  [python_review]=tests/fixtures/python-review
 )
 target_dir="${CARGO_TARGET_DIR:-target}/fuzz-smoke"
 flags=(

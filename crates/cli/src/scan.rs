@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use safeformers_weights::scan::{ScanReport, Verdict, scan_paths};
+use safeformers_weights::scan::{FileReport, ScanReport, Verdict, scan_paths};
 
 /// Arguments of `scan`.
 #[derive(Debug, Args)]
@@ -14,7 +14,9 @@ pub struct ScanArgs {
     /// Files or folders (scanned recursively).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
-    /// Print JSON: {"files": [{"path", "format", "verdict", "findings": [...]}]}.
+    /// Print JSON: {"files": [{"path", "format", "verdict", "findings": [...]}]}; Python files
+    /// (`.py`, reviewed by parsing, never run) add "sha256", "imports" and "notice", and their
+    /// findings a "line" and "column".
     #[arg(long)]
     json: bool,
 }
@@ -38,6 +40,31 @@ pub fn run(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The lines only a source review has: the hash, every import, and what the verdict is not.
+fn render_review(file: &FileReport, text: &mut String) {
+    if let Some(sha256) = &file.sha256 {
+        let _ = writeln!(text, "         sha256 {sha256}");
+    }
+    if let Some(imports) = &file.imports {
+        let listed: Vec<String> = imports
+            .iter()
+            .map(|import| match import.category {
+                Some(category) => format!("{} (line {}, {category})", import.module, import.line),
+                None => format!("{} (line {})", import.module, import.line),
+            })
+            .collect();
+        let shown = if listed.is_empty() {
+            "none".to_owned()
+        } else {
+            listed.join(", ")
+        };
+        let _ = writeln!(text, "         imports: {shown}");
+    }
+    if let Some(notice) = file.notice {
+        let _ = writeln!(text, "         note: {notice}");
+    }
+}
+
 fn render_text(report: &ScanReport) -> String {
     let mut text = String::new();
     for file in &report.files {
@@ -48,14 +75,20 @@ fn render_text(report: &ScanReport) -> String {
             file.format.json_name(),
             file.path
         );
-        // A safe file's findings are all informational; show them only in JSON.
-        if file.verdict == Verdict::Safe {
+        render_review(file, &mut text);
+        // A safe file's findings are all informational; show them only in JSON (a Python
+        // review's are shown: they are what a reviewer reads).
+        if file.verdict == Verdict::Safe && file.imports.is_none() {
             continue;
         }
         for finding in &file.findings {
+            let at = finding
+                .line
+                .map(|line| format!("line {line}: "))
+                .unwrap_or_default();
             let _ = writeln!(
                 text,
-                "         {:<10} {:<24} {}",
+                "         {:<10} {:<24} {at}{}",
                 format!("{:?}", finding.severity).to_lowercase(),
                 finding.kind,
                 finding.detail

@@ -221,3 +221,82 @@ fn benign_pickle_needs_allow_pickle_and_then_loads() {
         assert_ne!(stdout_json(&allowed)["format"], "safetensors");
     }
 }
+
+fn python_corpus() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/python-review")
+}
+
+#[test]
+fn scan_reviews_python_files_in_text_and_json() {
+    let benign = python_corpus().join("benign_modeling.py");
+    let hostile = python_corpus().join("obfuscated_imports.py");
+
+    let output = safeformers(&["scan", benign.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(0), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("safe     python"), "{text}");
+    assert!(
+        text.contains("imports: math (line 3), typing (line 4), torch (line 6)"),
+        "{text}"
+    );
+    assert!(text.contains("not proof of safety"), "{text}");
+    assert!(text.contains("sha256 "), "{text}");
+
+    let output = safeformers(&["scan", hostile.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let text = String::from_utf8(output.stdout).unwrap();
+    assert!(text.starts_with("unsafe   python"), "{text}");
+    assert!(text.contains("line 7: calls `os.system`"), "{text}");
+    assert!(text.contains("subprocess (line 2, process)"), "{text}");
+
+    // The whole corpus folder, as JSON: one report per file, each with its hash and imports.
+    let output = safeformers(&["scan", "--json", python_corpus().to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = stdout_json(&output);
+    let files = report["files"].as_array().unwrap();
+    assert_eq!(files.len(), 4, "{report}");
+    for file in files {
+        assert_eq!(file["format"], "python", "{file}");
+        assert_eq!(file["sha256"].as_str().unwrap().len(), 64, "{file}");
+        assert!(file["imports"].is_array(), "{file}");
+        assert!(
+            file["notice"].as_str().unwrap().contains("review aid"),
+            "{file}"
+        );
+    }
+    let hostile_json = files
+        .iter()
+        .find(|file| {
+            file["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("obfuscated_imports.py")
+        })
+        .unwrap();
+    assert_eq!(hostile_json["verdict"], "unsafe");
+    let exec = hostile_json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|finding| finding["kind"] == "code_execution")
+        .unwrap();
+    assert_eq!(exec["line"], 10, "{exec}");
+    assert_eq!(exec["column"], 1, "{exec}");
+    assert_eq!(exec["severity"], "dangerous", "{exec}");
+}
+
+#[test]
+fn scan_calls_unparseable_python_invalid() {
+    let dir = std::env::temp_dir().join(format!("safeformers-pyscan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("modeling_broken.py");
+    std::fs::write(&broken, b"def broken(:\n    pass\n").unwrap();
+    let output = safeformers(&["scan", "--json", broken.to_str().unwrap()]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let report = stdout_json(&output);
+    let file = &report["files"][0];
+    assert_eq!(file["verdict"], "invalid", "{file}");
+    assert_eq!(file["findings"][0]["kind"], "python_syntax_error", "{file}");
+    assert_eq!(file["findings"][0]["line"], 1, "{file}");
+}

@@ -24,6 +24,10 @@ pub enum FileFormat {
     /// GGUF (llama.cpp), read by [`crate::gguf`].
     #[serde(rename = "gguf")]
     Gguf,
+    /// Python source, recognised by name when the content is no binary format (Python has no
+    /// magic number), reviewed by [`crate::python`]. [`detect_format`] never returns it.
+    #[serde(rename = "python")]
+    Python,
     /// Anything else.
     #[serde(rename = "unknown")]
     Unknown,
@@ -38,6 +42,7 @@ impl FileFormat {
             FileFormat::Zip => "zip",
             FileFormat::PytorchLegacy | FileFormat::Pickle => "pickle",
             FileFormat::Gguf => "gguf",
+            FileFormat::Python => "python",
             FileFormat::Unknown => "unknown",
         }
     }
@@ -60,6 +65,7 @@ impl std::fmt::Display for FileFormat {
             FileFormat::PytorchLegacy => "legacy PyTorch checkpoint (stacked pickles)",
             FileFormat::Pickle => "pickle",
             FileFormat::Gguf => "GGUF",
+            FileFormat::Python => "Python source",
             FileFormat::Unknown => "unknown",
         })
     }

@@ -13,6 +13,7 @@
 //!   strictly, producing the same [`TensorView`]s as the safetensors path.
 //! - [`policy`]: which formats a load may read ([`LoadPolicy`]); safe by default, and nothing in
 //!   a model folder can widen it.
+//! - [`python`]: a review of Python source (remote code) by parsing it, never running it.
 //! - [`scan`]: the `safeformers scan` report, with the format of each file detected by content.
 
 // `deny`, not `forbid`: the one memory map (`mapped.rs`) is the single documented exception;
@@ -28,6 +29,7 @@ pub mod gguf;
 pub mod mapped;
 pub mod pickle;
 pub mod policy;
+pub mod python;
 pub mod safetensors;
 pub mod scan;
 pub mod sharded;

@@ -250,10 +250,12 @@ fn open_file_by_content(path: &Path, policy: &LoadPolicy) -> Result<Checkpoint> 
         FileFormat::PytorchZip | FileFormat::PytorchLegacy | FileFormat::Pickle => {
             crate::torch::open(path)
         }
-        FileFormat::Zip | FileFormat::Gguf | FileFormat::Unknown => Err(Error::UnsupportedFormat {
-            path: path.to_path_buf(),
-            format,
-        }),
+        FileFormat::Zip | FileFormat::Gguf | FileFormat::Python | FileFormat::Unknown => {
+            Err(Error::UnsupportedFormat {
+                path: path.to_path_buf(),
+                format,
+            })
+        }
     }
 }
 

@@ -4,6 +4,8 @@
 //! the same opcode decoder the loader uses ([`crate::pickle::scanner`]), zips by the lenient side
 //! of the same zip reader ([`crate::zip::inspect`]), and PyTorch checkpoints are then re-read by
 //! the strict loader, so `scan` can never call safe what `inspect --allow-pickle` would refuse.
+//! Python source, which has no magic number, is recognised by its `.py` name (or a python `#!`
+//! line) when its content is no binary format, and reviewed by parsing ([`crate::python`]).
 //! Nothing is ever executed.
 
 use std::path::{Path, PathBuf};
@@ -38,6 +40,12 @@ pub struct Finding {
     pub kind: String,
     /// What exactly, and where (`"posix.system"`, `"offset 1234: ..."`).
     pub detail: String,
+    /// 1-based line in a source file (Python reviews), when the finding has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// 1-based column (in characters) on that line, when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<u32>,
 }
 
 impl Finding {
@@ -47,7 +55,16 @@ impl Finding {
             severity,
             kind: kind.into(),
             detail: detail.into(),
+            line: None,
+            column: None,
         }
+    }
+
+    /// The same finding at a 1-based line and column of a source file (column 0: unknown).
+    pub fn at(mut self, line: u32, column: u32) -> Finding {
+        self.line = Some(line);
+        self.column = (column > 0).then_some(column);
+        self
     }
 }
 
@@ -86,6 +103,15 @@ pub struct FileReport {
     pub verdict: Verdict,
     /// Everything noticed, most severe first.
     pub findings: Vec<Finding>,
+    /// sha256 of the file (Python source: the hash to pin or compare the reviewed code by).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Every module a Python file imports, flagged or not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imports: Option<Vec<crate::python::PythonImport>>,
+    /// What the verdict on a Python file does not promise ([`crate::python::REVIEW_NOTICE`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notice: Option<&'static str>,
 }
 
 fn serialize_format<S: serde::Serializer>(
@@ -154,6 +180,9 @@ fn walk(path: &Path, depth: usize, files: &mut Vec<FileReport>) {
                     "symlinked_folder_skipped",
                     "a symlink to a folder; not followed",
                 )],
+                sha256: None,
+                imports: None,
+                notice: None,
             });
             continue;
         }
@@ -172,6 +201,9 @@ fn invalid_report(path: &Path, kind: &str, reason: String) -> FileReport {
         format: FileFormat::Unknown,
         verdict: Verdict::Invalid,
         findings: vec![Finding::new(Severity::Info, kind, reason)],
+        sha256: None,
+        imports: None,
+        notice: None,
     }
 }
 
@@ -185,7 +217,11 @@ pub fn scan_file(path: &Path) -> FileReport {
         }
         Err(error) => return unreadable(path, error.to_string()),
     };
-    let (format, mut findings, invalid) = scan_bytes(file.bytes(), Some(path));
+    let bytes = file.bytes();
+    if is_python_source(bytes, Some(path)) {
+        return python_report(path, bytes);
+    }
+    let (format, mut findings, invalid) = scan_bytes(bytes, Some(path));
     findings.sort_by_key(|finding| std::cmp::Reverse(finding.severity));
     let verdict = verdict_of(&findings, invalid);
     FileReport {
@@ -193,6 +229,30 @@ pub fn scan_file(path: &Path) -> FileReport {
         format,
         verdict,
         findings,
+        sha256: None,
+        imports: None,
+        notice: None,
+    }
+}
+
+/// Python source: no binary format by content, and named `.py` (or with a python `#!` line).
+fn is_python_source(bytes: &[u8], path: Option<&Path>) -> bool {
+    detect_format(bytes) == FileFormat::Unknown && crate::python::looks_like_python(path, bytes)
+}
+
+fn python_report(path: &Path, bytes: &[u8]) -> FileReport {
+    let mut review = crate::python::review_python(bytes, &crate::python::ReviewLimits::default());
+    review
+        .findings
+        .sort_by_key(|finding| std::cmp::Reverse(finding.severity));
+    FileReport {
+        path: path.display().to_string(),
+        format: FileFormat::Python,
+        verdict: verdict_of(&review.findings, review.invalid),
+        findings: review.findings,
+        sha256: Some(review.sha256),
+        imports: Some(review.imports),
+        notice: Some(crate::python::REVIEW_NOTICE),
     }
 }
 
@@ -212,6 +272,10 @@ fn verdict_of(findings: &[Finding], invalid: bool) -> Verdict {
 /// Scans the bytes of one file: its format, the findings, and whether it is malformed.
 /// `path` (when known) lets the strict loaders re-validate PyTorch checkpoints.
 pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding>, bool) {
+    if is_python_source(bytes, path) {
+        let review = crate::python::review_python(bytes, &crate::python::ReviewLimits::default());
+        return (FileFormat::Python, review.findings, review.invalid);
+    }
     let format = detect_format(bytes);
     let mut findings = Vec::new();
     let mut invalid = false;
@@ -282,6 +346,8 @@ pub fn scan_bytes(bytes: &[u8], path: Option<&Path>) -> (FileFormat, Vec<Finding
             }
         }
         FileFormat::Gguf => invalid |= scan_gguf(bytes, &mut findings),
+        // Decided above, by name: detect_format never returns it.
+        FileFormat::Python => {}
         FileFormat::Unknown => match path.filter(|_| looks_like_shard_index(bytes)) {
             Some(index) => invalid |= check_shard_index(index, &mut findings),
             None => {
