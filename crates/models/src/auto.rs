@@ -45,10 +45,13 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "qwen2",
     "gemma",
     "phi3",
+    "qwen3",
 ];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
-pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "gemma", "phi3"];
+pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &[
+    "gpt2", "llama", "mistral", "qwen2", "gemma", "phi3", "qwen3",
+];
 
 /// An implemented architecture (one `model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -447,7 +450,7 @@ impl AutoModelForCausalLM {
         let root = Weights::new(checkpoint, device).with_options(options);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
-            "llama" | "mistral" | "qwen2" | "gemma" | "phi3" => {
+            "llama" | "mistral" | "qwen2" | "gemma" | "phi3" | "qwen3" => {
                 Ok(Box::new(LlamaForCausalLM::load(&root, config)?))
             }
             _ => Err(unknown_causal_lm(&config)),

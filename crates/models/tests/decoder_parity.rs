@@ -288,6 +288,8 @@ fn every_supported_fixture_matches_transformers() {
         "phi3",
         "phi3-longrope",
         "phi3-partial-window",
+        "qwen3",
+        "qwen3-tied-sliding",
     ] {
         assert!(
             checked.iter().any(|name| name == required),
