@@ -227,7 +227,7 @@ def rope(rope_type: str, **params) -> dict:
 
 def make_config(name: str, vocab: int, ids: dict):
     from transformers import (
-        GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config,
+        GemmaConfig, GPT2Config, LlamaConfig, MistralConfig, Phi3Config, Qwen2Config, Qwen3Config,
     )
 
     if name == "gpt2":
@@ -295,6 +295,20 @@ def make_config(name: str, vocab: int, ids: dict):
             rope_parameters=rope("longrope", partial_rotary_factor=0.5,
                                  short_factor=[1.0 + 0.5 * i for i in range(quarter)],
                                  long_factor=[3.0 + 2.0 * i for i in range(quarter)])))
+    if name == "qwen3":
+        # q/k RMSNorm per head; head_dim 12 (≠ hidden / heads = 8), 2 kv heads for 4 heads,
+        # untied lm_head, rope_theta 1e6 (Qwen3's checkpoints), rms_norm_eps 1e-5.
+        return Qwen3Config(**llama_common(vocab, ids, head_dim=12, tie_word_embeddings=False,
+                                          rms_norm_eps=1e-5,
+                                          rope_parameters={"rope_type": "default",
+                                                           "rope_theta": 1000000.0}))
+    if name == "qwen3-tied-sliding":
+        # Tied embeddings (absent lm_head), attention_bias on q/k/v/o, 1 kv head, head_dim 8,
+        # use_sliding_window with max_window_layers 1: layer 1 sees a 5-token window.
+        return Qwen3Config(**llama_common(vocab, ids, head_dim=HEAD_DIM, num_key_value_heads=1,
+                                          tie_word_embeddings=True, attention_bias=True,
+                                          use_sliding_window=True, sliding_window=5,
+                                          max_window_layers=1))
     raise SystemExit(f"unknown fixture {name}")
 
 
@@ -314,6 +328,8 @@ MODELS = {
     "llama-bias-headdim": "LlamaForCausalLM",
     "qwen2-sliding": "Qwen2ForCausalLM",
     "phi3-partial-window": "Phi3ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+    "qwen3-tied-sliding": "Qwen3ForCausalLM",
 }
 
 
@@ -421,9 +437,32 @@ def write_model(name: str, tokenizer, seed: int, meta: dict) -> None:
             "new_tokens": ints(new_tokens),
         },
     }
+    if model.config.model_type == "qwen3":
+        doc["hidden"] = hidden_states(model.model, tokenizer)
     write_json(folder / "outputs.json", doc)
     lengths = [int(x) for x in left["attention_mask"].sum(-1)]
     print(f"wrote {name}: vocab {len(tokenizer)}, greedy prompt lengths {lengths}")
+
+
+def hidden_states(base, tokenizer) -> dict:
+    """The base model's (`Qwen3Model`) `last_hidden_state` as Qwen3-Embedding uses it: one
+    sequence, and a **left**-padded batch run as sentence-transformers runs it (attention mask,
+    no position ids, so positions are 0..L on every row), with the last token's state of each
+    row L2-normalized (last-token pooling + Normalize)."""
+    with torch.no_grad():
+        single = tokenizer([SINGLE], return_tensors="pt")
+        single_hidden = base(input_ids=single["input_ids"]).last_hidden_state
+        left = tokenizer(PADDED, padding=True, padding_side="left", return_tensors="pt")
+        left_hidden = base(input_ids=left["input_ids"], attention_mask=left["attention_mask"]).last_hidden_state
+        pooled = torch.nn.functional.normalize(left_hidden[:, -1], p=2, dim=-1)
+    return {
+        "single": {"input_ids": ints(single["input_ids"]), "shape": list(single_hidden.shape),
+                   "last_hidden_state": floats(single_hidden)},
+        "left_padded": {"texts": PADDED, "input_ids": ints(left["input_ids"]),
+                        "attention_mask": ints(left["attention_mask"]),
+                        "shape": list(left_hidden.shape), "last_hidden_state": floats(left_hidden),
+                        "last_token_normalized": floats(pooled)},
+    }
 
 
 # --------------------------------------------------------------------------------------------

@@ -197,6 +197,8 @@ pub enum PoolingArg {
     Cls,
     /// Element-wise maximum over the real tokens.
     Max,
+    /// The last real token (decoder embedders such as Qwen3-Embedding).
+    LastToken,
     /// No pooling: token embeddings.
     None,
 }
@@ -231,9 +233,20 @@ pub struct RunArgs {
     /// folder's sentence-transformers pooling, else none).
     #[arg(long, value_enum)]
     pooling: Option<PoolingArg>,
-    /// feature-extraction: L2-normalize the output vectors.
+    /// feature-extraction: L2-normalize the output vectors (after --truncate-dim).
     #[arg(long)]
     normalize: bool,
+    /// feature-extraction: prepend the folder's prompt NAME (config_sentence_transformers.json
+    /// `prompts`, e.g. `query`) to every input (default: its `default_prompt_name`, if any).
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    prompt_name: Option<String>,
+    /// feature-extraction: prepend TEXT to every input instead of any named prompt.
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// feature-extraction: keep the first N dimensions of each sentence embedding (Matryoshka
+    /// models), after the folder's Dense and Normalize modules.
+    #[arg(long, value_name = "N")]
+    truncate_dim: Option<usize>,
     /// text-classification: the N best labels per input (a list per input); fill-mask: the N
     /// best tokens per mask (default 5); question-answering: the N best answers (a list);
     /// text-generation: sample only from the N most likely tokens.
@@ -311,15 +324,19 @@ fn check_flags(args: &RunArgs) -> anyhow::Result<()> {
         }
         Ok(())
     };
-    if args.pooling == Some(PoolingArg::None) || args.normalize {
+    if args.pooling == Some(PoolingArg::None)
+        || args.normalize
+        || args.prompt_name.is_some()
+        || args.prompt.is_some()
+        || args.truncate_dim.is_some()
+    {
         only_for(
-            if args.normalize {
-                "--normalize"
-            } else {
-                "--pooling none"
-            },
+            "--normalize, --pooling none, --prompt-name, --prompt and --truncate-dim",
             Task::FeatureExtraction,
         )?;
+    }
+    if args.truncate_dim == Some(0) {
+        return Err(UsageError("--truncate-dim must be at least 1".into()).into());
     }
     if args.top_k.is_some()
         && !matches!(
@@ -376,6 +393,9 @@ fn encoder_output(args: &RunArgs, options: &Options, inputs: &[String]) -> anyho
             let settings = FeatureExtractionSettings {
                 pooling: pooling_modes(args.pooling),
                 normalize: args.normalize,
+                prompt_name: args.prompt_name.clone(),
+                prompt: args.prompt.clone(),
+                truncate_dim: args.truncate_dim,
             };
             let pipeline = FeatureExtraction::from_pretrained_with(model, options, &settings)?;
             Output::FeatureExtraction(pipeline.run(inputs)?)
@@ -447,6 +467,7 @@ fn pooling_modes(pooling: Option<PoolingArg>) -> Option<Vec<PoolingMode>> {
         PoolingArg::Mean => vec![PoolingMode::Mean],
         PoolingArg::Cls => vec![PoolingMode::Cls],
         PoolingArg::Max => vec![PoolingMode::Max],
+        PoolingArg::LastToken => vec![PoolingMode::LastToken],
         PoolingArg::None => Vec::new(),
     })
 }

@@ -427,3 +427,67 @@ fn run_token_classification_aggregates() {
     ]);
     assert_one_line_error(&out, 2, &["--aggregation"]);
 }
+
+/// `run feature-extraction` on the Qwen3 sentence-transformers layouts gives the embeddings
+/// `SentenceTransformer.encode` gave (`scripts/make_sentence_transformers_fixtures.py`; cosine
+/// ≥ 0.99999, max abs diff ≤ 1e-4): the default prompt, `--prompt-name` as
+/// `encode(prompt_name=...)`, `--truncate-dim` as `truncate_dim=...`, with `--normalize` as
+/// `normalize_embeddings=True`. An unknown prompt name is a one-line error naming the prompts.
+#[test]
+fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
+    for layout in ["qwen3-embedding", "qwen3-embedding-dense"] {
+        let dir = fixture(&format!("sentence-transformers/{layout}"));
+        let golden: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
+        )
+        .unwrap();
+        let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+        for case in golden["cases"].as_array().unwrap() {
+            let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
+            let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
+            if let Some(name) = case["prompt_name"].as_str() {
+                args.extend(["--prompt-name", name]);
+            }
+            if let Some(n) = &truncate {
+                args.extend(["--truncate-dim", n.as_str()]);
+            }
+            if case["normalize_embeddings"].as_bool() == Some(true) {
+                args.push("--normalize");
+            }
+            args.extend(texts.iter().map(String::as_str));
+            let got: Vec<Vec<f32>> = serde_json::from_value(json(&safeformers(&args))).unwrap();
+            let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
+            assert_eq!(got.len(), want.len());
+            for (got, want) in got.iter().zip(&want) {
+                let cosine = safeformers_pipelines::cosine_similarity(got, want);
+                let diff = safeformers_testkit::max_abs_diff(got, want);
+                assert!(
+                    got.len() == want.len() && cosine >= 0.99999 && diff <= 1e-4,
+                    "{layout} {}: cosine {cosine}, max abs diff {diff}",
+                    case["name"]
+                );
+            }
+        }
+    }
+    let dir = fixture("sentence-transformers/qwen3-embedding");
+    let out = safeformers(&[
+        "run",
+        "feature-extraction",
+        "--model",
+        &dir,
+        "--prompt-name",
+        "passage",
+        "a",
+    ]);
+    assert_one_line_error(&out, 1, &["`passage`", "document, query"]);
+    let out = safeformers(&[
+        "run",
+        "text-classification",
+        "--model",
+        &dir,
+        "--prompt-name",
+        "query",
+        "a",
+    ]);
+    assert_one_line_error(&out, 2, &["--prompt-name"]);
+}

@@ -18,7 +18,7 @@ use rayon::prelude::*;
 
 use crate::decoder::{SequenceRun, run_error};
 use crate::error::{Error, Result};
-use crate::layers::{Destination, Linear, input_error, integer_matrix, to_u32_checked};
+use crate::layers::{Destination, Linear, Norm, input_error, integer_matrix, to_u32_checked};
 use safeformers_kernels::attention::{HeadRows, KeyMask, Visibility, attend};
 use safeformers_kernels::rotary::rotate_heads_in_place;
 
@@ -55,6 +55,18 @@ pub struct Attention {
     /// Causal (`Some(window)`) or bidirectional (`None`).
     causal: Option<Option<usize>>,
     layer: usize,
+    /// Qwen3's RMSNorms over each query and key head, before rotary.
+    head_norms: Option<HeadNorms>,
+}
+
+/// An RMSNorm applied to every query head and one to every key head (each `[head_dim]` wide),
+/// after the projection and before rotary: Qwen3's `q_norm` and `k_norm`.
+#[derive(Debug, Clone)]
+pub struct HeadNorms {
+    /// Over each query head.
+    pub query: Norm,
+    /// Over each key head.
+    pub key: Norm,
 }
 
 /// Sequences packed one after another in a row buffer, each attending only to itself.
@@ -104,6 +116,27 @@ impl Attention {
             scale: scale as f32,
             causal: Some(window),
             layer,
+            head_norms: None,
+        })
+    }
+
+    /// The block with `norms` applied to each query and key head before rotary (Qwen3); both
+    /// must be `head_dim` wide.
+    pub fn with_head_norms(self, norms: HeadNorms) -> Result<Attention> {
+        let head_dim = self.shape.head_dim;
+        if norms.query.width() != head_dim || norms.key.width() != head_dim {
+            return Err(Error::Cache {
+                reason: format!(
+                    "layer {}: q/k norms of widths {} and {} for heads of {head_dim}",
+                    self.layer,
+                    norms.query.width(),
+                    norms.key.width()
+                ),
+            });
+        }
+        Ok(Attention {
+            head_norms: Some(norms),
+            ..self
         })
     }
 
@@ -216,6 +249,11 @@ impl Attention {
             for (index, row) in part.chunks_exact_mut(width).enumerate() {
                 // `width` is exactly queries + keys + values.
                 let (queries_keys, row_values) = row.split_at_mut(q_width + kv_width);
+                if let Some(norms) = &self.head_norms {
+                    let (queries, keys) = queries_keys.split_at_mut(q_width);
+                    norms.query.forward_rows(queries)?;
+                    norms.key.forward_rows(keys)?;
+                }
                 if let Some(rope) = &run.rope {
                     let (cos, sin) = rope.row(index);
                     rotate_heads_in_place(queries_keys, shape.head_dim, cos, sin)?;

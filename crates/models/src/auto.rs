@@ -45,10 +45,13 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "qwen2",
     "gemma",
     "phi3",
+    "qwen3",
 ];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
-pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &["gpt2", "llama", "mistral", "qwen2", "gemma", "phi3"];
+pub const CAUSAL_LM_MODEL_TYPES: &[&str] = &[
+    "gpt2", "llama", "mistral", "qwen2", "gemma", "phi3", "qwen3",
+];
 
 /// An implemented architecture (one `model_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -61,6 +64,9 @@ pub enum Architecture {
     XlmRoberta,
     /// `distilbert`.
     DistilBert,
+    /// `qwen3` as a base model (`Qwen3Model`: hidden states, as Qwen3-Embedding uses it); its
+    /// causal LM loads with [`AutoModelForCausalLM`].
+    Qwen3,
 }
 
 impl Architecture {
@@ -71,6 +77,7 @@ impl Architecture {
             "roberta" => Architecture::Roberta,
             "xlm-roberta" => Architecture::XlmRoberta,
             "distilbert" => Architecture::DistilBert,
+            "qwen3" => Architecture::Qwen3,
             _ => return None,
         })
     }
@@ -82,22 +89,30 @@ impl Architecture {
             Architecture::Roberta => "roberta",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::DistilBert => "distilbert",
+            Architecture::Qwen3 => "qwen3",
         }
     }
 
-    /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`).
+    /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
+    /// `Qwen3`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
             Architecture::Roberta => "Roberta",
             Architecture::XlmRoberta => "XLMRoberta",
             Architecture::DistilBert => "DistilBert",
+            Architecture::Qwen3 => "Qwen3",
         }
     }
 
-    /// Whether the model reads `token_type_ids` (DistilBERT has none).
+    /// Whether the model reads `token_type_ids` (DistilBERT and the decoders have none).
     pub fn uses_token_type_ids(self) -> bool {
-        !matches!(self, Architecture::DistilBert)
+        !matches!(self, Architecture::DistilBert | Architecture::Qwen3)
+    }
+
+    /// Whether this is a decoder loaded as its base model (only [`Head::Base`]).
+    pub fn is_decoder(self) -> bool {
+        matches!(self, Architecture::Qwen3)
     }
 }
 
@@ -305,34 +320,11 @@ impl AutoModel {
         let class = format!("{}{}", architecture.class_prefix(), head.class_suffix());
         crate::remote_code::announce(&config, &class);
         let root = Weights::new(checkpoint, device).with_options(options);
-        let flavour = match architecture {
-            Architecture::Bert => Flavour::BERT,
-            Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(&config)?,
-            Architecture::DistilBert => distilbert::flavour(&config)?,
-        };
-        let model: Box<dyn TaskModel> = match head {
-            Head::Base => {
-                let encoder = flavour.encoder_config(&config)?;
-                Box::new(BertModel::load_with(
-                    &root,
-                    &config,
-                    &encoder,
-                    flavour,
-                    Pooling::IfPresent,
-                )?)
-            }
-            Head::MaskedLm => Box::new(EncoderForTask::<MaskedLmHead>::load(
-                &root, &config, flavour,
-            )?),
-            Head::SequenceClassification => Box::new(
-                EncoderForTask::<SequenceClassificationHead>::load(&root, &config, flavour)?,
-            ),
-            Head::TokenClassification => Box::new(EncoderForTask::<TokenClassificationHead>::load(
-                &root, &config, flavour,
-            )?),
-            Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
-                &root, &config, flavour,
-            )?),
+        let model: Box<dyn TaskModel> = if architecture.is_decoder() {
+            // `resolve` allows only the base model for a decoder.
+            Box::new(LlamaForCausalLM::load(&root, config.clone())?)
+        } else {
+            encoder_model(&root, &config, architecture, head)?
         };
         Ok(LoadedModel {
             config,
@@ -361,6 +353,9 @@ impl AutoModel {
             };
             return Err(unknown_model_type(config, &candidates));
         };
+        if architecture.is_decoder() {
+            return decoder_base_head(config, architecture, head);
+        }
         let head = match head {
             Some(head) => head,
             None => head_from_architectures(config, architecture)?,
@@ -373,6 +368,50 @@ impl AutoModel {
         )?;
         Ok((architecture, head))
     }
+}
+
+/// An encoder architecture with `head`.
+fn encoder_model(
+    root: &Weights<'_>,
+    config: &ModelConfig,
+    architecture: Architecture,
+    head: Head,
+) -> Result<Box<dyn TaskModel>> {
+    let flavour = match architecture {
+        Architecture::Bert => Flavour::BERT,
+        Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(config)?,
+        Architecture::DistilBert => distilbert::flavour(config)?,
+        Architecture::Qwen3 => {
+            return Err(Error::UnsupportedArchitecture {
+                path: config.path().to_path_buf(),
+                architecture: config.architectures.first().cloned().unwrap_or_default(),
+                model_type: config.model_type.clone(),
+                supported: "a decoder: its base model or AutoModelForCausalLM".to_string(),
+            });
+        }
+    };
+    Ok(match head {
+        Head::Base => {
+            let encoder = flavour.encoder_config(config)?;
+            Box::new(BertModel::load_with(
+                root,
+                config,
+                &encoder,
+                flavour,
+                Pooling::IfPresent,
+            )?)
+        }
+        Head::MaskedLm => Box::new(EncoderForTask::<MaskedLmHead>::load(root, config, flavour)?),
+        Head::SequenceClassification => Box::new(
+            EncoderForTask::<SequenceClassificationHead>::load(root, config, flavour)?,
+        ),
+        Head::TokenClassification => Box::new(EncoderForTask::<TokenClassificationHead>::load(
+            root, config, flavour,
+        )?),
+        Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
+            root, config, flavour,
+        )?),
+    })
 }
 
 /// Loads decoder-only language models by their config, like Transformers'
@@ -456,7 +495,7 @@ impl AutoModelForCausalLM {
         let root = Weights::new(checkpoint, device).with_options(options);
         match config.model_type.as_str() {
             "gpt2" => Ok(Box::new(Gpt2LmHeadModel::load(&root, config)?)),
-            "llama" | "mistral" | "qwen2" | "gemma" | "phi3" => {
+            "llama" | "mistral" | "qwen2" | "gemma" | "phi3" | "qwen3" => {
                 Ok(Box::new(LlamaForCausalLM::load(&root, config)?))
             }
             _ => Err(unknown_causal_lm(&config)),
@@ -533,6 +572,38 @@ fn unknown_model_type(config: &ModelConfig, candidates: &[&str]) -> Error {
             path: config.path().to_path_buf(),
             model_type: config.model_type.clone(),
         }
+    })
+}
+
+/// A decoder loads as its base model only (Transformers' `AutoModel` on a `Qwen3ForCausalLM`
+/// config gives `Qwen3Model`), whatever class `architectures` names; other heads are
+/// unsupported.
+fn decoder_base_head(
+    config: &ModelConfig,
+    architecture: Architecture,
+    head: Option<Head>,
+) -> Result<(Architecture, Head)> {
+    let prefix = architecture.class_prefix();
+    let base = match head {
+        Some(head) => head == Head::Base,
+        None => config.architectures.first().is_none_or(|class| {
+            matches!(class.strip_prefix(prefix), Some("Model" | "ForCausalLM"))
+        }),
+    };
+    if base {
+        return Ok((architecture, Head::Base));
+    }
+    Err(Error::UnsupportedArchitecture {
+        path: config.path().to_path_buf(),
+        architecture: match head {
+            Some(head) => format!("{prefix}{}", head.class_suffix()),
+            None => config.architectures.first().cloned().unwrap_or_default(),
+        },
+        model_type: config.model_type.clone(),
+        supported: format!(
+            "{prefix}Model (hidden states, e.g. for embeddings); its causal LM loads with \
+                 AutoModelForCausalLM"
+        ),
     })
 }
 
@@ -729,6 +800,34 @@ mod tests {
             Err(Error::UnsupportedArchitecture { .. })
         ));
         let cfg = config(r#"{"model_type":"gpt2"}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&cfg, None),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn qwen3_loads_as_its_base_model() -> Result<()> {
+        for text in [
+            r#"{"model_type":"qwen3","architectures":["Qwen3ForCausalLM"]}"#,
+            r#"{"model_type":"qwen3","architectures":["Qwen3Model"]}"#,
+            r#"{"model_type":"qwen3"}"#,
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                (Architecture::Qwen3, Head::Base),
+                "{text}"
+            );
+        }
+        let cfg = config(r#"{"model_type":"qwen3","architectures":["Qwen3ForCausalLM"]}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&cfg, Some(Head::MaskedLm)),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        AutoModelForCausalLM::resolve(&cfg)?;
+        let cfg =
+            config(r#"{"model_type":"qwen3","architectures":["Qwen3ForSequenceClassification"]}"#)?;
         assert!(matches!(
             AutoModel::resolve(&cfg, None),
             Err(Error::UnsupportedArchitecture { .. })

@@ -285,11 +285,23 @@ impl DecoderStack {
         rayon::scope(|_| self.forward_in_pool(runs))
     }
 
-    fn forward_in_pool(&self, runs: &mut [SequenceRun<'_>]) -> Result<Vec<f32>> {
-        let rows: usize = runs.iter().map(|run| run.tokens.len()).sum();
-        if rows == 0 {
-            return Ok(Vec::new());
-        }
+    /// The final-normed hidden state of every new token of every run, packed in order
+    /// (`[Σ new tokens, hidden]`): what a base model (`Qwen3Model`, `LlamaModel`) returns as
+    /// `last_hidden_state`. The runs' caches grow as in [`DecoderStack::forward`]; the LM head
+    /// is not run.
+    pub fn last_hidden_states(&self, runs: &mut [SequenceRun<'_>]) -> Result<Vec<f32>> {
+        rayon::scope(|_| {
+            let rows: usize = runs.iter().map(|run| run.tokens.len()).sum();
+            if rows == 0 {
+                return Ok(Vec::new());
+            }
+            let hidden = self.run_blocks(runs, rows)?;
+            self.norm.apply(&hidden)
+        })
+    }
+
+    /// The residual stream after the last block (before the final norm), `[rows, hidden]`.
+    fn run_blocks(&self, runs: &mut [SequenceRun<'_>], rows: usize) -> Result<Vec<f32>> {
         let mut hidden = self.embed(runs, rows)?;
         if let PositionEncoding::Rotary(rotary) = &self.positions {
             for run in runs.iter_mut() {
@@ -304,6 +316,15 @@ impl DecoderStack {
             let fed_forward = layer.mlp.forward(&normed, rows)?;
             add_in_place(&mut hidden, &fed_forward);
         }
+        Ok(hidden)
+    }
+
+    fn forward_in_pool(&self, runs: &mut [SequenceRun<'_>]) -> Result<Vec<f32>> {
+        let rows: usize = runs.iter().map(|run| run.tokens.len()).sum();
+        if rows == 0 {
+            return Ok(Vec::new());
+        }
+        let hidden = self.run_blocks(runs, rows)?;
         let width = self.hidden_size;
         let mut picked = Vec::new();
         let mut start = 0;
@@ -358,6 +379,40 @@ impl DecoderStack {
         cache: &mut KvCache,
         logits: LogitsAt,
     ) -> Result<Tensor> {
+        let values = self.run_padded(inputs, cache, logits, |runs| self.forward(runs))?;
+        let per_row = match logits {
+            LogitsAt::Last => 1,
+            LogitsAt::All => inputs.new,
+        };
+        Ok(Tensor::from_vec(
+            values,
+            (inputs.batch, per_row, self.vocab_size()),
+            &self.device,
+        )?)
+    }
+
+    /// As [`DecoderStack::forward_padded`], returning the final-normed hidden states
+    /// `[batch, new, hidden]` instead of logits (a base model's `last_hidden_state`).
+    pub fn hidden_padded(&self, inputs: &DecoderInputs, cache: &mut KvCache) -> Result<Tensor> {
+        let values = self.run_padded(inputs, cache, LogitsAt::All, |runs| {
+            self.last_hidden_states(runs)
+        })?;
+        Ok(Tensor::from_vec(
+            values,
+            (inputs.batch, inputs.new, self.hidden_size),
+            &self.device,
+        )?)
+    }
+
+    /// Runs `run` on one [`SequenceRun`] per row of `inputs`, row `b` over `cache`'s sequence
+    /// `b`, with its padding mask.
+    fn run_padded(
+        &self,
+        inputs: &DecoderInputs,
+        cache: &mut KvCache,
+        logits: LogitsAt,
+        run: impl FnOnce(&mut [SequenceRun<'_>]) -> Result<Vec<f32>>,
+    ) -> Result<Vec<f32>> {
         let ids: Vec<Vec<u32>> = inputs.ids.to_vec2::<u32>()?;
         // Rotary frequencies are chosen once for the whole call, from its furthest position,
         // as Transformers does for a batch.
@@ -380,16 +435,7 @@ impl DecoderStack {
                 run
             })
             .collect();
-        let values = self.forward(&mut runs)?;
-        let per_row = match logits {
-            LogitsAt::Last => 1,
-            LogitsAt::All => inputs.new,
-        };
-        Ok(Tensor::from_vec(
-            values,
-            (inputs.batch, per_row, self.vocab_size()),
-            &self.device,
-        )?)
+        run(&mut runs)
     }
 }
 
@@ -405,18 +451,7 @@ impl DecoderStack {
         let vocab = self.vocab_size();
         let mut positions = Vec::with_capacity(inputs.len());
         for input in inputs.iter() {
-            if input.tokens.is_empty() {
-                return Err(crate::layers::input_error(
-                    "input_ids",
-                    "a sequence with no new tokens".to_string(),
-                ));
-            }
-            if let Some(&bad) = input.tokens.iter().find(|&&id| id as usize >= vocab) {
-                return Err(crate::layers::input_error(
-                    "input_ids",
-                    format!("token id {bad} is not below the vocabulary size {vocab}"),
-                ));
-            }
+            check_tokens(input.tokens, vocab)?;
             let start = input.cache.len();
             let end = start + input.tokens.len();
             if let Some(limit) = max_positions
@@ -458,6 +493,79 @@ impl DecoderStack {
         }
         Ok(out)
     }
+}
+
+impl DecoderStack {
+    /// The final-normed hidden states of each token sequence run on its own from position 0,
+    /// `[len · hidden]` per sequence (no padding anywhere): equal to the real rows of
+    /// [`DecoderStack::hidden_padded`] on a right-padded batch. Ids are checked against the
+    /// vocabulary and, for learned positions, the lengths against `max_positions`.
+    pub fn sequence_hidden_states(
+        &self,
+        sequences: &[&[u32]],
+        max_positions: Option<usize>,
+    ) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.vocab_size();
+        let mut positions = Vec::with_capacity(sequences.len());
+        for tokens in sequences {
+            check_tokens(tokens, vocab)?;
+            let length = tokens.len();
+            if let Some(limit) = max_positions
+                && length > limit
+            {
+                return Err(Error::ContextTooLong { length, limit });
+            }
+            let end = u32::try_from(length).map_err(|_| Error::ContextTooLong {
+                length,
+                limit: u32::MAX as usize,
+            })?;
+            positions.push((0..end).collect::<Vec<u32>>());
+        }
+        let mut caches: Vec<SequenceCache> = sequences
+            .iter()
+            .map(|_| SequenceCache::new(self.layers.len()))
+            .collect();
+        let mut runs: Vec<SequenceRun<'_>> = sequences
+            .iter()
+            .zip(&positions)
+            .zip(caches.iter_mut())
+            .map(|((tokens, positions), cache)| {
+                SequenceRun::new(tokens, positions, cache, LogitsAt::All)
+            })
+            .collect();
+        let values = self.last_hidden_states(&mut runs)?;
+        let width = self.hidden_size;
+        let mut out = Vec::with_capacity(sequences.len());
+        let mut start = 0;
+        for tokens in sequences {
+            let end = start + tokens.len() * width;
+            out.push(
+                values
+                    .get(start..end)
+                    .ok_or_else(|| run_error("hidden rows"))?
+                    .to_vec(),
+            );
+            start = end;
+        }
+        Ok(out)
+    }
+}
+
+/// A sequence's new tokens: at least one, each below the vocabulary size.
+fn check_tokens(tokens: &[u32], vocab: usize) -> Result<()> {
+    if tokens.is_empty() {
+        return Err(crate::layers::input_error(
+            "input_ids",
+            "a sequence with no new tokens".to_string(),
+        ));
+    }
+    if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= vocab) {
+        return Err(crate::layers::input_error(
+            "input_ids",
+            format!("token id {bad} is not below the vocabulary size {vocab}"),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,14 +4,21 @@
 //! learned or rotary positions), not in how they run: both are a stack of pre-norm blocks with an
 //! LM head. Each architecture file reads its config and builds the stack; [`DecoderLm`] is what
 //! generation then calls, once for all of them.
+//!
+//! A [`DecoderLm`] is also a base model ([`TaskModel`]: `Qwen3Model`, as Qwen3-Embedding runs
+//! it): its `last_hidden_state` is the final norm's output, the LM head unused. As in
+//! Transformers without `position_ids`, every row's positions are `0..seq` whatever its padding
+//! (a left-padded row's first real token is at the position of its padding count), and padding
+//! keys are masked.
 
-use candle_core::Tensor;
+use candle_core::{DType, Tensor};
 
 use crate::attention::DecoderInputs;
 use crate::causal_lm::{CausalLm, KvCache, SequenceInput};
 use crate::config::ModelConfig;
 use crate::decoder::{DecoderStack, LogitsAt};
 use crate::error::Result;
+use crate::output::{ModelOutput, TaskModel, TokenSequence};
 
 /// What generation checks inputs against, read from the architecture's own config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,5 +105,51 @@ impl<A: std::fmt::Debug + Send + Sync> CausalLm for DecoderLm<A> {
     fn forward_sequences(&self, inputs: &mut [SequenceInput<'_>]) -> Result<Vec<Vec<f32>>> {
         self.stack
             .forward_sequences(inputs, self.sizes.position_limit)
+    }
+}
+
+impl<A: std::fmt::Debug + Send + Sync> TaskModel for DecoderLm<A> {
+    /// `last_hidden_state` `[batch, seq, hidden]` (no pooler); `token_type_ids` are ignored (a
+    /// decoder has none).
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: Option<&Tensor>,
+        _token_type_ids: Option<&Tensor>,
+    ) -> Result<ModelOutput> {
+        let (batch, seq) = input_ids.dims2()?;
+        let device = input_ids.device();
+        let width = u32::try_from(seq).map_err(|_| crate::error::Error::ContextTooLong {
+            length: seq,
+            limit: u32::MAX as usize,
+        })?;
+        let positions = Tensor::arange(0u32, width, device)?
+            .unsqueeze(0)?
+            .repeat((batch, 1))?;
+        let mask = match attention_mask {
+            Some(mask) => mask.clone(),
+            None => Tensor::ones((batch, seq), DType::U32, device)?,
+        };
+        let inputs = DecoderInputs::check(
+            input_ids,
+            &positions,
+            &mask,
+            0,
+            self.sizes.vocab_size,
+            self.sizes.position_limit,
+        )?;
+        let mut cache = KvCache::new(self.stack.layers.len());
+        Ok(ModelOutput::BaseModel {
+            last_hidden_state: self.stack.hidden_padded(&inputs, &mut cache)?,
+            pooler_output: None,
+        })
+    }
+
+    fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
+        let ids: Vec<&[u32]> = sequences.iter().map(|s| s.input_ids).collect();
+        Some(
+            self.stack
+                .sequence_hidden_states(&ids, self.sizes.position_limit),
+        )
     }
 }

@@ -1,7 +1,7 @@
 //! A Llama-family decoder from a GGUF file alone: the config from its metadata, the weights from
 //! its tensors, as Transformers' GGUF loader (`from_pretrained(dir, gguf_file=...)`) reads them.
 //!
-//! - The config: `general.architecture` picks the family (`llama`, `qwen2`; others are refused
+//! - The config: `general.architecture` picks the family (`llama`, `qwen2`, `qwen3`; others are refused
 //!   by name) and `{arch}.block_count`, `.embedding_length`, `.feed_forward_length`,
 //!   `.attention.head_count(_kv)`, `.attention.layer_norm_rms_epsilon`, `.rope.freq_base`,
 //!   `.context_length`, `.rope.dimension_count` and `.vocab_size` (else the length of
@@ -15,7 +15,9 @@
 //!   for its interleaved rotary embedding (row `2i + j` of a head holds Transformers' row
 //!   `j·half + i`); Transformers' `LlamaTensorProcessor` undoes it (`reverse_permute_weights`:
 //!   by the query heads for Q, by the key/value heads for K), and so do we, on f32 rows or on
-//!   rows of blocks alike (a block never crosses a row). Qwen2 files are not permuted.
+//!   rows of blocks alike (a block never crosses a row). Qwen2 and Qwen3 files are not permuted
+//!   (llama.cpp's `Qwen3Model` converter is its `Qwen2Model` one, plus `attn_q_norm` /
+//!   `attn_k_norm`).
 //! - Quantized tensors are dequantized to f32 ([`GgufTensors::f32_values`]) or kept as blocks
 //!   ([`GgufTensors::blocks`]) for [`crate::weight_storage::WeightStorage::Blocks`], as the
 //!   [`WeightOptions`] say.
@@ -37,7 +39,7 @@ use crate::llama::{Family, LlamaConfig, LlamaForCausalLM};
 use crate::weights::{WeightOptions, Weights};
 
 /// The GGUF architectures (`general.architecture`) loaded here.
-pub const GGUF_ARCHITECTURES: [&str; 2] = ["llama", "qwen2"];
+pub const GGUF_ARCHITECTURES: [&str; 3] = ["llama", "qwen2", "qwen3"];
 
 /// Most decoder layers a GGUF config may declare.
 const MAX_LAYERS: u64 = 1 << 10;
@@ -86,6 +88,8 @@ pub fn gguf_name(hf_name: &str) -> Option<String> {
                 "self_attn.k_proj" => "attn_k",
                 "self_attn.v_proj" => "attn_v",
                 "self_attn.o_proj" => "attn_output",
+                "self_attn.q_norm" => "attn_q_norm",
+                "self_attn.k_norm" => "attn_k_norm",
                 "post_attention_layernorm" => "ffn_norm",
                 "mlp.gate_proj" => "ffn_gate",
                 "mlp.up_proj" => "ffn_up",
@@ -356,6 +360,7 @@ pub fn model_config(file: &GgufFile) -> Result<ModelConfig> {
     let family = match architecture {
         "llama" => Family::Llama,
         "qwen2" => Family::Qwen2,
+        "qwen3" => Family::Qwen3,
         other => {
             return Err(Error::GgufArchitecture {
                 path: path.to_path_buf(),

@@ -15,7 +15,7 @@
 //!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
 //!   [`layers`].
 //! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
-//!   (Llama, Mistral, Qwen2, Gemma, Phi-3: one row of family defaults each), all built from the
+//!   (Llama, Mistral, Qwen2, Gemma, Phi-3, Qwen3: one row of family defaults each), all built from the
 //!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
 //!   grouped-query heads, `DecoderStack`) over per-sequence KV cache slabs ([`kv_cache`]);
 //!   rotary embeddings with every scaling in [`rotary`], the tensor interface's input checks in

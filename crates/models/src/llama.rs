@@ -1,8 +1,9 @@
 //! Llama (Touvron et al., 2023, "LLaMA: Open and Efficient Foundation Language Models") and the
 //! decoders that are Llama with a different config: Mistral (sliding-window attention), Qwen2
 //! (q/k/v bias, sliding window on the upper layers), Gemma (embeddings × √hidden, `(1 + w)`
-//! RMSNorm, GELU-tanh MLP, wide heads) and Phi-3 (fused `qkv_proj` / `gate_up_proj`, LongRoPE,
-//! partial rotary).
+//! RMSNorm, GELU-tanh MLP, wide heads), Phi-3 (fused `qkv_proj` / `gate_up_proj`, LongRoPE,
+//! partial rotary) and Qwen3 (an RMSNorm over each query and key head before rotary, Transformers'
+//! `Qwen3Attention.q_norm` / `k_norm`).
 //!
 //! Follows Transformers' `models/llama/modeling_llama.py`: `LlamaRMSNorm`,
 //! `LlamaRotaryEmbedding` ([`crate::rotary`]), `LlamaMLP`, `LlamaAttention` (grouped-query,
@@ -10,15 +11,16 @@
 //! Tensor names are the checkpoint's (`model.layers.0.self_attn.q_proj.weight`, ...). Where the
 //! other families differ, [`Family`] says how, in one place:
 //!
-//! | | Llama | Mistral | Qwen2 | Gemma | Phi-3 |
-//! |---|---|---|---|---|---|
-//! | q/k/v bias | `attention_bias` | no | yes | `attention_bias` | no |
-//! | o bias | `attention_bias` | no | no | `attention_bias` | no |
-//! | MLP bias | `mlp_bias` | no | no | no | no |
-//! | sliding window | no | every layer | layers ≥ `max_window_layers` if `use_sliding_window` | no | every layer |
-//! | norm | `w·x̂` | `w·x̂` | `w·x̂` | `(1+w)·x̂` | `w·x̂` |
-//! | embeddings | | | | × √hidden | |
-//! | weights | | | | | `qkv_proj`, `gate_up_proj` (split at load) |
+//! | | Llama | Mistral | Qwen2 | Gemma | Phi-3 | Qwen3 |
+//! |---|---|---|---|---|---|---|
+//! | q/k/v bias | `attention_bias` | no | yes | `attention_bias` | no | `attention_bias` |
+//! | o bias | `attention_bias` | no | no | `attention_bias` | no | `attention_bias` |
+//! | MLP bias | `mlp_bias` | no | no | no | no | no |
+//! | sliding window | no | every layer | layers ≥ `max_window_layers` if `use_sliding_window` | no | every layer | as Qwen2 |
+//! | norm | `w·x̂` | `w·x̂` | `w·x̂` | `(1+w)·x̂` | `w·x̂` | `w·x̂` |
+//! | q/k norm | | | | | | RMSNorm per head (`q_norm`, `k_norm`) |
+//! | embeddings | | | | × √hidden | | |
+//! | weights | | | | | `qkv_proj`, `gate_up_proj` (split at load) | |
 //!
 //! Everything is computed in f32; the attention mask adds causality and the sliding window to the
 //! caller's padding mask, over cache indices, as Transformers' `create_causal_mask` /
@@ -28,6 +30,7 @@ use candle_core::Tensor;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::attention::HeadNorms;
 use crate::config::ModelConfig;
 use crate::decoder::{
     Attention, DecoderLayer, DecoderStack, HeadShape, Mlp, Norm, PositionEncoding,
@@ -52,16 +55,19 @@ pub enum Family {
     Gemma,
     /// `phi3`.
     Phi3,
+    /// `qwen3`.
+    Qwen3,
 }
 
 impl Family {
     /// Every family.
-    pub const ALL: [Family; 5] = [
+    pub const ALL: [Family; 6] = [
         Family::Llama,
         Family::Mistral,
         Family::Qwen2,
         Family::Gemma,
         Family::Phi3,
+        Family::Qwen3,
     ];
 
     /// The family of a `model_type`, if implemented.
@@ -79,6 +85,7 @@ impl Family {
             Family::Qwen2 => "qwen2",
             Family::Gemma => "gemma",
             Family::Phi3 => "phi3",
+            Family::Qwen3 => "qwen3",
         }
     }
 
@@ -90,12 +97,13 @@ impl Family {
             Family::Qwen2 => "Qwen2ForCausalLM",
             Family::Gemma => "GemmaForCausalLM",
             Family::Phi3 => "Phi3ForCausalLM",
+            Family::Qwen3 => "Qwen3ForCausalLM",
         }
     }
 }
 
-/// The `config.json` fields of the five config classes (`LlamaConfig`, `MistralConfig`,
-/// `Qwen2Config`, `GemmaConfig`, `Phi3Config`), as written; defaults differ per family and are
+/// The `config.json` fields of the six config classes (`LlamaConfig`, `MistralConfig`,
+/// `Qwen2Config`, `GemmaConfig`, `Phi3Config`, `Qwen3Config`), as written; defaults differ per family and are
 /// applied by [`LlamaConfig::from_model_config`].
 #[derive(Debug, Clone, Deserialize)]
 struct RawConfig {
@@ -181,8 +189,8 @@ pub enum SlidingRule {
     Never,
     /// Every layer, when the config has a `sliding_window`.
     AllLayers,
-    /// Qwen2: only with `use_sliding_window`, on the layers `layer_types` marks or from
-    /// `max_window_layers` on.
+    /// Qwen2 and Qwen3: only with `use_sliding_window`, on the layers `layer_types` marks or
+    /// from `max_window_layers` on.
     Qwen2,
 }
 
@@ -232,6 +240,9 @@ pub struct FamilyDefaults {
     pub fused_projections: bool,
     /// Phi-3's rope config rules (LongRoPE checks).
     pub phi3_rope: bool,
+    /// An RMSNorm (`q_norm`, `k_norm`, `[head_dim]`) on every query and key head before rotary
+    /// (Qwen3).
+    pub qk_norm: bool,
 }
 
 /// Llama's row; the others are Llama with a few fields changed.
@@ -250,6 +261,7 @@ const LLAMA: FamilyDefaults = FamilyDefaults {
     scale_embeddings: false,
     fused_projections: false,
     phi3_rope: false,
+    qk_norm: false,
 };
 
 impl Family {
@@ -292,6 +304,18 @@ impl Family {
                 bias: BiasRule::Never,
                 fused_projections: true,
                 phi3_rope: true,
+                ..LLAMA
+            },
+            // `Qwen3Config`: 32 kv heads, `head_dim` 128, 32768 positions, window 4096 from
+            // layer 28 when `use_sliding_window`; `attention_bias` on q/k/v and o.
+            Family::Qwen3 => FamilyDefaults {
+                kv_heads: Some(32),
+                head_dim: Some(128),
+                max_position_embeddings: 32768,
+                sliding_window: Some(4096),
+                sliding: SlidingRule::Qwen2,
+                bias: BiasRule::AttentionConfigured,
+                qk_norm: true,
                 ..LLAMA
             },
         }
@@ -651,7 +675,7 @@ fn load_stacked_blocks(
 }
 
 /// `LlamaDecoderLayer` `layer`: `input_layernorm`, `self_attn` (`LlamaAttention`: grouped-query,
-/// rotary, `o_proj`), `post_attention_layernorm`, `mlp` (`LlamaMLP`: `down(act(gate(x)) ·
+/// Qwen3's per-head `q_norm` / `k_norm`, rotary, `o_proj`), `post_attention_layernorm`, `mlp` (`LlamaMLP`: `down(act(gate(x)) ·
 /// up(x))`). Phi-3's fused `qkv_proj` and `gate_up_proj` are read as they are.
 fn load_layer(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Result<DecoderLayer> {
     let (hidden, inner) = (config.hidden_size, config.intermediate_size);
@@ -690,9 +714,18 @@ fn load_layer(weights: &Weights<'_>, config: &LlamaConfig, layer: usize) -> Resu
     };
     let o_proj = load_stacked(&attn, &[("o_proj", hidden)], q_width, config.o_bias)?;
     let scale = 1.0 / (config.head_dim as f64).sqrt();
+    let mut attention =
+        Attention::new(qkv, o_proj, shape, scale, config.layer_window(layer), layer)?;
+    if config.family.defaults().qk_norm {
+        let (head_dim, eps) = (config.head_dim, config.rms_norm_eps);
+        attention = attention.with_head_norms(HeadNorms {
+            query: Norm::load_rms_norm(&attn.pp("q_norm"), head_dim, eps, 0.0)?,
+            key: Norm::load_rms_norm(&attn.pp("k_norm"), head_dim, eps, 0.0)?,
+        })?;
+    }
     Ok(DecoderLayer {
         attention_norm: load_norm(&weights.pp("input_layernorm"), config)?,
-        attention: Attention::new(qkv, o_proj, shape, scale, config.layer_window(layer), layer)?,
+        attention,
         mlp_norm: load_norm(&weights.pp("post_attention_layernorm"), config)?,
         mlp: Mlp::gated(
             gate_up,
@@ -743,7 +776,7 @@ fn load_embeddings_and_head(
 }
 
 /// A Llama-family decoder with its LM head (`LlamaForCausalLM`, `MistralForCausalLM`,
-/// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`), run by the shared
+/// `Qwen2ForCausalLM`, `GemmaForCausalLM`, `Phi3ForCausalLM`, `Qwen3ForCausalLM`), run by the shared
 /// [`DecoderStack`].
 pub type LlamaForCausalLM = DecoderLm<LlamaConfig>;
 

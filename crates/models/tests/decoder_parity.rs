@@ -25,7 +25,10 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use safeformers_models::{AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache};
+use safeformers_models::{
+    Architecture, AutoModel, AutoModelForCausalLM, CAUSAL_LM_MODEL_TYPES, CausalLm, Error, KvCache,
+    TokenSequence,
+};
 use safeformers_testkit::{max_abs_diff, repo_fixture};
 use safeformers_weights::{LoadPolicy, convert, open_checkpoint};
 use serde_json::Value;
@@ -288,6 +291,8 @@ fn every_supported_fixture_matches_transformers() {
         "phi3",
         "phi3-longrope",
         "phi3-partial-window",
+        "qwen3",
+        "qwen3-tied-sliding",
     ] {
         assert!(
             checked.iter().any(|name| name == required),
@@ -472,4 +477,90 @@ fn remote_code_decoder_is_refused_before_weights() {
         other => panic!("expected a remote-code refusal, got {other:?}"),
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Qwen3 as a base model (`AutoModel`: `Qwen3Model`, as Qwen3-Embedding runs it): the last
+/// hidden state of one sequence and of a left-padded batch (positions 0..L on every row, as
+/// sentence-transformers runs it) within 1e-4 of Transformers' (the fixtures' `hidden` goldens),
+/// the unpadded path (`token_states`, each row's real tokens alone from position 0) as well, and
+/// each row's last state L2-normalized (last-token pooling) within 1e-4 of the pooled golden.
+#[test]
+fn qwen3_base_model_hidden_states_match_transformers() {
+    for name in ["qwen3", "qwen3-tied-sliding"] {
+        let dir = repo_fixture("decoders").join(name);
+        let hidden = read_json(&dir.join("outputs.json"))["hidden"].clone();
+        let model = AutoModel::load(&dir, &LoadPolicy::default(), &Device::Cpu).unwrap();
+        assert_eq!(model.architecture(), Architecture::Qwen3);
+        let states = |ids: &[Vec<u32>], mask: Option<&[Vec<u32>]>| {
+            let mask = mask.map(matrix_u32);
+            let output = model
+                .forward(&matrix_u32(ids), mask.as_ref(), None)
+                .unwrap();
+            output
+                .last_hidden_state()
+                .unwrap()
+                .to_vec3::<f32>()
+                .unwrap()
+        };
+
+        let single = &hidden["single"];
+        let ids = int_rows(&single["input_ids"]);
+        let want = logits_of(&single["last_hidden_state"]);
+        assert_logits_close(name, "hidden single", &states(&ids, None), &want, None);
+
+        let padded = &hidden["left_padded"];
+        let ids = int_rows(&padded["input_ids"]);
+        let mask = int_rows(&padded["attention_mask"]);
+        let want = logits_of(&padded["last_hidden_state"]);
+        let got = states(&ids, Some(&mask));
+        assert_logits_close(name, "hidden left-padded", &got, &want, Some(&mask));
+
+        // Unpadded: each row's real tokens alone (a suffix, left padding).
+        let real: Vec<Vec<u32>> = ids
+            .iter()
+            .zip(&mask)
+            .map(|(row, flags)| {
+                row.iter()
+                    .zip(flags)
+                    .filter(|(_, flag)| **flag != 0)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .collect();
+        let sequences: Vec<TokenSequence<'_>> = real
+            .iter()
+            .map(|ids| TokenSequence {
+                input_ids: ids,
+                token_type_ids: None,
+            })
+            .collect();
+        let unpadded = model.token_states(&sequences).unwrap().unwrap();
+        let width = want[0][0].len();
+        let mut worst = 0.0f32;
+        for ((states, want_row), flags) in unpadded.iter().zip(&want).zip(&mask) {
+            let want_real: Vec<&Vec<f32>> = want_row
+                .iter()
+                .zip(flags)
+                .filter(|(_, flag)| **flag != 0)
+                .map(|(state, _)| state)
+                .collect();
+            assert_eq!(states.len(), want_real.len() * width);
+            for (got, want) in states.chunks_exact(width).zip(want_real) {
+                worst = worst.max(max_abs_diff(got, want));
+            }
+        }
+        assert!(worst <= TOLERANCE, "{name} unpadded: {worst}");
+        println!("{name} hidden unpadded: max abs diff {worst:e}");
+
+        let pooled = logits_of(&Value::Array(vec![padded["last_token_normalized"].clone()]));
+        let mut worst = 0.0f32;
+        for (row, want) in got.iter().zip(&pooled[0]) {
+            let last = row.last().unwrap();
+            let norm = last.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let normalized: Vec<f32> = last.iter().map(|v| v / norm).collect();
+            worst = worst.max(max_abs_diff(&normalized, want));
+        }
+        assert!(worst <= TOLERANCE, "{name} pooled: {worst}");
+        println!("{name} last-token pooled: max abs diff {worst:e}");
+    }
 }

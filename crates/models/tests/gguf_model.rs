@@ -252,7 +252,27 @@ fn tiny_llama(matrix_type: u32) -> GgufWriter {
     tiny_gguf("llama", matrix_type)
 }
 
-/// A tiny `llama` (Q/K permuted) or `qwen2` (q/k/v biases, nothing permuted) GGUF.
+/// [`hf_tensors`] with what `arch` adds: Qwen2's q/k/v biases, Qwen3's per-head `q_norm` and
+/// `k_norm` (appended, so the other tensors keep their values).
+fn hf_tensors_of(arch: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let mut out = hf_tensors_with_bias(arch == "qwen2");
+    if arch == "qwen3" {
+        for layer in 0..LAYERS {
+            for (seed, norm) in [(1000, "q_norm"), (2000, "k_norm")] {
+                let values = common::values(HEAD_DIM, seed + layer as u64)
+                    .iter()
+                    .map(|v| 1.0 + v)
+                    .collect();
+                let name = format!("model.layers.{layer}.self_attn.{norm}.weight");
+                out.push((name, vec![HEAD_DIM], values));
+            }
+        }
+    }
+    out
+}
+
+/// A tiny `llama` (Q/K permuted), `qwen2` (q/k/v biases, nothing permuted) or `qwen3` (q/k
+/// norms, nothing permuted) GGUF.
 fn tiny_gguf(arch: &'static str, matrix_type: u32) -> GgufWriter {
     let key = |name: &str| format!("{arch}.{name}");
     let mut writer = GgufWriter::default()
@@ -272,7 +292,7 @@ fn tiny_gguf(arch: &'static str, matrix_type: u32) -> GgufWriter {
             Meta::Strings((0..VOCAB).map(|t| format!("t{t}")).collect()),
         );
     let permuted = arch == "llama";
-    for (name, shape, values) in hf_tensors_with_bias(arch == "qwen2") {
+    for (name, shape, values) in hf_tensors_of(arch) {
         let name = gguf::gguf_name(&name).unwrap();
         let values = if !permuted {
             values
@@ -590,6 +610,34 @@ fn qwen2_gguf_matches_the_same_weights_in_transformers_layout() {
     let model = AutoModelForCausalLM::load(&path, &policy, &Device::Cpu).unwrap();
     let diff = safeformers_testkit::max_abs_diff(&logits(model.as_ref(), &ids), &want);
     assert!(diff <= 1e-5, "{diff}");
+}
+
+/// A `qwen3` GGUF: `attn_q_norm` / `attn_k_norm` read as Qwen3's per-head norms, rows not
+/// permuted (llama.cpp's Qwen3 converter is its Qwen2 one), the same logits as the
+/// Transformers-layout checkpoint.
+#[test]
+fn qwen3_gguf_matches_the_same_weights_in_transformers_layout() {
+    let dir = common::temp_dir("gguf-qwen3");
+    let mut config = hf_config("qwen3", "Qwen3ForCausalLM");
+    config["head_dim"] = serde_json::json!(HEAD_DIM);
+    let reference_dir =
+        common::write_model("gguf-qwen3-reference", &config, &hf_tensors_of("qwen3"));
+    let policy = LoadPolicy::default();
+    let reference = AutoModelForCausalLM::load(&reference_dir, &policy, &Device::Cpu).unwrap();
+    let ids = [3u32, 17, 5, 39, 0, 22];
+    let want = logits(reference.as_ref(), &ids);
+    let path = tiny_gguf("qwen3", F32).write(&dir, "tiny-qwen3.gguf");
+    let file = GgufFile::open(&path).unwrap();
+    let llama = LlamaConfig::from_model_config(&gguf::model_config(&file).unwrap()).unwrap();
+    assert_eq!(llama.family, Family::Qwen3);
+    let model = AutoModelForCausalLM::load(&path, &policy, &Device::Cpu).unwrap();
+    let diff = safeformers_testkit::max_abs_diff(&logits(model.as_ref(), &ids), &want);
+    assert!(diff <= 1e-5, "{diff}");
+    // Without its q/k norms the file is refused, naming the tensor.
+    let broken = tiny_gguf("qwen3", F32).without("blk.1.attn_k_norm.weight");
+    let path = broken.write(&dir, "tiny-qwen3-broken.gguf");
+    let error = AutoModelForCausalLM::load(&path, &policy, &Device::Cpu).unwrap_err();
+    assert!(error.to_string().contains("k_norm"), "{error}");
 }
 
 /// The logits of every position of `ids`, flattened.

@@ -160,6 +160,29 @@ fn family_defaults_follow_transformers() {
         gemma.activation,
         safeformers_models::layers::Activation::GeluTanh
     );
+
+    // `Qwen3Config`'s defaults: 32 kv heads, head_dim 128, untied, no bias, 32768 positions,
+    // a 4096 window from layer 28 only with `use_sliding_window`.
+    let qwen3 = |extra: &str| {
+        let text = format!(
+            r#"{{"model_type":"qwen3","vocab_size":8,"hidden_size":16,"intermediate_size":8,
+                "num_hidden_layers":30,"num_attention_heads":32{extra}}}"#
+        );
+        let parsed = ModelConfig::from_json_str(&text, Path::new("config.json")).unwrap();
+        LlamaConfig::from_model_config(&parsed).unwrap()
+    };
+    let plain = qwen3("");
+    assert_eq!((plain.head_dim, plain.num_key_value_heads), (128, 32));
+    assert_eq!(plain.max_position_embeddings, 32768);
+    assert!(!plain.tie_word_embeddings && !plain.qkv_bias && !plain.o_bias && !plain.mlp_bias);
+    assert_eq!(plain.layer_window(29), None);
+    assert!(plain.family.defaults().qk_norm);
+    let sliding = qwen3(r#","use_sliding_window":true,"attention_bias":true"#);
+    assert_eq!(
+        (sliding.layer_window(27), sliding.layer_window(28)),
+        (None, Some(4096))
+    );
+    assert!(sliding.qkv_bias && sliding.o_bias && !sliding.mlp_bias);
 }
 
 /// Every field set to hostile values, for every family, against a real checkpoint: loading (and,
@@ -205,7 +228,7 @@ fn hostile_config_values_never_panic() {
         "mlp_bias",
     ];
     let mut loaded = 0;
-    for model_type in ["llama", "mistral", "qwen2", "gemma", "phi3"] {
+    for model_type in ["llama", "mistral", "qwen2", "gemma", "phi3", "qwen3"] {
         for field in fields {
             for value in &values {
                 let mut config = base.clone();

@@ -37,10 +37,10 @@ pub enum PipelineError {
     },
 
     /// `modules.json` names a module of sentence-transformers itself that we do not implement
-    /// (`sentence_transformers.models.Dense`): unsupported, not unsafe.
+    /// (`sentence_transformers.models.LayerNorm`): unsupported, not unsafe.
     #[error(
         "{}: module type `{module_type}` is not implemented (safeformers implements \
-         sentence_transformers.models.Transformer, .Pooling and .Normalize)",
+         sentence_transformers.models.Transformer, .Pooling, .Dense and .Normalize)",
         path.display()
     )]
     UnsupportedModule {
@@ -57,7 +57,7 @@ pub enum PipelineError {
     #[error(
         "{}: module type `{module_type}` is custom Python code, which sentence-transformers \
          would import and run; safeformers never runs code named by a model folder (it \
-         implements sentence_transformers.models.Transformer, .Pooling and .Normalize)",
+         implements sentence_transformers.models.Transformer, .Pooling, .Dense and .Normalize)",
         path.display()
     )]
     CustomModule {

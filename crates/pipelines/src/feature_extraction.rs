@@ -4,10 +4,15 @@
 //!
 //! A sentence-transformers folder has a `modules.json` listing its modules by Python class name.
 //! Those names are identifiers only: we implement `sentence_transformers.models.Transformer`
-//! (the encoder, with `sentence_bert_config.json`'s `max_seq_length` and `do_lower_case`),
-//! `.Pooling` (`1_Pooling/config.json`: cls, max, mean and mean-sqrt-len modes, concatenated in
-//! sentence-transformers' order) and `.Normalize` (L2), and refuse any other name, because
-//! sentence-transformers would import and run it.
+//! (the encoder, with `sentence_bert_config.json`'s `max_seq_length` and `do_lower_case`; a
+//! BERT-family encoder or a Qwen3 decoder), `.Pooling` (`1_Pooling/config.json`: cls, max, mean,
+//! mean-sqrt-len and last-token modes, concatenated in sentence-transformers' order), `.Dense`
+//! (a linear layer and a named activation, read as data: [`crate::sentence_modules::Dense`]) and
+//! `.Normalize` (L2), and refuse any other name, because sentence-transformers would import and
+//! run it. `config_sentence_transformers.json`'s `prompts` and `default_prompt_name` choose a
+//! text prepended to every input ([`crate::sentence_modules::Prompts`]), and `truncate_dim`
+//! (Matryoshka) keeps the first dimensions of the sentence embedding after the modules, as
+//! `SentenceTransformer(truncate_dim=...)` does.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -18,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::encoder::{Encoder, LoadOptions, length_sorted_batches, read_json};
 use crate::error::{PipelineError, Result};
+use crate::sentence_modules::{Dense, Prompts};
 
 /// The default number of inputs per forward pass (sentence-transformers' and our CLI's).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -37,16 +43,21 @@ pub enum PoolingMode {
     Mean,
     /// The sum over real tokens divided by the square root of their number.
     MeanSqrtLen,
+    /// The last real token's embedding (decoder embedders such as Qwen3-Embedding; whichever
+    /// side the padding is on).
+    LastToken,
 }
 
 impl PoolingMode {
-    /// Parses the CLI / sentence-transformers name (`cls`, `max`, `mean`, `mean_sqrt_len`).
+    /// Parses the CLI / sentence-transformers name (`cls`, `max`, `mean`, `mean_sqrt_len`,
+    /// `lasttoken`).
     pub fn parse(name: &str) -> Option<PoolingMode> {
         Some(match name {
             "cls" => PoolingMode::Cls,
             "max" => PoolingMode::Max,
             "mean" => PoolingMode::Mean,
             "mean_sqrt_len" | "mean_sqrt_len_tokens" => PoolingMode::MeanSqrtLen,
+            "lasttoken" | "last_token" => PoolingMode::LastToken,
             _ => return None,
         })
     }
@@ -61,10 +72,19 @@ pub struct FeatureExtractionOptions {
     /// for a sentence-transformers folder, token embeddings otherwise); `Some(empty)` gives token
     /// embeddings; otherwise these modes (sorted into sentence-transformers' order).
     pub pooling: Option<Vec<PoolingMode>>,
-    /// L2-normalize every output vector, whatever the folder says.
+    /// L2-normalize every output vector, whatever the folder says (after `truncate_dim`, as
+    /// `encode(normalize_embeddings=True)`).
     pub normalize: bool,
     /// Inputs per forward pass (at least 1).
     pub batch_size: usize,
+    /// The prompt named in the folder's `config_sentence_transformers.json` to prepend
+    /// (`encode(prompt_name=...)`); `None`: its `default_prompt_name`, if any.
+    pub prompt_name: Option<String>,
+    /// A prompt text to prepend instead of any named one (`encode(prompt=...)`).
+    pub prompt: Option<String>,
+    /// Keep only the first `truncate_dim` dimensions of each sentence embedding (Matryoshka
+    /// models), after the folder's modules.
+    pub truncate_dim: Option<usize>,
 }
 
 impl Default for FeatureExtractionOptions {
@@ -74,6 +94,9 @@ impl Default for FeatureExtractionOptions {
             pooling: None,
             normalize: false,
             batch_size: DEFAULT_BATCH_SIZE,
+            prompt_name: None,
+            prompt: None,
+            truncate_dim: None,
         }
     }
 }
@@ -99,8 +122,14 @@ pub struct SentenceTransformerConfig {
     pub do_lower_case: bool,
     /// The `Pooling` module's modes, in sentence-transformers' order.
     pub pooling: Vec<PoolingMode>,
+    /// The `Pooling` module's `include_prompt` (default true): whether prompt tokens are pooled.
+    pub include_prompt: bool,
+    /// The folders of the `Dense` modules after the pooling, in order.
+    pub dense_dirs: Vec<PathBuf>,
     /// Whether a `Normalize` module follows.
     pub normalize: bool,
+    /// `config_sentence_transformers.json`'s prompts.
+    pub prompts: Prompts,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,6 +154,12 @@ struct PoolingConfig {
     pooling_mode_weightedmean_tokens: bool,
     #[serde(default)]
     pooling_mode_lasttoken: bool,
+    #[serde(default = "default_true")]
+    include_prompt: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -140,13 +175,14 @@ const SENTENCE_TRANSFORMERS_PACKAGE: &str = "sentence_transformers.";
 const TRANSFORMER: &str = "sentence_transformers.models.Transformer";
 const POOLING: &str = "sentence_transformers.models.Pooling";
 const NORMALIZE: &str = "sentence_transformers.models.Normalize";
+const DENSE: &str = "sentence_transformers.models.Dense";
 
 impl SentenceTransformerConfig {
     /// Reads `dir/modules.json` and the files of its modules; `Ok(None)` when there is no
     /// `modules.json` (a plain Transformers folder).
     ///
-    /// The modules must be a `Transformer`, then a `Pooling`, then optionally a `Normalize`;
-    /// module paths must stay inside `dir`.
+    /// The modules must be a `Transformer`, then a `Pooling`, then any number of `Dense`, then
+    /// optionally a `Normalize`; module paths must stay inside `dir`.
     pub fn from_dir(dir: &Path) -> Result<Option<SentenceTransformerConfig>> {
         let modules_path = dir.join("modules.json");
         if !modules_path.exists() {
@@ -159,7 +195,7 @@ impl SentenceTransformerConfig {
         };
         for module in &modules {
             let module_type = module.module_type.as_str();
-            if [TRANSFORMER, POOLING, NORMALIZE].contains(&module_type) {
+            if [TRANSFORMER, POOLING, DENSE, NORMALIZE].contains(&module_type) {
                 continue;
             }
             let path = modules_path.clone();
@@ -173,28 +209,34 @@ impl SentenceTransformerConfig {
             });
         }
         let types: Vec<&str> = modules.iter().map(|m| m.module_type.as_str()).collect();
-        let (transformer, pooling, normalize) = match (modules.as_slice(), types.as_slice()) {
-            ([t, p], [TRANSFORMER, POOLING]) => (t, p, false),
-            ([t, p, _], [TRANSFORMER, POOLING, NORMALIZE]) => (t, p, true),
+        let normalize = types.last() == Some(&NORMALIZE);
+        let dense_end = types.len() - usize::from(normalize);
+        let (transformer, pooling, dense) = match (modules.as_slice(), types.as_slice()) {
+            ([t, p, ..], [TRANSFORMER, POOLING, ..])
+                if types
+                    .get(2..dense_end)
+                    .is_some_and(|middle| middle.iter().all(|kind| *kind == DENSE)) =>
+            {
+                (t, p, modules.get(2..dense_end).unwrap_or_default())
+            }
             _ => {
                 return Err(invalid(format!(
-                    "modules {types:?}: expected Transformer, Pooling and an optional Normalize, \
-                     in that order"
+                    "modules {types:?}: expected Transformer, Pooling, any Dense and an optional \
+                     Normalize, in that order"
                 )));
             }
         };
-        let transformer_dir = module_dir(dir, &transformer.path).ok_or_else(|| {
-            invalid(format!(
-                "module path `{}` leaves the model folder",
-                transformer.path
-            ))
-        })?;
-        let pooling_dir = module_dir(dir, &pooling.path).ok_or_else(|| {
-            invalid(format!(
-                "module path `{}` leaves the model folder",
-                pooling.path
-            ))
-        })?;
+        let inside = |module: &ModuleEntry| {
+            module_dir(dir, &module.path).ok_or_else(|| {
+                invalid(format!(
+                    "module path `{}` leaves the model folder",
+                    module.path
+                ))
+            })
+        };
+        let transformer_dir = inside(transformer)?;
+        let pooling_dir = inside(pooling)?;
+        let dense_dirs = dense.iter().map(inside).collect::<Result<Vec<_>>>()?;
 
         let bert_config_path = transformer_dir.join("sentence_bert_config.json");
         let bert_config: SentenceBertConfig = if bert_config_path.exists() {
@@ -205,20 +247,12 @@ impl SentenceTransformerConfig {
 
         let pooling_path = pooling_dir.join("config.json");
         let pooling_config: PoolingConfig = read_json(&pooling_path)?;
-        let unsupported = [
-            (
-                pooling_config.pooling_mode_weightedmean_tokens,
-                "pooling_mode_weightedmean_tokens",
-            ),
-            (
-                pooling_config.pooling_mode_lasttoken,
-                "pooling_mode_lasttoken",
-            ),
-        ];
-        if let Some((_, name)) = unsupported.iter().find(|(on, _)| *on) {
+        if pooling_config.pooling_mode_weightedmean_tokens {
             return Err(PipelineError::InvalidModules {
                 path: pooling_path,
-                reason: format!("`{name}` is not implemented (cls, max, mean, mean_sqrt_len are)"),
+                reason: "`pooling_mode_weightedmean_tokens` is not implemented (cls, max, mean, \
+                         mean_sqrt_len and lasttoken are)"
+                    .into(),
             });
         }
         let pooling: Vec<PoolingMode> = [
@@ -228,6 +262,10 @@ impl SentenceTransformerConfig {
             (
                 pooling_config.pooling_mode_mean_sqrt_len_tokens,
                 PoolingMode::MeanSqrtLen,
+            ),
+            (
+                pooling_config.pooling_mode_lasttoken,
+                PoolingMode::LastToken,
             ),
         ]
         .into_iter()
@@ -244,7 +282,10 @@ impl SentenceTransformerConfig {
             max_seq_length: bert_config.max_seq_length,
             do_lower_case: bert_config.do_lower_case,
             pooling,
+            include_prompt: pooling_config.include_prompt,
+            dense_dirs,
             normalize,
+            prompts: Prompts::from_dir(dir)?,
         }))
     }
 }
@@ -281,7 +322,15 @@ pub struct FeatureExtraction {
     encoder: Encoder,
     sentence_transformer: Option<SentenceTransformerConfig>,
     pooling: Vec<PoolingMode>,
+    /// The folder's `Dense` modules (applied to pooled vectors only).
+    dense: Vec<Dense>,
+    /// The folder's `Normalize` module (pooled vectors only, before `truncate_dim`).
+    folder_normalize: bool,
+    /// The caller's normalization of every output vector, last.
     normalize: bool,
+    truncate_dim: Option<usize>,
+    /// The prompt text prepended to every input.
+    prompt: Option<String>,
     max_length: usize,
     batch_size: usize,
 }
@@ -302,14 +351,32 @@ impl FeatureExtraction {
         };
         pooling.sort();
         pooling.dedup();
-        // The folder's `Normalize` module normalises the sentence embedding only: token
-        // embeddings (`encode(output_value="token_embeddings")`) come out as the model gives
-        // them. `options.normalize` normalises whatever is returned.
-        let normalize = options.normalize
-            || (!pooling.is_empty()
-                && sentence_transformer
-                    .as_ref()
-                    .is_some_and(|config| config.normalize));
+        // The folder's `Dense` and `Normalize` modules act on the sentence embedding only:
+        // token embeddings (`encode(output_value="token_embeddings")`) come out as the model
+        // gives them. `options.normalize` normalises whatever is returned.
+        let folder = sentence_transformer
+            .as_ref()
+            .filter(|_| !pooling.is_empty());
+        let folder_normalize = folder.is_some_and(|config| config.normalize);
+        let dense = match folder {
+            Some(config) => config
+                .dense_dirs
+                .iter()
+                .map(|dir| Dense::load(dir, &options.load.policy, &options.load.device))
+                .collect::<Result<Vec<_>>>()?,
+            None => Vec::new(),
+        };
+        let prompt = resolve_prompt(dir, sentence_transformer.as_ref(), options)?;
+        if options.truncate_dim == Some(0) {
+            return Err(PipelineError::InvalidInput(
+                "truncate_dim must be at least 1".into(),
+            ));
+        }
+        if options.truncate_dim.is_some() && pooling.is_empty() {
+            return Err(PipelineError::InvalidInput(
+                "truncate_dim applies to sentence embeddings: choose a pooling".into(),
+            ));
+        }
         let max_length = sentence_transformer
             .as_ref()
             .and_then(|config| config.max_seq_length)
@@ -319,7 +386,11 @@ impl FeatureExtraction {
             encoder,
             sentence_transformer,
             pooling,
-            normalize,
+            dense,
+            folder_normalize,
+            normalize: options.normalize,
+            truncate_dim: options.truncate_dim,
+            prompt,
             max_length,
             batch_size: options.batch_size.max(1),
         })
@@ -340,9 +411,20 @@ impl FeatureExtraction {
         &self.pooling
     }
 
-    /// Whether output vectors are L2-normalized.
+    /// Whether output vectors are L2-normalized (last: by the caller's option; a folder's
+    /// `Normalize` module is followed by `truncate_dim`).
     pub fn normalizes(&self) -> bool {
-        self.normalize
+        self.normalize || (self.folder_normalize && self.truncate_dim.is_none())
+    }
+
+    /// The prompt text prepended to every input, if any.
+    pub fn prompt(&self) -> Option<&str> {
+        self.prompt.as_deref()
+    }
+
+    /// The folder's `Dense` modules applied to sentence embeddings.
+    pub fn dense(&self) -> &[Dense] {
+        &self.dense
     }
 
     /// Tokens per input at most (special tokens included); longer inputs are truncated.
@@ -370,11 +452,17 @@ impl FeatureExtraction {
             .encode_batch(&texts, &self.encode_options())?)
     }
 
+    /// The prompt prepended, then (sentence-transformers) stripped and lowercased under
+    /// `do_lower_case`.
     fn prepare(&self, text: &str) -> String {
+        let text = match &self.prompt {
+            Some(prompt) => format!("{prompt}{text}"),
+            None => text.to_string(),
+        };
         match &self.sentence_transformer {
             Some(config) if config.do_lower_case => text.trim().to_lowercase(),
             Some(_) => text.trim().to_string(),
-            None => text.to_string(),
+            None => text,
         }
     }
 
@@ -491,15 +579,31 @@ impl FeatureExtraction {
                     real
                 }
             } else {
-                let mut vector = pool(&real, &self.pooling);
-                if self.normalize {
-                    vector = normalized(vector);
-                }
-                vec![vector]
+                vec![self.sentence_embedding(&real)?]
             };
             results.push((index, output));
         }
         Ok(results)
+    }
+
+    /// The folder's modules after the encoder on one input's real tokens, as
+    /// sentence-transformers runs them: pooling, `Dense` layers, `Normalize`, then
+    /// `truncate_dim`, then the caller's normalization.
+    fn sentence_embedding(&self, tokens: &[Vec<f32>]) -> Result<Vec<f32>> {
+        let mut vector = pool(tokens, &self.pooling);
+        for dense in &self.dense {
+            vector = dense.forward(&vector)?;
+        }
+        if self.folder_normalize {
+            vector = normalized(vector);
+        }
+        if let Some(dim) = self.truncate_dim {
+            vector.truncate(dim);
+        }
+        if self.normalize {
+            vector = normalized(vector);
+        }
+        Ok(vector)
     }
 
     /// The real tokens' states of each row from one padded forward pass.
@@ -535,6 +639,46 @@ impl FeatureExtraction {
             ))),
         }
     }
+}
+
+/// The prompt of `options` for the folder (`options.prompt`, else the folder's prompt named
+/// `options.prompt_name`, else its default prompt). An empty prompt is none. Prompt tokens are
+/// pooled unless the folder's `Pooling` says `include_prompt: false`, which is refused with a
+/// prompt (not implemented).
+fn resolve_prompt(
+    dir: &Path,
+    config: Option<&SentenceTransformerConfig>,
+    options: &FeatureExtractionOptions,
+) -> Result<Option<String>> {
+    let prompts = config.map(|config| &config.prompts);
+    let prompt = match prompts {
+        Some(prompts) => prompts.resolve(
+            options.prompt.as_deref(),
+            options.prompt_name.as_deref(),
+            dir,
+        )?,
+        None => match (&options.prompt, &options.prompt_name) {
+            (Some(prompt), _) => Some(prompt.clone()),
+            (None, Some(name)) => {
+                return Err(PipelineError::InvalidInput(format!(
+                    "{}: no prompt named `{name}`: the folder has no \
+                     config_sentence_transformers.json prompts",
+                    dir.display()
+                )));
+            }
+            (None, None) => None,
+        },
+    };
+    let prompt = prompt.filter(|text| !text.is_empty());
+    if prompt.is_some() && config.is_some_and(|config| !config.include_prompt) {
+        return Err(PipelineError::InvalidModules {
+            path: dir.join("modules.json"),
+            reason: "the Pooling module's `include_prompt: false` (pooling without the prompt's \
+                     tokens) is not implemented"
+                .into(),
+        });
+    }
+    Ok(prompt)
 }
 
 /// A row of `ids` right-padded with `pad` to `len` tokens (segment 0 throughout).
@@ -587,6 +731,7 @@ pub fn pool(tokens: &[Vec<f32>], modes: &[PoolingMode]) -> Vec<f32> {
                 let root = count.sqrt();
                 out.extend(sum().into_iter().map(|s| s / root));
             }
+            PoolingMode::LastToken => out.extend(tokens.last().cloned().unwrap_or_default()),
         }
     }
     out
@@ -631,6 +776,11 @@ mod tests {
         assert_eq!(
             pool(&tokens, &[PoolingMode::Cls, PoolingMode::Mean]),
             vec![1.0, -2.0, 2.0, 1.0]
+        );
+        assert_eq!(pool(&tokens, &[PoolingMode::LastToken]), vec![3.0, 4.0]);
+        assert_eq!(
+            pool(&tokens, &[PoolingMode::Mean, PoolingMode::LastToken]),
+            vec![2.0, 1.0, 3.0, 4.0]
         );
         assert!(pool(&[], &[PoolingMode::Mean]).is_empty());
     }
@@ -679,11 +829,36 @@ mod tests {
             Some((vec![PoolingMode::Cls, PoolingMode::Max], false))
         );
 
+        // Dense modules sit between Pooling and Normalize, any number of them.
         let dense =
             r#"{"idx":2,"name":"2","path":"2_Dense","type":"sentence_transformers.models.Dense"}"#;
+        let normalize = r#"{"idx":3,"name":"3","path":"3_Normalize","type":"sentence_transformers.models.Normalize"}"#;
         write_modules(
             &dir,
-            &format!("[{transformer},{pooling},{dense}]"),
+            &format!("[{transformer},{pooling},{dense},{dense},{normalize}]"),
+            r#"{"pooling_mode_lasttoken":true}"#,
+        );
+        let config = SentenceTransformerConfig::from_dir(&dir)?;
+        assert_eq!(
+            config.map(|c| (c.pooling, c.dense_dirs.len(), c.normalize)),
+            Some((vec![PoolingMode::LastToken], 2, true))
+        );
+        write_modules(
+            &dir,
+            &format!("[{transformer},{dense},{pooling}]"),
+            r#"{"pooling_mode_mean_tokens":true}"#,
+        );
+        assert!(matches!(
+            SentenceTransformerConfig::from_dir(&dir),
+            Err(PipelineError::InvalidModules { .. })
+        ));
+
+        // A sentence-transformers module we do not implement: unsupported, not a refusal.
+        let other =
+            r#"{"idx":2,"name":"2","path":"2_X","type":"sentence_transformers.models.LayerNorm"}"#;
+        write_modules(
+            &dir,
+            &format!("[{transformer},{pooling},{other}]"),
             r#"{"pooling_mode_mean_tokens":true}"#,
         );
         let error = SentenceTransformerConfig::from_dir(&dir).err();
@@ -694,7 +869,7 @@ mod tests {
         assert!(!error.as_ref().is_some_and(PipelineError::is_policy_refusal));
         let message = error.map(|e| e.to_string()).unwrap_or_default();
         assert!(
-            message.contains("sentence_transformers.models.Dense"),
+            message.contains("sentence_transformers.models.LayerNorm"),
             "{message}"
         );
         assert!(message.contains("not implemented"), "{message}");

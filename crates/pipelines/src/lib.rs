@@ -6,7 +6,8 @@
 //!
 //! - [`FeatureExtraction`]: token embeddings (`feature-extraction`), or sentence embeddings
 //!   when the folder is a sentence-transformers one (`modules.json`; its module names are read
-//!   as identifiers, never imported).
+//!   as identifiers, never imported; prompts, `Dense` modules, last-token pooling and
+//!   `truncate_dim`).
 //! - [`TextClassification`]: `[{"label", "score"}]` per input.
 //! - [`TokenClassification`]: `[{"entity", "score", "index", "word", "start", "end"}]` or,
 //!   aggregated, `[{"entity_group", "score", "word", "start", "end"}]` per input.
@@ -30,6 +31,7 @@ mod feature_extraction;
 mod fill_mask;
 pub mod generation;
 mod question_answering;
+mod sentence_modules;
 mod text_classification;
 mod text_generation;
 mod token_classification;
@@ -43,6 +45,7 @@ pub use feature_extraction::{
 };
 pub use fill_mask::{FillMask, MaskFill};
 pub use question_answering::{Answer, QuestionAnswering, QuestionAnsweringOptions};
+pub use sentence_modules::{Dense, Prompts};
 pub use text_classification::{LabelScore, ScoreFunction, TextClassification};
 pub use text_generation::{
     ChatRenderer, GeneratedContent, GeneratedText, GenerationInput, GenerationStats,

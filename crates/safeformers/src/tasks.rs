@@ -101,8 +101,15 @@ pub struct FeatureExtractionSettings {
     /// sentence-transformers folder, token embeddings otherwise); `Some(empty)` gives token
     /// embeddings; otherwise these modes.
     pub pooling: Option<Vec<PoolingMode>>,
-    /// L2-normalize every output vector.
+    /// L2-normalize every output vector (after `truncate_dim`).
     pub normalize: bool,
+    /// The folder's prompt (`config_sentence_transformers.json` `prompts`) to prepend to every
+    /// input; `None`: its `default_prompt_name`, if any.
+    pub prompt_name: Option<String>,
+    /// A prompt text to prepend instead of any named one.
+    pub prompt: Option<String>,
+    /// Keep the first N dimensions of each sentence embedding (Matryoshka models).
+    pub truncate_dim: Option<usize>,
 }
 
 /// Feature extraction's output: one vector per input (sentence embeddings), or per input a
@@ -137,6 +144,9 @@ impl FeatureExtraction {
             pooling: settings.pooling.clone(),
             normalize: settings.normalize,
             batch_size: options.checked_batch_size()?,
+            prompt_name: settings.prompt_name.clone(),
+            prompt: settings.prompt.clone(),
+            truncate_dim: settings.truncate_dim,
         };
         Ok(FeatureExtraction(Loaded::load(
             Task::FeatureExtraction,
@@ -205,6 +215,7 @@ impl SentenceSimilarity {
                     pooling,
                     normalize: false,
                     batch_size,
+                    ..FeatureExtractionOptions::default()
                 };
                 Ok(pipelines::FeatureExtraction::from_dir(
                     dir,

@@ -260,6 +260,7 @@ fn load(
                 _ => Some(vec![safeformers_pipelines::PoolingMode::Mean]),
             },
             normalize: false,
+            ..Default::default()
         };
         let model = Arc::new(
             FeatureExtraction::from_pretrained_with(&dir, &config.options, &settings)
