@@ -482,7 +482,7 @@ fn a_module_type_from_outside_sentence_transformers_is_a_policy_refusal() {
     }
     // One of sentence-transformers' own modules that we do not implement is unsupported, not
     // unsafe: exit 1.
-    let dir = sentence_transformers_folder("dense", "sentence_transformers.models.Dense");
+    let dir = sentence_transformers_folder("layer-norm", "sentence_transformers.models.LayerNorm");
     let out = safeformers(&[
         "run",
         "feature-extraction",
@@ -493,7 +493,7 @@ fn a_module_type_from_outside_sentence_transformers_is_a_policy_refusal() {
     assert_one_line_error(
         &out,
         1,
-        &["sentence_transformers.models.Dense", "not implemented"],
+        &["sentence_transformers.models.LayerNorm", "not implemented"],
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
