@@ -239,11 +239,16 @@ impl TerminalApprover {
             request.session_id,
         );
         let _ = stderr.flush();
-        let mut answer = String::new();
-        // At most one short line: a runaway stdin cannot grow the buffer.
-        let read = std::io::stdin().lock().take(64).read_line(&mut answer);
-        read.is_ok() && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+        read_yes_on_stdin()
     }
+}
+
+/// Reads one answer line from stdin (at most 64 bytes: a runaway stdin cannot grow the
+/// buffer); whether it is `y` or `yes`, in any case. Ask the question on stderr first.
+pub fn read_yes_on_stdin() -> bool {
+    let mut answer = String::new();
+    let read = std::io::stdin().lock().take(64).read_line(&mut answer);
+    read.is_ok() && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 impl Approver for TerminalApprover {

@@ -189,7 +189,7 @@ pub use enabled::{McpServers, agent_toolboxes};
 #[cfg(feature = "mcp")]
 mod enabled {
     use std::fmt::Write as _;
-    use std::io::{BufRead as _, IsTerminal as _, Read as _, Write as _};
+    use std::io::{IsTerminal as _, Write as _};
     use std::path::Path;
     use std::process::ExitCode;
 
@@ -236,9 +236,7 @@ mod enabled {
             }
             let _ = write!(stderr, "Start it? [y/N] ");
             let _ = stderr.flush();
-            let mut answer = String::new();
-            let read = std::io::stdin().lock().take(64).read_line(&mut answer);
-            read.is_ok() && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
+            safeformers_agents::agent::read_yes_on_stdin()
         }
     }
 

@@ -19,7 +19,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use common::{Sandbox, assert_code, last_line, run, stdout};
+use common::{Sandbox, assert_code, run, stdout};
 use safeformers_testkit::scripted_http::{CannedResponse, RecordedRequest, ScriptedServer};
 
 /// A tool package filed into a fresh cache as a repo, a folder to grant holding `note.txt`, a
@@ -60,8 +60,7 @@ impl ToolSetup {
         };
         let imported = setup.run(&["cache", "import", package.to_str().unwrap(), "--repo", repo]);
         assert_code(&imported, 0, "cache import");
-        let snapshot = last_line(&imported);
-        setup.commit = snapshot.file_name().unwrap().to_str().unwrap().to_string();
+        setup.commit = common::last_snapshot_commit(&imported);
         setup
     }
 

@@ -14,8 +14,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{
-    ConnectionCounter, Sandbox, assert_code, assert_one_line_error, files_under, last_line, run,
-    run_within, stdout, stdout_json,
+    ConnectionCounter, Sandbox, assert_code, assert_one_line_error, files_under, run, run_within,
+    stdout, stdout_json,
 };
 use safeformers_agents::canonical_json::sha256_hex;
 use safeformers_agents::grants::Grant;
@@ -97,12 +97,7 @@ impl Served {
             ],
         );
         assert_code(&imported, 0, "cache import");
-        let commit = last_line(&imported)
-            .file_name()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
+        let commit = common::last_snapshot_commit(&imported);
         let mirror = MirrorServer::start(HubCache::new(&source), "127.0.0.1:0".parse().unwrap())
             .expect("the mirror starts on loopback");
         Served {

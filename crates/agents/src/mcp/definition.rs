@@ -4,7 +4,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::canonical_json::sha256_hex;
-use crate::visible::make_visible;
 
 /// What a server says about one tool and the model is given: the pinned part of a tool.
 ///
@@ -105,10 +104,8 @@ fn sorted(value: &Value) -> Value {
     }
 }
 
-/// `text` with every hidden character made visible: [`crate::visible::make_visible`].
-pub fn visible(text: &str) -> String {
-    make_visible(text)
-}
+/// `text` with every hidden character made visible (the one rule of [`crate::visible`]).
+pub use crate::visible::make_visible as visible;
 
 /// Largest number of line pairs compared by the line diff; beyond it, the differing middle is
 /// shown as all removed then all added.

@@ -149,6 +149,14 @@ pub fn last_line(output: &Output) -> PathBuf {
     PathBuf::from(stdout(output).lines().last().unwrap_or_default())
 }
 
+/// The commit of the snapshot folder `cache import` (or `download`) printed last.
+pub fn last_snapshot_commit(output: &Output) -> String {
+    let snapshot = last_line(output);
+    let name = snapshot.file_name().and_then(|name| name.to_str());
+    name.unwrap_or_else(|| panic!("no snapshot folder printed: {}", snapshot.display()))
+        .to_string()
+}
+
 pub fn stdout_json(output: &Output) -> serde_json::Value {
     serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
         panic!(
