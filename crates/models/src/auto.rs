@@ -28,6 +28,7 @@ use crate::heads::{
     TokenClassificationHead,
 };
 use crate::llama::LlamaForCausalLM;
+use crate::modernbert;
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::roberta;
 use crate::weights::{WeightOptions, Weights};
@@ -46,6 +47,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma",
     "phi3",
     "qwen3",
+    "modernbert",
 ];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
@@ -64,6 +66,9 @@ pub enum Architecture {
     XlmRoberta,
     /// `distilbert`.
     DistilBert,
+    /// `modernbert` as a base model (`ModernBertModel`: hidden states, for the embedding models
+    /// built on it).
+    ModernBert,
     /// `qwen3` as a base model (`Qwen3Model`: hidden states, as Qwen3-Embedding uses it); its
     /// causal LM loads with [`AutoModelForCausalLM`].
     Qwen3,
@@ -77,6 +82,7 @@ impl Architecture {
             "roberta" => Architecture::Roberta,
             "xlm-roberta" => Architecture::XlmRoberta,
             "distilbert" => Architecture::DistilBert,
+            "modernbert" => Architecture::ModernBert,
             "qwen3" => Architecture::Qwen3,
             _ => return None,
         })
@@ -89,25 +95,36 @@ impl Architecture {
             Architecture::Roberta => "roberta",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::DistilBert => "distilbert",
+            Architecture::ModernBert => "modernbert",
             Architecture::Qwen3 => "qwen3",
         }
     }
 
     /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
-    /// `Qwen3`).
+    /// `ModernBert`, `Qwen3`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
             Architecture::Roberta => "Roberta",
             Architecture::XlmRoberta => "XLMRoberta",
             Architecture::DistilBert => "DistilBert",
+            Architecture::ModernBert => "ModernBert",
             Architecture::Qwen3 => "Qwen3",
         }
     }
 
-    /// Whether the model reads `token_type_ids` (DistilBERT and the decoders have none).
+    /// Whether the model reads `token_type_ids` (DistilBERT, ModernBERT and the decoders have
+    /// none).
     pub fn uses_token_type_ids(self) -> bool {
-        !matches!(self, Architecture::DistilBert | Architecture::Qwen3)
+        !matches!(
+            self,
+            Architecture::DistilBert | Architecture::ModernBert | Architecture::Qwen3
+        )
+    }
+
+    /// Whether only the base model is implemented (no task heads).
+    pub fn is_base_model_only(self) -> bool {
+        matches!(self, Architecture::ModernBert)
     }
 
     /// Whether this is a decoder loaded as its base model (only [`Head::Base`]).
@@ -374,6 +391,9 @@ impl AutoModel {
             Some(head) => head,
             None => head_from_architectures(config, architecture)?,
         };
+        if architecture.is_base_model_only() && head != Head::Base {
+            return Err(base_model_only(config, architecture, head));
+        }
         crate::remote_code::check_known_model_type(
             config,
             head.auto_class(),
@@ -395,6 +415,12 @@ fn encoder_model(
         Architecture::Bert => Flavour::BERT,
         Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(config)?,
         Architecture::DistilBert => distilbert::flavour(config)?,
+        Architecture::ModernBert => {
+            return match head {
+                Head::Base => Ok(Box::new(modernbert::load(root, config)?)),
+                _ => Err(base_model_only(config, architecture, head)),
+            };
+        }
         Architecture::Qwen3 => {
             return Err(Error::UnsupportedArchitecture {
                 path: config.path().to_path_buf(),
@@ -621,6 +647,19 @@ fn decoder_base_head(
     })
 }
 
+/// The error for a head an architecture implemented only as its base model does not have.
+fn base_model_only(config: &ModelConfig, architecture: Architecture, head: Head) -> Error {
+    let prefix = architecture.class_prefix();
+    Error::UnsupportedArchitecture {
+        path: config.path().to_path_buf(),
+        architecture: format!("{prefix}{}", head.class_suffix()),
+        model_type: config.model_type.clone(),
+        supported: format!(
+            "{prefix}Model (hidden states, e.g. for embeddings; load it with AutoModel::load_with_head and Head::Base)"
+        ),
+    }
+}
+
 /// The head named by the first entry of `architectures` (the base model when there is none).
 fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> Result<Head> {
     let Some(class) = config.architectures.first() else {
@@ -628,7 +667,7 @@ fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> 
     };
     // Any BERT-family prefix is accepted (an `xlm-roberta` config may name `RobertaForMaskedLM`);
     // the model_type decides the code, the class name only the head.
-    let prefixes = ["XLMRoberta", "Roberta", "DistilBert", "Bert"];
+    let prefixes = ["XLMRoberta", "Roberta", "DistilBert", "ModernBert", "Bert"];
     let suffix = prefixes
         .iter()
         .find_map(|prefix| class.strip_prefix(prefix));
@@ -846,6 +885,40 @@ mod tests {
             AutoModel::resolve(&cfg, None),
             Err(Error::UnsupportedArchitecture { .. })
         ));
+        Ok(())
+    }
+
+    /// ModernBERT is in Transformers itself: its `model_type` loads the base model, from a
+    /// base-model or a head-model config when the base model is asked for; its heads are not
+    /// implemented and are refused before any weight is read.
+    #[test]
+    fn modernbert_loads_as_its_base_model_only() -> Result<()> {
+        for text in [
+            r#"{"model_type":"modernbert","architectures":["ModernBertModel"]}"#,
+            r#"{"model_type":"modernbert"}"#,
+            r#"{"model_type":"modernbert","auto_map":{"AutoModel":"modeling_modernbert.ModernBertModel"}}"#,
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                (Architecture::ModernBert, Head::Base),
+                "{text}"
+            );
+        }
+        let mlm =
+            config(r#"{"model_type":"modernbert","architectures":["ModernBertForMaskedLM"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&mlm, Some(Head::Base))?,
+            (Architecture::ModernBert, Head::Base)
+        );
+        for head in [None, Some(Head::SequenceClassification)] {
+            let error = AutoModel::resolve(&mlm, head).err();
+            assert!(
+                matches!(&error, Some(Error::UnsupportedArchitecture { supported, .. })
+                    if supported.contains("ModernBertModel")),
+                "{head:?}: {error:?}"
+            );
+        }
+        assert!(!Architecture::ModernBert.uses_token_type_ids());
         Ok(())
     }
 

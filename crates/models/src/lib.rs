@@ -55,6 +55,7 @@ pub mod heads;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
+pub mod modernbert;
 pub mod output;
 pub mod remote_code;
 pub mod roberta;
