@@ -428,6 +428,44 @@ fn run_token_classification_aggregates() {
     assert_one_line_error(&out, 2, &["--aggregation"]);
 }
 
+/// Runs `run feature-extraction` for every case of the sentence-transformers layout `layout`
+/// (`tests/fixtures/sentence-transformers/<layout>/outputs.json`) and compares with its
+/// embeddings: cosine ≥ 0.99999, max abs diff ≤ 1e-4.
+fn check_sentence_transformers_layout(layout: &str) {
+    let dir = fixture(&format!("sentence-transformers/{layout}"));
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    for case in golden["cases"].as_array().unwrap() {
+        let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
+        let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
+        if let Some(name) = case["prompt_name"].as_str() {
+            args.extend(["--prompt-name", name]);
+        }
+        if let Some(n) = &truncate {
+            args.extend(["--truncate-dim", n.as_str()]);
+        }
+        if case["normalize_embeddings"].as_bool() == Some(true) {
+            args.push("--normalize");
+        }
+        args.extend(texts.iter().map(String::as_str));
+        let got: Vec<Vec<f32>> = serde_json::from_value(json(&safeformers(&args))).unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (got, want) in got.iter().zip(&want) {
+            let cosine = safeformers_pipelines::cosine_similarity(got, want);
+            let diff = safeformers_testkit::max_abs_diff(got, want);
+            assert!(
+                got.len() == want.len() && cosine >= 0.99999 && diff <= 1e-4,
+                "{layout} {}: cosine {cosine}, max abs diff {diff}",
+                case["name"]
+            );
+        }
+    }
+}
+
 /// `run feature-extraction` on the Qwen3 sentence-transformers layouts gives the embeddings
 /// `SentenceTransformer.encode` gave (`scripts/make_sentence_transformers_fixtures.py`; cosine
 /// ≥ 0.99999, max abs diff ≤ 1e-4): the default prompt, `--prompt-name` as
@@ -436,38 +474,7 @@ fn run_token_classification_aggregates() {
 #[test]
 fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
     for layout in ["qwen3-embedding", "qwen3-embedding-dense"] {
-        let dir = fixture(&format!("sentence-transformers/{layout}"));
-        let golden: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
-        )
-        .unwrap();
-        let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
-        for case in golden["cases"].as_array().unwrap() {
-            let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
-            let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
-            if let Some(name) = case["prompt_name"].as_str() {
-                args.extend(["--prompt-name", name]);
-            }
-            if let Some(n) = &truncate {
-                args.extend(["--truncate-dim", n.as_str()]);
-            }
-            if case["normalize_embeddings"].as_bool() == Some(true) {
-                args.push("--normalize");
-            }
-            args.extend(texts.iter().map(String::as_str));
-            let got: Vec<Vec<f32>> = serde_json::from_value(json(&safeformers(&args))).unwrap();
-            let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
-            assert_eq!(got.len(), want.len());
-            for (got, want) in got.iter().zip(&want) {
-                let cosine = safeformers_pipelines::cosine_similarity(got, want);
-                let diff = safeformers_testkit::max_abs_diff(got, want);
-                assert!(
-                    got.len() == want.len() && cosine >= 0.99999 && diff <= 1e-4,
-                    "{layout} {}: cosine {cosine}, max abs diff {diff}",
-                    case["name"]
-                );
-            }
-        }
+        check_sentence_transformers_layout(layout);
     }
     let dir = fixture("sentence-transformers/qwen3-embedding");
     let out = safeformers(&[
@@ -490,4 +497,12 @@ fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
         "a",
     ]);
     assert_one_line_error(&out, 2, &["--prompt-name"]);
+}
+
+/// `run feature-extraction` on the nomic-ai/modernbert-embed-base-shaped layout
+/// (`scripts/make_modernbert_fixtures.py`): a ModernBERT with sliding windows shorter than the
+/// texts, mean pooling, the `search_query: ` / `search_document: ` prompts and `--truncate-dim`.
+#[test]
+fn feature_extraction_of_the_modernbert_sentence_transformers_layout() {
+    check_sentence_transformers_layout("modernbert-embed");
 }

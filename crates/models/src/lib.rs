@@ -13,7 +13,8 @@
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
 //!   ([`encoder`]) with the generic task heads of [`heads`]; the shared block layers
 //!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
-//!   [`layers`].
+//!   [`layers`]. The native ports of newer encoders build their layers onto the same stack:
+//!   [`modernbert`] (ModernBERT's base model).
 //! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
 //!   (Llama, Mistral, Qwen2, Gemma, Phi-3, Qwen3: one row of family defaults each), all built from the
 //!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
