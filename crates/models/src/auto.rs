@@ -546,6 +546,28 @@ impl AutoModelForCausalLM {
     }
 }
 
+/// The Transformers class a load of `config` uses (`NomicBertModel`, `LlamaForCausalLM`), as
+/// the base model or head `architectures` names, without touching weights; the errors of
+/// [`AutoModel::resolve`] (a remote-code refusal among them) otherwise. Decoders resolve as
+/// [`AutoModelForCausalLM`] unless `architectures` names their base model.
+pub fn class_to_load(config: &ModelConfig) -> Result<String> {
+    let decoder = CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str())
+        && crate::remote_code::native_port(config).is_none()
+        && !config
+            .architectures
+            .iter()
+            .any(|class| class.ends_with("Model") && !class.ends_with("LMHeadModel"));
+    if decoder {
+        return AutoModelForCausalLM::resolve_class(config);
+    }
+    let (architecture, head) = AutoModel::resolve(config, None)?;
+    Ok(format!(
+        "{}{}",
+        architecture.class_prefix(),
+        head.class_suffix()
+    ))
+}
+
 /// The error for a config [`AutoModelForCausalLM`] cannot load.
 fn unknown_causal_lm(config: &ModelConfig) -> Error {
     if Architecture::from_model_type(&config.model_type).is_some() {
