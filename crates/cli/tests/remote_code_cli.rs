@@ -128,7 +128,10 @@ fn code_of_another_class_is_refused_naming_the_files() {
         let report = inspect(&sandbox, &model);
         assert_eq!(report["model"]["refused"], true, "{report}");
         let reason = report["model"]["remote_code"].as_str().unwrap();
-        assert!(reason.contains(expected) && reason.contains(class), "{reason}");
+        assert!(
+            reason.contains(expected) && reason.contains(class),
+            "{reason}"
+        );
     }
     assert!(!canary.exists(), "the repo's code ran");
 }
