@@ -16,8 +16,8 @@
 //! - `Wqkv` rows are all queries, then all keys, then all values;
 //! - rotary over the first `head_dim · rotary_emb_fraction` values of each head, pairing halves
 //!   or, with `rotary_emb_interleaved`, adjacent values (GPT-J);
-//! - with `rotary_scaling_factor`, dynamic NTK: past `max_trained_positions`, the base grows
-//!   with the batch's padded length (see [`RotaryFrequencies::DynamicNtk`]);
+//! - with `rotary_scaling_factor`, dynamic NTK: past `max_trained_positions` (`T`), the base
+//!   grows with the batch's padded length `L`: `base · (factor · L / T − (factor − 1))^(d/(d−2))`;
 //! - the gated feed-forward width is `n_inner` (or `8·n_embd/3`) rounded **up** to a multiple
 //!   of 256, and the activation goes on `fc12`: `fc2(fc11(x) · act(fc12(x)))`;
 //! - every `gelu*` value of `activation_function` runs the exact erf GELU (the code passes
