@@ -163,7 +163,20 @@ impl NativePort {
 }
 
 /// The remote-code architectures ported natively.
-pub const NATIVE_PORTS: &[NativePort] = &[];
+pub const NATIVE_PORTS: &[NativePort] = &[
+    NativePort {
+        architecture: crate::auto::Architecture::NomicBert,
+        class_prefix: "NomicBert",
+        modules: &["modeling_hf_nomic_bert", "configuration_hf_nomic_bert"],
+        code_repos: &["nomic-ai/nomic-bert-2048"],
+    },
+    NativePort {
+        architecture: crate::auto::Architecture::Gte,
+        class_prefix: "New",
+        modules: &["modeling", "configuration"],
+        code_repos: &["Alibaba-NLP/new-impl"],
+    },
+];
 
 /// The native port `config`'s `auto_map` asks for: the first port one of its entries names.
 pub fn native_port(config: &ModelConfig) -> Option<&'static NativePort> {

@@ -246,7 +246,11 @@ fn max_length(tokenizer: &Tokenizer, model: &LoadedModel) -> usize {
                 .unwrap_or(1);
             n.saturating_sub(offset + 1)
         }
-        Architecture::Bert | Architecture::DistilBert | Architecture::Qwen3 => n,
+        Architecture::Bert
+        | Architecture::DistilBert
+        | Architecture::Qwen3
+        | Architecture::NomicBert
+        | Architecture::Gte => n,
     });
     match (tokenizer.model_max_length(), positions) {
         (Some(a), Some(b)) => a.min(b),

@@ -1,10 +1,13 @@
-//! Qwen3 embedding models in sentence-transformers layouts, against the embeddings
-//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, written
-//! by `scripts/make_sentence_transformers_fixtures.py` with sentence-transformers 6.3.0 and
-//! transformers 5.25.0): last-token pooling of a left-padded batch, the folder's prompts (named,
-//! default, empty), `Dense` modules before `Normalize`, and `truncate_dim` with and without
-//! normalization after it. Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4
-//! to its reference, in padded batches and one input at a time.
+//! Embedding models in sentence-transformers layouts, against the embeddings
+//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, with
+//! sentence-transformers 6.3.0 and transformers 5.25.0). Qwen3 (written by
+//! `scripts/make_sentence_transformers_fixtures.py`): last-token pooling of a left-padded batch,
+//! the folder's prompts (named, default, empty), `Dense` modules before `Normalize`, and
+//! `truncate_dim` with and without normalization after it. NomicBert and GTE "new" (written by
+//! `scripts/make_remote_code_fixtures.py`, which ran their remote code): mean pooling with
+//! nomic-embed's four task prompts, CLS pooling, and `truncate_dim` of unnormalized embeddings.
+//! Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4 to its reference, in
+//! padded batches and one input at a time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -49,7 +52,7 @@ fn case_options(case: &Value, batch_size: usize) -> FeatureExtractionOptions {
     }
 }
 
-fn check_layout(name: &str) -> usize {
+fn check_layout(name: &str, pooling: PoolingMode) -> usize {
     let dir = layout(name);
     let golden = outputs(&dir);
     let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
@@ -60,7 +63,7 @@ fn check_layout(name: &str) -> usize {
             let label = format!("{name} {} batch {batch_size}", case["name"]);
             let pipeline = FeatureExtraction::from_dir(&dir, &case_options(case, batch_size))
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
-            assert_eq!(pipeline.pooling(), [PoolingMode::LastToken]);
+            assert_eq!(pipeline.pooling(), [pooling]);
             let got = pipeline.embed(&texts).unwrap();
             let mut worst = (0.0f32, 1.0f32);
             for (got, want) in got.iter().zip(&expected) {
@@ -85,12 +88,29 @@ fn check_layout(name: &str) -> usize {
 
 #[test]
 fn qwen3_embedding_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout("qwen3-embedding"), 6);
+    assert_eq!(check_layout("qwen3-embedding", PoolingMode::LastToken), 6);
 }
 
 #[test]
 fn qwen3_dense_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout("qwen3-embedding-dense"), 10);
+    assert_eq!(
+        check_layout("qwen3-embedding-dense", PoolingMode::LastToken),
+        10
+    );
+}
+
+/// nomic-embed-text-v1.5's layout (a NomicBert port, no Normalize module): mean pooling, the
+/// four task prompts, and `truncate_dim` with and without normalization.
+#[test]
+fn nomic_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("nomic-embed", PoolingMode::Mean), 14);
+}
+
+/// gte-base-en-v1.5's layout (a GTE "new" port with NTK-scaled rotary, no Normalize module):
+/// CLS pooling, and `truncate_dim` with and without normalization.
+#[test]
+fn gte_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("gte-embed", PoolingMode::Cls), 6);
 }
 
 /// The prompts change the embeddings (so the goldens above test them), an unknown prompt name is
