@@ -1005,6 +1005,12 @@ mod tests {
                 "new",
                 r#"{"AutoModel":"Alibaba-NLP/new-impl--modeling.NewModelWithLognScale"}"#,
             ),
+            // The port's own classes under a `model_type` its configs never say.
+            (
+                "bert",
+                r#"{"AutoModel":"nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            ("roberta", r#"{"AutoModel":"modeling.NewModel"}"#),
         ] {
             let cfg = config(&format!(
                 r#"{{"model_type":"{model_type}","auto_map":{auto_map}}}"#
