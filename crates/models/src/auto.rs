@@ -47,6 +47,8 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma",
     "phi3",
     "qwen3",
+    "nomic_bert",
+    "new",
     "modernbert",
 ];
 
@@ -72,6 +74,12 @@ pub enum Architecture {
     /// `qwen3` as a base model (`Qwen3Model`: hidden states, as Qwen3-Embedding uses it); its
     /// causal LM loads with [`AutoModelForCausalLM`].
     Qwen3,
+    /// `nomic_bert`: NomicBert (nomic-embed-text-v1/v1.5), ported from its remote code
+    /// ([`crate::nomic_bert`]).
+    NomicBert,
+    /// `new`: GTE "new" (gte-base/large-en-v1.5, gte-multilingual-base), ported from its
+    /// remote code ([`crate::gte`]); its classes are named `New*`.
+    Gte,
 }
 
 impl Architecture {
@@ -84,6 +92,8 @@ impl Architecture {
             "distilbert" => Architecture::DistilBert,
             "modernbert" => Architecture::ModernBert,
             "qwen3" => Architecture::Qwen3,
+            "nomic_bert" => Architecture::NomicBert,
+            "new" => Architecture::Gte,
             _ => return None,
         })
     }
@@ -97,11 +107,13 @@ impl Architecture {
             Architecture::DistilBert => "distilbert",
             Architecture::ModernBert => "modernbert",
             Architecture::Qwen3 => "qwen3",
+            Architecture::NomicBert => "nomic_bert",
+            Architecture::Gte => "new",
         }
     }
 
     /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
-    /// `ModernBert`, `Qwen3`).
+    /// `ModernBert`, `Qwen3`), or of the remote code's for a port (`NomicBert`, `New`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
@@ -110,6 +122,8 @@ impl Architecture {
             Architecture::DistilBert => "DistilBert",
             Architecture::ModernBert => "ModernBert",
             Architecture::Qwen3 => "Qwen3",
+            Architecture::NomicBert => "NomicBert",
+            Architecture::Gte => "New",
         }
     }
 
@@ -124,7 +138,10 @@ impl Architecture {
 
     /// Whether only the base model is implemented (no task heads).
     pub fn is_base_model_only(self) -> bool {
-        matches!(self, Architecture::ModernBert)
+        matches!(
+            self,
+            Architecture::NomicBert | Architecture::Gte | Architecture::ModernBert
+        )
     }
 
     /// Whether this is a decoder loaded as its base model (only [`Head::Base`]).
@@ -412,15 +429,12 @@ fn encoder_model(
     head: Head,
 ) -> Result<Box<dyn TaskModel>> {
     let flavour = match architecture {
+        Architecture::NomicBert | Architecture::Gte | Architecture::ModernBert => {
+            return native_encoder(root, config, architecture, head);
+        }
         Architecture::Bert => Flavour::BERT,
         Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(config)?,
         Architecture::DistilBert => distilbert::flavour(config)?,
-        Architecture::ModernBert => {
-            return match head {
-                Head::Base => Ok(Box::new(modernbert::load(root, config)?)),
-                _ => Err(base_model_only(config, architecture, head)),
-            };
-        }
         Architecture::Qwen3 => {
             return Err(Error::UnsupportedArchitecture {
                 path: config.path().to_path_buf(),
@@ -451,6 +465,23 @@ fn encoder_model(
         Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
             root, config, flavour,
         )?),
+    })
+}
+
+/// A natively ported encoder (a remote-code one, or ModernBERT): the base model only.
+fn native_encoder(
+    root: &Weights<'_>,
+    config: &ModelConfig,
+    architecture: Architecture,
+    head: Head,
+) -> Result<Box<dyn TaskModel>> {
+    if head != Head::Base {
+        return Err(base_model_only(config, architecture, head));
+    }
+    Ok(match architecture {
+        Architecture::NomicBert => Box::new(crate::nomic_bert::load(root, config)?),
+        Architecture::ModernBert => Box::new(modernbert::load(root, config)?),
+        _ => Box::new(crate::gte::load(root, config)?),
     })
 }
 
@@ -572,6 +603,28 @@ impl AutoModelForCausalLM {
     }
 }
 
+/// The Transformers class a load of `config` uses (`NomicBertModel`, `LlamaForCausalLM`), as
+/// the base model or head `architectures` names, without touching weights; the errors of
+/// [`AutoModel::resolve`] (a remote-code refusal among them) otherwise. Decoders resolve as
+/// [`AutoModelForCausalLM`] unless `architectures` names their base model.
+pub fn class_to_load(config: &ModelConfig) -> Result<String> {
+    let decoder = CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str())
+        && crate::remote_code::native_port(config).is_none()
+        && !config
+            .architectures
+            .iter()
+            .any(|class| class.ends_with("Model") && !class.ends_with("LMHeadModel"));
+    if decoder {
+        return AutoModelForCausalLM::resolve_class(config);
+    }
+    let (architecture, head) = AutoModel::resolve(config, None)?;
+    Ok(format!(
+        "{}{}",
+        architecture.class_prefix(),
+        head.class_suffix()
+    ))
+}
+
 /// The error for a config [`AutoModelForCausalLM`] cannot load.
 fn unknown_causal_lm(config: &ModelConfig) -> Error {
     if Architecture::from_model_type(&config.model_type).is_some() {
@@ -655,7 +708,8 @@ fn base_model_only(config: &ModelConfig, architecture: Architecture, head: Head)
         architecture: format!("{prefix}{}", head.class_suffix()),
         model_type: config.model_type.clone(),
         supported: format!(
-            "{prefix}Model (hidden states, e.g. for embeddings; load it with AutoModel::load_with_head and Head::Base)"
+            "{prefix}Model (the base model: hidden states, e.g. for embeddings; load it with \
+             AutoModel::load_with_head and Head::Base)"
         ),
     }
 }
@@ -665,9 +719,16 @@ fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> 
     let Some(class) = config.architectures.first() else {
         return Ok(Head::Base);
     };
-    // Any BERT-family prefix is accepted (an `xlm-roberta` config may name `RobertaForMaskedLM`);
-    // the model_type decides the code, the class name only the head.
-    let prefixes = ["XLMRoberta", "Roberta", "DistilBert", "ModernBert", "Bert"];
+    // The architecture's own prefix (`NomicBertModel`, `NewModel`), or any BERT-family prefix
+    // (an `xlm-roberta` config may name `RobertaForMaskedLM`); the model_type decides the code,
+    // the class name only the head.
+    let prefixes = [
+        architecture.class_prefix(),
+        "XLMRoberta",
+        "Roberta",
+        "DistilBert",
+        "Bert",
+    ];
     let suffix = prefixes
         .iter()
         .find_map(|prefix| class.strip_prefix(prefix));
@@ -933,6 +994,100 @@ mod tests {
             AutoModel::resolve(&cfg, Some(Head::MaskedLm))?,
             (Architecture::Bert, Head::MaskedLm)
         );
+        Ok(())
+    }
+
+    fn fixture_config(folder: &str) -> Result<ModelConfig> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/encoders")
+            .join(folder)
+            .join("config.json");
+        ModelConfig::from_file(&path)
+    }
+
+    /// The published NomicBert and GTE configs name their code in another repo
+    /// (`nomic-ai/nomic-bert-2048--…`, `Alibaba-NLP/new-impl--…`): the native ports load them
+    /// with no flag, and the load names the code that is not run.
+    #[test]
+    fn nomic_bert_and_gte_resolve_to_their_native_ports() -> Result<()> {
+        for (folder, architecture, class, file) in [
+            (
+                "nomic-bert",
+                Architecture::NomicBert,
+                "NomicBertModel",
+                "`modeling_hf_nomic_bert.py` in repo nomic-ai/nomic-bert-2048 (not fetched)",
+            ),
+            (
+                "gte-new",
+                Architecture::Gte,
+                "NewModel",
+                "`modeling.py` in repo Alibaba-NLP/new-impl (not fetched)",
+            ),
+        ] {
+            let cfg = fixture_config(folder)?;
+            assert_eq!(
+                AutoModel::resolve(&cfg, None)?,
+                (architecture, Head::Base),
+                "{folder}"
+            );
+            let notice = crate::remote_code::notice(&cfg, class).unwrap_or_default();
+            assert!(notice.contains(file), "{notice}");
+            assert!(
+                notice.ends_with(&format!("not run; safeformers' {class} is used")),
+                "{notice}"
+            );
+        }
+        // Without auto_map, the model_type alone picks the port.
+        let cfg = config(r#"{"model_type":"nomic_bert","architectures":["NomicBertModel"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::NomicBert, Head::Base)
+        );
+        let cfg = config(r#"{"model_type":"new","architectures":["NewModel"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::Gte, Head::Base)
+        );
+        Ok(())
+    }
+
+    /// The same class names from another code repo may compute something else: refused.
+    #[test]
+    fn nomic_bert_and_gte_classes_from_another_repo_are_refused() -> Result<()> {
+        for (model_type, auto_map) in [
+            (
+                "nomic_bert",
+                r#"{"AutoModel":"someone/nomic-fork--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            (
+                "nomic_bert",
+                r#"{"AutoConfig":"someone/nomic-fork--configuration_hf_nomic_bert.NomicBertConfig",
+                    "AutoModel":"nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            (
+                "new",
+                r#"{"AutoModel":"someone/new-impl-fork--modeling.NewModel"}"#,
+            ),
+            (
+                "new",
+                r#"{"AutoModel":"Alibaba-NLP/new-impl--modeling.NewModelWithLognScale"}"#,
+            ),
+            // The port's own classes under a `model_type` its configs never say.
+            (
+                "bert",
+                r#"{"AutoModel":"nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            ("roberta", r#"{"AutoModel":"modeling.NewModel"}"#),
+        ] {
+            let cfg = config(&format!(
+                r#"{{"model_type":"{model_type}","auto_map":{auto_map}}}"#
+            ))?;
+            let error = AutoModel::resolve(&cfg, Some(Head::Base)).err();
+            assert!(
+                matches!(error, Some(Error::RemoteCodeRefused { .. })),
+                "{auto_map}: {error:?}"
+            );
+        }
         Ok(())
     }
 }

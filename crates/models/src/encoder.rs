@@ -249,10 +249,6 @@ pub(crate) struct EncoderRotary {
 
 /// Where an encoder's rotary inverse frequencies come from.
 #[derive(Debug, Clone)]
-#[allow(
-    dead_code,
-    reason = "the native encoder ports of issue 16 build on it; remove as they land"
-)]
 pub(crate) enum RotaryFrequencies {
     /// The same at every length (`rotary_dim / 2` values).
     Fixed(Vec<f64>),

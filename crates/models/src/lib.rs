@@ -13,8 +13,10 @@
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
 //!   ([`encoder`]) with the generic task heads of [`heads`]; the shared block layers
 //!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
-//!   [`layers`]. The native ports of newer encoders build their layers onto the same stack:
-//!   [`modernbert`] (ModernBERT's base model).
+//!   [`layers`]. ModernBERT's base model ([`modernbert`]) builds its layers onto the same stack.
+//! - Native ports of remote-code encoders on the same stack, loaded with no flag and without
+//!   running their Python ([`remote_code`] names the files not run): [`nomic_bert`]
+//!   (nomic-embed-text), [`gte`] (GTE "new", `model_type: "new"`).
 //! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
 //!   (Llama, Mistral, Qwen2, Gemma, Phi-3, Qwen3: one row of family defaults each), all built from the
 //!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
@@ -52,11 +54,13 @@ pub mod encoder;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
+pub mod gte;
 pub mod heads;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod modernbert;
+pub mod nomic_bert;
 pub mod output;
 pub mod remote_code;
 pub mod roberta;

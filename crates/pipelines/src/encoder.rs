@@ -249,7 +249,9 @@ fn max_length(tokenizer: &Tokenizer, model: &LoadedModel) -> usize {
         Architecture::Bert
         | Architecture::DistilBert
         | Architecture::ModernBert
-        | Architecture::Qwen3 => n,
+        | Architecture::Qwen3
+        | Architecture::NomicBert
+        | Architecture::Gte => n,
     });
     match (tokenizer.model_max_length(), positions) {
         (Some(a), Some(b)) => a.min(b),

@@ -1,13 +1,16 @@
 //! Embedding models in sentence-transformers layouts, against the embeddings
-//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, written
-//! with sentence-transformers 6.3.0 and transformers 5.25.0): Qwen3 (by
-//! `scripts/make_sentence_transformers_fixtures.py`: last-token pooling of a left-padded batch,
+//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, with
+//! sentence-transformers 6.3.0 and transformers 5.25.0). Qwen3 (written by
+//! `scripts/make_sentence_transformers_fixtures.py`): last-token pooling of a left-padded batch,
 //! the folder's prompts (named, default, empty), `Dense` modules before `Normalize`, and
-//! `truncate_dim` with and without normalization after it) and ModernBERT (by
-//! `scripts/make_modernbert_fixtures.py`: nomic-ai/modernbert-embed-base's mean pooling,
-//! `search_query: ` / `search_document: ` prompts, `truncate_dim`). Every embedding must have
-//! cosine ≥ 0.99999 and max abs diff ≤ 1e-4 to its reference, in padded batches and one input
-//! at a time.
+//! `truncate_dim` with and without normalization after it. NomicBert and GTE "new" (written by
+//! `scripts/make_remote_code_fixtures.py`, which ran their remote code): mean pooling with
+//! nomic-embed's four task prompts, CLS pooling, and `truncate_dim` of unnormalized embeddings.
+//! ModernBERT (written by `scripts/make_modernbert_fixtures.py`): nomic-ai/modernbert-embed-base's
+//! mean pooling over windows shorter than the texts, its `search_query: ` / `search_document: `
+//! prompts, and `truncate_dim`.
+//! Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4 to its reference, in
+//! padded batches and one input at a time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -97,6 +100,20 @@ fn qwen3_dense_layout_matches_sentence_transformers() {
         check_layout("qwen3-embedding-dense", PoolingMode::LastToken),
         10
     );
+}
+
+/// nomic-embed-text-v1.5's layout (a NomicBert port, no Normalize module): mean pooling, the
+/// four task prompts, and `truncate_dim` with and without normalization.
+#[test]
+fn nomic_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("nomic-embed", PoolingMode::Mean), 14);
+}
+
+/// gte-base-en-v1.5's layout (a GTE "new" port with NTK-scaled rotary, no Normalize module):
+/// CLS pooling, and `truncate_dim` with and without normalization.
+#[test]
+fn gte_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("gte-embed", PoolingMode::Cls), 6);
 }
 
 /// nomic-ai/modernbert-embed-base's layout: mean pooling (prompt tokens included) over a
