@@ -506,3 +506,32 @@ fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
 fn feature_extraction_of_the_modernbert_sentence_transformers_layout() {
     check_sentence_transformers_layout("modernbert-embed");
 }
+
+/// The remote-code layouts (NomicBert, GTE "new") run their native ports with no flag: the
+/// embeddings are the remote code's, and stderr says which files were not run.
+#[test]
+fn feature_extraction_of_the_remote_code_sentence_transformers_layouts() {
+    for (layout, file, class) in [
+        (
+            "nomic-embed",
+            "`modeling_hf_nomic_bert.py` in repo nomic-ai/nomic-bert-2048 (not fetched)",
+            "NomicBertModel",
+        ),
+        (
+            "gte-embed",
+            "`modeling.py` in repo Alibaba-NLP/new-impl (not fetched)",
+            "NewModel",
+        ),
+    ] {
+        check_sentence_transformers_layout(layout);
+        let dir = fixture(&format!("sentence-transformers/{layout}"));
+        let out = safeformers(&["run", "feature-extraction", "--model", &dir, "hello"]);
+        assert!(out.status.success(), "{layout}: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(file)
+                && stderr.contains(&format!("not run; safeformers' {class} is used")),
+            "{layout}: {stderr}"
+        );
+    }
+}
