@@ -119,6 +119,12 @@ impl<'a> HeadRows<'a> {
 pub enum Visibility {
     /// Every key (encoders).
     Bidirectional,
+    /// Keys at most `radius` rows away from the query's, on either side (ModernBERT's local
+    /// layers: `|i − j| ≤ local_attention / 2`).
+    Window {
+        /// The farthest key seen, in rows, on each side.
+        radius: usize,
+    },
     /// Keys up to the query's own position (`first` + its row), within `window` keys ending at
     /// it when there is a sliding window (decoders).
     Causal {
@@ -136,6 +142,40 @@ pub struct KeyMask<'a> {
     pub visibility: Visibility,
     /// Per key, whether it is a real token; `None`: all are.
     pub padding: Option<&'a [bool]>,
+    /// An additive score bias by head and distance (ALiBi, relative-position buckets).
+    pub bias: Option<DistanceBias<'a>>,
+}
+
+/// A score bias that depends only on the head and on the distance from query to key (key
+/// position − query position): ALiBi's `−slope·|i − j|`, MPNet's relative-position buckets.
+///
+/// Head `h` at distance `d` adds `values[h·(2·span − 1) + (d + span − 1)]`; distances past
+/// `span − 1` either way take the table's last entry on that side (every bias that depends on
+/// distance alone is constant or linear in it past the longest sequence a model was built for;
+/// callers size `span` to the sequences they run).
+#[derive(Debug, Clone, Copy)]
+pub struct DistanceBias<'a> {
+    /// `[heads, 2·span − 1]`, distance `−(span − 1)` first.
+    pub values: &'a [f32],
+    /// One more than the farthest distance the table holds.
+    pub span: usize,
+}
+
+impl DistanceBias<'_> {
+    /// Entries per head.
+    fn width(&self) -> usize {
+        (2 * self.span).saturating_sub(1)
+    }
+
+    /// The bias of head `head` from query position `query` to key position `key`.
+    fn at(&self, head: usize, query: usize, key: usize) -> f32 {
+        let last = self.width().saturating_sub(1);
+        let index = (key + self.span).saturating_sub(query + 1).min(last);
+        self.values
+            .get(head * self.width() + index)
+            .copied()
+            .unwrap_or(0.0)
+    }
 }
 
 impl KeyMask<'_> {
@@ -143,12 +183,30 @@ impl KeyMask<'_> {
     fn range(&self, row: usize, keys: usize) -> (usize, usize) {
         match self.visibility {
             Visibility::Bidirectional => (0, keys),
+            Visibility::Window { radius } => (
+                row.saturating_sub(radius).min(keys),
+                row.saturating_add(radius).saturating_add(1).min(keys),
+            ),
             Visibility::Causal { first, window } => {
                 let at = first + row;
                 let start = window.map_or(0, |window| (at + 1).saturating_sub(window));
                 (start.min(keys), (at + 1).min(keys))
             }
         }
+    }
+
+    /// The position of query row `row` among the keys.
+    fn query_position(&self, row: usize) -> usize {
+        match self.visibility {
+            Visibility::Bidirectional | Visibility::Window { .. } => row,
+            Visibility::Causal { first, .. } => first + row,
+        }
+    }
+
+    /// The distance bias of head `head` from query row `row` to key `key` (0 without one).
+    fn bias(&self, head: usize, row: usize, key: usize) -> f32 {
+        self.bias
+            .map_or(0.0, |bias| bias.at(head, self.query_position(row), key))
     }
 
     fn is_real(&self, key: usize) -> bool {
@@ -223,6 +281,14 @@ fn check_shapes(
         Some(format!("output holds {out_len} values"))
     } else if mask.padding.is_some_and(|mask| mask.len() != keys.rows) {
         Some("the padding mask differs in length from the keys".to_string())
+    } else if let Some(bias) = mask.bias
+        && (bias.span == 0 || Some(bias.values.len()) != queries.heads.checked_mul(bias.width()))
+    {
+        Some(format!(
+            "a distance bias of {} values for span {}",
+            bias.values.len(),
+            bias.span
+        ))
     } else if let Visibility::Causal { first, .. } = mask.visibility
         && first
             .checked_add(queries.rows)
@@ -316,6 +382,7 @@ impl Call<'_> {
                 for (weight, &key) in weights.iter_mut().zip(&keys) {
                     *weight = if any_visible {
                         dot(query, self.keys.head(key, kv_head)) * self.scale
+                            + self.mask.bias(head, row, key)
                     } else {
                         0.0
                     };
@@ -625,6 +692,14 @@ impl Call<'_> {
             let row = weights
                 .get_mut(g * padded..(g + 1) * padded)
                 .unwrap_or_default();
+            if self.mask.bias.is_some() {
+                let query_row = group.first_row + group.first + g;
+                let scores = row.get_mut(range.0..range.1).unwrap_or_default();
+                let keys = panels.keys.get(range.0..range.1).unwrap_or_default();
+                for (score, &key) in scores.iter_mut().zip(keys) {
+                    *score += self.mask.bias(head, query_row, key);
+                }
+            }
             let inverse = _mm256_set1_ps(softmax_range(row, range, (low, high)));
             let row: &[f32] = row;
             let start = (group.first + g) * width + head * head_dim;
@@ -675,6 +750,16 @@ mod tests {
         keys: usize,
         visibility: Visibility,
         padded: bool,
+        /// With a distance bias (per head: `0.1·(h + 1)·distance`, clamped at a span of 9).
+        biased: bool,
+    }
+
+    /// The distance-bias table of [`Case::biased`] cases: span 9, `heads` heads.
+    fn bias_table(heads: usize) -> Vec<f32> {
+        let span = 9i64;
+        (0..heads)
+            .flat_map(|h| (-(span - 1)..span).map(move |d| 0.1 * (h as f32 + 1.0) * d as f32))
+            .collect()
     }
 
     /// The plain definition ([`crate::reference::attend`], in f64) per row and head, keys
@@ -682,9 +767,11 @@ mod tests {
     fn plain(case: Case, q: &[f32], k: &[f32], v: &[f32], padding: Option<&[bool]>) -> Vec<f32> {
         let (heads, kv_heads, dim) = (case.heads, case.kv_heads, case.dim);
         let (queries, keys) = (case.queries, case.keys);
+        let table = bias_table(heads);
         let mask = KeyMask {
             visibility: case.visibility,
             padding,
+            bias: None,
         };
         let mut out = Vec::with_capacity(queries * heads * dim);
         for i in 0..queries {
@@ -703,12 +790,18 @@ mod tests {
                 let key_refs: Vec<&[f32]> = key_rows.iter().map(Vec::as_slice).collect();
                 let value_refs: Vec<&[f32]> = value_rows.iter().map(Vec::as_slice).collect();
                 let query = &q[(i * heads + h) * dim..(i * heads + h + 1) * dim];
+                // Written out from the definition, independently of `DistanceBias::at`.
+                let position = mask.query_position(i) as i64;
+                let bias: Vec<f32> = (0..keys as i64)
+                    .map(|j| table[h * 17 + ((j - position).clamp(-8, 8) + 8) as usize])
+                    .collect();
                 out.extend(crate::reference::attend(
                     query,
                     &key_refs,
                     &value_refs,
                     &visible,
                     0.3,
+                    case.biased.then_some(bias.as_slice()),
                 ));
             }
         }
@@ -727,9 +820,14 @@ mod tests {
         let padding: Vec<bool> = (0..keys).map(|j| j % 5 != 1).collect();
         let padding = case.padded.then_some(padding.as_slice());
         let want = plain(case, &q, &k, &v, padding);
+        let table = bias_table(heads);
         let mask = KeyMask {
             visibility: case.visibility,
             padding,
+            bias: case.biased.then_some(DistanceBias {
+                values: &table,
+                span: 9,
+            }),
         };
         let mut got = vec![0.0f32; want.len()];
         if queries == keys && heads == kv_heads {
@@ -787,8 +885,12 @@ mod tests {
                     (70, 70, causal(0, Some(9))),
                     (33, 33, Visibility::Bidirectional),
                     (3, 20, Visibility::Bidirectional),
+                    (40, 40, Visibility::Window { radius: 4 }),
+                    (9, 9, Visibility::Window { radius: 0 }),
                 ] {
-                    for padded in [false, true] {
+                    for (padded, biased) in
+                        [(false, false), (true, false), (false, true), (true, true)]
+                    {
                         cases.push(Case {
                             heads,
                             kv_heads,
@@ -797,6 +899,7 @@ mod tests {
                             keys,
                             visibility,
                             padded,
+                            biased,
                         });
                     }
                 }
@@ -822,6 +925,7 @@ mod tests {
                 window: None,
             },
             padded: true,
+            biased: true,
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(3)
@@ -841,6 +945,7 @@ mod tests {
                 window: None,
             },
             padding: None,
+            bias: None,
         };
         let query = |rows| HeadRows::interleaved(&data, 0, rows, (1, 4), 4);
         let mut out = vec![0.0f32; 8];
@@ -853,6 +958,18 @@ mod tests {
             ..causal
         };
         assert!(attend(query(1), slab, slab, short_mask, 1.0, &mut out[..4]).is_err());
+        // A distance bias whose table is not `heads · (2·span − 1)` long.
+        let table = [0.0f32; 4];
+        for span in [0, 2, 3] {
+            let biased = KeyMask {
+                bias: Some(DistanceBias {
+                    values: &table[..span.min(4)],
+                    span,
+                }),
+                ..causal
+            };
+            assert!(attend(query(1), slab, slab, biased, 1.0, &mut out[..4]).is_err());
+        }
         // A view reaching past its buffer.
         let long = HeadRows::head_major(&data, (2, 4, 4), 2);
         assert!(attend(query(1), long, long, causal, 1.0, &mut out[..4]).is_err());

@@ -3,19 +3,21 @@
 /// Softmax attention of one query head over `keys`/`values` (one slice per position), in
 /// f64, with PyTorch's additive-mask semantics: hidden keys get weight 0, and a query that
 /// sees no key gets uniform weights over every key (adding `f32::MIN` to every score makes
-/// them all equal).
+/// them all equal). `bias`, when given, is added to each key's score.
 pub(crate) fn attend(
     query: &[f32],
     keys: &[&[f32]],
     values: &[&[f32]],
     visible: &[bool],
     scale: f32,
+    bias: Option<&[f32]>,
 ) -> Vec<f32> {
     let any_visible = visible.iter().any(|&seen| seen);
     let scores: Vec<f64> = keys
         .iter()
         .zip(visible)
-        .map(|(key, &seen)| {
+        .enumerate()
+        .map(|(index, (key, &seen))| {
             if !any_visible {
                 return 0.0;
             }
@@ -27,7 +29,11 @@ pub(crate) fn attend(
                 .zip(key.iter())
                 .map(|(q, k)| f64::from(*q) * f64::from(*k))
                 .sum();
-            dot * f64::from(scale)
+            let bias = bias
+                .and_then(|bias| bias.get(index))
+                .copied()
+                .unwrap_or(0.0);
+            dot * f64::from(scale) + f64::from(bias)
         })
         .collect();
     let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);

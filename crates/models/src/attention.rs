@@ -19,8 +19,8 @@ use rayon::prelude::*;
 use crate::decoder::{SequenceRun, run_error};
 use crate::error::{Error, Result};
 use crate::layers::{Destination, Linear, Norm, input_error, integer_matrix, to_u32_checked};
-use safeformers_kernels::attention::{HeadRows, KeyMask, Visibility, attend};
-use safeformers_kernels::rotary::rotate_heads_in_place;
+use safeformers_kernels::attention::{DistanceBias, HeadRows, KeyMask, Visibility, attend};
+use safeformers_kernels::rotary::{RotaryPairs, rotate_heads_in_place, rotate_pairs_in_place};
 
 /// Head counts and width of an attention block.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +54,8 @@ pub struct Attention {
     scale: f32,
     /// Causal (`Some(window)`) or bidirectional (`None`).
     causal: Option<Option<usize>>,
+    /// Bidirectional only: the farthest key seen on each side (ModernBERT's local layers).
+    radius: Option<usize>,
     layer: usize,
     /// Qwen3's RMSNorms over each query and key head, before rotary.
     head_norms: Option<HeadNorms>,
@@ -67,6 +69,64 @@ pub struct HeadNorms {
     pub query: Norm,
     /// Over each key head.
     pub key: Norm,
+}
+
+/// The positional inputs of one encoder attention call, beyond the rows themselves.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EncoderPositions<'a> {
+    /// Rotary angles by position within a sequence, applied to queries and keys.
+    pub rotary: Option<&'a RotaryAngles>,
+    /// A score bias by head and distance (ALiBi, relative-position buckets).
+    pub bias: Option<DistanceBias<'a>>,
+}
+
+/// Rotary `cos`/`sin` for positions `0..positions`, `half` values each, and how values pair.
+#[derive(Debug, Clone)]
+pub struct RotaryAngles {
+    /// `[positions, half]`.
+    pub cos: Vec<f32>,
+    /// `[positions, half]`.
+    pub sin: Vec<f32>,
+    /// Pairs rotated per head (`rotary_dim / 2`).
+    pub half: usize,
+    /// Which values are rotated together.
+    pub pairs: RotaryPairs,
+}
+
+impl RotaryAngles {
+    /// The angles `position · inverse_frequency` for positions `0..positions`, in f64 before
+    /// rounding (Transformers computes them in f32; the difference is below f32 rounding of
+    /// the results).
+    pub fn new(inverse_frequencies: &[f64], positions: usize, pairs: RotaryPairs) -> RotaryAngles {
+        let half = inverse_frequencies.len();
+        let mut cos = Vec::with_capacity(positions * half);
+        let mut sin = Vec::with_capacity(positions * half);
+        for position in 0..positions {
+            for frequency in inverse_frequencies {
+                // Transformers: `outer(t, inv_freq)` in f32, then cos/sin in f32.
+                let angle = position as f32 * (*frequency as f32);
+                cos.push(angle.cos());
+                sin.push(angle.sin());
+            }
+        }
+        RotaryAngles {
+            cos,
+            sin,
+            half,
+            pairs,
+        }
+    }
+
+    /// Rotates the query and key heads (`queries_keys`, `head_dim`-wide heads) of a row at
+    /// `position`.
+    fn rotate(&self, queries_keys: &mut [f32], head_dim: usize, position: usize) -> Result<()> {
+        let span = position * self.half..(position + 1) * self.half;
+        let (Some(cos), Some(sin)) = (self.cos.get(span.clone()), self.sin.get(span)) else {
+            return Err(run_error("rotary angles for the position"));
+        };
+        rotate_pairs_in_place(queries_keys, head_dim, cos, sin, self.pairs)?;
+        Ok(())
+    }
 }
 
 /// Sequences packed one after another in a row buffer, each attending only to itself.
@@ -115,6 +175,7 @@ impl Attention {
             shape,
             scale: scale as f32,
             causal: Some(window),
+            radius: None,
             layer,
             head_norms: None,
         })
@@ -159,26 +220,54 @@ impl Attention {
         })
     }
 
+    /// The bidirectional block seeing only keys at most `radius` rows away on either side.
+    pub fn with_window_radius(self, radius: usize) -> Attention {
+        Attention {
+            radius: Some(radius),
+            ..self
+        }
+    }
+
     /// Width of the fused projection's rows.
     fn qkv_width(&self) -> usize {
         self.shape.query_width() + 2 * self.shape.kv_width()
     }
 
     /// Encoders: `hidden` (`[rows, hidden]`, the rows of `sequences`) plus the attention of
-    /// each sequence over itself, in place; `qkv` and `context` are scratch buffers of
+    /// each sequence over itself, in place; the projections read `normed` instead of `hidden`
+    /// when given (pre-norm layers). `qkv` and `context` are scratch buffers of
     /// `rows · qkv width` and `rows · query width` values. Sequences run side by side.
     pub fn forward_onto(
         &self,
         hidden: &mut [f32],
+        normed: Option<&[f32]>,
         sequences: PackedSequences<'_>,
-        qkv: &mut [f32],
-        context: &mut [f32],
+        scratch: (&mut [f32], &mut [f32]),
+        positions: EncoderPositions<'_>,
     ) -> Result<()> {
+        let (qkv, context) = scratch;
         let rows = sequences.rows();
         let (shape, width) = (self.shape, self.qkv_width());
         let q_width = shape.query_width();
         self.qkv
-            .forward_rows_to(hidden, rows, qkv, Destination::Overwrite)?;
+            .forward_rows_to(normed.unwrap_or(hidden), rows, qkv, Destination::Overwrite)?;
+        if let Some(angles) = positions.rotary {
+            let keys_end = q_width + shape.kv_width();
+            let mut row_chunks = qkv.chunks_exact_mut(width);
+            for &length in sequences.lengths {
+                for position in 0..length {
+                    let row = row_chunks.next().ok_or_else(|| run_error("qkv rows"))?;
+                    let queries_keys = row
+                        .get_mut(..keys_end)
+                        .ok_or_else(|| run_error("qkv row"))?;
+                    angles.rotate(queries_keys, shape.head_dim, position)?;
+                }
+            }
+        }
+        let visibility = match self.radius {
+            Some(radius) => Visibility::Window { radius },
+            None => Visibility::Bidirectional,
+        };
         let mut jobs = Vec::with_capacity(sequences.lengths.len());
         let (mut start, mut rest) = (0, &mut *context);
         for &length in sequences.lengths {
@@ -209,8 +298,9 @@ impl Attention {
                     )
                 };
                 let mask = KeyMask {
-                    visibility: Visibility::Bidirectional,
+                    visibility,
                     padding,
+                    bias: positions.bias,
                 };
                 attend(
                     view(0),
@@ -275,6 +365,7 @@ impl Attention {
                     window: self.causal.flatten(),
                 },
                 padding: run.padding.as_deref(),
+                bias: None,
             };
             let out = context
                 .get_mut(start * q_width..(start + count) * q_width)

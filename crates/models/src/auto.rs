@@ -338,6 +338,20 @@ impl AutoModel {
     /// weights. Refuses remote code ([`Error::RemoteCodeRefused`]) and reports unsupported
     /// model types and classes.
     pub fn resolve(config: &ModelConfig, head: Option<Head>) -> Result<(Architecture, Head)> {
+        if let Some(port) = crate::remote_code::native_port(config) {
+            let architecture = port.architecture;
+            let head = match head {
+                Some(head) => head,
+                None => head_from_architectures(config, architecture)?,
+            };
+            crate::remote_code::check_native_port(
+                config,
+                port,
+                head.auto_class(),
+                &format!("{}{}", port.class_prefix, head.class_suffix()),
+            )?;
+            return Ok((architecture, head));
+        }
         let Some(architecture) = Architecture::from_model_type(&config.model_type) else {
             if CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str()) {
                 return Err(Error::UnsupportedArchitecture {

@@ -1,7 +1,7 @@
 //! BERT: a bidirectional Transformer encoder (Devlin et al., 2018, "BERT: Pre-training of Deep
 //! Bidirectional Transformers for Language Understanding"), with its task heads.
 //!
-//! Follows Transformers' `models/bert/modeling_bert.py`: `BertEmbeddings`, the layers
+//! Follows Transformers' `models/bert/modeling_bert.py`: `EncoderEmbeddings`, the layers
 //! (`BertSelfAttention` … `BertOutput`, in [`crate::encoder`], shared with the other encoder
 //! families), `BertPooler`, `BertModel`; the heads are [`crate::heads`]' generic
 //! [`EncoderForTask`]. Tensor names are the checkpoint's. MiniLM (sentence-transformers
@@ -259,19 +259,20 @@ pub(crate) fn base_weights<'a>(root: &Weights<'a>, prefix: &str) -> Weights<'a> 
     }
 }
 
-/// `BertEmbeddings` (DistilBERT's `Embeddings`): word + token type (none in DistilBERT) +
-/// position embeddings, then layer norm.
+/// An encoder's embeddings: word + token type (none in DistilBERT, ModernBERT, MPNet) +
+/// position embeddings (none where positions enter attention instead: rotary, ALiBi), then a
+/// norm. `BertEmbeddings`, DistilBERT's `Embeddings`, and the ports' embedding modules.
 #[derive(Debug)]
-pub struct BertEmbeddings {
+pub struct EncoderEmbeddings {
     word_embeddings: Embedding,
-    position_embeddings: Embedding,
+    position_embeddings: Option<Embedding>,
     token_type_embeddings: Option<Embedding>,
     layer_norm: Norm,
     positions: PositionIds,
     max_positions: usize,
 }
 
-impl BertEmbeddings {
+impl EncoderEmbeddings {
     fn load(weights: &Weights<'_>, config: &BertConfig, flavour: Flavour) -> Result<Self> {
         let hidden = config.hidden_size;
         let positions = weights.pp("position_embeddings");
@@ -292,13 +293,13 @@ impl BertEmbeddings {
                 hidden,
             )?),
         };
-        Ok(BertEmbeddings {
+        Ok(EncoderEmbeddings {
             word_embeddings: Embedding::load(
                 &weights.pp("word_embeddings"),
                 config.vocab_size,
                 hidden,
             )?,
-            position_embeddings,
+            position_embeddings: Some(position_embeddings),
             token_type_embeddings,
             layer_norm: Norm::load_layer_norm(
                 &weights.pp("LayerNorm"),
@@ -308,6 +309,35 @@ impl BertEmbeddings {
             positions: flavour.positions,
             max_positions: config.max_position_embeddings,
         })
+    }
+
+    /// Embeddings from their parts: word, token type and position tables (`[_, hidden]`), how
+    /// positions are numbered, and the norm after their sum.
+    #[allow(
+        dead_code,
+        reason = "the native encoder ports of issue 16 build on it; remove as they land"
+    )]
+    pub(crate) fn new(
+        word_embeddings: Embedding,
+        token_type_embeddings: Option<Embedding>,
+        positions: Option<(Embedding, PositionIds)>,
+        norm: Norm,
+    ) -> EncoderEmbeddings {
+        let (position_embeddings, positions, max_positions) = match positions {
+            Some((table, numbering)) => {
+                let rows = table.table().dims().first().copied().unwrap_or(0);
+                (Some(table), numbering, rows)
+            }
+            None => (None, PositionIds::Absolute, usize::MAX),
+        };
+        EncoderEmbeddings {
+            word_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            layer_norm: norm,
+            positions,
+            max_positions,
+        }
     }
 
     /// The word embedding table (the tied MLM decoder weight).
@@ -369,12 +399,9 @@ impl BertEmbeddings {
         if let Some(type_embeddings) = &self.token_type_embeddings {
             add_table_rows(&mut rows, hidden, type_embeddings.table(), types)?;
         }
-        add_table_rows(
-            &mut rows,
-            hidden,
-            self.position_embeddings.table(),
-            positions,
-        )?;
+        if let Some(position_embeddings) = &self.position_embeddings {
+            add_table_rows(&mut rows, hidden, position_embeddings.table(), positions)?;
+        }
         self.layer_norm.forward_rows(&mut rows)?;
         Ok(rows)
     }
@@ -433,11 +460,13 @@ impl BertPooler {
     }
 }
 
-/// `BertModel`: embeddings, encoder and (optionally) pooler. Outputs the last hidden state
-/// `[batch, seq, hidden]` and the pooled `[CLS]` state `[batch, hidden]`.
+/// An encoder base model: embeddings, encoder and (optionally) pooler. Outputs the last hidden
+/// state `[batch, seq, hidden]` and the pooled `[CLS]` state `[batch, hidden]`. `BertModel`
+/// (and RoBERTa's, DistilBERT's) loaded by [`EncoderModel::load_with`], the native ports of
+/// remote-code encoders built by [`EncoderModel::from_parts`].
 #[derive(Debug)]
-pub struct BertModel {
-    embeddings: BertEmbeddings,
+pub struct EncoderModel {
+    embeddings: EncoderEmbeddings,
     encoder: Encoder,
     pooler: Option<BertPooler>,
     vocab_size: usize,
@@ -445,11 +474,37 @@ pub struct BertModel {
     max_len: usize,
 }
 
-impl BertModel {
+/// `BertModel`: the encoder base model with BERT's parts.
+pub type BertModel = EncoderModel;
+
+impl EncoderModel {
+    /// A base model without pooler from its parts; inputs are checked against `vocab_size`
+    /// ids, `type_vocab_size` token types and `max_len` tokens per sequence.
+    #[allow(
+        dead_code,
+        reason = "the native encoder ports of issue 16 build on it; remove as they land"
+    )]
+    pub(crate) fn from_parts(
+        embeddings: EncoderEmbeddings,
+        encoder: Encoder,
+        vocab_size: usize,
+        type_vocab_size: usize,
+        max_len: usize,
+    ) -> EncoderModel {
+        EncoderModel {
+            embeddings,
+            encoder,
+            pooler: None,
+            vocab_size,
+            type_vocab_size,
+            max_len,
+        }
+    }
+
     /// Loads the base model, with its pooler when the checkpoint has one.
     pub fn load(root: &Weights<'_>, config: &ModelConfig) -> Result<Self> {
         let bert = BertConfig::from_model_config(config)?;
-        BertModel::load_with(root, config, &bert, Flavour::BERT, Pooling::IfPresent)
+        EncoderModel::load_with(root, config, &bert, Flavour::BERT, Pooling::IfPresent)
     }
 
     /// Loads the base model of any encoder family (`flavour`) from `root` (under the family's
@@ -483,8 +538,8 @@ impl BertModel {
                 .max_position_embeddings
                 .saturating_sub(padding_idx as usize + 1),
         };
-        Ok(BertModel {
-            embeddings: BertEmbeddings::load(&weights.pp("embeddings"), bert, flavour)?,
+        Ok(EncoderModel {
+            embeddings: EncoderEmbeddings::load(&weights.pp("embeddings"), bert, flavour)?,
             encoder: Encoder::load(&weights, &shape, flavour.layer_names())?,
             pooler,
             vocab_size: bert.vocab_size,
@@ -606,7 +661,7 @@ impl BertModel {
     }
 }
 
-impl TaskModel for BertModel {
+impl TaskModel for EncoderModel {
     fn forward(
         &self,
         input_ids: &Tensor,
@@ -614,7 +669,7 @@ impl TaskModel for BertModel {
         token_type_ids: Option<&Tensor>,
     ) -> Result<ModelOutput> {
         let (last_hidden_state, pooler_output) =
-            BertModel::forward(self, input_ids, attention_mask, token_type_ids)?;
+            EncoderModel::forward(self, input_ids, attention_mask, token_type_ids)?;
         Ok(ModelOutput::BaseModel {
             last_hidden_state,
             pooler_output,
@@ -622,7 +677,7 @@ impl TaskModel for BertModel {
     }
 
     fn token_states(&self, sequences: &[TokenSequence<'_>]) -> Option<Result<Vec<Vec<f32>>>> {
-        Some(BertModel::token_states(self, sequences))
+        Some(EncoderModel::token_states(self, sequences))
     }
 }
 

@@ -17,7 +17,7 @@ use candle_core::{Device, Tensor};
 use crate::attention::DecoderInputs;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, SequenceCache};
-use crate::layers::{Activation, Embedding, Linear, TokenEmbedding};
+use crate::layers::{Activation, Destination, Embedding, Linear, TokenEmbedding};
 use crate::rotary::RotaryEmbedding;
 use safeformers_kernels::activation::activation_in_place;
 
@@ -97,38 +97,52 @@ impl Mlp {
 
     /// `[rows, hidden]` → `[rows, hidden]`.
     pub fn forward(&self, x: &[f32], rows: usize) -> Result<Vec<f32>> {
+        let mut inner = Vec::new();
+        self.inner_rows(x, rows, &mut inner)?;
+        let down = self.down();
+        let mut out = vec![0.0f32; rows * down.out_features()];
+        down.forward_rows_to(&inner, rows, &mut out, Destination::Overwrite)?;
+        Ok(out)
+    }
+
+    /// The activated inner rows of `x` (`[rows, hidden]`) into `inner` (resized to
+    /// `[rows, inner]`): `act(up(x))`, the activation fused into the projection, or
+    /// `act(gate(x)) · up(x)`.
+    pub fn inner_rows(&self, x: &[f32], rows: usize, inner: &mut Vec<f32>) -> Result<()> {
         match self {
-            Mlp::Plain {
-                up,
-                down,
-                activation,
-            } => {
-                let mut inner = up.forward_rows(x, rows)?;
-                activation_in_place(*activation, &mut inner);
-                down.forward_rows(&inner, rows)
+            Mlp::Plain { up, activation, .. } => {
+                inner.resize(rows * up.out_features(), 0.0);
+                up.forward_rows_to(x, rows, inner, Destination::Activated(*activation))
             }
             Mlp::Gated {
                 gate_up,
-                down,
                 activation,
+                ..
             } => {
                 let fused = gate_up.forward_rows(x, rows)?;
-                let inner = gate_up.out_features() / 2;
-                let mut gated = Vec::with_capacity(rows * inner);
-                for row in fused.chunks_exact((2 * inner).max(1)) {
-                    gated.extend_from_slice(row.get(..inner).unwrap_or_default());
+                let width = gate_up.out_features() / 2;
+                inner.clear();
+                for row in fused.chunks_exact((2 * width).max(1)) {
+                    inner.extend_from_slice(row.get(..width).unwrap_or_default());
                 }
-                activation_in_place(*activation, &mut gated);
-                for (gate, row) in gated
-                    .chunks_exact_mut(inner.max(1))
-                    .zip(fused.chunks_exact((2 * inner).max(1)))
+                activation_in_place(*activation, inner);
+                for (gate, row) in inner
+                    .chunks_exact_mut(width.max(1))
+                    .zip(fused.chunks_exact((2 * width).max(1)))
                 {
-                    for (g, u) in gate.iter_mut().zip(row.get(inner..).unwrap_or_default()) {
+                    for (g, u) in gate.iter_mut().zip(row.get(width..).unwrap_or_default()) {
                         *g *= u;
                     }
                 }
-                down.forward_rows(&gated, rows)
+                Ok(())
             }
+        }
+    }
+
+    /// The output projection.
+    pub fn down(&self) -> &Linear {
+        match self {
+            Mlp::Plain { down, .. } | Mlp::Gated { down, .. } => down,
         }
     }
 }

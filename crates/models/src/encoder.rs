@@ -1,21 +1,33 @@
-//! The one bidirectional encoder stack that BERT, RoBERTa, XLM-RoBERTa and DistilBERT run: a
-//! post-norm Transformer layer (self-attention + residual + LayerNorm, feed-forward + residual
-//! + LayerNorm) on plain `f32` row buffers, driven by the kernels.
+//! The one bidirectional encoder stack every encoder architecture runs: BERT, RoBERTa,
+//! XLM-RoBERTa and DistilBERT, and the remote-code favourites ported natively (NomicBert,
+//! JinaBert, GTE, MPNet, ModernBERT), on plain `f32` row buffers driven by the kernels.
+//!
+//! What differs between them is data, set at load: where the norms sit ([`NormPlacement`]:
+//! BERT's post-norm, ModernBERT's pre-norm with a final norm), the feed-forward block (the
+//! decoders' [`Mlp`]: plain, or gated with the activated half first, which the architectures
+//! arrange at load by stacking their projections), and how positions enter attention: absolute
+//! embeddings (before the stack), rotary per layer ([`EncoderRotary`], one or more per model,
+//! each layer naming its own), a score bias by distance shared by every layer
+//! ([`DistanceBiasTable`]: ALiBi, MPNet's relative buckets), and a sliding window per layer
+//! (on the [`Attention`]).
 //!
 //! Laid out at load for the kernels: query, key and value stacked into one [`Linear`] of the
-//! one [`Attention`] (bidirectional here; one GEMM writes `[rows, 3·hidden]`, which attention
-//! reads in place), every linear layer packed for the
-//! many-row GEMM when its weights are f32 (other storages, chosen by `--dtype`/`--quantize`, run
-//! through the same [`Linear`]). Each residual is written into the output buffer before its
-//! projection accumulates onto it, so "dense + residual + layer norm" is one GEMM and one pass.
-//! Only the checkpoint's tensor names differ between the families ([`LayerNames`]).
+//! one [`Attention`] (one GEMM writes `[rows, 3·hidden]`, which attention reads in place), every
+//! linear layer packed for the many-row GEMM when its weights are f32 (other storages, chosen by
+//! `--dtype`/`--quantize`, run through the same [`Linear`]). Each residual is written into the
+//! output buffer before its projection accumulates onto it, so "dense + residual + layer norm"
+//! is one GEMM and one pass. BERT-style checkpoints differ only in tensor names
+//! ([`LayerNames`]).
 
 use candle_core::Tensor;
 
-use crate::attention::{Attention, PackedSequences};
-use crate::error::Result;
-use crate::layers::{Activation, Destination, Linear, Norm};
+use crate::attention::{Attention, EncoderPositions, PackedSequences, RotaryAngles};
+use crate::decoder::Mlp;
+use crate::error::{Error, Result};
+use crate::layers::{Activation, Linear, Norm};
 use crate::weights::Weights;
+use safeformers_kernels::attention::DistanceBias;
+use safeformers_kernels::rotary::RotaryPairs;
 
 /// The sizes of an encoder stack, from the family's config.
 #[derive(Debug, Clone, Copy)]
@@ -81,27 +93,49 @@ impl LayerNames {
     };
 }
 
-/// One encoder layer: attention, then feed-forward, each followed by residual + LayerNorm.
+/// Where a layer's norms sit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(
+    dead_code,
+    reason = "the native encoder ports of issue 16 build on it; remove as they land"
+)]
+pub(crate) enum NormPlacement {
+    /// `norm(x + attention(x))`, then `norm(h + mlp(h))` (BERT and its descendants).
+    Post,
+    /// `x + attention(norm(x))`, then `x + mlp(norm(x))` (ModernBERT; its first layer has no
+    /// attention norm).
+    Pre,
+}
+
+/// One encoder layer: attention and feed-forward, each with its residual and norm.
 #[derive(Debug)]
-struct EncoderLayer {
-    /// Bidirectional self-attention, query, key and value projections stacked.
-    attention: Attention,
-    attention_norm: Norm,
-    intermediate: Linear,
-    activation: Activation,
-    output: Linear,
-    output_norm: Norm,
+pub(crate) struct EncoderLayer {
+    /// Bidirectional self-attention (with a window on local layers), query, key and value
+    /// projections stacked.
+    pub attention: Attention,
+    /// After attention (post-norm) or before it (pre-norm; `None`: the identity).
+    pub attention_norm: Option<Norm>,
+    /// The feed-forward block.
+    pub mlp: Mlp,
+    /// After the feed-forward block (post-norm) or before it (pre-norm).
+    pub mlp_norm: Norm,
+    /// Where the norms sit.
+    pub placement: NormPlacement,
+    /// Which of the encoder's rotary embeddings this layer applies, if any.
+    pub rotary: Option<usize>,
 }
 
 /// Buffers one forward pass reuses across layers.
 struct LayerScratch {
     query_key_value: Vec<f32>,
     context: Vec<f32>,
-    intermediate: Vec<f32>,
+    inner: Vec<f32>,
+    normed: Vec<f32>,
 }
 
 impl EncoderLayer {
-    fn load(weights: &Weights<'_>, shape: &EncoderShape, names: &LayerNames) -> Result<Self> {
+    /// A BERT-style post-norm layer named as `names` say (biases everywhere, LayerNorms).
+    fn load_named(weights: &Weights<'_>, shape: &EncoderShape, names: &LayerNames) -> Result<Self> {
         let hidden = shape.hidden;
         let mut stacked_weight = Vec::with_capacity(3);
         let mut stacked_bias = Vec::with_capacity(3);
@@ -114,25 +148,28 @@ impl EncoderLayer {
             Tensor::cat(&stacked_weight, 0)?,
             Some(Tensor::cat(&stacked_bias, 0)?),
         )?;
-        let options = weights.options();
-        let linear = |name: &str, inputs: usize, outputs: usize| -> Result<Linear> {
-            Linear::load(&weights.pp(name), inputs, outputs)?.packed_for_many_rows()
+        let linear = |name: &str, inputs: usize, outputs: usize| {
+            Linear::load(&weights.pp(name), inputs, outputs)
         };
         let norm =
             |name: &str| Norm::load_layer_norm(&weights.pp(name), hidden, shape.layer_norm_eps);
         let head_dim = hidden / shape.heads.max(1);
         Ok(EncoderLayer {
             attention: Attention::bidirectional(
-                query_key_value.stored_as(options)?,
-                Linear::load(&weights.pp(names.attention_output), hidden, hidden)?,
+                query_key_value.stored_as(weights.options())?,
+                linear(names.attention_output, hidden, hidden)?,
                 shape.heads,
                 1.0 / (head_dim as f64).sqrt(),
             )?,
-            attention_norm: norm(names.attention_norm)?,
-            intermediate: linear(names.intermediate, hidden, shape.intermediate)?,
-            activation: shape.activation,
-            output: linear(names.output, shape.intermediate, hidden)?,
-            output_norm: norm(names.output_norm)?,
+            attention_norm: Some(norm(names.attention_norm)?),
+            mlp: Mlp::plain(
+                linear(names.intermediate, hidden, shape.intermediate)?,
+                linear(names.output, shape.intermediate, hidden)?,
+                shape.activation,
+            )?,
+            mlp_norm: norm(names.output_norm)?,
+            placement: NormPlacement::Post,
+            rotary: None,
         })
     }
 
@@ -142,57 +179,202 @@ impl EncoderLayer {
         hidden: &mut [f32],
         scratch: &mut LayerScratch,
         sequences: PackedSequences<'_>,
+        positions: EncoderPositions<'_>,
     ) -> Result<()> {
         let rows = sequences.rows();
-        // Self-attention onto the residual, then layer norm.
-        self.attention.forward_onto(
-            hidden,
-            sequences,
-            &mut scratch.query_key_value,
-            &mut scratch.context,
-        )?;
-        self.attention_norm.forward_rows(hidden)?;
-        // Feed-forward block.
-        self.intermediate.forward_rows_to(
-            hidden,
-            rows,
-            &mut scratch.intermediate,
-            Destination::Activated(self.activation),
-        )?;
-        self.output.forward_rows_to(
-            &scratch.intermediate,
-            rows,
-            hidden,
-            Destination::OntoResidual,
-        )?;
-        self.output_norm.forward_rows(hidden)
+        let attention_scratch = (
+            scratch.query_key_value.as_mut_slice(),
+            scratch.context.as_mut_slice(),
+        );
+        match self.placement {
+            NormPlacement::Post => {
+                self.attention.forward_onto(
+                    hidden,
+                    None,
+                    sequences,
+                    attention_scratch,
+                    positions,
+                )?;
+                if let Some(norm) = &self.attention_norm {
+                    norm.forward_rows(hidden)?;
+                }
+                self.mlp.inner_rows(hidden, rows, &mut scratch.inner)?;
+                self.mlp.down().forward_rows_to(
+                    &scratch.inner,
+                    rows,
+                    hidden,
+                    crate::layers::Destination::OntoResidual,
+                )?;
+                self.mlp_norm.forward_rows(hidden)
+            }
+            NormPlacement::Pre => {
+                let normed = match &self.attention_norm {
+                    Some(norm) => {
+                        scratch.normed.clear();
+                        scratch.normed.extend_from_slice(hidden);
+                        norm.forward_rows(&mut scratch.normed)?;
+                        Some(scratch.normed.as_slice())
+                    }
+                    None => None,
+                };
+                self.attention.forward_onto(
+                    hidden,
+                    normed,
+                    sequences,
+                    attention_scratch,
+                    positions,
+                )?;
+                scratch.normed.clear();
+                scratch.normed.extend_from_slice(hidden);
+                self.mlp_norm.forward_rows(&mut scratch.normed)?;
+                self.mlp
+                    .inner_rows(&scratch.normed, rows, &mut scratch.inner)?;
+                self.mlp.down().forward_rows_to(
+                    &scratch.inner,
+                    rows,
+                    hidden,
+                    crate::layers::Destination::OntoResidual,
+                )
+            }
+        }
     }
 }
 
-/// The stack of layers (`BertEncoder`, DistilBERT's `Transformer`).
+/// Rotary position embeddings of an encoder: the inverse frequencies of its rotated pairs
+/// (fixed at load, or by Nomic's dynamic NTK from the batch's padded length) and how values
+/// pair.
+#[derive(Debug, Clone)]
+pub(crate) struct EncoderRotary {
+    /// The inverse frequencies.
+    pub frequencies: RotaryFrequencies,
+    /// Which values rotate together.
+    pub pairs: RotaryPairs,
+}
+
+/// Where an encoder's rotary inverse frequencies come from.
+#[derive(Debug, Clone)]
+#[allow(
+    dead_code,
+    reason = "the native encoder ports of issue 16 build on it; remove as they land"
+)]
+pub(crate) enum RotaryFrequencies {
+    /// The same at every length (`rotary_dim / 2` values).
+    Fixed(Vec<f64>),
+    /// NomicBert's dynamic NTK: `base^(−2i/d)` up to `trained` positions; past them, with `L`
+    /// the longest sequence of the batch (its padded length),
+    /// `base' = base · (factor · L / trained − (factor − 1))^(d / (d − 2))`.
+    DynamicNtk {
+        /// `rotary_emb_base`.
+        base: f64,
+        /// The rotated width `d`.
+        rotary_dim: usize,
+        /// `rotary_scaling_factor`.
+        factor: f64,
+        /// `max_trained_positions`.
+        trained: usize,
+    },
+}
+
+/// `base^(−2i/d)` for `i < d/2`, in f32 as Transformers computes `inv_freq`.
+#[allow(
+    dead_code,
+    reason = "the native encoder ports of issue 16 build on it; remove as they land"
+)]
+pub(crate) fn inverse_frequencies(base: f64, rotary_dim: usize) -> Vec<f64> {
+    (0..rotary_dim / 2)
+        .map(|i| {
+            let exponent = (2 * i) as f32 / rotary_dim as f32;
+            f64::from(1.0 / (base as f32).powf(exponent))
+        })
+        .collect()
+}
+
+impl RotaryFrequencies {
+    /// The inverse frequencies for a batch whose longest sequence is `longest` tokens.
+    fn for_longest(&self, longest: usize) -> Vec<f64> {
+        match self {
+            RotaryFrequencies::Fixed(frequencies) => frequencies.clone(),
+            RotaryFrequencies::DynamicNtk {
+                base,
+                rotary_dim,
+                factor,
+                trained,
+            } => {
+                let dim = *rotary_dim as f64;
+                let base = if longest > *trained && *rotary_dim > 2 {
+                    let growth = factor * longest as f64 / *trained as f64 - (factor - 1.0);
+                    base * growth.powf(dim / (dim - 2.0))
+                } else {
+                    *base
+                };
+                inverse_frequencies(base, *rotary_dim)
+            }
+        }
+    }
+}
+
+/// A score bias by head and distance for every layer: `[heads, 2·span − 1]`, see
+/// [`DistanceBias`].
+#[derive(Debug, Clone)]
+pub(crate) struct DistanceBiasTable {
+    /// The values, distance `−(span − 1)` first for each head.
+    pub values: Vec<f32>,
+    /// One more than the farthest distance held.
+    pub span: usize,
+}
+
+/// The stack of layers (`BertEncoder`, DistilBERT's `Transformer`, and the ports'), with what
+/// positions need and an optional final norm.
 #[derive(Debug)]
 pub(crate) struct Encoder {
     layers: Vec<EncoderLayer>,
+    rotaries: Vec<EncoderRotary>,
+    distance_bias: Option<DistanceBiasTable>,
+    final_norm: Option<Norm>,
     hidden: usize,
-    intermediate: usize,
 }
 
 impl Encoder {
-    /// Loads the layers under `weights` (the base model), named as `names` say.
+    /// Loads BERT-style post-norm layers under `weights` (the base model), named as `names`
+    /// say.
     pub fn load(weights: &Weights<'_>, shape: &EncoderShape, names: &LayerNames) -> Result<Self> {
         let layers = (0..shape.layers)
             .map(|index| {
-                EncoderLayer::load(
+                EncoderLayer::load_named(
                     &weights.pp(&format!("{}.{index}", names.layers)),
                     shape,
                     names,
                 )
             })
             .collect::<Result<Vec<_>>>()?;
+        Encoder::new(layers, Vec::new(), None, None)
+    }
+
+    /// A stack of `layers` already loaded, each naming one of `rotaries` or none, with a
+    /// distance bias for every layer and a final norm if the architecture has them.
+    pub fn new(
+        layers: Vec<EncoderLayer>,
+        rotaries: Vec<EncoderRotary>,
+        distance_bias: Option<DistanceBiasTable>,
+        final_norm: Option<Norm>,
+    ) -> Result<Self> {
+        let hidden = layers
+            .first()
+            .map_or(0, |layer| layer.mlp.down().out_features());
+        if let Some(index) = layers
+            .iter()
+            .position(|layer| layer.rotary.is_some_and(|rotary| rotary >= rotaries.len()))
+        {
+            return Err(Error::Cache {
+                reason: format!("encoder layer {index} names a rotary embedding it lacks"),
+            });
+        }
         Ok(Encoder {
             layers,
-            hidden: shape.hidden,
-            intermediate: shape.intermediate,
+            rotaries,
+            distance_bias,
+            final_norm,
+            hidden,
         })
     }
 
@@ -226,13 +408,37 @@ impl Encoder {
     /// Runs every layer over the rows of `sequences` (in place).
     pub fn forward_rows(&self, hidden: &mut [f32], sequences: PackedSequences<'_>) -> Result<()> {
         let rows = sequences.rows();
+        let longest = sequences.lengths.iter().copied().max().unwrap_or(0);
         let mut scratch = LayerScratch {
             query_key_value: vec![0.0; rows * 3 * self.hidden],
             context: vec![0.0; rows * self.hidden],
-            intermediate: vec![0.0; rows * self.intermediate],
+            inner: Vec::new(),
+            normed: Vec::new(),
         };
+        let angles: Vec<RotaryAngles> = self
+            .rotaries
+            .iter()
+            .map(|rotary| {
+                RotaryAngles::new(
+                    &rotary.frequencies.for_longest(longest),
+                    longest,
+                    rotary.pairs,
+                )
+            })
+            .collect();
+        let bias = self.distance_bias.as_ref().map(|table| DistanceBias {
+            values: &table.values,
+            span: table.span,
+        });
         for layer in &self.layers {
-            layer.forward(hidden, &mut scratch, sequences)?;
+            let positions = EncoderPositions {
+                rotary: layer.rotary.and_then(|index| angles.get(index)),
+                bias,
+            };
+            layer.forward(hidden, &mut scratch, sequences, positions)?;
+        }
+        if let Some(norm) = &self.final_norm {
+            norm.forward_rows(hidden)?;
         }
         Ok(())
     }

@@ -30,6 +30,22 @@ impl Linear {
         Linear::from_tensors(weight, Some(bias))?.stored_as(weights.options())
     }
 
+    /// Loads `weight` `[out, in]`, and `bias` `[out]` when `with_bias` (configs' `*_bias`
+    /// flags: a checkpoint without a bias the config promises is an error, as is an extra one
+    /// left unread by the caller's strictness checks).
+    pub fn load_optional_bias(
+        weights: &Weights<'_>,
+        in_features: usize,
+        out_features: usize,
+        with_bias: bool,
+    ) -> Result<Self> {
+        if with_bias {
+            return Linear::load(weights, in_features, out_features);
+        }
+        let weight = weights.get(&[out_features, in_features], "weight")?;
+        Linear::from_tensors(weight, None)?.stored_as(weights.options())
+    }
+
     /// Loads a `Conv1D`-style layer whose `weight` is stored `[in, out]` (GPT-2), transposed
     /// once here.
     pub fn load_transposed(
@@ -201,6 +217,24 @@ impl Norm {
         Norm::layer_norm(
             tensor_values(&weights.get_any(&[size], &["weight", "gamma"])?)?,
             tensor_values(&weights.get_any(&[size], &["bias", "beta"])?)?,
+            eps,
+        )
+    }
+
+    /// Loads a LayerNorm's `weight`, and its `bias` when `with_bias` (else a zero bias:
+    /// `nn.LayerNorm(bias=False)`, ModernBERT's `norm_bias: false`).
+    pub fn load_layer_norm_optional_bias(
+        weights: &Weights<'_>,
+        size: usize,
+        eps: f64,
+        with_bias: bool,
+    ) -> Result<Norm> {
+        if with_bias {
+            return Norm::load_layer_norm(weights, size, eps);
+        }
+        Norm::layer_norm(
+            tensor_values(&weights.get(&[size], "weight")?)?,
+            vec![0.0; size],
             eps,
         )
     }

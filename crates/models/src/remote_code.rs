@@ -8,6 +8,13 @@
 //!   the built-in class for that head (Phi-3's `modeling_phi3.Phi3ForCausalLM`, code that was
 //!   upstreamed into Transformers), the built-in implementation is used, as Transformers does
 //!   without `trust_remote_code`; [`notice`] says so;
+//! - when `auto_map` names the classes of an architecture safeformers has ported natively
+//!   ([`NATIVE_PORTS`]: NomicBert, JinaBert, GTE's `NewModel`), from the code repo those models
+//!   point at or from a module of the same name in the model folder, the port is used with no
+//!   flag needed: nothing remote runs, so there is nothing to trust; [`notice`] says which files
+//!   are not run. The same class from another code repo is refused: a different repo may
+//!   compute something else under the same class name (Jina's `jina-bert-v2-qk-post-norm` names
+//!   its classes as `jina-bert-implementation` does and adds norms);
 //! - otherwise the load is refused ([`Error::RemoteCodeRefused`], a policy refusal): a class of
 //!   another name may compute something else under a familiar `model_type` (JinaBert's repos say
 //!   `"model_type": "bert"`), and safeformers does not guess. The refusal names the class and
@@ -125,6 +132,73 @@ fn sha256_of(path: &Path) -> Option<String> {
     let bytes = safeformers_files::read_capped(path, cap).ok()?;
     let digest = Sha256::digest(&bytes);
     Some(digest.iter().map(|byte| format!("{byte:02x}")).collect())
+}
+
+/// A remote-code architecture safeformers implements natively, as `auto_map` names it.
+#[derive(Debug)]
+pub struct NativePort {
+    /// The architecture that runs instead.
+    pub architecture: crate::auto::Architecture,
+    /// The class-name prefix of the remote code (`NomicBert`: `NomicBertModel`,
+    /// `NomicBertConfig`, `NomicBertForSequenceClassification`).
+    pub class_prefix: &'static str,
+    /// The modules holding those classes (`modeling_hf_nomic_bert`,
+    /// `configuration_hf_nomic_bert`).
+    pub modules: &'static [&'static str],
+    /// The code repos the published models reference (`nomic-ai/nomic-bert-2048`); a reference
+    /// without a repo (a module in the model folder) also counts.
+    pub code_repos: &'static [&'static str],
+}
+
+impl NativePort {
+    /// Whether `reference` names one of this port's classes, in one of its modules and repos.
+    fn names(&self, reference: &CodeReference) -> bool {
+        reference.class.starts_with(self.class_prefix)
+            && self.modules.contains(&reference.module.as_str())
+            && reference
+                .repo
+                .as_deref()
+                .is_none_or(|repo| self.code_repos.contains(&repo))
+    }
+}
+
+/// The remote-code architectures ported natively.
+pub const NATIVE_PORTS: &[NativePort] = &[];
+
+/// The native port `config`'s `auto_map` asks for: the first port one of its entries names.
+pub fn native_port(config: &ModelConfig) -> Option<&'static NativePort> {
+    let references: Vec<CodeReference> = config
+        .auto_map
+        .values()
+        .flatten()
+        .filter_map(|reference| CodeReference::parse(reference))
+        .collect();
+    NATIVE_PORTS
+        .iter()
+        .find(|port| references.iter().any(|reference| port.names(reference)))
+}
+
+/// Checks a load of `auto_class` (whose port class is `class`) through `port`: the entries for
+/// it and for `AutoConfig`, when present, must name `class` and the port's config class from
+/// the port's modules and repos; anything else is refused as remote code.
+pub(crate) fn check_native_port(
+    config: &ModelConfig,
+    port: &NativePort,
+    auto_class: &str,
+    class: &str,
+) -> Result<(), Error> {
+    let config_class = format!("{}Config", port.class_prefix);
+    for (auto_class, expected) in [(auto_class, class), ("AutoConfig", config_class.as_str())] {
+        let Some(reference) = config.auto_map_entry(auto_class) else {
+            continue;
+        };
+        let ported = CodeReference::parse(reference)
+            .is_some_and(|parsed| parsed.class == expected && port.names(&parsed));
+        if !ported {
+            return Err(refusal(config, auto_class, reference));
+        }
+    }
+    Ok(())
 }
 
 /// The first entry of `auto_map` among `auto_classes` (the class being loaded, then
