@@ -428,6 +428,47 @@ fn run_token_classification_aggregates() {
     assert_one_line_error(&out, 2, &["--aggregation"]);
 }
 
+/// Runs `run feature-extraction` on every case of `layout`'s `outputs.json` and checks the
+/// embeddings against it (cosine ≥ 0.99999, max abs diff ≤ 1e-4); the runs' outputs.
+fn feature_extraction_matches(layout: &str) -> Vec<Output> {
+    let dir = fixture(&format!("sentence-transformers/{layout}"));
+    let golden: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
+    )
+    .unwrap();
+    let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let mut outputs = Vec::new();
+    for case in golden["cases"].as_array().unwrap() {
+        let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
+        let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
+        if let Some(name) = case["prompt_name"].as_str() {
+            args.extend(["--prompt-name", name]);
+        }
+        if let Some(n) = &truncate {
+            args.extend(["--truncate-dim", n.as_str()]);
+        }
+        if case["normalize_embeddings"].as_bool() == Some(true) {
+            args.push("--normalize");
+        }
+        args.extend(texts.iter().map(String::as_str));
+        let output = safeformers(&args);
+        let got: Vec<Vec<f32>> = serde_json::from_value(json(&output)).unwrap();
+        let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (got, want) in got.iter().zip(&want) {
+            let cosine = safeformers_pipelines::cosine_similarity(got, want);
+            let diff = safeformers_testkit::max_abs_diff(got, want);
+            assert!(
+                got.len() == want.len() && cosine >= 0.99999 && diff <= 1e-4,
+                "{layout} {}: cosine {cosine}, max abs diff {diff}",
+                case["name"]
+            );
+        }
+        outputs.push(output);
+    }
+    outputs
+}
+
 /// `run feature-extraction` on the Qwen3 sentence-transformers layouts gives the embeddings
 /// `SentenceTransformer.encode` gave (`scripts/make_sentence_transformers_fixtures.py`; cosine
 /// ≥ 0.99999, max abs diff ≤ 1e-4): the default prompt, `--prompt-name` as
@@ -436,38 +477,7 @@ fn run_token_classification_aggregates() {
 #[test]
 fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
     for layout in ["qwen3-embedding", "qwen3-embedding-dense"] {
-        let dir = fixture(&format!("sentence-transformers/{layout}"));
-        let golden: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
-        )
-        .unwrap();
-        let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
-        for case in golden["cases"].as_array().unwrap() {
-            let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
-            let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
-            if let Some(name) = case["prompt_name"].as_str() {
-                args.extend(["--prompt-name", name]);
-            }
-            if let Some(n) = &truncate {
-                args.extend(["--truncate-dim", n.as_str()]);
-            }
-            if case["normalize_embeddings"].as_bool() == Some(true) {
-                args.push("--normalize");
-            }
-            args.extend(texts.iter().map(String::as_str));
-            let got: Vec<Vec<f32>> = serde_json::from_value(json(&safeformers(&args))).unwrap();
-            let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
-            assert_eq!(got.len(), want.len());
-            for (got, want) in got.iter().zip(&want) {
-                let cosine = safeformers_pipelines::cosine_similarity(got, want);
-                let diff = safeformers_testkit::max_abs_diff(got, want);
-                assert!(
-                    got.len() == want.len() && cosine >= 0.99999 && diff <= 1e-4,
-                    "{layout} {}: cosine {cosine}, max abs diff {diff}",
-                    case["name"]
-                );
-            }
-        }
+        feature_extraction_matches(layout);
     }
     let dir = fixture("sentence-transformers/qwen3-embedding");
     let out = safeformers(&[
@@ -490,4 +500,25 @@ fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
         "a",
     ]);
     assert_one_line_error(&out, 2, &["--prompt-name"]);
+}
+
+/// The JinaBert v2 and MPNet layouts (`scripts/make_jina_bert_fixtures.py`,
+/// `scripts/make_mpnet_fixtures.py`) give the embeddings sentence-transformers gave. Jina's
+/// `auto_map` names code in jinaai/jina-bert-implementation: no flag is needed, nothing is
+/// fetched or run, and stderr says which files are not run and what runs instead.
+#[test]
+fn feature_extraction_of_jina_and_mpnet_layouts() {
+    for output in feature_extraction_matches("jina-embed") {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains(
+                "`modeling_bert.py` in repo jinaai/jina-bert-implementation (not fetched)"
+            ) && stderr.contains("are not run; safeformers' JinaBertModel is used"),
+            "{stderr}"
+        );
+    }
+    for output in feature_extraction_matches("mpnet-embed") {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("not run"), "{stderr}");
+    }
 }

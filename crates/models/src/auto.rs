@@ -17,7 +17,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
 
-use crate::bert::{BertModel, Flavour, Pooling};
+use crate::bert::{BertModel, EncoderModel, Flavour, Pooling};
 use crate::causal_lm::CausalLm;
 use crate::config::{ModelConfig, ProblemType};
 use crate::distilbert;
@@ -46,6 +46,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma",
     "phi3",
     "qwen3",
+    "mpnet",
 ];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
@@ -67,6 +68,11 @@ pub enum Architecture {
     /// `qwen3` as a base model (`Qwen3Model`: hidden states, as Qwen3-Embedding uses it); its
     /// causal LM loads with [`AutoModelForCausalLM`].
     Qwen3,
+    /// JinaBert v2 (jina-embeddings-v2), base model only. Its `model_type` is `bert`: it is
+    /// recognised by the `auto_map` classes it names ([`crate::remote_code::NATIVE_PORTS`]).
+    JinaBert,
+    /// `mpnet` (all-mpnet-base-v2), base model only.
+    MPNet,
 }
 
 impl Architecture {
@@ -78,6 +84,7 @@ impl Architecture {
             "xlm-roberta" => Architecture::XlmRoberta,
             "distilbert" => Architecture::DistilBert,
             "qwen3" => Architecture::Qwen3,
+            "mpnet" => Architecture::MPNet,
             _ => return None,
         })
     }
@@ -90,11 +97,13 @@ impl Architecture {
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::DistilBert => "distilbert",
             Architecture::Qwen3 => "qwen3",
+            Architecture::JinaBert => "bert",
+            Architecture::MPNet => "mpnet",
         }
     }
 
     /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
-    /// `Qwen3`).
+    /// `Qwen3`, `MPNet`), or of the remote code's for a native port (`JinaBert`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
@@ -102,12 +111,17 @@ impl Architecture {
             Architecture::XlmRoberta => "XLMRoberta",
             Architecture::DistilBert => "DistilBert",
             Architecture::Qwen3 => "Qwen3",
+            Architecture::JinaBert => "JinaBert",
+            Architecture::MPNet => "MPNet",
         }
     }
 
-    /// Whether the model reads `token_type_ids` (DistilBERT and the decoders have none).
+    /// Whether the model reads `token_type_ids` (DistilBERT, MPNet and the decoders have none).
     pub fn uses_token_type_ids(self) -> bool {
-        !matches!(self, Architecture::DistilBert | Architecture::Qwen3)
+        !matches!(
+            self,
+            Architecture::DistilBert | Architecture::Qwen3 | Architecture::MPNet
+        )
     }
 
     /// Whether this is a decoder loaded as its base model (only [`Head::Base`]).
@@ -392,6 +406,16 @@ fn encoder_model(
     head: Head,
 ) -> Result<Box<dyn TaskModel>> {
     let flavour = match architecture {
+        Architecture::JinaBert => {
+            return base_model_only(config, architecture, head, || {
+                crate::jina_bert::load(root, config)
+            });
+        }
+        Architecture::MPNet => {
+            return base_model_only(config, architecture, head, || {
+                crate::mpnet::load(root, config)
+            });
+        }
         Architecture::Bert => Flavour::BERT,
         Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(config)?,
         Architecture::DistilBert => distilbert::flavour(config)?,
@@ -425,6 +449,27 @@ fn encoder_model(
         Head::QuestionAnswering => Box::new(EncoderForTask::<QuestionAnsweringHead>::load(
             root, config, flavour,
         )?),
+    })
+}
+
+/// The base model `load` builds, for an architecture whose base model alone is implemented
+/// (the embedding encoders ported natively); another head is
+/// [`Error::UnsupportedArchitecture`].
+fn base_model_only(
+    config: &ModelConfig,
+    architecture: Architecture,
+    head: Head,
+    load: impl FnOnce() -> Result<EncoderModel>,
+) -> Result<Box<dyn TaskModel>> {
+    if head == Head::Base {
+        return Ok(Box::new(load()?));
+    }
+    let prefix = architecture.class_prefix();
+    Err(Error::UnsupportedArchitecture {
+        path: config.path().to_path_buf(),
+        architecture: format!("{prefix}{}", head.class_suffix()),
+        model_type: config.model_type.clone(),
+        supported: format!("{prefix}Model (the base model: hidden states, e.g. for embeddings)"),
     })
 }
 
@@ -626,9 +671,16 @@ fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> 
     let Some(class) = config.architectures.first() else {
         return Ok(Head::Base);
     };
-    // Any BERT-family prefix is accepted (an `xlm-roberta` config may name `RobertaForMaskedLM`);
-    // the model_type decides the code, the class name only the head.
-    let prefixes = ["XLMRoberta", "Roberta", "DistilBert", "Bert"];
+    // The architecture's own prefix (`JinaBertForMaskedLM`, `MPNetForMaskedLM`), or any
+    // BERT-family prefix (an `xlm-roberta` config may name `RobertaForMaskedLM`); the model_type
+    // (or the native port) decides the code, the class name only the head.
+    let prefixes = [
+        architecture.class_prefix(),
+        "XLMRoberta",
+        "Roberta",
+        "DistilBert",
+        "Bert",
+    ];
     let suffix = prefixes
         .iter()
         .find_map(|prefix| class.strip_prefix(prefix));
@@ -733,11 +785,13 @@ mod tests {
     }
 
     /// JinaBert's repos say `"model_type": "bert"` but their code is not BERT's: a class of
-    /// another name, or any class from another repo, is refused rather than run as BERT.
+    /// another name, or any class from another repo, is refused rather than run as BERT (the
+    /// JinaBert of jinaai/jina-bert-implementation is a native port: see
+    /// `jina_bert_is_found_by_its_auto_map`).
     #[test]
     fn known_model_type_with_auto_map_of_another_class_is_refused() -> Result<()> {
         for auto_map in [
-            r#"{"AutoModel":"jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}"#,
+            r#"{"AutoModel":"jinaai/jina-bert-v2-qk-post-norm--modeling_bert.JinaBertModel"}"#,
             r#"{"AutoModel":"modeling_x.MyModel"}"#,
             r#"{"AutoModel":"other/repo--modeling_bert.BertModel"}"#,
             r#"{"AutoConfig":"configuration_x.MyConfig"}"#,
@@ -757,6 +811,71 @@ mod tests {
             AutoModelForCausalLM::resolve(&llama),
             Err(Error::RemoteCodeRefused { .. })
         ));
+        Ok(())
+    }
+
+    /// jina-embeddings-v2's config (`model_type` `bert`, code in jinaai/jina-bert-implementation)
+    /// loads the native JinaBert port with no flag; the same classes from another code repo
+    /// (jina-bert-v2-qk-post-norm computes something else under those names) are refused.
+    #[test]
+    fn jina_bert_is_found_by_its_auto_map() -> Result<()> {
+        let fixture = safeformers_testkit::repo_fixture("encoders/jina-bert-geglu/config.json");
+        let cfg = ModelConfig::from_file(&fixture)?;
+        assert_eq!(cfg.model_type, "bert");
+        assert_eq!(
+            AutoModel::resolve(&cfg, Some(Head::Base))?,
+            (Architecture::JinaBert, Head::Base)
+        );
+        // Without a head, `architectures` names the masked-LM class.
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::JinaBert, Head::MaskedLm)
+        );
+        let notice = crate::remote_code::notice(&cfg, "JinaBertModel").unwrap_or_default();
+        assert_eq!(
+            notice,
+            "`configuration_bert.py` in repo jinaai/jina-bert-implementation (not fetched), \
+             `modeling_bert.py` in repo jinaai/jina-bert-implementation (not fetched) are not \
+             run; safeformers' JinaBertModel is used"
+        );
+        let other_repo = r#"{"model_type":"bert","position_embedding_type":"alibi",
+            "auto_map":{"AutoConfig":"jinaai/jina-bert-v2-qk-post-norm--configuration_bert.JinaBertConfig",
+                        "AutoModel":"jinaai/jina-bert-v2-qk-post-norm--modeling_bert.JinaBertModel"}}"#;
+        // The AutoModel entry of the port's repo, but AutoConfig from another: refused too.
+        let mixed = r#"{"model_type":"bert",
+            "auto_map":{"AutoConfig":"other/repo--configuration_bert.JinaBertConfig",
+                        "AutoModel":"jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}}"#;
+        for text in [other_repo, mixed] {
+            let error = AutoModel::resolve(&config(text)?, Some(Head::Base)).err();
+            assert!(
+                matches!(&error, Some(Error::RemoteCodeRefused { .. })),
+                "{text}: {error:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mpnet_is_a_model_type() -> Result<()> {
+        for (text, head) in [
+            (
+                r#"{"model_type":"mpnet","architectures":["MPNetForMaskedLM"]}"#,
+                Head::MaskedLm,
+            ),
+            (
+                r#"{"model_type":"mpnet","architectures":["MPNetModel"]}"#,
+                Head::Base,
+            ),
+            (r#"{"model_type":"mpnet"}"#, Head::Base),
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                (Architecture::MPNet, head),
+                "{text}"
+            );
+        }
+        assert!(!Architecture::MPNet.uses_token_type_ids());
+        assert!(Architecture::JinaBert.uses_token_type_ids());
         Ok(())
     }
 

@@ -313,10 +313,6 @@ impl EncoderEmbeddings {
 
     /// Embeddings from their parts: word, token type and position tables (`[_, hidden]`), how
     /// positions are numbered, and the norm after their sum.
-    #[allow(
-        dead_code,
-        reason = "the native encoder ports of issue 16 build on it; remove as they land"
-    )]
     pub(crate) fn new(
         word_embeddings: Embedding,
         token_type_embeddings: Option<Embedding>,
@@ -480,10 +476,6 @@ pub type BertModel = EncoderModel;
 impl EncoderModel {
     /// A base model without pooler from its parts; inputs are checked against `vocab_size`
     /// ids, `type_vocab_size` token types and `max_len` tokens per sequence.
-    #[allow(
-        dead_code,
-        reason = "the native encoder ports of issue 16 build on it; remove as they land"
-    )]
     pub(crate) fn from_parts(
         embeddings: EncoderEmbeddings,
         encoder: Encoder,

@@ -163,7 +163,12 @@ impl NativePort {
 }
 
 /// The remote-code architectures ported natively.
-pub const NATIVE_PORTS: &[NativePort] = &[];
+pub const NATIVE_PORTS: &[NativePort] = &[NativePort {
+    architecture: crate::auto::Architecture::JinaBert,
+    class_prefix: "JinaBert",
+    modules: &["modeling_bert", "configuration_bert"],
+    code_repos: &["jinaai/jina-bert-implementation"],
+}];
 
 /// The native port `config`'s `auto_map` asks for: the first port one of its entries names.
 pub fn native_port(config: &ModelConfig) -> Option<&'static NativePort> {

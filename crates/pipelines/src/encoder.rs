@@ -246,7 +246,12 @@ fn max_length(tokenizer: &Tokenizer, model: &LoadedModel) -> usize {
                 .unwrap_or(1);
             n.saturating_sub(offset + 1)
         }
-        Architecture::Bert | Architecture::DistilBert | Architecture::Qwen3 => n,
+        // MPNet's positions start after its fixed padding index 1, whatever pad_token_id says.
+        Architecture::MPNet => n.saturating_sub(2),
+        Architecture::Bert
+        | Architecture::DistilBert
+        | Architecture::Qwen3
+        | Architecture::JinaBert => n,
     });
     match (tokenizer.model_max_length(), positions) {
         (Some(a), Some(b)) => a.min(b),

@@ -1,7 +1,9 @@
-//! Qwen3 embedding models in sentence-transformers layouts, against the embeddings
+//! Embedding models in sentence-transformers layouts, against the embeddings
 //! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, written
-//! by `scripts/make_sentence_transformers_fixtures.py` with sentence-transformers 6.3.0 and
-//! transformers 5.25.0): last-token pooling of a left-padded batch, the folder's prompts (named,
+//! with sentence-transformers 6.3.0 and transformers 5.25.0): Qwen3
+//! (`scripts/make_sentence_transformers_fixtures.py`), JinaBert v2
+//! (`scripts/make_jina_bert_fixtures.py`) and MPNet (`scripts/make_mpnet_fixtures.py`). For
+//! Qwen3: last-token pooling of a left-padded batch, the folder's prompts (named,
 //! default, empty), `Dense` modules before `Normalize`, and `truncate_dim` with and without
 //! normalization after it. Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4
 //! to its reference, in padded batches and one input at a time.
@@ -50,6 +52,12 @@ fn case_options(case: &Value, batch_size: usize) -> FeatureExtractionOptions {
 }
 
 fn check_layout(name: &str) -> usize {
+    check_layout_pooled(name, PoolingMode::LastToken)
+}
+
+/// Every case of layout `name`, whose Pooling module must be `pooling`, in batches of 1 and 4;
+/// the number of runs checked.
+fn check_layout_pooled(name: &str, pooling: PoolingMode) -> usize {
     let dir = layout(name);
     let golden = outputs(&dir);
     let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
@@ -60,7 +68,7 @@ fn check_layout(name: &str) -> usize {
             let label = format!("{name} {} batch {batch_size}", case["name"]);
             let pipeline = FeatureExtraction::from_dir(&dir, &case_options(case, batch_size))
                 .unwrap_or_else(|e| panic!("{label}: {e}"));
-            assert_eq!(pipeline.pooling(), [PoolingMode::LastToken]);
+            assert_eq!(pipeline.pooling(), [pooling]);
             let got = pipeline.embed(&texts).unwrap();
             let mut worst = (0.0f32, 1.0f32);
             for (got, want) in got.iter().zip(&expected) {
@@ -91,6 +99,52 @@ fn qwen3_embedding_layout_matches_sentence_transformers() {
 #[test]
 fn qwen3_dense_layout_matches_sentence_transformers() {
     assert_eq!(check_layout("qwen3-embedding-dense"), 10);
+}
+
+/// JinaBert v2 (native port of remote code) in jina-embeddings-v2's layout: mean pooling, no
+/// Normalize, no prompts (`scripts/make_jina_bert_fixtures.py`, embeddings from
+/// sentence-transformers on our torch re-implementation, checked against our NumPy reference).
+#[test]
+fn jina_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout_pooled("jina-embed", PoolingMode::Mean), 6);
+}
+
+/// MPNet in all-mpnet-base-v2's layout: mean pooling, Normalize, no prompts
+/// (`scripts/make_mpnet_fixtures.py`).
+#[test]
+fn mpnet_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout_pooled("mpnet-embed", PoolingMode::Mean), 6);
+}
+
+/// The jina and mpnet layouts, like their real models, have no prompts: a prompt name is an
+/// error, while an explicit prompt text is prepended (and changes the embedding).
+#[test]
+fn layouts_without_prompts_refuse_prompt_names() {
+    for name in ["jina-embed", "mpnet-embed"] {
+        let dir = layout(name);
+        let named = FeatureExtractionOptions {
+            prompt_name: Some("query".to_string()),
+            ..FeatureExtractionOptions::default()
+        };
+        let error = FeatureExtraction::from_dir(&dir, &named).unwrap_err();
+        assert!(
+            matches!(error, PipelineError::InvalidInput(_)),
+            "{name}: {error}"
+        );
+        let plain =
+            FeatureExtraction::from_dir(&dir, &FeatureExtractionOptions::default()).unwrap();
+        assert_eq!(plain.prompt(), None, "{name}");
+        let explicit = FeatureExtractionOptions {
+            prompt: Some("query: ".to_string()),
+            ..FeatureExtractionOptions::default()
+        };
+        let prompted = FeatureExtraction::from_dir(&dir, &explicit).unwrap();
+        assert_ne!(
+            prompted.embed(&["Hello world!"]).unwrap(),
+            plain.embed(&["Hello world!"]).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 /// The prompts change the embeddings (so the goldens above test them), an unknown prompt name is
