@@ -6,7 +6,7 @@
 //! whose attention adds a learned bias per head and relative-position bucket
 //! (`MPNetEncoder.relative_attention_bias`, computed once and shared by every layer). Tensor
 //! names are the checkpoint's; the layers run on the shared encoder stack of
-//! [`crate::encoder`] with MPNet's names and its buckets as a [`DistanceBiasTable`].
+//! [`crate::encoder`] with MPNet's names and its buckets as a distance bias table.
 //!
 //! What decides parity:
 //!
