@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use clap::Args;
 use serde::Serialize;
 
+use safeformers_models::auto::class_to_load;
+use safeformers_models::{ModelConfig, remote_code};
 use safeformers_weights::gguf::GgufFile;
 use safeformers_weights::mapped::MappedFile;
 use safeformers_weights::{FileFormat, LoadPolicy, detect_format, open_checkpoint};
@@ -31,7 +33,8 @@ pub struct InspectArgs {
     #[arg(long, value_name = "M")]
     model: Option<PathBuf>,
     /// Print JSON: {"format", "metadata", "tensors": [{"name", "dtype", "shape",
-    /// "copied_for_alignment"}]}; `copied_for_alignment` is true for a tensor whose data in
+    /// "copied_for_alignment"}], and for a model folder "model": {"model_type", "class",
+    /// "remote_code", "refused"}}; `copied_for_alignment` is true for a tensor whose data in
     /// the file is not aligned for its dtype, read through an aligned copy. A GGUF file adds
     /// "gguf_version" and "chat_template" (whether it carries one); its metadata values are
     /// summarised (arrays as their type and length, long strings cut) and its dtypes are ggml
@@ -54,6 +57,57 @@ struct InspectOutput<'a> {
     format: &'static str,
     metadata: &'a BTreeMap<String, String>,
     tensors: Vec<TensorLine<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model: Option<ModelSummary>,
+}
+
+/// What a model folder's `config.json` would load, and what happens to the code its
+/// `auto_map` names.
+#[derive(Debug, Serialize)]
+struct ModelSummary {
+    model_type: String,
+    /// The class safeformers runs (`None` when the load would be refused).
+    class: Option<String>,
+    /// Why the load is refused, or which code files are not run and what runs instead.
+    remote_code: Option<String>,
+    /// Whether the load is refused.
+    refused: bool,
+}
+
+impl ModelSummary {
+    /// The summary of `folder/config.json`, when the folder has one that parses.
+    fn of_folder(folder: &std::path::Path) -> Option<ModelSummary> {
+        let config_path = folder.join("config.json");
+        if !folder.is_dir() || !config_path.is_file() {
+            return None;
+        }
+        let config = match ModelConfig::from_file(&config_path) {
+            Ok(config) => config,
+            Err(error) => {
+                return Some(ModelSummary {
+                    model_type: String::new(),
+                    class: None,
+                    remote_code: Some(error.to_string()),
+                    refused: true,
+                });
+            }
+        };
+        let model_type = config.model_type.clone();
+        Some(match class_to_load(&config) {
+            Ok(class) => ModelSummary {
+                remote_code: remote_code::notice(&config, &class),
+                model_type,
+                class: Some(class),
+                refused: false,
+            },
+            Err(error) => ModelSummary {
+                model_type,
+                class: None,
+                remote_code: Some(error.to_string()),
+                refused: true,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -97,6 +151,7 @@ pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
                 copied_for_alignment: checkpoint.is_copied_for_alignment(tensor.name),
             })
             .collect(),
+        model: ModelSummary::of_folder(&path),
     };
     if args.json {
         crate::output::print_json(&output)?;
@@ -170,6 +225,7 @@ fn inspect_gguf(file: &GgufFile, json: bool) -> anyhow::Result<ExitCode> {
             format: output.format,
             metadata: &output.metadata,
             tensors: output.tensors,
+            model: None,
         }));
         crate::output::print(&text)?;
     }
@@ -198,6 +254,19 @@ fn render_table(output: &InspectOutput<'_>) -> String {
     );
     for (key, value) in output.metadata {
         let _ = writeln!(text, "metadata: {key} = {value}");
+    }
+    if let Some(model) = &output.model {
+        match &model.class {
+            Some(class) => {
+                let _ = writeln!(text, "model: {} ({class})", model.model_type);
+            }
+            None => {
+                let _ = writeln!(text, "model: {} (refused)", model.model_type);
+            }
+        }
+        if let Some(remote_code) = &model.remote_code {
+            let _ = writeln!(text, "remote code: {remote_code}");
+        }
     }
     let copied = output
         .tensors

@@ -20,7 +20,8 @@ use crate::run::ModelLoadArgs;
 pub struct ServeArgs {
     /// A model to serve: a repo id (`org/name[@rev]`), a folder or a GGUF file; repeat for
     /// several (a chat model and an embedding model side by side). Generative models
-    /// (a causal LM head, or GGUF) serve chat and completions; others serve embeddings.
+    /// (a causal LM head, or GGUF) serve chat and completions; others, and every
+    /// sentence-transformers folder (`modules.json`), serve embeddings.
     #[arg(long = "model", value_name = "MODEL", required = true)]
     models: Vec<String>,
     /// The name clients use for the model given at the same position (default: the repo id,

@@ -428,9 +428,10 @@ fn run_token_classification_aggregates() {
     assert_one_line_error(&out, 2, &["--aggregation"]);
 }
 
-/// Runs `run feature-extraction` on every case of `layout`'s `outputs.json` and checks the
-/// embeddings against it (cosine ≥ 0.99999, max abs diff ≤ 1e-4); the runs' outputs.
-fn feature_extraction_matches(layout: &str) -> Vec<Output> {
+/// Runs `run feature-extraction` for every case of the sentence-transformers layout `layout`
+/// (`tests/fixtures/sentence-transformers/<layout>/outputs.json`) and compares with its
+/// embeddings: cosine ≥ 0.99999, max abs diff ≤ 1e-4; the runs' outputs.
+fn check_sentence_transformers_layout(layout: &str) -> Vec<Output> {
     let dir = fixture(&format!("sentence-transformers/{layout}"));
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
@@ -477,7 +478,7 @@ fn feature_extraction_matches(layout: &str) -> Vec<Output> {
 #[test]
 fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
     for layout in ["qwen3-embedding", "qwen3-embedding-dense"] {
-        feature_extraction_matches(layout);
+        check_sentence_transformers_layout(layout);
     }
     let dir = fixture("sentence-transformers/qwen3-embedding");
     let out = safeformers(&[
@@ -502,13 +503,21 @@ fn feature_extraction_of_qwen3_sentence_transformers_layouts() {
     assert_one_line_error(&out, 2, &["--prompt-name"]);
 }
 
+/// `run feature-extraction` on the nomic-ai/modernbert-embed-base-shaped layout
+/// (`scripts/make_modernbert_fixtures.py`): a ModernBERT with sliding windows shorter than the
+/// texts, mean pooling, the `search_query: ` / `search_document: ` prompts and `--truncate-dim`.
+#[test]
+fn feature_extraction_of_the_modernbert_sentence_transformers_layout() {
+    check_sentence_transformers_layout("modernbert-embed");
+}
+
 /// The JinaBert v2 and MPNet layouts (`scripts/make_jina_bert_fixtures.py`,
 /// `scripts/make_mpnet_fixtures.py`) give the embeddings sentence-transformers gave. Jina's
 /// `auto_map` names code in jinaai/jina-bert-implementation: no flag is needed, nothing is
 /// fetched or run, and stderr says which files are not run and what runs instead.
 #[test]
 fn feature_extraction_of_jina_and_mpnet_layouts() {
-    for output in feature_extraction_matches("jina-embed") {
+    for output in check_sentence_transformers_layout("jina-embed") {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
             stderr.contains(
@@ -517,7 +526,7 @@ fn feature_extraction_of_jina_and_mpnet_layouts() {
             "{stderr}"
         );
     }
-    for output in feature_extraction_matches("mpnet-embed") {
+    for output in check_sentence_transformers_layout("mpnet-embed") {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!stderr.contains("not run"), "{stderr}");
     }

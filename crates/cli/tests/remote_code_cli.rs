@@ -84,6 +84,15 @@ fn code_of_the_built_in_class_is_not_run_and_the_built_in_class_is_used() {
         stderr.contains("not run; safeformers' BertModel is used"),
         "{stderr}"
     );
+    let report = inspect(&sandbox, &model);
+    assert_eq!(report["model"]["class"], "BertModel", "{report}");
+    assert_eq!(report["model"]["refused"], false, "{report}");
+    let note = report["model"]["remote_code"].as_str().unwrap();
+    assert!(
+        note.contains(&format!("`modeling_bert.py` (sha256 {hash})"))
+            && note.contains("not run; safeformers' BertModel is used"),
+        "{note}"
+    );
     assert!(!canary.exists(), "the repo's code ran");
 }
 
@@ -91,14 +100,18 @@ fn code_of_the_built_in_class_is_not_run_and_the_built_in_class_is_used() {
 fn code_of_another_class_is_refused_naming_the_files() {
     let sandbox = Sandbox::new("remote-code-refused");
     let canary = sandbox.root.join("CANARY");
-    for (auto_map, expected) in [
+    for (auto_map, class, expected) in [
         (
-            json!({"AutoModel": "modeling_bert.JinaBertModel"}),
+            json!({"AutoModel": "modeling_bert.CustomBertModel"}),
+            "CustomBertModel",
             "`modeling_bert.py` (sha256 ",
         ),
+        // A class safeformers ports, but from a code repo other than the one the published
+        // models use: the same name may compute something else.
         (
-            json!({"AutoModel": "jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}),
-            "`modeling_bert.py` in repo jinaai/jina-bert-implementation (not fetched)",
+            json!({"AutoModel": "someone/bert-variants--modeling_bert.JinaBertModel"}),
+            "JinaBertModel",
+            "`modeling_bert.py` in repo someone/bert-variants (not fetched)",
         ),
     ] {
         let model = model_with_code(&sandbox, auto_map, &canary);
@@ -106,12 +119,28 @@ fn code_of_another_class_is_refused_naming_the_files() {
         assert_code(&output, 3, "a class we do not implement");
         let stderr = common::stderr(&output);
         assert!(stderr.contains(expected), "{stderr}");
-        assert!(stderr.contains("JinaBertModel"), "{stderr}");
+        assert!(stderr.contains(class), "{stderr}");
         assert!(
             stderr.contains(&format!("safeformers scan {}", model.display())),
             "{stderr}"
         );
         assert!(stdout(&output).is_empty());
+        let report = inspect(&sandbox, &model);
+        assert_eq!(report["model"]["refused"], true, "{report}");
+        let reason = report["model"]["remote_code"].as_str().unwrap();
+        assert!(
+            reason.contains(expected) && reason.contains(class),
+            "{reason}"
+        );
     }
     assert!(!canary.exists(), "the repo's code ran");
+}
+
+/// `inspect --json` of `model`.
+fn inspect(sandbox: &Sandbox, model: &Path) -> Value {
+    let cache = sandbox.root.join("cache");
+    let command = sandbox.safeformers(&cache, "http://127.0.0.1:9");
+    let output = run(command, &["inspect", model.to_str().unwrap(), "--json"]);
+    assert_code(&output, 0, "inspect");
+    serde_json::from_str(&stdout(&output)).unwrap()
 }

@@ -794,3 +794,62 @@ fn tei_embed_answers_vectors_normalized_unless_asked_not_to() {
     assert_eq!(status, 200, "{openai}");
     assert_eq!(openai["data"][0]["embedding"], raw[0]);
 }
+
+/// TEI's per-request `prompt_name`: the folder's named prompt is prepended instead of its
+/// default, giving sentence-transformers' `encode(prompt_name=...)` vectors; an unknown name is
+/// a 400 naming the folder's prompts.
+#[test]
+fn tei_embed_prepends_the_named_prompt() {
+    let model = fixture_dir("sentence-transformers/qwen3-embedding");
+    let server = Server::start(&["--model", model.as_str(), "--threads", "2"]);
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(std::path::Path::new(&model).join("outputs.json")).unwrap(),
+    )
+    .unwrap();
+    let texts = expected["texts"].clone();
+    let cosine = |a: &Value, b: &Value| -> f64 {
+        let (a, b) = (a.as_array().unwrap(), b.as_array().unwrap());
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| x.as_f64().unwrap() * y.as_f64().unwrap())
+            .sum();
+        let norm = |v: &Vec<Value>| {
+            v.iter()
+                .map(|x| x.as_f64().unwrap().powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        dot / (norm(a) * norm(b))
+    };
+    for case in expected["cases"].as_array().unwrap() {
+        if case.get("truncate_dim").is_some() || case.get("normalize_embeddings").is_some() {
+            continue;
+        }
+        let mut body = json!({"inputs": texts});
+        if let Some(name) = case.get("prompt_name") {
+            body["prompt_name"] = name.clone();
+        }
+        let (status, vectors) = post_json(server.addr, "/embed", &body);
+        assert_eq!(status, 200, "{vectors}");
+        for (index, reference) in case["embeddings"].as_array().unwrap().iter().enumerate() {
+            let similarity = cosine(&vectors[index], reference);
+            assert!(
+                similarity >= 0.99999,
+                "{}: input {index}: {similarity}",
+                case["name"]
+            );
+        }
+    }
+    let (status, error) = post_json(
+        server.addr,
+        "/embed",
+        &json!({"inputs": "hello", "prompt_name": "no-such-prompt"}),
+    );
+    assert_eq!(status, 400, "{error}");
+    let message = error.to_string();
+    assert!(
+        message.contains("no-such-prompt") && message.contains("query"),
+        "{message}"
+    );
+}

@@ -17,7 +17,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use safeformers_weights::{Checkpoint, LoadPolicy, open_checkpoint};
 
-use crate::bert::{BertModel, EncoderModel, Flavour, Pooling};
+use crate::bert::{BertModel, Flavour, Pooling};
 use crate::causal_lm::CausalLm;
 use crate::config::{ModelConfig, ProblemType};
 use crate::distilbert;
@@ -28,6 +28,7 @@ use crate::heads::{
     TokenClassificationHead,
 };
 use crate::llama::LlamaForCausalLM;
+use crate::modernbert;
 use crate::output::{ModelOutput, TaskModel, TokenSequence};
 use crate::roberta;
 use crate::weights::{WeightOptions, Weights};
@@ -46,6 +47,9 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "gemma",
     "phi3",
     "qwen3",
+    "nomic_bert",
+    "new",
+    "modernbert",
     "mpnet",
 ];
 
@@ -65,9 +69,18 @@ pub enum Architecture {
     XlmRoberta,
     /// `distilbert`.
     DistilBert,
+    /// `modernbert` as a base model (`ModernBertModel`: hidden states, for the embedding models
+    /// built on it).
+    ModernBert,
     /// `qwen3` as a base model (`Qwen3Model`: hidden states, as Qwen3-Embedding uses it); its
     /// causal LM loads with [`AutoModelForCausalLM`].
     Qwen3,
+    /// `nomic_bert`: NomicBert (nomic-embed-text-v1/v1.5), ported from its remote code
+    /// ([`crate::nomic_bert`]).
+    NomicBert,
+    /// `new`: GTE "new" (gte-base/large-en-v1.5, gte-multilingual-base), ported from its
+    /// remote code ([`crate::gte`]); its classes are named `New*`.
+    Gte,
     /// JinaBert v2 (jina-embeddings-v2), base model only. Its `model_type` is `bert`: it is
     /// recognised by the `auto_map` classes it names ([`crate::remote_code::NATIVE_PORTS`]).
     JinaBert,
@@ -83,7 +96,10 @@ impl Architecture {
             "roberta" => Architecture::Roberta,
             "xlm-roberta" => Architecture::XlmRoberta,
             "distilbert" => Architecture::DistilBert,
+            "modernbert" => Architecture::ModernBert,
             "qwen3" => Architecture::Qwen3,
+            "nomic_bert" => Architecture::NomicBert,
+            "new" => Architecture::Gte,
             "mpnet" => Architecture::MPNet,
             _ => return None,
         })
@@ -96,31 +112,54 @@ impl Architecture {
             Architecture::Roberta => "roberta",
             Architecture::XlmRoberta => "xlm-roberta",
             Architecture::DistilBert => "distilbert",
+            Architecture::ModernBert => "modernbert",
             Architecture::Qwen3 => "qwen3",
+            Architecture::NomicBert => "nomic_bert",
+            Architecture::Gte => "new",
             Architecture::JinaBert => "bert",
             Architecture::MPNet => "mpnet",
         }
     }
 
     /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
-    /// `Qwen3`, `MPNet`), or of the remote code's for a native port (`JinaBert`).
+    /// `ModernBert`, `Qwen3`, `MPNet`), or of the remote code's for a port (`NomicBert`, `New`,
+    /// `JinaBert`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
             Architecture::Roberta => "Roberta",
             Architecture::XlmRoberta => "XLMRoberta",
             Architecture::DistilBert => "DistilBert",
+            Architecture::ModernBert => "ModernBert",
             Architecture::Qwen3 => "Qwen3",
+            Architecture::NomicBert => "NomicBert",
+            Architecture::Gte => "New",
             Architecture::JinaBert => "JinaBert",
             Architecture::MPNet => "MPNet",
         }
     }
 
-    /// Whether the model reads `token_type_ids` (DistilBERT, MPNet and the decoders have none).
+    /// Whether the model reads `token_type_ids` (DistilBERT, ModernBERT, MPNet and the decoders
+    /// have none).
     pub fn uses_token_type_ids(self) -> bool {
         !matches!(
             self,
-            Architecture::DistilBert | Architecture::Qwen3 | Architecture::MPNet
+            Architecture::DistilBert
+                | Architecture::ModernBert
+                | Architecture::MPNet
+                | Architecture::Qwen3
+        )
+    }
+
+    /// Whether only the base model is implemented (no task heads).
+    pub fn is_base_model_only(self) -> bool {
+        matches!(
+            self,
+            Architecture::NomicBert
+                | Architecture::Gte
+                | Architecture::ModernBert
+                | Architecture::JinaBert
+                | Architecture::MPNet
         )
     }
 
@@ -364,6 +403,9 @@ impl AutoModel {
                 head.auto_class(),
                 &format!("{}{}", port.class_prefix, head.class_suffix()),
             )?;
+            if architecture.is_base_model_only() && head != Head::Base {
+                return Err(base_model_only(config, architecture, head));
+            }
             return Ok((architecture, head));
         }
         let Some(architecture) = Architecture::from_model_type(&config.model_type) else {
@@ -388,6 +430,9 @@ impl AutoModel {
             Some(head) => head,
             None => head_from_architectures(config, architecture)?,
         };
+        if architecture.is_base_model_only() && head != Head::Base {
+            return Err(base_model_only(config, architecture, head));
+        }
         crate::remote_code::check_known_model_type(
             config,
             head.auto_class(),
@@ -406,15 +451,12 @@ fn encoder_model(
     head: Head,
 ) -> Result<Box<dyn TaskModel>> {
     let flavour = match architecture {
-        Architecture::JinaBert => {
-            return base_model_only(config, architecture, head, || {
-                crate::jina_bert::load(root, config)
-            });
-        }
-        Architecture::MPNet => {
-            return base_model_only(config, architecture, head, || {
-                crate::mpnet::load(root, config)
-            });
+        Architecture::NomicBert
+        | Architecture::Gte
+        | Architecture::ModernBert
+        | Architecture::JinaBert
+        | Architecture::MPNet => {
+            return native_encoder(root, config, architecture, head);
         }
         Architecture::Bert => Flavour::BERT,
         Architecture::Roberta | Architecture::XlmRoberta => roberta::flavour(config)?,
@@ -452,24 +494,22 @@ fn encoder_model(
     })
 }
 
-/// The base model `load` builds, for an architecture whose base model alone is implemented
-/// (the embedding encoders ported natively); another head is
-/// [`Error::UnsupportedArchitecture`].
-fn base_model_only(
+/// A natively ported encoder (a remote-code one, or ModernBERT): the base model only.
+fn native_encoder(
+    root: &Weights<'_>,
     config: &ModelConfig,
     architecture: Architecture,
     head: Head,
-    load: impl FnOnce() -> Result<EncoderModel>,
 ) -> Result<Box<dyn TaskModel>> {
-    if head == Head::Base {
-        return Ok(Box::new(load()?));
+    if head != Head::Base {
+        return Err(base_model_only(config, architecture, head));
     }
-    let prefix = architecture.class_prefix();
-    Err(Error::UnsupportedArchitecture {
-        path: config.path().to_path_buf(),
-        architecture: format!("{prefix}{}", head.class_suffix()),
-        model_type: config.model_type.clone(),
-        supported: format!("{prefix}Model (the base model: hidden states, e.g. for embeddings)"),
+    Ok(match architecture {
+        Architecture::NomicBert => Box::new(crate::nomic_bert::load(root, config)?),
+        Architecture::ModernBert => Box::new(modernbert::load(root, config)?),
+        Architecture::JinaBert => Box::new(crate::jina_bert::load(root, config)?),
+        Architecture::MPNet => Box::new(crate::mpnet::load(root, config)?),
+        _ => Box::new(crate::gte::load(root, config)?),
     })
 }
 
@@ -591,6 +631,28 @@ impl AutoModelForCausalLM {
     }
 }
 
+/// The Transformers class a load of `config` uses (`NomicBertModel`, `LlamaForCausalLM`), as
+/// the base model or head `architectures` names, without touching weights; the errors of
+/// [`AutoModel::resolve`] (a remote-code refusal among them) otherwise. Decoders resolve as
+/// [`AutoModelForCausalLM`] unless `architectures` names their base model.
+pub fn class_to_load(config: &ModelConfig) -> Result<String> {
+    let decoder = CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str())
+        && crate::remote_code::native_port(config).is_none()
+        && !config
+            .architectures
+            .iter()
+            .any(|class| class.ends_with("Model") && !class.ends_with("LMHeadModel"));
+    if decoder {
+        return AutoModelForCausalLM::resolve_class(config);
+    }
+    let (architecture, head) = AutoModel::resolve(config, None)?;
+    Ok(format!(
+        "{}{}",
+        architecture.class_prefix(),
+        head.class_suffix()
+    ))
+}
+
 /// The error for a config [`AutoModelForCausalLM`] cannot load.
 fn unknown_causal_lm(config: &ModelConfig) -> Error {
     if Architecture::from_model_type(&config.model_type).is_some() {
@@ -666,14 +728,29 @@ fn decoder_base_head(
     })
 }
 
+/// The error for a head an architecture implemented only as its base model does not have.
+fn base_model_only(config: &ModelConfig, architecture: Architecture, head: Head) -> Error {
+    let prefix = architecture.class_prefix();
+    Error::UnsupportedArchitecture {
+        path: config.path().to_path_buf(),
+        architecture: format!("{prefix}{}", head.class_suffix()),
+        model_type: config.model_type.clone(),
+        supported: format!(
+            "{prefix}Model (the base model: hidden states, e.g. for embeddings; load it with \
+             AutoModel::load_with_head and Head::Base)"
+        ),
+    }
+}
+
 /// The head named by the first entry of `architectures` (the base model when there is none).
 fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> Result<Head> {
     let Some(class) = config.architectures.first() else {
         return Ok(Head::Base);
     };
-    // The architecture's own prefix (`JinaBertForMaskedLM`, `MPNetForMaskedLM`), or any
-    // BERT-family prefix (an `xlm-roberta` config may name `RobertaForMaskedLM`); the model_type
-    // (or the native port) decides the code, the class name only the head.
+    // The architecture's own prefix (`NomicBertModel`, `NewModel`, `JinaBertForMaskedLM`,
+    // `MPNetForMaskedLM`), or any BERT-family prefix (an `xlm-roberta` config may name
+    // `RobertaForMaskedLM`); the model_type (or the native port) decides the code, the class
+    // name only the head.
     let prefixes = [
         architecture.class_prefix(),
         "XLMRoberta",
@@ -826,11 +903,12 @@ mod tests {
             AutoModel::resolve(&cfg, Some(Head::Base))?,
             (Architecture::JinaBert, Head::Base)
         );
-        // Without a head, `architectures` names the masked-LM class.
-        assert_eq!(
-            AutoModel::resolve(&cfg, None)?,
-            (Architecture::JinaBert, Head::MaskedLm)
-        );
+        // Without a head, `architectures` names the masked-LM class, whose head is not
+        // implemented: refused before any weight is opened.
+        assert!(matches!(
+            AutoModel::resolve(&cfg, None),
+            Err(Error::UnsupportedArchitecture { architecture, .. }) if architecture == "JinaBertForMaskedLM"
+        ));
         let notice = crate::remote_code::notice(&cfg, "JinaBertModel").unwrap_or_default();
         assert_eq!(
             notice,
@@ -857,23 +935,26 @@ mod tests {
 
     #[test]
     fn mpnet_is_a_model_type() -> Result<()> {
-        for (text, head) in [
-            (
-                r#"{"model_type":"mpnet","architectures":["MPNetForMaskedLM"]}"#,
-                Head::MaskedLm,
-            ),
-            (
-                r#"{"model_type":"mpnet","architectures":["MPNetModel"]}"#,
-                Head::Base,
-            ),
-            (r#"{"model_type":"mpnet"}"#, Head::Base),
+        for text in [
+            r#"{"model_type":"mpnet","architectures":["MPNetModel"]}"#,
+            r#"{"model_type":"mpnet"}"#,
         ] {
             assert_eq!(
                 AutoModel::resolve(&config(text)?, None)?,
-                (Architecture::MPNet, head),
+                (Architecture::MPNet, Head::Base),
                 "{text}"
             );
         }
+        // all-mpnet-base-v2 names the masked-LM class: its base model loads with Head::Base.
+        let masked = config(r#"{"model_type":"mpnet","architectures":["MPNetForMaskedLM"]}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&masked, None),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        assert_eq!(
+            AutoModel::resolve(&masked, Some(Head::Base))?,
+            (Architecture::MPNet, Head::Base)
+        );
         assert!(!Architecture::MPNet.uses_token_type_ids());
         assert!(Architecture::JinaBert.uses_token_type_ids());
         Ok(())
@@ -968,6 +1049,40 @@ mod tests {
         Ok(())
     }
 
+    /// ModernBERT is in Transformers itself: its `model_type` loads the base model, from a
+    /// base-model or a head-model config when the base model is asked for; its heads are not
+    /// implemented and are refused before any weight is read.
+    #[test]
+    fn modernbert_loads_as_its_base_model_only() -> Result<()> {
+        for text in [
+            r#"{"model_type":"modernbert","architectures":["ModernBertModel"]}"#,
+            r#"{"model_type":"modernbert"}"#,
+            r#"{"model_type":"modernbert","auto_map":{"AutoModel":"modeling_modernbert.ModernBertModel"}}"#,
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                (Architecture::ModernBert, Head::Base),
+                "{text}"
+            );
+        }
+        let mlm =
+            config(r#"{"model_type":"modernbert","architectures":["ModernBertForMaskedLM"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&mlm, Some(Head::Base))?,
+            (Architecture::ModernBert, Head::Base)
+        );
+        for head in [None, Some(Head::SequenceClassification)] {
+            let error = AutoModel::resolve(&mlm, head).err();
+            assert!(
+                matches!(&error, Some(Error::UnsupportedArchitecture { supported, .. })
+                    if supported.contains("ModernBertModel")),
+                "{head:?}: {error:?}"
+            );
+        }
+        assert!(!Architecture::ModernBert.uses_token_type_ids());
+        Ok(())
+    }
+
     #[test]
     fn unknown_head_is_unsupported_architecture() -> Result<()> {
         let cfg = config(r#"{"model_type":"bert","architectures":["BertLMHeadModel"]}"#)?;
@@ -979,6 +1094,100 @@ mod tests {
             AutoModel::resolve(&cfg, Some(Head::MaskedLm))?,
             (Architecture::Bert, Head::MaskedLm)
         );
+        Ok(())
+    }
+
+    fn fixture_config(folder: &str) -> Result<ModelConfig> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/encoders")
+            .join(folder)
+            .join("config.json");
+        ModelConfig::from_file(&path)
+    }
+
+    /// The published NomicBert and GTE configs name their code in another repo
+    /// (`nomic-ai/nomic-bert-2048--…`, `Alibaba-NLP/new-impl--…`): the native ports load them
+    /// with no flag, and the load names the code that is not run.
+    #[test]
+    fn nomic_bert_and_gte_resolve_to_their_native_ports() -> Result<()> {
+        for (folder, architecture, class, file) in [
+            (
+                "nomic-bert",
+                Architecture::NomicBert,
+                "NomicBertModel",
+                "`modeling_hf_nomic_bert.py` in repo nomic-ai/nomic-bert-2048 (not fetched)",
+            ),
+            (
+                "gte-new",
+                Architecture::Gte,
+                "NewModel",
+                "`modeling.py` in repo Alibaba-NLP/new-impl (not fetched)",
+            ),
+        ] {
+            let cfg = fixture_config(folder)?;
+            assert_eq!(
+                AutoModel::resolve(&cfg, None)?,
+                (architecture, Head::Base),
+                "{folder}"
+            );
+            let notice = crate::remote_code::notice(&cfg, class).unwrap_or_default();
+            assert!(notice.contains(file), "{notice}");
+            assert!(
+                notice.ends_with(&format!("not run; safeformers' {class} is used")),
+                "{notice}"
+            );
+        }
+        // Without auto_map, the model_type alone picks the port.
+        let cfg = config(r#"{"model_type":"nomic_bert","architectures":["NomicBertModel"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::NomicBert, Head::Base)
+        );
+        let cfg = config(r#"{"model_type":"new","architectures":["NewModel"]}"#)?;
+        assert_eq!(
+            AutoModel::resolve(&cfg, None)?,
+            (Architecture::Gte, Head::Base)
+        );
+        Ok(())
+    }
+
+    /// The same class names from another code repo may compute something else: refused.
+    #[test]
+    fn nomic_bert_and_gte_classes_from_another_repo_are_refused() -> Result<()> {
+        for (model_type, auto_map) in [
+            (
+                "nomic_bert",
+                r#"{"AutoModel":"someone/nomic-fork--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            (
+                "nomic_bert",
+                r#"{"AutoConfig":"someone/nomic-fork--configuration_hf_nomic_bert.NomicBertConfig",
+                    "AutoModel":"nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            (
+                "new",
+                r#"{"AutoModel":"someone/new-impl-fork--modeling.NewModel"}"#,
+            ),
+            (
+                "new",
+                r#"{"AutoModel":"Alibaba-NLP/new-impl--modeling.NewModelWithLognScale"}"#,
+            ),
+            // The port's own classes under a `model_type` its configs never say.
+            (
+                "bert",
+                r#"{"AutoModel":"nomic-ai/nomic-bert-2048--modeling_hf_nomic_bert.NomicBertModel"}"#,
+            ),
+            ("roberta", r#"{"AutoModel":"modeling.NewModel"}"#),
+        ] {
+            let cfg = config(&format!(
+                r#"{{"model_type":"{model_type}","auto_map":{auto_map}}}"#
+            ))?;
+            let error = AutoModel::resolve(&cfg, Some(Head::Base)).err();
+            assert!(
+                matches!(error, Some(Error::RemoteCodeRefused { .. })),
+                "{auto_map}: {error:?}"
+            );
+        }
         Ok(())
     }
 }

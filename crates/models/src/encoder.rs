@@ -95,10 +95,6 @@ impl LayerNames {
 
 /// Where a layer's norms sit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[allow(
-    dead_code,
-    reason = "the native encoder ports of issue 16 build on it; remove as they land"
-)]
 pub(crate) enum NormPlacement {
     /// `norm(x + attention(x))`, then `norm(h + mlp(h))` (BERT and its descendants).
     Post,
@@ -277,10 +273,6 @@ pub(crate) struct EncoderRotary {
 
 /// Where an encoder's rotary inverse frequencies come from.
 #[derive(Debug, Clone)]
-#[allow(
-    dead_code,
-    reason = "the native encoder ports of issue 16 build on it; remove as they land"
-)]
 pub(crate) enum RotaryFrequencies {
     /// The same at every length (`rotary_dim / 2` values).
     Fixed(Vec<f64>),
@@ -300,10 +292,6 @@ pub(crate) enum RotaryFrequencies {
 }
 
 /// `base^(−2i/d)` for `i < d/2`, in f32 as Transformers computes `inv_freq`.
-#[allow(
-    dead_code,
-    reason = "the native encoder ports of issue 16 build on it; remove as they land"
-)]
 pub(crate) fn inverse_frequencies(base: f64, rotary_dim: usize) -> Vec<f64> {
     (0..rotary_dim / 2)
         .map(|i| {

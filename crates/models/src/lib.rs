@@ -15,7 +15,10 @@
 //!   beyond BERT: [`jina_bert`] (JinaBert v2, a native port of remote code: ALiBi, GLU) and
 //!   [`mpnet`] (relative-position buckets); the shared block layers
 //!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
-//!   [`layers`].
+//!   [`layers`]. ModernBERT's base model ([`modernbert`]) builds its layers onto the same stack.
+//! - Native ports of remote-code encoders on the same stack, loaded with no flag and without
+//!   running their Python ([`remote_code`] names the files not run): [`nomic_bert`]
+//!   (nomic-embed-text), [`gte`] (GTE "new", `model_type: "new"`).
 //! - Decoders behind [`CausalLm`], loaded by [`AutoModelForCausalLM`]: [`gpt2`], and [`llama`]
 //!   (Llama, Mistral, Qwen2, Gemma, Phi-3, Qwen3: one row of family defaults each), all built from the
 //!   block layers of [`decoder`] (`Norm`, `Mlp`, `Attention` with sliding windows and
@@ -53,12 +56,15 @@ pub mod encoder;
 pub mod error;
 pub mod gguf;
 pub mod gpt2;
+pub mod gte;
 pub mod heads;
 pub mod jina_bert;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
+pub mod modernbert;
 pub mod mpnet;
+pub mod nomic_bert;
 pub mod output;
 pub mod remote_code;
 pub mod roberta;

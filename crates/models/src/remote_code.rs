@@ -148,6 +148,9 @@ pub struct NativePort {
     /// The code repos the published models reference (`nomic-ai/nomic-bert-2048`); a reference
     /// without a repo (a module in the model folder) also counts.
     pub code_repos: &'static [&'static str],
+    /// The `model_type` the published configs say (`nomic_bert`; JinaBert's say `bert`): a
+    /// config of another type is not taken for this port.
+    pub model_type: &'static str,
 }
 
 impl NativePort {
@@ -163,14 +166,32 @@ impl NativePort {
 }
 
 /// The remote-code architectures ported natively.
-pub const NATIVE_PORTS: &[NativePort] = &[NativePort {
-    architecture: crate::auto::Architecture::JinaBert,
-    class_prefix: "JinaBert",
-    modules: &["modeling_bert", "configuration_bert"],
-    code_repos: &["jinaai/jina-bert-implementation"],
-}];
+pub const NATIVE_PORTS: &[NativePort] = &[
+    NativePort {
+        architecture: crate::auto::Architecture::NomicBert,
+        class_prefix: "NomicBert",
+        modules: &["modeling_hf_nomic_bert", "configuration_hf_nomic_bert"],
+        code_repos: &["nomic-ai/nomic-bert-2048"],
+        model_type: "nomic_bert",
+    },
+    NativePort {
+        architecture: crate::auto::Architecture::Gte,
+        class_prefix: "New",
+        modules: &["modeling", "configuration"],
+        code_repos: &["Alibaba-NLP/new-impl"],
+        model_type: "new",
+    },
+    NativePort {
+        architecture: crate::auto::Architecture::JinaBert,
+        class_prefix: "JinaBert",
+        modules: &["modeling_bert", "configuration_bert"],
+        code_repos: &["jinaai/jina-bert-implementation"],
+        model_type: "bert",
+    },
+];
 
-/// The native port `config`'s `auto_map` asks for: the first port one of its entries names.
+/// The native port `config`'s `auto_map` asks for: the first port of the config's
+/// `model_type` one of its entries names.
 pub fn native_port(config: &ModelConfig) -> Option<&'static NativePort> {
     let references: Vec<CodeReference> = config
         .auto_map
@@ -178,9 +199,10 @@ pub fn native_port(config: &ModelConfig) -> Option<&'static NativePort> {
         .flatten()
         .filter_map(|reference| CodeReference::parse(reference))
         .collect();
-    NATIVE_PORTS
-        .iter()
-        .find(|port| references.iter().any(|reference| port.names(reference)))
+    NATIVE_PORTS.iter().find(|port| {
+        port.model_type == config.model_type
+            && references.iter().any(|reference| port.names(reference))
+    })
 }
 
 /// Checks a load of `auto_class` (whose port class is `class`) through `port`: the entries for

@@ -250,7 +250,10 @@ fn max_length(tokenizer: &Tokenizer, model: &LoadedModel) -> usize {
         Architecture::MPNet => n.saturating_sub(2),
         Architecture::Bert
         | Architecture::DistilBert
+        | Architecture::ModernBert
         | Architecture::Qwen3
+        | Architecture::NomicBert
+        | Architecture::Gte
         | Architecture::JinaBert => n,
     });
     match (tokenizer.model_max_length(), positions) {

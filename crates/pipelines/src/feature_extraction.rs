@@ -445,17 +445,48 @@ impl FeatureExtraction {
     /// Tokenizes one batch as the pipeline does (sentence-transformers strips each input, and
     /// lowercases it under `do_lower_case`).
     pub fn tokenize<S: AsRef<str>>(&self, inputs: &[S]) -> Result<Encodings> {
-        let texts: Vec<String> = inputs.iter().map(|s| self.prepare(s.as_ref())).collect();
+        self.tokenize_with_prompt(inputs, None)
+    }
+
+    /// [`FeatureExtraction::tokenize`] with `prompt` instead of the pipeline's own, when given.
+    fn tokenize_with_prompt<S: AsRef<str>>(
+        &self,
+        inputs: &[S],
+        prompt: Option<&str>,
+    ) -> Result<Encodings> {
+        let texts: Vec<String> = inputs
+            .iter()
+            .map(|s| self.prepared_text(s.as_ref(), prompt))
+            .collect();
         Ok(self
             .encoder
             .tokenizer()
             .encode_batch(&texts, &self.encode_options())?)
     }
 
-    /// The prompt prepended, then (sentence-transformers) stripped and lowercased under
-    /// `do_lower_case`.
-    fn prepare(&self, text: &str) -> String {
-        let text = match &self.prompt {
+    /// The text of the folder's prompt named `name` (`config_sentence_transformers.json`'s
+    /// `prompts`); an error naming the known ones otherwise.
+    pub fn named_prompt(&self, name: &str) -> Result<String> {
+        let prompts = self
+            .sentence_transformer
+            .as_ref()
+            .map(|config| &config.prompts);
+        match prompts {
+            Some(prompts) => Ok(prompts
+                .resolve(None, Some(name), self.encoder.dir())?
+                .unwrap_or_default()),
+            None => Err(PipelineError::InvalidInput(format!(
+                "{}: no prompt named `{name}`: the folder has no \
+                 config_sentence_transformers.json prompts",
+                self.encoder.dir().display()
+            ))),
+        }
+    }
+
+    /// The text the tokenizer sees for `text`: `prompt` (else the pipeline's prompt)
+    /// prepended, then (sentence-transformers) stripped and lowercased under `do_lower_case`.
+    pub fn prepared_text(&self, text: &str, prompt: Option<&str>) -> String {
+        let text = match prompt.or(self.prompt.as_deref()) {
             Some(prompt) => format!("{prompt}{text}"),
             None => text.to_string(),
         };
@@ -479,13 +510,23 @@ impl FeatureExtraction {
     /// halves of a product to a thread that runs out of batches); larger batches
     /// run one after the other, each using every thread.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Features> {
+        self.run_with_prompt(inputs, None)
+    }
+
+    /// [`FeatureExtraction::run`] with `prompt` prepended instead of the pipeline's own prompt
+    /// when given (TEI's per-request `prompt_name`; `Some("")`: no prompt).
+    pub fn run_with_prompt<S: AsRef<str> + Sync>(
+        &self,
+        inputs: &[S],
+        prompt: Option<&str>,
+    ) -> Result<Features> {
         let lengths: Vec<usize> = inputs.iter().map(|s| s.as_ref().chars().count()).collect();
         self.run_batches(&lengths, |batch| {
             let texts: Vec<&str> = batch
                 .iter()
                 .filter_map(|&i| inputs.get(i).map(AsRef::as_ref))
                 .collect();
-            Ok(self.tokenize(&texts)?.rows)
+            Ok(self.tokenize_with_prompt(&texts, prompt)?.rows)
         })
     }
 

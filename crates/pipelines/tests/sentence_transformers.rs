@@ -1,12 +1,19 @@
 //! Embedding models in sentence-transformers layouts, against the embeddings
-//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, written
-//! with sentence-transformers 6.3.0 and transformers 5.25.0): Qwen3
-//! (`scripts/make_sentence_transformers_fixtures.py`), JinaBert v2
-//! (`scripts/make_jina_bert_fixtures.py`) and MPNet (`scripts/make_mpnet_fixtures.py`). For
-//! Qwen3: last-token pooling of a left-padded batch, the folder's prompts (named,
-//! default, empty), `Dense` modules before `Normalize`, and `truncate_dim` with and without
-//! normalization after it. Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4
-//! to its reference, in padded batches and one input at a time.
+//! `SentenceTransformer.encode` gave for them (`tests/fixtures/sentence-transformers/`, with
+//! sentence-transformers 6.3.0 and transformers 5.25.0). Qwen3 (written by
+//! `scripts/make_sentence_transformers_fixtures.py`): last-token pooling of a left-padded batch,
+//! the folder's prompts (named, default, empty), `Dense` modules before `Normalize`, and
+//! `truncate_dim` with and without normalization after it. NomicBert and GTE "new" (written by
+//! `scripts/make_remote_code_fixtures.py`, which ran their remote code): mean pooling with
+//! nomic-embed's four task prompts, CLS pooling, and `truncate_dim` of unnormalized embeddings.
+//! ModernBERT (written by `scripts/make_modernbert_fixtures.py`): nomic-ai/modernbert-embed-base's
+//! mean pooling over windows shorter than the texts, its `search_query: ` / `search_document: `
+//! prompts, and `truncate_dim`. JinaBert v2 and MPNet (written by
+//! `scripts/make_jina_bert_fixtures.py` and `scripts/make_mpnet_fixtures.py`): the mean
+//! pooling of jina-embeddings-v2 (no Normalize) and all-mpnet-base-v2 (with Normalize), neither
+//! with prompts, and `truncate_dim`.
+//! Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4 to its reference, in
+//! padded batches and one input at a time.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -51,13 +58,7 @@ fn case_options(case: &Value, batch_size: usize) -> FeatureExtractionOptions {
     }
 }
 
-fn check_layout(name: &str) -> usize {
-    check_layout_pooled(name, PoolingMode::LastToken)
-}
-
-/// Every case of layout `name`, whose Pooling module must be `pooling`, in batches of 1 and 4;
-/// the number of runs checked.
-fn check_layout_pooled(name: &str, pooling: PoolingMode) -> usize {
+fn check_layout(name: &str, pooling: PoolingMode) -> usize {
     let dir = layout(name);
     let golden = outputs(&dir);
     let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
@@ -93,12 +94,36 @@ fn check_layout_pooled(name: &str, pooling: PoolingMode) -> usize {
 
 #[test]
 fn qwen3_embedding_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout("qwen3-embedding"), 6);
+    assert_eq!(check_layout("qwen3-embedding", PoolingMode::LastToken), 6);
 }
 
 #[test]
 fn qwen3_dense_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout("qwen3-embedding-dense"), 10);
+    assert_eq!(
+        check_layout("qwen3-embedding-dense", PoolingMode::LastToken),
+        10
+    );
+}
+
+/// nomic-embed-text-v1.5's layout (a NomicBert port, no Normalize module): mean pooling, the
+/// four task prompts, and `truncate_dim` with and without normalization.
+#[test]
+fn nomic_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("nomic-embed", PoolingMode::Mean), 14);
+}
+
+/// gte-base-en-v1.5's layout (a GTE "new" port with NTK-scaled rotary, no Normalize module):
+/// CLS pooling, and `truncate_dim` with and without normalization.
+#[test]
+fn gte_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("gte-embed", PoolingMode::Cls), 6);
+}
+
+/// nomic-ai/modernbert-embed-base's layout: mean pooling (prompt tokens included) over a
+/// ModernBERT whose local layers' windows are shorter than the texts, prompts, `truncate_dim`.
+#[test]
+fn modernbert_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("modernbert-embed", PoolingMode::Mean), 12);
 }
 
 /// JinaBert v2 (native port of remote code) in jina-embeddings-v2's layout: mean pooling, no
@@ -106,14 +131,14 @@ fn qwen3_dense_layout_matches_sentence_transformers() {
 /// sentence-transformers on our torch re-implementation, checked against our NumPy reference).
 #[test]
 fn jina_embed_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout_pooled("jina-embed", PoolingMode::Mean), 6);
+    assert_eq!(check_layout("jina-embed", PoolingMode::Mean), 6);
 }
 
 /// MPNet in all-mpnet-base-v2's layout: mean pooling, Normalize, no prompts
 /// (`scripts/make_mpnet_fixtures.py`).
 #[test]
 fn mpnet_embed_layout_matches_sentence_transformers() {
-    assert_eq!(check_layout_pooled("mpnet-embed", PoolingMode::Mean), 6);
+    assert_eq!(check_layout("mpnet-embed", PoolingMode::Mean), 6);
 }
 
 /// The jina and mpnet layouts, like their real models, have no prompts: a prompt name is an

@@ -86,17 +86,27 @@ async fn embed(
     request: &EmbeddingsRequest,
     param: &'static str,
 ) -> Result<(Vec<Vec<f32>>, usize), ApiError> {
+    let prompt = match &request.prompt_name {
+        Some(name) => Some(model.model.pipeline().named_prompt(name).map_err(|error| {
+            ApiError::invalid_param("prompt_name", served.redacted(&error.to_string()))
+        })?),
+        None => None,
+    };
     let counted = model.model.clone();
     let inputs = request.inputs.clone();
-    let tokens = tokio::task::spawn_blocking(move || count_tokens(&counted, &inputs))
-        .await
-        .map_err(|_| ApiError::bad_request("the inputs could not be tokenized"))?
-        .map_err(|message| ApiError::invalid_param(param, served.redacted(&message)))?;
+    let counted_prompt = prompt.clone();
+    let tokens = tokio::task::spawn_blocking(move || {
+        count_tokens(&counted, &inputs, counted_prompt.as_deref())
+    })
+    .await
+    .map_err(|_| ApiError::bad_request("the inputs could not be tokenized"))?
+    .map_err(|message| ApiError::invalid_param(param, served.redacted(&message)))?;
     let (reply, answer) = oneshot::channel();
     model
         .engine
         .submit(EmbeddingJob {
             inputs: request.inputs.clone(),
+            prompt,
             tokens,
             reply,
         })
@@ -115,11 +125,12 @@ async fn embed(
     Ok((vectors, tokens))
 }
 
-/// The tokens of every input (special tokens included); an input longer than the model's
-/// window is refused, naming its index.
+/// The tokens of every input (special tokens included, texts with `prompt` or the model's own
+/// prompt prepended); an input longer than the model's window is refused, naming its index.
 fn count_tokens(
     model: &safeformers::FeatureExtraction,
     inputs: &[EmbeddingInput],
+    prompt: Option<&str>,
 ) -> Result<usize, String> {
     let pipeline = model.pipeline();
     let window = pipeline.max_length();
@@ -138,7 +149,10 @@ fn count_tokens(
             EmbeddingInput::Text(text) => pipeline
                 .encoder()
                 .tokenizer()
-                .encode(text, &EncodeOptions::default())
+                .encode(
+                    &pipeline.prepared_text(text, prompt),
+                    &EncodeOptions::default(),
+                )
                 .map_err(|error| format!("input {index}: {error}"))?
                 .iter()
                 .next()

@@ -20,6 +20,9 @@ use crate::generation_engine::Refusal;
 pub struct EmbeddingJob {
     /// The inputs (texts and token rows may be mixed).
     pub inputs: Vec<EmbeddingInput>,
+    /// The prompt prepended to its texts instead of the model's default, if one was asked for
+    /// (`Some("")`: none).
+    pub prompt: Option<String>,
     /// Their tokens, special tokens included.
     pub tokens: usize,
     /// One vector per input, in order, or what went wrong (for the client).
@@ -122,44 +125,74 @@ fn run(
     }
 }
 
-/// Embeds every job's texts in one call and their token rows in another, and answers each job
-/// with its vectors in input order.
+/// Embeds the jobs' texts in one call per prompt (almost always one) and their token rows in
+/// another, and answers each job with its vectors in input order.
 fn embed_batch(model: &FeatureExtraction, batch: Vec<EmbeddingJob>) {
     let jobs: Vec<EmbeddingJob> = batch
         .into_iter()
         .filter(|job| !job.reply.is_closed())
         .collect();
-    let mut texts: Vec<&str> = Vec::new();
-    let mut rows: Vec<Vec<u32>> = Vec::new();
-    for input in jobs.iter().flat_map(|job| &job.inputs) {
-        match input {
-            EmbeddingInput::Text(text) => texts.push(text),
-            EmbeddingInput::Tokens(ids) => rows.push(ids.clone()),
+    // One call per prompt among the jobs' texts (almost always one), one for the token rows.
+    let mut prompts: Vec<Option<String>> = Vec::new();
+    for job in &jobs {
+        if !prompts.contains(&job.prompt) {
+            prompts.push(job.prompt.clone());
         }
     }
-    let from_texts = match texts.is_empty() {
-        true => Ok(Vec::new()),
-        false => sentence_vectors(model.install(|pipeline| pipeline.run(&texts))),
-    };
+    let mut from_texts = Vec::with_capacity(prompts.len());
+    for prompt in prompts.iter().map(Option::as_deref) {
+        let texts: Vec<&str> = jobs
+            .iter()
+            .filter(|job| job.prompt.as_deref() == prompt)
+            .flat_map(|job| &job.inputs)
+            .filter_map(|input| match input {
+                EmbeddingInput::Text(text) => Some(text.as_str()),
+                EmbeddingInput::Tokens(_) => None,
+            })
+            .collect();
+        let vectors = match texts.is_empty() {
+            true => Ok(Vec::new()),
+            false => {
+                sentence_vectors(model.install(|pipeline| pipeline.run_with_prompt(&texts, prompt)))
+            }
+        };
+        from_texts.push(vectors.map(Vec::into_iter));
+    }
+    let rows: Vec<Vec<u32>> = jobs
+        .iter()
+        .flat_map(|job| &job.inputs)
+        .filter_map(|input| match input {
+            EmbeddingInput::Tokens(ids) => Some(ids.clone()),
+            EmbeddingInput::Text(_) => None,
+        })
+        .collect();
     let from_rows = match rows.is_empty() {
         true => Ok(Vec::new()),
         false => sentence_vectors(model.install(|pipeline| pipeline.run_token_ids(&rows))),
     };
-    let (mut from_texts, mut from_rows) = match (from_texts, from_rows) {
-        (Ok(texts), Ok(rows)) => (texts.into_iter(), rows.into_iter()),
-        (Err(message), _) | (_, Err(message)) => {
-            for job in jobs {
-                let _ = job.reply.send(Err(message.clone()));
-            }
-            return;
+    let failure = from_texts
+        .iter()
+        .find_map(|vectors| vectors.as_ref().err())
+        .or(from_rows.as_ref().err())
+        .cloned();
+    if let Some(message) = failure {
+        for job in jobs {
+            let _ = job.reply.send(Err(message.clone()));
         }
-    };
+        return;
+    }
+    let mut from_texts: Vec<_> = from_texts.into_iter().flatten().collect();
+    let mut from_rows = from_rows.unwrap_or_default().into_iter();
     for job in jobs {
+        let mut texts_of_prompt = prompts
+            .iter()
+            .position(|prompt| *prompt == job.prompt)
+            .and_then(|index| from_texts.get_mut(index));
         let vectors: Option<Vec<Vec<f32>>> = job
             .inputs
             .iter()
             .map(|input| match input {
-                EmbeddingInput::Text(_) => from_texts.next(),
+                EmbeddingInput::Text(_) => texts_of_prompt.as_mut().and_then(|texts| texts.next()),
                 EmbeddingInput::Tokens(_) => from_rows.next(),
             })
             .collect();

@@ -38,6 +38,9 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<u64>,
     /// L2-normalize the vectors (TEI's `normalize`, true by default; OpenAI's are normalized).
     pub normalize: bool,
+    /// TEI's `prompt_name`: the folder's prompt (`config_sentence_transformers.json`) to
+    /// prepend to every text input instead of its default prompt.
+    pub prompt_name: Option<String>,
 }
 
 /// Reads and checks an OpenAI embeddings body.
@@ -64,18 +67,19 @@ pub fn parse_embeddings_request(
         encoding_format,
         dimensions: fields.integer("dimensions", 1, 1 << 16)?,
         normalize: true,
+        prompt_name: None,
     })
 }
 
 /// Reads and checks a TEI `/embed` body: `{"inputs": ..., "normalize": bool, "truncate":
-/// bool}`.
+/// bool, "prompt_name": string}`.
 pub fn parse_tei_embed_request(
     body: &[u8],
     limits: &Limits,
 ) -> Result<EmbeddingsRequest, ApiError> {
     let value = parse_body(body, limits)?;
     let fields = Fields::of(&value)?;
-    fields.refuse_unknown(&["inputs", "normalize", "truncate"])?;
+    fields.refuse_unknown(&["inputs", "normalize", "truncate", "prompt_name"])?;
     if fields.bool("truncate")? == Some(true) {
         return Err(ApiError::invalid_param(
             "truncate",
@@ -92,6 +96,7 @@ pub fn parse_tei_embed_request(
         encoding_format: EncodingFormat::Float,
         dimensions: None,
         normalize: fields.bool("normalize")?.unwrap_or(true),
+        prompt_name: fields.optional_string("prompt_name")?.map(str::to_string),
     })
 }
 

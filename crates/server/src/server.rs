@@ -291,10 +291,14 @@ fn load(
 }
 
 /// A GGUF model, or a folder whose `config.json` names a causal LM head, is served for
-/// generation; any other folder for embeddings.
+/// generation; any other folder for embeddings, as is a sentence-transformers folder
+/// (`modules.json`) whatever its config names (Qwen3-Embedding's says `Qwen3ForCausalLM`).
 fn is_generative(dir: &Path) -> bool {
     if safeformers::gguf_file::is_local_gguf_model(dir) {
         return true;
+    }
+    if dir.join("modules.json").is_file() {
+        return false;
     }
     let Ok(text) = std::fs::read_to_string(dir.join("config.json")) else {
         return false;
