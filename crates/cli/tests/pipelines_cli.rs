@@ -430,14 +430,15 @@ fn run_token_classification_aggregates() {
 
 /// Runs `run feature-extraction` for every case of the sentence-transformers layout `layout`
 /// (`tests/fixtures/sentence-transformers/<layout>/outputs.json`) and compares with its
-/// embeddings: cosine ≥ 0.99999, max abs diff ≤ 1e-4.
-fn check_sentence_transformers_layout(layout: &str) {
+/// embeddings: cosine ≥ 0.99999, max abs diff ≤ 1e-4; the runs' outputs.
+fn check_sentence_transformers_layout(layout: &str) -> Vec<Output> {
     let dir = fixture(&format!("sentence-transformers/{layout}"));
     let golden: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(Path::new(&dir).join("outputs.json")).unwrap(),
     )
     .unwrap();
     let texts: Vec<String> = serde_json::from_value(golden["texts"].clone()).unwrap();
+    let mut outputs = Vec::new();
     for case in golden["cases"].as_array().unwrap() {
         let mut args = vec!["run", "feature-extraction", "--model", dir.as_str()];
         let truncate = case["truncate_dim"].as_u64().map(|n| n.to_string());
@@ -451,7 +452,8 @@ fn check_sentence_transformers_layout(layout: &str) {
             args.push("--normalize");
         }
         args.extend(texts.iter().map(String::as_str));
-        let got: Vec<Vec<f32>> = serde_json::from_value(json(&safeformers(&args))).unwrap();
+        let output = safeformers(&args);
+        let got: Vec<Vec<f32>> = serde_json::from_value(json(&output)).unwrap();
         let want: Vec<Vec<f32>> = serde_json::from_value(case["embeddings"].clone()).unwrap();
         assert_eq!(got.len(), want.len());
         for (got, want) in got.iter().zip(&want) {
@@ -463,7 +465,9 @@ fn check_sentence_transformers_layout(layout: &str) {
                 case["name"]
             );
         }
+        outputs.push(output);
     }
+    outputs
 }
 
 /// `run feature-extraction` on the Qwen3 sentence-transformers layouts gives the embeddings
@@ -523,15 +527,34 @@ fn feature_extraction_of_the_remote_code_sentence_transformers_layouts() {
             "NewModel",
         ),
     ] {
-        check_sentence_transformers_layout(layout);
-        let dir = fixture(&format!("sentence-transformers/{layout}"));
-        let out = safeformers(&["run", "feature-extraction", "--model", &dir, "hello"]);
-        assert!(out.status.success(), "{layout}: {out:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
+        for output in check_sentence_transformers_layout(layout) {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(
+                stderr.contains(file)
+                    && stderr.contains(&format!("not run; safeformers' {class} is used")),
+                "{layout}: {stderr}"
+            );
+        }
+    }
+}
+
+/// The JinaBert v2 and MPNet layouts (`scripts/make_jina_bert_fixtures.py`,
+/// `scripts/make_mpnet_fixtures.py`) give the embeddings sentence-transformers gave. Jina's
+/// `auto_map` names code in jinaai/jina-bert-implementation: no flag is needed, nothing is
+/// fetched or run, and stderr says which files are not run and what runs instead.
+#[test]
+fn feature_extraction_of_jina_and_mpnet_layouts() {
+    for output in check_sentence_transformers_layout("jina-embed") {
+        let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(
-            stderr.contains(file)
-                && stderr.contains(&format!("not run; safeformers' {class} is used")),
-            "{layout}: {stderr}"
+            stderr.contains(
+                "`modeling_bert.py` in repo jinaai/jina-bert-implementation (not fetched)"
+            ) && stderr.contains("are not run; safeformers' JinaBertModel is used"),
+            "{stderr}"
         );
+    }
+    for output in check_sentence_transformers_layout("mpnet-embed") {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!stderr.contains("not run"), "{stderr}");
     }
 }

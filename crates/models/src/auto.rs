@@ -50,6 +50,7 @@ pub const SUPPORTED_MODEL_TYPES: &[&str] = &[
     "nomic_bert",
     "new",
     "modernbert",
+    "mpnet",
 ];
 
 /// The `model_type` values [`AutoModelForCausalLM`] loads.
@@ -80,6 +81,11 @@ pub enum Architecture {
     /// `new`: GTE "new" (gte-base/large-en-v1.5, gte-multilingual-base), ported from its
     /// remote code ([`crate::gte`]); its classes are named `New*`.
     Gte,
+    /// JinaBert v2 (jina-embeddings-v2), base model only. Its `model_type` is `bert`: it is
+    /// recognised by the `auto_map` classes it names ([`crate::remote_code::NATIVE_PORTS`]).
+    JinaBert,
+    /// `mpnet` (all-mpnet-base-v2), base model only.
+    MPNet,
 }
 
 impl Architecture {
@@ -94,6 +100,7 @@ impl Architecture {
             "qwen3" => Architecture::Qwen3,
             "nomic_bert" => Architecture::NomicBert,
             "new" => Architecture::Gte,
+            "mpnet" => Architecture::MPNet,
             _ => return None,
         })
     }
@@ -109,11 +116,14 @@ impl Architecture {
             Architecture::Qwen3 => "qwen3",
             Architecture::NomicBert => "nomic_bert",
             Architecture::Gte => "new",
+            Architecture::JinaBert => "bert",
+            Architecture::MPNet => "mpnet",
         }
     }
 
     /// The prefix of Transformers' class names (`Bert`, `Roberta`, `XLMRoberta`, `DistilBert`,
-    /// `ModernBert`, `Qwen3`), or of the remote code's for a port (`NomicBert`, `New`).
+    /// `ModernBert`, `Qwen3`, `MPNet`), or of the remote code's for a port (`NomicBert`, `New`,
+    /// `JinaBert`).
     pub fn class_prefix(self) -> &'static str {
         match self {
             Architecture::Bert => "Bert",
@@ -124,15 +134,20 @@ impl Architecture {
             Architecture::Qwen3 => "Qwen3",
             Architecture::NomicBert => "NomicBert",
             Architecture::Gte => "New",
+            Architecture::JinaBert => "JinaBert",
+            Architecture::MPNet => "MPNet",
         }
     }
 
-    /// Whether the model reads `token_type_ids` (DistilBERT, ModernBERT and the decoders have
-    /// none).
+    /// Whether the model reads `token_type_ids` (DistilBERT, ModernBERT, MPNet and the decoders
+    /// have none).
     pub fn uses_token_type_ids(self) -> bool {
         !matches!(
             self,
-            Architecture::DistilBert | Architecture::ModernBert | Architecture::Qwen3
+            Architecture::DistilBert
+                | Architecture::ModernBert
+                | Architecture::MPNet
+                | Architecture::Qwen3
         )
     }
 
@@ -140,7 +155,11 @@ impl Architecture {
     pub fn is_base_model_only(self) -> bool {
         matches!(
             self,
-            Architecture::NomicBert | Architecture::Gte | Architecture::ModernBert
+            Architecture::NomicBert
+                | Architecture::Gte
+                | Architecture::ModernBert
+                | Architecture::JinaBert
+                | Architecture::MPNet
         )
     }
 
@@ -384,6 +403,9 @@ impl AutoModel {
                 head.auto_class(),
                 &format!("{}{}", port.class_prefix, head.class_suffix()),
             )?;
+            if architecture.is_base_model_only() && head != Head::Base {
+                return Err(base_model_only(config, architecture, head));
+            }
             return Ok((architecture, head));
         }
         let Some(architecture) = Architecture::from_model_type(&config.model_type) else {
@@ -429,7 +451,11 @@ fn encoder_model(
     head: Head,
 ) -> Result<Box<dyn TaskModel>> {
     let flavour = match architecture {
-        Architecture::NomicBert | Architecture::Gte | Architecture::ModernBert => {
+        Architecture::NomicBert
+        | Architecture::Gte
+        | Architecture::ModernBert
+        | Architecture::JinaBert
+        | Architecture::MPNet => {
             return native_encoder(root, config, architecture, head);
         }
         Architecture::Bert => Flavour::BERT,
@@ -481,6 +507,8 @@ fn native_encoder(
     Ok(match architecture {
         Architecture::NomicBert => Box::new(crate::nomic_bert::load(root, config)?),
         Architecture::ModernBert => Box::new(modernbert::load(root, config)?),
+        Architecture::JinaBert => Box::new(crate::jina_bert::load(root, config)?),
+        Architecture::MPNet => Box::new(crate::mpnet::load(root, config)?),
         _ => Box::new(crate::gte::load(root, config)?),
     })
 }
@@ -719,9 +747,10 @@ fn head_from_architectures(config: &ModelConfig, architecture: Architecture) -> 
     let Some(class) = config.architectures.first() else {
         return Ok(Head::Base);
     };
-    // The architecture's own prefix (`NomicBertModel`, `NewModel`), or any BERT-family prefix
-    // (an `xlm-roberta` config may name `RobertaForMaskedLM`); the model_type decides the code,
-    // the class name only the head.
+    // The architecture's own prefix (`NomicBertModel`, `NewModel`, `JinaBertForMaskedLM`,
+    // `MPNetForMaskedLM`), or any BERT-family prefix (an `xlm-roberta` config may name
+    // `RobertaForMaskedLM`); the model_type (or the native port) decides the code, the class
+    // name only the head.
     let prefixes = [
         architecture.class_prefix(),
         "XLMRoberta",
@@ -833,11 +862,13 @@ mod tests {
     }
 
     /// JinaBert's repos say `"model_type": "bert"` but their code is not BERT's: a class of
-    /// another name, or any class from another repo, is refused rather than run as BERT.
+    /// another name, or any class from another repo, is refused rather than run as BERT (the
+    /// JinaBert of jinaai/jina-bert-implementation is a native port: see
+    /// `jina_bert_is_found_by_its_auto_map`).
     #[test]
     fn known_model_type_with_auto_map_of_another_class_is_refused() -> Result<()> {
         for auto_map in [
-            r#"{"AutoModel":"jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}"#,
+            r#"{"AutoModel":"jinaai/jina-bert-v2-qk-post-norm--modeling_bert.JinaBertModel"}"#,
             r#"{"AutoModel":"modeling_x.MyModel"}"#,
             r#"{"AutoModel":"other/repo--modeling_bert.BertModel"}"#,
             r#"{"AutoConfig":"configuration_x.MyConfig"}"#,
@@ -857,6 +888,75 @@ mod tests {
             AutoModelForCausalLM::resolve(&llama),
             Err(Error::RemoteCodeRefused { .. })
         ));
+        Ok(())
+    }
+
+    /// jina-embeddings-v2's config (`model_type` `bert`, code in jinaai/jina-bert-implementation)
+    /// loads the native JinaBert port with no flag; the same classes from another code repo
+    /// (jina-bert-v2-qk-post-norm computes something else under those names) are refused.
+    #[test]
+    fn jina_bert_is_found_by_its_auto_map() -> Result<()> {
+        let fixture = safeformers_testkit::repo_fixture("encoders/jina-bert-geglu/config.json");
+        let cfg = ModelConfig::from_file(&fixture)?;
+        assert_eq!(cfg.model_type, "bert");
+        assert_eq!(
+            AutoModel::resolve(&cfg, Some(Head::Base))?,
+            (Architecture::JinaBert, Head::Base)
+        );
+        // Without a head, `architectures` names the masked-LM class, whose head is not
+        // implemented: refused before any weight is opened.
+        assert!(matches!(
+            AutoModel::resolve(&cfg, None),
+            Err(Error::UnsupportedArchitecture { architecture, .. }) if architecture == "JinaBertForMaskedLM"
+        ));
+        let notice = crate::remote_code::notice(&cfg, "JinaBertModel").unwrap_or_default();
+        assert_eq!(
+            notice,
+            "`configuration_bert.py` in repo jinaai/jina-bert-implementation (not fetched), \
+             `modeling_bert.py` in repo jinaai/jina-bert-implementation (not fetched) are not \
+             run; safeformers' JinaBertModel is used"
+        );
+        let other_repo = r#"{"model_type":"bert","position_embedding_type":"alibi",
+            "auto_map":{"AutoConfig":"jinaai/jina-bert-v2-qk-post-norm--configuration_bert.JinaBertConfig",
+                        "AutoModel":"jinaai/jina-bert-v2-qk-post-norm--modeling_bert.JinaBertModel"}}"#;
+        // The AutoModel entry of the port's repo, but AutoConfig from another: refused too.
+        let mixed = r#"{"model_type":"bert",
+            "auto_map":{"AutoConfig":"other/repo--configuration_bert.JinaBertConfig",
+                        "AutoModel":"jinaai/jina-bert-implementation--modeling_bert.JinaBertModel"}}"#;
+        for text in [other_repo, mixed] {
+            let error = AutoModel::resolve(&config(text)?, Some(Head::Base)).err();
+            assert!(
+                matches!(&error, Some(Error::RemoteCodeRefused { .. })),
+                "{text}: {error:?}"
+            );
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mpnet_is_a_model_type() -> Result<()> {
+        for text in [
+            r#"{"model_type":"mpnet","architectures":["MPNetModel"]}"#,
+            r#"{"model_type":"mpnet"}"#,
+        ] {
+            assert_eq!(
+                AutoModel::resolve(&config(text)?, None)?,
+                (Architecture::MPNet, Head::Base),
+                "{text}"
+            );
+        }
+        // all-mpnet-base-v2 names the masked-LM class: its base model loads with Head::Base.
+        let masked = config(r#"{"model_type":"mpnet","architectures":["MPNetForMaskedLM"]}"#)?;
+        assert!(matches!(
+            AutoModel::resolve(&masked, None),
+            Err(Error::UnsupportedArchitecture { .. })
+        ));
+        assert_eq!(
+            AutoModel::resolve(&masked, Some(Head::Base))?,
+            (Architecture::MPNet, Head::Base)
+        );
+        assert!(!Architecture::MPNet.uses_token_type_ids());
+        assert!(Architecture::JinaBert.uses_token_type_ids());
         Ok(())
     }
 

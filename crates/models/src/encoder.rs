@@ -129,33 +129,57 @@ struct LayerScratch {
     normed: Vec<f32>,
 }
 
+/// BERT's self-attention (`BertSelfAttention` and `BertSelfOutput.dense`, and the same block in
+/// its descendants): the query, key and value projections named `query_key_value` (each
+/// `[hidden, hidden]` with a bias) stacked into one, the output projection `output`, scores
+/// scaled by `1/√head_dim`.
+pub(crate) fn stacked_attention(
+    weights: &Weights<'_>,
+    hidden: usize,
+    heads: usize,
+    query_key_value: [&str; 3],
+    output: &str,
+) -> Result<Attention> {
+    let mut stacked_weight = Vec::with_capacity(3);
+    let mut stacked_bias = Vec::with_capacity(3);
+    for name in query_key_value {
+        let projection = weights.pp(name);
+        stacked_weight.push(projection.get(&[hidden, hidden], "weight")?);
+        stacked_bias.push(projection.get(&[hidden], "bias")?);
+    }
+    let query_key_value = Linear::from_tensors(
+        Tensor::cat(&stacked_weight, 0)?,
+        Some(Tensor::cat(&stacked_bias, 0)?),
+    )?;
+    let head_dim = hidden / heads.max(1);
+    Attention::bidirectional(
+        query_key_value.stored_as(weights.options())?,
+        Linear::load(&weights.pp(output), hidden, hidden)?,
+        heads,
+        1.0 / (head_dim as f64).sqrt(),
+    )
+}
+
 impl EncoderLayer {
     /// A BERT-style post-norm layer named as `names` say (biases everywhere, LayerNorms).
-    fn load_named(weights: &Weights<'_>, shape: &EncoderShape, names: &LayerNames) -> Result<Self> {
+    pub(crate) fn load_named(
+        weights: &Weights<'_>,
+        shape: &EncoderShape,
+        names: &LayerNames,
+    ) -> Result<Self> {
         let hidden = shape.hidden;
-        let mut stacked_weight = Vec::with_capacity(3);
-        let mut stacked_bias = Vec::with_capacity(3);
-        for name in names.query_key_value {
-            let projection = weights.pp(name);
-            stacked_weight.push(projection.get(&[hidden, hidden], "weight")?);
-            stacked_bias.push(projection.get(&[hidden], "bias")?);
-        }
-        let query_key_value = Linear::from_tensors(
-            Tensor::cat(&stacked_weight, 0)?,
-            Some(Tensor::cat(&stacked_bias, 0)?),
-        )?;
         let linear = |name: &str, inputs: usize, outputs: usize| {
             Linear::load(&weights.pp(name), inputs, outputs)
         };
         let norm =
             |name: &str| Norm::load_layer_norm(&weights.pp(name), hidden, shape.layer_norm_eps);
-        let head_dim = hidden / shape.heads.max(1);
         Ok(EncoderLayer {
-            attention: Attention::bidirectional(
-                query_key_value.stored_as(weights.options())?,
-                linear(names.attention_output, hidden, hidden)?,
+            attention: stacked_attention(
+                weights,
+                hidden,
                 shape.heads,
-                1.0 / (head_dim as f64).sqrt(),
+                names.query_key_value,
+                names.attention_output,
             )?,
             attention_norm: Some(norm(names.attention_norm)?),
             mlp: Mlp::plain(

@@ -11,7 +11,9 @@
 //!   shape-checked, under name prefixes.
 //! - One file per architecture, readable next to its Transformers twin: [`bert`] (BERT, MiniLM),
 //!   [`roberta`] (RoBERTa, XLM-RoBERTa), [`distilbert`], all four on one fused encoder stack
-//!   ([`encoder`]) with the generic task heads of [`heads`]; the shared block layers
+//!   ([`encoder`]) with the generic task heads of [`heads`], as are the embedding encoders
+//!   beyond BERT: [`jina_bert`] (JinaBert v2, a native port of remote code: ALiBi, GLU) and
+//!   [`mpnet`] (relative-position buckets); the shared block layers
 //!   ([`layers::Linear`] over the storage enum of [`weight_storage`], [`layers::Norm`]) in
 //!   [`layers`]. ModernBERT's base model ([`modernbert`]) builds its layers onto the same stack.
 //! - Native ports of remote-code encoders on the same stack, loaded with no flag and without
@@ -56,10 +58,12 @@ pub mod gguf;
 pub mod gpt2;
 pub mod gte;
 pub mod heads;
+pub mod jina_bert;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod modernbert;
+pub mod mpnet;
 pub mod nomic_bert;
 pub mod output;
 pub mod remote_code;

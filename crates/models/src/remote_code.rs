@@ -181,6 +181,13 @@ pub const NATIVE_PORTS: &[NativePort] = &[
         code_repos: &["Alibaba-NLP/new-impl"],
         model_type: "new",
     },
+    NativePort {
+        architecture: crate::auto::Architecture::JinaBert,
+        class_prefix: "JinaBert",
+        modules: &["modeling_bert", "configuration_bert"],
+        code_repos: &["jinaai/jina-bert-implementation"],
+        model_type: "bert",
+    },
 ];
 
 /// The native port `config`'s `auto_map` asks for: the first port of the config's

@@ -246,12 +246,15 @@ fn max_length(tokenizer: &Tokenizer, model: &LoadedModel) -> usize {
                 .unwrap_or(1);
             n.saturating_sub(offset + 1)
         }
+        // MPNet's positions start after its fixed padding index 1, whatever pad_token_id says.
+        Architecture::MPNet => n.saturating_sub(2),
         Architecture::Bert
         | Architecture::DistilBert
         | Architecture::ModernBert
         | Architecture::Qwen3
         | Architecture::NomicBert
-        | Architecture::Gte => n,
+        | Architecture::Gte
+        | Architecture::JinaBert => n,
     });
     match (tokenizer.model_max_length(), positions) {
         (Some(a), Some(b)) => a.min(b),

@@ -8,7 +8,10 @@
 //! nomic-embed's four task prompts, CLS pooling, and `truncate_dim` of unnormalized embeddings.
 //! ModernBERT (written by `scripts/make_modernbert_fixtures.py`): nomic-ai/modernbert-embed-base's
 //! mean pooling over windows shorter than the texts, its `search_query: ` / `search_document: `
-//! prompts, and `truncate_dim`.
+//! prompts, and `truncate_dim`. JinaBert v2 and MPNet (written by
+//! `scripts/make_jina_bert_fixtures.py` and `scripts/make_mpnet_fixtures.py`): the mean
+//! pooling of jina-embeddings-v2 (no Normalize) and all-mpnet-base-v2 (with Normalize), neither
+//! with prompts, and `truncate_dim`.
 //! Every embedding must have cosine ≥ 0.99999 and max abs diff ≤ 1e-4 to its reference, in
 //! padded batches and one input at a time.
 #![allow(
@@ -121,6 +124,52 @@ fn gte_embed_layout_matches_sentence_transformers() {
 #[test]
 fn modernbert_embed_layout_matches_sentence_transformers() {
     assert_eq!(check_layout("modernbert-embed", PoolingMode::Mean), 12);
+}
+
+/// JinaBert v2 (native port of remote code) in jina-embeddings-v2's layout: mean pooling, no
+/// Normalize, no prompts (`scripts/make_jina_bert_fixtures.py`, embeddings from
+/// sentence-transformers on our torch re-implementation, checked against our NumPy reference).
+#[test]
+fn jina_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("jina-embed", PoolingMode::Mean), 6);
+}
+
+/// MPNet in all-mpnet-base-v2's layout: mean pooling, Normalize, no prompts
+/// (`scripts/make_mpnet_fixtures.py`).
+#[test]
+fn mpnet_embed_layout_matches_sentence_transformers() {
+    assert_eq!(check_layout("mpnet-embed", PoolingMode::Mean), 6);
+}
+
+/// The jina and mpnet layouts, like their real models, have no prompts: a prompt name is an
+/// error, while an explicit prompt text is prepended (and changes the embedding).
+#[test]
+fn layouts_without_prompts_refuse_prompt_names() {
+    for name in ["jina-embed", "mpnet-embed"] {
+        let dir = layout(name);
+        let named = FeatureExtractionOptions {
+            prompt_name: Some("query".to_string()),
+            ..FeatureExtractionOptions::default()
+        };
+        let error = FeatureExtraction::from_dir(&dir, &named).unwrap_err();
+        assert!(
+            matches!(error, PipelineError::InvalidInput(_)),
+            "{name}: {error}"
+        );
+        let plain =
+            FeatureExtraction::from_dir(&dir, &FeatureExtractionOptions::default()).unwrap();
+        assert_eq!(plain.prompt(), None, "{name}");
+        let explicit = FeatureExtractionOptions {
+            prompt: Some("query: ".to_string()),
+            ..FeatureExtractionOptions::default()
+        };
+        let prompted = FeatureExtraction::from_dir(&dir, &explicit).unwrap();
+        assert_ne!(
+            prompted.embed(&["Hello world!"]).unwrap(),
+            plain.embed(&["Hello world!"]).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 /// The prompts change the embeddings (so the goldens above test them), an unknown prompt name is
