@@ -144,3 +144,48 @@ fn inspect(sandbox: &Sandbox, model: &Path) -> Value {
     assert_code(&output, 0, "inspect");
     serde_json::from_str(&stdout(&output)).unwrap()
 }
+
+/// `inspect` of each ported encoder fixture (a config in the Hub's form, the code in another
+/// repo) names the native class it loads, and for the remote-code ones the files not run.
+#[test]
+fn inspect_names_the_native_class_of_every_ported_fixture() {
+    let sandbox = Sandbox::new("remote-code-inspect");
+    for (folder, class, code) in [
+        (
+            "encoders/nomic-bert",
+            "NomicBertModel",
+            Some("modeling_hf_nomic_bert.py"),
+        ),
+        ("encoders/gte-new", "NewModel", Some("modeling.py")),
+        (
+            "encoders/jina-bert-geglu",
+            "JinaBertModel",
+            Some("modeling_bert.py"),
+        ),
+        ("encoders/mpnet", "MPNetModel", None),
+        ("encoders/modernbert", "ModernBertModel", None),
+        (
+            "sentence-transformers/jina-embed",
+            "JinaBertModel",
+            Some("modeling_bert.py"),
+        ),
+        ("sentence-transformers/qwen3-embedding", "Qwen3Model", None),
+    ] {
+        let model = safeformers_testkit::repo_fixture(folder);
+        let report = inspect(&sandbox, &model);
+        assert_eq!(report["model"]["class"], class, "{folder}: {report}");
+        assert_eq!(report["model"]["refused"], false, "{folder}");
+        let note = report["model"]["remote_code"].as_str();
+        match code {
+            Some(file) => {
+                let note = note.unwrap_or_default();
+                assert!(
+                    note.contains(&format!("`{file}` in repo "))
+                        && note.contains(&format!("not run; safeformers' {class} is used")),
+                    "{folder}: {note}"
+                );
+            }
+            None => assert_eq!(note, None, "{folder}"),
+        }
+    }
+}

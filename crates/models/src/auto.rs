@@ -631,21 +631,33 @@ impl AutoModelForCausalLM {
     }
 }
 
-/// The Transformers class a load of `config` uses (`NomicBertModel`, `LlamaForCausalLM`), as
-/// the base model or head `architectures` names, without touching weights; the errors of
-/// [`AutoModel::resolve`] (a remote-code refusal among them) otherwise. Decoders resolve as
-/// [`AutoModelForCausalLM`] unless `architectures` names their base model.
+/// The Transformers class a load of `config` uses (`NomicBertModel`, `LlamaForCausalLM`),
+/// without touching weights: the head `architectures` names; the base model for a
+/// sentence-transformers folder (`modules.json` beside the config) or when that head is not
+/// implemented but the base model is (what the embedding pipelines load); a decoder as
+/// [`AutoModelForCausalLM`] unless `architectures` names its base model. The errors of
+/// [`AutoModel::resolve`] (a remote-code refusal among them) otherwise.
 pub fn class_to_load(config: &ModelConfig) -> Result<String> {
+    let sentence_transformers = crate::remote_code::folder_of(config.path())
+        .join("modules.json")
+        .is_file();
     let decoder = CAUSAL_LM_MODEL_TYPES.contains(&config.model_type.as_str())
         && crate::remote_code::native_port(config).is_none()
         && !config
             .architectures
             .iter()
             .any(|class| class.ends_with("Model") && !class.ends_with("LMHeadModel"));
-    if decoder {
+    if decoder && !sentence_transformers {
         return AutoModelForCausalLM::resolve_class(config);
     }
-    let (architecture, head) = AutoModel::resolve(config, None)?;
+    let resolved = match AutoModel::resolve(config, None) {
+        Ok((architecture, _)) if sentence_transformers => Ok((architecture, Head::Base)),
+        Err(error @ Error::UnsupportedArchitecture { .. }) => {
+            AutoModel::resolve(config, Some(Head::Base)).map_err(|_| error)
+        }
+        other => other,
+    };
+    let (architecture, head) = resolved?;
     Ok(format!(
         "{}{}",
         architecture.class_prefix(),
