@@ -1,0 +1,50 @@
+"""Type stubs of the native module (crates/python/src). Use the ``safeformers`` package."""
+
+import os
+import pathlib
+import types
+from typing import Dict, List, Literal, Tuple, Union
+
+import numpy
+
+__version__: str
+
+_Path = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
+
+class Error(Exception):
+    """Base class of every error safeformers raises."""
+
+class PolicyError(Error):
+    """Refused by security policy (what the safeformers CLI exits 3 for)."""
+
+class FormatError(Error):
+    """Input that could not be read (what the safeformers CLI exits 1 for)."""
+
+class Checkpoint:
+    """Named tensors read by safeformers' own readers; arrays viewing it keep it alive."""
+
+    @staticmethod
+    def open(path: _Path, *, allow_pickle: bool) -> "Checkpoint": ...
+    @staticmethod
+    def open_safetensors(path: _Path) -> "Checkpoint": ...
+    @property
+    def format(self) -> str: ...
+    @property
+    def files(self) -> List[pathlib.Path]: ...
+    @property
+    def metadata(self) -> Dict[str, str]: ...
+    def names(self) -> List[str]: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, name: str) -> bool: ...
+    def dtype(self, name: str) -> str: ...
+    def shape(self, name: str) -> Tuple[int, ...]: ...
+    def array(
+        self, name: str, *, copy: bool = False, target: Literal["numpy", "torch"] = "numpy"
+    ) -> numpy.ndarray: ...
+    def arrays(
+        self, *, copy: bool = False, target: Literal["numpy", "torch"] = "numpy"
+    ) -> Dict[str, numpy.ndarray]: ...
+
+def scan_json(paths: List[_Path]) -> str: ...
+
+_testing: types.ModuleType

@@ -1,0 +1,393 @@
+//! Tensors as numpy arrays: read-only views of the checkpoint's own memory where the layout
+//! allows, copies otherwise.
+//!
+//! A view's base object is the Python `Checkpoint` that owns the memory map (and the bytes the
+//! loader assembled), so the array stays valid for as long as it is referenced, whatever
+//! happens to the object the user loaded it through. Views are never writable: the map is
+//! read-only. A copy (`copy=True`, a tensor whose bytes are not aligned for its dtype, an empty
+//! tensor, packed 4- and 6-bit floats unpacked one value per byte) is an ordinary writable
+//! array that owns its memory, filled with the GIL released.
+//!
+//! Dtypes numpy lacks (bfloat16, the float8 family, float4/float6) come from `ml_dtypes` when
+//! it is installed; else the error names the tensor. For PyTorch ([`Target::Torch`]) those
+//! tensors are handed over as unsigned integers of the same width (float4 as its packed byte
+//! pairs, torch's `float4_e2m1fn_x2`), and `safeformers.torch` views them as the torch dtype.
+
+use std::ffi::{c_int, c_void};
+
+use numpy::npyffi::{self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NpyTypes, PY_ARRAY_API};
+use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use safeformers_weights::{Dtype, TensorView};
+
+use crate::errors::Error;
+use crate::release::without_gil;
+
+/// Who the arrays are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Target {
+    /// numpy users: every dtype as numpy (or `ml_dtypes`) shows it.
+    Numpy,
+    /// `safeformers.torch`: dtypes numpy lacks as same-width unsigned integers, float4 packed.
+    Torch,
+}
+
+/// How a dtype is shown to the target.
+#[derive(Debug, Clone, Copy)]
+enum Representation {
+    /// A numpy dtype, by its numpy name (little-endian, as the bytes are).
+    Numpy(&'static str),
+    /// A dtype of the `ml_dtypes` package, by attribute name.
+    MlDtypes(&'static str),
+    /// Packed sub-byte floats, unpacked one value per byte into an `ml_dtypes` dtype.
+    Unpacked(&'static str, Packing),
+    /// float4 pairs, one byte each, as torch's `float4_e2m1fn_x2` holds them: `uint8`, the last
+    /// dimension halved.
+    PackedPairs,
+    /// No representation for this target.
+    Unsupported(&'static str),
+}
+
+/// How sub-byte values are packed (crates/weights/src/convert.rs documents the layouts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// Two 4-bit values per byte, the first in the low nibble.
+    F4,
+    /// Four 6-bit values in three bytes, read as a little-endian 24-bit word, least significant
+    /// bits first.
+    F6,
+}
+
+fn representation(dtype: Dtype, target: Target) -> Representation {
+    use Representation::{MlDtypes, Numpy, PackedPairs, Unpacked, Unsupported};
+    let numpy_lacks = |ml_dtypes: &'static str, raw: &'static str| match target {
+        Target::Numpy => MlDtypes(ml_dtypes),
+        Target::Torch => Numpy(raw),
+    };
+    match dtype {
+        Dtype::Bool => Numpy("bool"),
+        Dtype::U8 => Numpy("uint8"),
+        Dtype::I8 => Numpy("int8"),
+        Dtype::I16 => Numpy("<i2"),
+        Dtype::U16 => Numpy("<u2"),
+        Dtype::F16 => Numpy("<f2"),
+        Dtype::I32 => Numpy("<i4"),
+        Dtype::U32 => Numpy("<u4"),
+        Dtype::F32 => Numpy("<f4"),
+        Dtype::C64 => Numpy("<c8"),
+        Dtype::F64 => Numpy("<f8"),
+        Dtype::I64 => Numpy("<i8"),
+        Dtype::U64 => Numpy("<u8"),
+        Dtype::BF16 => numpy_lacks("bfloat16", "<u2"),
+        Dtype::F8E5M2 => numpy_lacks("float8_e5m2", "uint8"),
+        Dtype::F8E4M3 => numpy_lacks("float8_e4m3fn", "uint8"),
+        Dtype::F8E8M0 => numpy_lacks("float8_e8m0fnu", "uint8"),
+        Dtype::F8E4M3Fnuz => numpy_lacks("float8_e4m3fnuz", "uint8"),
+        Dtype::F8E5M2Fnuz => numpy_lacks("float8_e5m2fnuz", "uint8"),
+        Dtype::F4 => match target {
+            Target::Numpy => Unpacked("float4_e2m1fn", Packing::F4),
+            Target::Torch => PackedPairs,
+        },
+        Dtype::F6E2M3 | Dtype::F6E3M2 => match target {
+            Target::Numpy => Unpacked(
+                if dtype == Dtype::F6E2M3 {
+                    "float6_e2m3fn"
+                } else {
+                    "float6_e3m2fn"
+                },
+                Packing::F6,
+            ),
+            Target::Torch => Unsupported("PyTorch has no 6-bit float dtype"),
+        },
+    }
+}
+
+/// One tensor, planned: its numpy dtype and shape, and whether it is borrowed or copied.
+struct Planned<'py, 'a> {
+    name: &'a str,
+    descr: Bound<'py, PyArrayDescr>,
+    shape: Vec<usize>,
+    bytes: &'a [u8],
+    how: How,
+}
+
+/// How a planned tensor's memory is provided.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    /// A read-only view of the checkpoint's memory.
+    Borrow,
+    /// A copy, as elements of this many bytes (so that the copy is aligned for them).
+    Copy(usize),
+    /// Unpacked into one byte per value.
+    Unpack(Packing),
+}
+
+/// The arrays of `views`, in order. `owner` is the Python object whose memory the views
+/// borrow from (the `Checkpoint`); it becomes the base object of every borrowed array.
+pub(crate) fn to_arrays<'py>(
+    owner: &Bound<'py, PyAny>,
+    views: &[TensorView<'_>],
+    target: Target,
+    copy: bool,
+) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    let py = owner.py();
+    let mut ml_dtypes: Option<Bound<'py, PyModule>> = None;
+    let mut planned = Vec::with_capacity(views.len());
+    for view in views {
+        planned.push(plan(py, view, target, copy, &mut ml_dtypes)?);
+    }
+    // Every copy and unpacking at once, reading the file with the GIL released.
+    let jobs: Vec<(&[u8], How)> = planned.iter().map(|plan| (plan.bytes, plan.how)).collect();
+    let copies = without_gil(py, move || {
+        jobs.into_iter()
+            .map(|(bytes, how)| copy_bytes(bytes, how))
+            .collect::<Vec<_>>()
+    })?;
+    planned
+        .iter()
+        .zip(copies)
+        .map(|(plan, copied)| match copied {
+            Some(copied) => owned_array(py, plan, copied),
+            None => borrowed_array(owner, plan),
+        })
+        .collect()
+}
+
+fn plan<'py, 'a>(
+    py: Python<'py>,
+    view: &TensorView<'a>,
+    target: Target,
+    copy: bool,
+    ml_dtypes: &mut Option<Bound<'py, PyModule>>,
+) -> PyResult<Planned<'py, 'a>> {
+    let unsupported = |why: String| {
+        Error::new_err(format!(
+            "tensor `{}` has dtype {}, {why}",
+            view.name, view.dtype
+        ))
+    };
+    let mut ml_dtype = |attribute: &str| -> PyResult<Bound<'py, PyArrayDescr>> {
+        let module = match ml_dtypes {
+            Some(module) => module.clone(),
+            None => {
+                let module = py.import("ml_dtypes").map_err(|_| {
+                    unsupported(
+                        "which numpy has no dtype for: install ml_dtypes (pip install \
+                         ml_dtypes) to read it as numpy, or load it with safeformers.torch"
+                            .to_string(),
+                    )
+                })?;
+                *ml_dtypes = Some(module.clone());
+                module
+            }
+        };
+        let scalar_type = module.getattr(attribute).map_err(|_| {
+            unsupported(format!(
+                "which the installed ml_dtypes has no `{attribute}` for: upgrade it (pip \
+                 install -U ml_dtypes)"
+            ))
+        })?;
+        PyArrayDescr::new(py, scalar_type)
+    };
+    let mut shape = view.shape.to_vec();
+    let (descr, unpack) = match representation(view.dtype, target) {
+        Representation::Numpy(name) => (PyArrayDescr::new(py, name)?, None),
+        Representation::MlDtypes(attribute) => (ml_dtype(attribute)?, None),
+        Representation::Unpacked(attribute, packing) => (ml_dtype(attribute)?, Some(packing)),
+        Representation::PackedPairs => {
+            match shape.last_mut() {
+                Some(last) if *last % 2 == 0 => *last /= 2,
+                _ => {
+                    return Err(unsupported(
+                        "whose last dimension must be even to be held as float4 pairs \
+                         (torch.float4_e2m1fn_x2)"
+                            .to_string(),
+                    ));
+                }
+            }
+            (PyArrayDescr::new(py, "uint8")?, None)
+        }
+        Representation::Unsupported(why) => return Err(unsupported(why.to_string())),
+    };
+    let element_size = descr.itemsize();
+    let aligned = view
+        .data
+        .as_ptr()
+        .addr()
+        .is_multiple_of(descr.alignment().max(1));
+    let how = match unpack {
+        Some(packing) => How::Unpack(packing),
+        None if copy || !aligned || view.data.is_empty() => How::Copy(element_size),
+        None => How::Borrow,
+    };
+    Ok(Planned {
+        name: view.name,
+        descr,
+        shape,
+        bytes: view.data,
+        how,
+    })
+}
+
+/// Bytes copied out of the checkpoint, as elements of their size (so that they are aligned).
+enum Copied {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+}
+
+/// The copy `how` asks for, or `None` for a borrowed view. Runs without the GIL.
+fn copy_bytes(bytes: &[u8], how: How) -> Option<Copied> {
+    match how {
+        How::Borrow => None,
+        How::Copy(2) => Some(Copied::U16(elements(bytes))),
+        How::Copy(4) => Some(Copied::U32(elements(bytes))),
+        How::Copy(8) => Some(Copied::U64(elements(bytes))),
+        How::Copy(_) => Some(Copied::U8(bytes.to_vec())),
+        How::Unpack(Packing::F4) => Some(Copied::U8(unpack_f4(bytes))),
+        How::Unpack(Packing::F6) => Some(Copied::U8(unpack_f6(bytes))),
+    }
+}
+
+/// `bytes` as elements of `T`, one copy whatever their alignment.
+fn elements<T: bytemuck::Pod>(bytes: &[u8]) -> Vec<T> {
+    match bytemuck::try_cast_slice::<u8, T>(bytes) {
+        Ok(aligned) => aligned.to_vec(),
+        Err(_) => {
+            let mut elements = vec![T::zeroed(); bytes.len() / size_of::<T>()];
+            let destination: &mut [u8] = bytemuck::cast_slice_mut(&mut elements);
+            // The planner only copies whole elements: the lengths match.
+            destination.copy_from_slice(bytes);
+            elements
+        }
+    }
+}
+
+/// Two float4 values per byte, the first in the low nibble, as one value per byte (the layout
+/// of `ml_dtypes.float4_e2m1fn`: the value in the low four bits).
+fn unpack_f4(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .iter()
+        .flat_map(|&byte| [byte & 0x0f, byte >> 4])
+        .collect()
+}
+
+/// Four float6 values per three bytes (a little-endian 24-bit word, least significant bits
+/// first) as one value per byte, in its low six bits.
+fn unpack_f6(bytes: &[u8]) -> Vec<u8> {
+    bytes
+        .chunks_exact(3)
+        .flat_map(|chunk| {
+            let word = chunk
+                .iter()
+                .rev()
+                .fold(0u32, |word, &byte| (word << 8) | u32::from(byte));
+            [0, 6, 12, 18].map(|shift| ((word >> shift) & 0x3f) as u8)
+        })
+        .collect()
+}
+
+/// A writable array owning `copied`, with the planned dtype and shape.
+fn owned_array<'py>(
+    py: Python<'py>,
+    plan: &Planned<'py, '_>,
+    copied: Copied,
+) -> PyResult<Bound<'py, PyAny>> {
+    let flat = match copied {
+        Copied::U8(data) => PyArray1::from_vec(py, data).into_any(),
+        Copied::U16(data) => PyArray1::from_vec(py, data).into_any(),
+        Copied::U32(data) => PyArray1::from_vec(py, data).into_any(),
+        Copied::U64(data) => PyArray1::from_vec(py, data).into_any(),
+    };
+    flat.call_method1("view", (&plan.descr,))?
+        .call_method1("reshape", (PyTuple::new(py, &plan.shape)?,))
+}
+
+/// A read-only array over the planned bytes, whose base object is `owner`.
+#[allow(unsafe_code)]
+fn borrowed_array<'py>(
+    owner: &Bound<'py, PyAny>,
+    plan: &Planned<'py, '_>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let py = owner.py();
+    let element_count = plan
+        .shape
+        .iter()
+        .try_fold(1usize, |count, &dim| count.checked_mul(dim));
+    let fits = element_count.and_then(|count| count.checked_mul(plan.descr.itemsize()))
+        == Some(plan.bytes.len());
+    let aligned = plan
+        .bytes
+        .as_ptr()
+        .addr()
+        .is_multiple_of(plan.descr.alignment().max(1));
+    if !fits || !aligned || plan.bytes.is_empty() {
+        return Err(Error::new_err(format!(
+            "internal error in safeformers (a bug; please report it): tensor `{}` cannot be \
+             viewed in place",
+            plan.name
+        )));
+    }
+    let mut dims = plan
+        .shape
+        .iter()
+        .map(|&dim| npyffi::npy_intp::try_from(dim))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Error::new_err(format!("tensor `{}`: dimension too large", plan.name)))?;
+    let rank = c_int::try_from(dims.len())
+        .map_err(|_| Error::new_err(format!("tensor `{}`: too many dimensions", plan.name)))?;
+    // SAFETY: `plan.bytes` is memory owned by `owner` (a frozen `Checkpoint`: its memory map and
+    // owned buffers are never changed or moved while it lives), and `owner` becomes the array's
+    // base object, so the memory outlives the array. The length and alignment were checked
+    // above against the dtype and shape. No WRITEABLE flag: numpy refuses writes, and refuses
+    // to set the flag later, since the base exposes no writable buffer. `PyArray_NewFromDescr`
+    // steals the descriptor reference, `PyArray_SetBaseObject` the owner reference (also on
+    // failure).
+    unsafe {
+        let array = PY_ARRAY_API.PyArray_NewFromDescr(
+            py,
+            npyffi::get_type_object(py, NpyTypes::PyArray_Type),
+            plan.descr.clone().into_dtype_ptr(),
+            rank,
+            dims.as_mut_ptr(),
+            std::ptr::null_mut(),
+            plan.bytes.as_ptr().cast_mut().cast::<c_void>(),
+            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+            std::ptr::null_mut(),
+        );
+        let array = Bound::from_owned_ptr_or_err(py, array)?;
+        if PY_ARRAY_API.PyArray_SetBaseObject(py, array.as_ptr().cast(), owner.clone().into_ptr())
+            < 0
+        {
+            return Err(PyErr::fetch(py));
+        }
+        Ok(array)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float4_pairs_unpack_low_nibble_first() {
+        assert_eq!(unpack_f4(&[0x21, 0xf0]), [1, 2, 0, 15]);
+    }
+
+    #[test]
+    fn float6_quads_unpack_least_significant_bits_first() {
+        // Values 1, 2, 3, 63: word = 1 | 2 << 6 | 3 << 12 | 63 << 18.
+        let word: u32 = 1 | (2 << 6) | (3 << 12) | (63 << 18);
+        let bytes = &word.to_le_bytes()[..3];
+        assert_eq!(unpack_f6(bytes), [1, 2, 3, 63]);
+    }
+
+    #[test]
+    fn copies_are_aligned_whatever_the_source() {
+        let source: Vec<u8> = (0..17).collect();
+        let copy: Vec<u32> = elements(&source[1..17]);
+        assert_eq!(bytemuck::cast_slice::<u32, u8>(&copy), &source[1..17]);
+    }
+}
