@@ -1,12 +1,18 @@
-//! Tensors as numpy arrays: read-only views of the checkpoint's own memory where the layout
-//! allows, copies otherwise.
+//! Tensors as numpy arrays, in one of three kinds of memory ([`Memory`]):
 //!
-//! A view's base object is the Python `Checkpoint` that owns the memory map (and the bytes the
-//! loader assembled), so the array stays valid for as long as it is referenced, whatever
-//! happens to the object the user loaded it through. Views are never writable: the map is
-//! read-only. A copy (`copy=True`, a tensor whose bytes are not aligned for its dtype, an empty
-//! tensor, packed 4- and 6-bit floats unpacked one value per byte) is an ordinary writable
-//! array that owns its memory, filled with the GIL released.
+//! - **views** of the checkpoint's own memory (the read-only map, or bytes the loader
+//!   assembled). A view's base object is the Python `Checkpoint`, so the array stays valid for
+//!   as long as it is referenced, whatever happens to the object it was loaded through. Views
+//!   are never writable.
+//! - **copies**: ordinary writable arrays that own their memory, filled with the GIL released.
+//! - **copy-on-write views**, for PyTorch, whose tensors are written in place: views of a
+//!   second, private, writable map of the same open file (`MAP_PRIVATE`: a page written to is
+//!   copied into this process, the file never changes), as `torch.load(mmap=True)` gives. Each
+//!   call makes its own map, so two loads never share writes. Tensors not served from the map
+//!   are copied.
+//!
+//! Whatever the kind asked for, a tensor whose bytes are not aligned for its dtype, an empty
+//! tensor, and packed 4- and 6-bit floats (unpacked one value per byte for numpy) are copies.
 //!
 //! Dtypes numpy lacks (bfloat16, the float8 family, float4/float6) come from `ml_dtypes` when
 //! it is installed; else the error names the tensor. For PyTorch ([`Target::Torch`]) those
@@ -15,11 +21,17 @@
 
 use std::ffi::{c_int, c_void};
 
-use numpy::npyffi::{self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NpyTypes, PY_ARRAY_API};
+use std::ops::Range;
+
+use memmap2::MmapMut;
+use numpy::npyffi::{
+    self, NPY_ARRAY_ALIGNED, NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_WRITEABLE, NpyTypes, PY_ARRAY_API,
+};
 use numpy::{PyArray1, PyArrayDescr, PyArrayDescrMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
-use safeformers_weights::{Dtype, TensorView};
+use safeformers_weights::mapped::MappedFile;
+use safeformers_weights::{Checkpoint, Dtype, TensorView};
 
 use crate::errors::Error;
 use crate::release::without_gil;
@@ -31,6 +43,17 @@ pub(crate) enum Target {
     Numpy,
     /// `safeformers.torch`: dtypes numpy lacks as same-width unsigned integers, float4 packed.
     Torch,
+}
+
+/// The memory arrays are handed out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Memory {
+    /// Read-only views of the checkpoint's memory.
+    View,
+    /// Writable copies.
+    Copy,
+    /// Writable copy-on-write views of a private map of the file.
+    CopyOnWrite,
 }
 
 /// How a dtype is shown to the target.
@@ -113,52 +136,144 @@ struct Planned<'py, 'a> {
 }
 
 /// How a planned tensor's memory is provided.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 enum How {
     /// A read-only view of the checkpoint's memory.
     Borrow,
+    /// A view of the private map of the `file`-th file met, at `range`.
+    CopyOnWrite { file: usize, range: Range<usize> },
     /// A copy, as elements of this many bytes (so that the copy is aligned for them).
     Copy(usize),
     /// Unpacked into one byte per value.
     Unpack(Packing),
 }
 
-/// The arrays of `views`, in order. `owner` is the Python object whose memory the views
-/// borrow from (the `Checkpoint`); it becomes the base object of every borrowed array.
+/// The arrays of `views` (tensors of `checkpoint`), in order. `owner` is the Python object
+/// that owns `checkpoint`; it becomes the base object of every view of the checkpoint.
 pub(crate) fn to_arrays<'py>(
     owner: &Bound<'py, PyAny>,
+    checkpoint: &Checkpoint,
     views: &[TensorView<'_>],
     target: Target,
-    copy: bool,
+    memory: Memory,
 ) -> PyResult<Vec<Bound<'py, PyAny>>> {
     let py = owner.py();
     let mut ml_dtypes: Option<Bound<'py, PyModule>> = None;
+    let mut files: Vec<&MappedFile> = Vec::new();
     let mut planned = Vec::with_capacity(views.len());
     for view in views {
-        planned.push(plan(py, view, target, copy, &mut ml_dtypes)?);
+        let mut plan = plan(py, view, target, memory, &mut ml_dtypes)?;
+        if matches!(plan.how, How::CopyOnWrite { .. }) {
+            plan.how = match checkpoint.mapped_range(view.name) {
+                Some((mapped, range)) if range.len() == view.data.len() => {
+                    let known = files.iter().position(|file| std::ptr::eq(*file, mapped));
+                    let file = known.unwrap_or_else(|| {
+                        files.push(mapped);
+                        files.len() - 1
+                    });
+                    How::CopyOnWrite { file, range }
+                }
+                // Bytes the loader assembled are not in the file: copied.
+                _ => How::Copy(plan.descr.itemsize()),
+            };
+        }
+        planned.push(plan);
     }
-    // Every copy and unpacking at once, reading the file with the GIL released.
-    let jobs: Vec<(&[u8], How)> = planned.iter().map(|plan| (plan.bytes, plan.how)).collect();
-    let copies = without_gil(py, move || {
-        jobs.into_iter()
-            .map(|(bytes, how)| copy_bytes(bytes, how))
-            .collect::<Vec<_>>()
+    // Every copy, unpacking and private map at once, with the GIL released.
+    let jobs: Vec<(&[u8], How)> = planned
+        .iter()
+        .map(|plan| (plan.bytes, plan.how.clone()))
+        .collect();
+    let (copies, maps) = without_gil(py, move || {
+        let copies = jobs
+            .into_iter()
+            .map(|(bytes, how)| copy_bytes(bytes, &how))
+            .collect::<Vec<_>>();
+        let maps = files
+            .iter()
+            .map(|file| file.map_copy_on_write())
+            .collect::<Vec<_>>();
+        (copies, maps)
     })?;
+    let mut private_maps = Vec::with_capacity(maps.len());
+    for map in maps {
+        let map = map
+            .map_err(|error| crate::errors::weights_error(&error))?
+            .ok_or_else(|| Error::new_err("internal error in safeformers: an empty file mapped"))?;
+        private_maps.push(PrivateMap::wrap(py, map)?);
+    }
     planned
         .iter()
         .zip(copies)
-        .map(|(plan, copied)| match copied {
-            Some(copied) => owned_array(py, plan, copied),
-            None => borrowed_array(owner, plan),
+        .map(|(plan, copied)| match (copied, &plan.how) {
+            (Some(copied), _) => owned_array(py, plan, copied),
+            (None, How::CopyOnWrite { file, range }) => {
+                let map = private_maps.get(*file).ok_or_else(|| {
+                    Error::new_err("internal error in safeformers: a private map is missing")
+                })?;
+                map.view(plan, range.clone())
+            }
+            (None, _) => {
+                let data = plan.bytes.as_ptr().cast_mut();
+                array_over(owner, plan, data, plan.bytes.len(), false)
+            }
         })
         .collect()
+}
+
+/// A private, writable map of a weights file: the base object of the copy-on-write views.
+#[pyclass(frozen, module = "safeformers._native", name = "PrivateMap")]
+pub(crate) struct PrivateMap {
+    /// Held so that the mapping lives as long as this object; never read or written from Rust
+    /// once made (only through the arrays' pointers).
+    map: MmapMut,
+}
+
+#[pymethods]
+impl PrivateMap {
+    fn __len__(&self) -> usize {
+        self.map.len()
+    }
+}
+
+/// A [`PrivateMap`] object, and the address of its first byte.
+struct WrappedMap<'py> {
+    object: Bound<'py, PyAny>,
+    start: *mut u8,
+    len: usize,
+}
+
+impl PrivateMap {
+    fn wrap(py: Python<'_>, mut map: MmapMut) -> PyResult<WrappedMap<'_>> {
+        // The pointer of the mapping itself: moving the handle into the Python object does not
+        // move the pages it points to.
+        let start = map.as_mut_ptr();
+        let len = map.len();
+        let object = Bound::new(py, PrivateMap { map })?.into_any();
+        Ok(WrappedMap { object, start, len })
+    }
+}
+
+impl<'py> WrappedMap<'py> {
+    /// A writable view of `range` of the map.
+    fn view(&self, plan: &Planned<'py, '_>, range: Range<usize>) -> PyResult<Bound<'py, PyAny>> {
+        if range.end > self.len || range.start > range.end {
+            return Err(Error::new_err(format!(
+                "internal error in safeformers (a bug; please report it): tensor `{}` lies \
+                 outside its file's map",
+                plan.name
+            )));
+        }
+        let data = self.start.wrapping_add(range.start);
+        array_over(&self.object, plan, data, range.len(), true)
+    }
 }
 
 fn plan<'py, 'a>(
     py: Python<'py>,
     view: &TensorView<'a>,
     target: Target,
-    copy: bool,
+    memory: Memory,
     ml_dtypes: &mut Option<Bound<'py, PyModule>>,
 ) -> PyResult<Planned<'py, 'a>> {
     let unsupported = |why: String| {
@@ -216,10 +331,17 @@ fn plan<'py, 'a>(
         .as_ptr()
         .addr()
         .is_multiple_of(descr.alignment().max(1));
-    let how = match unpack {
-        Some(packing) => How::Unpack(packing),
-        None if copy || !aligned || view.data.is_empty() => How::Copy(element_size),
-        None => How::Borrow,
+    let how = match (unpack, memory) {
+        (Some(packing), _) => How::Unpack(packing),
+        (None, _) if !aligned || view.data.is_empty() => How::Copy(element_size),
+        (None, Memory::Copy) => How::Copy(element_size),
+        (None, Memory::View) => How::Borrow,
+        // The file (found by the caller) is mapped page-aligned: offsets aligned in the map are
+        // aligned in the private map too.
+        (None, Memory::CopyOnWrite) => How::CopyOnWrite {
+            file: 0,
+            range: 0..0,
+        },
     };
     Ok(Planned {
         name: view.name,
@@ -238,10 +360,10 @@ enum Copied {
     U64(Vec<u64>),
 }
 
-/// The copy `how` asks for, or `None` for a borrowed view. Runs without the GIL.
-fn copy_bytes(bytes: &[u8], how: How) -> Option<Copied> {
-    match how {
-        How::Borrow => None,
+/// The copy `how` asks for, or `None` for a view. Runs without the GIL.
+fn copy_bytes(bytes: &[u8], how: &How) -> Option<Copied> {
+    match *how {
+        How::Borrow | How::CopyOnWrite { .. } => None,
         How::Copy(2) => Some(Copied::U16(elements(bytes))),
         How::Copy(4) => Some(Copied::U32(elements(bytes))),
         How::Copy(8) => Some(Copied::U64(elements(bytes))),
@@ -305,25 +427,25 @@ fn owned_array<'py>(
         .call_method1("reshape", (PyTuple::new(py, &plan.shape)?,))
 }
 
-/// A read-only array over the planned bytes, whose base object is `owner`.
+/// An array of the planned dtype and shape over `len` bytes at `data`, whose base object is
+/// `owner`, writable or not.
 #[allow(unsafe_code)]
-fn borrowed_array<'py>(
+fn array_over<'py>(
     owner: &Bound<'py, PyAny>,
     plan: &Planned<'py, '_>,
+    data: *mut u8,
+    len: usize,
+    writable: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = owner.py();
     let element_count = plan
         .shape
         .iter()
         .try_fold(1usize, |count, &dim| count.checked_mul(dim));
-    let fits = element_count.and_then(|count| count.checked_mul(plan.descr.itemsize()))
-        == Some(plan.bytes.len());
-    let aligned = plan
-        .bytes
-        .as_ptr()
-        .addr()
-        .is_multiple_of(plan.descr.alignment().max(1));
-    if !fits || !aligned || plan.bytes.is_empty() {
+    let fits =
+        element_count.and_then(|count| count.checked_mul(plan.descr.itemsize())) == Some(len);
+    let aligned = data.addr().is_multiple_of(plan.descr.alignment().max(1));
+    if !fits || !aligned || len == 0 {
         return Err(Error::new_err(format!(
             "internal error in safeformers (a bug; please report it): tensor `{}` cannot be \
              viewed in place",
@@ -338,13 +460,19 @@ fn borrowed_array<'py>(
         .map_err(|_| Error::new_err(format!("tensor `{}`: dimension too large", plan.name)))?;
     let rank = c_int::try_from(dims.len())
         .map_err(|_| Error::new_err(format!("tensor `{}`: too many dimensions", plan.name)))?;
-    // SAFETY: `plan.bytes` is memory owned by `owner` (a frozen `Checkpoint`: its memory map and
-    // owned buffers are never changed or moved while it lives), and `owner` becomes the array's
-    // base object, so the memory outlives the array. The length and alignment were checked
-    // above against the dtype and shape. No WRITEABLE flag: numpy refuses writes, and refuses
-    // to set the flag later, since the base exposes no writable buffer. `PyArray_NewFromDescr`
-    // steals the descriptor reference, `PyArray_SetBaseObject` the owner reference (also on
-    // failure).
+    let flags = if writable {
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_WRITEABLE
+    } else {
+        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED
+    };
+    // SAFETY: `data..data + len` is memory owned by `owner`, which becomes the array's base
+    // object, so the memory outlives the array: either a frozen `Checkpoint` (its read-only map
+    // and owned buffers never change or move while it lives; such arrays are never writable, and
+    // numpy refuses to make them writable later, since the base exposes no writable buffer) or
+    // a `PrivateMap` (a private writable mapping that Rust never reads or writes once made, so
+    // numpy's writes alias nothing Rust holds). The length and alignment were checked above
+    // against the dtype and shape. `PyArray_NewFromDescr` steals the descriptor reference,
+    // `PyArray_SetBaseObject` the owner reference (also on failure).
     unsafe {
         let array = PY_ARRAY_API.PyArray_NewFromDescr(
             py,
@@ -353,8 +481,8 @@ fn borrowed_array<'py>(
             rank,
             dims.as_mut_ptr(),
             std::ptr::null_mut(),
-            plan.bytes.as_ptr().cast_mut().cast::<c_void>(),
-            NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED,
+            data.cast::<c_void>(),
+            flags,
             std::ptr::null_mut(),
         );
         let array = Bound::from_owned_ptr_or_err(py, array)?;

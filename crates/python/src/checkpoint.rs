@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 use safeformers_weights::{Checkpoint, LoadPolicy, TensorView, open_checkpoint};
 
-use crate::arrays::{Target, to_arrays};
+use crate::arrays::{Memory, Target, to_arrays};
 use crate::errors::{guard, weights_error};
 use crate::release::without_gil;
 
@@ -98,39 +98,44 @@ impl PyCheckpoint {
         PyTuple::new(py, self.view(name)?.shape)
     }
 
-    /// One tensor as an array: a read-only view where the layout allows, unless `copy`.
+    /// One tensor as an array. `memory`: `"view"`, a read-only view of this checkpoint where
+    /// the layout allows (else a copy); `"copy"`, a writable copy; `"copy_on_write"`, a
+    /// writable view of a private map of the file (else a copy), for tensors written in place.
     /// `target="torch"` hands dtypes numpy lacks over as same-width unsigned integers (float4
     /// as byte pairs) for `safeformers.torch` to view as the torch dtype.
-    #[pyo3(signature = (name, *, copy = false, target = "numpy"))]
+    #[pyo3(signature = (name, *, memory = "view", target = "numpy"))]
     fn array<'py>(
         slf: &Bound<'py, Self>,
         name: &str,
-        copy: bool,
+        memory: &str,
         target: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(|| {
             let target = parse_target(target)?;
+            let memory = parse_memory(memory)?;
             let this = slf.get();
             let view = this.view(name)?;
-            let mut arrays = to_arrays(slf.as_any(), &[view], target, copy)?;
+            let mut arrays = to_arrays(slf.as_any(), &this.checkpoint, &[view], target, memory)?;
             arrays
                 .pop()
                 .ok_or_else(|| PyKeyError::new_err(name.to_string()))
         })
     }
 
-    /// Every tensor as `{name: array}`, sorted by name; copies are made together, with the GIL
-    /// released. Arguments as for `array`.
-    #[pyo3(signature = (*, copy = false, target = "numpy"))]
+    /// Every tensor as `{name: array}`, sorted by name; copies (and the private map) are made
+    /// together, with the GIL released. Arguments as for `array`.
+    #[pyo3(signature = (*, memory = "view", target = "numpy"))]
     fn arrays<'py>(
         slf: &Bound<'py, Self>,
-        copy: bool,
+        memory: &str,
         target: &str,
     ) -> PyResult<Bound<'py, PyDict>> {
         guard(|| {
             let target = parse_target(target)?;
-            let views: Vec<TensorView<'_>> = slf.get().checkpoint.tensors().collect();
-            let arrays = to_arrays(slf.as_any(), &views, target, copy)?;
+            let memory = parse_memory(memory)?;
+            let checkpoint = &slf.get().checkpoint;
+            let views: Vec<TensorView<'_>> = checkpoint.tensors().collect();
+            let arrays = to_arrays(slf.as_any(), checkpoint, &views, target, memory)?;
             let dict = PyDict::new(slf.py());
             for (view, array) in views.iter().zip(arrays) {
                 dict.set_item(view.name, array)?;
@@ -159,6 +164,17 @@ impl PyCheckpoint {
         self.checkpoint
             .tensor(name)
             .ok_or_else(|| PyKeyError::new_err(name.to_string()))
+    }
+}
+
+fn parse_memory(memory: &str) -> PyResult<Memory> {
+    match memory {
+        "view" => Ok(Memory::View),
+        "copy" => Ok(Memory::Copy),
+        "copy_on_write" => Ok(Memory::CopyOnWrite),
+        other => Err(PyValueError::new_err(format!(
+            "memory must be \"view\", \"copy\" or \"copy_on_write\", not {other:?}"
+        ))),
     }
 }
 

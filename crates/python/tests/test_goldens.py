@@ -3,7 +3,7 @@
 The goldens (goldens/reference_loads.json) were made by scripts/make_python_goldens.py with
 `torch.load(weights_only=True)` and the reference `safetensors` package, run by hand: PyTorch is
 too heavy for CI. Without PyTorch, the tensors `safeformers.torch.load` would hand to
-`torch.from_numpy` (`Checkpoint.arrays(target="torch")`) are compared with them: their dtype as
+`torch.from_numpy` (`Checkpoint.arrays(memory="copy_on_write", target="torch")`) are compared with them: their dtype as
 torch names it, their shape and the sha256 of their bytes. test_torch.py compares
 `safeformers.torch.load` itself where PyTorch is installed.
 """
@@ -117,7 +117,7 @@ def test_what_torch_load_would_get(relative: str) -> None:
             else:
                 assert sha256(checkpoint.array(name, target="torch")) == golden["sha256"], name
             continue
-        raw = checkpoint.array(name, target="torch")
+        raw = checkpoint.array(name, memory="copy_on_write", target="torch")
         assert TORCH_DTYPE[dtype] == golden["dtype"], name
         assert list(raw.shape) == golden["shape"], name
         assert sha256(raw) == golden["sha256"], name

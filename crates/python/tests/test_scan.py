@@ -44,7 +44,12 @@ def test_scan_equals_the_cli_json_on_python_source(cli: Path, tmp_path: Path) ->
 def test_verdicts_and_findings_are_those_the_manifest_expects(entry: Dict[str, Any]) -> None:
     [result] = safeformers.scan(FIXTURES / entry["path"])
     verdicts = entry["expect"]["scan"]
-    assert result.verdict in (verdicts if isinstance(verdicts, list) else [verdicts])
+    acceptable = set(verdicts if isinstance(verdicts, list) else [verdicts])
+    if "invalid" in acceptable:
+        # As crates/weights/tests/fixture_corpus.rs reads the manifest: "invalid" is met by
+        # "unsafe" too (a malformed file in which something dangerous was also seen).
+        acceptable.add("unsafe")
+    assert result.verdict in acceptable
     assert result.safe == (result.verdict == "safe")
     for name in entry["expect"]["scan_must_name"]:
         assert any(name in finding.detail for finding in result.findings), name

@@ -74,7 +74,7 @@ def test_load_checkpoint_releases_the_gil_while_it_opens_the_file(large_file: Pa
 
 def test_copying_a_large_tensor_releases_the_gil(large_file: Path) -> None:
     checkpoint = _native.Checkpoint.open(large_file, allow_pickle=False)
-    outcome = run_while_held(lambda: checkpoint.arrays(copy=True))
+    outcome = run_while_held(lambda: checkpoint.arrays(memory="copy"))
     assert outcome["in_flight_after_progress"] == 1
     big = outcome["result"]["big"]
     assert big.flags.writeable

@@ -191,3 +191,32 @@ def test_device_other_than_the_host_is_refused(weights_file: Path) -> None:
     with pytest.raises(ValueError, match="host memory"):
         safeformers.load_checkpoint(weights_file, device="cuda:0")
     assert safeformers.load_checkpoint(weights_file, device="cpu")
+
+
+def test_copy_on_write_views_are_writable_and_never_change_the_file(weights_file: Path) -> None:
+    """What safeformers.torch hands to torch.from_numpy: writable views of a private map."""
+    before = weights_file.read_bytes()
+    checkpoint = _native.Checkpoint.open(weights_file, allow_pickle=False)
+    first = checkpoint.arrays(memory="copy_on_write")
+    second = checkpoint.arrays(memory="copy_on_write")
+    ranges = mappings_of(weights_file)
+    for name, array in first.items():
+        assert array.flags.writeable and array.flags.aligned, name
+        assert inside(array, ranges), f"{name} is not a view of a map of the file"
+        assert type(array.base).__name__ == "PrivateMap"
+    first["w"][:] = -1.0
+    assert (first["w"] == -1.0).all()
+    assert np.array_equal(second["w"], VALUES), "each call maps the file privately"
+    assert np.array_equal(checkpoint.array("w"), VALUES), "the read-only map is untouched"
+    del checkpoint
+    gc.collect()
+    assert weights_file.read_bytes() == before, "the file never changes"
+    os.unlink(weights_file)
+    assert (first["w"] == -1.0).all() and np.array_equal(second["w"], VALUES)
+
+
+def test_copy_on_write_copies_what_the_reader_assembled() -> None:
+    checkpoint = _native.Checkpoint.open(FIXTURES / "benign/noncontiguous.pt", allow_pickle=True)
+    for name, array in checkpoint.arrays(memory="copy_on_write").items():
+        assert array.flags.writeable, name
+        assert np.array_equal(array, checkpoint.array(name)), name

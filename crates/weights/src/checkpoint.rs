@@ -235,6 +235,18 @@ impl Checkpoint {
             .is_some_and(|entry| matches!(entry.bytes, TensorBytes::CopiedForAlignment(_)))
     }
 
+    /// Where the tensor `name`'s bytes lie when it is served straight from a mapped file: that
+    /// file and the byte range in it (the range [`TensorView::data`] shows). `None` for a tensor
+    /// the loader assembled or copied for alignment, and for an unknown name.
+    pub fn mapped_range(&self, name: &str) -> Option<(&MappedFile, Range<usize>)> {
+        match &self.tensors.get(name)?.bytes {
+            TensorBytes::Mapped { source, range } => {
+                Some((self.sources.get(*source)?.as_ref(), range.clone()))
+            }
+            TensorBytes::Owned(_) | TensorBytes::CopiedForAlignment(_) => None,
+        }
+    }
+
     /// Every tensor name, sorted.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.tensors.keys().map(String::as_str)

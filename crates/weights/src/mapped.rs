@@ -3,7 +3,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut, MmapOptions};
 use safeformers_files::FileError;
 
 use crate::error::{Error, Result};
@@ -56,6 +56,26 @@ impl MappedFile {
     /// The whole file's bytes.
     pub fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// A second map of the same open file, private and writable: pages written to are copied
+    /// into this process's memory (copy-on-write, `MAP_PRIVATE`), and the file itself is never
+    /// changed. Tensors handed to code that may write to them in place (PyTorch's) view this map
+    /// instead of copying the file, as `torch.load(mmap=True)` does. `None` for an empty file.
+    ///
+    /// It maps the file this `MappedFile` validated (the same open file, not the path again), so
+    /// byte ranges checked against [`MappedFile::bytes`] hold in it too.
+    pub fn map_copy_on_write(&self) -> Result<Option<MmapMut>> {
+        if self.map.is_none() {
+            return Ok(None);
+        }
+        // SAFETY: as for `open`: a private map. Writes through it stay in this process (the
+        // file is opened read-only and the map is MAP_PRIVATE); the truncation hazard documented
+        // on the type applies unchanged.
+        #[allow(unsafe_code)]
+        let map = unsafe { MmapOptions::new().map_copy(&self.file) }
+            .map_err(|source| Error::from(FileError::io(&self.path, source)))?;
+        Ok(Some(map))
     }
 
     /// Copies `range` of the file into `dest` (of the same length), read from the file rather

@@ -56,4 +56,4 @@ def load_checkpoint(
             "safeformers.torch.load(path, map_location=...) for tensors on a device"
         )
     checkpoint = _native.Checkpoint.open(path, allow_pickle=allow_pickle)
-    return checkpoint.arrays(copy=copy)
+    return checkpoint.arrays(memory="copy" if copy else "view")

@@ -39,10 +39,17 @@ class Checkpoint:
     def dtype(self, name: str) -> str: ...
     def shape(self, name: str) -> Tuple[int, ...]: ...
     def array(
-        self, name: str, *, copy: bool = False, target: Literal["numpy", "torch"] = "numpy"
+        self,
+        name: str,
+        *,
+        memory: Literal["view", "copy", "copy_on_write"] = "view",
+        target: Literal["numpy", "torch"] = "numpy",
     ) -> numpy.ndarray: ...
     def arrays(
-        self, *, copy: bool = False, target: Literal["numpy", "torch"] = "numpy"
+        self,
+        *,
+        memory: Literal["view", "copy", "copy_on_write"] = "view",
+        target: Literal["numpy", "torch"] = "numpy",
     ) -> Dict[str, numpy.ndarray]: ...
 
 def scan_json(paths: List[_Path]) -> str: ...

@@ -7,7 +7,8 @@ ranges, absurd ranks and empty or NUL-holding names are :class:`safeformers.Form
 safetensors is read here, whatever the file's name; pickle-based checkpoints go through
 :func:`safeformers.torch.load` or :func:`safeformers.load_checkpoint`.
 
-``framework="pt"`` gives ``torch.Tensor`` copies (PyTorch imported only then);
+``framework="pt"`` gives writable ``torch.Tensor``s, copy-on-write views of a private map of
+the file as the reference gives them (PyTorch imported only then);
 ``framework="np"`` gives numpy arrays that are read-only views of the memory-mapped file (see
 :func:`safeformers.load_checkpoint`). Other frameworks of the reference are not supported.
 """
@@ -43,7 +44,7 @@ def load_file(
     if framework == "np":
         return checkpoint.arrays()
     torch = _import_torch()
-    arrays = checkpoint.arrays(copy=True, target="torch")
+    arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
     tensors = {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
     return _to_device(tensors, device)
 
@@ -97,7 +98,8 @@ class safe_open:  # noqa: N801 - the reference's name
         if self._framework == "np":
             return checkpoint.array(name)
         torch = _import_torch()
-        tensor = _tensor(torch, checkpoint, name, checkpoint.array(name, copy=True, target="torch"))
+        raw = checkpoint.array(name, memory="copy_on_write", target="torch")
+        tensor = _tensor(torch, checkpoint, name, raw)
         return _to_device({name: tensor}, self._device)[name]
 
     def get_slice(self, name: str) -> "_TensorSlice":

@@ -49,12 +49,14 @@ def load(
     :class:`safeformers.FormatError`. ``allow_pickle=False`` refuses pickle-based files
     altogether (safetensors only).
 
-    Every tensor is a writable copy in host memory (the file is read with the GIL released),
-    then moved to ``map_location`` when that names a device (``"cuda:0"``,
+    Tensors are writable and, where the file's layout allows, copy-on-write views of a private
+    map of the file, as ``torch.load(path, mmap=True)`` gives them: the file is read as the
+    tensors are used, a write copies the page it touches into memory, and the file itself never
+    changes. Tensors the reader had to assemble (strided or big-endian storages) are copies.
+    They are then moved to ``map_location`` when that names a device (``"cuda:0"``,
     ``torch.device(...)``). Differences from ``torch.load``: nested dicts come back flattened
     with ``.``-joined names (as ``state_dict()`` names them); non-tensor values (an epoch
-    number, ``_metadata``) are left out; ``nn.Parameter`` values come back as plain tensors;
-    tensors that shared storage in the file are separate copies.
+    number, ``_metadata``) are left out; ``nn.Parameter`` values come back as plain tensors.
 
     >>> import safeformers.torch
     >>> model.load_state_dict(safeformers.torch.load("pytorch_model.bin"))  # doctest: +SKIP
@@ -72,7 +74,7 @@ def load(
     device = _device(map_location)
     torch = _import_torch()
     checkpoint = _native.Checkpoint.open(f, allow_pickle=allow_pickle)
-    arrays = checkpoint.arrays(copy=True, target="torch")
+    arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
     tensors = {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
     if device is not None:
         tensors = {name: tensor.to(device) for name, tensor in tensors.items()}

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The Python package's tests (crates/python, `pip install safeformers`): builds the wheel with
+# maturin, installs it into a throwaway venv with numpy, ml_dtypes and pytest (all from PyPI),
+# and runs pytest on crates/python/tests. PyTorch is not installed: the benign checkpoints are
+# compared with committed goldens of torch.load (scripts/make_python_goldens.py).
+#
+# maturin lives in a venv of its own, reused between runs ($SAFEFORMERS_VENV_MATURIN, default
+# ~/.cache/safeformers/venv-maturin). The wheel and the test venv go under the cargo target
+# directory. The parity tests run the `safeformers` CLI: it is built here (a no-op after
+# `cargo test --workspace`). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+target=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+
+maturin_venv="${SAFEFORMERS_VENV_MATURIN:-$HOME/.cache/safeformers/venv-maturin}"
+maturin="$maturin_venv/bin/maturin"
+if [ ! -x "$maturin" ] || ! "$maturin" --version >/dev/null 2>&1; then
+  echo "creating $maturin_venv with maturin from PyPI..." >&2
+  rm -rf "$maturin_venv"
+  python3 -m venv "$maturin_venv" >&2
+  "$maturin_venv/bin/python" -m pip install --quiet --disable-pip-version-check "maturin>=1.9,<2" >&2
+fi
+
+wheels="$target/python-wheels"
+rm -rf "$wheels"
+# A debug build (maturin's default): the tests need no speed, and it shares the dependencies
+# `cargo test` built.
+"$maturin" build --quiet -m crates/python/Cargo.toml --out "$wheels" >&2
+wheel=$(ls "$wheels"/safeformers-*.whl)
+
+venv="$target/python-test-venv"
+rm -rf "$venv"
+python3 -m venv "$venv" >&2
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+  numpy ml_dtypes pytest "$wheel" >&2
+
+cargo build --quiet -p safeformers-cli --bin safeformers >&2
+
+cd crates/python/tests
+SAFEFORMERS_CLI="$target/debug/safeformers" "$venv/bin/python" -m pytest \
+  -p no:cacheprovider -q "$@"
