@@ -6,8 +6,8 @@
 #
 # maturin lives in a venv of its own, reused between runs ($SAFEFORMERS_VENV_MATURIN, default
 # ~/.cache/safeformers/venv-maturin). The wheel and the test venv go under the cargo target
-# directory. The parity tests run the `safeformers` CLI: it is built here (a no-op after
-# `cargo test --workspace`). Extra arguments go to pytest.
+# directory. The parity tests run the `safeformers` CLI: $SAFEFORMERS_CLI, else the debug binary,
+# built here (a no-op after `cargo test --workspace`). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -36,8 +36,13 @@ python3 -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   numpy ml_dtypes pytest "$wheel" >&2
 
-cargo build --quiet -p safeformers-cli --bin safeformers >&2
+if [ -z "${SAFEFORMERS_CLI:-}" ]; then
+  cargo build --quiet -p safeformers-cli --bin safeformers >&2
+  SAFEFORMERS_CLI="$target/debug/safeformers"
+fi
+SAFEFORMERS_CLI=$(realpath "$SAFEFORMERS_CLI")
+export SAFEFORMERS_CLI
 
 cd crates/python/tests
-SAFEFORMERS_CLI="$target/debug/safeformers" "$venv/bin/python" -m pytest \
+"$venv/bin/python" -m pytest \
   -p no:cacheprovider -q "$@"
