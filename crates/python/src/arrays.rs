@@ -140,7 +140,7 @@ struct Planned<'py, 'a> {
 enum How {
     /// A read-only view of the checkpoint's memory.
     Borrow,
-    /// A view of the private map of the `file`-th file met, at `range`.
+    /// A view of the private map of the `file`-th file met, at the file's bytes `range`.
     CopyOnWrite { file: usize, range: Range<usize> },
     /// A copy, as elements of this many bytes (so that the copy is aligned for them).
     Copy(usize),
@@ -179,6 +179,20 @@ pub(crate) fn to_arrays<'py>(
         }
         planned.push(plan);
     }
+    // Each file is mapped privately over the span of the tensors viewed in it.
+    let mut spans: Vec<Option<Range<usize>>> = vec![None; files.len()];
+    for plan in &planned {
+        if let How::CopyOnWrite { file, range } = &plan.how
+            && let Some(span) = spans.get_mut(*file)
+        {
+            *span = Some(match span.take() {
+                Some(span) => span.start.min(range.start)..span.end.max(range.end),
+                None => range.clone(),
+            });
+        }
+    }
+    let spans: Vec<Range<usize>> = spans.into_iter().map(Option::unwrap_or_default).collect();
+    let span_starts: Vec<usize> = spans.iter().map(|span| span.start).collect();
     // Every copy, unpacking and private map at once, with the GIL released.
     let jobs: Vec<(&[u8], How)> = planned
         .iter()
@@ -191,16 +205,17 @@ pub(crate) fn to_arrays<'py>(
             .collect::<Vec<_>>();
         let maps = files
             .iter()
-            .map(|file| file.map_copy_on_write())
+            .zip(&spans)
+            .map(|(file, span)| file.map_copy_on_write(span.clone()))
             .collect::<Vec<_>>();
         (copies, maps)
     })?;
     let mut private_maps = Vec::with_capacity(maps.len());
-    for map in maps {
+    for (map, start) in maps.into_iter().zip(span_starts) {
         let map = map
             .map_err(|error| crate::errors::weights_error(&error))?
-            .ok_or_else(|| Error::new_err("internal error in safeformers: an empty file mapped"))?;
-        private_maps.push(PrivateMap::wrap(py, map)?);
+            .ok_or_else(|| Error::new_err("internal error in safeformers: an empty span mapped"))?;
+        private_maps.push(PrivateMap::wrap(py, map, start)?);
     }
     planned
         .iter()
@@ -236,27 +251,35 @@ impl PrivateMap {
     }
 }
 
-/// A [`PrivateMap`] object, and the address of its first byte.
+/// A [`PrivateMap`] object, the address of its first byte and the file offset of that byte.
 struct WrappedMap<'py> {
     object: Bound<'py, PyAny>,
     start: *mut u8,
     len: usize,
+    file_offset: usize,
 }
 
 impl PrivateMap {
-    fn wrap(py: Python<'_>, mut map: MmapMut) -> PyResult<WrappedMap<'_>> {
+    fn wrap(py: Python<'_>, mut map: MmapMut, file_offset: usize) -> PyResult<WrappedMap<'_>> {
         // The pointer of the mapping itself: moving the handle into the Python object does not
         // move the pages it points to.
         let start = map.as_mut_ptr();
         let len = map.len();
         let object = Bound::new(py, PrivateMap { map })?.into_any();
-        Ok(WrappedMap { object, start, len })
+        Ok(WrappedMap {
+            object,
+            start,
+            len,
+            file_offset,
+        })
     }
 }
 
 impl<'py> WrappedMap<'py> {
-    /// A writable view of `range` of the map.
+    /// A writable view of the file's bytes `range`, which the map holds.
     fn view(&self, plan: &Planned<'py, '_>, range: Range<usize>) -> PyResult<Bound<'py, PyAny>> {
+        let range =
+            range.start.wrapping_sub(self.file_offset)..range.end.wrapping_sub(self.file_offset);
         if range.end > self.len || range.start > range.end {
             return Err(Error::new_err(format!(
                 "internal error in safeformers (a bug; please report it): tensor `{}` lies \

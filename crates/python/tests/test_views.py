@@ -220,3 +220,15 @@ def test_copy_on_write_copies_what_the_reader_assembled() -> None:
     for name, array in checkpoint.arrays(memory="copy_on_write").items():
         assert array.flags.writeable, name
         assert np.array_equal(array, checkpoint.array(name)), name
+
+
+def test_a_copy_on_write_tensor_maps_only_its_own_pages(tmp_path: Path) -> None:
+    path = tmp_path / "large.safetensors"
+    big = bytes(16 << 20)
+    write_safetensors(path, {"big": ("U8", [len(big)], big), "small": ("F32", [4], bytes(16))})
+    checkpoint = _native.Checkpoint.open(path, allow_pickle=False)
+    small = checkpoint.array("small", memory="copy_on_write")
+    [private] = [
+        (start, end) for start, end in mappings_of(path) if start <= address(small) < end
+    ]
+    assert private[1] - private[0] <= 2 * 4096, "only the pages holding the tensor"

@@ -58,23 +58,37 @@ impl MappedFile {
         self.map.as_deref().unwrap_or(&[])
     }
 
-    /// A second map of the same open file, private and writable: pages written to are copied
-    /// into this process's memory (copy-on-write, `MAP_PRIVATE`), and the file itself is never
-    /// changed. Tensors handed to code that may write to them in place (PyTorch's) view this map
-    /// instead of copying the file, as `torch.load(mmap=True)` does. `None` for an empty file.
+    /// A second map of `range` of the same open file, private and writable: pages written to are
+    /// copied into this process's memory (copy-on-write, `MAP_PRIVATE`), and the file itself is
+    /// never changed. Tensors handed to code that may write to them in place (PyTorch's) view
+    /// this map instead of copying the file, as `torch.load(mmap=True)` does. The map's first
+    /// byte is the file's byte `range.start`; `None` for an empty range.
     ///
     /// It maps the file this `MappedFile` validated (the same open file, not the path again), so
-    /// byte ranges checked against [`MappedFile::bytes`] hold in it too.
-    pub fn map_copy_on_write(&self) -> Result<Option<MmapMut>> {
-        if self.map.is_none() {
+    /// byte ranges checked against [`MappedFile::bytes`] hold in it too; `range` must lie inside
+    /// them.
+    pub fn map_copy_on_write(&self, range: std::ops::Range<usize>) -> Result<Option<MmapMut>> {
+        let io_error = |source| Error::from(FileError::io(&self.path, source));
+        if range.end > self.bytes().len() || range.start > range.end {
+            return Err(io_error(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("bytes {range:?} are not inside the file"),
+            )));
+        }
+        if range.is_empty() {
             return Ok(None);
         }
         // SAFETY: as for `open`: a private map. Writes through it stay in this process (the
         // file is opened read-only and the map is MAP_PRIVATE); the truncation hazard documented
-        // on the type applies unchanged.
+        // on the type applies unchanged. memmap2 maps from the page boundary below the offset.
         #[allow(unsafe_code)]
-        let map = unsafe { MmapOptions::new().map_copy(&self.file) }
-            .map_err(|source| Error::from(FileError::io(&self.path, source)))?;
+        let map = unsafe {
+            MmapOptions::new()
+                .offset(range.start as u64)
+                .len(range.len())
+                .map_copy(&self.file)
+        }
+        .map_err(io_error)?;
         Ok(Some(map))
     }
 
@@ -110,5 +124,27 @@ impl MappedFile {
             dest.copy_from_slice(mapped);
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_on_write_maps_start_at_the_range_and_never_change_the_file() {
+        let path = safeformers_testkit::scratch_dir("mapped").join("data.bin");
+        let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &content).unwrap();
+        let file = MappedFile::open(&path).unwrap();
+        let mut map = file.map_copy_on_write(5000..9000).unwrap().unwrap();
+        assert_eq!(&map[..], &content[5000..9000]);
+        map.fill(0xff);
+        assert!(map.iter().all(|&byte| byte == 0xff));
+        assert_eq!(&file.bytes()[5000..9000], &content[5000..9000]);
+        drop(map);
+        assert_eq!(std::fs::read(&path).unwrap(), content);
+        assert!(file.map_copy_on_write(0..0).unwrap().is_none());
+        assert!(file.map_copy_on_write(19_000..20_001).is_err());
     }
 }
