@@ -35,8 +35,14 @@ create_exception!(
 
 /// The Python exception for a weights error, with the CLI's one-line message.
 pub(crate) fn weights_error(error: &safeformers_weights::Error) -> PyErr {
+    library_error(error, error.is_policy_refusal())
+}
+
+/// The Python exception for an error of any safeformers library, told apart as the CLI tells
+/// them apart (`crates/cli/src/main.rs`: the library's `is_policy_refusal` means exit 3).
+pub(crate) fn library_error(error: &dyn std::fmt::Display, policy_refusal: bool) -> PyErr {
     let message = one_line(&error.to_string());
-    if error.is_policy_refusal() {
+    if policy_refusal {
         PolicyError::new_err(message)
     } else {
         FormatError::new_err(message)

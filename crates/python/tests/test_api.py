@@ -54,6 +54,13 @@ def model_file(tmp_path: Path) -> Path:
     return path
 
 
+def test_paths_as_str_bytes_or_path_like(model_file: Path) -> None:
+    for path in (str(model_file), bytes(model_file), model_file):
+        assert sorted(safeformers.load_checkpoint(path)) == ["a.bias", "b.weight"]
+        assert sorted(safeformers.safetensors.load_file(path, framework="np")) == ["a.bias", "b.weight"]
+        assert [result.verdict for result in safeformers.scan(path)] == ["safe"]
+
+
 def test_the_reference_signatures() -> None:
     from safeformers.safetensors import load_file, safe_open
 

@@ -12,9 +12,17 @@ if TYPE_CHECKING:
 
 __all__ = ["load_checkpoint"]
 
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+
+def fspath(path: PathLike) -> str:
+    """`path` as the native module takes it: a str (bytes decoded as the OS encodes names)."""
+    path = os.fspath(path)
+    return os.fsdecode(path) if isinstance(path, bytes) else path
+
 
 def load_checkpoint(
-    path: Union[str, "os.PathLike[str]"],
+    path: PathLike,
     *,
     allow_pickle: bool = False,
     device: Optional[str] = None,
@@ -55,5 +63,5 @@ def load_checkpoint(
             f"device={device!r}: numpy arrays live in host memory; pass None or 'cpu', or use "
             "safeformers.torch.load(path, map_location=...) for tensors on a device"
         )
-    checkpoint = _native.Checkpoint.open(path, allow_pickle=allow_pickle)
+    checkpoint = _native.Checkpoint.open(fspath(path), allow_pickle=allow_pickle)
     return checkpoint.arrays(memory="copy" if copy else "view")

@@ -9,7 +9,7 @@ import numpy
 
 __version__: str
 
-_Path = Union[str, bytes, os.PathLike[str], os.PathLike[bytes]]
+_Path = Union[str, os.PathLike[str]]
 
 class Error(Exception):
     """Base class of every error safeformers raises."""

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import _native
+from ._checkpoint import PathLike, fspath
 
 __all__ = ["Finding", "PythonImport", "ScanResult", "scan"]
 
@@ -111,7 +111,7 @@ class ScanResult:
         )
 
 
-def scan(*paths: Union[str, "os.PathLike[str]"]) -> List[ScanResult]:
+def scan(*paths: PathLike) -> List[ScanResult]:
     """Scans files and folders (recursively) and reports, per file, its format, a verdict and
     the findings, exactly as ``safeformers scan --json PATH...`` does. Nothing is executed or
     imported: pickles are decoded by the same non-executing virtual machine the loader uses,
@@ -125,7 +125,7 @@ def scan(*paths: Union[str, "os.PathLike[str]"]) -> List[ScanResult]:
     """
     if not paths:
         raise TypeError("scan() needs at least one path")
-    report = json.loads(_native.scan_json(list(paths)))
+    report = json.loads(_native.scan_json([fspath(path) for path in paths]))
     return [ScanResult._from_json(entry) for entry in report["files"]]
 
 

@@ -15,10 +15,10 @@ the file as the reference gives them (PyTorch imported only then);
 
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _native
+from ._checkpoint import PathLike, fspath
 from .torch import _import_torch, _tensor
 
 __all__ = ["load_file", "safe_open"]
@@ -27,7 +27,7 @@ _FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": 
 
 
 def load_file(
-    filename: Union[str, "os.PathLike[str]"],
+    filename: PathLike,
     device: Any = "cpu",
     *,
     framework: str = "pt",
@@ -40,7 +40,7 @@ def load_file(
     """
     framework = _framework(framework)
     _check_device(framework, device)
-    checkpoint = _native.Checkpoint.open_safetensors(filename)
+    checkpoint = _native.Checkpoint.open_safetensors(fspath(filename))
     if framework == "np":
         return checkpoint.arrays()
     torch = _import_torch()
@@ -64,14 +64,14 @@ class safe_open:  # noqa: N801 - the reference's name
 
     def __init__(
         self,
-        filename: Union[str, "os.PathLike[str]"],
+        filename: PathLike,
         framework: str,
         device: Any = "cpu",
     ) -> None:
         self._framework = _framework(framework)
         _check_device(self._framework, device)
         self._device = device
-        self._checkpoint: Optional[Any] = _native.Checkpoint.open_safetensors(filename)
+        self._checkpoint: Optional[Any] = _native.Checkpoint.open_safetensors(fspath(filename))
 
     def __enter__(self) -> "safe_open":
         return self

@@ -10,9 +10,10 @@ folders, and on safetensors files.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict
 
 from . import _native
+from ._checkpoint import PathLike, fspath
 
 if TYPE_CHECKING:
     import torch
@@ -33,7 +34,7 @@ _VIEWED_AS = {
 
 
 def load(
-    f: Union[str, "os.PathLike[str]"],
+    f: PathLike,
     map_location: Any = None,
     *,
     allow_pickle: bool = True,
@@ -73,7 +74,7 @@ def load(
         )
     device = _device(map_location)
     torch = _import_torch()
-    checkpoint = _native.Checkpoint.open(f, allow_pickle=allow_pickle)
+    checkpoint = _native.Checkpoint.open(fspath(f), allow_pickle=allow_pickle)
     arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
     tensors = {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
     if device is not None:
