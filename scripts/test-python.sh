@@ -36,6 +36,30 @@ python3 -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   numpy ml_dtypes pytest "$wheel" >&2
 
+# `pip install` of the wheel in a fresh venv with only numpy: it imports, reads, scans, and says
+# what to install for bfloat16.
+bare="$target/python-numpy-only-venv"
+rm -rf "$bare"
+python3 -m venv "$bare" >&2
+"$bare/bin/python" -m pip install --quiet --disable-pip-version-check numpy "$wheel" >&2
+"$bare/bin/python" - tests/fixtures/weights <<'PY'
+import sys
+
+import safeformers
+
+fixtures = sys.argv[1]
+weights = safeformers.load_checkpoint(f"{fixtures}/benign/zip_p2.pt", allow_pickle=True)
+assert sorted(weights) == ["bias", "weight"], weights
+assert [r.verdict for r in safeformers.scan(f"{fixtures}/hostile/pickle/os_system_p2.pkl")] == ["unsafe"]
+try:
+    safeformers.load_checkpoint(f"{fixtures}/benign/dtypes.safetensors")
+    raise AssertionError("bfloat16 without ml_dtypes")
+except safeformers.Error as error:
+    assert "ml_dtypes" in str(error), error
+assert "torch" not in sys.modules and "ml_dtypes" not in sys.modules
+print("the wheel works in a venv with only numpy", file=sys.stderr)
+PY
+
 if [ -z "${SAFEFORMERS_CLI:-}" ]; then
   cargo build --quiet -p safeformers-cli --bin safeformers >&2
   SAFEFORMERS_CLI="$target/debug/safeformers"
