@@ -29,6 +29,8 @@ import sys
 import time
 from pathlib import Path
 
+from cpu_name import cpu_name  # bench/cpu_name.py, beside this script
+
 WORK = Path(os.environ.get("SAFEFORMERS_BENCH_WORK", Path.home() / ".cache/safeformers/bench"))
 ZIP = WORK / "500mb.pt"
 SAFETENSORS = WORK / "500mb-python.safetensors"
@@ -121,14 +123,7 @@ def machine_line() -> str:
 
     import safeformers
 
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg()
     return (
         f"{cpu}, {os.cpu_count()} CPUs, {platform.system()} {platform.release()}; load average "

@@ -32,6 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cpu_name import cpu_name  # bench/cpu_name.py, beside this script
+
 REPO = Path(__file__).resolve().parent.parent
 HOME = Path.home()
 # gguf and accelerate: Transformers needs both to read SmolLM2's GGUF file
@@ -514,14 +516,7 @@ def embedding_check(label: str, python_vectors, rust_vectors) -> tuple:
 
 
 def machine_line(python: Path) -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     ram = "unknown RAM"
     try:
         for line in open("/proc/meminfo"):
