@@ -26,6 +26,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::{flatten, int_tensor};
 use safeformers_models::{AutoModel, Error, Head, LoadedModel, TokenSequence};
 use safeformers_testkit::repo_fixture;
 use safeformers_weights::LoadPolicy;
@@ -61,27 +62,6 @@ fn fixture_dirs() -> Vec<PathBuf> {
 
 fn outputs(dir: &Path) -> Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("outputs.json")).unwrap()).unwrap()
-}
-
-fn flatten(value: &Value, out: &mut Vec<f64>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        Value::Number(number) => out.push(number.as_f64().unwrap()),
-        other => panic!("unexpected value in a tensor: {other}"),
-    }
-}
-
-fn int_tensor(tensor: &Value) -> Tensor {
-    let mut values = Vec::new();
-    flatten(&tensor["data"], &mut values);
-    let shape: Vec<usize> = tensor["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|dim| dim.as_u64().unwrap() as usize)
-        .collect();
-    let values: Vec<i64> = values.into_iter().map(|value| value as i64).collect();
-    Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
 }
 
 fn load(dir: &Path) -> LoadedModel {

@@ -10,24 +10,18 @@
     clippy::indexing_slicing
 )]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::{flatten, int_tensor};
 use safeformers_models::{AutoModel, ModelOutput, TokenSequence};
 use safeformers_testkit::repo_fixture;
 use safeformers_weights::LoadPolicy;
 use serde_json::Value;
 
 const TOLERANCE: f32 = 1e-4;
-
-/// Flattens nested JSON lists of numbers.
-fn flatten(value: &Value, out: &mut Vec<f64>) {
-    match value {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        Value::Number(number) => out.push(number.as_f64().expect("a number")),
-        other => panic!("unexpected value in a tensor: {other}"),
-    }
-}
 
 fn shape_of(tensor: &Value) -> Vec<usize> {
     tensor["shape"]
@@ -36,13 +30,6 @@ fn shape_of(tensor: &Value) -> Vec<usize> {
         .iter()
         .map(|dim| dim.as_u64().expect("a dimension") as usize)
         .collect()
-}
-
-fn int_tensor(tensor: &Value) -> Tensor {
-    let mut values = Vec::new();
-    flatten(&tensor["data"], &mut values);
-    let values: Vec<i64> = values.into_iter().map(|value| value as i64).collect();
-    Tensor::from_vec(values, shape_of(tensor), &Device::Cpu).expect("input tensor")
 }
 
 fn named_outputs(output: &ModelOutput) -> Vec<(&'static str, Tensor)> {

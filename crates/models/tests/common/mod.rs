@@ -2,7 +2,8 @@
 #![allow(
     dead_code,
     clippy::expect_used,
-    reason = "each test file uses a different subset; helpers panic on a broken temp dir"
+    clippy::panic,
+    reason = "each test file uses a different subset; helpers panic on a broken temp dir or golden"
 )]
 
 use std::path::{Path, PathBuf};
@@ -186,4 +187,27 @@ pub fn argmax(values: &[f32]) -> u32 {
         }
     }
     best.0 as u32
+}
+
+/// Flattens nested JSON lists of numbers (a golden tensor's `data`).
+pub fn flatten(value: &serde_json::Value, out: &mut Vec<f64>) {
+    match value {
+        serde_json::Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
+        serde_json::Value::Number(number) => out.push(number.as_f64().expect("a number")),
+        other => panic!("unexpected value in a tensor: {other}"),
+    }
+}
+
+/// A golden integer tensor `{"shape", "data"}` as an i64 tensor.
+pub fn int_tensor(tensor: &serde_json::Value) -> candle_core::Tensor {
+    let mut values = Vec::new();
+    flatten(&tensor["data"], &mut values);
+    let shape: Vec<usize> = tensor["shape"]
+        .as_array()
+        .expect("a shape")
+        .iter()
+        .map(|dim| dim.as_u64().expect("a dimension") as usize)
+        .collect();
+    let values: Vec<i64> = values.into_iter().map(|value| value as i64).collect();
+    candle_core::Tensor::from_vec(values, shape, &candle_core::Device::Cpu).expect("input tensor")
 }
