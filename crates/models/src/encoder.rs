@@ -291,13 +291,12 @@ pub(crate) enum RotaryFrequencies {
     },
 }
 
-/// `base^(−2i/d)` for `i < d/2`, in f32 as Transformers computes `inv_freq`.
+/// `base^(−2i/d)` for `i < d/2`, in f32 as Transformers computes `inv_freq` (the decoders'
+/// [`crate::rotary::inverse_frequencies`]).
 pub(crate) fn inverse_frequencies(base: f64, rotary_dim: usize) -> Vec<f64> {
-    (0..rotary_dim / 2)
-        .map(|i| {
-            let exponent = (2 * i) as f32 / rotary_dim as f32;
-            f64::from(1.0 / (base as f32).powf(exponent))
-        })
+    crate::rotary::inverse_frequencies(base, rotary_dim)
+        .into_iter()
+        .map(f64::from)
         .collect()
 }
 
@@ -312,10 +311,8 @@ impl RotaryFrequencies {
                 factor,
                 trained,
             } => {
-                let dim = *rotary_dim as f64;
                 let base = if longest > *trained && *rotary_dim > 2 {
-                    let growth = factor * longest as f64 / *trained as f64 - (factor - 1.0);
-                    base * growth.powf(dim / (dim - 2.0))
+                    crate::rotary::dynamic_ntk_base(*base, *factor, longest, *trained, *rotary_dim)
                 } else {
                     *base
                 };

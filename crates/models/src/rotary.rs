@@ -517,15 +517,13 @@ impl RotaryEmbedding {
     fn frequencies(&self, seq_len: Option<usize>) -> (Vec<f32>, f32) {
         let dim = self.rotary_dim;
         let theta = self.parameters.theta;
-        // `base ** (arange(0, dim, 2) / dim)` in float32.
-        let exponents: Vec<f32> = (0..dim / 2).map(|i| (2 * i) as f32 / dim as f32).collect();
+        let default = inverse_frequencies(theta, dim);
+        // `base ** (arange(0, dim, 2) / dim)` in float32 (YaRN and LongRoPE divide by it).
         let powers = |base: f64| -> Vec<f32> {
-            exponents
-                .iter()
-                .map(|exponent| (base as f32).powf(*exponent))
+            (0..dim / 2)
+                .map(|i| (base as f32).powf((2 * i) as f32 / dim as f32))
                 .collect()
         };
-        let default: Vec<f32> = powers(theta).iter().map(|power| 1.0 / power).collect();
         match &self.parameters.scaling {
             RopeScaling::Default => (default, 1.0),
             RopeScaling::Linear { factor } => (
@@ -533,11 +531,10 @@ impl RotaryEmbedding {
                 1.0,
             ),
             RopeScaling::Dynamic { factor } => {
-                let max = self.max_position_embeddings as f64;
-                let seq = seq_len.map_or(max, |seq| (seq as f64).max(max));
-                let base = theta
-                    * ((factor * seq / max) - (factor - 1.0)).powf(dim as f64 / (dim as f64 - 2.0));
-                (powers(base).iter().map(|power| 1.0 / power).collect(), 1.0)
+                let max = self.max_position_embeddings;
+                let seq = seq_len.map_or(max, |seq| seq.max(max));
+                let base = dynamic_ntk_base(theta, *factor, seq, max, dim);
+                (inverse_frequencies(base, dim), 1.0)
             }
             RopeScaling::Llama3 {
                 factor,
@@ -701,6 +698,27 @@ impl RotaryEmbedding {
 
 /// Llama 3.1's scaling: wavelengths longer than `original / low_freq_factor` divided by
 /// `factor`, shorter than `original / high_freq_factor` kept, a linear blend between.
+/// `1 / base ** (arange(0, dim, 2) / dim)`, in float32 as Transformers computes `inv_freq`.
+pub(crate) fn inverse_frequencies(base: f64, dim: usize) -> Vec<f32> {
+    (0..dim / 2)
+        .map(|i| 1.0 / (base as f32).powf((2 * i) as f32 / dim as f32))
+        .collect()
+}
+
+/// The base dynamic NTK scaling uses for `length` positions of a model trained on `trained`:
+/// `base · (factor · length / trained − (factor − 1))^(dim / (dim − 2))` (Transformers'
+/// `dynamic` rope type, NomicBert's `rotary_scaling_factor`).
+pub(crate) fn dynamic_ntk_base(
+    base: f64,
+    factor: f64,
+    length: usize,
+    trained: usize,
+    dim: usize,
+) -> f64 {
+    let (length, trained, dim) = (length as f64, trained as f64, dim as f64);
+    base * (factor * length / trained - (factor - 1.0)).powf(dim / (dim - 2.0))
+}
+
 fn llama3_frequencies(
     inv_freq: &[f32],
     factor: f32,
