@@ -36,18 +36,24 @@ python3 -m venv "$venv" >&2
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
   numpy ml_dtypes pytest "$wheel" >&2
 
-# `pip install` of the wheel in a fresh venv with only numpy: it imports, reads, scans, and says
-# what to install for bfloat16.
+# `pip install` of the wheel in a fresh venv with only numpy: it embeds two sentences with MiniLM,
+# imports, reads, scans, and says what to install for bfloat16.
 bare="$target/python-numpy-only-venv"
 rm -rf "$bare"
 python3 -m venv "$bare" >&2
 "$bare/bin/python" -m pip install --quiet --disable-pip-version-check numpy "$wheel" >&2
-"$bare/bin/python" - tests/fixtures/weights <<'PY'
+if [ -z "${SAFEFORMERS_MINILM_DIR:-}" ]; then
+  SAFEFORMERS_MINILM_DIR=$(scripts/fetch-minilm.sh | tail -n 1)
+  export SAFEFORMERS_MINILM_DIR
+fi
+"$bare/bin/python" - tests/fixtures/weights "$SAFEFORMERS_MINILM_DIR" <<'PY'
 import sys
 
 import safeformers
 
-fixtures = sys.argv[1]
+fixtures, minilm = sys.argv[1], sys.argv[2]
+embeddings = safeformers.pipeline("feature-extraction", minilm)(["A man is eating food.", "A man is riding a horse."])
+assert embeddings.shape == (2, 384) and str(embeddings.dtype) == "float32", embeddings
 weights = safeformers.load_checkpoint(f"{fixtures}/benign/zip_p2.pt", allow_pickle=True)
 assert sorted(weights) == ["bias", "weight"], weights
 assert [r.verdict for r in safeformers.scan(f"{fixtures}/hostile/pickle/os_system_p2.pkl")] == ["unsafe"]

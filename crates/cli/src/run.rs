@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use safeformers::weights::LoadPolicy;
 use safeformers::{
     Aggregation, FeatureExtraction, FeatureExtractionSettings, FillMask, Options, Output,
-    PoolingMode, Quantization, QuestionAnsweringOptions, SentenceSimilarity, TextClassification,
-    TokenClassification, WeightDtype, WeightOptions,
+    PoolingMode, QuestionAnsweringOptions, SentenceSimilarity, TextClassification,
+    TokenClassification, WeightOptions,
 };
 
 use crate::UsageError;
@@ -81,32 +81,10 @@ pub struct WeightArgs {
 impl WeightArgs {
     /// The checked load options; a bad value or combination is a usage error.
     pub fn load_options(&self) -> anyhow::Result<WeightOptions> {
-        let dtype = match &self.dtype {
-            None => WeightDtype::F32,
-            Some(name) => WeightDtype::from_name(name)
-                .ok_or_else(|| UsageError(format!("--dtype {name}: expected f32, f16 or bf16")))?,
-        };
-        let quantize = match &self.quantize {
-            None => None,
-            Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
-                UsageError(format!(
-                    "--quantize {name}: the schemes are q8, q8_0, q4_0 and q4_k"
-                ))
-            })?),
-        };
-        let options = WeightOptions::new(dtype, quantize).map_err(|_| {
-            UsageError(format!(
-                "--quantize {} stores 8-bit weights; it cannot be combined with --dtype {}",
-                self.quantize.as_deref().unwrap_or_default(),
-                self.dtype.as_deref().unwrap_or_default()
-            ))
-        })?;
-        // An explicit `--dtype f32` asks for f32 weights: a GGUF file's blocks dequantized.
-        Ok(if self.dtype.is_some() {
-            options.dequantizing_blocks()
-        } else {
-            options
-        })
+        // The library's message names `dtype`/`quantize`; flags are spelled with `--`.
+        WeightOptions::from_names(self.dtype.as_deref(), self.quantize.as_deref()).map_err(
+            |message| UsageError(format!("--{}", message.replace(" dtype ", " --dtype "))).into(),
+        )
     }
 }
 

@@ -119,6 +119,39 @@ impl WeightOptions {
         })
     }
 
+    /// The options of the names a user gives (`--dtype`/`--quantize` on the command line,
+    /// `dtype=`/`quantize=` in Python): an explicit `dtype` (even `f32`) also dequantizes a
+    /// GGUF file's blocks at load. The error is one line naming the option and its value,
+    /// without a `--` (each front end adds its own spelling).
+    pub fn from_names(
+        dtype: Option<&str>,
+        quantize: Option<&str>,
+    ) -> std::result::Result<WeightOptions, String> {
+        let storage = match dtype {
+            None => WeightDtype::F32,
+            Some(name) => WeightDtype::from_name(name)
+                .ok_or_else(|| format!("dtype {name}: expected f32, f16 or bf16"))?,
+        };
+        let scheme = match quantize {
+            None => None,
+            Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
+                format!("quantize {name}: the schemes are q8, q8_0, q4_0 and q4_k")
+            })?),
+        };
+        let options = WeightOptions::new(storage, scheme).map_err(|_| {
+            format!(
+                "quantize {} stores 8-bit weights; it cannot be combined with dtype {}",
+                quantize.unwrap_or_default(),
+                dtype.unwrap_or_default()
+            )
+        })?;
+        Ok(if dtype.is_some() {
+            options.dequantizing_blocks()
+        } else {
+            options
+        })
+    }
+
     /// The same options, with a GGUF file's block-quantized tensors dequantized to f32 at load
     /// (`--dtype f32` on a GGUF) instead of multiplied as stored.
     pub fn dequantizing_blocks(mut self) -> WeightOptions {

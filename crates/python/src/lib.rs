@@ -8,15 +8,17 @@
 //!   (`safeformers.load_checkpoint`, `safeformers.torch.load`, `safeformers.safetensors`);
 //! - [`arrays`]: its tensors as numpy arrays, zero-copy where the layout allows;
 //! - [`scan`]: `safeformers scan --json` as a function (`safeformers.scan`);
+//! - [`pipeline`]: the task pipelines of the `safeformers` crate (`safeformers.pipeline`);
 //! - [`errors`]: `Error` ⊃ `PolicyError`, `FormatError`, and the panic boundary;
 //! - [`release`]: work done with the GIL released;
 //! - [`testing`]: hooks for the package's tests.
 //!
-//! A new area (pipelines, say) is one more module here and one more in the Python package.
+//! A new area is one more module here and one more in the Python package.
 
 mod arrays;
 mod checkpoint;
 mod errors;
+mod pipeline;
 mod release;
 mod scan;
 mod testing;
@@ -33,6 +35,12 @@ fn _native(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("FormatError", py.get_type::<errors::FormatError>())?;
     module.add_class::<checkpoint::PyCheckpoint>()?;
     module.add_function(wrap_pyfunction!(scan::scan_json, module)?)?;
+    module.add_class::<pipeline::NativePipeline>()?;
+    module.add_function(wrap_pyfunction!(pipeline::load_pipeline, module)?)?;
+    module.add_function(wrap_pyfunction!(
+        pipeline::_serve_chat_template_renderer,
+        module
+    )?)?;
     module.add_submodule(&testing::module(py)?)?;
     Ok(())
 }

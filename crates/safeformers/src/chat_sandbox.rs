@@ -31,6 +31,7 @@
 // The example is about what `main` must do first.
 #![allow(clippy::needless_doctest_main)]
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -88,6 +89,12 @@ pub fn renderer(isolation: &ChatTemplateIsolation) -> Option<ChatRenderer> {
                 render_isolated(&program, request)
             }))
         }
+        ChatTemplateIsolation::ProgramWithArguments(program, arguments) => {
+            let (program, arguments) = (program.clone(), arguments.clone());
+            Some(ChatRenderer::new(move |request| {
+                render_isolated_with_arguments(&program, &arguments, request)
+            }))
+        }
         ChatTemplateIsolation::InProcessTrusted => None,
     }
 }
@@ -122,6 +129,15 @@ pub fn render_isolated(
     program: &Path,
     request: &ChatTemplateRequest,
 ) -> Result<String, TokenizeError> {
+    render_isolated_with_arguments(program, &[], request)
+}
+
+/// [`render_isolated`] with `arguments` before [`SUBCOMMAND`] on the child's command line.
+pub fn render_isolated_with_arguments(
+    program: &Path,
+    arguments: &[OsString],
+    request: &ChatTemplateRequest,
+) -> Result<String, TokenizeError> {
     let fail = |message: String| isolation_error(request, message);
     if is_renderer_process() {
         // A renderer child whose `main` did not serve: never start a child of a child.
@@ -134,6 +150,7 @@ pub fn render_isolated(
     let body = serde_json::to_vec(request)
         .map_err(|error| fail(format!("could not encode the request: {error}")))?;
     let mut child = Command::new(program)
+        .args(arguments)
         .arg(SUBCOMMAND)
         .env(RENDERER_ENV, "1")
         .stdin(Stdio::piped())

@@ -1,6 +1,7 @@
 //! [`Options`]: everything a caller decides about where a model comes from and how it is
 //! loaded and run, with the `HF_*` environment underneath.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use safeformers_hub::lockfile::lockfile_path;
@@ -22,6 +23,10 @@ pub enum ChatTemplateIsolation {
     /// In a child process started from this program, which must be a binary that calls
     /// [`crate::chat_sandbox::serve_if_requested`] first (the `safeformers` CLI does).
     Program(PathBuf),
+    /// In a child process started as `program arguments... render-chat-template`: a program
+    /// that needs arguments to reach [`crate::chat_sandbox::serve_if_requested`] (the Python
+    /// package starts the interpreter with `-I -S -c` and the code that loads its extension).
+    ProgramWithArguments(PathBuf, Vec<OsString>),
     /// In this process, bounded by fuel, recursion and output limits only. minijinja 3.1 has
     /// a gap these do not cover (a list doubled by nested `+` is materialized without charging
     /// fuel), so a hostile template can exhaust memory: use only for templates you trust.

@@ -11,6 +11,9 @@ allowlist). Python's ``pickle`` is never used, and neither PyTorch nor transform
 - :mod:`safeformers.safetensors`: ``load_file`` and ``safe_open`` with the signatures of the
   ``safetensors`` package, and stricter checks.
 - :func:`scan`: what ``safeformers scan --json`` reports, as Python objects.
+- :func:`pipeline`: safeformers' Rust task pipelines (embeddings as numpy arrays, the other
+  tasks' outputs as Transformers gives them), from a model folder or a Hub repo id resolved
+  through the shared Hugging Face cache, every file verified. No PyTorch.
 
 Errors: :class:`Error`, and its subclasses :class:`PolicyError` (refused by security policy; the
 CLI exits 3) and :class:`FormatError` (missing, unreadable or malformed input; the CLI exits 1),
@@ -20,17 +23,20 @@ with the CLI's one-line message naming the file, the tensor and the cause.
 from . import safetensors, torch  # neither imports PyTorch
 from ._checkpoint import load_checkpoint
 from ._native import Error, FormatError, PolicyError, __version__
+from ._pipeline import Pipeline, pipeline
 from ._scan import Finding, PythonImport, ScanResult, scan
 
 __all__ = [
     "Error",
     "FormatError",
     "Finding",
+    "Pipeline",
     "PolicyError",
     "PythonImport",
     "ScanResult",
     "__version__",
     "load_checkpoint",
+    "pipeline",
     "safetensors",
     "scan",
     "torch",
