@@ -49,10 +49,26 @@ pub(crate) fn library_error(error: &dyn std::fmt::Display, policy_refusal: bool)
     }
 }
 
-/// A message on one line, as the CLI prints it (`crates/cli/src/main.rs`, `one_line`).
+/// A message on one line, as the CLI prints it (`crates/cli/src/main.rs`, `one_line`), with
+/// the options it suggests spelled as Python keyword arguments (`allow_pickle=True`, not
+/// `--allow-pickle`).
 pub(crate) fn one_line(message: &str) -> String {
-    message.replace('\n', " ")
+    PYTHON_SPELLINGS
+        .iter()
+        .fold(message.replace('\n', " "), |text, (flag, keyword)| {
+            text.replace(flag, keyword)
+        })
 }
+
+/// The CLI flags library messages suggest, and their keyword arguments in the Python API.
+const PYTHON_SPELLINGS: [(&str, &str); 6] = [
+    ("--allow-pickle", "allow_pickle=True"),
+    ("--locked", "locked=True"),
+    ("--offline", "offline=True"),
+    ("--gguf-file NAME", "gguf_file=NAME"),
+    ("--dtype", "dtype"),
+    ("--quantize", "quantize"),
+];
 
 /// Runs `body`, turning a panic into [`Error`]: the boundary of every function Python calls.
 pub(crate) fn guard<T>(body: impl FnOnce() -> PyResult<T>) -> PyResult<T> {

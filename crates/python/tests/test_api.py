@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import io
 import subprocess
 import sys
 import warnings
 from pathlib import Path
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -117,11 +120,42 @@ def test_frameworks_and_devices(model_file: Path) -> None:
 def test_torch_load_refuses_what_it_cannot_do_safely(model_file: Path) -> None:
     with pytest.raises(ValueError, match="weights_only=False"):
         safeformers.torch.load(model_file, weights_only=False)
-    with open(model_file, "rb") as handle:
-        with pytest.raises(TypeError, match="takes a path"):
-            safeformers.torch.load(handle)  # type: ignore[arg-type]
-    with pytest.raises(TypeError, match="map_location"):
-        safeformers.torch.load(model_file, map_location={"cuda:0": "cpu"})
+    with pytest.raises(TypeError, match="path or a binary file object"):
+        safeformers.torch.load(42)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="only a mapping to 'cpu'"):
+        safeformers.torch.load(model_file, map_location={"cpu": "cuda:0"})
+
+
+def test_file_objects_and_bytes_are_read_from_memory(model_file: Path, tmp_path: Path) -> None:
+    expected = safeformers.load_checkpoint(model_file, copy=True)
+    data = model_file.read_bytes()
+    before = sorted(tmp_path.iterdir())
+    for source in (io.BytesIO(data), open(model_file, "rb")):
+        with source:
+            loaded = safeformers.load_checkpoint(source)
+        assert loaded.keys() == expected.keys()
+        for name, array in loaded.items():
+            assert np.array_equal(array, expected[name]) and not array.flags.writeable
+    pickled = (FIXTURES / "benign/zip_p2.pt").read_bytes()
+    assert sorted(safeformers.load_checkpoint(io.BytesIO(pickled), allow_pickle=True)) == [
+        "bias",
+        "weight",
+    ]
+    from_bytes = safeformers.safetensors.load(data, framework="np")
+    assert all(np.array_equal(from_bytes[name], expected[name]) for name in expected)
+    assert sorted(tmp_path.iterdir()) == before  # nothing was written to disk
+
+
+def test_in_memory_errors_name_the_source_and_keep_their_class() -> None:
+    pickled = (FIXTURES / "benign/zip_p2.pt").read_bytes()
+    with pytest.raises(safeformers.PolicyError, match="^<file object>: .*allow_pickle=True"):
+        safeformers.load_checkpoint(io.BytesIO(pickled))
+    hostile = FIXTURES / "hostile/torch/pytorch_model.bin"
+    with open(hostile, "rb") as handle, pytest.raises(safeformers.PolicyError) as raised:
+        safeformers.load_checkpoint(handle, allow_pickle=True)
+    assert str(raised.value).startswith(str(hostile)) and "/proc/self/fd" not in str(raised.value)
+    with pytest.raises(safeformers.FormatError, match="^<bytes>: .*safetensors"):
+        safeformers.safetensors.load(pickled, framework="np")
 
 
 def test_safeformers_torch(model_file: Path) -> None:
@@ -139,6 +173,14 @@ def test_safeformers_torch(model_file: Path) -> None:
             opened.get_tensor("a.bias")
 
 
+def tensor_bytes(tensor: Any) -> bytes:
+    """A tensor's values as bytes, in row-major order (any dtype, float8 and float4 too)."""
+    import torch
+
+    flat = tensor.contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
 def check_torch_load_against_the_goldens() -> None:
     import torch
 
@@ -149,13 +191,18 @@ def check_torch_load_against_the_goldens() -> None:
             if not golden["reader"].startswith(("torch.load", "safetensors.torch")):
                 continue
             tensors = safeformers.torch.load(FIXTURES / relative)
+            if (FIXTURES / relative).is_file():
+                with open(FIXTURES / relative, "rb") as handle:
+                    from_memory = safeformers.torch.load(handle, map_location=lambda s, _: s)
+                assert from_memory.keys() == tensors.keys()
+                for name, tensor in tensors.items():
+                    assert tensor_bytes(from_memory[name]) == tensor_bytes(tensor), (relative, name)
             if relative.endswith(".safetensors"):
                 assert safeformers.safetensors.load_file(FIXTURES / relative).keys() == tensors.keys()
             assert sorted(tensors) == sorted(golden["tensors"]), relative
             for name, tensor in tensors.items():
                 expected = golden["tensors"][name]
-                flat = tensor.contiguous().reshape(-1)
-                data = flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+                data = tensor_bytes(tensor)
                 assert str(tensor.dtype) == expected["dtype"], (relative, name)
                 assert list(tensor.shape) == expected["shape"], (relative, name)
                 assert hashlib.sha256(data).hexdigest() == expected["sha256"], (relative, name)

@@ -74,7 +74,6 @@ def test_minilm_sentence_embeddings_equal_the_cli_bit_for_bit_without_torch() ->
     # One sentence: one vector, as sentence-transformers' encode(str).
     single = embed(SENTENCES[0])
     assert single.shape == (384,) and np.array_equal(single, vectors[0])
-    assert "torch" not in sys.modules
 
 
 def test_a_fresh_interpreter_embeds_without_importing_torch_or_transformers() -> None:

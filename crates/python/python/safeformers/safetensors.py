@@ -18,10 +18,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple, Union
 
 from . import _native
-from ._checkpoint import PathLike, fspath
+from ._checkpoint import PathLike, fspath, open_bytes
 from .torch import _import_torch, _tensor
 
-__all__ = ["load_file", "safe_open"]
+__all__ = ["load", "load_file", "safe_open"]
 
 _FRAMEWORKS = {"pt": "pt", "torch": "pt", "pytorch": "pt", "np": "np", "numpy": "np"}
 
@@ -47,6 +47,23 @@ def load_file(
     arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
     tensors = {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
     return _to_device(tensors, device)
+
+
+def load(data: bytes, *, framework: str = "pt") -> Dict[str, Any]:
+    """Reads safetensors bytes into ``{name: tensor}``: ``safetensors.torch.load(data)``, and
+    with ``framework="np"`` ``safetensors.numpy.load(data)``. The bytes are served from an
+    anonymous in-memory file (nothing is written to disk); errors name ``<bytes>``.
+
+    >>> from safeformers.safetensors import load
+    >>> state_dict = load(open("model.safetensors", "rb").read())  # doctest: +SKIP
+    """
+    framework = _framework(framework)
+    checkpoint = open_bytes(data, "<bytes>", allow_pickle=False, safetensors_only=True)
+    if framework == "np":
+        return checkpoint.arrays()
+    torch = _import_torch()
+    arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
+    return {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
 
 
 class safe_open:  # noqa: N801 - the reference's name

@@ -10,10 +10,10 @@ folders, and on safetensors files.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, BinaryIO, Dict, Union
 
 from . import _native
-from ._checkpoint import PathLike, fspath
+from ._checkpoint import PathLike, open_checkpoint
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +34,7 @@ _VIEWED_AS = {
 
 
 def load(
-    f: PathLike,
+    f: Union[PathLike, BinaryIO],
     map_location: Any = None,
     *,
     allow_pickle: bool = True,
@@ -43,8 +43,9 @@ def load(
     """Reads a checkpoint into ``{tensor name: torch.Tensor}``, as
     ``torch.load(f, weights_only=True)`` gives it for a state dict.
 
-    ``f`` is a path: a PyTorch checkpoint (zip or legacy), a safetensors file, a model folder or
-    a shard index (file objects are not supported: the file is memory-mapped). Pickle-based
+    ``f`` is a path (a PyTorch checkpoint, zip or legacy; a safetensors file; a model folder or
+    a shard index) or a binary file object such as ``io.BytesIO`` (read whole, then served
+    from an anonymous in-memory file). Pickle-based
     files are read by safeformers' restricted unpickler, which never imports or calls anything;
     a global outside its allowlist raises :class:`safeformers.PolicyError`, a malformed file
     :class:`safeformers.FormatError`. ``allow_pickle=False`` refuses pickle-based files
@@ -55,7 +56,8 @@ def load(
     tensors are used, a write copies the page it touches into memory, and the file itself never
     changes. Tensors the reader had to assemble (strided or big-endian storages) are copies.
     They are then moved to ``map_location`` when that names a device (``"cuda:0"``,
-    ``torch.device(...)``). Differences from ``torch.load``: nested dicts come back flattened
+    ``torch.device(...)``); a dict mapping saved locations to ``"cpu"`` and a callable
+    (``lambda storage, location: storage``, called with location ``"cpu"``) are honoured. Differences from ``torch.load``: nested dicts come back flattened
     with ``.``-joined names (as ``state_dict()`` names them); non-tensor values (an epoch
     number, ``_metadata``) are left out; ``nn.Parameter`` values come back as plain tensors.
 
@@ -67,19 +69,16 @@ def load(
             "safeformers.torch.load reads tensors only and never unpickles arbitrary objects: "
             "weights_only=False is not supported"
         )
-    if not isinstance(f, (str, bytes, os.PathLike)):
+    if not isinstance(f, (str, bytes, os.PathLike)) and not hasattr(f, "read"):
         raise TypeError(
-            f"safeformers.torch.load takes a path, not {type(f).__name__}: the file is "
-            "memory-mapped and read by safeformers' own readers"
+            f"safeformers.torch.load takes a path or a binary file object, not {type(f).__name__}"
         )
     device = _device(map_location)
     torch = _import_torch()
-    checkpoint = _native.Checkpoint.open(fspath(f), allow_pickle=allow_pickle)
+    checkpoint = open_checkpoint(f, allow_pickle=allow_pickle)
     arrays = checkpoint.arrays(memory="copy_on_write", target="torch")
     tensors = {name: _tensor(torch, checkpoint, name, array) for name, array in arrays.items()}
-    if device is not None:
-        tensors = {name: tensor.to(device) for name, tensor in tensors.items()}
-    return tensors
+    return {name: _placed(tensor, device) for name, tensor in tensors.items()}
 
 
 def _import_torch() -> Any:
@@ -94,17 +93,39 @@ def _import_torch() -> Any:
 
 
 def _device(map_location: Any) -> Any:
-    """The device to move tensors to, or None to leave them in host memory."""
+    """The device every tensor moves to, None to leave them in host memory, or the callable.
+
+    safeformers reads every storage into host memory whatever device it was saved from, so a
+    dict is honoured when it maps every location to the CPU (``{"cuda:0": "cpu"}``); any other
+    target is ambiguous (it would move tensors saved on the CPU too) and is refused. A callable
+    is called as ``torch.load`` calls it, ``map_location(storage, "cpu")``, per tensor."""
     if map_location is None:
         return None
-    if isinstance(map_location, (dict,)) or callable(map_location):
-        raise TypeError(
-            "map_location as a dict or a function is not supported by safeformers.torch.load; "
-            "pass a device such as 'cpu' or 'cuda:0'"
+    if callable(map_location):
+        return map_location
+    if isinstance(map_location, dict):
+        targets = {str(target) for target in map_location.values()}
+        if targets <= {"cpu"}:
+            return None
+        raise ValueError(
+            f"map_location={map_location!r}: safeformers reads every tensor into host memory, "
+            "whatever device it was saved from, so only a mapping to 'cpu' applies; pass a "
+            "device (map_location='cuda:0') to move every tensor there"
         )
     if str(map_location) == "cpu":
         return None
     return map_location
+
+
+def _placed(tensor: "torch.Tensor", device: Any) -> "torch.Tensor":
+    """``tensor`` on ``device`` (see :func:`_device`)."""
+    if device is None:
+        return tensor
+    if callable(device):
+        result = device(tensor.untyped_storage(), "cpu")
+        target = getattr(result, "device", None)
+        return tensor if target is None or str(target) == "cpu" else tensor.to(target)
+    return tensor.to(device)
 
 
 def _tensor(torch: Any, checkpoint: Any, name: str, array: Any) -> "torch.Tensor":
