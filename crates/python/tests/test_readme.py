@@ -42,7 +42,8 @@ def test_the_section_has_its_examples() -> None:
 
 
 def torch_installed() -> bool:
-    return subprocess.run([sys.executable, "-c", "import torch"], capture_output=True).returncode == 0
+    probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
+    return probe.returncode == 0
 
 
 @pytest.fixture()

@@ -57,9 +57,10 @@ def load(
     changes. Tensors the reader had to assemble (strided or big-endian storages) are copies.
     They are then moved to ``map_location`` when that names a device (``"cuda:0"``,
     ``torch.device(...)``); a dict mapping saved locations to ``"cpu"`` and a callable
-    (``lambda storage, location: storage``, called with location ``"cpu"``) are honoured. Differences from ``torch.load``: nested dicts come back flattened
-    with ``.``-joined names (as ``state_dict()`` names them); non-tensor values (an epoch
-    number, ``_metadata``) are left out; ``nn.Parameter`` values come back as plain tensors.
+    (``lambda storage, location: storage``, called with location ``"cpu"``) are honoured.
+    Differences from ``torch.load``: nested dicts come back flattened with ``.``-joined names
+    (as ``state_dict()`` names them); non-tensor values (an epoch number, ``_metadata``) are
+    left out; ``nn.Parameter`` values come back as plain tensors.
 
     >>> import safeformers.torch
     >>> model.load_state_dict(safeformers.torch.load("pytorch_model.bin"))  # doctest: +SKIP
