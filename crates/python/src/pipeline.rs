@@ -33,9 +33,8 @@ use serde_json::{Map, Value};
 use safeformers::pipelines::generation::GenerationConfig;
 use safeformers::{
     Aggregation, ChatTemplateIsolation, Embeddings, FeatureExtraction, FeatureExtractionSettings,
-    FillMask, Input, Options, Output, PoolingMode, QuestionAnswering, QuestionAnsweringOptions,
-    SentenceSimilarity, Task, TextClassification, TextGeneration, TextGenerationOptions,
-    TokenClassification, WeightOptions,
+    Input, Options, Output, Pipeline, PoolingMode, QuestionAnswering, QuestionAnsweringOptions,
+    Task, TextGeneration, TextGenerationOptions, WeightOptions,
 };
 
 use crate::errors::{guard, library_error};
@@ -268,21 +267,10 @@ impl CallSettings {
 #[pyclass(module = "safeformers._native", name = "NativePipeline", frozen)]
 pub(crate) struct NativePipeline {
     task: Task,
-    loaded: Loaded,
+    loaded: Pipeline,
     /// The keywords given to `pipeline(...)` that are call settings: each call's defaults.
     call_defaults: Map<String, Value>,
     batch_size: usize,
-}
-
-/// The task's own pipeline type.
-enum Loaded {
-    FeatureExtraction(FeatureExtraction),
-    SentenceSimilarity(SentenceSimilarity),
-    TextClassification(TextClassification),
-    TokenClassification(TokenClassification),
-    FillMask(FillMask),
-    QuestionAnswering(QuestionAnswering),
-    TextGeneration(TextGeneration),
 }
 
 /// What a call returns before it becomes a Python object.
@@ -321,8 +309,10 @@ pub(crate) fn load_pipeline(
             .checked_batch_size()
             .map_err(|error| PyValueError::new_err(error.to_string()))?;
         let embedding = embedding_settings(&settings)?;
-        let loaded = without_gil(py, move || load(task, &model, &options, &embedding))?
-            .map_err(|error| safeformers_error(&error))?;
+        let loaded = without_gil(py, move || {
+            safeformers::pipeline_with(task, &model, &options, &embedding)
+        })?
+        .map_err(|error| safeformers_error(&error))?;
         Ok(NativePipeline {
             task,
             loaded,
@@ -436,37 +426,6 @@ fn embedding_settings(settings: &LoadSettings) -> PyResult<FeatureExtractionSett
     })
 }
 
-/// Loads the task's pipeline (no GIL held). Sentence similarity takes only `pooling` of
-/// `embedding`.
-fn load(
-    task: Task,
-    model: &std::path::Path,
-    options: &Options,
-    embedding: &FeatureExtractionSettings,
-) -> Result<Loaded, safeformers::Error> {
-    Ok(match task {
-        Task::FeatureExtraction => Loaded::FeatureExtraction(
-            FeatureExtraction::from_pretrained_with(model, options, embedding)?,
-        ),
-        Task::SentenceSimilarity => Loaded::SentenceSimilarity(
-            SentenceSimilarity::from_pretrained(model, options, embedding.pooling.clone())?,
-        ),
-        Task::TextClassification => {
-            Loaded::TextClassification(TextClassification::from_pretrained(model, options)?)
-        }
-        Task::TokenClassification => {
-            Loaded::TokenClassification(TokenClassification::from_pretrained(model, options)?)
-        }
-        Task::FillMask => Loaded::FillMask(FillMask::from_pretrained(model, options)?),
-        Task::QuestionAnswering => {
-            Loaded::QuestionAnswering(QuestionAnswering::from_pretrained(model, options)?)
-        }
-        Task::TextGeneration => {
-            Loaded::TextGeneration(TextGeneration::from_pretrained(model, options)?)
-        }
-    })
-}
-
 /// `pooling` names (`mean`, `cls`, `max`, `mean_sqrt_len_tokens`, `lasttoken`; `none` alone
 /// for token embeddings).
 fn pooling_modes(names: &[String]) -> PyResult<Vec<PoolingMode>> {
@@ -557,26 +516,26 @@ impl NativePipeline {
                 .collect()
         };
         let output = match (&self.loaded, settings) {
-            (Loaded::FeatureExtraction(pipeline), CallSettings::FeatureExtraction(call)) => {
+            (Pipeline::FeatureExtraction(pipeline), CallSettings::FeatureExtraction(call)) => {
                 return feature_extraction(pipeline, &texts(), &call);
             }
-            (Loaded::SentenceSimilarity(pipeline), _) => {
+            (Pipeline::SentenceSimilarity(pipeline), _) => {
                 Output::SentenceSimilarity(pipeline.run(&texts())?)
             }
-            (Loaded::TextClassification(pipeline), CallSettings::TextClassification(call)) => {
+            (Pipeline::TextClassification(pipeline), CallSettings::TextClassification(call)) => {
                 Output::TextClassification(pipeline.run(&texts(), call.top_k)?)
             }
-            (Loaded::TokenClassification(pipeline), CallSettings::TokenClassification(call)) => {
+            (Pipeline::TokenClassification(pipeline), CallSettings::TokenClassification(call)) => {
                 let aggregation = aggregation(call.aggregation_strategy.as_deref())?;
                 Output::TokenClassification(pipeline.run(&texts(), aggregation)?)
             }
-            (Loaded::FillMask(pipeline), CallSettings::FillMask(call)) => Output::FillMask(
+            (Pipeline::FillMask(pipeline), CallSettings::FillMask(call)) => Output::FillMask(
                 pipeline.run(&texts(), call.top_k.unwrap_or(safeformers::FILL_MASK_TOP_K))?,
             ),
-            (Loaded::QuestionAnswering(pipeline), CallSettings::QuestionAnswering(call)) => {
+            (Pipeline::QuestionAnswering(pipeline), CallSettings::QuestionAnswering(call)) => {
                 question_answering(pipeline, inputs, &call)?
             }
-            (Loaded::TextGeneration(pipeline), CallSettings::TextGeneration(call)) => {
+            (Pipeline::TextGeneration(pipeline, _), CallSettings::TextGeneration(call)) => {
                 text_generation(pipeline, inputs, *call, self.batch_size)?
             }
             _ => return Err(usage("settings", "do not belong to this task")),

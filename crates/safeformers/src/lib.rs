@@ -230,14 +230,31 @@ impl From<String> for Input {
 /// `model`, a repo id `org/name[@rev]` or a folder, as Transformers'
 /// `pipeline(task, model=...)`.
 pub fn pipeline(task: &str, model: impl AsRef<Path>, options: &Options) -> Result<Pipeline> {
+    pipeline_with(
+        Task::from_name(task)?,
+        model,
+        options,
+        &FeatureExtractionSettings::default(),
+    )
+}
+
+/// [`pipeline`] of a [`Task`], with `embedding`'s pooling, normalization, prompt and
+/// truncation for feature extraction (sentence similarity takes its pooling; the other tasks
+/// ignore it).
+pub fn pipeline_with(
+    task: Task,
+    model: impl AsRef<Path>,
+    options: &Options,
+    embedding: &FeatureExtractionSettings,
+) -> Result<Pipeline> {
     let model = model.as_ref();
-    Ok(match Task::from_name(task)? {
-        Task::FeatureExtraction => {
-            Pipeline::FeatureExtraction(FeatureExtraction::from_pretrained(model, options)?)
-        }
-        Task::SentenceSimilarity => {
-            Pipeline::SentenceSimilarity(SentenceSimilarity::from_pretrained(model, options, None)?)
-        }
+    Ok(match task {
+        Task::FeatureExtraction => Pipeline::FeatureExtraction(
+            FeatureExtraction::from_pretrained_with(model, options, embedding)?,
+        ),
+        Task::SentenceSimilarity => Pipeline::SentenceSimilarity(
+            SentenceSimilarity::from_pretrained(model, options, embedding.pooling.clone())?,
+        ),
         Task::TextClassification => {
             Pipeline::TextClassification(TextClassification::from_pretrained(model, options)?)
         }
