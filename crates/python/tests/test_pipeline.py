@@ -249,6 +249,16 @@ def test_keyword_mistakes_are_type_and_value_errors_before_anything_loads() -> N
         safeformers.pipeline("feature-extraction", missing)
 
 
+def test_transformers_habits_device_and_trust_remote_code() -> None:
+    bert = MODELS / "bert-seqcls"
+    assert safeformers.pipeline("text-classification", model=bert, device="cpu")("hi")
+    assert safeformers.pipeline("text-classification", bert, device=-1)("hi")
+    with pytest.raises(ValueError, match="CPU"):
+        safeformers.pipeline("text-classification", bert, device="cuda:0")
+    with pytest.warns(UserWarning, match="never runs code"):
+        safeformers.pipeline("text-classification", bert, trust_remote_code=True)
+
+
 def test_pickle_checkpoints_are_refused_and_hostile_ones_never_run(tmp_path: Path) -> None:
     folder = tmp_path / "pickled"
     shutil.copytree(MODELS / "bert", folder)

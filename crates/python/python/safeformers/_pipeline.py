@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from . import _native
@@ -46,9 +47,23 @@ def pipeline(task: str, model: Union[str, "os.PathLike[str]"], **kwargs: Any) ->
       similarity: ``pooling``.
 
     Any other keyword is a default for every call (``pipeline("fill-mask", m, top_k=2)``).
+    ``device`` may be ``"cpu"`` (or -1); ``trust_remote_code`` is ignored with a warning, since
+    no code from a repo ever runs.
     """
     if not isinstance(task, str):
         raise TypeError(f"task must be a str, not {type(task).__name__}")
+    device = kwargs.pop("device", None)
+    if device is not None and str(device) not in ("cpu", "-1"):
+        raise ValueError(f"device={device!r}: safeformers runs models on the CPU; pass 'cpu'")
+    if "trust_remote_code" in kwargs:
+        kwargs.pop("trust_remote_code")
+        warnings.warn(
+            "trust_remote_code is ignored: safeformers never runs code from a model repo (the "
+            "architectures it ports, such as NomicBert, JinaBert and GTE, load natively; others "
+            "are refused with a PolicyError naming the code)",
+            UserWarning,
+            stacklevel=2,
+        )
     keywords = {
         name: os.fspath(value) if isinstance(value, os.PathLike) else value
         for name, value in kwargs.items()
