@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -46,6 +47,9 @@ WORKLOADS = {
     "minilm-b1": ("MiniLM-L6 embeddings of the 512-sentence corpus, batch 1", "sentences/s", True),
     "minilm-b32": ("MiniLM-L6 embeddings of the 512-sentence corpus, batch 32", "sentences/s",
                    True),
+    "minilm-py-b32": ("MiniLM-L6 embeddings of the 512-sentence corpus, batch 32, from Python: "
+                      "`safeformers.pipeline` (release wheel) vs sentence-transformers",
+                      "sentences/s", True),
     "first-embedding": ("process start to first embedding printed (new process)", "s", False),
     "peak-rss": ("peak RSS of the minilm-b32 process", "MB", False),
     "gpt2-f32": ("GPT-2 124M greedy, 32-token prompt + 128 new, f32 weights", "tok/s", True),
@@ -140,6 +144,26 @@ def ensure_venv(venv: Path) -> Path:
             raise BenchError(f"{venv}: the packages still do not import; remove the folder and "
                              "run again, or set SAFEFORMERS_BENCH_VENV to a working venv")
     return python
+
+
+def ensure_safeformers_wheel(python: Path) -> None:
+    """Builds the release wheel of crates/python with maturin (its own venv, as
+    scripts/test-python.sh keeps it) and installs it into the benchmark venv."""
+    maturin_venv = env_path("SAFEFORMERS_VENV_MATURIN", HOME / ".cache/safeformers/venv-maturin")
+    maturin = maturin_venv / "bin" / "maturin"
+    if not maturin.exists():
+        run_checked([sys.executable, "-m", "venv", str(maturin_venv)], "creating the maturin venv")
+        run_checked([str(maturin_venv / "bin" / "python"), "-m", "pip", "install", "--quiet",
+                     "maturin>=1.9,<2"], "pip install maturin")
+    target = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target"))
+    wheels = target / "python-wheels-release"
+    shutil.rmtree(wheels, ignore_errors=True)
+    log("building the release wheel of crates/python (maturin)...")
+    run_checked([str(maturin), "build", "--quiet", "--release", "-m", "crates/python/Cargo.toml",
+                 "--out", str(wheels)], "maturin build --release")
+    (wheel,) = wheels.glob("safeformers-*.whl")
+    run_checked([str(python), "-m", "pip", "install", "--quiet", "--force-reinstall", "--no-deps",
+                 str(wheel)], f"pip install {wheel.name}")
 
 
 def ensure_minilm() -> Path:
@@ -787,8 +811,10 @@ def main(argv: list) -> int:
     started = datetime.datetime.now(datetime.timezone.utc)
 
     python = ensure_venv(venv)
-    needs_minilm = bool(set(selected) & {"minilm-b1", "minilm-b32", "first-embedding",
-                                         "peak-rss", "tokenizer"})
+    needs_minilm = bool(set(selected) & {"minilm-b1", "minilm-b32", "minilm-py-b32",
+                                         "first-embedding", "peak-rss", "tokenizer"})
+    if "minilm-py-b32" in selected:
+        ensure_safeformers_wheel(python)
     minilm = ensure_minilm() if needs_minilm else None
     gpt2 = ensure_gpt2(python) if set(selected) & {"gpt2-f32", "gpt2-f16", "gpt2-q8"} else None
     needs_f32_smollm2 = set(selected) & set(SMOLLM2_WORKLOADS + GGUF_WORKLOADS)
@@ -831,6 +857,14 @@ def main(argv: list) -> int:
                 [binaries["embed_speed"], minilm, corpus, "--batch-size", batch, "--threads",
                  threads, "--dump", dump_dir / f"safeformers-b{batch}.json"],
                 rs_env, sentences_per_second, warm_paths=(minilm, corpus)))
+    if "minilm-py-b32" in selected:
+        embed = [vpy, "bench/minilm_embed.py", minilm, corpus, "--batch-size", 32, "--threads",
+                 threads]
+        workloads.append(Workload(
+            "minilm-py-b32",
+            [*embed, "--dump", dump_dir / "python-py-b32.json"], py_env,
+            [*embed, "--library", "safeformers", "--dump", dump_dir / "safeformers-py-b32.json"],
+            rs_env, sentences_per_second, warm_paths=(minilm, corpus)))
     if "first-embedding" in selected:
         workloads.append(Workload(
             "first-embedding",
@@ -901,10 +935,10 @@ def main(argv: list) -> int:
         results[workload.name] = run_workload(workload, rounds, keep)
         result = results[workload.name]
         if workload.name.startswith("minilm-"):
-            batch = workload.name.removeprefix("minilm-b")
+            key = workload.name.removeprefix("minilm-")  # b1, b32, py-b32
             try:
-                py_vectors = json.loads((dump_dir / f"python-b{batch}.json").read_text())
-                rs_vectors = json.loads((dump_dir / f"safeformers-b{batch}.json").read_text())
+                py_vectors = json.loads((dump_dir / f"python-{key}.json").read_text())
+                rs_vectors = json.loads((dump_dir / f"safeformers-{key}.json").read_text())
             except (OSError, json.JSONDecodeError):
                 py_vectors, rs_vectors = None, None
             result.extra["numerics"] = embedding_check(
