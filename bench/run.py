@@ -330,12 +330,16 @@ def build(selected: list) -> dict:
     packages, targets = [], []
     owners = target_owners()
     for name in selected:
+        if name not in TARGETS:
+            continue  # no cargo target: minilm-py-b32 runs the wheel ensure_safeformers_wheel built
         fallback, kind, target = TARGETS[name]
         package = owners.get((kind, target), fallback)
         if package not in packages:
             packages.append(package)
         if (kind, target) not in targets:
             targets.append((kind, target))
+    if not targets:
+        return {}
     args = ["build", "--release"]
     for package in packages:
         args += ["-p", package]
