@@ -234,6 +234,8 @@ def test_keyword_mistakes_are_type_and_value_errors_before_anything_loads() -> N
         safeformers.pipeline("token-classification", missing, top_k=2)
     with pytest.raises(ValueError, match="pooling"):
         safeformers.pipeline("feature-extraction", missing, pooling="median")
+    with pytest.raises(ValueError, match="sentence-similarity compares one vector"):
+        safeformers.pipeline("sentence-similarity", missing, pooling="none")
     with pytest.raises(ValueError, match="dtype"):
         safeformers.pipeline("text-generation", missing, dtype="f8")
     with pytest.raises(ValueError, match="unknown-task"):

@@ -193,12 +193,19 @@ pub struct SentenceSimilarity(Loaded<pipelines::FeatureExtraction>);
 
 impl SentenceSimilarity {
     /// Loads `model` with the folder's pooling, else mean pooling (as sentence-transformers
-    /// does for a plain Transformers folder), or the `pooling` given.
+    /// does for a plain Transformers folder), or the `pooling` given (at least one mode:
+    /// similarity compares one vector per input).
     pub fn from_pretrained(
         model: impl AsRef<Path>,
         options: &Options,
         pooling: Option<Vec<PoolingMode>>,
     ) -> Result<Self> {
+        if pooling.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::option(
+                "pooling",
+                "sentence-similarity compares one vector per input; `none` (token                  embeddings) does not apply",
+            ));
+        }
         let load = options.pipeline_load_options();
         let batch_size = options.checked_batch_size()?;
         Ok(SentenceSimilarity(Loaded::load(

@@ -2,8 +2,9 @@
 //! what they say, and outputs shaped as the CLI prints them.
 
 use safeformers::{
-    AutoModel, AutoModelForCausalLM, FillMask, FromPretrained, Input, Options, Output,
-    Quantization, Task, TextClassification, Tokenizer, WeightDtype, WeightOptions, pipeline,
+    AutoModel, AutoModelForCausalLM, FeatureExtractionSettings, FillMask, FromPretrained, Input,
+    Options, Output, Quantization, Task, TextClassification, Tokenizer, WeightDtype, WeightOptions,
+    pipeline,
 };
 use safeformers_testkit::repo_fixture as fixture;
 
@@ -109,4 +110,36 @@ fn offline_and_not_cached_is_a_policy_refusal() {
     let name = format!("safeformers-test/not-cached-{}", std::process::id());
     let error = AutoModel::from_pretrained(&name, &Options::new().offline(true)).unwrap_err();
     assert!(error.is_policy_refusal(), "{error}");
+}
+
+#[test]
+fn sentence_similarity_refuses_token_embeddings_before_loading() {
+    let no_pooling = FeatureExtractionSettings {
+        pooling: Some(Vec::new()),
+        ..FeatureExtractionSettings::default()
+    };
+    let error = safeformers::pipeline_with(
+        Task::SentenceSimilarity,
+        fixture("models/bert"),
+        &Options::new(),
+        &no_pooling,
+    )
+    .unwrap_err();
+    assert!(
+        error.is_usage_error() && error.to_string().starts_with("pooling:"),
+        "{error}"
+    );
+    // Feature extraction takes the same settings: token embeddings.
+    let tokens = safeformers::pipeline_with(
+        Task::FeatureExtraction,
+        fixture("models/bert"),
+        &Options::new(),
+        &no_pooling,
+    )
+    .unwrap();
+    let output = tokens.run(&[Input::from("hello")]).unwrap();
+    assert!(matches!(
+        output,
+        Output::FeatureExtraction(safeformers::Embeddings::Tokens(_))
+    ));
 }
