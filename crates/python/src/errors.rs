@@ -61,8 +61,9 @@ pub(crate) fn one_line(message: &str) -> String {
 }
 
 /// The CLI flags library messages suggest, and their keyword arguments in the Python API.
-const PYTHON_SPELLINGS: [(&str, &str); 6] = [
+const PYTHON_SPELLINGS: [(&str, &str); 7] = [
     ("--allow-pickle", "allow_pickle=True"),
+    ("--truncate", "truncate=True"),
     ("--locked", "locked=True"),
     ("--offline", "offline=True"),
     ("--gguf-file NAME", "gguf_file=NAME"),

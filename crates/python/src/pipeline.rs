@@ -481,13 +481,7 @@ impl NativePipeline {
         keywords_json: &str,
     ) -> PyResult<Bound<'py, PyAny>> {
         guard(|| {
-            let inputs = parse_inputs(self.task, inputs_json)?;
-            let mut keywords = self.call_defaults.clone();
-            let given: Map<String, Value> = serde_json::from_str(keywords_json)
-                .map_err(|error| PyTypeError::new_err(format!("keyword arguments: {error}")))?;
-            check_keyword_names(self.task, given.keys(), call_keywords(self.task))?;
-            keywords.extend(given);
-            let settings = CallSettings::parse(self.task, &keywords)?;
+            let (inputs, settings) = self.call(inputs_json, keywords_json)?;
             let computed = without_gil(py, || self.compute(&inputs, settings))?
                 .map_err(|error| safeformers_error(&error))?;
             match computed {
@@ -496,9 +490,59 @@ impl NativePipeline {
             }
         })
     }
+
+    /// Text generation with each piece of new text handed to `on_text(text)` as it is
+    /// generated (with the GIL taken for the call). An exception from `on_text` stops the
+    /// generation and is raised here. Returns the JSON text of the whole output, as `run`.
+    fn run_streaming(
+        &self,
+        py: Python<'_>,
+        inputs_json: &str,
+        keywords_json: &str,
+        on_text: Py<PyAny>,
+    ) -> PyResult<String> {
+        guard(|| {
+            let (inputs, settings) = self.call(inputs_json, keywords_json)?;
+            let (Pipeline::TextGeneration(pipeline, _), CallSettings::TextGeneration(call)) =
+                (&self.loaded, settings)
+            else {
+                return Err(PyTypeError::new_err(format!(
+                    "{} pipeline: only text-generation streams",
+                    self.task.name()
+                )));
+            };
+            let settings = generation_settings(*call, self.batch_size);
+            let inputs = generation_inputs(&inputs);
+            let mut raised: Option<PyErr> = None;
+            let result = without_gil(py, || {
+                pipeline.run_streaming(&inputs, &settings, &mut |_, text| {
+                    Python::attach(|py| on_text.call1(py, (text,)).map(drop)).map_err(|error| {
+                        raised = Some(error);
+                        stopped_by_callback()
+                    })
+                })
+            })?;
+            if let Some(error) = raised {
+                return Err(error);
+            }
+            let output = Output::TextGeneration(result.map_err(|error| safeformers_error(&error))?);
+            serde_json::to_string(&output).map_err(|error| PyValueError::new_err(error.to_string()))
+        })
+    }
 }
 
 impl NativePipeline {
+    /// The call's inputs and keywords (over the call defaults), checked.
+    fn call(&self, inputs_json: &str, keywords_json: &str) -> PyResult<(Vec<Input>, CallSettings)> {
+        let inputs = parse_inputs(self.task, inputs_json)?;
+        let mut keywords = self.call_defaults.clone();
+        let given: Map<String, Value> = serde_json::from_str(keywords_json)
+            .map_err(|error| PyTypeError::new_err(format!("keyword arguments: {error}")))?;
+        check_keyword_names(self.task, given.keys(), call_keywords(self.task))?;
+        keywords.extend(given);
+        Ok((inputs, CallSettings::parse(self.task, &keywords)?))
+    }
+
     /// The task's output for `inputs` (no GIL held).
     fn compute(
         &self,
@@ -542,6 +586,14 @@ impl NativePipeline {
         };
         json(output).map_err(safeformers::Error::Json)
     }
+}
+
+/// The error that stops a generation whose Python callback raised (the callback's own
+/// exception is what Python sees).
+fn stopped_by_callback() -> safeformers::pipelines::PipelineError {
+    safeformers::pipelines::PipelineError::InvalidInput(
+        "generation stopped: the on_text callback raised an exception".into(),
+    )
 }
 
 fn usage(option: &str, reason: &str) -> safeformers::Error {
@@ -631,14 +683,26 @@ fn text_generation(
     call: TextGenerationCall,
     batch_size: usize,
 ) -> Result<Output, safeformers::Error> {
-    let inputs: Vec<safeformers::GenerationInput> = inputs
+    let settings = generation_settings(call, batch_size);
+    Ok(Output::TextGeneration(
+        pipeline.run(&generation_inputs(inputs), &settings)?,
+    ))
+}
+
+/// The prompts and chats among `inputs` (parsed for text generation: nothing else is there).
+fn generation_inputs(inputs: &[Input]) -> Vec<safeformers::GenerationInput> {
+    inputs
         .iter()
         .filter_map(|input| match input {
             Input::Text(text) => Some(safeformers::GenerationInput::Text(text.clone())),
             Input::Chat(messages) => Some(safeformers::GenerationInput::Chat(messages.clone())),
             Input::QuestionContext { .. } => None,
         })
-        .collect();
+        .collect()
+}
+
+/// The pipeline's settings of a call's keywords.
+fn generation_settings(call: TextGenerationCall, batch_size: usize) -> TextGenerationOptions {
     let generation = GenerationConfig {
         max_new_tokens: call.max_new_tokens,
         max_length: call.max_length,
@@ -653,15 +717,14 @@ fn text_generation(
         stop_strings: call.stop_strings.map(OneOrMany::into_vec),
         ..GenerationConfig::default()
     };
-    let settings = TextGenerationOptions {
+    TextGenerationOptions {
         generation,
         return_full_text: call.return_full_text.unwrap_or(true),
         seed: call.seed,
         truncate: call.truncate.unwrap_or(false),
         batch_size,
         first_index: 0,
-    };
-    Ok(Output::TextGeneration(pipeline.run(&inputs, &settings)?))
+    }
 }
 
 /// The inputs of one call, as the task takes them: a JSON list of texts; for

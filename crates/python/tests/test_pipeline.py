@@ -202,6 +202,41 @@ def test_text_generation_equals_the_cli_for_prompts_and_chats() -> None:
     assert expected[0][0]["generated_text"] == prompts[0] + new_only[0]["generated_text"]
 
 
+def test_streaming_yields_the_new_text_piece_by_piece() -> None:
+    generate = safeformers.pipeline("text-generation", DECODERS / "llama")
+    settings = {"max_new_tokens": 8, "do_sample": False}
+    for prompt in ("Hello there", CHAT):
+        pieces = list(generate.stream(prompt, **settings))
+        whole = generate(prompt, return_full_text=False, **settings)[0]["generated_text"]
+        if isinstance(whole, list):  # a chat: the reply is the assistant's message
+            whole = whole[-1]["content"]
+        assert pieces and "".join(pieces) == whole, (pieces, whole)
+        assert len(pieces) > 1 or isinstance(prompt, list), pieces  # a prompt: token by token
+    # Leaving the loop early stops the generation and returns.
+    for piece in generate.stream("Hello there", max_new_tokens=40, do_sample=False):
+        break
+    # Errors are the pipeline's, with options spelled for Python.
+    with pytest.raises(safeformers.FormatError, match=r"context window .*truncate=True"):
+        list(generate.stream("Hello there", max_new_tokens=64))
+    with pytest.raises(TypeError, match="only text-generation streams"):
+        list(safeformers.pipeline("fill-mask", MODELS / "bert-mlm").stream("a [MASK]"))
+
+
+def test_an_exception_in_the_streaming_callback_stops_and_is_raised() -> None:
+    generate = safeformers.pipeline("text-generation", DECODERS / "llama-tool-call")
+    seen: List[str] = []
+
+    def on_text(text: str) -> None:
+        seen.append(text)
+        raise KeyError("stop here")
+
+    with pytest.raises(KeyError, match="stop here"):
+        generate._native.run_streaming(
+            json.dumps(["Hello"]), json.dumps({"max_new_tokens": 8}), on_text
+        )
+    assert len(seen) == 1
+
+
 def test_a_hostile_chat_template_is_stopped_in_the_child(tmp_path: Path) -> None:
     folder = tmp_path / "hostile-template"
     shutil.copytree(DECODERS / "llama-tool-call", folder)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import warnings
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 from . import _native
 
@@ -125,9 +127,62 @@ class Pipeline:
             return [output[0]] if single else [[result] for result in output]
         return output[0] if single else output
 
+    def stream(self, inputs: Any, /, **kwargs: Any) -> Iterator[str]:
+        """Text generation of one prompt or chat, yielding the new text piece by piece as it
+        is generated (the prompt is not repeated), as ``TextIteratorStreamer`` gives it.
+
+        The model runs in a background thread; leaving the loop early stops the generation.
+
+        >>> for text in chat.stream([{"role": "user", "content": "Hi"}]):  # doctest: +SKIP
+        ...     print(text, end="", flush=True)
+        """
+        if self.task != "text-generation":
+            raise TypeError(f"{self.task} pipeline: only text-generation streams")
+        if isinstance(inputs, str):
+            items = [inputs]
+        elif _is_chat(inputs):
+            items = [list(inputs)]
+        else:
+            raise TypeError("text-generation pipeline: stream takes one prompt (str) or one chat")
+        pieces: "queue.Queue[Any]" = queue.Queue()
+        stopping = threading.Event()
+        finished = object()
+
+        def on_text(text: str) -> None:
+            if stopping.is_set():
+                raise _Stopped()
+            pieces.put(text)
+
+        def generate() -> None:
+            try:
+                self._native.run_streaming(json.dumps(items), json.dumps(kwargs), on_text)
+                pieces.put(finished)
+            except BaseException as error:  # handed to the consumer
+                pieces.put(error)
+
+        worker = threading.Thread(target=generate, name="safeformers-stream", daemon=True)
+        worker.start()
+        try:
+            while True:
+                piece = pieces.get()
+                if piece is finished:
+                    return
+                if isinstance(piece, BaseException):
+                    if isinstance(piece, _Stopped):
+                        return
+                    raise piece
+                yield piece
+        finally:
+            stopping.set()
+            worker.join()
+
     def _run(self, items: List[Any], kwargs: Dict[str, Any]) -> Any:
         result = self._native.run(json.dumps(items), json.dumps(kwargs))
         return json.loads(result) if isinstance(result, str) else result
+
+
+class _Stopped(Exception):
+    """Raised in the streaming callback once the consumer has left the loop."""
 
 
 def _texts_or_list(task: str, inputs: Any) -> "tuple[List[Any], bool]":
