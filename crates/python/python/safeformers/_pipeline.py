@@ -93,7 +93,8 @@ class Pipeline:
     - ``text-generation``: a prompt, or a chat (a list of ``{"role", "content"}`` messages),
       gives ``[{"generated_text": ...}]``; ``max_new_tokens``, ``do_sample``, ``temperature``,
       ``top_k``, ``top_p``, ``min_p``, ``repetition_penalty``, ``stop_strings``, ``seed``,
-      ``return_full_text``, ``truncate``.
+      ``return_full_text``, ``truncate``. :meth:`stream` yields one reply's new text as it is
+      generated.
 
     A list of inputs gives a list of outputs, in order. The GIL is released while the model
     runs, so other Python threads go on.
