@@ -34,7 +34,7 @@ use safeformers::pipelines::generation::GenerationConfig;
 use safeformers::{
     Aggregation, ChatTemplateIsolation, Embeddings, FeatureExtraction, FeatureExtractionSettings,
     Input, Options, Output, Pipeline, PoolingMode, QuestionAnswering, QuestionAnsweringOptions,
-    Task, TextGeneration, TextGenerationOptions, WeightOptions,
+    Task, TextGenerationOptions, WeightOptions,
 };
 
 use crate::errors::{guard, library_error};
@@ -270,7 +270,6 @@ pub(crate) struct NativePipeline {
     loaded: Pipeline,
     /// The keywords given to `pipeline(...)` that are call settings: each call's defaults.
     call_defaults: Map<String, Value>,
-    batch_size: usize,
 }
 
 /// What a call returns before it becomes a Python object.
@@ -305,9 +304,6 @@ pub(crate) fn load_pipeline(
         // A typo in a call default is an error now, not at the first call.
         CallSettings::parse(task, &call_defaults)?;
         let options = options(&settings, chat_template_renderer(py)?)?;
-        let batch_size = options
-            .checked_batch_size()
-            .map_err(|error| PyValueError::new_err(error.to_string()))?;
         let embedding = embedding_settings(&settings)?;
         let loaded = without_gil(py, move || {
             safeformers::pipeline_with(task, &model, &options, &embedding)
@@ -317,7 +313,6 @@ pub(crate) fn load_pipeline(
             task,
             loaded,
             call_defaults,
-            batch_size,
         })
     })
 }
@@ -503,7 +498,7 @@ impl NativePipeline {
     ) -> PyResult<String> {
         guard(|| {
             let (inputs, settings) = self.call(inputs_json, keywords_json)?;
-            let (Pipeline::TextGeneration(pipeline, _), CallSettings::TextGeneration(call)) =
+            let (Pipeline::TextGeneration(pipeline, defaults), CallSettings::TextGeneration(call)) =
                 (&self.loaded, settings)
             else {
                 return Err(PyTypeError::new_err(format!(
@@ -511,8 +506,9 @@ impl NativePipeline {
                     self.task.name()
                 )));
             };
-            let settings = generation_settings(*call, self.batch_size);
-            let inputs = generation_inputs(&inputs);
+            let settings = generation_settings(*call, defaults);
+            let inputs =
+                Input::generation_inputs(&inputs).map_err(|error| safeformers_error(&error))?;
             let mut raised: Option<PyErr> = None;
             let result = without_gil(py, || {
                 pipeline.run_streaming(&inputs, &settings, &mut |_, text| {
@@ -549,42 +545,36 @@ impl NativePipeline {
         inputs: &[Input],
         settings: CallSettings,
     ) -> Result<Computed, safeformers::Error> {
-        let json = |output: Output| serde_json::to_string(&output).map(Computed::Json);
-        let texts = || -> Vec<&str> {
-            inputs
-                .iter()
-                .filter_map(|input| match input {
-                    Input::Text(text) => Some(text.as_str()),
-                    _ => None,
-                })
-                .collect()
-        };
         let output = match (&self.loaded, settings) {
             (Pipeline::FeatureExtraction(pipeline), CallSettings::FeatureExtraction(call)) => {
-                return feature_extraction(pipeline, &texts(), &call);
+                return feature_extraction(pipeline, &Input::texts(inputs)?, &call);
             }
-            (Pipeline::SentenceSimilarity(pipeline), _) => {
-                Output::SentenceSimilarity(pipeline.run(&texts())?)
+            (Pipeline::TextGeneration(pipeline, defaults), CallSettings::TextGeneration(call)) => {
+                let settings = generation_settings(*call, defaults);
+                Output::TextGeneration(pipeline.run(&Input::generation_inputs(inputs)?, &settings)?)
             }
-            (Pipeline::TextClassification(pipeline), CallSettings::TextClassification(call)) => {
-                Output::TextClassification(pipeline.run(&texts(), call.top_k)?)
-            }
-            (Pipeline::TokenClassification(pipeline), CallSettings::TokenClassification(call)) => {
-                let aggregation = aggregation(call.aggregation_strategy.as_deref())?;
-                Output::TokenClassification(pipeline.run(&texts(), aggregation)?)
-            }
-            (Pipeline::FillMask(pipeline), CallSettings::FillMask(call)) => Output::FillMask(
-                pipeline.run(&texts(), call.top_k.unwrap_or(safeformers::FILL_MASK_TOP_K))?,
-            ),
             (Pipeline::QuestionAnswering(pipeline), CallSettings::QuestionAnswering(call)) => {
                 question_answering(pipeline, inputs, &call)?
             }
-            (Pipeline::TextGeneration(pipeline, _), CallSettings::TextGeneration(call)) => {
-                text_generation(pipeline, inputs, *call, self.batch_size)?
+            (Pipeline::SentenceSimilarity(pipeline), _) => {
+                Output::SentenceSimilarity(pipeline.run(&Input::texts(inputs)?)?)
+            }
+            (Pipeline::TextClassification(pipeline), CallSettings::TextClassification(call)) => {
+                Output::TextClassification(pipeline.run(&Input::texts(inputs)?, call.top_k)?)
+            }
+            (Pipeline::TokenClassification(pipeline), CallSettings::TokenClassification(call)) => {
+                let aggregation = aggregation(call.aggregation_strategy.as_deref())?;
+                Output::TokenClassification(pipeline.run(&Input::texts(inputs)?, aggregation)?)
+            }
+            (Pipeline::FillMask(pipeline), CallSettings::FillMask(call)) => {
+                let top_k = call.top_k.unwrap_or(safeformers::FILL_MASK_TOP_K);
+                Output::FillMask(pipeline.run(&Input::texts(inputs)?, top_k)?)
             }
             _ => return Err(usage("settings", "do not belong to this task")),
         };
-        json(output).map_err(safeformers::Error::Json)
+        serde_json::to_string(&output)
+            .map(Computed::Json)
+            .map_err(safeformers::Error::Json)
     }
 }
 
@@ -603,33 +593,21 @@ fn usage(option: &str, reason: &str) -> safeformers::Error {
     }
 }
 
-/// Feature extraction with the call's prompt, if any.
+/// Feature extraction with the call's prompt (by text or by name), if any.
 fn feature_extraction(
     pipeline: &FeatureExtraction,
     texts: &[&str],
     call: &FeatureExtractionCall,
 ) -> Result<Computed, safeformers::Error> {
-    if call.prompt.is_some() && call.prompt_name.is_some() {
-        return Err(usage("prompt", "give prompt or prompt_name, not both"));
-    }
-    let features = pipeline.install(|pipeline| {
-        let named;
-        let prompt = match (&call.prompt, &call.prompt_name) {
-            (Some(text), _) => Some(text.as_str()),
-            (None, Some(name)) => {
-                named = pipeline.named_prompt(name)?;
-                Some(named.as_str())
-            }
-            (None, None) => None,
-        };
-        pipeline.run_with_prompt(texts, prompt)
-    })?;
-    Ok(Computed::Embeddings(match features {
-        safeformers::pipelines::Features::Sentences(vectors) => Embeddings::Sentences(vectors),
-        safeformers::pipelines::Features::Tokens(tokens) => {
-            Embeddings::Tokens(tokens.into_iter().map(|tokens| [tokens]).collect())
-        }
-    }))
+    let named = match (&call.prompt, &call.prompt_name) {
+        (Some(_), Some(_)) => return Err(usage("prompt", "give prompt or prompt_name, not both")),
+        (None, Some(name)) => Some(pipeline.pipeline().named_prompt(name)?),
+        _ => None,
+    };
+    let prompt = call.prompt.as_deref().or(named.as_deref());
+    Ok(Computed::Embeddings(
+        pipeline.run_with_prompt(texts, prompt)?,
+    ))
 }
 
 fn aggregation(name: Option<&str>) -> Result<Aggregation, safeformers::Error> {
@@ -649,15 +627,7 @@ fn question_answering(
     inputs: &[Input],
     call: &QuestionAnsweringCall,
 ) -> Result<Output, safeformers::Error> {
-    let pairs: Vec<(&str, &str)> = inputs
-        .iter()
-        .filter_map(|input| match input {
-            Input::QuestionContext { question, context } => {
-                Some((question.as_str(), context.as_str()))
-            }
-            _ => None,
-        })
-        .collect();
+    let pairs = Input::question_context_pairs(inputs)?;
     let defaults = QuestionAnsweringOptions::default();
     let settings = QuestionAnsweringOptions {
         max_answer_len: call.max_answer_len.unwrap_or(defaults.max_answer_len),
@@ -677,32 +647,12 @@ fn question_answering(
     )?))
 }
 
-fn text_generation(
-    pipeline: &TextGeneration,
-    inputs: &[Input],
+/// The pipeline's settings of a call's keywords, over the pipeline's `defaults` (its batch
+/// size, from `pipeline(..., batch_size=N)`).
+fn generation_settings(
     call: TextGenerationCall,
-    batch_size: usize,
-) -> Result<Output, safeformers::Error> {
-    let settings = generation_settings(call, batch_size);
-    Ok(Output::TextGeneration(
-        pipeline.run(&generation_inputs(inputs), &settings)?,
-    ))
-}
-
-/// The prompts and chats among `inputs` (parsed for text generation: nothing else is there).
-fn generation_inputs(inputs: &[Input]) -> Vec<safeformers::GenerationInput> {
-    inputs
-        .iter()
-        .filter_map(|input| match input {
-            Input::Text(text) => Some(safeformers::GenerationInput::Text(text.clone())),
-            Input::Chat(messages) => Some(safeformers::GenerationInput::Chat(messages.clone())),
-            Input::QuestionContext { .. } => None,
-        })
-        .collect()
-}
-
-/// The pipeline's settings of a call's keywords.
-fn generation_settings(call: TextGenerationCall, batch_size: usize) -> TextGenerationOptions {
+    defaults: &TextGenerationOptions,
+) -> TextGenerationOptions {
     let generation = GenerationConfig {
         max_new_tokens: call.max_new_tokens,
         max_length: call.max_length,
@@ -719,11 +669,10 @@ fn generation_settings(call: TextGenerationCall, batch_size: usize) -> TextGener
     };
     TextGenerationOptions {
         generation,
-        return_full_text: call.return_full_text.unwrap_or(true),
-        seed: call.seed,
-        truncate: call.truncate.unwrap_or(false),
-        batch_size,
-        first_index: 0,
+        return_full_text: call.return_full_text.unwrap_or(defaults.return_full_text),
+        seed: call.seed.or(defaults.seed),
+        truncate: call.truncate.unwrap_or(defaults.truncate),
+        ..defaults.clone()
     }
 }
 

@@ -302,77 +302,79 @@ impl Pipeline {
     pub fn run(&self, inputs: &[Input]) -> Result<Output> {
         Ok(match self {
             Pipeline::FeatureExtraction(pipeline) => {
-                Output::FeatureExtraction(pipeline.run(&texts(inputs)?)?)
+                Output::FeatureExtraction(pipeline.run(&Input::texts(inputs)?)?)
             }
             Pipeline::SentenceSimilarity(pipeline) => {
-                Output::SentenceSimilarity(pipeline.run(&texts(inputs)?)?)
+                Output::SentenceSimilarity(pipeline.run(&Input::texts(inputs)?)?)
             }
             Pipeline::TextClassification(pipeline) => {
-                Output::TextClassification(pipeline.run(&texts(inputs)?, None)?)
+                Output::TextClassification(pipeline.run(&Input::texts(inputs)?, None)?)
             }
-            Pipeline::TokenClassification(pipeline) => {
-                Output::TokenClassification(pipeline.run(&texts(inputs)?, Aggregation::None)?)
-            }
+            Pipeline::TokenClassification(pipeline) => Output::TokenClassification(
+                pipeline.run(&Input::texts(inputs)?, Aggregation::None)?,
+            ),
             Pipeline::FillMask(pipeline) => {
-                Output::FillMask(pipeline.run(&texts(inputs)?, FILL_MASK_TOP_K)?)
+                Output::FillMask(pipeline.run(&Input::texts(inputs)?, FILL_MASK_TOP_K)?)
             }
             Pipeline::QuestionAnswering(pipeline) => {
-                let pairs = question_context_pairs(inputs)?;
+                let pairs = Input::question_context_pairs(inputs)?;
                 let settings = QuestionAnsweringOptions::default();
                 Output::QuestionAnswering(pipeline.run(&pairs, 1, &settings)?)
             }
             Pipeline::TextGeneration(pipeline, settings) => {
-                let inputs = generation_inputs(inputs)?;
+                let inputs = Input::generation_inputs(inputs)?;
                 Output::TextGeneration(pipeline.run(&inputs, settings)?)
             }
         })
     }
 }
 
-/// The texts of `inputs`; anything else is an error naming the input.
-fn texts(inputs: &[Input]) -> Result<Vec<&str>> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(index, input)| match input {
-            Input::Text(text) => Ok(text.as_str()),
-            _ => Err(Error::InvalidInput {
-                index: index + 1,
-                reason: "this task takes text inputs".into(),
-            }),
-        })
-        .collect()
-}
+impl Input {
+    /// The texts of `inputs`; anything else is an error naming the input.
+    pub fn texts(inputs: &[Input]) -> Result<Vec<&str>> {
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| match input {
+                Input::Text(text) => Ok(text.as_str()),
+                _ => Err(Error::InvalidInput {
+                    index: index + 1,
+                    reason: "this task takes text inputs".into(),
+                }),
+            })
+            .collect()
+    }
 
-/// The (question, context) pairs of `inputs`.
-fn question_context_pairs(inputs: &[Input]) -> Result<Vec<(&str, &str)>> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(index, input)| match input {
-            Input::QuestionContext { question, context } => {
-                Ok((question.as_str(), context.as_str()))
-            }
-            _ => Err(Error::InvalidInput {
-                index: index + 1,
-                reason: "question-answering takes a question and a context".into(),
-            }),
-        })
-        .collect()
-}
+    /// The (question, context) pairs of `inputs`; anything else is an error naming the input.
+    pub fn question_context_pairs(inputs: &[Input]) -> Result<Vec<(&str, &str)>> {
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| match input {
+                Input::QuestionContext { question, context } => {
+                    Ok((question.as_str(), context.as_str()))
+                }
+                _ => Err(Error::InvalidInput {
+                    index: index + 1,
+                    reason: "question-answering takes a question and a context".into(),
+                }),
+            })
+            .collect()
+    }
 
-/// The prompts or chats of text-generation.
-fn generation_inputs(inputs: &[Input]) -> Result<Vec<GenerationInput>> {
-    inputs
-        .iter()
-        .enumerate()
-        .map(|(index, input)| match input {
-            Input::Text(text) => Ok(GenerationInput::Text(text.clone())),
-            Input::Chat(messages) => Ok(GenerationInput::Chat(messages.clone())),
-            Input::QuestionContext { .. } => Err(Error::InvalidInput {
-                index: index + 1,
-                reason: "text-generation takes a prompt or chat messages".into(),
-            }),
-        })
-        .collect()
+    /// The prompts or chats of text-generation; a question is an error naming the input.
+    pub fn generation_inputs(inputs: &[Input]) -> Result<Vec<GenerationInput>> {
+        inputs
+            .iter()
+            .enumerate()
+            .map(|(index, input)| match input {
+                Input::Text(text) => Ok(GenerationInput::Text(text.clone())),
+                Input::Chat(messages) => Ok(GenerationInput::Chat(messages.clone())),
+                Input::QuestionContext { .. } => Err(Error::InvalidInput {
+                    index: index + 1,
+                    reason: "text-generation takes a prompt or chat messages".into(),
+                }),
+            })
+            .collect()
+    }
 }

@@ -163,7 +163,20 @@ impl FeatureExtraction {
 
     /// The embeddings of `inputs`.
     pub fn run<S: AsRef<str> + Sync>(&self, inputs: &[S]) -> Result<Embeddings> {
-        let features = self.0.run(|pipeline| Ok(pipeline.run(inputs)?))?;
+        self.run_with_prompt(inputs, None)
+    }
+
+    /// The embeddings of `inputs` with `prompt` prepended instead of the folder's own prompt
+    /// (`Some("")`: no prompt); see [`pipelines::FeatureExtraction::named_prompt`] for a
+    /// prompt by name.
+    pub fn run_with_prompt<S: AsRef<str> + Sync>(
+        &self,
+        inputs: &[S],
+        prompt: Option<&str>,
+    ) -> Result<Embeddings> {
+        let features = self
+            .0
+            .run(|pipeline| Ok(pipeline.run_with_prompt(inputs, prompt)?))?;
         Ok(match features {
             Features::Sentences(vectors) => Embeddings::Sentences(vectors),
             Features::Tokens(tokens) => {
