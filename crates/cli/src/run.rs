@@ -81,10 +81,8 @@ pub struct WeightArgs {
 impl WeightArgs {
     /// The checked load options; a bad value or combination is a usage error.
     pub fn load_options(&self) -> anyhow::Result<WeightOptions> {
-        // The library's message names `dtype`/`quantize`; flags are spelled with `--`.
-        WeightOptions::from_names(self.dtype.as_deref(), self.quantize.as_deref()).map_err(
-            |message| UsageError(format!("--{}", message.replace(" dtype ", " --dtype "))).into(),
-        )
+        WeightOptions::from_names(self.dtype.as_deref(), self.quantize.as_deref(), "--")
+            .map_err(|message| UsageError(message).into())
     }
 }
 

@@ -121,26 +121,28 @@ impl WeightOptions {
 
     /// The options of the names a user gives (`--dtype`/`--quantize` on the command line,
     /// `dtype=`/`quantize=` in Python): an explicit `dtype` (even `f32`) also dequantizes a
-    /// GGUF file's blocks at load. The error is one line naming the option and its value,
-    /// without a `--` (each front end adds its own spelling).
+    /// GGUF file's blocks at load. The error is one line naming the options as `prefix`
+    /// spells them (`"--"` on the command line, `""` in Python).
     pub fn from_names(
         dtype: Option<&str>,
         quantize: Option<&str>,
+        prefix: &str,
     ) -> std::result::Result<WeightOptions, String> {
         let storage = match dtype {
             None => WeightDtype::F32,
             Some(name) => WeightDtype::from_name(name)
-                .ok_or_else(|| format!("dtype {name}: expected f32, f16 or bf16"))?,
+                .ok_or_else(|| format!("{prefix}dtype {name}: expected f32, f16 or bf16"))?,
         };
         let scheme = match quantize {
             None => None,
             Some(name) => Some(Quantization::from_name(name).ok_or_else(|| {
-                format!("quantize {name}: the schemes are q8, q8_0, q4_0 and q4_k")
+                format!("{prefix}quantize {name}: the schemes are q8, q8_0, q4_0 and q4_k")
             })?),
         };
         let options = WeightOptions::new(storage, scheme).map_err(|_| {
             format!(
-                "quantize {} stores 8-bit weights; it cannot be combined with dtype {}",
+                "{prefix}quantize {} stores 8-bit weights; it cannot be combined with \
+                 {prefix}dtype {}",
                 quantize.unwrap_or_default(),
                 dtype.unwrap_or_default()
             )

@@ -333,7 +333,7 @@ fn split_keywords(
 /// The library options of `settings`.
 fn options(settings: &LoadSettings, renderer: ChatTemplateIsolation) -> PyResult<Options> {
     let weights =
-        WeightOptions::from_names(settings.dtype.as_deref(), settings.quantize.as_deref())
+        WeightOptions::from_names(settings.dtype.as_deref(), settings.quantize.as_deref(), "")
             .map_err(PyValueError::new_err)?;
     let mut options = Options::new()
         .allow_pickle(settings.allow_pickle)
